@@ -1,0 +1,73 @@
+"""A real vmcri daemon on a temporary socket, talked to over gRPC."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from vmcri.api import api_pb2_grpc
+
+
+@dataclass
+class RunningDaemon:
+    process: subprocess.Popen[bytes]
+    socket: Path
+    root: Path
+    state: Path
+    log: Path
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(f"unix:{self.socket}")
+
+    def runtime(self) -> api_pb2_grpc.RuntimeServiceStub:
+        return api_pb2_grpc.RuntimeServiceStub(self.channel())
+
+    def images(self) -> api_pb2_grpc.ImageServiceStub:
+        return api_pb2_grpc.ImageServiceStub(self.channel())
+
+
+def start_daemon(tmp: Path, *extra: str, config: Path | None = None) -> RunningDaemon:
+    sock = tmp / "run" / "vmcri.sock"
+    root, state, log = tmp / "root", tmp / "state", tmp / "daemon.log"
+    args = [sys.executable, "-m", "vmcri", "serve", "--socket", str(sock), "--root", str(root)]
+    args += ["--state", str(state), "--log-level", "debug", *extra]
+    if config is not None:
+        args += ["--config", str(config)]
+    with open(log, "ab") as out:
+        process = subprocess.Popen(args, stderr=out, stdout=out)
+    daemon = RunningDaemon(process, sock, root, state, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"daemon exited {process.returncode}: {log.read_text()}")
+        if sock.exists():
+            try:
+                grpc.channel_ready_future(daemon.channel()).result(timeout=1)
+                return daemon
+            except grpc.FutureTimeoutError:
+                pass
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"daemon did not come up: {log.read_text()}")
+
+
+def stop_daemon(daemon: RunningDaemon, sig: int = signal.SIGTERM) -> int:
+    if daemon.process.poll() is None:
+        os.kill(daemon.process.pid, sig)
+    return daemon.process.wait(timeout=30)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
+    running = start_daemon(tmp_path)
+    yield running
+    stop_daemon(running)

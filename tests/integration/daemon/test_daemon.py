@@ -1,0 +1,208 @@
+"""The real daemon over its unix socket: runtime info, errors, start-up refusals."""
+
+from __future__ import annotations
+
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from vmcri.api import api_pb2 as pb
+
+from .conftest import RunningDaemon, start_daemon, stop_daemon
+
+pytestmark = pytest.mark.integration
+
+
+def test_version(daemon: RunningDaemon) -> None:
+    response = daemon.runtime().Version(pb.VersionRequest(version="0.1.0"))
+    assert response.runtime_name == "vmcri"
+    assert response.runtime_api_version == "v1"
+    assert response.runtime_version
+
+
+def test_socket_mode_is_0660(daemon: RunningDaemon) -> None:
+    mode = daemon.socket.stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
+
+
+def test_status_lists_handlers_and_conditions(daemon: RunningDaemon) -> None:
+    response = daemon.runtime().Status(pb.StatusRequest(verbose=True))
+    conditions = {c.type: c for c in response.status.conditions}
+    assert conditions["RuntimeReady"].status is True
+    assert conditions["NetworkReady"].status is False
+    assert conditions["NetworkReady"].reason == "NetworkPluginNotReady"
+    names = [h.name for h in response.runtime_handlers]
+    assert sorted(names) == ["", "runc", "vm"]
+    assert "config" in response.info
+
+
+def test_runtime_config_reports_the_cgroup_driver(daemon: RunningDaemon) -> None:
+    response = daemon.runtime().RuntimeConfig(pb.RuntimeConfigRequest())
+    assert response.linux.cgroup_driver == pb.CGROUPFS
+
+
+def test_update_runtime_config_is_accepted(daemon: RunningDaemon) -> None:
+    request = pb.UpdateRuntimeConfigRequest(
+        runtime_config=pb.RuntimeConfig(network_config=pb.NetworkConfig(pod_cidr="10.88.0.0/16"))
+    )
+    daemon.runtime().UpdateRuntimeConfig(request)
+
+
+def test_unimplemented_rpc_names_itself(daemon: RunningDaemon) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        daemon.runtime().CheckpointContainer(pb.CheckpointContainerRequest(container_id="x"))
+    assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "CheckpointContainer" in info.value.details()
+
+
+def test_unknown_handler_is_refused_and_leaves_nothing(daemon: RunningDaemon) -> None:
+    config = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", uid="u", namespace="n"))
+    with pytest.raises(grpc.RpcError) as info:
+        daemon.runtime().RunPodSandbox(
+            pb.RunPodSandboxRequest(config=config, runtime_handler="kata")
+        )
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "kata" in info.value.details() and "'runc'" in info.value.details()
+    assert daemon.runtime().ListPodSandbox(pb.ListPodSandboxRequest()).items == []
+
+
+def test_malformed_request_is_invalid_argument(daemon: RunningDaemon) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        daemon.runtime().RunPodSandbox(pb.RunPodSandboxRequest(config=pb.PodSandboxConfig()))
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "config.metadata" in info.value.details()
+
+
+def test_garbage_bytes_are_rejected_without_crashing(daemon: RunningDaemon) -> None:
+    channel = daemon.channel()
+    call = channel.unary_unary("/runtime.v1.RuntimeService/Version")
+    with pytest.raises(grpc.RpcError) as info:
+        call(b"\xff\xff\xff\xff garbage")
+    assert info.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert daemon.runtime().Version(pb.VersionRequest()).runtime_name == "vmcri"
+
+
+def test_unknown_ids_are_not_found_and_stop_remove_are_idempotent(daemon: RunningDaemon) -> None:
+    runtime = daemon.runtime()
+    with pytest.raises(grpc.RpcError) as info:
+        runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id="deadbeef"))
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id="deadbeef"))
+    runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id="deadbeef"))
+    runtime.RemoveContainer(pb.RemoveContainerRequest(container_id="deadbeef"))
+
+
+def test_second_daemon_on_the_same_state_dir_is_refused(
+    daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    other_socket = tmp_path / "other.sock"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vmcri",
+            "serve",
+            "--socket",
+            str(other_socket),
+            "--root",
+            str(daemon.root),
+            "--state",
+            str(daemon.state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "in use by another vmcri daemon" in result.stderr
+    assert daemon.runtime().Version(pb.VersionRequest()).runtime_name == "vmcri"
+
+
+def test_second_daemon_on_the_same_socket_is_refused(daemon: RunningDaemon, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vmcri",
+            "serve",
+            "--socket",
+            str(daemon.socket),
+            "--root",
+            str(tmp_path / "r2"),
+            "--state",
+            str(tmp_path / "s2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "in use by a running server" in result.stderr
+    assert daemon.socket.exists()
+    assert daemon.runtime().Version(pb.VersionRequest()).runtime_name == "vmcri"
+
+
+def test_stale_socket_is_replaced_and_sigterm_is_graceful(tmp_path: Path) -> None:
+    first = start_daemon(tmp_path)
+    assert stop_daemon(first, signal.SIGKILL) != 0
+    assert first.socket.exists()  # left behind by kill -9
+    second = start_daemon(tmp_path)
+    assert second.runtime().Version(pb.VersionRequest()).runtime_name == "vmcri"
+    assert stop_daemon(second) == 0
+    assert not second.socket.exists()
+
+
+def test_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[runtimes.vm]\nbackend = 'vm'\n[runtimes.vm.options]\nmachine = 'pc'\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vmcri",
+            "serve",
+            "--config",
+            str(config),
+            "--socket",
+            str(tmp_path / "s.sock"),
+            "--root",
+            str(tmp_path / "r"),
+            "--state",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "runtimes.vm.options.machine" in result.stderr
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_socket_path_that_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vmcri",
+            "serve",
+            "--socket",
+            str(blocker / "vmcri.sock"),
+            "--root",
+            str(tmp_path / "r"),
+            "--state",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "socket" in result.stderr

@@ -1,0 +1,124 @@
+"""Domain XML: policy in DomainSpec, rendering checked against golden files.
+
+Regenerate the golden files after an intended change with
+``VMCRI_REGENERATE_GOLDEN=1 pytest tests/unit/vm/test_domain.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from vmcri.handlers.vm.accel import choose_accel, kvm_usable
+from vmcri.handlers.vm.domain import DomainSpec, Share, domain_uuid, kernel_cmdline, size_vm
+from vmcri.handlers.vm.options import VmOptions
+from vmcri.handlers.vm.render import render_domain
+from vmcri.model import Resources
+
+GOLDEN = Path(__file__).parent / "golden"
+MIB = 1024 * 1024
+
+
+def spec(**changes: object) -> DomainSpec:
+    base = DomainSpec(
+        name="vmcri-" + "ab" * 32,
+        uuid=domain_uuid("ab" * 32),
+        domain_type="qemu",
+        machine="q35",
+        memory_mib=416,
+        vcpus=1,
+        kernel="/guest/vmlinuz",
+        initrd="/guest/initrd.img",
+        cmdline=kernel_cmdline(False, "/run/vmcri/shared"),
+        root_image="/guest/rootfs.img",
+        agent_socket="/run/vmcri/backends/vm/ab/agent.sock",
+        agent_port_name="vmcri.agent",
+        console_log="/run/vmcri/backends/vm/ab/console.log",
+        shares=(Share("vmcri-pod", "/run/vmcri/backends/vm/ab/share", False, "9p"),),
+        run_as_root=True,
+    )
+    return DomainSpec(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+
+
+CASES = {
+    "tcg-q35-9p": spec(),
+    "kvm-2cpu-virtiofs-readonly": spec(
+        domain_type="kvm",
+        vcpus=2,
+        memory_mib=1184,
+        shares=(Share("vmcri-pod", "/srv/share", True, "virtiofs"),),
+        run_as_root=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_xml_matches_golden(case: str) -> None:
+    rendered = render_domain(CASES[case])
+    golden = GOLDEN / f"{case}.xml"
+    if os.environ.get("VMCRI_REGENERATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert rendered == golden.read_text()
+    ET.fromstring(rendered)  # well-formed
+
+
+def test_values_are_escaped() -> None:
+    rendered = render_domain(spec(console_log="/tmp/a'b<c>&.log"))
+    root = ET.fromstring(rendered)
+    assert root.find("./devices/serial/source").get("path") == "/tmp/a'b<c>&.log"  # type: ignore[union-attr]
+
+
+def test_no_devices_the_pod_does_not_need() -> None:
+    root = ET.fromstring(render_domain(spec()))
+    devices = {child.tag for child in root.find("devices")}  # type: ignore[union-attr]
+    assert devices <= {
+        "disk",
+        "controller",
+        "channel",
+        "filesystem",
+        "serial",
+        "console",
+        "memballoon",
+    }
+    assert root.find("./devices/memballoon").get("model") == "none"  # type: ignore[union-attr]
+    assert root.find("./devices/interface") is None
+    assert root.find("./devices/graphics") is None
+
+
+def test_size_defaults_plus_overhead() -> None:
+    options = VmOptions()
+    assert size_vm([], Resources(), options) == (
+        options.default_memory_mib + options.overhead_memory_mib,
+        max(1, options.overhead_vcpus),
+    )
+
+
+def test_size_sums_container_limits_and_rounds_cpus_up() -> None:
+    options = VmOptions(overhead_memory_mib=100, overhead_vcpus=1)
+    limits = [
+        Resources(memory_limit_in_bytes=256 * MIB, cpu_quota=150000, cpu_period=100000),
+        Resources(memory_limit_in_bytes=128 * MIB + 1, cpu_quota=20000, cpu_period=100000),
+    ]
+    assert size_vm(limits, Resources(), options) == (256 + 129 + 100, 2 + 1)
+
+
+def test_pod_level_limits_win() -> None:
+    options = VmOptions(overhead_memory_mib=100, overhead_vcpus=0)
+    pod = Resources(memory_limit_in_bytes=512 * MIB, cpu_quota=300000, cpu_period=100000)
+    assert size_vm([Resources(memory_limit_in_bytes=MIB)], pod, options) == (612, 3)
+
+
+def test_accel_only_uses_kvm_when_usable(tmp_path: Path) -> None:
+    assert choose_accel("auto", usable=False).domain_type == "qemu"
+    assert choose_accel("auto", usable=False).degraded
+    assert choose_accel("auto", usable=True).domain_type == "kvm"
+    assert choose_accel("tcg", usable=True).domain_type == "qemu"
+    assert choose_accel("kvm", usable=False).domain_type == "kvm"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 hypervisor\n")
+    assert not kvm_usable(cpuinfo, tmp_path / "kvm")
+    cpuinfo.write_text("processor : 0\nflags : fpu vmx sse2\n")
+    assert not kvm_usable(cpuinfo, tmp_path / "no-such-device")

@@ -1,0 +1,267 @@
+"""vmcri configuration: a TOML file read once at start-up into frozen dataclasses.
+
+Every key has a default (documented next to its field), so no file is needed.
+Unknown keys and values of the wrong type or outside their range are refused
+with a :class:`~vmcri.errors.ConfigError` naming the key. Each runtime handler's
+``options`` table is validated by its backend's own options dataclass
+(see ``vmcri.handlers.registry``) with the same strict parser, :func:`parse_section`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from vmcri.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/vmcri/config.toml")
+SOURCE_TREE = Path(__file__).resolve().parent.parent
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+CgroupDriver = Literal["cgroupfs", "systemd"]
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    """The HTTP server that Exec/Attach/PortForward URLs point at."""
+
+    address: str = "127.0.0.1"  # listen address; keep it on loopback unless kubelet is remote
+    port: int = 0  # 0 picks a free port at start-up
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Pod networking through CNI plugins."""
+
+    cni_conf_dir: str = "/etc/cni/net.d"  # the first *.conflist/*.conf here is the pod network
+    cni_bin_dirs: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin")  # where plugins are found
+
+
+@dataclass(frozen=True)
+class RuntimeHandlerConfig:
+    """One RuntimeClass handler: which backend runs its pods, with which options."""
+
+    backend: Literal["vm", "runc"] = "vm"
+    options: dict[str, Any] = field(default_factory=dict)  # checked by the backend
+
+
+def _default_runtimes() -> dict[str, RuntimeHandlerConfig]:
+    return {
+        "vm": RuntimeHandlerConfig(backend="vm"),
+        "runc": RuntimeHandlerConfig(backend="runc"),
+    }
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole daemon configuration."""
+
+    root: str = "/var/lib/vmcri"  # persistent state: records, image store
+    state: str = "/run/vmcri"  # runtime state: per-sandbox sockets and dirs, the lock
+    socket: str = "/run/vmcri/vmcri.sock"  # the CRI gRPC unix socket (mode 0660)
+    log_level: LogLevel = "info"
+    default_runtime_handler: str = "vm"  # what the empty RuntimeClass handler "" means
+    registries_conf: str = "/etc/containers/registries.conf"  # containers-registries.conf(5)
+    cgroup_driver: CgroupDriver = "cgroupfs"  # reported by RuntimeConfig; systemd needs an init
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=_default_runtimes)
+
+    def __post_init__(self) -> None:
+        if not self.runtimes:
+            raise ConfigError("runtimes: at least one runtime handler must be configured")
+        for name in self.runtimes:
+            if not name or not name.replace("-", "").replace("_", "").isalnum():
+                raise ConfigError(
+                    f"runtimes.{name!r}: handler names must be non-empty [A-Za-z0-9_-]"
+                )
+        if self.default_runtime_handler not in self.runtimes:
+            raise ConfigError(
+                f"default_runtime_handler: {self.default_runtime_handler!r} is not one of the "
+                f"configured runtimes ({', '.join(sorted(self.runtimes))})"
+            )
+        for key in ("root", "state", "socket"):
+            if not Path(getattr(self, key)).is_absolute():
+                raise ConfigError(f"{key}: must be an absolute path")
+        if not 0 <= self.streaming.port <= 65535:
+            raise ConfigError("streaming.port: must be between 0 and 65535")
+
+    @property
+    def root_dir(self) -> Path:
+        return Path(self.root)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.state)
+
+
+T = TypeVar("T")
+
+
+def parse_section(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a TOML table, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or '<top>'}: expected a table")
+    assert dataclasses.is_dataclass(cls)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{name}: unknown key (known keys here: {known})")
+        kwargs[key] = _convert(hints[key], value, name)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where or '<top>'}: {exc}") from exc
+
+
+def _convert(hint: Any, value: Any, name: str) -> Any:
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{name}: {value!r} is not one of {allowed}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for arg in args:
+            if arg is type(None) and value is None:
+                return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(non_none[0], value, name)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}: expected a list")
+        return tuple(_convert(args[0], item, f"{name}[{i}]") for i, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a table")
+        return {k: _convert(args[1], v, f"{name}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return parse_section(hint, value, name)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name}: expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string")
+        return value
+    raise ConfigError(f"{name}: unsupported setting type {hint!r}")
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read the configuration; a missing default file means all defaults.
+
+    Raises ConfigError for an unreadable or malformed file, unknown keys, bad values.
+    """
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_PATH
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc
+    return parse_config_text(text, source=str(path))
+
+
+def parse_config_text(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    if "runtimes" in data and not isinstance(data["runtimes"], dict):
+        raise ConfigError("runtimes: expected a table of runtime handlers")
+    return parse_section(Config, data)
+
+
+def with_overrides(config: Config, **overrides: Any) -> Config:
+    """The config with command-line overrides (None means keep) applied and re-validated."""
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+DEFAULT_CONFIG_TEXT = """\
+# vmcri configuration (TOML). Every key below shows its built-in default;
+# delete what you do not change. Unknown keys are refused at start-up.
+
+# Persistent state: sandbox/container records and the image store.
+root = "/var/lib/vmcri"
+# Runtime state: per-sandbox sockets and directories, the daemon lock.
+state = "/run/vmcri"
+# The CRI gRPC unix socket kubelet and crictl connect to (mode 0660).
+socket = "/run/vmcri/vmcri.sock"
+# debug, info, warning or error. Logs are JSON lines on stderr.
+log_level = "info"
+# The handler used when a pod names no RuntimeClass (handler "").
+default_runtime_handler = "vm"
+# Registry mirrors, insecure and blocked registries, containers-registries.conf(5) v2.
+# A missing file means: no mirrors, every registry over HTTPS.
+registries_conf = "/etc/containers/registries.conf"
+# Reported to kubelet by the RuntimeConfig RPC: cgroupfs or systemd.
+cgroup_driver = "cgroupfs"
+
+[streaming]
+# Exec, Attach and PortForward URLs point at this HTTP server.
+address = "127.0.0.1"
+# 0 picks a free port at start-up.
+port = 0
+
+[network]
+# The first *.conflist or *.conf file here (by name) is the pod network.
+cni_conf_dir = "/etc/cni/net.d"
+cni_bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
+
+# RuntimeClass handlers: [runtimes.<handler>] with a backend ("vm" or "runc")
+# and that backend's options. The RuntimeClass object's `handler` names one.
+
+[runtimes.vm]
+backend = "vm"
+[runtimes.vm.options]
+# libvirt connection of the VMs.
+libvirt_uri = "qemu:///system"
+# QEMU machine type: "microvm" (smallest, fastest boot) or "q35".
+machine = "q35"
+# "auto" uses KVM only when /dev/kvm exists and the CPU has vmx or svm;
+# "kvm" or "tcg" force one (TCG is software emulation: slow but real).
+accel = "auto"
+# Memory and vCPUs of a VM beyond its containers' limits (the pod overhead).
+overhead_memory_mib = 160
+overhead_vcpus = 1
+# Used when no container of the pod has a memory limit.
+default_memory_mib = 256
+# File sharing into the VM: "auto" (virtiofs where virtiofsd exists, else 9p), "9p", "virtiofs".
+shared_fs = "auto"
+# Guest kernel, initrd and root image; "" means images/guest/build in the source tree.
+guest_dir = ""
+# Seconds to wait for the guest agent after the VM starts, and for a clean shutdown.
+boot_timeout_s = 60
+shutdown_timeout_s = 10
+
+[runtimes.runc]
+backend = "runc"
+[runtimes.runc.options]
+# The runc binary on the host.
+runc = "runc"
+"""

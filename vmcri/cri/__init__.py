@@ -1,0 +1,1 @@
+"""The gRPC edge: CRI servicers (decode, call a service, encode) and the server."""

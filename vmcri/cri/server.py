@@ -1,0 +1,39 @@
+"""The gRPC server on the CRI unix socket."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+
+from vmcri.api import api_pb2_grpc
+from vmcri.cri.runtime_service import RuntimeServicer
+from vmcri.cri.status import ErrorMappingInterceptor
+
+if TYPE_CHECKING:
+    from vmcri.daemon import Daemon
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+WORKERS = 32
+
+
+def build_server(daemon: Daemon, socket_path: Path) -> grpc.Server:
+    """A server with both CRI services bound to ``socket_path`` (not yet started)."""
+    from vmcri.cri.images import ImageServicer
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cri"),
+        interceptors=[ErrorMappingInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(daemon), server)
+    api_pb2_grpc.add_ImageServiceServicer_to_server(
+        ImageServicer(daemon.services.image_source()), server
+    )
+    server.add_insecure_port(f"unix:{socket_path}")
+    return server

@@ -1,0 +1,174 @@
+"""The vmcri daemon: wires store, images, handlers and the gRPC server, and runs them.
+
+Start-up order matters: take the state-dir lock (one daemon per state dir), load
+the records, build the backends, reconcile records with what really runs, and
+only then open the socket. Shutdown stops accepting RPCs, lets in-flight ones
+finish, and leaves every sandbox and container running.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import IO
+
+from vmcri.config import Config
+from vmcri.errors import ConfigError, VmcriError
+from vmcri.handlers.registry import BackendContext, HandlerRegistry
+from vmcri.runtime.containers import ContainerService
+from vmcri.runtime.context import Services
+from vmcri.runtime.events import EventBus
+from vmcri.runtime.info import RuntimeInfo
+from vmcri.runtime.pods import PodService
+from vmcri.store.store import Store
+
+log = logging.getLogger(__name__)
+
+REAPER_INTERVAL_S = 1.0
+
+
+class StateLock:
+    """An exclusive flock on ``<state>/vmcri.lock``, held for the daemon's life."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "vmcri.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Raises ConfigError when another daemon holds the lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise ConfigError(
+                f"state dir {self.path.parent} is in use by another vmcri daemon (pid {holder})"
+            ) from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def claim_socket_path(path: Path) -> None:
+    """Make ``path`` free for a new listening socket.
+
+    A socket file nobody listens on is stale and removed; a live one means another
+    server owns it, and we refuse rather than steal it. Raises ConfigError.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"socket: cannot create {path.parent}: {exc.strerror}") from exc
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_socket():
+        raise ConfigError(f"socket: {path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise ConfigError(f"socket: cannot check {path}: {exc.strerror}") from exc
+        log.info("removing stale socket %s", path)
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"socket: {path} is in use by a running server; refusing to take it over")
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._lock = StateLock(config.state_dir)
+        self._stop = threading.Event()
+        self._server: object | None = None
+        self._reaper: threading.Thread | None = None
+        self.services = Services(config=config, store=Store(config.root_dir), events=EventBus())
+        self.containers = ContainerService(self.services)
+        self.pods = PodService(self.services, self.containers)
+        self.info = RuntimeInfo(self.services)
+
+    def start(self) -> None:
+        """Bring everything up and listen. Raises ConfigError or VmcriError on failure."""
+        self._lock.acquire()
+        try:
+            self._start_locked()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _start_locked(self) -> None:
+        from vmcri.cri.server import build_server  # grpc is only needed by the daemon
+        from vmcri.images.service import ImageService
+
+        config = self.config
+        for directory in (config.root_dir, config.state_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.services.store.load()
+        self.services.images = ImageService(
+            config.root_dir,
+            Path(config.registries_conf),
+            in_use=lambda: {c.image_id for c in self.services.store.containers.list()},
+        )
+        self.services.handlers = HandlerRegistry.from_config(config, self._backend_context)
+        self._reconcile()
+        socket_path = Path(config.socket)
+        claim_socket_path(socket_path)
+        server = build_server(self, socket_path)
+        server.start()
+        os.chmod(socket_path, 0o660)
+        self._server = server
+        self._reaper = threading.Thread(target=self._reap, name="reaper", daemon=True)
+        self._reaper.start()
+        log.info("vmcri serving on %s", socket_path)
+
+    def _backend_context(self, handler: str, backend: str) -> BackendContext:
+        return BackendContext(
+            config=self.config,
+            root=self.config.root_dir / "backends" / backend,
+            state=self.config.state_dir / "backends" / backend,
+            services=self.services,
+        )
+
+    def _reconcile(self) -> None:
+        """After a restart: compare records with what runs; kill nothing."""
+        for sandbox in self.services.store.sandboxes.list():
+            try:
+                self.pods.refresh(sandbox)
+            except VmcriError as exc:
+                log.error("sandbox %s: cannot check after restart: %s", sandbox.id, exc.message)
+        self.containers.refresh_all()
+
+    def _reap(self) -> None:
+        while not self._stop.wait(REAPER_INTERVAL_S):
+            self.containers.refresh_all()
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop serving; in-flight RPCs get ``grace_s`` to finish. Sandboxes keep running."""
+        self._stop.set()
+        self.services.events.close()
+        if self._server is not None:
+            self._server.stop(grace_s).wait()  # type: ignore[attr-defined]
+            Path(self.config.socket).unlink(missing_ok=True)
+        self._lock.release()
+        log.info("vmcri stopped")

@@ -1,0 +1,1 @@
+"""Sandbox backends and the registry that picks one per RuntimeClass handler."""

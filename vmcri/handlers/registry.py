@@ -1,0 +1,99 @@
+"""From RuntimeClass handler names to backend instances, built from configuration.
+
+A backend is registered here once with its options dataclass and a factory;
+the daemon never branches on a backend's name anywhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vmcri.config import Config, parse_section
+from vmcri.errors import ConfigError, NotFound
+from vmcri.handlers.base import SandboxBackend
+from vmcri.handlers.runc.options import RuncOptions
+from vmcri.handlers.vm.options import VmOptions
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What every backend gets from the daemon."""
+
+    config: Config
+    root: Path  # persistent dir of this backend's own data
+    state: Path  # runtime dir of this backend's own data
+    services: Any  # vmcri.runtime.context.Services (images, streams, events); Any avoids a cycle
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    options: type
+    factory: str  # "module:function" imported only when the backend is used
+
+    def build(self, options: object, context: BackendContext) -> SandboxBackend:
+        module_name, func_name = self.factory.split(":")
+        factory: Callable[[Any, BackendContext], SandboxBackend] = getattr(
+            importlib.import_module(module_name), func_name
+        )
+        return factory(options, context)
+
+
+BACKENDS: dict[str, BackendKind] = {
+    "vm": BackendKind(VmOptions, "vmcri.handlers.vm.backend:create"),
+    "runc": BackendKind(RuncOptions, "vmcri.handlers.runc.backend:create"),
+}
+
+
+def parse_options(config: Config) -> dict[str, object]:
+    """Validate every handler's options; raises ConfigError naming the key."""
+    parsed: dict[str, object] = {}
+    for name, handler in config.runtimes.items():
+        kind = BACKENDS.get(handler.backend)
+        if kind is None:
+            raise ConfigError(f"runtimes.{name}.backend: unknown backend {handler.backend!r}")
+        parsed[name] = parse_section(kind.options, handler.options, f"runtimes.{name}.options")
+    return parsed
+
+
+@dataclass(frozen=True)
+class Handler:
+    name: str
+    backend_name: str
+    backend: SandboxBackend
+
+
+class HandlerRegistry:
+    """The configured handlers; ``""`` resolves to the default one."""
+
+    def __init__(self, handlers: dict[str, Handler], default: str) -> None:
+        self._handlers = handlers
+        self.default = default
+
+    @classmethod
+    def from_config(
+        cls, config: Config, make_context: Callable[[str, str], BackendContext]
+    ) -> HandlerRegistry:
+        options = parse_options(config)
+        handlers: dict[str, Handler] = {}
+        for name, handler in config.runtimes.items():
+            context = make_context(name, handler.backend)
+            backend = BACKENDS[handler.backend].build(options[name], context)
+            handlers[name] = Handler(name, handler.backend, backend)
+        return cls(handlers, config.default_runtime_handler)
+
+    def resolve(self, name: str) -> Handler:
+        """The handler for a RunPodSandboxRequest.runtime_handler value."""
+        handler = self._handlers.get(name or self.default)
+        if handler is None:
+            known = ", ".join(repr(n) for n in sorted(self._handlers))
+            raise NotFound(
+                f"runtime_handler {name!r} is not configured (configured handlers: {known})"
+            )
+        return handler
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(self._handlers.values())

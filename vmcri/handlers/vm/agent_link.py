@@ -1,0 +1,124 @@
+"""One pod VM's agent connection, and the CRI log files its events feed.
+
+The agent client reconnects by itself and replays unacknowledged events, so a
+daemon restart loses no output: the new link reopens each running container's
+log file (appending) and the guest sends what it buffered meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from vmcri.agent import types
+from vmcri.agent.client import AgentClient
+from vmcri.crilog import CriLogWriter
+from vmcri.errors import AgentUnavailable, HypervisorError, VmcriError
+
+log = logging.getLogger(__name__)
+
+ExitCallback = Callable[[str, types.ContainerExit], None]  # (sandbox id, exit)
+LogPathLookup = Callable[[str], str]  # container id -> its log path ("" for none)
+
+CONNECT_ATTEMPT_S = 2.0
+CALL_TIMEOUT_S = 60.0
+
+
+class AgentLink:
+    def __init__(
+        self,
+        sandbox_id: str,
+        socket_path: Path,
+        on_exit: ExitCallback,
+        log_path_of: LogPathLookup,
+    ) -> None:
+        self.sandbox_id = sandbox_id
+        self._on_exit = on_exit
+        self._log_path_of = log_path_of
+        self._logs: dict[str, CriLogWriter] = {}
+        self._logs_lock = threading.Lock()
+        self._client = AgentClient(
+            f"unix://{socket_path}",
+            on_event=self._event,
+            connect_timeout=CONNECT_ATTEMPT_S,
+            call_timeout=CALL_TIMEOUT_S,
+        )
+
+    @property
+    def client(self) -> AgentClient:
+        """The connected client; raises AgentUnavailable when the agent cannot be reached."""
+        if not self._client.connected:
+            self._client.connect()
+        return self._client
+
+    def wait_ready(self, timeout_s: float, alive: Callable[[], bool]) -> types.AgentInfo:
+        """Wait for the agent of a booting VM; raises HypervisorError if the VM dies first."""
+        deadline = time.monotonic() + timeout_s
+        last: VmcriError | None = None
+        while time.monotonic() < deadline:
+            if not alive():
+                raise HypervisorError(f"sandbox {self.sandbox_id}: the VM stopped while booting")
+            try:
+                return self.client.ping()
+            except (AgentUnavailable, OSError) as exc:
+                last = exc if isinstance(exc, VmcriError) else AgentUnavailable(str(exc))
+                time.sleep(0.2)
+        raise AgentUnavailable(
+            f"sandbox {self.sandbox_id}: the guest agent did not answer within {timeout_s:g}s"
+            + (f" ({last.message})" if last else "")
+        )
+
+    # ---- events ---------------------------------------------------------------------------
+
+    def _event(self, event: types.AgentEvent) -> None:
+        if isinstance(event, types.OutputChunk):
+            if not event.exec_id:
+                self._write_log(event)
+        elif isinstance(event, types.ContainerExit):
+            self._on_exit(self.sandbox_id, event)
+            self.close_log(event.container_id)
+
+    def _writer(self, container_id: str) -> CriLogWriter | None:
+        with self._logs_lock:
+            writer = self._logs.get(container_id)
+            if writer is None:
+                path = self._log_path_of(container_id)
+                if not path:
+                    return None
+                writer = CriLogWriter(path)
+                self._logs[container_id] = writer
+            return writer
+
+    def _write_log(self, chunk: types.OutputChunk) -> None:
+        try:
+            writer = self._writer(chunk.container_id)
+            if writer is None:
+                return
+            if chunk.eof:
+                writer.flush(chunk.stream)
+            else:
+                writer.write(chunk.stream, chunk.data)
+        except OSError as exc:
+            log.error("container %s: cannot write its log: %s", chunk.container_id, exc)
+
+    def reopen_log(self, container_id: str) -> None:
+        writer = self._writer(container_id)
+        if writer is not None:
+            writer.reopen()
+
+    def close_log(self, container_id: str) -> None:
+        with self._logs_lock:
+            writer = self._logs.pop(container_id, None)
+        if writer is not None:
+            writer.close()
+
+    def close(self) -> None:
+        self._client.close()
+        with self._logs_lock:
+            writers = list(self._logs.values())
+            self._logs.clear()
+        for writer in writers:
+            writer.close()

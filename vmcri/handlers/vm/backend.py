@@ -1,0 +1,480 @@
+"""The ``vm`` backend: one QEMU/KVM virtual machine per pod sandbox.
+
+A sandbox is a transient libvirt domain booted straight into our kernel and
+initrd; its agent (``vmcri agent``) answers on a virtio-serial port. Container
+root filesystems are overlays assembled on the host over the image store's
+unpacked layers and reach the guest through the pod's one 9p share (see
+``layout.py``); the agent runs them with runc inside the guest. Output and
+exits come back as agent events: the host writes the CRI log files kubelet
+reads, and an exit file per container so a daemon restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from vmcri.agent import types as agent_types
+from vmcri.errors import (
+    AgentUnavailable,
+    DeadlineExceeded,
+    FailedPrecondition,
+    HypervisorError,
+    InvalidArgument,
+    VmcriError,
+)
+from vmcri.handlers.base import (
+    Condition,
+    ContainerExit,
+    ContainerLiveness,
+    ContainerUsage,
+    ExecResult,
+    HandlerFeatures,
+    ImageInfo,
+    SandboxStarted,
+)
+from vmcri.handlers.registry import BackendContext
+from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
+from vmcri.handlers.vm.agent_link import AgentLink
+from vmcri.handlers.vm.domain import (
+    AGENT_PORT_NAME,
+    SHARE_TAG,
+    DomainSpec,
+    Share,
+    domain_name,
+    domain_uuid,
+    kernel_cmdline,
+    size_vm,
+)
+from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
+from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
+from vmcri.handlers.vm.layout import GUEST_SHARE, SandboxLayout
+from vmcri.handlers.vm.options import VmOptions
+from vmcri.handlers.vm.render import render_domain
+from vmcri.handlers.vm.spec import container_spec, pod_files, stop_signal
+from vmcri.host.mounts import HostMounter, Mounter
+from vmcri.model import Resources
+from vmcri.store.atomic import write_atomic
+from vmcri.store.records import ContainerRecord, SandboxRecord
+
+log = logging.getLogger(__name__)
+
+EXEC_OUTPUT_LIMIT = 480 * 1024  # per stream; both must fit one agent frame
+KILL_GRACE_S = 10.0
+
+
+def create(options: VmOptions, context: BackendContext) -> VmBackend:
+    return VmBackend(options, context)
+
+
+class VmBackend:
+    def __init__(
+        self,
+        options: VmOptions,
+        context: BackendContext,
+        hypervisor: Hypervisor | None = None,
+        mounter: Mounter | None = None,
+    ) -> None:
+        self._options = options
+        self._context = context
+        self._state = context.state
+        self._accel: AccelChoice = choose_accel(options.accel, kvm_usable())
+        if self._accel.degraded:
+            log.warning("vm backend: %s", self._accel.reason)
+        self._hypervisor = hypervisor or LibvirtHypervisor(
+            options.libvirt_uri, on_death=self._on_domain_death
+        )
+        self._mounter = mounter or HostMounter()
+        self._links: dict[str, AgentLink] = {}
+        self._links_lock = threading.Lock()
+        self._shared_ready = False
+
+    # ------------------------------------------------------------ helpers
+
+    def _layout(self, sandbox_id: str) -> SandboxLayout:
+        return SandboxLayout(self._state / sandbox_id)
+
+    def _ensure_shared_root(self) -> None:
+        # libvirt starts QEMU in a mount namespace of its own; mounts we add under
+        # a pod's share later reach it only through shared propagation.
+        if not self._shared_ready:
+            self._mounter.make_shared(self._state)
+            self._shared_ready = True
+
+    def _guest(self) -> GuestImage:
+        return load_guest_image(self._options.guest_path)
+
+    def _link(self, sandbox: SandboxRecord) -> AgentLink:
+        with self._links_lock:
+            link = self._links.get(sandbox.id)
+            if link is None:
+                layout = self._layout(sandbox.id)
+                link = AgentLink(sandbox.id, layout.agent_socket, self._on_exit, self._log_path_of)
+                self._links[sandbox.id] = link
+            return link
+
+    def _drop_link(self, sandbox_id: str) -> None:
+        with self._links_lock:
+            link = self._links.pop(sandbox_id, None)
+        if link is not None:
+            link.close()
+
+    # ------------------------------------------------------------ agent events
+
+    def _container(self, container_id: str) -> ContainerRecord | None:
+        store = self._context.services.store
+        found: ContainerRecord | None = store.containers.find(container_id)
+        return found
+
+    def _log_path_of(self, container_id: str) -> str:
+        container = self._container(container_id)
+        return container.log_path if container is not None else ""
+
+    def _on_exit(self, sandbox_id: str, guest_exit: agent_types.ContainerExit) -> None:
+        container = self._container(guest_exit.container_id)
+        if container is None or container.sandbox_id != sandbox_id:
+            return  # the guest names a container this pod does not have: ignore it
+        layout = self._layout(sandbox_id)
+        reason = "OOMKilled" if guest_exit.oom_killed else ""
+        exit_code = guest_exit.exit_code
+        if guest_exit.oom_killed and exit_code == 0:
+            exit_code = 137
+        self._record_exit(layout, container.id, exit_code, reason, "")
+
+    def _record_exit(
+        self, layout: SandboxLayout, container_id: str, code: int, reason: str, message: str
+    ) -> None:
+        path = layout.exit_file(container_id)
+        if path.exists():
+            return
+        entry = {
+            "exit_code": code,
+            "finished_at": time.time_ns(),
+            "reason": reason,
+            "message": message,
+        }
+        write_atomic(path, json.dumps(entry).encode())
+
+    def _read_exit(self, layout: SandboxLayout, container_id: str) -> ContainerExit | None:
+        try:
+            entry = json.loads(layout.exit_file(container_id).read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return ContainerExit(255, time.time_ns(), "Unknown", "exit record unreadable")
+        return ContainerExit(
+            exit_code=int(entry["exit_code"]),
+            finished_at=int(entry["finished_at"]),
+            reason=str(entry.get("reason", "")),
+            message=str(entry.get("message", "")),
+        )
+
+    def _on_domain_death(self, name: str, reason: str) -> None:
+        prefix = domain_name("")
+        if not name.startswith(prefix):
+            return
+        sandbox_id = name.removeprefix(prefix)
+        log.warning("sandbox %s: VM %s %s", sandbox_id, name, reason)
+        layout = self._layout(sandbox_id)
+        for container in self._context.services.store.containers_of(sandbox_id):
+            self._record_exit(layout, container.id, 137, "Error", f"the pod VM {reason}")
+        self._drop_link(sandbox_id)
+
+    # ------------------------------------------------------------ SandboxBackend
+
+    def features(self) -> HandlerFeatures:
+        return HandlerFeatures(recursive_read_only_mounts=False, user_namespaces=False)
+
+    def conditions(self) -> Sequence[Condition]:
+        if not self._accel.degraded:
+            return ()
+        return (Condition("VmAcceleration", False, "SoftwareEmulation", self._accel.reason),)
+
+    def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
+        guest = self._guest()
+        layout = self._layout(sandbox.id)
+        name = domain_name(sandbox.id)
+        self._ensure_shared_root()
+        try:
+            layout.share.mkdir(parents=True, exist_ok=True)
+            (layout.base / "exits").mkdir(exist_ok=True)
+            spec = self._domain_spec(sandbox, layout, guest)
+            self._hypervisor.start(name, render_domain(spec))
+            link = self._link(sandbox)
+            link.wait_ready(self._options.boot_timeout_s, alive=lambda: self._alive(name))
+            hostname, hosts, resolv = pod_files(sandbox.config)
+            # The init already mounted the pod share (kernel command line).
+            guest_files = link.client.setup_sandbox(
+                hostname=hostname,
+                hosts=hosts,
+                resolv_conf=resolv,
+                sysctls=dict(sandbox.config.sysctls),
+            )
+        except BaseException as exc:
+            log.error("sandbox %s: VM start failed: %s", sandbox.id, exc)
+            console = _tail(layout.console_log)
+            self._teardown(sandbox.id)
+            if isinstance(exc, VmcriError) and console:
+                exc.message += f"; guest console ends with: {console}"
+                exc.args = (exc.message,)
+            raise
+        return SandboxStarted(
+            runtime={
+                "domain": name,
+                "agent_socket": str(layout.agent_socket),
+                "guest_version": guest.version,
+                "accel": spec.domain_type,
+                "memory_mib": str(spec.memory_mib),
+                "vcpus": str(spec.vcpus),
+                "hostname": hostname,
+                "hostname_path": guest_files.hostname_path,
+                "hosts_path": guest_files.hosts_path,
+                "resolv_conf_path": guest_files.resolv_conf_path,
+            }
+        )
+
+    def _alive(self, name: str) -> bool:
+        return self._hypervisor.is_running(name)
+
+    def _domain_spec(
+        self, sandbox: SandboxRecord, layout: SandboxLayout, guest: GuestImage
+    ) -> DomainSpec:
+        memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
+        return DomainSpec(
+            name=domain_name(sandbox.id),
+            uuid=domain_uuid(sandbox.id),
+            domain_type=self._accel.domain_type,
+            machine=self._options.machine,
+            memory_mib=memory_mib,
+            vcpus=vcpus,
+            kernel=str(guest.kernel),
+            initrd=str(guest.initrd),
+            cmdline=kernel_cmdline(log.isEnabledFor(logging.DEBUG), GUEST_SHARE),
+            root_image=str(guest.root_image),
+            agent_socket=str(layout.agent_socket),
+            agent_port_name=AGENT_PORT_NAME,
+            console_log=str(layout.console_log),
+            shares=(Share(SHARE_TAG, str(layout.share), readonly=False, driver="9p"),),
+            run_as_root=True,
+        )
+
+    def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:
+        name = domain_name(sandbox.id)
+        layout = self._layout(sandbox.id)
+        if self._alive(name):
+            link = self._link(sandbox)
+            for container in containers:
+                if self._read_exit(layout, container.id) is None:
+                    try:
+                        link.client.signal_container(container.id, signal.SIGKILL)
+                    except VmcriError as exc:
+                        log.info("container %s: kill failed: %s", container.id, exc.message)
+            exit_files = [layout.exit_file(c.id) for c in containers]
+            wait_until(lambda: all(f.exists() for f in exit_files), KILL_GRACE_S)
+            try:
+                link.client.shutdown()
+            except VmcriError:
+                self._hypervisor.shutdown(name)
+            if not wait_until(lambda: not self._alive(name), self._options.shutdown_timeout_s):
+                log.warning("sandbox %s: VM did not power off; destroying it", sandbox.id)
+                self._hypervisor.destroy(name)
+        for container in containers:
+            self._record_exit(layout, container.id, 137, "Error", "the pod sandbox was stopped")
+        self._drop_link(sandbox.id)
+
+    def remove_sandbox(self, sandbox: SandboxRecord) -> None:
+        self._teardown(sandbox.id)
+
+    def _teardown(self, sandbox_id: str) -> None:
+        """Destroy the VM and release every mount and file of the sandbox; idempotent."""
+        self._drop_link(sandbox_id)
+        name = domain_name(sandbox_id)
+        try:
+            self._hypervisor.destroy(name)
+        except HypervisorError as exc:
+            log.error("sandbox %s: destroy failed: %s", sandbox_id, exc.message)
+        layout = self._layout(sandbox_id)
+        self._mounter.unmount_below(layout.share)
+        shutil.rmtree(layout.base, ignore_errors=True)
+
+    def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
+        alive = self._alive(domain_name(sandbox.id))
+        if alive:
+            self._link(sandbox)  # after a restart: reconnect so output keeps flowing
+        return alive
+
+    def create_container(
+        self, sandbox: SandboxRecord, container: ContainerRecord, image: ImageInfo
+    ) -> dict[str, str]:
+        layout = self._layout(sandbox.id)
+        cid = container.id
+        if not image.layer_dirs:
+            raise FailedPrecondition(f"image {image.name}: has no unpacked layers")
+        try:
+            rootfs = layout.rootfs(cid)
+            upper = layout.upper(cid)
+            self._mounter.overlay(image.layer_dirs, upper / "upper", upper / "work", rootfs)
+            volumes: dict[int, str] = {}
+            for i, mount in enumerate(container.config.mounts):
+                if not mount.host_path:
+                    raise InvalidArgument(
+                        f"config.mounts[{i}]: image volumes are not supported in VM pods yet"
+                    )
+                source = Path(mount.host_path)
+                if not source.exists():
+                    raise InvalidArgument(
+                        f"config.mounts[{i}].host_path {mount.host_path!r}: does not exist"
+                    )
+                target = layout.volume(cid, i)
+                self._mounter.bind(source.resolve(), target, readonly=mount.readonly)
+                volumes[i] = layout.guest_path(target)
+            spec = container_spec(
+                sandbox, container, image, str(rootfs), layout.guest_path(rootfs), volumes
+            )
+            self._link(sandbox).client.create_container(
+                cid,
+                json.dumps(spec).encode(),
+                rootfs_path=layout.guest_path(rootfs),
+                stdin=container.config.stdin,
+                stdin_once=container.config.stdin_once,
+                tty=container.config.tty,
+            )
+        except BaseException:
+            self._release_container(sandbox, cid)
+            raise
+        return {"rootfs": str(rootfs), "stop_signal": stop_signal(container, image)}
+
+    def _release_container(self, sandbox: SandboxRecord, container_id: str) -> None:
+        layout = self._layout(sandbox.id)
+        self._mounter.unmount_below(layout.container_share(container_id))
+        shutil.rmtree(layout.container_share(container_id), ignore_errors=True)
+        shutil.rmtree(layout.upper(container_id), ignore_errors=True)
+        layout.exit_file(container_id).unlink(missing_ok=True)
+
+    def start_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
+        return self._link(sandbox).client.start_container(container.id).pid
+
+    def stop_container(
+        self, sandbox: SandboxRecord, container: ContainerRecord, timeout_s: int
+    ) -> None:
+        layout = self._layout(sandbox.id)
+        if self._read_exit(layout, container.id) is not None:
+            return
+        if not self._alive(domain_name(sandbox.id)):
+            self._record_exit(layout, container.id, 137, "Error", "the pod VM is not running")
+            return
+        client = self._link(sandbox).client
+        stop_signal = _signal_number(container.runtime.get("stop_signal", "SIGTERM"))
+        if timeout_s > 0:
+            client.signal_container(container.id, stop_signal)
+            if wait_until(lambda: layout.exit_file(container.id).exists(), timeout_s):
+                return
+        client.signal_container(container.id, signal.SIGKILL)
+        if not wait_until(lambda: layout.exit_file(container.id).exists(), KILL_GRACE_S):
+            raise AgentUnavailable(f"container {container.id}: no exit after SIGKILL")
+
+    def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
+        if self._alive(domain_name(sandbox.id)):
+            self._link(sandbox).client.remove_container(container.id)
+        self._link_close_log(sandbox.id, container.id)
+        self._release_container(sandbox, container.id)
+
+    def _link_close_log(self, sandbox_id: str, container_id: str) -> None:
+        with self._links_lock:
+            link = self._links.get(sandbox_id)
+        if link is not None:
+            link.close_log(container_id)
+
+    def container_liveness(
+        self, sandbox: SandboxRecord, container: ContainerRecord
+    ) -> ContainerLiveness:
+        layout = self._layout(sandbox.id)
+        recorded = self._read_exit(layout, container.id)
+        if recorded is not None:
+            return ContainerLiveness(running=False, exit=recorded)
+        if not self._alive(domain_name(sandbox.id)):
+            return ContainerLiveness(
+                running=False,
+                exit=ContainerExit(137, time.time_ns(), "Error", "the pod VM is not running"),
+            )
+        state = self._link(sandbox).client.container_status(container.id)
+        if state.status is agent_types.ContainerStatus.EXITED:
+            reason = "OOMKilled" if state.oom_killed else ""
+            self._record_exit(layout, container.id, state.exit_code, reason, "")
+            return ContainerLiveness(running=False, exit=self._read_exit(layout, container.id))
+        running = state.status is agent_types.ContainerStatus.RUNNING
+        return ContainerLiveness(running=running, pid=state.pid)
+
+    def exec_sync(
+        self,
+        sandbox: SandboxRecord,
+        container: ContainerRecord,
+        cmd: Sequence[str],
+        timeout_s: int,
+    ) -> ExecResult:
+        result = self._link(sandbox).client.exec_sync(
+            container.id, cmd, timeout=float(timeout_s), max_output_bytes=EXEC_OUTPUT_LIMIT
+        )
+        if result.timed_out:
+            raise DeadlineExceeded(f"ExecSync in {container.id} timed out after {timeout_s}s")
+        return ExecResult(result.stdout, result.stderr, result.exit_code)
+
+    def update_resources(
+        self, sandbox: SandboxRecord, container: ContainerRecord, resources: Resources
+    ) -> None:
+        from vmcri.oci.resources import linux_resources
+
+        body = json.dumps(linux_resources(resources)).encode()
+        self._link(sandbox).client.update_resources(container.id, body)
+
+    def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
+        self._link(sandbox).reopen_log(container.id)
+
+    def container_usage(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerUsage:
+        stats = self._link(sandbox).client.stats([container.id]).containers
+        usage = stats[0] if stats else agent_types.ContainerStats(container.id, 0, 0, 0, 0, 0, 0, 0)
+        upper = self._layout(sandbox.id).upper(container.id) / "upper"
+        used, inodes = _disk_usage(upper)
+        return ContainerUsage(
+            timestamp=usage.timestamp_ns or time.time_ns(),
+            cpu_usage_core_nano_seconds=usage.cpu_usage_ns,
+            memory_working_set_bytes=usage.memory_working_set_bytes,
+            memory_usage_bytes=usage.memory_usage_bytes,
+            memory_rss_bytes=usage.memory_rss_bytes,
+            writable_layer_bytes=used,
+            writable_layer_inodes=inodes,
+            process_count=usage.pids,
+        )
+
+
+def _signal_number(name: str) -> int:
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except KeyError:
+        return int(signal.SIGTERM)
+
+
+def _disk_usage(root: Path) -> tuple[int, int]:
+    used = inodes = 0
+    for path in root.rglob("*"):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        used += st.st_blocks * 512
+        inodes += 1
+    return used, inodes
+
+
+def _tail(path: Path, limit: int = 600) -> str:
+    try:
+        data = path.read_bytes()[-limit:]
+    except OSError:
+        return ""
+    return data.decode(errors="replace").strip().replace("\n", " | ")

@@ -1,0 +1,37 @@
+"""Options of the ``vm`` backend (``[runtimes.<name>.options]`` with backend "vm")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from vmcri.config import SOURCE_TREE
+from vmcri.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class VmOptions:
+    libvirt_uri: str = "qemu:///system"  # libvirt connection of the VMs
+    machine: Literal["microvm", "q35"] = "q35"  # QEMU machine type
+    accel: Literal["auto", "kvm", "tcg"] = "auto"  # auto: KVM only when really usable
+    overhead_memory_mib: int = 160  # VM memory beyond the containers' limits
+    overhead_vcpus: int = 1  # vCPUs beyond the containers' CPU limits
+    default_memory_mib: int = 256  # when no container has a memory limit
+    shared_fs: Literal["auto", "9p", "virtiofs"] = "auto"  # auto: virtiofs if virtiofsd exists
+    guest_dir: str = ""  # kernel, initrd, rootfs; "" is images/guest/build in the source tree
+    boot_timeout_s: int = 60  # wait for the guest agent after the VM starts
+    shutdown_timeout_s: int = 10  # clean shutdown before the VM is destroyed
+
+    def __post_init__(self) -> None:
+        for key in ("overhead_memory_mib", "default_memory_mib", "boot_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"options.{key}: must be positive")
+        if self.overhead_vcpus < 0 or self.shutdown_timeout_s < 0:
+            raise ConfigError("options: overhead_vcpus and shutdown_timeout_s must not be negative")
+        if self.guest_dir and not Path(self.guest_dir).is_absolute():
+            raise ConfigError("options.guest_dir: must be an absolute path")
+
+    @property
+    def guest_path(self) -> Path:
+        return Path(self.guest_dir) if self.guest_dir else SOURCE_TREE / "images/guest/build"

@@ -1,0 +1,28 @@
+"""Render a DomainSpec into libvirt domain XML with the Jinja templates."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import jinja2
+
+from vmcri.config import SOURCE_TREE
+from vmcri.handlers.vm.domain import DomainSpec
+
+TEMPLATE_DIR = SOURCE_TREE / "templates"
+
+
+@cache
+def _environment(directory: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(directory)),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def render_domain(spec: DomainSpec, directory: Path = TEMPLATE_DIR) -> str:
+    """The domain XML; every value is XML-escaped by the environment."""
+    return _environment(directory).get_template("domain.xml.j2").render(spec=spec)

@@ -1,0 +1,78 @@
+"""The OCI spec of a container in a pod VM, in the guest's terms.
+
+The same pure generator as the runc backend (``vmcri.oci.spec``) builds it;
+only the facts differ: paths are guest paths below the pod share, and the pod's
+network, IPC and UTS namespaces are the guest's own (those of its PID 1), since
+the whole VM is the pod.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from vmcri.errors import Unimplemented
+from vmcri.handlers.base import ImageInfo
+from vmcri.handlers.runc import pod_files as files
+from vmcri.model import NamespaceMode, PodConfig
+from vmcri.oci import process
+from vmcri.oci.context import SpecContext
+from vmcri.oci.spec import Spec, build_spec
+from vmcri.oci.users import resolve_user
+from vmcri.store.records import ContainerRecord, SandboxRecord
+
+GUEST_NS = "/proc/1/ns"
+
+
+def pod_files(pod: PodConfig) -> tuple[str, bytes, bytes]:
+    """Hostname, /etc/hosts and /etc/resolv.conf contents for the guest.
+
+    Raises InvalidArgument naming the DNS field at fault.
+    """
+    hostname = pod.hostname or pod.metadata.name
+    hosts = files.hosts_file(hostname).encode()
+    return hostname, hosts, files.resolv_conf(pod.dns).encode()
+
+
+def container_spec(
+    sandbox: SandboxRecord,
+    container: ContainerRecord,
+    image: ImageInfo,
+    host_rootfs: str,
+    guest_rootfs: str,
+    volume_paths: Mapping[int, str],
+) -> Spec:
+    """config.json for the agent. Raises InvalidArgument/Unimplemented naming the field."""
+    config = container.config
+    if config.security.namespace_options.pid is NamespaceMode.POD:
+        raise Unimplemented(
+            "security_context.namespace_options.pid: a pod-wide PID namespace is not "
+            "supported in VM pods yet"
+        )
+    mounts = tuple(
+        dataclasses.replace(m, host_path=volume_paths[i]) for i, m in enumerate(config.mounts)
+    )
+    config = dataclasses.replace(config, mounts=mounts)
+    user = resolve_user(host_rootfs, process.user_request(config, image.config))
+    runtime = sandbox.runtime
+    ctx = SpecContext(
+        rootfs=guest_rootfs,
+        net_ns_path=f"{GUEST_NS}/net",
+        ipc_ns_path=f"{GUEST_NS}/ipc",
+        uts_ns_path=f"{GUEST_NS}/uts",
+        hostname=runtime.get("hostname", ""),
+        hostname_path=runtime.get("hostname_path", ""),
+        hosts_path=runtime.get("hosts_path", ""),
+        resolv_conf_path=runtime.get("resolv_conf_path", ""),
+        user=user,
+        cgroups_path=f"/vmcri/{container.id}",
+        cgroup_namespace=True,
+        in_vm=True,
+        sandbox_id=sandbox.id,
+        container_id=container.id,
+    )
+    return build_spec(sandbox.config, config, image.config, ctx)
+
+
+def stop_signal(container: ContainerRecord, image: ImageInfo) -> str:
+    return process.stop_signal(container.config, image.config)

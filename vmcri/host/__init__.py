@@ -1,0 +1,1 @@
+"""Host side effects shared by the backends (mounts), each behind a Protocol."""

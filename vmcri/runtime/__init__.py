@@ -1,0 +1,1 @@
+"""Pod and container services: records, names, states; backends do the host work."""

@@ -1,0 +1,299 @@
+"""Containers: create, start, stop, remove, status, list, exec, resources, logs.
+
+The record is the truth kubelet sees; :meth:`ContainerService.refresh` folds
+what the backend knows now (an exit, an OOM kill) into it and publishes the
+lifecycle event, so the poller and every RPC agree on one state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable, Sequence
+
+from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound
+from vmcri.handlers.base import ContainerUsage, ExecResult, SandboxBackend
+from vmcri.ids import new_id
+from vmcri.model import ContainerConfig, Resources
+from vmcri.runtime.context import Services
+from vmcri.runtime.events import ContainerEvent, EventType
+from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
+
+log = logging.getLogger(__name__)
+
+MAX_EXEC_TIMEOUT_S = 24 * 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerFilter:
+    id: str = ""
+    state: ContainerState | None = None
+    sandbox_id: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+class ContainerService:
+    def __init__(self, services: Services) -> None:
+        self._s = services
+
+    def _sandbox(self, sandbox_id: str) -> SandboxRecord:
+        sandbox = self._s.store.sandboxes.find(sandbox_id)
+        if sandbox is None:
+            raise NotFound(f"pod_sandbox_id {sandbox_id!r}: no such sandbox")
+        return sandbox
+
+    def _backend(self, sandbox: SandboxRecord) -> SandboxBackend:
+        return self._s.registry().resolve(sandbox.handler).backend
+
+    def _publish(self, container: ContainerRecord, kind: EventType) -> None:
+        self._s.events.publish(
+            ContainerEvent(container.id, container.sandbox_id, kind, self._s.clock())
+        )
+
+    def create(self, sandbox_id: str, config: ContainerConfig) -> str:
+        """Create a container in a READY sandbox; returns its ID.
+
+        Raises NotFound (sandbox, image), FailedPrecondition (sandbox not ready),
+        InvalidArgument (config), AlreadyExists (name taken), backend errors.
+        """
+        validate_container(config)
+        sandbox = self._sandbox(sandbox_id)
+        if sandbox.state is not SandboxState.READY:
+            raise FailedPrecondition(
+                f"pod_sandbox_id {sandbox.id}: sandbox is {sandbox.state.value}, not READY"
+            )
+        log_path = _log_path(sandbox, config)
+        image = self._s.image_source().image_for_container(config.image)
+        record = ContainerRecord(
+            id=new_id(),
+            sandbox_id=sandbox.id,
+            config=config,
+            image_id=image.id,
+            image_name=image.name,
+            created_at=self._s.clock(),
+            log_path=log_path,
+        )
+        self._s.store.containers.add(record)
+        try:
+            runtime = self._backend(sandbox).create_container(sandbox, record, image)
+        except BaseException:
+            self._s.store.containers.remove(record.id)
+            raise
+        record = self._s.store.containers.set_state_fields(record.id, runtime=runtime)
+        self._publish(record, EventType.CREATED)
+        return record.id
+
+    def start(self, container_id: str) -> None:
+        container = self._s.store.containers.get(container_id)
+        if container.state is not ContainerState.CREATED:
+            raise FailedPrecondition(
+                f"container_id {container.id}: container is {container.state.value}, not CREATED"
+            )
+        sandbox = self._sandbox(container.sandbox_id)
+        try:
+            pid = self._backend(sandbox).start_container(sandbox, container)
+        except BaseException as exc:
+            self._s.store.containers.set_state_fields(
+                container.id,
+                state=ContainerState.EXITED,
+                finished_at=self._s.clock(),
+                exit_code=128,
+                reason="StartError",
+                message=str(exc)[:1024],
+            )
+            raise
+        container = self._s.store.containers.set_state_fields(
+            container.id, state=ContainerState.RUNNING, pid=pid, started_at=self._s.clock()
+        )
+        self._publish(container, EventType.STARTED)
+
+    def stop(self, container_id: str, timeout_s: int) -> None:
+        """Stop it (signal, then SIGKILL after ``timeout_s``); a stopped container is success."""
+        if timeout_s < 0:
+            raise InvalidArgument("timeout: must not be negative")
+        container = self._s.store.containers.get(container_id)
+        if container.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
+            sandbox = self._sandbox(container.sandbox_id)
+            self._backend(sandbox).stop_container(sandbox, container, timeout_s)
+        self.refresh(container.id, stopping=True)
+
+    def remove(self, container_id: str) -> None:
+        """Remove it, stopping it first if it runs; an unknown container is success."""
+        container = self._s.store.containers.find(container_id)
+        if container is None:
+            return
+        sandbox = self._s.store.sandboxes.find(container.sandbox_id)
+        if sandbox is not None:
+            backend = self._backend(sandbox)
+            if container.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
+                backend.stop_container(sandbox, container, 0)
+                container = self.refresh(container.id, stopping=True)
+            backend.remove_container(sandbox, container)
+        self._s.store.containers.remove(container.id)
+        self._publish(container, EventType.DELETED)
+
+    def status(self, container_id: str) -> ContainerRecord:
+        return self.refresh(self._s.store.containers.get(container_id).id)
+
+    def refresh(self, container_id: str, stopping: bool = False) -> ContainerRecord:
+        """Fold the backend's view into the record; publish STOPPED on an exit."""
+        container = self._s.store.containers.get(container_id)
+        if container.state is ContainerState.EXITED:
+            return container
+        sandbox = self._s.store.sandboxes.find(container.sandbox_id)
+        if sandbox is None:
+            return container
+        liveness = self._backend(sandbox).container_liveness(sandbox, container)
+        if liveness.running and not stopping:
+            if container.state is ContainerState.UNKNOWN:
+                return self._s.store.containers.set_state_fields(
+                    container.id, state=ContainerState.RUNNING
+                )
+            return container
+        if liveness.exit is None:
+            if container.state is ContainerState.CREATED and not stopping:
+                return container
+            if liveness.running:
+                return container
+            exit_code, finished, reason, message = 255, self._s.clock(), "Unknown", ""
+        else:
+            exit_code = liveness.exit.exit_code
+            finished = liveness.exit.finished_at
+            reason = liveness.exit.reason or ("Completed" if exit_code == 0 else "Error")
+            message = liveness.exit.message
+        was_running = container.state is not ContainerState.CREATED
+        container = self._s.store.containers.set_state_fields(
+            container.id,
+            state=ContainerState.EXITED,
+            exit_code=exit_code,
+            finished_at=finished,
+            reason=reason,
+            message=message,
+        )
+        if was_running:
+            self._publish(container, EventType.STOPPED)
+        return container
+
+    def refresh_all(self) -> None:
+        """Poll every live container once (the daemon's reaper calls this)."""
+        for container in self._s.store.containers.list():
+            if container.state is ContainerState.EXITED:
+                continue
+            try:
+                self.refresh(container.id)
+            except NotFound:
+                continue
+            except Exception:
+                log.exception("container %s: status refresh failed", container.id)
+
+    def list(self, filt: ContainerFilter | None = None) -> list[ContainerRecord]:
+        found: Iterable[ContainerRecord] = self._s.store.containers.list()
+        if filt is not None:
+            found = (c for c in found if _matches(c, filt))
+        return sorted(found, key=lambda c: c.created_at)
+
+    def _running(self, container_id: str) -> tuple[SandboxRecord, ContainerRecord]:
+        container = self.refresh(self._s.store.containers.get(container_id).id)
+        if container.state is not ContainerState.RUNNING:
+            raise FailedPrecondition(
+                f"container_id {container.id}: container is {container.state.value}, not RUNNING"
+            )
+        return self._sandbox(container.sandbox_id), container
+
+    def exec_sync(self, container_id: str, cmd: Sequence[str], timeout_s: int) -> ExecResult:
+        if not cmd:
+            raise InvalidArgument("cmd: must not be empty")
+        if not 0 <= timeout_s <= MAX_EXEC_TIMEOUT_S:
+            raise InvalidArgument(f"timeout: must be between 0 and {MAX_EXEC_TIMEOUT_S}")
+        sandbox, container = self._running(container_id)
+        return self._backend(sandbox).exec_sync(sandbox, container, cmd, timeout_s)
+
+    def update_resources(self, container_id: str, resources: Resources) -> None:
+        _validate_resources(resources, "linux")
+        container = self._s.store.containers.get(container_id)
+        if container.state not in (ContainerState.CREATED, ContainerState.RUNNING):
+            raise FailedPrecondition(
+                f"container_id {container.id}: container is {container.state.value}"
+            )
+        sandbox = self._sandbox(container.sandbox_id)
+        self._backend(sandbox).update_resources(sandbox, container, resources)
+        config = dataclasses.replace(container.config, resources=resources)
+        self._s.store.containers.set_state_fields(container.id, config=config)
+
+    def reopen_log(self, container_id: str) -> None:
+        sandbox, container = self._running(container_id)
+        self._backend(sandbox).reopen_log(sandbox, container)
+
+    def usage(self, container_id: str) -> tuple[ContainerRecord, ContainerUsage | None]:
+        container = self._s.store.containers.get(container_id)
+        if container.state is not ContainerState.RUNNING:
+            return container, None
+        sandbox = self._sandbox(container.sandbox_id)
+        return container, self._backend(sandbox).container_usage(sandbox, container)
+
+
+def _matches(container: ContainerRecord, filt: ContainerFilter) -> bool:
+    if filt.id and not container.id.startswith(filt.id):
+        return False
+    if filt.sandbox_id and not container.sandbox_id.startswith(filt.sandbox_id):
+        return False
+    if filt.state is not None and container.state is not filt.state:
+        return False
+    return all(container.config.labels.get(k) == v for k, v in filt.labels)
+
+
+def _log_path(sandbox: SandboxRecord, config: ContainerConfig) -> str:
+    """The absolute log file path: the pod's log_directory joined with log_path."""
+    if not config.log_path:
+        return ""
+    if not sandbox.config.log_directory:
+        raise InvalidArgument("log_path: the sandbox has no log_directory to put it in")
+    if os.path.isabs(config.log_path) or ".." in config.log_path.split("/"):
+        raise InvalidArgument(
+            f"config.log_path {config.log_path!r}: must be relative to the pod's "
+            "log_directory and stay inside it"
+        )
+    return os.path.normpath(os.path.join(sandbox.config.log_directory, config.log_path))
+
+
+def _validate_resources(resources: Resources, where: str) -> None:
+    for field in (
+        "cpu_period",
+        "cpu_quota",
+        "cpu_shares",
+        "memory_limit_in_bytes",
+        "memory_swap_limit_in_bytes",
+    ):
+        if getattr(resources, field) < 0 and not (
+            field == "cpu_quota" and resources.cpu_quota == -1
+        ):
+            raise InvalidArgument(f"{where}.{field}: must not be negative")
+    if not -1000 <= resources.oom_score_adj <= 1000:
+        raise InvalidArgument(f"{where}.oom_score_adj: must be between -1000 and 1000")
+
+
+def validate_container(config: ContainerConfig) -> None:
+    """Checks that need no sandbox; raises InvalidArgument naming the field."""
+    if not config.metadata.name:
+        raise InvalidArgument("config.metadata.name: must not be empty")
+    if not config.image:
+        raise InvalidArgument("config.image.image: must not be empty")
+    _validate_resources(config.resources, "config.linux.resources")
+    sec = config.security
+    if sec.run_as_group is not None and sec.run_as_user is None and not sec.run_as_username:
+        raise InvalidArgument(
+            "config.linux.security_context.run_as_group: needs run_as_user or run_as_username"
+        )
+    for i, mount in enumerate(config.mounts):
+        path = mount.container_path
+        if not path.startswith("/"):
+            raise InvalidArgument(f"config.mounts[{i}].container_path: must be absolute")
+        normalized = os.path.normpath(path)
+        if normalized in ("/proc", "/sys") or normalized.startswith(("/proc/", "/sys/")):
+            raise InvalidArgument(
+                f"config.mounts[{i}].container_path {path!r}: mounts into /proc or /sys "
+                "are not allowed"
+            )
+        if not mount.host_path and not mount.image:
+            raise InvalidArgument(f"config.mounts[{i}].host_path: must not be empty")

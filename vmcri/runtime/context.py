@@ -1,0 +1,48 @@
+"""The services a request handler and a backend can reach, wired once by the daemon."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from vmcri.config import Config
+from vmcri.handlers.base import ImageInfo
+from vmcri.handlers.registry import HandlerRegistry
+from vmcri.runtime.events import EventBus
+from vmcri.store.store import Store
+
+
+class ImageSource(Protocol):
+    """What the runtime needs of the image service."""
+
+    def image_for_container(self, ref: str) -> ImageInfo:
+        """The pulled image named by ``ref`` (tag, digest or ID); raises NotFound."""
+        ...
+
+
+@dataclass
+class RuntimeNetwork:
+    """Network facts kubelet tells us through UpdateRuntimeConfig."""
+
+    pod_cidr: str = ""
+
+
+@dataclass
+class Services:
+    config: Config
+    store: Store
+    events: EventBus
+    images: ImageSource | None = None
+    handlers: HandlerRegistry | None = None
+    network: RuntimeNetwork = field(default_factory=RuntimeNetwork)
+    clock: Callable[[], int] = time.time_ns
+
+    def registry(self) -> HandlerRegistry:
+        assert self.handlers is not None, "handlers are wired at start-up"
+        return self.handlers
+
+    def image_source(self) -> ImageSource:
+        assert self.images is not None, "the image service is wired at start-up"
+        return self.images

@@ -1,0 +1,62 @@
+"""Runtime-wide facts for Version, Status and RuntimeConfig."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmcri import __version__
+from vmcri.handlers.base import Condition, HandlerFeatures
+from vmcri.runtime.context import Services
+
+RUNTIME_NAME = "vmcri"
+CRI_API_VERSION = "v1"
+KUBELET_API_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class HandlerInfo:
+    name: str
+    features: HandlerFeatures
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    conditions: tuple[Condition, ...]
+    handlers: tuple[HandlerInfo, ...]
+
+
+class RuntimeInfo:
+    def __init__(self, services: Services) -> None:
+        self._s = services
+
+    @staticmethod
+    def version() -> str:
+        return __version__
+
+    def status(self) -> RuntimeStatus:
+        conditions = [Condition("RuntimeReady", True), self._network_condition()]
+        handlers: list[HandlerInfo] = []
+        registry = self._s.registry()
+        for handler in registry:
+            features = handler.backend.features()
+            handlers.append(HandlerInfo(handler.name, features))
+            if handler.name == registry.default:
+                handlers.append(HandlerInfo("", features))
+            conditions.extend(handler.backend.conditions())
+        return RuntimeStatus(tuple(conditions), tuple(handlers))
+
+    def _network_condition(self) -> Condition:
+        # CNI pod networking is not built yet: pods get a network namespace with
+        # loopback only, so saying "ready" would mislead kubelet.
+        return Condition(
+            "NetworkReady",
+            False,
+            "NetworkPluginNotReady",
+            "vmcri does not run CNI plugins yet; pods get loopback networking only",
+        )
+
+    def cgroup_driver(self) -> str:
+        return self._s.config.cgroup_driver
+
+    def update_pod_cidr(self, cidr: str) -> None:
+        self._s.network.pod_cidr = cidr

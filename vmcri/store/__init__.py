@@ -1,0 +1,1 @@
+"""Persistent records of sandboxes and containers, and the store that owns them."""
