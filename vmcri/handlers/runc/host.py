@@ -1,0 +1,255 @@
+"""The host side effects of the runc backend, behind one Protocol so unit tests can fake them.
+
+:class:`RealHost` runs commands, mounts with mount(2) and umount2(2) through
+libc, and signals processes; :class:`~vmcri.handlers.runc.backend.RuncBackend`
+never touches the host another way (except reading files under its own
+state directory and the cgroup tree root it is given).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import selectors
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from vmcri.errors import HostCommandError
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_BIND = 0x1000
+MNT_DETACH = 0x2
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Host(Protocol):
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60.0,
+        input: bytes | None = None,
+        capture: bool = True,
+    ) -> CommandResult:
+        """Run a command to completion; raises HostCommandError if it cannot run or times out.
+
+        ``capture=False`` sends its output to /dev/null: for commands that leave
+        a daemon behind, which would otherwise hold our pipes open.
+        """
+        ...
+
+    def spawn_detached(self, argv: Sequence[str], *, stderr_path: str) -> bytes:
+        """Start ``argv`` in its own session and return the first line it writes to stdout.
+
+        The program daemonizes itself (forks, and its first process exits) so that
+        it is not our child; it reports readiness, with its pid, on that line.
+        Raises HostCommandError if it cannot be started.
+        """
+        ...
+
+    def run_bounded(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None,
+        limit: int,
+        on_timeout: Callable[[], None],
+    ) -> tuple[CommandResult, bool]:
+        """Run, keeping at most ``limit`` bytes of each output; (result, timed_out).
+
+        At the deadline ``on_timeout`` is called (to kill what the command
+        started), then the command itself is killed. Raises HostCommandError.
+        """
+        ...
+
+    def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
+        """mount(2); raises HostCommandError."""
+        ...
+
+    def unmount(self, target: str) -> None:
+        """Detach ``target``; a path that is not mounted is success."""
+        ...
+
+    def kill(self, pid: int, sig: int) -> bool:
+        """Signal ``pid``; False if it does not exist."""
+        ...
+
+    def cmdline(self, pid: int) -> list[str] | None:
+        """The argv of a live process, or None."""
+        ...
+
+    def is_mounted(self, path: str) -> bool: ...
+
+
+class RealHost:
+    """The real host: subprocesses and libc."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self._env = dict(env) if env is not None else None
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60.0,
+        input: bytes | None = None,
+        capture: bool = True,
+    ) -> CommandResult:
+        out = subprocess.PIPE if capture else subprocess.DEVNULL
+        try:
+            proc = subprocess.run(
+                list(argv),
+                input=input,
+                stdout=out,
+                stderr=out,
+                timeout=timeout,
+                env=self._env,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise HostCommandError(f"{argv[0]}: {exc}") from exc
+        return CommandResult(proc.returncode, proc.stdout or b"", proc.stderr or b"")
+
+    def spawn_detached(self, argv: Sequence[str], *, stderr_path: str) -> bytes:
+        try:
+            with open(stderr_path, "ab") as err, open(os.devnull, "rb") as null:
+                proc = subprocess.Popen(
+                    list(argv),
+                    stdin=null,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    start_new_session=True,
+                    close_fds=True,
+                    env=self._env,
+                )
+        except OSError as exc:
+            raise HostCommandError(f"{argv[0]}: {exc}") from exc
+        assert proc.stdout is not None
+        with proc.stdout:
+            line = proc.stdout.readline()
+        proc.wait()  # the first process of the daemonizing program has exited by now
+        return line
+
+    def run_bounded(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None,
+        limit: int,
+        on_timeout: Callable[[], None],
+    ) -> tuple[CommandResult, bool]:
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env,
+            )
+        except OSError as exc:
+            raise HostCommandError(f"{argv[0]}: {exc}") from exc
+        assert proc.stdout is not None and proc.stderr is not None
+        out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        kept = {out_fd: bytearray(), err_fd: bytearray()}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = False
+        with selectors.DefaultSelector() as sel:
+            for fd in kept:
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    if not timed_out:
+                        timed_out = True
+                        on_timeout()
+                        proc.kill()
+                        deadline = time.monotonic() + 5  # then only drain briefly
+                        continue
+                    break
+                for key, _ in sel.select(left):
+                    fd = int(key.fd)
+                    data = os.read(fd, 65536)
+                    if not data:
+                        sel.unregister(fd)
+                        continue
+                    buf = kept[fd]
+                    buf += data[: max(limit - len(buf), 0)]
+        proc.stdout.close()
+        proc.stderr.close()
+        if timed_out:
+            proc.kill()
+        returncode = proc.wait()
+        return (
+            CommandResult(returncode, bytes(kept[out_fd]), bytes(kept[err_fd])),
+            timed_out,
+        )
+
+    def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
+        rc = self._libc.mount(
+            source.encode(), target.encode(), fstype.encode(), flags, data.encode() or None
+        )
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise HostCommandError(
+                f"mount {fstype} {source} on {target}: {os.strerror(err)}", returncode=err
+            )
+
+    def unmount(self, target: str) -> None:
+        rc = self._libc.umount2(target.encode(), MNT_DETACH)
+        if rc != 0:
+            err = ctypes.get_errno()
+            if err in (errno.EINVAL, errno.ENOENT):
+                return
+            raise HostCommandError(f"umount {target}: {os.strerror(err)}", returncode=err)
+
+    def kill(self, pid: int, sig: int) -> bool:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def cmdline(self, pid: int) -> list[str] | None:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            return None
+        if not raw:
+            return None
+        return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")]
+
+    def is_mounted(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 4 and _unescape(fields[4]) == real:
+                        return True
+        except OSError:
+            return False
+        return False
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal."""
+    return (
+        field.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+    )

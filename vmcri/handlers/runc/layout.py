@@ -1,0 +1,57 @@
+"""Where the runc backend keeps its files.
+
+Runtime state (``BackendContext.state``, gone after a reboot like the containers)::
+
+    runc/                         runc --root (private to this backend)
+    sandboxes/<id>/ns/{net,ipc,uts,pid}   bind-mounted namespace files
+    sandboxes/<id>/{hostname,hosts,resolv.conf}
+    sandboxes/<id>/shm/           the pod's /dev/shm tmpfs
+    sandboxes/<id>/pause.pid      init of the pod's PID namespace, when shared
+    containers/<id>/config.json   the bundle; rootfs/ is the overlay mount point
+    containers/<id>/{meta.json,monitor.json,pid,exit.json,monitor.log}
+
+Persistent data (``BackendContext.root``): ``containers/<id>/{upper,work}``, the
+writable layer, kept on a disk file system (overlayfs cannot use every fs as upper).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmcri.errors import InvalidArgument
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_id(ident: str, what: str) -> str:
+    """IDs become path components: refuse anything that is not a plain name."""
+    if not _ID.match(ident) or ident in (".", ".."):
+        raise InvalidArgument(f"{what}: {ident!r} is not a valid ID")
+    return ident
+
+
+@dataclass(frozen=True)
+class Layout:
+    state: Path
+    root: Path
+
+    @property
+    def runc_root(self) -> Path:
+        return self.state / "runc"
+
+    def sandbox_dir(self, sandbox_id: str) -> Path:
+        return self.state / "sandboxes" / check_id(sandbox_id, "sandbox id")
+
+    def ns_path(self, sandbox_id: str, kind: str) -> Path:
+        return self.sandbox_dir(sandbox_id) / "ns" / kind
+
+    def container_dir(self, container_id: str) -> Path:
+        return self.state / "containers" / check_id(container_id, "container id")
+
+    def rootfs(self, container_id: str) -> Path:
+        return self.container_dir(container_id) / "rootfs"
+
+    def layer_dir(self, container_id: str) -> Path:
+        return self.root / "containers" / check_id(container_id, "container id")

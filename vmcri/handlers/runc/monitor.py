@@ -1,0 +1,232 @@
+"""Per-container monitor (vmcri's conmon): ``python -m vmcri.handlers.runc.monitor ...``.
+
+It daemonizes (fork, new session), becomes a child subreaper, runs ``runc
+create`` with its own pipes as the container's stdout/stderr, reports
+``{"ok": true, "pid": <monitor pid>}`` (or ``{"ok": false, "error": ...}``) on
+one stdout line to the backend, then:
+
+* copies the container's output into the CRI log file (:mod:`vmcri.crilog`),
+* reopens the log file on SIGHUP (ReopenContainerLog),
+* reaps the container's init (reparented to it as subreaper), checks the
+  cgroup's OOM-kill counter, drains the pipes (bounded), and writes
+  ``exit.json`` atomically (:mod:`vmcri.handlers.runc.exitfile`).
+
+It shares nothing with the daemon but files, so it keeps running, and keeps
+the container's output flowing, while the daemon restarts or is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vmcri.crilog import CriLogWriter
+from vmcri.handlers.base import ContainerExit
+from vmcri.handlers.runc.cgroups import oom_kills_in
+from vmcri.handlers.runc.exitfile import MONITOR_FILE, PID_FILE, exit_reason, write_exit
+from vmcri.store.atomic import write_atomic
+
+PR_SET_CHILD_SUBREAPER = 36
+DRAIN_AFTER_EXIT_S = 2.0  # a grandchild holding the pipes open must not hold the exit back
+READ_CHUNK = 65536
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="vmcri-runc-monitor")
+    p.add_argument("--runc", required=True)
+    p.add_argument("--runc-root", required=True)
+    p.add_argument("--id", required=True)
+    p.add_argument("--dir", required=True, help="the container's state dir (bundle)")
+    p.add_argument("--log", default="", help="CRI log file; empty discards output")
+    p.add_argument("--oom-file", default="", help="memory.oom_control or memory.events")
+    return p.parse_args(argv)
+
+
+def _report(message: dict[str, object]) -> None:
+    """The one line the backend waits for; then stdout goes to /dev/null."""
+    os.write(1, (json.dumps(message) + "\n").encode())
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+
+
+def _status_code(status: int) -> int:
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return 255
+
+
+class Monitor:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.writer: CriLogWriter | None = None
+        self.container_pid = 0
+        self.exit_status: int | None = None
+        self.reopen_requested = False
+
+    def create(self) -> tuple[int, int]:
+        """runc create with our pipes; returns the read ends. Raises RuntimeError."""
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        runc_log = os.path.join(self.args.dir, "runc-create.log")
+        argv = [
+            self.args.runc, "--root", self.args.runc_root, "--log", runc_log,
+            "--log-format", "json", "create", "--bundle", self.args.dir,
+            "--pid-file", os.path.join(self.args.dir, PID_FILE), self.args.id,
+        ]  # fmt: skip
+        with open(os.devnull, "rb") as null:
+            proc = subprocess.Popen(argv, stdin=null, stdout=out_w, stderr=err_w)
+        os.close(out_w)
+        os.close(err_w)
+        # runc create only writes its own errors here; the container cannot run before start.
+        rc = proc.wait()
+        if rc != 0:
+            os.set_blocking(err_r, False)
+            try:
+                text = os.read(err_r, READ_CHUNK).decode(errors="replace").strip()
+            except BlockingIOError:
+                text = ""
+            raise RuntimeError(text or f"runc create exited with {rc}")
+        with open(os.path.join(self.args.dir, PID_FILE)) as f:
+            self.container_pid = int(f.read().strip())
+        return out_r, err_r
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.container_pid:
+                self.exit_status = status
+
+    def run(self, out_r: int, err_r: int) -> ContainerExit:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        os.set_blocking(wake_r, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        sel = selectors.DefaultSelector()
+        streams = {out_r: "stdout", err_r: "stderr"}
+        for fd in streams:
+            sel.register(fd, selectors.EVENT_READ)
+        sel.register(wake_r, selectors.EVENT_READ)
+        self._reap()  # the container may have gone before the handler was set
+        deadline: float | None = None
+        while streams:
+            if self.exit_status is not None and deadline is None:
+                deadline = time.monotonic() + DRAIN_AFTER_EXIT_S
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
+            if deadline is not None and timeout == 0:
+                break
+            for key, _ in sel.select(timeout):
+                fd = int(key.fd)
+                if fd == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 512)
+                    self._reap()
+                    if self.reopen_requested:
+                        self.reopen_requested = False
+                        self._reopen()
+                    continue
+                try:
+                    data = os.read(fd, READ_CHUNK)
+                except OSError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    data = b""
+                if not data:
+                    sel.unregister(fd)
+                    os.close(fd)
+                    if self.writer is not None:
+                        self.writer.flush(streams[fd])
+                    del streams[fd]
+                    continue
+                self._log(streams[fd], data)
+        while self.exit_status is None:
+            try:
+                pid, status = os.waitpid(self.container_pid, 0)
+            except ChildProcessError:
+                status = 255 << 8  # not our child after all; nothing more to learn
+                pid = self.container_pid
+            if pid == self.container_pid:
+                self.exit_status = status
+        code = _status_code(self.exit_status)
+        oom = bool(self.args.oom_file) and oom_kills_in(self.args.oom_file) > 0
+        return ContainerExit(
+            exit_code=code, finished_at=time.time_ns(), reason=exit_reason(code, oom)
+        )
+
+    def _on_hup(self, *_: object) -> None:
+        self.reopen_requested = True
+
+    def _reopen(self) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer.reopen()
+        except OSError as exc:
+            print(f"monitor {self.args.id}: reopen log: {exc}", file=sys.stderr)
+
+    def _log(self, stream: str, data: bytes) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer.write(stream, data)
+        except OSError as exc:  # a full disk must not kill the container's output pipe
+            print(f"monitor {self.args.id}: log write: {exc}", file=sys.stderr)
+
+
+def _daemonize() -> None:
+    """Fork so the backend's child exits at once; the grandchild is nobody's child."""
+    if os.fork() > 0:
+        os._exit(0)
+    with contextlib.suppress(OSError):  # already a session of its own
+        os.setsid()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    _daemonize()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    monitor = Monitor(args)
+    try:
+        write_atomic(
+            Path(args.dir) / MONITOR_FILE, json.dumps({"pid": os.getpid()}).encode(), 0o644
+        )
+        if args.log:
+            monitor.writer = CriLogWriter(args.log)
+        out_r, err_r = monitor.create()
+    except (OSError, RuntimeError, ValueError) as exc:
+        _report({"ok": False, "error": str(exc)})
+        return 1
+    _report({"ok": True, "pid": os.getpid(), "container_pid": monitor.container_pid})
+    exit = monitor.run(out_r, err_r)
+    if monitor.writer is not None:
+        try:
+            monitor.writer.close()
+        except OSError as exc:
+            print(f"monitor {args.id}: close log: {exc}", file=sys.stderr)
+    write_exit(args.dir, exit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Resolve the host side of kubelet's mounts and devices (reads the filesystem; not pure).
+
+Run before :func:`vmcri.oci.spec.build_spec`, in the terms of the place the
+runtime runs (the host for ``runc``, the guest for the agent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import stat
+from collections.abc import Sequence
+
+from vmcri.errors import InvalidArgument
+from vmcri.model import Device, Mount
+from vmcri.oci.context import ResolvedDevice
+
+MAX_PROFILE_BYTES = 1 << 20
+
+
+def resolve_mounts(mounts: Sequence[Mount]) -> tuple[Mount, ...]:
+    """The mounts with each host path's symlinks followed; image volumes pass through.
+
+    A missing host path is an error (kubelet creates the directories it wants).
+    Raises InvalidArgument naming ``mounts[i].host_path``.
+    """
+    out = []
+    for i, mount in enumerate(mounts):
+        if mount.image:
+            out.append(mount)
+            continue
+        if not mount.host_path.startswith("/"):
+            raise InvalidArgument(f"mounts[{i}].host_path: {mount.host_path!r} must be absolute")
+        real = os.path.realpath(mount.host_path)
+        if not os.path.exists(real):
+            raise InvalidArgument(f"mounts[{i}].host_path: {mount.host_path} does not exist")
+        out.append(dataclasses.replace(mount, host_path=real))
+    return tuple(out)
+
+
+def resolve_devices(devices: Sequence[Device]) -> tuple[ResolvedDevice, ...]:
+    """Stat each device's host node. A directory adds every device node below it.
+
+    Raises InvalidArgument naming ``devices[i].host_path`` for a missing path or
+    a file that is not a device node.
+    """
+    out: list[ResolvedDevice] = []
+    for i, device in enumerate(devices):
+        path = os.path.realpath(device.host_path)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise InvalidArgument(
+                f"devices[{i}].host_path: {device.host_path}: {exc.strerror}"
+            ) from exc
+        if stat.S_ISDIR(st.st_mode):
+            for dirpath, _dirs, files in os.walk(path):
+                for name in sorted(files):
+                    node = os.path.join(dirpath, name)
+                    rel = os.path.relpath(node, path)
+                    found = _node(node, os.path.join(device.container_path, rel), device)
+                    if found is not None:
+                        out.append(found)
+            continue
+        found = _node(path, device.container_path, device)
+        if found is None:
+            raise InvalidArgument(f"devices[{i}].host_path: {device.host_path} is not a device")
+        out.append(found)
+    return tuple(out)
+
+
+def _node(path: str, container_path: str, device: Device) -> ResolvedDevice | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        return None
+    return ResolvedDevice(
+        container_path=container_path or path,
+        host_path=path,
+        type=kind,
+        major=os.major(st.st_rdev),
+        minor=os.minor(st.st_rdev),
+        file_mode=stat.S_IMODE(st.st_mode),
+        permissions=device.permissions,
+        uid=st.st_uid,
+        gid=st.st_gid,
+    )
+
+
+def load_localhost_profile(ref: str, allowed_root: str) -> dict[str, object]:
+    """Read a localhost seccomp profile; ``ref`` may be ``localhost/<path>`` or a path.
+
+    Only files below ``allowed_root`` are read (kubelet's seccomp directory), so
+    a pod cannot make the runtime read an arbitrary host file.
+    Raises InvalidArgument naming ``security_context.seccomp.localhost_ref``.
+    """
+    field = "security_context.seccomp.localhost_ref"
+    path = ref.removeprefix("localhost/")
+    real = os.path.realpath(path)
+    root = os.path.realpath(allowed_root)
+    if not real.startswith(root.rstrip("/") + "/"):
+        raise InvalidArgument(f"{field}: {ref!r} is outside {allowed_root}")
+    try:
+        with open(real, "rb") as f:
+            data = f.read(MAX_PROFILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidArgument(f"{field}: {ref!r}: {exc.strerror}") from exc
+    if len(data) > MAX_PROFILE_BYTES:
+        raise InvalidArgument(f"{field}: {ref!r} is larger than {MAX_PROFILE_BYTES} bytes")
+    try:
+        profile = json.loads(data)
+    except ValueError as exc:
+        raise InvalidArgument(f"{field}: {ref!r} is not JSON: {exc}") from exc
+    if not isinstance(profile, dict):
+        raise InvalidArgument(f"{field}: {ref!r} is not a JSON object")
+    return profile
