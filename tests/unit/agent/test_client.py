@@ -1,0 +1,239 @@
+"""AgentClient against a fake guest at the other end of a socketpair."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from vmcri.agent import types
+from vmcri.agent.client import AgentClient
+from vmcri.agent.framing import HEADER, MAGIC, Frame, FrameKind, FrameReader, encode_frame
+from vmcri.api import agent_pb2
+from vmcri.errors import AgentUnavailable, DeadlineExceeded, NotFound, ProtocolError
+
+
+class FakeGuest:
+    """Plays the agent by hand: the test decides every byte it sends."""
+
+    def __init__(self) -> None:
+        self.host, self.sock = socket.socketpair()
+        self.reader = FrameReader()
+        self.sock.settimeout(5)
+
+    def connector(self, url: str, timeout: float) -> socket.socket:
+        return self.host
+
+    def read_frame(self) -> Frame:
+        while True:
+            frame = self.reader.next_frame()
+            if frame is not None:
+                return frame
+            data = self.sock.recv(65536)
+            assert data, "host closed"
+            self.reader.feed(data)
+
+    def send(self, kind: FrameKind, frame_id: int, body: bytes) -> None:
+        self.sock.sendall(encode_frame(kind, frame_id, body))
+
+    def handshake(self, prefix: bytes = b"", last_seq: int = 0) -> agent_pb2.Hello:
+        frame = self.read_frame()
+        assert frame.kind == FrameKind.HELLO
+        hello = agent_pb2.Hello.FromString(frame.body)
+        ack = agent_pb2.HelloAck(nonce=hello.nonce, protocol_version=1, last_seq=last_seq)
+        self.sock.sendall(prefix + encode_frame(FrameKind.HELLO_ACK, 0, ack.SerializeToString()))
+        return hello
+
+    def answer(self, response: agent_pb2.Response) -> agent_pb2.Request:
+        frame = self.read_frame()
+        assert frame.kind == FrameKind.REQUEST
+        self.send(FrameKind.RESPONSE, frame.frame_id, response.SerializeToString())
+        return agent_pb2.Request.FromString(frame.body)
+
+
+@pytest.fixture
+def guest() -> Iterator[FakeGuest]:
+    fake = FakeGuest()
+    yield fake
+    fake.sock.close()
+
+
+def _client(guest: FakeGuest, **kwargs: object) -> AgentClient:
+    return AgentClient("unix:///fake", connector=guest.connector, reconnect=False, **kwargs)  # type: ignore[arg-type]
+
+
+def _in_thread(fn: object) -> threading.Thread:
+    thread = threading.Thread(target=fn, daemon=True)  # type: ignore[arg-type]
+    thread.start()
+    return thread
+
+
+def test_handshake_skips_stale_bytes_and_calls_work(guest: FakeGuest) -> None:
+    client = _client(guest)
+    _in_thread(lambda: guest.handshake(prefix=b"stale tail of an old frame" + MAGIC))
+    client.connect()
+    ping = agent_pb2.PingResponse(agent_version="9.9", protocol_version=1, containers=2)
+    _in_thread(lambda: guest.answer(agent_pb2.Response(ping=ping)))
+    info = client.ping()
+    assert (info.agent_version, info.containers) == ("9.9", 2)
+    client.close()
+
+
+def test_error_response_maps_to_exception_class(guest: FakeGuest) -> None:
+    client = _client(guest)
+    _in_thread(guest.handshake)
+    client.connect()
+    error = agent_pb2.Error(code="NOT_FOUND", message="no such container\x00")
+    _in_thread(lambda: guest.answer(agent_pb2.Response(error=error)))
+    with pytest.raises(NotFound, match="agent: no such container"):
+        client.container_status("c1")
+    client.close()
+
+
+def test_call_times_out_and_a_late_answer_is_ignored(guest: FakeGuest) -> None:
+    client = _client(guest, call_timeout=0.2)
+    _in_thread(guest.handshake)
+    client.connect()
+    with pytest.raises(DeadlineExceeded):
+        client.ping()
+    frame = guest.read_frame()
+    guest.send(FrameKind.RESPONSE, frame.frame_id, agent_pb2.Response(empty={}).SerializeToString())
+    time.sleep(0.1)
+    assert client.connected
+    client.close()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\xff" * 64,
+        HEADER.pack(MAGIC, 1, int(FrameKind.EVENT), 0, 0, 10 << 20),
+        encode_frame(FrameKind.RESPONSE, 999, b""),  # answer to a call never made
+        encode_frame(FrameKind.REQUEST, 1, b""),  # the guest may not ask
+        encode_frame(FrameKind.EVENT, 0, b"\xff\xff\xff"),  # undecodable
+        encode_frame(
+            FrameKind.EVENT,
+            0,
+            agent_pb2.Event(
+                seq=1, container_exited=agent_pb2.ContainerExited(container_id="../etc")
+            ).SerializeToString(),
+        ),
+        encode_frame(
+            FrameKind.EVENT,
+            0,
+            agent_pb2.Event(
+                seq=1, container_exited=agent_pb2.ContainerExited(container_id="c", exit_code=999)
+            ).SerializeToString(),
+        ),
+    ],
+)
+def test_garbage_from_the_guest_drops_the_connection(guest: FakeGuest, garbage: bytes) -> None:
+    client = _client(guest, call_timeout=5)
+    _in_thread(guest.handshake)
+    client.connect()
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.ping()
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = _in_thread(call)
+    guest.read_frame()
+    guest.sock.sendall(garbage)
+    thread.join(5)
+    assert errors and isinstance(errors[0], AgentUnavailable)
+    assert isinstance(client.last_error, ProtocolError)
+    assert not client.connected
+    client.close()
+
+
+def test_wrong_result_kind_is_a_protocol_error(guest: FakeGuest) -> None:
+    client = _client(guest)
+    _in_thread(guest.handshake)
+    client.connect()
+    _in_thread(lambda: guest.answer(agent_pb2.Response(empty={})))
+    with pytest.raises(ProtocolError):
+        client.ping()
+    assert not client.connected
+    client.close()
+
+
+def test_handshake_gives_up_on_endless_garbage(guest: FakeGuest) -> None:
+    client = _client(guest, connect_timeout=10)
+
+    def flood() -> None:
+        guest.read_frame()
+        try:
+            for _ in range(100):
+                guest.sock.sendall(b"\x00" * (1 << 20))
+        except OSError:
+            pass
+
+    _in_thread(flood)
+    with pytest.raises(ProtocolError, match="garbage"):
+        client.connect()
+
+
+def test_handshake_timeout(guest: FakeGuest) -> None:
+    client = _client(guest, connect_timeout=0.3)
+    with pytest.raises(AgentUnavailable, match="handshake"):
+        client.connect()
+
+
+def test_events_delivered_once_in_order_and_acked(guest: FakeGuest) -> None:
+    got: list[types.AgentEvent] = []
+    done = threading.Event()
+
+    def on_event(event: types.AgentEvent) -> None:
+        got.append(event)
+        if len(got) == 3:
+            done.set()
+
+    client = _client(guest, on_event=on_event)
+    _in_thread(guest.handshake)
+    client.connect()
+    out = agent_pb2.OutputChunk(container_id="c", stream=agent_pb2.OUTPUT_STREAM_STDERR, data=b"x")
+    for seq in (1, 2, 2, 1):  # replays are skipped
+        guest.send(FrameKind.EVENT, 0, agent_pb2.Event(seq=seq, output=out).SerializeToString())
+    exited = agent_pb2.ContainerExited(container_id="c", exit_code=137, oom_killed=True)
+    guest.send(
+        FrameKind.EVENT, 0, agent_pb2.Event(seq=5, container_exited=exited).SerializeToString()
+    )
+    assert done.wait(5)
+    assert [e.seq for e in got] == [1, 2, 5]
+    assert isinstance(got[0], types.OutputChunk) and got[0].stream == "stderr"
+    assert isinstance(got[2], types.ContainerExit) and got[2].oom_killed
+    frame = guest.read_frame()
+    assert frame.kind == FrameKind.ACK and agent_pb2.Ack.FromString(frame.body).seq >= 1
+    client.close()
+
+
+def test_reconnect_sends_the_last_seen_seq() -> None:
+    first, second = FakeGuest(), FakeGuest()
+    peers = iter([first, second])
+    client = AgentClient(
+        "unix:///fake", connector=lambda url, timeout: next(peers).host, reconnect=True
+    )
+    _in_thread(first.handshake)
+    client.connect()
+    exited = agent_pb2.ContainerExited(container_id="c", exit_code=1)
+    first.send(
+        FrameKind.EVENT, 0, agent_pb2.Event(seq=7, container_exited=exited).SerializeToString()
+    )
+    time.sleep(0.2)
+    hellos: list[agent_pb2.Hello] = []
+    thread = _in_thread(lambda: hellos.append(second.handshake(last_seq=7)))
+    first.sock.close()  # the guest side drops: the client reconnects by itself
+    thread.join(5)
+    assert hellos and hellos[0].ack_seq == 7
+    deadline = time.monotonic() + 5
+    while not client.connected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.connected
+    client.close()
+    second.sock.close()

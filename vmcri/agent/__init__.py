@@ -1,0 +1,8 @@
+"""The vmcri agent: its wire framing, transports, the host-side client and the guest server.
+
+Two trust domains live here. ``vmcri.agent.guest`` runs inside the pod VM (and may import only
+the standard library, ``google.protobuf``, ``vmcri.errors`` and ``vmcri.agent``); ``client`` runs
+in the daemon and treats every byte from the guest as untrusted.
+"""
+
+PROTOCOL_VERSION = 1

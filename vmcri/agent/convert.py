@@ -1,0 +1,204 @@
+"""Guest messages (pb2) into domain types, validated: the one place the host trusts nothing.
+
+Every function raises :class:`ProtocolError` when a field breaks its bound; the client then
+drops the connection. Error responses become the exception class of their gRPC code.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Literal
+
+from vmcri.agent import types
+from vmcri.api import agent_pb2
+from vmcri.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    HostCommandError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ProtocolError,
+    ResourceExhausted,
+    Unavailable,
+    Unimplemented,
+    VmcriError,
+)
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MAX_U63 = (1 << 63) - 1
+MAX_PID = 1 << 22
+MAX_MESSAGE = 4096
+MAX_OUTPUT_CHUNK = 256 * 1024
+
+_ERRORS: dict[str, type[VmcriError]] = {
+    "INVALID_ARGUMENT": InvalidArgument,
+    "NOT_FOUND": NotFound,
+    "ALREADY_EXISTS": AlreadyExists,
+    "FAILED_PRECONDITION": FailedPrecondition,
+    "RESOURCE_EXHAUSTED": ResourceExhausted,
+    "DEADLINE_EXCEEDED": DeadlineExceeded,
+    "PERMISSION_DENIED": PermissionDenied,
+    "UNIMPLEMENTED": Unimplemented,
+    "UNAVAILABLE": Unavailable,
+}
+
+_STATUS = {
+    agent_pb2.CONTAINER_STATUS_CREATED: types.ContainerStatus.CREATED,
+    agent_pb2.CONTAINER_STATUS_RUNNING: types.ContainerStatus.RUNNING,
+    agent_pb2.CONTAINER_STATUS_EXITED: types.ContainerStatus.EXITED,
+}
+
+
+def error_from(error: agent_pb2.Error) -> VmcriError:
+    """The exception for an error response (INTERNAL and unknown codes: HostCommandError)."""
+    message = "agent: " + _printable(error.message, MAX_MESSAGE)
+    cls = _ERRORS.get(error.code, HostCommandError)
+    return cls(message)
+
+
+def _printable(text: str, limit: int) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+def container_id(value: str, field: str = "container_id") -> str:
+    if not ID_RE.match(value):
+        raise ProtocolError(f"agent sent a bad {field}: {value[:80]!r}")
+    return value
+
+
+def _uint(value: int, field: str, limit: int = MAX_U63) -> int:
+    if not 0 <= value <= limit:
+        raise ProtocolError(f"agent sent {field}={value}, out of range")
+    return value
+
+
+def _exit_code(value: int) -> int:
+    if not -1 <= value <= 255:
+        raise ProtocolError(f"agent sent exit code {value}, out of range")
+    return value
+
+
+def agent_info(msg: agent_pb2.PingResponse) -> types.AgentInfo:
+    return types.AgentInfo(
+        agent_version=_printable(msg.agent_version, 64),
+        protocol_version=msg.protocol_version,
+        uptime_ns=_uint(msg.uptime_ns, "uptime_ns"),
+        containers=msg.containers,
+        events_dropped=_uint(msg.events_dropped, "events_dropped"),
+    )
+
+
+def sandbox_files(msg: agent_pb2.SetupSandboxResponse) -> types.SandboxFiles:
+    paths = (msg.hostname_path, msg.hosts_path, msg.resolv_conf_path)
+    for path in paths:
+        if not path.startswith("/") or len(path) > 4096 or "\0" in path or ".." in path:
+            raise ProtocolError(f"agent sent a bad sandbox file path {path[:80]!r}")
+    return types.SandboxFiles(*paths)
+
+
+def container_state(msg: agent_pb2.ContainerState) -> types.ContainerState:
+    status = _STATUS.get(msg.status)
+    if status is None:
+        raise ProtocolError(f"agent sent unknown container status {msg.status}")
+    return types.ContainerState(
+        container_id=container_id(msg.container_id),
+        status=status,
+        pid=_uint(msg.pid, "pid", MAX_PID),
+        exit_code=_exit_code(msg.exit_code),
+        oom_killed=msg.oom_killed,
+        created_at_ns=_uint(msg.created_at_ns, "created_at_ns"),
+        started_at_ns=_uint(msg.started_at_ns, "started_at_ns"),
+        finished_at_ns=_uint(msg.finished_at_ns, "finished_at_ns"),
+    )
+
+
+def exec_result(msg: agent_pb2.ExecSyncResponse, max_output: int) -> types.ExecResult:
+    if len(msg.stdout) > max_output or len(msg.stderr) > max_output:
+        raise ProtocolError("agent sent more exec output than asked for")
+    return types.ExecResult(
+        exit_code=_exit_code(msg.exit_code),
+        stdout=msg.stdout,
+        stderr=msg.stderr,
+        timed_out=msg.timed_out,
+        truncated=msg.truncated,
+    )
+
+
+def stats(msg: agent_pb2.StatsResponse, wanted: list[str]) -> types.Stats:
+    containers = []
+    seen: set[str] = set()
+    for item in msg.containers:
+        cid = container_id(item.container_id)
+        if (wanted and cid not in wanted) or cid in seen:
+            raise ProtocolError(f"agent sent unasked or repeated stats for {cid}")
+        seen.add(cid)
+        containers.append(
+            types.ContainerStats(
+                container_id=cid,
+                cpu_usage_ns=_uint(item.cpu_usage_ns, "cpu_usage_ns"),
+                memory_usage_bytes=_uint(item.memory_usage_bytes, "memory_usage_bytes"),
+                memory_working_set_bytes=_uint(
+                    item.memory_working_set_bytes, "memory_working_set_bytes"
+                ),
+                memory_rss_bytes=_uint(item.memory_rss_bytes, "memory_rss_bytes"),
+                pids=_uint(item.pids, "pids", MAX_PID),
+                oom_kills=_uint(item.oom_kills, "oom_kills"),
+                timestamp_ns=_uint(item.timestamp_ns, "timestamp_ns"),
+            )
+        )
+    mem = msg.vm_memory
+    return types.Stats(
+        containers=tuple(containers),
+        vm_memory=types.VmMemory(
+            total_bytes=_uint(mem.total_bytes, "total_bytes"),
+            free_bytes=_uint(mem.free_bytes, "free_bytes"),
+            available_bytes=_uint(mem.available_bytes, "available_bytes"),
+        ),
+    )
+
+
+def event(msg: agent_pb2.Event) -> types.AgentEvent:
+    """Raises ProtocolError for an event without a known kind or with a bad field."""
+    seq = _uint(msg.seq, "seq")
+    kind = msg.WhichOneof("kind")
+    if kind == "output":
+        out = msg.output
+        if out.stream == agent_pb2.OUTPUT_STREAM_STDOUT:
+            stream: Literal["stdout", "stderr"] = "stdout"
+        elif out.stream == agent_pb2.OUTPUT_STREAM_STDERR:
+            stream = "stderr"
+        else:
+            raise ProtocolError(f"agent sent output of unknown stream {out.stream}")
+        if len(out.data) > MAX_OUTPUT_CHUNK or (out.eof and out.data):
+            raise ProtocolError("agent sent an oversized or malformed output chunk")
+        return types.OutputChunk(
+            seq=seq,
+            container_id=container_id(out.container_id),
+            exec_id=container_id(out.exec_id, "exec_id") if out.exec_id else "",
+            stream=stream,
+            data=out.data,
+            eof=out.eof,
+            guest_time_ns=_uint(msg.timestamp_ns, "timestamp_ns"),
+            received_at_ns=time.time_ns(),
+        )
+    if kind == "container_exited":
+        ex = msg.container_exited
+        return types.ContainerExit(
+            seq=seq,
+            container_id=container_id(ex.container_id),
+            exit_code=_exit_code(ex.exit_code),
+            oom_killed=ex.oom_killed,
+            finished_at_ns=_uint(ex.finished_at_ns, "finished_at_ns"),
+        )
+    if kind == "exec_exited":
+        ee = msg.exec_exited
+        return types.ExecExit(
+            seq=seq,
+            container_id=container_id(ee.container_id),
+            exec_id=container_id(ee.exec_id, "exec_id"),
+            exit_code=_exit_code(ee.exit_code),
+        )
+    raise ProtocolError(f"agent sent an event of unknown kind {kind!r}")

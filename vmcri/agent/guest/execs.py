@@ -1,0 +1,206 @@
+"""Processes run in a container with ``runc exec``: ExecSync and interactive sessions.
+
+A session's output travels as OutputChunk events carrying its exec id, its end as one
+ExecExited event; stdin and resize arrive as WriteStdin/Resize requests. runc exec stays in the
+foreground and exits with the process's exit code, so waiting for runc is waiting for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+from vmcri.agent.guest.containers import Container, ContainerManager
+from vmcri.agent.guest.processes import Waiter
+from vmcri.agent.guest.stdio import ConsoleSocket, Stdio, pump_pipes, pump_pty, set_winsize
+from vmcri.api import agent_pb2
+from vmcri.errors import (
+    FailedPrecondition,
+    HostCommandError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+
+MAX_EXEC_OUTPUT = 480 * 1024
+"""Per stream cap of ExecSync output: both streams must fit one 1 MiB response frame."""
+MAX_ARGV_BYTES = 128 * 1024
+MAX_SESSIONS = 64
+OUTPUT_DRAIN_S = 2.0
+
+
+class ExecSession:
+    def __init__(self, exec_id: str, container: Container) -> None:
+        self.exec_id = exec_id
+        self.container = container
+        self.stdio = Stdio()
+        self.pid_file = container.bundle / "execs" / f"{exec_id}.pid"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exited = threading.Event()
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(self.pid_file.read_text().strip()), signal.SIGKILL)
+        if self.proc is not None and not self.exited.is_set():
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+
+
+def _check_argv(argv: list[str]) -> list[str]:
+    if not argv or not argv[0]:
+        raise InvalidArgument("argv must not be empty")
+    if sum(len(a) for a in argv) > MAX_ARGV_BYTES or any("\0" in a for a in argv):
+        raise InvalidArgument("argv is too long or contains NUL")
+    return argv
+
+
+class ExecManager:
+    def __init__(self, containers: ContainerManager) -> None:
+        self._containers = containers
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def _running(self, container_id: str) -> Container:
+        container = self._containers.get(container_id)
+        if container.status != agent_pb2.CONTAINER_STATUS_RUNNING:
+            raise FailedPrecondition(f"container {container_id} is not running")
+        return container
+
+    def exec_sync(self, req: agent_pb2.ExecSyncRequest) -> agent_pb2.ExecSyncResponse:
+        """Raises NotFound, FailedPrecondition (not running), InvalidArgument, HostCommandError."""
+        container = self._running(req.container_id)
+        argv = _check_argv(list(req.argv))
+        limit = min(req.max_output_bytes or MAX_EXEC_OUTPUT, MAX_EXEC_OUTPUT)
+        pid_file = container.bundle / "execs" / f"sync-{next(self._ids)}.pid"
+        try:
+            result = self._containers.runc.run_exec(
+                self._containers.runc.exec_argv(container.container_id, argv, pid_file=pid_file),
+                timeout=req.timeout_ms / 1000 if req.timeout_ms else None,
+                max_output=limit,
+                pid_file=pid_file,
+            )
+        finally:
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
+        return agent_pb2.ExecSyncResponse(
+            exit_code=result.exit_code,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            timed_out=result.timed_out,
+            truncated=result.truncated,
+        )
+
+    def start(self, req: agent_pb2.ExecStartRequest) -> str:
+        """Start an interactive session; returns its exec id.
+
+        Raises NotFound, FailedPrecondition, InvalidArgument, ResourceExhausted, HostCommandError.
+        """
+        container = self._running(req.container_id)
+        argv = _check_argv(list(req.argv))
+        with self._lock:
+            for key, old in list(container.execs.items()):
+                if isinstance(old, ExecSession) and old.exited.is_set():
+                    del container.execs[key]
+            if len(container.execs) >= MAX_SESSIONS:
+                raise ResourceExhausted(f"container {req.container_id} has too many exec sessions")
+            session = ExecSession(f"exec-{next(self._ids)}", container)
+            container.execs[session.exec_id] = session
+        try:
+            self._spawn(session, argv, req)
+        except BaseException:
+            with self._lock:
+                container.execs.pop(session.exec_id, None)
+            raise
+        return session.exec_id
+
+    def _spawn(
+        self, session: ExecSession, argv: list[str], req: agent_pb2.ExecStartRequest
+    ) -> None:
+        runc = self._containers.runc
+        cid = session.container.container_id
+        emit = self._containers._output_emitter(cid, session.exec_id)
+        if req.tty:
+            console = ConsoleSocket(session.container.bundle / "execs" / f"{session.exec_id}.sock")
+            try:
+                cmd = runc.exec_argv(
+                    cid, argv, pid_file=session.pid_file, console_socket=console.path
+                )
+                runc.run_detached_exec(cmd, f"runc exec --tty in {cid}")
+                master = console.master()
+            finally:
+                console.close()
+            try:
+                pid = int(session.pid_file.read_text().strip())
+            except (OSError, ValueError) as exc:
+                os.close(master)
+                raise HostCommandError(f"runc exec in {cid} wrote no pid file: {exc}") from exc
+            waiter = self._containers.reaper.watch(pid)
+            set_winsize(master, req.rows, req.cols)
+            pump_pty(session.stdio, master, emit, name=f"tty-{session.exec_id}")
+        else:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            in_r, in_w = os.pipe2(os.O_CLOEXEC) if req.stdin else (subprocess.DEVNULL, -1)
+            try:
+                session.proc, waiter = runc.spawn(
+                    runc.exec_argv(cid, argv, pid_file=session.pid_file),
+                    stdin=in_r,
+                    stdout=out_w,
+                    stderr=err_w,
+                )
+            except BaseException:
+                for fd in (out_r, err_r, in_w):
+                    if fd >= 0:
+                        os.close(fd)
+                raise
+            finally:
+                for fd in (out_w, err_w, in_r):
+                    if fd >= 0:
+                        os.close(fd)
+            if in_w >= 0:
+                session.stdio.stdin_fd = in_w
+            pump_pipes(session.stdio, out_r, err_r, emit, name=f"out-{session.exec_id}")
+        threading.Thread(
+            target=self._monitor, args=(session, waiter), name=session.exec_id, daemon=True
+        ).start()
+
+    def _monitor(self, session: ExecSession, waiter: Waiter) -> None:
+        waiter.wait()
+        if session.proc is not None:
+            session.proc.returncode = waiter.exit_code
+        session.stdio.join_output(OUTPUT_DRAIN_S)
+        session.stdio.close()
+        with contextlib.suppress(OSError):
+            Path(session.pid_file).unlink()
+
+        def fill(event: agent_pb2.Event) -> None:
+            event.exec_exited.container_id = session.container.container_id
+            event.exec_exited.exec_id = session.exec_id
+            event.exec_exited.exit_code = waiter.exit_code
+
+        self._containers.events.append(fill)
+        session.exited.set()
+
+    def _stdio(self, container_id: str, exec_id: str) -> Stdio:
+        container = self._containers.get(container_id)
+        if not exec_id:
+            return container.stdio
+        session = container.execs.get(exec_id)
+        if not isinstance(session, ExecSession):
+            raise NotFound(f"exec session {exec_id[:80]!r} not found in {container_id}")
+        return session.stdio
+
+    def write_stdin(self, req: agent_pb2.WriteStdinRequest) -> None:
+        """Raises NotFound, FailedPrecondition (stdin closed)."""
+        self._stdio(req.container_id, req.exec_id).write_stdin(req.data, req.close)
+
+    def resize(self, req: agent_pb2.ResizeRequest) -> None:
+        """Raises NotFound, FailedPrecondition (no tty), InvalidArgument."""
+        if not (0 < req.rows <= 10000 and 0 < req.cols <= 10000):
+            raise InvalidArgument(f"terminal size {req.rows}x{req.cols} is out of range")
+        self._stdio(req.container_id, req.exec_id).resize(req.rows, req.cols)

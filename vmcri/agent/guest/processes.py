@@ -1,0 +1,230 @@
+"""Child processes of the agent: one reaper owns every wait.
+
+In the guest the agent is PID 1, and on a host test it makes itself a child subreaper, so the
+init process of every container becomes its child once ``runc create`` exits. That is how the
+agent learns exit statuses without polling runc. It also means a single thread must own
+``waitpid``: the ``subprocess`` module's own waits would race with it, so processes are started
+with ``subprocess.Popen`` but always waited for through :class:`Reaper`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from vmcri.errors import HostCommandError
+
+_MAX_UNCLAIMED = 256
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (container inits) like PID 1 would; False if impossible."""
+    if os.getpid() == 1:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
+def exit_code_of(status: int) -> int:
+    """A wait status as a shell-style exit code: 128 + signal number when killed."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class Waiter:
+    """The future exit code of one process."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.exit_code = -1
+
+    def set(self, exit_code: int) -> None:
+        self.exit_code = exit_code
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class Reaper:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[int, Waiter] = {}
+        self._unclaimed: OrderedDict[int, int] = OrderedDict()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def watch(self, pid: int) -> Waiter:
+        """A waiter for ``pid``, a child (or adopted orphan) of this process."""
+        with self._lock:
+            waiter = self._waiters.get(pid)
+            if waiter is None:
+                waiter = Waiter()
+                status = self._unclaimed.pop(pid, None)
+                if status is None:
+                    self._waiters[pid] = waiter
+                else:
+                    waiter.set(exit_code_of(status))
+        self._wake.set()
+        return waiter
+
+    def spawn(self, argv: Sequence[str], **popen: object) -> tuple[subprocess.Popen[bytes], Waiter]:
+        """Start a process; never call its wait(): use the returned waiter.
+
+        Raises:
+            HostCommandError: the program cannot be started.
+        """
+        try:
+            proc = subprocess.Popen(list(argv), **popen)  # type: ignore[call-overload]
+        except OSError as exc:
+            raise HostCommandError(f"cannot run {argv[0]}: {exc}") from exc
+        waiter = self.watch(proc.pid)
+        return proc, waiter
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input_data: bytes | None = None,
+        timeout: float | None = None,
+        max_output: int = 1 << 20,
+        on_timeout: Callable[[], None] | None = None,
+    ) -> RunResult:
+        """Run a command to completion with bounded output and an optional timeout.
+
+        On timeout ``on_timeout`` runs (to kill what the command started) and then the command
+        itself is killed. Raises HostCommandError if it cannot start.
+        """
+        proc, waiter = self.spawn(
+            argv,
+            stdin=subprocess.PIPE if input_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        out = _BoundedReader(proc.stdout.fileno(), max_output)
+        err = _BoundedReader(proc.stderr.fileno(), max_output)
+        if input_data is not None:
+            assert proc.stdin is not None
+            threading.Thread(target=_feed, args=(proc.stdin, input_data), daemon=True).start()
+        timed_out = not waiter.wait(timeout)
+        if timed_out:
+            if on_timeout is not None:
+                with contextlib.suppress(Exception):
+                    on_timeout()
+            with contextlib.suppress(OSError):
+                proc.send_signal(signal.SIGKILL)
+            waiter.wait()
+        proc.returncode = waiter.exit_code  # keeps Popen from ever waiting itself
+        out.join(2.0)
+        err.join(2.0)
+        proc.stdout.close()
+        proc.stderr.close()
+        return RunResult(
+            exit_code=waiter.exit_code,
+            stdout=out.data(),
+            stderr=err.data(),
+            timed_out=timed_out,
+            truncated=out.truncated or err.truncated,
+        )
+
+    def _run(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                self._wake.wait(0.2)
+                self._wake.clear()
+                continue
+            except InterruptedError:
+                continue
+            with self._lock:
+                waiter = self._waiters.pop(pid, None)
+                if waiter is None:
+                    self._unclaimed[pid] = status
+                    while len(self._unclaimed) > _MAX_UNCLAIMED:
+                        self._unclaimed.popitem(last=False)
+            if waiter is not None:
+                waiter.set(exit_code_of(status))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    truncated: bool = False
+
+    def check(self, what: str) -> RunResult:
+        """Self, or HostCommandError naming ``what`` if the command failed."""
+        if self.exit_code != 0 or self.timed_out:
+            tail = self.stderr.decode(errors="replace").strip()[-2000:]
+            reason = "timed out" if self.timed_out else f"exit code {self.exit_code}"
+            raise HostCommandError(
+                f"{what} failed ({reason}): {tail}", returncode=self.exit_code, stderr=tail
+            )
+        return self
+
+
+def _feed(pipe: object, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        pipe.write(data)  # type: ignore[attr-defined]
+        pipe.close()  # type: ignore[attr-defined]
+
+
+class _BoundedReader:
+    """Reads a pipe to EOF on its own thread, keeping at most ``limit`` bytes."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self._fd = fd
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.truncated = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            room = self._limit - self._size
+            if len(chunk) > room:
+                self.truncated = True
+                chunk = chunk[: max(room, 0)]
+            if chunk:
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+
+    def join(self, timeout: float) -> None:
+        # A grandchild may keep the pipe open after the command exits: do not wait forever.
+        deadline = time.monotonic() + timeout
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+
+    def data(self) -> bytes:
+        return b"".join(self._chunks)

@@ -1,0 +1,165 @@
+"""The runc command line (runc 1.1), always with the agent's private ``--root``.
+
+runc create hands its own stdio to the container, so its diagnostics go to a ``--log`` file
+instead of the container's stderr pipe; errors are read back from that file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from vmcri.agent.guest.processes import Reaper, RunResult, Waiter
+from vmcri.errors import HostCommandError, NotFound
+
+COMMAND_TIMEOUT_S = 60.0
+
+
+class Runc:
+    def __init__(self, reaper: Reaper, *, binary: str = "runc", root: Path) -> None:
+        self._reaper = reaper
+        self._binary = binary
+        self.root = root
+
+    def _argv(self, *args: str, log: Path | None = None) -> list[str]:
+        argv = [self._binary, "--root", str(self.root)]
+        if log is not None:
+            argv += ["--log", str(log), "--log-format", "json"]
+        return [*argv, *args]
+
+    def create(
+        self,
+        container_id: str,
+        bundle: Path,
+        *,
+        pid_file: Path,
+        log: Path,
+        stdin: int,
+        stdout: int,
+        stderr: int,
+        console_socket: Path | None = None,
+    ) -> None:
+        """``runc create``; the container's stdio are the given fds (or its console socket).
+
+        Raises:
+            HostCommandError: runc failed.
+        """
+        args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
+        if console_socket is not None:
+            args += ["--console-socket", str(console_socket)]
+        proc, waiter = self._reaper.spawn(
+            self._argv(*args, container_id, log=log),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=str(bundle),
+        )
+        if not waiter.wait(COMMAND_TIMEOUT_S):
+            proc.kill()
+            waiter.wait()
+        proc.returncode = waiter.exit_code
+        if waiter.exit_code != 0:
+            raise HostCommandError(
+                f"runc create {container_id} failed: {read_log_errors(log)}",
+                returncode=waiter.exit_code,
+            )
+
+    def start(self, container_id: str) -> None:
+        """Raises HostCommandError."""
+        self._run("start", container_id).check(f"runc start {container_id}")
+
+    def kill(self, container_id: str, signal: int) -> None:
+        """Raises NotFound if runc does not know the container, HostCommandError otherwise."""
+        result = self._run("kill", container_id, str(signal))
+        if result.exit_code != 0 and b"not exist" in result.stderr:
+            raise NotFound(f"container {container_id} does not exist in runc")
+        result.check(f"runc kill {container_id} {signal}")
+
+    def delete(self, container_id: str) -> None:
+        """``runc delete -f``; a container runc does not know is already deleted."""
+        result = self._run("delete", "--force", container_id)
+        if result.exit_code != 0 and b"not exist" not in result.stderr:
+            result.check(f"runc delete {container_id}")
+
+    def state(self, container_id: str) -> dict[str, object] | None:
+        """runc's state of the container, None if runc does not know it."""
+        result = self._run("state", container_id)
+        if result.exit_code != 0:
+            return None
+        try:
+            value = json.loads(result.stdout)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def update(self, container_id: str, resources_json: bytes) -> None:
+        """``runc update -r -`` with an OCI linux.resources object. Raises HostCommandError."""
+        self._reaper.run(
+            self._argv("update", "--resources", "-", container_id),
+            input_data=resources_json,
+            timeout=COMMAND_TIMEOUT_S,
+        ).check(f"runc update {container_id}")
+
+    def exec_argv(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        pid_file: Path,
+        console_socket: Path | None = None,
+    ) -> list[str]:
+        """The command line of ``runc exec``.
+
+        Without a console socket runc stays in the foreground and exits with the process's
+        code. With one (a tty) runc must detach: the process then becomes the agent's child
+        (subreaper) and is waited for by its pid file.
+        """
+        args = ["exec", "--pid-file", str(pid_file)]
+        if console_socket is not None:
+            args += ["--tty", "--detach", "--console-socket", str(console_socket)]
+        # runc stops parsing options at the container id: no "--" (it would be the command).
+        return self._argv(*args, container_id, *argv)
+
+    def run_detached_exec(self, argv: Sequence[str], what: str) -> None:
+        """Run a ``--detach`` exec command line. Raises HostCommandError."""
+        self._reaper.run(argv, timeout=COMMAND_TIMEOUT_S).check(what)
+
+    def spawn(self, argv: Sequence[str], **popen: object) -> tuple[subprocess.Popen[bytes], Waiter]:
+        return self._reaper.spawn(argv, **popen)
+
+    def run_exec(
+        self, argv: Sequence[str], *, timeout: float | None, max_output: int, pid_file: Path
+    ) -> RunResult:
+        """Run a built exec command line; on timeout kill the exec'd process first."""
+
+        def kill_process() -> None:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 9)
+
+        return self._reaper.run(
+            argv, timeout=timeout, max_output=max_output, on_timeout=kill_process
+        )
+
+    def _run(self, *args: str) -> RunResult:
+        return self._reaper.run(self._argv(*args), timeout=COMMAND_TIMEOUT_S)
+
+
+def read_log_errors(log: Path, limit: int = 2000) -> str:
+    """The error messages of a runc JSON log file, or its raw tail."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "(no runc log)"
+    messages = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            messages.append(line)
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+            messages.append(str(entry.get("msg", "")))
+    return "; ".join(messages)[-limit:] or text[-limit:]

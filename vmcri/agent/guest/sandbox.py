@@ -1,0 +1,123 @@
+"""SetupSandbox: the pod-wide state of the guest (hostname, hosts, DNS, sysctls, 9p shares).
+
+The guest root is read-only, so the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf are
+written under ``<state>/sandbox/`` and their paths returned: the host bind-mounts them into each
+container's spec, exactly as the runc handler does with host files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmcri.agent.guest.mounts import MS_RDONLY, Mounter
+from vmcri.api import agent_pb2
+from vmcri.errors import HostCommandError, InvalidArgument
+
+MAX_FILE = 64 * 1024
+MAX_SYSCTLS = 256
+MAX_MOUNTS = 64
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
+SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[A-Za-z0-9_-]+){1,8}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
+OPTION_RE = re.compile(r"^[A-Za-z0-9_.=-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """The side effects on the whole guest kernel; a host test runs the agent without them."""
+
+    set_hostname: Callable[[str], None] = socket.sethostname
+    proc_sys: Path = Path("/proc/sys")
+    enabled: bool = True
+
+
+class Sandbox:
+    def __init__(self, state: Path, mounter: Mounter, settings: HostSettings) -> None:
+        self.dir = state / "sandbox"
+        self._mounter = mounter
+        self._settings = settings
+
+    def setup(self, req: agent_pb2.SetupSandboxRequest) -> agent_pb2.SetupSandboxResponse:
+        """Validate everything first, then apply; repeating the same setup is harmless.
+
+        Raises:
+            InvalidArgument: a field breaks its rule (named in the message).
+            HostCommandError: a sysctl or a mount failed.
+        """
+        if req.hostname and not HOSTNAME_RE.match(req.hostname):
+            raise InvalidArgument(f"hostname {req.hostname[:80]!r} is not a valid host name")
+        for name, content in (("hosts", req.hosts), ("resolv_conf", req.resolv_conf)):
+            if len(content) > MAX_FILE:
+                raise InvalidArgument(f"{name} is larger than {MAX_FILE} bytes")
+        if len(req.sysctls) > MAX_SYSCTLS:
+            raise InvalidArgument(f"more than {MAX_SYSCTLS} sysctls")
+        for key, value in req.sysctls.items():
+            if not SYSCTL_RE.match(key):
+                raise InvalidArgument(f"sysctl name {key[:80]!r} is not valid")
+            if len(value) > 256 or "\n" in value:
+                raise InvalidArgument(f"sysctl {key} value is too long or has a newline")
+        if len(req.mounts) > MAX_MOUNTS:
+            raise InvalidArgument(f"more than {MAX_MOUNTS} mounts")
+        for mount in req.mounts:
+            _check_mount(mount)
+
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        files = {
+            "hostname": (req.hostname + "\n").encode() if req.hostname else b"",
+            "hosts": req.hosts,
+            "resolv.conf": req.resolv_conf,
+        }
+        for name, content in files.items():
+            _write_atomic(self.dir / name, content)
+        if self._settings.enabled:
+            if req.hostname:
+                self._settings.set_hostname(req.hostname)
+            for key, value in req.sysctls.items():
+                path = self._settings.proc_sys / key.replace(".", "/")
+                try:
+                    path.write_text(value)
+                except OSError as exc:
+                    raise HostCommandError(f"sysctl {key}={value}: {exc}") from exc
+        for mount in req.mounts:
+            self._mount_9p(mount)
+        return agent_pb2.SetupSandboxResponse(
+            hostname_path=str(self.dir / "hostname"),
+            hosts_path=str(self.dir / "hosts"),
+            resolv_conf_path=str(self.dir / "resolv.conf"),
+        )
+
+    def _mount_9p(self, mount: agent_pb2.Mount9p) -> None:
+        if self._mounter.is_mounted(mount.target):
+            return
+        os.makedirs(mount.target, mode=0o755, exist_ok=True)
+        options = ["trans=virtio", "version=9p2000.L"]
+        flags = 0
+        for option in mount.options:
+            if option == "ro":
+                flags |= MS_RDONLY
+            else:
+                options.append(option)
+        self._mounter.mount(mount.tag, mount.target, "9p", flags, ",".join(options))
+
+
+def _check_mount(mount: agent_pb2.Mount9p) -> None:
+    if not TAG_RE.match(mount.tag):
+        raise InvalidArgument(f"mounts: tag {mount.tag[:80]!r} is not a valid 9p tag")
+    target = mount.target
+    if not target.startswith("/") or os.path.normpath(target) != target or target == "/":
+        raise InvalidArgument(f"mounts: target {target[:200]!r} must be a clean absolute path")
+    for option in mount.options:
+        if not OPTION_RE.match(option):
+            raise InvalidArgument(f"mounts: option {option[:80]!r} is not allowed")
+
+
+def _write_atomic(path: Path, content: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

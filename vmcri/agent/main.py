@@ -1,0 +1,122 @@
+"""``vmcri agent``: the entry point of the in-guest agent (PID 1's child or PID 1 in the VM).
+
+It must start with nothing but the guest's Python: standard library, google.protobuf, vmcri.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from vmcri.errors import VmcriError
+
+log = logging.getLogger("vmcri.agent")
+
+DEFAULT_LISTEN = "serial://name:vmcri.agent"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vmcri agent", description=__doc__)
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, help="serial/vsock/unix URL")
+    parser.add_argument("--state-dir", type=Path, default=Path("/run/vmcri"))
+    parser.add_argument(
+        "--scratch-dir", type=Path, help="overlay upper/work dirs (default STATE/scratch)"
+    )
+    parser.add_argument("--runc", default="runc", help="runc binary")
+    parser.add_argument("--runc-root", type=Path, help="runc --root (default STATE/runc)")
+    parser.add_argument("--cgroup-root", type=Path, default=Path("/sys/fs/cgroup"))
+    parser.add_argument(
+        "--no-host-settings",
+        action="store_true",
+        help="do not set the hostname or sysctls (running on a host for tests)",
+    )
+    parser.add_argument(
+        "--poweroff",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="power the VM off on Shutdown (auto: only when running as PID 1)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run the agent until Shutdown (or a signal when not PID 1). Returns an exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="vmcri-agent %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    from vmcri.agent.guest.cgroups import CgroupReader
+    from vmcri.agent.guest.containers import ContainerManager, GuestPaths
+    from vmcri.agent.guest.events import EventLog
+    from vmcri.agent.guest.execs import ExecManager
+    from vmcri.agent.guest.mounts import LibcMounter
+    from vmcri.agent.guest.processes import Reaper, become_subreaper
+    from vmcri.agent.guest.runc import Runc
+    from vmcri.agent.guest.sandbox import HostSettings, Sandbox
+    from vmcri.agent.guest.server import Agent, serve
+    from vmcri.agent.transport import listen
+
+    state: Path = args.state_dir
+    scratch: Path = args.scratch_dir or state / "scratch"
+    for path in (state, scratch):
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not become_subreaper():
+        log.warning("cannot become a child subreaper: container exit codes will be lost")
+    reaper = Reaper()
+    reaper.start()
+    events = EventLog()
+    mounter = LibcMounter()
+    containers = ContainerManager(
+        runc=Runc(reaper, binary=args.runc, root=args.runc_root or state / "runc"),
+        reaper=reaper,
+        events=events,
+        mounter=mounter,
+        cgroups=CgroupReader(args.cgroup_root),
+        paths=GuestPaths(state=state, scratch=scratch),
+    )
+    stop = threading.Event()
+    poweroff = args.poweroff == "yes" or (args.poweroff == "auto" and os.getpid() == 1)
+
+    def shutdown() -> None:
+        log.info("shutdown requested")
+        os.sync()
+        if poweroff:
+            _power_off()
+        stop.set()
+
+    agent = Agent(
+        containers=containers,
+        execs=ExecManager(containers),
+        sandbox=Sandbox(state, mounter, HostSettings(enabled=not args.no_host_settings)),
+        events=events,
+        shutdown=shutdown,
+    )
+    if os.getpid() != 1:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        listener = listen(args.listen)
+    except (VmcriError, OSError) as exc:
+        log.error("cannot open the agent channel %s: %s", args.listen, exc)
+        return 1
+    log.info("listening on %s (pid %d)", args.listen, os.getpid())
+    serve(listener, agent, stop)
+    return 0
+
+
+def _power_off() -> None:
+    """reboot(2) with LINUX_REBOOT_CMD_POWER_OFF: PID 1 cannot just exit (kernel panic)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.reboot(0x4321FEDC)
+    except (ImportError, OSError, AttributeError) as exc:
+        log.error("power off failed: %s", exc)

@@ -1,0 +1,121 @@
+"""Domain types of the agent client: what the VM backend gets, never wire (pb2) types."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Literal
+
+
+class ContainerStatus(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    agent_version: str
+    protocol_version: int
+    uptime_ns: int
+    containers: int
+    events_dropped: int
+
+
+@dataclass(frozen=True)
+class Mount9p:
+    tag: str
+    target: str
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SandboxFiles:
+    """Guest paths of the pod's hostname, hosts and resolv.conf, to bind into containers."""
+
+    hostname_path: str
+    hosts_path: str
+    resolv_conf_path: str
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    container_id: str
+    status: ContainerStatus
+    pid: int
+    exit_code: int
+    oom_killed: bool
+    created_at_ns: int
+    started_at_ns: int
+    finished_at_ns: int
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    container_id: str
+    cpu_usage_ns: int
+    memory_usage_bytes: int
+    memory_working_set_bytes: int
+    memory_rss_bytes: int
+    pids: int
+    oom_kills: int
+    timestamp_ns: int
+
+
+@dataclass(frozen=True)
+class VmMemory:
+    total_bytes: int
+    free_bytes: int
+    available_bytes: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    containers: tuple[ContainerStats, ...]
+    vm_memory: VmMemory
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """Output of a container (``exec_id`` empty) or of an exec session.
+
+    ``guest_time_ns`` is the guest's clock (may be off); ``received_at_ns`` the host's.
+    """
+
+    seq: int
+    container_id: str
+    exec_id: str
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+    eof: bool
+    guest_time_ns: int
+    received_at_ns: int
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    seq: int
+    container_id: str
+    exit_code: int
+    oom_killed: bool
+    finished_at_ns: int
+
+
+@dataclass(frozen=True)
+class ExecExit:
+    seq: int
+    container_id: str
+    exec_id: str
+    exit_code: int
+
+
+AgentEvent = OutputChunk | ContainerExit | ExecExit
