@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from vmcri.config import Config
 from vmcri.errors import ConfigError, VmcriError
@@ -26,6 +26,9 @@ from vmcri.runtime.events import EventBus
 from vmcri.runtime.info import RuntimeInfo
 from vmcri.runtime.pods import PodService
 from vmcri.store.store import Store
+
+if TYPE_CHECKING:
+    from vmcri.images.service import ImageService
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,7 @@ class Daemon:
         self._stop = threading.Event()
         self._server: object | None = None
         self._reaper: threading.Thread | None = None
+        self.image_service: ImageService | None = None
         self.services = Services(config=config, store=Store(config.root_dir), events=EventBus())
         self.containers = ContainerService(self.services)
         self.pods = PodService(self.services, self.containers)
@@ -122,11 +126,12 @@ class Daemon:
         for directory in (config.root_dir, config.state_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.services.store.load()
-        self.services.images = ImageService(
+        self.image_service = ImageService(
             config.root_dir,
             Path(config.registries_conf),
             in_use=lambda: {c.image_id for c in self.services.store.containers.list()},
         )
+        self.services.images = self.image_service
         self.services.handlers = HandlerRegistry.from_config(config, self._backend_context)
         self._reconcile()
         socket_path = Path(config.socket)

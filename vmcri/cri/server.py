@@ -32,8 +32,7 @@ def build_server(daemon: Daemon, socket_path: Path) -> grpc.Server:
         ],
     )
     api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(daemon), server)
-    api_pb2_grpc.add_ImageServiceServicer_to_server(
-        ImageServicer(daemon.services.image_source()), server
-    )
+    assert daemon.image_service is not None, "the image service is wired before the server"
+    api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(daemon.image_service), server)
     server.add_insecure_port(f"unix:{socket_path}")
     return server

@@ -128,8 +128,17 @@ class LibvirtHypervisor:
             raise HypervisorError(f"cannot start VM {name}: {exc.get_error_message()}") from exc
 
     def is_running(self, name: str) -> bool:
+        import libvirt
+
         dom = self._lookup(name)
-        return bool(dom is not None and dom.isActive())
+        if dom is None:
+            return False
+        try:
+            return bool(dom.isActive())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False  # it went away between the lookup and the question
+            raise HypervisorError(f"libvirt: {exc.get_error_message()}") from exc
 
     def shutdown(self, name: str) -> None:
         import libvirt

@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from vmcri.errors import Unimplemented
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc import pod_files as files
-from vmcri.model import NamespaceMode, PodConfig
+from vmcri.model import PodConfig
 from vmcri.oci import process
 from vmcri.oci.context import SpecContext
 from vmcri.oci.spec import Spec, build_spec
@@ -44,11 +43,6 @@ def container_spec(
 ) -> Spec:
     """config.json for the agent. Raises InvalidArgument/Unimplemented naming the field."""
     config = container.config
-    if config.security.namespace_options.pid is NamespaceMode.POD:
-        raise Unimplemented(
-            "security_context.namespace_options.pid: a pod-wide PID namespace is not "
-            "supported in VM pods yet"
-        )
     mounts = tuple(
         dataclasses.replace(m, host_path=volume_paths[i]) for i, m in enumerate(config.mounts)
     )
@@ -60,6 +54,8 @@ def container_spec(
         net_ns_path=f"{GUEST_NS}/net",
         ipc_ns_path=f"{GUEST_NS}/ipc",
         uts_ns_path=f"{GUEST_NS}/uts",
+        # The pod-wide PID namespace is the guest's own (the agent is PID 1 there).
+        pid_ns_path=f"{GUEST_NS}/pid",
         hostname=runtime.get("hostname", ""),
         hostname_path=runtime.get("hostname_path", ""),
         hosts_path=runtime.get("hosts_path", ""),
