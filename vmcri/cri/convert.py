@@ -6,7 +6,6 @@ sees ``vmcri.model`` dataclasses and store records.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from vmcri.api import api_pb2 as pb
@@ -415,5 +414,43 @@ def container_stats(record: ContainerRecord, usage: ContainerUsage | None) -> pb
     )
 
 
-def strings(values: Iterable[str]) -> list[str]:
-    return list(values)
+def pod_sandbox_stats(
+    record: SandboxRecord, containers: list[tuple[ContainerRecord, ContainerUsage | None]]
+) -> pb.PodSandboxStats:
+    """Pod stats as the sum of its running containers' samples."""
+    stats = [container_stats(c, u) for c, u in containers]
+    samples = [u for _, u in containers if u is not None]
+    ts = max((u.timestamp for u in samples), default=0)
+    attributes = pb.PodSandboxAttributes(
+        id=record.id,
+        metadata=_pod_metadata(record.config.metadata),
+        labels=record.config.labels,
+        annotations=record.config.annotations,
+    )
+    linux = pb.LinuxPodSandboxStats(containers=stats)
+    if samples:
+        linux.cpu.CopyFrom(
+            pb.CpuUsage(
+                timestamp=ts,
+                usage_core_nano_seconds=pb.UInt64Value(
+                    value=sum(u.cpu_usage_core_nano_seconds for u in samples)
+                ),
+            )
+        )
+        linux.memory.CopyFrom(
+            pb.MemoryUsage(
+                timestamp=ts,
+                working_set_bytes=pb.UInt64Value(
+                    value=sum(u.memory_working_set_bytes for u in samples)
+                ),
+                usage_bytes=pb.UInt64Value(value=sum(u.memory_usage_bytes for u in samples)),
+                rss_bytes=pb.UInt64Value(value=sum(u.memory_rss_bytes for u in samples)),
+            )
+        )
+        linux.process.CopyFrom(
+            pb.ProcessUsage(
+                timestamp=ts,
+                process_count=pb.UInt64Value(value=sum(u.process_count for u in samples)),
+            )
+        )
+    return pb.PodSandboxStats(attributes=attributes, linux=linux)

@@ -17,7 +17,9 @@ from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
 from vmcri.cri import convert
 from vmcri.runtime.info import CRI_API_VERSION, KUBELET_API_VERSION, RUNTIME_NAME
+from vmcri.runtime.pods import SandboxFilter
 from vmcri.store.codec import to_jsonable
+from vmcri.store.records import SandboxRecord
 
 if TYPE_CHECKING:
     from vmcri.daemon import Daemon
@@ -207,9 +209,31 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
                 continue
             if any(record.config.labels.get(k) != v for k, v in f.label_selector.items()):
                 continue
-            _, usage = self._d.containers.usage(record.id)
+            _, usage = self._d.containers.usage(record.id, best_effort=True)
             stats.append(convert.container_stats(record, usage))
         return pb.ListContainerStatsResponse(stats=stats)
+
+    def PodSandboxStats(
+        self, request: pb.PodSandboxStatsRequest, context: Ctx
+    ) -> pb.PodSandboxStatsResponse:
+        record = self._d.pods.status(request.pod_sandbox_id)
+        return pb.PodSandboxStatsResponse(stats=self._pod_stats(record))
+
+    def ListPodSandboxStats(
+        self, request: pb.ListPodSandboxStatsRequest, context: Ctx
+    ) -> pb.ListPodSandboxStatsResponse:
+        f = request.filter
+        filt = SandboxFilter(id=f.id, labels=tuple(f.label_selector.items()))
+        return pb.ListPodSandboxStatsResponse(
+            stats=[self._pod_stats(s) for s in self._d.pods.list(filt)]
+        )
+
+    def _pod_stats(self, record: SandboxRecord) -> pb.PodSandboxStats:
+        samples = [
+            self._d.containers.usage(c.id, best_effort=True)
+            for c in self._d.services.store.containers_of(record.id)
+        ]
+        return convert.pod_sandbox_stats(record, samples)
 
     def GetContainerEvents(
         self, request: pb.GetEventsRequest, context: Ctx

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 
-from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound
+from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound, VmcriError
 from vmcri.handlers.base import ContainerUsage, ExecResult, SandboxBackend
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Resources
@@ -225,12 +225,25 @@ class ContainerService:
         sandbox, container = self._running(container_id)
         self._backend(sandbox).reopen_log(sandbox, container)
 
-    def usage(self, container_id: str) -> tuple[ContainerRecord, ContainerUsage | None]:
+    def usage(
+        self, container_id: str, best_effort: bool = False
+    ) -> tuple[ContainerRecord, ContainerUsage | None]:
+        """A usage sample of a running container (None otherwise).
+
+        With ``best_effort`` (list RPCs), a container whose backend cannot answer
+        gets no sample instead of failing the whole list.
+        """
         container = self._s.store.containers.get(container_id)
         if container.state is not ContainerState.RUNNING:
             return container, None
         sandbox = self._sandbox(container.sandbox_id)
-        return container, self._backend(sandbox).container_usage(sandbox, container)
+        try:
+            return container, self._backend(sandbox).container_usage(sandbox, container)
+        except VmcriError as exc:
+            if not best_effort:
+                raise
+            log.warning("container %s: no usage sample: %s", container.id, exc.message)
+            return container, None
 
 
 def _matches(container: ContainerRecord, filt: ContainerFilter) -> bool:

@@ -54,7 +54,7 @@ from vmcri.handlers.vm.domain import (
 )
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
-from vmcri.handlers.vm.layout import GUEST_SHARE, SandboxLayout
+from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain
 from vmcri.handlers.vm.spec import container_spec, pod_files, stop_signal
@@ -201,7 +201,15 @@ class VmBackend:
         layout = self._layout(sandbox.id)
         name = domain_name(sandbox.id)
         self._ensure_shared_root()
+        if len(str(layout.agent_socket)) > MAX_SOCKET_PATH:
+            raise FailedPrecondition(
+                f"state dir {self._state} is too deep: the agent socket path "
+                f"{layout.agent_socket} exceeds {MAX_SOCKET_PATH} bytes"
+            )
+        if layout.agent_socket.exists():
+            raise FailedPrecondition(f"agent socket {layout.agent_socket} is already in use")
         try:
+            layout.agent_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             layout.share.mkdir(parents=True, exist_ok=True)
             (layout.base / "exits").mkdir(exist_ok=True)
             spec = self._domain_spec(sandbox, layout, guest)
@@ -302,6 +310,7 @@ class VmBackend:
         layout = self._layout(sandbox_id)
         self._mounter.unmount_below(layout.share)
         shutil.rmtree(layout.base, ignore_errors=True)
+        layout.agent_socket.unlink(missing_ok=True)
 
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
         alive = self._alive(domain_name(sandbox.id))

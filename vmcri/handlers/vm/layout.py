@@ -2,8 +2,10 @@
 
 Per sandbox, under the backend's state dir::
 
+    <state>/backends/vm/sockets/<first 16 hex of the id>.agent
+                                    the agent's virtio-serial port (QEMU listens);
+                                    kept short: unix socket paths end at 107 bytes
     <state>/backends/vm/<sandbox-id>/
-        agent.sock                  the agent's virtio-serial port (QEMU listens)
         console.log                 the guest serial console
         upper/<container-id>/       overlay upper and work dirs (host only)
         share/                      the ONLY host directory shared into the VM
@@ -24,13 +26,16 @@ from pathlib import Path
 GUEST_SHARE = "/run/vmcri/shared"
 
 
+MAX_SOCKET_PATH = 107
+
+
 @dataclass(frozen=True)
 class SandboxLayout:
     base: Path
 
     @property
     def agent_socket(self) -> Path:
-        return self.base / "agent.sock"
+        return self.base.parent / "sockets" / f"{self.base.name[:16]}.agent"
 
     @property
     def console_log(self) -> Path:

@@ -1,0 +1,153 @@
+"""A real daemon with the real guest image, libvirtd + QEMU, and a real registry.
+
+VMs boot under software emulation on hosts without KVM (15-40 s each here), so
+the tests share pods where they can. Teardown destroys every domain and unmount
+everything the daemon under test made, even when a test failed half-way.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
+from tests.integration.registry import (
+    LocalRegistry,
+    push_busybox_image,
+    registries_conf_for,
+    registry_or_skip,
+)
+from vmcri.api import api_pb2 as pb
+from vmcri.handlers.vm.domain import domain_name
+from vmcri.host.mounts import HostMounter, mount_points
+
+BOOT_TIMEOUT_S = 240
+
+
+@dataclass
+class VmEnv:
+    tmp: Path
+    registry: LocalRegistry
+    image: str
+    daemon: RunningDaemon
+    sandboxes: list[str] = field(default_factory=list)
+
+    @property
+    def runtime(self) -> pb_grpc.RuntimeServiceStub:  # type: ignore[name-defined]  # noqa: F821
+        return self.daemon.runtime()
+
+    def restart(self, kill: bool) -> None:
+        import signal
+
+        stop_daemon(self.daemon, signal.SIGKILL if kill else signal.SIGTERM)
+        self.daemon = start_daemon(self.tmp, config=self.tmp / "config.toml")
+
+    def run_pod(self, name: str) -> tuple[str, pb.PodSandboxConfig]:
+        config = pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="test"),
+            hostname=name,
+            log_directory=str(self.tmp / "logs" / name),
+        )
+        request = pb.RunPodSandboxRequest(config=config, runtime_handler="vm")
+        sandbox_id = self.runtime.RunPodSandbox(request, timeout=BOOT_TIMEOUT_S).pod_sandbox_id
+        self.sandboxes.append(sandbox_id)
+        return sandbox_id, config
+
+    def create(
+        self,
+        sandbox_id: str,
+        pod: pb.PodSandboxConfig,
+        name: str,
+        command: list[str],
+        **extra: object,
+    ) -> str:
+        config = pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name=name),
+            image=pb.ImageSpec(image=self.image),
+            command=command,
+            log_path=f"{name}.log",
+            **extra,  # type: ignore[arg-type]
+        )
+        request = pb.CreateContainerRequest(
+            pod_sandbox_id=sandbox_id, config=config, sandbox_config=pod
+        )
+        return self.runtime.CreateContainer(request, timeout=120).container_id
+
+    def start(self, container_id: str) -> None:
+        self.runtime.StartContainer(pb.StartContainerRequest(container_id=container_id), timeout=60)
+
+    def status(self, container_id: str) -> pb.ContainerStatus:
+        request = pb.ContainerStatusRequest(container_id=container_id)
+        return self.runtime.ContainerStatus(request, timeout=30).status
+
+    def pod_state(self, sandbox_id: str) -> int:
+        request = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id)
+        return self.runtime.PodSandboxStatus(request, timeout=30).status.state
+
+    def log_of(self, pod: str, name: str) -> str:
+        path = self.tmp / "logs" / pod / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def state_dir(self, sandbox_id: str) -> Path:
+        return self.tmp / "state" / "backends" / "vm" / sandbox_id
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def domain_exists(sandbox_id: str) -> bool:
+    result = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "domstate", domain_name(sandbox_id)],
+        capture_output=True,
+        text=True,
+    )
+    return result.returncode == 0
+
+
+def destroy_domain(sandbox_id: str) -> None:
+    subprocess.run(
+        ["virsh", "-c", "qemu:///system", "destroy", domain_name(sandbox_id)],
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
+    tmp = tmp_path_factory.mktemp("vm")
+    with registry_or_skip(tmp / "registry") as registry:
+        push_busybox_image(registry.host, "test/busybox:1")
+        image = f"{registry.host}/test/busybox:1"
+        conf = registries_conf_for(tmp / "registries.conf", registry.host)
+        (tmp / "config.toml").write_text(f'registries_conf = "{conf}"\n')
+        daemon = start_daemon(tmp, config=tmp / "config.toml")
+        env = VmEnv(tmp, registry, image, daemon)
+        try:
+            env.daemon.images().PullImage(
+                pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120
+            )
+            yield env
+        finally:
+            for sandbox_id in env.sandboxes:
+                try:
+                    env.runtime.RemovePodSandbox(
+                        pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
+                    )
+                except grpc.RpcError:
+                    destroy_domain(sandbox_id)
+            stop_daemon(env.daemon)
+            for sandbox_id in env.sandboxes:
+                destroy_domain(sandbox_id)
+            HostMounter().unmount_below(tmp)
+            assert mount_points(tmp) == []

@@ -1,0 +1,158 @@
+"""VM pods end to end: real libvirtd + QEMU, the real guest image, a real registry."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from vmcri.api import api_pb2 as pb
+from vmcri.host.mounts import mount_points
+
+from .conftest import VmEnv, destroy_domain, domain_exists, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_pod_runs_a_container_that_logs_execs_reports_stats_and_goes_away(vm_env: VmEnv) -> None:
+    sandbox_id, pod = vm_env.run_pod("web")
+    assert domain_exists(sandbox_id)
+    assert vm_env.pod_state(sandbox_id) == pb.SANDBOX_READY
+    status = vm_env.runtime.Status(pb.StatusRequest(), timeout=30)
+    assert any(h.name == "vm" for h in status.runtime_handlers)
+
+    cid = vm_env.create(
+        sandbox_id,
+        pod,
+        "app",
+        ["/bin/sh", "-c", "echo hello from the guest; echo oops >&2; exec sleep 1000"],
+    )
+    vm_env.start(cid)
+    assert vm_env.status(cid).state == pb.CONTAINER_RUNNING
+    wait_for(lambda: "hello from the guest" in vm_env.log_of("web", "app"), 30, "stdout in the log")
+    wait_for(lambda: " stderr F oops" in vm_env.log_of("web", "app"), 30, "stderr in the log")
+    line = vm_env.log_of("web", "app").splitlines()[0]
+    timestamp, stream, tag, _text = line.split(" ", 3)
+    assert timestamp.endswith("Z") and (stream, tag) in {("stdout", "F"), ("stderr", "F")}
+
+    result = vm_env.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=cid, cmd=["sh", "-c", "hostname; exit 3"], timeout=60),
+        timeout=90,
+    )
+    assert result.stdout == b"web\n" and result.exit_code == 3
+
+    stats = vm_env.runtime.ContainerStats(pb.ContainerStatsRequest(container_id=cid), timeout=30)
+    assert stats.stats.memory.working_set_bytes.value > 0
+    assert stats.stats.cpu.usage_core_nano_seconds.value > 0
+    pod_stats = vm_env.runtime.PodSandboxStats(
+        pb.PodSandboxStatsRequest(pod_sandbox_id=sandbox_id), timeout=30
+    )
+    assert [c.attributes.id for c in pod_stats.stats.linux.containers] == [cid]
+
+    vm_env.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10), timeout=60)
+    stopped = vm_env.status(cid)
+    assert stopped.state == pb.CONTAINER_EXITED
+    assert stopped.exit_code == 143 and stopped.reason == "Error"  # sleep dies of SIGTERM
+
+    # The VM belongs to the pod: a new container after the last one is removed.
+    vm_env.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+    second = vm_env.create(sandbox_id, pod, "again", ["/bin/sh", "-c", "echo second; exit 0"])
+    vm_env.start(second)
+    wait_for(lambda: vm_env.status(second).state == pb.CONTAINER_EXITED, 60, "second exit")
+    done = vm_env.status(second)
+    assert done.exit_code == 0 and done.reason == "Completed"
+    assert "second" in vm_env.log_of("web", "again")
+
+    vm_env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+    assert not domain_exists(sandbox_id)
+    assert vm_env.pod_state(sandbox_id) == pb.SANDBOX_NOTREADY
+    vm_env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    vm_env.runtime.RemovePodSandbox(
+        pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
+    )
+    vm_env.runtime.RemovePodSandbox(
+        pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+    )
+    assert not vm_env.state_dir(sandbox_id).exists()
+    assert mount_points(vm_env.state_dir(sandbox_id)) == []
+    listed = vm_env.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items
+    assert sandbox_id not in [s.id for s in listed]
+
+
+def test_bad_container_leaves_nothing_and_oom_is_reported(vm_env: VmEnv) -> None:
+    sandbox_id, pod = vm_env.run_pod("edge")
+    mount = pb.Mount(container_path="/data", host_path=str(vm_env.tmp / "no-such-dir"))
+    with pytest.raises(grpc.RpcError) as info:
+        vm_env.create(sandbox_id, pod, "bad", ["true"], mounts=[mount])
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "mounts[0].host_path" in info.value.details()
+    containers = vm_env.runtime.ListContainers(pb.ListContainersRequest(), timeout=30)
+    assert [c for c in containers.containers if c.pod_sandbox_id == sandbox_id] == []
+    assert list((vm_env.state_dir(sandbox_id) / "share").rglob("*")) in (
+        [],
+        [vm_env.state_dir(sandbox_id) / "share" / "containers"],
+    )
+
+    shared = vm_env.tmp / "volume"
+    shared.mkdir()
+    (shared / "in.txt").write_text("from the host")
+    hog = vm_env.create(
+        sandbox_id,
+        pod,
+        "hog",
+        ["/bin/sh", "-c", "cat /data/in.txt; tail /dev/zero"],
+        mounts=[pb.Mount(container_path="/data", host_path=str(shared), readonly=True)],
+        linux=pb.LinuxContainerConfig(
+            resources=pb.LinuxContainerResources(memory_limit_in_bytes=32 * 1024 * 1024)
+        ),
+    )
+    vm_env.start(hog)
+    wait_for(lambda: vm_env.status(hog).state == pb.CONTAINER_EXITED, 120, "the OOM kill")
+    status = vm_env.status(hog)
+    assert status.reason == "OOMKilled" and status.exit_code == 137
+    assert "from the host" in vm_env.log_of("edge", "hog")
+
+
+def test_vm_killed_from_outside_is_detected(vm_env: VmEnv) -> None:
+    sandbox_id, pod = vm_env.run_pod("doomed")
+    cid = vm_env.create(sandbox_id, pod, "sleeper", ["sleep", "1000"])
+    vm_env.start(cid)
+    destroy_domain(sandbox_id)
+    wait_for(lambda: vm_env.pod_state(sandbox_id) == pb.SANDBOX_NOTREADY, 30, "NOTREADY")
+    wait_for(lambda: vm_env.status(cid).state == pb.CONTAINER_EXITED, 30, "container exit")
+    status = vm_env.status(cid)
+    assert status.exit_code == 137 and "VM" in status.message
+    vm_env.runtime.RemovePodSandbox(
+        pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
+    )
+    assert not vm_env.state_dir(sandbox_id).exists()
+
+
+def test_daemon_kill9_and_restart_keeps_the_pod(vm_env: VmEnv) -> None:
+    sandbox_id, pod = vm_env.run_pod("survivor")
+    cid = vm_env.create(
+        sandbox_id,
+        pod,
+        "ticker",
+        ["/bin/sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done"],
+    )
+    vm_env.start(cid)
+    wait_for(lambda: "tick 1" in vm_env.log_of("survivor", "ticker"), 60, "first ticks")
+    vm_env.restart(kill=True)
+    assert domain_exists(sandbox_id)
+    assert vm_env.pod_state(sandbox_id) == pb.SANDBOX_READY
+    assert vm_env.status(cid).state == pb.CONTAINER_RUNNING
+    before = vm_env.log_of("survivor", "ticker").count("tick")
+    time.sleep(3)
+    wait_for(
+        lambda: vm_env.log_of("survivor", "ticker").count("tick") > before + 1,
+        60,
+        "ticks after the restart",
+    )
+    result = vm_env.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=cid, cmd=["echo", "still here"], timeout=60), timeout=90
+    )
+    assert result.stdout == b"still here\n"
+    vm_env.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=2), timeout=60)
+    assert vm_env.status(cid).state == pb.CONTAINER_EXITED
