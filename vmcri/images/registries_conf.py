@@ -22,6 +22,7 @@ means no mirrors and HTTPS everywhere. Mirrors are tried in order, then the orig
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,10 @@ class RegistriesConf:
         entry = self.match(ref)
         origin = _origin(ref)
         if entry is None:
-            return [Endpoint(origin[0], origin[1], insecure=False, mirror=False)]
+            # As Docker does, a registry on this host's loopback may speak plain HTTP
+            # unless the file says otherwise.
+            loopback = is_loopback(origin[0])
+            return [Endpoint(origin[0], origin[1], insecure=loopback, mirror=False)]
         by_digest = ref.digest is not None
         result: list[Endpoint] = []
         for mirror in entry.mirrors:
@@ -108,6 +112,20 @@ class RegistriesConf:
                 host, repo = origin
             result.append(Endpoint(host, repo, entry.insecure, mirror=False))
         return result
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1, with or without a port."""
+    if host.startswith("["):
+        name = host[1 : host.find("]")]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _origin(ref: Reference) -> tuple[str, str]:

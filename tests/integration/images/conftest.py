@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.registry import LocalRegistry, registry_or_skip
+from vmcri.testing.registry import LocalRegistry, registry_or_skip
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.registry import LocalRegistry, TokenServer, push_busybox_image
 from vmcri.errors import PermissionDenied
 from vmcri.images.auth import Auth
 from vmcri.images.service import ImageService
+from vmcri.testing.registry import LocalRegistry, TokenServer, push_busybox_image
 
 pytestmark = pytest.mark.integration
 

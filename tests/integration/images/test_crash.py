@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.registry import (
+from vmcri.images.service import ImageService
+from vmcri.testing.registry import (
     Layer,
     LocalRegistry,
     ThrottlingProxy,
     push_busybox_image,
 )
-from vmcri.images.service import ImageService
 
 pytestmark = pytest.mark.integration
 SOURCE = Path(__file__).resolve().parents[3]

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.registry import Layer, LocalRegistry, push_busybox_image, push_image
 from vmcri.errors import DigestMismatch, FailedPrecondition, NotFound, UnsafeContent
 from vmcri.images.auth import Auth, Deadline
 from vmcri.images.registries_conf import Endpoint
 from vmcri.images.registry_client import RegistryClient
 from vmcri.images.service import ImageService
+from vmcri.testing.registry import Layer, LocalRegistry, push_busybox_image, push_image
 
 pytestmark = pytest.mark.integration
 

@@ -17,15 +17,15 @@ import grpc
 import pytest
 
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
-from tests.integration.registry import (
+from vmcri.api import api_pb2 as pb
+from vmcri.handlers.vm.domain import domain_name
+from vmcri.host.mounts import HostMounter, mount_points
+from vmcri.testing.registry import (
     LocalRegistry,
     push_busybox_image,
     registries_conf_for,
     registry_or_skip,
 )
-from vmcri.api import api_pb2 as pb
-from vmcri.handlers.vm.domain import domain_name
-from vmcri.host.mounts import HostMounter, mount_points
 
 BOOT_TIMEOUT_S = 240
 

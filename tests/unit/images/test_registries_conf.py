@@ -6,7 +6,11 @@ import pytest
 
 from vmcri.errors import ConfigError
 from vmcri.images.reference import parse_reference
-from vmcri.images.registries_conf import load_registries_conf, parse_registries_conf
+from vmcri.images.registries_conf import (
+    is_loopback,
+    load_registries_conf,
+    parse_registries_conf,
+)
 
 CONF = """
 unqualified-search-registries = ["docker.io"]
@@ -83,3 +87,20 @@ def test_strict_errors_name_the_key(text: str, key: str) -> None:
 def test_missing_file_means_no_mirrors(tmp_path: Path) -> None:
     conf = load_registries_conf(tmp_path / "absent.conf")
     assert conf.registries == ()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost:5000", True),
+        ("127.0.0.1:5000", True),
+        ("127.1.2.3", True),
+        ("[::1]:5000", True),
+        ("registry.example:5000", False),
+        ("10.0.0.1:5000", False),
+    ],
+)
+def test_loopback_registries_without_an_entry_may_use_http(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+    endpoints = parse_registries_conf("").endpoints(parse_reference(f"{host}/app:1"))
+    assert [e.insecure for e in endpoints] == [loopback]

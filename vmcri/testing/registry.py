@@ -48,10 +48,49 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-APPLETS = ("sh", "ls", "cat", "echo", "id", "sleep", "true", "false", "mkdir", "rm", "ps",
-           "env", "test", "wc", "head", "grep", "sed", "stat", "readlink", "touch", "ln",
-           "hostname", "date", "kill", "uname", "whoami", "top", "ip", "nc", "wget", "tail",
-           "cp", "mv", "chmod", "find", "sh", "printf", "md5sum", "sha256sum", "dd", "df")
+APPLETS = (
+    "sh",
+    "ls",
+    "cat",
+    "echo",
+    "id",
+    "sleep",
+    "true",
+    "false",
+    "mkdir",
+    "rm",
+    "ps",
+    "env",
+    "test",
+    "wc",
+    "head",
+    "grep",
+    "sed",
+    "stat",
+    "readlink",
+    "touch",
+    "ln",
+    "hostname",
+    "date",
+    "kill",
+    "uname",
+    "whoami",
+    "top",
+    "ip",
+    "nc",
+    "wget",
+    "tail",
+    "cp",
+    "mv",
+    "chmod",
+    "find",
+    "sh",
+    "printf",
+    "md5sum",
+    "sha256sum",
+    "dd",
+    "df",
+)
 
 
 def free_port() -> int:
@@ -89,12 +128,30 @@ class TokenServer:
         self.key = self.workdir / "token.key"
         self.cert = self.workdir / "token.crt"
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=vmcri-test-token", "-keyout", str(self.key), "-out", str(self.cert)],
-            check=True, capture_output=True,
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=vmcri-test-token",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+            ],
+            check=True,
+            capture_output=True,
         )
-        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"],
-                             check=True, capture_output=True).stdout
+        der = subprocess.run(
+            ["openssl", "x509", "-in", str(self.cert), "-outform", "DER"],
+            check=True,
+            capture_output=True,
+        ).stdout
         self._x5c = base64.b64encode(der).decode()
 
     @property
@@ -105,8 +162,12 @@ class TokenServer:
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
         head, body = (_b64url(json.dumps(x).encode()) for x in (header, claims))
         signing_input = f"{head}.{body}"
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)],
-                             input=signing_input.encode(), check=True, capture_output=True).stdout
+        sig = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
         return f"{signing_input}.{_b64url(sig)}"
 
     def start(self) -> None:
@@ -134,11 +195,18 @@ class TokenServer:
                     name, _, actions = rest.rpartition(":")
                     access.append({"type": kind, "name": name, "actions": actions.split(",")})
                 now = int(time.time())
-                token = outer.sign({
-                    "iss": outer.issuer, "sub": "test", "aud": outer.service,
-                    "exp": now + 600, "nbf": now - 10, "iat": now,
-                    "jti": os.urandom(8).hex(), "access": access,
-                })
+                token = outer.sign(
+                    {
+                        "iss": outer.issuer,
+                        "sub": "test",
+                        "aud": outer.service,
+                        "exp": now + 600,
+                        "nbf": now - 10,
+                        "iat": now,
+                        "jti": os.urandom(8).hex(),
+                        "access": access,
+                    }
+                )
                 outer.issued += 1
                 body = json.dumps({"token": token, "expires_in": 600}).encode()
                 self.send_response(200)
@@ -207,14 +275,17 @@ class LocalRegistry:
                 import crypt  # the only stdlib bcrypt; tests only
 
             path = self.workdir / "htpasswd"
-            path.write_text("".join(
-                f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
-                for u, p in self.htpasswd.items()
-            ))
+            path.write_text(
+                "".join(
+                    f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
+                    for u, p in self.htpasswd.items()
+                )
+            )
             lines += ["auth:", "  htpasswd:", "    realm: vmcri-test", f"    path: {path}"]
         elif self.token is not None:
             lines += [
-                "auth:", "  token:",
+                "auth:",
+                "  token:",
                 f"    realm: {self.token.realm}",
                 f"    service: {self.token.service}",
                 f"    issuer: {self.token.issuer}",
@@ -310,8 +381,15 @@ class Layer:
     def dir(self, name: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> Layer:
         return self.add(self._info(name, tarfile.DIRTYPE, mode, uid, gid))
 
-    def file(self, name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
-             xattrs: dict[str, str] | None = None) -> Layer:
+    def file(
+        self,
+        name: str,
+        data: bytes,
+        mode: int = 0o644,
+        uid: int = 0,
+        gid: int = 0,
+        xattrs: dict[str, str] | None = None,
+    ) -> Layer:
         info = self._info(name, tarfile.REGTYPE, mode, uid, gid)
         if xattrs:
             info.pax_headers = {f"SCHILY.xattr.{k}": v for k, v in xattrs.items()}
@@ -353,8 +431,11 @@ class Layer:
             media = "application/vnd.oci.image.layer.v1.tar+gzip"
             return gzip.compress(raw, compresslevel=1, mtime=0), media, diff_id
         if self.compression == "zstd":
-            return (zstandard.ZstdCompressor().compress(raw),
-                    "application/vnd.oci.image.layer.v1.tar+zstd", diff_id)
+            return (
+                zstandard.ZstdCompressor().compress(raw),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                diff_id,
+            )
         return raw, "application/vnd.oci.image.layer.v1.tar", diff_id
 
 
@@ -367,9 +448,12 @@ def busybox_layer(compression: str = "gzip") -> Layer:
     layer.file("bin/busybox", Path(BUSYBOX).read_bytes(), 0o755)
     for applet in dict.fromkeys(APPLETS):
         layer.symlink(f"bin/{applet}", "busybox")
-    layer.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"
-               b"app:x:1000:1000:app:/home/app:/bin/sh\n"
-               b"nobody:x:65534:65534:nobody:/:/bin/false\n")
+    layer.file(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n"
+        b"app:x:1000:1000:app:/home/app:/bin/sh\n"
+        b"nobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
     layer.file("etc/group", b"root:x:0:\napp:x:1000:\nnogroup:x:65534:\n")
     layer.dir("home/app", 0o755, 1000, 1000)
     return layer
@@ -385,8 +469,13 @@ class Pusher:
         self.host = host
         self.authorization = authorization
 
-    def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> http.client.HTTPResponse:
         conn = http.client.HTTPConnection(self.host, timeout=60)
         hdrs = dict(headers or {})
         if self.authorization:
@@ -408,15 +497,20 @@ class Pusher:
         parts = urllib.parse.urlsplit(location)
         sep = "&" if parts.query else ""
         target = f"{parts.path}?{parts.query}{sep}digest={digest}"
-        resp = self._request("PUT", target, data, {"Content-Type": "application/octet-stream",
-                                                   "Content-Length": str(len(data))})
+        resp = self._request(
+            "PUT",
+            target,
+            data,
+            {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
+        )
         if resp.status != 201:
             raise RuntimeError(f"blob upload {digest}: HTTP {resp.status}")
         return digest
 
     def manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
-        resp = self._request("PUT", f"/v2/{repo}/manifests/{ref}", body,
-                             {"Content-Type": media_type})
+        resp = self._request(
+            "PUT", f"/v2/{repo}/manifests/{ref}", body, {"Content-Type": media_type}
+        )
         if resp.status != 201:
             raise RuntimeError(f"manifest {repo}:{ref}: HTTP {resp.status}")
         return "sha256:" + hashlib.sha256(body).hexdigest()
@@ -455,7 +549,8 @@ def push_image(
     if bad_diff_id:
         diff_ids[-1] = "sha256:" + "0" * 64
     cfg = {
-        "architecture": "amd64", "os": "linux",
+        "architecture": "amd64",
+        "os": "linux",
         "config": config or {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created_by": "vmcri tests"} for _ in layers],
@@ -465,8 +560,11 @@ def push_image(
     manifest = {
         "schemaVersion": 2,
         "mediaType": DOCKER_MANIFEST if docker_types else OCI_MANIFEST,
-        "config": {"mediaType": DOCKER_CONFIG if docker_types else OCI_CONFIG,
-                   "digest": cfg_digest, "size": len(cfg_raw)},
+        "config": {
+            "mediaType": DOCKER_CONFIG if docker_types else OCI_CONFIG,
+            "digest": cfg_digest,
+            "size": len(cfg_raw),
+        },
         "layers": descs,
     }
     raw = json.dumps(manifest).encode()
@@ -474,25 +572,35 @@ def push_image(
     assert isinstance(mtype, str)
     if not index:
         digest = pusher.manifest(repo, tag, raw, mtype)
-        return PushedImage(digest, cfg_digest, diff_ids, [d["digest"] for d in descs])
+        return PushedImage(digest, cfg_digest, diff_ids, [str(d["digest"]) for d in descs])
     m_digest = pusher.manifest(repo, "sha256:" + hashlib.sha256(raw).hexdigest(), raw, mtype)
     # A decoy for another platform first, so platform selection is really exercised.
     decoy = {**manifest, "layers": []}
     decoy_raw = json.dumps(decoy).encode()
     decoy_digest = pusher.manifest(
-        repo, "sha256:" + hashlib.sha256(decoy_raw).hexdigest(), decoy_raw, mtype)
+        repo, "sha256:" + hashlib.sha256(decoy_raw).hexdigest(), decoy_raw, mtype
+    )
     idx = {
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
         "manifests": [
-            {"mediaType": mtype, "digest": decoy_digest, "size": len(decoy_raw),
-             "platform": {"os": "linux", "architecture": "arm64"}},
-            {"mediaType": mtype, "digest": m_digest, "size": len(raw),
-             "platform": {"os": "linux", "architecture": "amd64"}},
+            {
+                "mediaType": mtype,
+                "digest": decoy_digest,
+                "size": len(decoy_raw),
+                "platform": {"os": "linux", "architecture": "arm64"},
+            },
+            {
+                "mediaType": mtype,
+                "digest": m_digest,
+                "size": len(raw),
+                "platform": {"os": "linux", "architecture": "amd64"},
+            },
         ],
     }
     idx_raw = json.dumps(idx).encode()
     digest = pusher.manifest(repo, tag, idx_raw, OCI_INDEX)
-    return PushedImage(digest, cfg_digest, diff_ids, [d["digest"] for d in descs])
+    return PushedImage(digest, cfg_digest, diff_ids, [str(d["digest"]) for d in descs])
 
 
 def push_busybox_image(
@@ -508,14 +616,17 @@ def push_busybox_image(
     index: bool = False,
 ) -> PushedImage:
     """Push busybox (plus ``extra_layers``) as ``name``; returns what was pushed."""
-    config: dict[str, Any] = {"Env": env or ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-                              "Cmd": cmd if cmd is not None else ["sh"]}
+    config: dict[str, Any] = {
+        "Env": env or ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": cmd if cmd is not None else ["sh"],
+    }
     if entrypoint is not None:
         config["Entrypoint"] = entrypoint
     if user is not None:
         config["User"] = user
-    return push_image(host, name, [busybox_layer(compression), *(extra_layers or [])],
-                      config=config, index=index)
+    return push_image(
+        host, name, [busybox_layer(compression), *(extra_layers or [])], config=config, index=index
+    )
 
 
 def registries_conf_for(path: Path, *hosts: str) -> Path:
@@ -554,8 +665,9 @@ class ThrottlingProxy:
                 return
             upstream = socket.create_connection((self.target_host, self.target_port))
             threading.Thread(target=self._pipe, args=(client, upstream, 0), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, self.rate),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(upstream, client, self.rate), daemon=True
+            ).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, rate: int) -> None:
         chunk = 16384

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The main job: set up this machine, start vmcri with its built-in defaults, and
+# bring up a VM pod running a container (image from a registry on loopback).
+# Idempotent: a running vmcri is reused and the demo pod is replaced.
+source "$(dirname "$0")/lib.sh"
+need_root
+cd "$VMCRI_TOP"
+scripts/setup.sh
+
+socket=/run/vmcri/vmcri.sock
+log=/var/log/vmcri.log
+if ! "$VMCRI_VENV/bin/python" -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])" "$socket" 2>/dev/null; then
+    say "starting vmcri (socket $socket, log $log)"
+    setsid "$VMCRI_VENV/bin/vmcri" serve >>"$log" 2>&1 </dev/null &
+    for _ in $(seq 1 100); do
+        [ -S "$socket" ] && break
+        sleep 0.2
+    done
+    [ -S "$socket" ] || { echo "vmcri did not start; see $log" >&2; tail -20 "$log" >&2; exit 1; }
+fi
+exec "$VMCRI_VENV/bin/python" scripts/demo.py --socket "$socket" "$@"
