@@ -34,6 +34,25 @@ from vmcri.agent.transport import GuestConnection, Listener
 from vmcri.api import agent_pb2
 from vmcri.errors import InvalidArgument, ProtocolError, Unimplemented, VmcriError
 
+IMAGE_VERSION_FILE = "/etc/vmcri/version"
+
+
+def _agent_version() -> str:
+    """``<vmcri version>+<first 12 hex of the guest image version>`` when known.
+
+    The host compares the image part with the image it booted, so a VM started
+    from a stale or foreign image is refused instead of half-working.
+    """
+    try:
+        with open(IMAGE_VERSION_FILE) as f:
+            image = f.read().strip()[:12]
+    except OSError:
+        return __version__
+    return f"{__version__}+{image}" if image.isalnum() else __version__
+
+
+AGENT_VERSION = _agent_version()
+
 log = logging.getLogger("vmcri.agent")
 
 MAX_WORKERS = 64
@@ -75,7 +94,7 @@ class Agent:
         if call == "ping":
             return agent_pb2.Response(
                 ping=agent_pb2.PingResponse(
-                    agent_version=__version__,
+                    agent_version=AGENT_VERSION,
                     protocol_version=PROTOCOL_VERSION,
                     uptime_ns=time.monotonic_ns() - self._started,
                     containers=len(c.all()),
@@ -224,7 +243,7 @@ class Session:
             ack = agent_pb2.HelloAck(
                 nonce=hello.nonce,
                 protocol_version=PROTOCOL_VERSION,
-                agent_version=__version__,
+                agent_version=AGENT_VERSION,
                 last_seq=last,
             )
             self._outbox.clear()

@@ -215,7 +215,8 @@ class VmBackend:
             spec = self._domain_spec(sandbox, layout, guest)
             self._hypervisor.start(name, render_domain(spec))
             link = self._link(sandbox)
-            link.wait_ready(self._options.boot_timeout_s, alive=lambda: self._alive(name))
+            info = link.wait_ready(self._options.boot_timeout_s, alive=lambda: self._alive(name))
+            _check_guest_version(info.agent_version, guest)
             hostname, hosts, resolv = pod_files(sandbox.config)
             # The init already mounted the pod share (kernel command line).
             guest_files = link.client.setup_sandbox(
@@ -459,6 +460,16 @@ class VmBackend:
             writable_layer_bytes=used,
             writable_layer_inodes=inodes,
             process_count=usage.pids,
+        )
+
+
+def _check_guest_version(agent_version: str, guest: GuestImage) -> None:
+    """The agent must come from the image we booted; raises FailedPrecondition."""
+    _, _, image = agent_version.partition("+")
+    if image != guest.version[:12]:
+        raise FailedPrecondition(
+            f"the guest agent reports image {image or 'unknown'!r} but {guest.version[:12]!r} "
+            "was booted; rebuild the guest image (scripts/build-guest-image.sh)"
         )
 
 
