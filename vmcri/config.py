@@ -253,6 +253,9 @@ overhead_vcpus = 1
 default_memory_mib = 256
 # File sharing into the VM: "auto" (virtiofs where virtiofsd exists, else 9p), "9p", "virtiofs".
 shared_fs = "auto"
+# The agent channel: "auto" (vsock where /dev/vhost-vsock exists, else a virtio-serial
+# port), "serial" or "vsock".
+agent_transport = "auto"
 # Guest kernel, initrd and root image; "" means images/guest/build in the source tree.
 guest_dir = ""
 # Seconds to wait for the guest agent after the VM starts, and for a clean shutdown.

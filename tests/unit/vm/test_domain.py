@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from vmcri.handlers.vm.accel import choose_accel, kvm_usable
-from vmcri.handlers.vm.domain import DomainSpec, Share, domain_uuid, kernel_cmdline, size_vm
+from vmcri.handlers.vm.backend import _use_vsock
+from vmcri.handlers.vm.domain import (
+    DomainSpec,
+    Share,
+    domain_uuid,
+    kernel_cmdline,
+    size_vm,
+    vsock_cid,
+)
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain
 from vmcri.model import Resources
@@ -36,6 +44,7 @@ def spec(**changes: object) -> DomainSpec:
         root_image="/guest/rootfs.img",
         agent_socket="/run/vmcri/backends/vm/ab/agent.sock",
         agent_port_name="vmcri.agent",
+        agent_vsock_cid=0,
         console_log="/run/vmcri/backends/vm/ab/console.log",
         shares=(Share("vmcri-pod", "/run/vmcri/backends/vm/ab/share", False, "9p"),),
         run_as_root=True,
@@ -51,6 +60,9 @@ CASES = {
         memory_mib=1184,
         shares=(Share("vmcri-pod", "/srv/share", True, "virtiofs"),),
         run_as_root=False,
+        agent_vsock_cid=vsock_cid("ab" * 32),
+        cmdline=kernel_cmdline(False, "/run/vmcri/shared", vsock=True, share_driver="virtiofs"),
+        virtiofsd="/usr/libexec/virtiofsd",
     ),
 }
 
@@ -122,3 +134,28 @@ def test_accel_only_uses_kvm_when_usable(tmp_path: Path) -> None:
     assert not kvm_usable(cpuinfo, tmp_path / "kvm")
     cpuinfo.write_text("processor : 0\nflags : fpu vmx sse2\n")
     assert not kvm_usable(cpuinfo, tmp_path / "no-such-device")
+
+
+def test_vsock_cids_are_stable_and_never_reserved() -> None:
+    assert vsock_cid("ab" * 32) == vsock_cid("ab" * 32)
+    assert vsock_cid("00000000" + "f" * 56) == 3
+    assert 3 <= vsock_cid("f" * 64) < 2**31
+
+
+def test_agent_transport_choice(tmp_path: Path) -> None:
+    device = tmp_path / "vhost-vsock"
+    assert not _use_vsock("auto", device)
+    device.touch()
+    assert _use_vsock("auto", device)
+    assert not _use_vsock("serial", device)
+    assert _use_vsock("vsock", tmp_path / "absent")
+
+
+def test_virtiofs_shares_memory_and_names_the_daemon() -> None:
+    root = ET.fromstring(render_domain(CASES["kvm-2cpu-virtiofs-readonly"]))
+    assert root.find("./memoryBacking/access").get("mode") == "shared"  # type: ignore[union-attr]
+    binary = root.find("./devices/filesystem/binary")
+    assert binary is not None and binary.get("path") == "/usr/libexec/virtiofsd"
+    assert root.find("./seclabel") is None
+    assert root.find("./os/cmdline").text.endswith(":virtiofs quiet")  # type: ignore[union-attr]
+    assert ET.fromstring(render_domain(spec())).find("./memoryBacking") is None

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from vmcri.agent import types
 from vmcri.agent.client import AgentClient
@@ -31,7 +30,7 @@ class AgentLink:
     def __init__(
         self,
         sandbox_id: str,
-        socket_path: Path,
+        url: str,
         on_exit: ExitCallback,
         log_path_of: LogPathLookup,
     ) -> None:
@@ -41,7 +40,7 @@ class AgentLink:
         self._logs: dict[str, CriLogWriter] = {}
         self._logs_lock = threading.Lock()
         self._client = AgentClient(
-            f"unix://{socket_path}",
+            url,
             on_event=self._event,
             connect_timeout=CONNECT_ATTEMPT_S,
             call_timeout=CALL_TIMEOUT_S,

@@ -23,6 +23,7 @@ from pathlib import Path
 from vmcri.agent import types as agent_types
 from vmcri.errors import (
     AgentUnavailable,
+    ConfigError,
     DeadlineExceeded,
     FailedPrecondition,
     HypervisorError,
@@ -44,13 +45,16 @@ from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
 from vmcri.handlers.vm.agent_link import AgentLink
 from vmcri.handlers.vm.domain import (
     AGENT_PORT_NAME,
+    AGENT_VSOCK_PORT,
     SHARE_TAG,
     DomainSpec,
     Share,
     domain_name,
     domain_uuid,
+    find_virtiofsd,
     kernel_cmdline,
     size_vm,
+    vsock_cid,
 )
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
@@ -67,6 +71,7 @@ log = logging.getLogger(__name__)
 
 EXEC_OUTPUT_LIMIT = 480 * 1024  # per stream; both must fit one agent frame
 KILL_GRACE_S = 10.0
+VHOST_VSOCK = "/dev/vhost-vsock"
 
 
 def create(options: VmOptions, context: BackendContext) -> VmBackend:
@@ -91,6 +96,13 @@ class VmBackend:
             options.libvirt_uri, on_death=self._on_domain_death
         )
         self._mounter = mounter or HostMounter()
+        self._vsock = _use_vsock(options.agent_transport, Path(VHOST_VSOCK))
+        self._virtiofsd = find_virtiofsd() if options.shared_fs != "9p" else ""
+        if options.shared_fs == "virtiofs" and not self._virtiofsd:
+            raise ConfigError(
+                "options.shared_fs: 'virtiofs' was asked for but no virtiofsd binary was found"
+            )
+        self._share_driver = "virtiofs" if self._virtiofsd else "9p"
         self._links: dict[str, AgentLink] = {}
         self._links_lock = threading.Lock()
         self._shared_ready = False
@@ -110,12 +122,17 @@ class VmBackend:
     def _guest(self) -> GuestImage:
         return load_guest_image(self._options.guest_path)
 
+    def _agent_url(self, sandbox_id: str) -> str:
+        if self._vsock:
+            return f"vsock://{vsock_cid(sandbox_id)}:{AGENT_VSOCK_PORT}"
+        return f"unix://{self._layout(sandbox_id).agent_socket}"
+
     def _link(self, sandbox: SandboxRecord) -> AgentLink:
         with self._links_lock:
             link = self._links.get(sandbox.id)
             if link is None:
-                layout = self._layout(sandbox.id)
-                link = AgentLink(sandbox.id, layout.agent_socket, self._on_exit, self._log_path_of)
+                url = sandbox.runtime.get("agent_url") or self._agent_url(sandbox.id)
+                link = AgentLink(sandbox.id, url, self._on_exit, self._log_path_of)
                 self._links[sandbox.id] = link
             return link
 
@@ -236,7 +253,7 @@ class VmBackend:
         return SandboxStarted(
             runtime={
                 "domain": name,
-                "agent_socket": str(layout.agent_socket),
+                "agent_url": self._agent_url(sandbox.id),
                 "guest_version": guest.version,
                 "accel": spec.domain_type,
                 "memory_mib": str(spec.memory_mib),
@@ -264,13 +281,20 @@ class VmBackend:
             vcpus=vcpus,
             kernel=str(guest.kernel),
             initrd=str(guest.initrd),
-            cmdline=kernel_cmdline(log.isEnabledFor(logging.DEBUG), GUEST_SHARE),
+            cmdline=kernel_cmdline(
+                log.isEnabledFor(logging.DEBUG),
+                GUEST_SHARE,
+                vsock=self._vsock,
+                share_driver=self._share_driver,
+            ),
             root_image=str(guest.root_image),
             agent_socket=str(layout.agent_socket),
             agent_port_name=AGENT_PORT_NAME,
+            agent_vsock_cid=vsock_cid(sandbox.id) if self._vsock else 0,
             console_log=str(layout.console_log),
-            shares=(Share(SHARE_TAG, str(layout.share), readonly=False, driver="9p"),),
-            run_as_root=True,
+            shares=(Share(SHARE_TAG, str(layout.share), False, self._share_driver),),
+            run_as_root=self._share_driver == "9p",
+            virtiofsd=self._virtiofsd,
         )
 
     def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:
@@ -461,6 +485,13 @@ class VmBackend:
             writable_layer_inodes=inodes,
             process_count=usage.pids,
         )
+
+
+def _use_vsock(setting: str, device: Path) -> bool:
+    """vsock where the host has vhost-vsock (or when forced), else virtio-serial."""
+    if setting == "auto":
+        return device.exists()
+    return setting == "vsock"
 
 
 def _check_guest_version(agent_version: str, guest: GuestImage) -> None:

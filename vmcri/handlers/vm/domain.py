@@ -8,6 +8,8 @@ not need is in it: no graphics, no USB, no sound, no network until CNI exists.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import uuid
 from dataclasses import dataclass
 
@@ -41,9 +43,16 @@ class DomainSpec:
     root_image: str  # read-only guest root image (virtio-blk)
     agent_socket: str  # host unix socket of the agent's virtio-serial port
     agent_port_name: str
+    agent_vsock_cid: int  # > 0: the agent listens on vsock instead of the serial port
     console_log: str
     shares: tuple[Share, ...]
     run_as_root: bool  # 9p passthrough needs QEMU to own files as any uid
+    virtiofsd: str = ""  # the virtiofsd binary, for virtiofs shares
+
+    @property
+    def shared_memory(self) -> bool:
+        """virtiofs needs the guest's memory shared with virtiofsd."""
+        return any(share.driver == "virtiofs" for share in self.shares)
 
 
 @dataclass(frozen=True)
@@ -81,15 +90,41 @@ def size_vm(
     return memory_mib + options.overhead_memory_mib, max(1, vcpus + options.overhead_vcpus)
 
 
-def kernel_cmdline(debug: bool, share_target: str) -> str:
+AGENT_VSOCK_PORT = 1024
+FIRST_GUEST_CID = 3  # 0-2 are reserved (hypervisor, local, host)
+
+
+def vsock_cid(sandbox_id: str) -> int:
+    """A guest CID derived from the sandbox ID (stable across daemon restarts)."""
+    return FIRST_GUEST_CID + int(sandbox_id[:8], 16) % (2**31 - FIRST_GUEST_CID)
+
+
+VIRTIOFSD_CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
+
+
+def find_virtiofsd() -> str:
+    """The virtiofsd binary of this host, or "" (Debian 12 does not package one)."""
+    for candidate in VIRTIOFSD_CANDIDATES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("virtiofsd") or ""
+
+
+def kernel_cmdline(
+    debug: bool, share_target: str, vsock: bool = False, share_driver: str = "9p"
+) -> str:
     """The guest kernel command line; images/guest/init reads the ``vmcri.*`` keys."""
+    agent = (
+        f"vmcri.agent_vsock={AGENT_VSOCK_PORT}" if vsock else f"vmcri.agent_port={AGENT_PORT_NAME}"
+    )
     parts = [
         "console=ttyS0",
         "reboot=k",
         "panic=-1",
         "vmcri.root=/dev/vda",
-        f"vmcri.agent_port={AGENT_PORT_NAME}",
-        f"vmcri.share={SHARE_TAG}:{share_target}",
+        agent,
+        f"vmcri.share={SHARE_TAG}:{share_target}"
+        + (":virtiofs" if share_driver == "virtiofs" else ""),
     ]
     parts.append("vmcri.debug=1" if debug else "quiet")
     return " ".join(parts)

@@ -19,6 +19,7 @@ class VmOptions:
     overhead_vcpus: int = 1  # vCPUs beyond the containers' CPU limits
     default_memory_mib: int = 256  # when no container has a memory limit
     shared_fs: Literal["auto", "9p", "virtiofs"] = "auto"  # auto: virtiofs if virtiofsd exists
+    agent_transport: Literal["auto", "serial", "vsock"] = "auto"  # auto: vsock if vhost-vsock
     guest_dir: str = ""  # kernel, initrd, rootfs; "" is images/guest/build in the source tree
     boot_timeout_s: int = 60  # wait for the guest agent after the VM starts
     shutdown_timeout_s: int = 10  # clean shutdown before the VM is destroyed
