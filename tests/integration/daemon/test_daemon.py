@@ -18,6 +18,18 @@ from .conftest import RunningDaemon, start_daemon, stop_daemon
 pytestmark = pytest.mark.integration
 
 
+def serve_expecting_refusal(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `vmcri serve ARGS`, which must refuse to start (exit 2)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "vmcri", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    return result
+
+
 def test_version(daemon: RunningDaemon) -> None:
     response = daemon.runtime().Version(pb.VersionRequest(version="0.1.0"))
     assert response.runtime_name == "vmcri"
@@ -101,47 +113,27 @@ def test_second_daemon_on_the_same_state_dir_is_refused(
     daemon: RunningDaemon, tmp_path: Path
 ) -> None:
     other_socket = tmp_path / "other.sock"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vmcri",
-            "serve",
-            "--socket",
-            str(other_socket),
-            "--root",
-            str(daemon.root),
-            "--state",
-            str(daemon.state),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = serve_expecting_refusal(
+        "--socket",
+        str(other_socket),
+        "--root",
+        str(daemon.root),
+        "--state",
+        str(daemon.state),
     )
-    assert result.returncode == 2
     assert "in use by another vmcri daemon" in result.stderr
     assert daemon.runtime().Version(pb.VersionRequest()).runtime_name == "vmcri"
 
 
 def test_second_daemon_on_the_same_socket_is_refused(daemon: RunningDaemon, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vmcri",
-            "serve",
-            "--socket",
-            str(daemon.socket),
-            "--root",
-            str(tmp_path / "r2"),
-            "--state",
-            str(tmp_path / "s2"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = serve_expecting_refusal(
+        "--socket",
+        str(daemon.socket),
+        "--root",
+        str(tmp_path / "r2"),
+        "--state",
+        str(tmp_path / "s2"),
     )
-    assert result.returncode == 2
     assert "in use by a running server" in result.stderr
     assert daemon.socket.exists()
     assert daemon.runtime().Version(pb.VersionRequest()).runtime_name == "vmcri"
@@ -160,26 +152,16 @@ def test_stale_socket_is_replaced_and_sigterm_is_graceful(tmp_path: Path) -> Non
 def test_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text("[runtimes.vm]\nbackend = 'vm'\n[runtimes.vm.options]\nmachine = 'pc'\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vmcri",
-            "serve",
-            "--config",
-            str(config),
-            "--socket",
-            str(tmp_path / "s.sock"),
-            "--root",
-            str(tmp_path / "r"),
-            "--state",
-            str(tmp_path / "s"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = serve_expecting_refusal(
+        "--config",
+        str(config),
+        "--socket",
+        str(tmp_path / "s.sock"),
+        "--root",
+        str(tmp_path / "r"),
+        "--state",
+        str(tmp_path / "s"),
     )
-    assert result.returncode == 2
     assert "runtimes.vm.options.machine" in result.stderr
     assert not (tmp_path / "s.sock").exists()
 
@@ -187,22 +169,12 @@ def test_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
 def test_socket_path_that_cannot_be_created(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vmcri",
-            "serve",
-            "--socket",
-            str(blocker / "vmcri.sock"),
-            "--root",
-            str(tmp_path / "r"),
-            "--state",
-            str(tmp_path / "s"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = serve_expecting_refusal(
+        "--socket",
+        str(blocker / "vmcri.sock"),
+        "--root",
+        str(tmp_path / "r"),
+        "--state",
+        str(tmp_path / "s"),
     )
-    assert result.returncode == 2
     assert "socket" in result.stderr

@@ -1,0 +1,180 @@
+"""VM pod start latency and host memory overhead, against the bare boot floor.
+
+In one run, on the same kernel and initrd:
+
+* floor: plain ``qemu-system-x86_64`` boots the guest kernel to ``/init``
+  (``vmcri.mode=floor`` prints a marker and powers off); wall time from spawn
+  to the marker;
+* vmcri: RunPodSandbox until it returns (the sandbox is Ready), and until a
+  first container runs (Create + Start), through a real daemon;
+* host memory per pod: PSS of QEMU and of every host helper of the pod
+  (virtiofsd where used), read from /proc/<pid>/smaps_rollup.
+
+Ratios to the floor are printed: these machines are noisy, so only ratios of
+the same run mean much. Run as root after scripts/setup.sh:
+
+    .venv/bin/python bench/vm_bench.py --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.integration.daemon.conftest import start_daemon, stop_daemon  # noqa: E402
+from vmcri.api import api_pb2 as pb  # noqa: E402
+from vmcri.handlers.vm.accel import choose_accel, kvm_usable  # noqa: E402
+from vmcri.handlers.vm.domain import domain_name  # noqa: E402
+from vmcri.testing.registry import LocalRegistry, push_busybox_image  # noqa: E402
+
+GUEST = REPO / "images/guest/build"
+FLOOR_MARKER = re.compile(rb"vmcri-init: reached /init at")
+
+
+def boot_floor(accel: str, memory_mib: int) -> float:
+    """Seconds from spawning QEMU to the guest's /init marker on the serial console."""
+    argv = [
+        "qemu-system-x86_64", "-M", "q35", "-accel", accel, "-m", str(memory_mib),
+        "-nographic", "-nodefaults", "-no-user-config", "-no-reboot", "-serial", "stdio",
+        "-kernel", str(GUEST / "vmlinuz"), "-initrd", str(GUEST / "initrd.img"),
+        "-append", "console=ttyS0 panic=-1 quiet vmcri.mode=floor",
+    ]  # fmt: skip
+    started = time.monotonic()
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    seen = b""
+    try:
+        while True:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError(f"QEMU ended before /init: {seen[-500:]!r}")
+            seen += chunk
+            if FLOOR_MARKER.search(seen):
+                return time.monotonic() - started
+    finally:
+        process.kill()
+        process.wait()
+
+
+def pss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def pod_processes(sandbox_id: str, share: Path) -> dict[str, int]:
+    """QEMU of the pod, and any host helper whose command line names its share."""
+    name = domain_name(sandbox_id)
+    found: dict[str, int] = {}
+    with open(f"/run/libvirt/qemu/{name}.pid") as f:
+        found["qemu"] = int(f.read().strip())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == found["qemu"]:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(share).encode() in cmdline or name.encode() in cmdline:
+            program = os.path.basename(cmdline.split(b"\0")[0].decode(errors="replace"))
+            found[f"{program}[{entry.name}]"] = int(entry.name)
+    return found
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+    return {"median": statistics.median(ordered), "p90": p90, "min": ordered[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--json", action="store_true", help="also print the raw numbers")
+    args = parser.parse_args()
+    accel = "kvm" if choose_accel("auto", kvm_usable()).domain_type == "kvm" else "tcg"
+
+    floor, ready, running, memory = [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="vmcri-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        with LocalRegistry(tmp / "registry") as registry:
+            push_busybox_image(registry.host, "bench/busybox:1")
+            image = f"{registry.host}/bench/busybox:1"
+            daemon = start_daemon(tmp)
+            try:
+                runtime = daemon.runtime()
+                daemon.images().PullImage(
+                    pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=300
+                )
+                for run in range(args.runs):
+                    floor.append(boot_floor(accel, 256))
+                    pod = pb.PodSandboxConfig(
+                        metadata=pb.PodSandboxMetadata(name=f"bench-{run}", uid=f"u{run}"),
+                        log_directory=str(tmp / "logs"),
+                    )
+                    started = time.monotonic()
+                    sandbox_id = runtime.RunPodSandbox(
+                        pb.RunPodSandboxRequest(config=pod, runtime_handler="vm"), timeout=600
+                    ).pod_sandbox_id
+                    ready.append(time.monotonic() - started)
+                    container = pb.ContainerConfig(
+                        metadata=pb.ContainerMetadata(name="c"),
+                        image=pb.ImageSpec(image=image),
+                        command=["sleep", "1000"],
+                    )
+                    container_id = runtime.CreateContainer(
+                        pb.CreateContainerRequest(
+                            pod_sandbox_id=sandbox_id, config=container, sandbox_config=pod
+                        ),
+                        timeout=300,
+                    ).container_id
+                    runtime.StartContainer(
+                        pb.StartContainerRequest(container_id=container_id), timeout=300
+                    )
+                    running.append(time.monotonic() - started)
+                    time.sleep(2)  # let the guest settle before reading memory
+                    share = tmp / "state/backends/vm" / sandbox_id / "share"
+                    processes = pod_processes(sandbox_id, share)
+                    memory.append(sum(pss_kib(pid) for pid in processes.values()) / 1024)
+                    runtime.RemovePodSandbox(
+                        pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=300
+                    )
+                    print(
+                        f"run {run + 1}/{args.runs}: floor {floor[-1]:.2f}s, ready "
+                        f"{ready[-1]:.2f}s, running {running[-1]:.2f}s, host memory "
+                        f"{memory[-1]:.1f} MiB ({', '.join(processes)})",
+                        flush=True,
+                    )
+            finally:
+                stop_daemon(daemon)
+                subprocess.run(["umount", "-R", "-l", str(tmp / "state/backends/vm")],
+                               capture_output=True)  # fmt: skip
+
+    f, r, c, m = summary(floor), summary(ready), summary(running), summary(memory)
+    print(f"\naccel {accel}, {args.runs} runs, medians (p90):")
+    print(f"  bare floor (QEMU to /init)      {f['median']:6.2f}s ({f['p90']:.2f}s)")
+    print(f"  RunPodSandbox -> Ready          {r['median']:6.2f}s ({r['p90']:.2f}s)"
+          f"   {r['median'] / f['median']:.2f}x floor")  # fmt: skip
+    print(f"  -> first container running     {c['median']:6.2f}s ({c['p90']:.2f}s)"
+          f"   {c['median'] / f['median']:.2f}x floor")  # fmt: skip
+    print(f"  host memory per pod (PSS)       {m['median']:6.1f} MiB ({m['p90']:.1f} MiB)")
+    if args.json:
+        print(json.dumps({"floor": floor, "ready": ready, "running": running, "pss_mib": memory}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
