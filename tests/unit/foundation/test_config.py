@@ -102,3 +102,11 @@ backend = "runc"
     assert set(config.runtimes) == {"secure", "plain"}
     options = parse_options(config)
     assert isinstance(options["secure"], VmOptions) and options["secure"].accel == "tcg"
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).parents[3] / "examples" / "config.toml"
+    config = load_config(example)
+    options = parse_options(config)
+    assert set(options) == {"vm", "vm-large", "runc"}
+    assert isinstance(options["vm-large"], VmOptions) and options["vm-large"].accel == "kvm"
