@@ -6,6 +6,10 @@ name is always complete and correct, and a mismatch leaves nothing behind.
 Image records are JSON written atomically and only after every blob and layer
 they name is in place, so a pull killed at any point leaves either no record
 or a complete image. Ingest files of dead processes are swept at start-up.
+
+A layer blob may be read while it is written (``BlobFeed``): the reader sees
+only bytes already written, end-of-file only after the digest check, and the
+layer built from it is committed only after the blob is.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vmcri.errors import DigestMismatch, StateCorrupt
+from vmcri.images.blob_feed import BlobFeed
 from vmcri.images.reference import is_digest
 from vmcri.store.atomic import fsync_dir, remove_file, write_atomic
 
@@ -75,36 +80,73 @@ class ImageRecord:
 
 
 class BlobWriter:
-    """An ingest file that hashes and counts what is written; a ``BlobSink``."""
+    """An ingest file that hashes and counts what is written; a ``BlobSink``.
 
-    def __init__(self, path: Path, digest: str, size: int) -> None:
+    Writes go straight to the file descriptor (the registry client hands over
+    1 MiB chunks, so a userspace buffer would only add a copy) and are then
+    announced to the optional :class:`BlobFeed`, whose reader may already be
+    unpacking them. After a retried transfer (``reset``) the resent bytes that
+    were already announced must hash the same as before, or the write raises
+    DigestMismatch: a reader never sees two versions of the same range.
+    """
+
+    def __init__(self, path: Path, digest: str, size: int, feed: BlobFeed | None = None) -> None:
         self.path = path
         self.digest = digest
         self.size = size
         self.written = 0
         self._hash = hashlib.sha256()
-        self._file = open(path, "wb")  # noqa: SIM115 -- closed in commit/abort
+        self._feed = feed
+        self._fd: int | None = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+        self._replay_len = 0  # bytes of an earlier attempt the new one must repeat
+        self._replay_digest: bytes | None = None
+        if feed is not None:
+            feed.start(path)
 
     def write(self, data: bytes | memoryview) -> int:
-        self.written += len(data)
-        if self.written > self.size:
+        """Raises DigestMismatch (too long, or a retry resent different bytes),
+        FeedCancelled (the reader gave up), OSError."""
+        n = len(data)
+        if self.written + n > self.size:
             raise DigestMismatch(
                 f"blob {self.digest}: more than the announced {self.size} bytes"
             )
-        self._hash.update(data)
-        return self._file.write(data)
+        if self._replay_digest is not None and self.written + n >= self._replay_len:
+            cut = self._replay_len - self.written
+            self._hash.update(data[:cut])
+            if self._hash.digest() != self._replay_digest:
+                raise DigestMismatch(
+                    f"blob {self.digest}: the registry resent different bytes on a retry"
+                )
+            self._replay_digest = None
+            self._hash.update(data[cut:])
+        else:
+            self._hash.update(data)
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self.written += n
+        if self._feed is not None:
+            self._feed.grew(self.written)
+        return n
 
     def reset(self) -> None:
-        self._file.seek(0)
-        self._file.truncate()
+        """Start over after an interrupted transfer."""
+        if self._replay_digest is None and self.written:
+            self._replay_len, self._replay_digest = self.written, self._hash.digest()
+        if self._feed is not None:
+            self._feed.restarted()
+        assert self._fd is not None
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)  # truncating does not move the write offset
         self._hash = hashlib.sha256()
         self.written = 0
 
-    def finish(self) -> None:
+    def verify(self) -> None:
         """Raises DigestMismatch if the content is not what was announced."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
         if self.written != self.size:
             raise DigestMismatch(
                 f"blob {self.digest}: got {self.written} bytes, expected {self.size}"
@@ -112,9 +154,18 @@ class BlobWriter:
         got = "sha256:" + self._hash.hexdigest()
         if got != self.digest:
             raise DigestMismatch(f"blob {self.digest}: content hashes to {got}")
+        if self._feed is not None:
+            self._feed.verified()
+
+    def sync(self) -> None:
+        assert self._fd is not None
+        os.fsync(self._fd)
+        self.close()
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class ContentStore:
@@ -150,21 +201,39 @@ class ContentStore:
         return data
 
     @contextlib.contextmanager
-    def writer(self, digest: str, size: int) -> Iterator[BlobWriter]:
+    def writer(
+        self, digest: str, size: int, feed: BlobFeed | None = None
+    ) -> Iterator[BlobWriter]:
         """Yield a writer; on normal exit verify and publish the blob, else discard it.
 
+        With a ``feed``, a reader follows the download; it is told when the
+        blob is verified (before the fsync), committed, or failed.
         Raises DigestMismatch (nothing is kept) when content or size differ.
         """
         hex_of(digest)
         path = self.ingest / f"{os.getpid()}-{secrets.token_hex(8)}"
-        w = BlobWriter(path, digest, size)
+        final = self.blob_path(digest)
+        try:
+            w = BlobWriter(path, digest, size, feed)
+        except BaseException as exc:
+            if feed is not None:
+                feed.failed(exc)
+            raise
         try:
             yield w
-            w.finish()
-            os.replace(path, self.blob_path(digest))
+            w.verify()
+            w.sync()
+            if feed is not None:
+                feed.rename(path, final)
+            else:
+                os.replace(path, final)
             fsync_dir(self.blobs)
-        except BaseException:
+            if feed is not None:
+                feed.committed(final)
+        except BaseException as exc:
             w.close()
+            if feed is not None:
+                feed.failed(exc)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             raise

@@ -12,27 +12,45 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from typing import BinaryIO, Protocol
+from types import ModuleType
+from typing import Protocol
 
 import zstandard
 
 from vmcri.errors import UnsafeContent
+
+
+def _inflate_module() -> ModuleType:
+    """ISA-L's inflate when installed (about 3x zlib's speed; inflating is the
+    pull's biggest CPU cost), else zlib: same API, same output, and the DiffID
+    check proves the output either way."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return zlib
+    return isal_zlib
+
+
+#: The gzip implementation in use (a module global so tests can run both).
+INFLATE: ModuleType = _inflate_module()
 
 READ_SIZE = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-class _Source(Protocol):
-    def read(self, n: int) -> bytes: ...
+class ByteSource(Protocol):
+    """What a layer is read from: a file, or a blob still being downloaded."""
+
+    def read(self, n: int, /) -> bytes: ...
 
 
 class _Gzip:
     """Streaming gunzip that also accepts concatenated members and zero padding."""
 
-    def __init__(self, raw: BinaryIO, head: bytes) -> None:
+    def __init__(self, raw: ByteSource, head: bytes) -> None:
         self._raw = raw
-        self._d = zlib.decompressobj(31)
+        self._d = INFLATE.decompressobj(31)
         self._pending = head
         self._in_member = False
 
@@ -40,7 +58,7 @@ class _Gzip:
         while True:
             if self._d.eof:
                 self._pending = self._d.unused_data + self._pending
-                self._d = zlib.decompressobj(31)
+                self._d = INFLATE.decompressobj(31)
             if self._d.unconsumed_tail:
                 chunk = self._d.unconsumed_tail
             elif self._pending:
@@ -57,8 +75,8 @@ class _Gzip:
                     continue
                 self._in_member = True
             try:
-                out = self._d.decompress(chunk, n)
-            except zlib.error as exc:
+                out: bytes = self._d.decompress(chunk, n)
+            except (zlib.error, INFLATE.error) as exc:
                 raise UnsafeContent(f"layer: gzip stream is corrupt: {exc}") from exc
             if self._d.eof:
                 self._in_member = False
@@ -67,7 +85,7 @@ class _Gzip:
 
 
 class _Plain:
-    def __init__(self, raw: BinaryIO, head: bytes) -> None:
+    def __init__(self, raw: ByteSource, head: bytes) -> None:
         self._raw = raw
         self._head = head
 
@@ -79,7 +97,7 @@ class _Plain:
 
 
 class _Zstd:
-    def __init__(self, raw: BinaryIO, head: bytes) -> None:
+    def __init__(self, raw: ByteSource, head: bytes) -> None:
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             _Plain(raw, head),  # type: ignore[arg-type]
             read_size=READ_SIZE,
@@ -97,10 +115,16 @@ class _Zstd:
 class LayerReader:
     """Decompressed bytes of a layer blob, hashed as they are read."""
 
-    def __init__(self, raw: BinaryIO) -> None:
-        head = raw.read(4)
+    def __init__(self, raw: ByteSource) -> None:
+        # A streaming source may hand out fewer bytes than asked: gather the magic.
+        head = b""
+        while len(head) < 4:
+            more = raw.read(4 - len(head))
+            if not more:
+                break
+            head += more
         self.compression: str
-        self._src: _Source
+        self._src: ByteSource
         if head.startswith(_GZIP_MAGIC):
             self.compression, self._src = "gzip", _Gzip(raw, head)
         elif head.startswith(_ZSTD_MAGIC):

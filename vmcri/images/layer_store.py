@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmcri.images.blob_feed import BlobFeed
 from vmcri.images.content_store import hex_of, pid_alive
 from vmcri.images.unpack import DEFAULT_LIMITS, UnpackLimits, unpack_layer
 from vmcri.store.atomic import fsync_dir, write_atomic
@@ -95,10 +96,17 @@ class LayerStore:
         except (FileNotFoundError, ValueError, TypeError):
             return None
 
-    def unpack(self, chain_id: str, parent: str, diff_id: str, blob: Path) -> LayerMeta:
+    def unpack(
+        self, chain_id: str, parent: str, diff_id: str, blob: Path | BlobFeed
+    ) -> LayerMeta:
         """Unpack ``blob`` as layer ``chain_id`` over ``parent`` unless already there.
 
-        Raises UnsafeContent, DigestMismatch (nothing is left behind), OSError.
+        ``blob`` is a committed blob file, or a :class:`BlobFeed` still being
+        downloaded: the unpack then follows the download, and the layer is
+        renamed into place only after the blob is verified and committed. On
+        failure the feed is cancelled, so its download stops.
+        Raises UnsafeContent, DigestMismatch (nothing is left behind), OSError,
+        and whatever a feed's download raised (RegistryError, DeadlineExceeded...).
         """
         with self.locks.hold(chain_id):
             meta = self.meta(chain_id)
@@ -116,8 +124,14 @@ class LayerStore:
             tmp.mkdir(mode=0o755)
             try:
                 (tmp / "diff").mkdir(mode=0o755)
-                with open(blob, "rb") as f:
-                    result = unpack_layer(f, tmp / "diff", lowers, diff_id, self.limits)
+                if isinstance(blob, BlobFeed):
+                    with blob.reader() as reader:
+                        result = unpack_layer(reader, tmp / "diff", lowers, diff_id,
+                                              self.limits)
+                    blob.wait_committed()
+                else:
+                    with open(blob, "rb") as f:
+                        result = unpack_layer(f, tmp / "diff", lowers, diff_id, self.limits)
                 meta = LayerMeta(chain_id, diff_id, parent, result.size, result.entries)
                 write_atomic(tmp / "meta.json", json.dumps(meta.__dict__).encode(), 0o644)
                 final = self.dir(chain_id)
@@ -127,6 +141,8 @@ class LayerStore:
                 fsync_dir(self.root)
                 return meta
             except BaseException:
+                if isinstance(blob, BlobFeed):
+                    blob.cancel()
                 _rmtree(tmp)
                 raise
 

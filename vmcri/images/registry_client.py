@@ -21,6 +21,7 @@ Errors::
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import logging
@@ -246,10 +247,7 @@ class RegistryClient:
         timeout = self._deadline.timeout()
         conn: http.client.HTTPConnection
         if scheme == "https":
-            context = ssl.create_default_context()
-            if self.endpoint.insecure:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+            context = _tls_context(verify=not self.endpoint.insecure)
             conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout, context=context)
         else:
             conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
@@ -317,7 +315,8 @@ class RegistryClient:
         timeout = self._deadline.timeout()
         conn: http.client.HTTPConnection
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout)
+            conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout,
+                                               context=_tls_context(verify=True))
         else:
             conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
         try:
@@ -340,6 +339,17 @@ class RegistryClient:
         if not isinstance(token, str) or not token:
             raise ProtocolError(f"{where}: token server answer has no token")
         return token
+
+
+@functools.lru_cache(maxsize=2)
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    """One shared context per mode: building one loads the CA bundle, a tenth of
+    a second that every pull (and every insecure endpoint's HTTPS probe) paid."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _b64(text: str) -> str:

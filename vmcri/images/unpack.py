@@ -44,10 +44,10 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from vmcri.errors import DigestMismatch, UnsafeContent
-from vmcri.images.decompress import LayerReader
+from vmcri.images.decompress import ByteSource, LayerReader
+from vmcri.images.tar_stream import TarStream
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -57,7 +57,6 @@ _KEPT_XATTRS = ("security.capability",)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_SYMLINK_HOPS = 40
 _COPY_CHUNK = 1 << 20
-TAR_BUFSIZE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def is_whiteout(st: os.stat_result) -> bool:
 
 
 def unpack_layer(
-    blob: BinaryIO,
+    blob: ByteSource,
     dest: Path,
     lowers: Sequence[Path],
     expected_diff_id: str,
@@ -100,16 +99,17 @@ def unpack_layer(
     """
     owner = os.geteuid() == 0 if preserve_owner is None else preserve_owner
     reader = LayerReader(blob)
+    stream = TarStream(reader)
     with _Unpacker(dest, lowers, limits, owner) as unpacker:
         try:
             tar = tarfile.open(  # noqa: SIM115 -- closed below, after the loop
-                fileobj=reader, mode="r|", bufsize=TAR_BUFSIZE  # type: ignore[call-overload]
+                fileobj=stream, mode="r:"  # type: ignore[call-overload]
             )
         except tarfile.TarError as exc:
             raise UnsafeContent(f"layer {expected_diff_id}: not a tar archive: {exc}") from exc
         try:
             for member in tar:
-                unpacker.add(member, tar)
+                unpacker.add(member, tar, stream)
         except tarfile.TarError as exc:
             raise UnsafeContent(f"layer {expected_diff_id}: broken tar archive: {exc}") from exc
         finally:
@@ -169,7 +169,7 @@ class _Unpacker:
 
     # -- per entry ------------------------------------------------------------
 
-    def add(self, m: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+    def add(self, m: tarfile.TarInfo, tar: tarfile.TarFile, stream: TarStream) -> None:
         self.entries += 1
         if self.entries > self.limits.max_entries:
             raise UnsafeContent(f"layer: more than {self.limits.max_entries} entries")
@@ -203,7 +203,7 @@ class _Unpacker:
             self._meta(pfd, base, m, is_dir=True)
             self._dir_times.append(((*parent, base), m.mtime))
         elif m.isreg():
-            self._file(pfd, base, m, tar)
+            self._file(pfd, base, m, tar, stream)
         elif m.issym():
             if len(m.linkname) > self.limits.max_path or "\0" in m.linkname:
                 raise UnsafeContent(f"layer entry {m.name!r}: bad symlink target")
@@ -215,15 +215,18 @@ class _Unpacker:
             os.mkfifo(base, 0o600, dir_fd=pfd)
             self._meta(pfd, base, m, is_dir=False)
 
-    def _file(self, pfd: int, base: str, m: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+    def _file(self, pfd: int, base: str, m: tarfile.TarInfo, tar: tarfile.TarFile,
+              stream: TarStream) -> None:
         self.bytes += m.size
         if self.bytes > self.limits.max_bytes:
             raise UnsafeContent(f"layer: more than {self.limits.max_bytes} bytes of files")
         fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=pfd)
         try:
-            src = tar.extractfile(m)
-            if src is not None:
+            if not m.issparse():
+                stream.seek(m.offset_data)
+                stream.copy_to(fd, m.size)
+            elif (src := tar.extractfile(m)) is not None:  # holes: let tarfile map them
                 while True:
                     chunk = src.read(_COPY_CHUNK)
                     if not chunk:

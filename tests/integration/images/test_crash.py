@@ -44,11 +44,14 @@ def test_kill9_mid_pull_then_repull(tmp_path: Path, registry: LocalRegistry) -> 
         child = subprocess.Popen([sys.executable, "-c", script])
         ingest = root / "images/blobs/ingest"
         deadline = time.monotonic() + 20
-        # Wait until a layer blob is complete and another is half downloaded.
+        # Wait until a layer blob is complete and another is half downloaded, with
+        # its unpack (which follows the download) under way.
+        unpacking = root / "images/layers"
         while time.monotonic() < deadline:
             blobs = list((root / "images/blobs/sha256").glob("*")) if ingest.exists() else []
             partial = [p for p in ingest.glob("*") if p.stat().st_size > 0] if blobs else []
-            if len(blobs) >= 4 and partial:
+            tmp = list(unpacking.glob(".tmp-*")) if partial else []
+            if len(blobs) >= 4 and partial and tmp:
                 break
             time.sleep(0.02)
         else:
