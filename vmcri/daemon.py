@@ -29,6 +29,7 @@ from vmcri.store.store import Store
 
 if TYPE_CHECKING:
     from vmcri.images.service import ImageService
+    from vmcri.streaming.service import StreamingService
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class Daemon:
         self.containers = ContainerService(self.services)
         self.pods = PodService(self.services, self.containers)
         self.info = RuntimeInfo(self.services)
+        self.streaming: StreamingService | None = None
 
     def start(self) -> None:
         """Bring everything up and listen. Raises ConfigError or VmcriError on failure."""
@@ -134,6 +136,10 @@ class Daemon:
         self.services.images = self.image_service
         self.services.handlers = HandlerRegistry.from_config(config, self._backend_context)
         self._reconcile()
+        from vmcri.streaming.service import StreamingService
+
+        self.streaming = StreamingService(self.services, self.containers, config.streaming)
+        self.streaming.start()
         socket_path = Path(config.socket)
         claim_socket_path(socket_path)
         server = build_server(self, socket_path)
@@ -143,6 +149,10 @@ class Daemon:
         self._reaper = threading.Thread(target=self._reap, name="reaper", daemon=True)
         self._reaper.start()
         log.info("vmcri serving on %s", socket_path)
+
+    def streaming_service(self) -> StreamingService:
+        assert self.streaming is not None, "the streaming server is wired before the gRPC server"
+        return self.streaming
 
     def _backend_context(self, handler: str, backend: str) -> BackendContext:
         return BackendContext(
@@ -175,5 +185,7 @@ class Daemon:
         if self._server is not None:
             self._server.stop(grace_s).wait()  # type: ignore[attr-defined]
             Path(self.config.socket).unlink(missing_ok=True)
+        if self.streaming is not None:
+            self.streaming.stop()
         self._lock.release()
         log.info("vmcri stopped")

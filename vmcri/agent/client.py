@@ -529,6 +529,42 @@ class AgentClient:
         )
         self._result(self.call(agent_pb2.Request(update_resources=req)), "empty")
 
+    def kill_exec(self, container_id: str, exec_id: str) -> None:
+        """SIGKILL an interactive exec session's process; an ended session is success."""
+        req = agent_pb2.KillExecRequest(container_id=container_id, exec_id=exec_id)
+        self._result(self.call(agent_pb2.Request(kill_exec=req)), "empty")
+
+    def port_forward_open(self, port: int) -> tuple[str, int]:
+        """Connect to 127.0.0.1:``port`` in the guest; returns (stream id, window).
+
+        Raises Unavailable when nothing listens there, like :meth:`call` otherwise.
+        """
+        req = agent_pb2.Request(port_forward_open=agent_pb2.PortForwardOpenRequest(port=port))
+        r = self._result(self.call(req), "port_forward_open")
+        stream_id = self._checked(
+            lambda: convert.container_id(r.port_forward_open.stream_id, "stream_id")
+        )
+        return stream_id, min(r.port_forward_open.window, 16 << 20)
+
+    def port_forward_write(
+        self,
+        stream_id: str,
+        data: bytes = b"",
+        *,
+        close_write: bool = False,
+        close: bool = False,
+        consumed: int = 0,
+    ) -> None:
+        """Send bytes to a forwarded port, acknowledge received ones, or close; see agent.proto."""
+        req = agent_pb2.PortForwardWriteRequest(
+            stream_id=stream_id,
+            data=data,
+            close_write=close_write,
+            close=close,
+            consumed=consumed,
+        )
+        self._result(self.call(agent_pb2.Request(port_forward_write=req)), "empty")
+
     def shutdown(self) -> None:
         """Ask the guest to sync and power off (the answer comes before it does)."""
         req = agent_pb2.Request(shutdown=agent_pb2.ShutdownRequest())

@@ -201,4 +201,15 @@ def event(msg: agent_pb2.Event) -> types.AgentEvent:
             exec_id=container_id(ee.exec_id, "exec_id"),
             exit_code=_exit_code(ee.exit_code),
         )
+    if kind == "port_forward_data":
+        pf = msg.port_forward_data
+        if len(pf.data) > MAX_OUTPUT_CHUNK or (pf.eof and pf.data):
+            raise ProtocolError("agent sent an oversized or malformed port-forward chunk")
+        return types.PortForwardData(
+            seq=seq,
+            stream_id=container_id(pf.stream_id, "stream_id"),
+            data=pf.data,
+            eof=pf.eof,
+            error=_printable(pf.error, 500),
+        )
     raise ProtocolError(f"agent sent an event of unknown kind {kind!r}")

@@ -118,4 +118,16 @@ class ExecExit:
     exit_code: int
 
 
-AgentEvent = OutputChunk | ContainerExit | ExecExit
+
+@dataclass(frozen=True)
+class PortForwardData:
+    """Bytes from a forwarded port in the guest; ``eof`` ends the stream (``error`` says why)."""
+
+    seq: int
+    stream_id: str
+    data: bytes
+    eof: bool
+    error: str
+
+
+AgentEvent = OutputChunk | ContainerExit | ExecExit | PortForwardData

@@ -8,9 +8,9 @@ method is idempotent where the CRI contract asks for it (stop, remove), treats
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from vmcri.model import Resources
 from vmcri.store.records import ContainerRecord, SandboxRecord
@@ -94,6 +94,59 @@ class ContainerUsage:
     process_count: int = 0
 
 
+@dataclass(frozen=True)
+class StreamOutput:
+    """A chunk of an interactive process's output; empty ``data`` means that stream ended."""
+
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+
+
+class ProcessSession(Protocol):
+    """An exec'd process, or an attachment to a container's own stdio (streaming server).
+
+    One thread reads ``output()`` while others write stdin and resize.
+    """
+
+    def output(self) -> Iterator[StreamOutput]:
+        """Chunks until every output stream ended or the session was closed."""
+        ...
+
+    def write_stdin(self, data: bytes) -> None:
+        """Raises FailedPrecondition when the process's stdin is closed or absent."""
+        ...
+
+    def close_stdin(self) -> None: ...
+
+    def resize(self, width: int, height: int) -> None:
+        """Terminal size in columns and rows; ignored without a tty."""
+        ...
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code (0 for an attachment that ended), None if not known within timeout."""
+        ...
+
+    def close(self) -> None:
+        """End the session: an exec'd process is killed, an attachment detaches. Idempotent."""
+        ...
+
+
+class PortConnection(Protocol):
+    """A TCP connection to a port in a pod's network namespace (port-forward)."""
+
+    def send(self, data: bytes) -> None:
+        """Blocks while the peer does not read; raises ConnectionError when it is gone."""
+        ...
+
+    def recv(self, max_bytes: int) -> bytes:
+        """Next bytes; b"" once the peer closed its side. Raises ConnectionError."""
+        ...
+
+    def close_write(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class SandboxBackend(Protocol):
     """One isolation technology for pods, chosen per RuntimeClass handler."""
 
@@ -156,3 +209,32 @@ class SandboxBackend(Protocol):
     def container_usage(
         self, sandbox: SandboxRecord, container: ContainerRecord
     ) -> ContainerUsage: ...
+
+    def exec_session(
+        self,
+        sandbox: SandboxRecord,
+        container: ContainerRecord,
+        cmd: Sequence[str],
+        *,
+        tty: bool,
+        stdin: bool,
+    ) -> ProcessSession:
+        """Start ``cmd`` in the running container for the streaming server."""
+        ...
+
+    def attach_supported(self) -> bool:
+        """Whether attach_session can work, so the Attach RPC can answer UNIMPLEMENTED."""
+        ...
+
+    def attach_session(
+        self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
+    ) -> ProcessSession:
+        """Attach to the running container's own stdio; Unimplemented where unsupported."""
+        ...
+
+    def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
+        """Connect to 127.0.0.1:``port`` in the pod's network namespace.
+
+        Raises Unavailable (nothing listens) or FailedPrecondition (pod not running).
+        """
+        ...

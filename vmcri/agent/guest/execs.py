@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 from vmcri.agent.guest.containers import Container, ContainerManager
@@ -32,6 +33,7 @@ MAX_EXEC_OUTPUT = 480 * 1024
 MAX_ARGV_BYTES = 128 * 1024
 MAX_SESSIONS = 64
 OUTPUT_DRAIN_S = 2.0
+KILL_PID_WAIT_S = 2.0
 
 
 class ExecSession:
@@ -194,6 +196,25 @@ class ExecManager:
         if not isinstance(session, ExecSession):
             raise NotFound(f"exec session {exec_id[:80]!r} not found in {container_id}")
         return session.stdio
+
+    def kill(self, req: agent_pb2.KillExecRequest) -> None:
+        """SIGKILL an interactive session's process; an ended session is success.
+
+        Raises NotFound for a session that never existed.
+        """
+        container = self._containers.get(req.container_id)
+        session = container.execs.get(req.exec_id)
+        if not isinstance(session, ExecSession):
+            raise NotFound(f"exec session {req.exec_id[:80]!r} not found in {req.container_id}")
+        # runc writes the pid file only once the process runs: a kill right after the
+        # start may have to wait a moment for it.
+        deadline = time.monotonic() + KILL_PID_WAIT_S
+        while not session.pid_file.exists() and not session.exited.is_set():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        if not session.exited.is_set():
+            session.kill()
 
     def write_stdin(self, req: agent_pb2.WriteStdinRequest) -> None:
         """Raises NotFound, FailedPrecondition (stdin closed)."""

@@ -29,6 +29,7 @@ from vmcri.agent.framing import FrameKind, FrameReader, encode_frame
 from vmcri.agent.guest.containers import ContainerManager
 from vmcri.agent.guest.events import EventLog
 from vmcri.agent.guest.execs import ExecManager
+from vmcri.agent.guest.portforward import PortForwards
 from vmcri.agent.guest.sandbox import Sandbox
 from vmcri.agent.transport import GuestConnection, Listener
 from vmcri.api import agent_pb2
@@ -77,6 +78,7 @@ class Agent:
         self.events = events
         self._shutdown = shutdown
         self._started = time.monotonic_ns()
+        self.ports = PortForwards(events)
 
     def handle(self, request: agent_pb2.Request) -> agent_pb2.Response:
         """Never raises: every failure becomes Response.error with its gRPC code name."""
@@ -142,6 +144,16 @@ class Agent:
             return _empty()
         if call == "shutdown":
             threading.Timer(0.2, self._shutdown).start()
+            return _empty()
+        if call == "kill_exec":
+            self.execs.kill(request.kill_exec)
+            return _empty()
+        if call == "port_forward_open":
+            return agent_pb2.Response(
+                port_forward_open=self.ports.open(request.port_forward_open)
+            )
+        if call == "port_forward_write":
+            self.ports.write(request.port_forward_write)
             return _empty()
         raise Unimplemented(f"unknown call {call!r}")
 

@@ -38,6 +38,8 @@ from vmcri.handlers.base import (
     ExecResult,
     HandlerFeatures,
     ImageInfo,
+    PortConnection,
+    ProcessSession,
     SandboxStarted,
 )
 from vmcri.handlers.registry import BackendContext
@@ -68,6 +70,10 @@ from vmcri.store.atomic import write_atomic
 from vmcri.store.records import ContainerRecord, SandboxRecord
 
 META_FILE = "meta.json"
+RUNC_ATTACH_UNSUPPORTED = (
+    "attach: not supported by the runc handler (its containers run without stdin or a tty, "
+    "and their output goes to the CRI log); use exec, or read the container log"
+)
 EXIT_WAIT_AFTER_KILL_S = 30.0
 POLL_S = 0.02
 
@@ -455,6 +461,45 @@ class RuncBackend:
             writable_layer_inodes=inodes,
             process_count=usage.pids,
         )
+
+    # ---- streaming (vmcri.handlers.runc.streams) ------------------------------------
+
+    def exec_session(
+        self,
+        sandbox: SandboxRecord,
+        container: ContainerRecord,
+        cmd: Sequence[str],
+        *,
+        tty: bool,
+        stdin: bool,
+    ) -> ProcessSession:
+        """Interactive ``runc exec``; raises HostCommandError."""
+        from vmcri.handlers.runc import streams
+
+        return streams.start_exec(
+            self.runc,
+            container.id,
+            cmd,
+            tty=tty,
+            stdin=stdin,
+            exec_dir=self.layout.container_dir(container.id) / "execs",
+        )
+
+    def attach_supported(self) -> bool:
+        return False
+
+    def attach_session(
+        self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
+    ) -> ProcessSession:
+        """Raises Unimplemented: the monitor owns the output and runc containers get no stdin."""
+        raise Unimplemented(RUNC_ATTACH_UNSUPPORTED)
+
+    def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
+        """Raises Unavailable (nothing listens), HostCommandError."""
+        from vmcri.handlers.runc import streams
+
+        netns = self.pods.ns_path(sandbox.id, "net", sandbox.config)
+        return streams.dial(self.python, netns, port)
 
 
 def _tree_usage(top: Path) -> tuple[int, int]:

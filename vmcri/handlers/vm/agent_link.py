@@ -39,6 +39,7 @@ class AgentLink:
         self._log_path_of = log_path_of
         self._logs: dict[str, CriLogWriter] = {}
         self._logs_lock = threading.Lock()
+        self._listeners: list[Callable[[types.AgentEvent], None]] = []
         self._client = AgentClient(
             url,
             on_event=self._event,
@@ -72,7 +73,17 @@ class AgentLink:
 
     # ---- events ---------------------------------------------------------------------------
 
+    def add_listener(self, listener: Callable[[types.AgentEvent], None]) -> None:
+        """Also hand every event to ``listener`` (streaming sessions; it must not block long)."""
+        with self._logs_lock:
+            self._listeners = [*self._listeners, listener]
+
     def _event(self, event: types.AgentEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("sandbox %s: event listener failed", self.sandbox_id)
         if isinstance(event, types.OutputChunk):
             if not event.exec_id:
                 self._write_log(event)

@@ -38,6 +38,8 @@ from vmcri.handlers.base import (
     ExecResult,
     HandlerFeatures,
     ImageInfo,
+    PortConnection,
+    ProcessSession,
     SandboxStarted,
 )
 from vmcri.handlers.registry import BackendContext
@@ -485,6 +487,47 @@ class VmBackend:
             writable_layer_inodes=inodes,
             process_count=usage.pids,
         )
+
+    # ------------------------------------------------------------ streaming (vm/streams.py)
+
+    def exec_session(
+        self,
+        sandbox: SandboxRecord,
+        container: ContainerRecord,
+        cmd: Sequence[str],
+        *,
+        tty: bool,
+        stdin: bool,
+    ) -> ProcessSession:
+        """Raises FailedPrecondition (VM down), AgentUnavailable, the agent's errors."""
+        from vmcri.handlers.vm import streams
+
+        streams.require_running_vm(self._alive(domain_name(sandbox.id)), sandbox.id)
+        link = self._link(sandbox)
+        return streams.VmExecSession(
+            link.client, streams.router_for(link), container.id, cmd, tty=tty, stdin=stdin
+        )
+
+    def attach_supported(self) -> bool:
+        return True
+
+    def attach_session(
+        self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
+    ) -> ProcessSession:
+        """Raises FailedPrecondition (VM down), AgentUnavailable."""
+        from vmcri.handlers.vm import streams
+
+        streams.require_running_vm(self._alive(domain_name(sandbox.id)), sandbox.id)
+        link = self._link(sandbox)
+        return streams.VmAttachSession(link.client, streams.router_for(link), container.id)
+
+    def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
+        """Raises FailedPrecondition (VM down), Unavailable (nothing listens on the port)."""
+        from vmcri.handlers.vm import streams
+
+        streams.require_running_vm(self._alive(domain_name(sandbox.id)), sandbox.id)
+        link = self._link(sandbox)
+        return streams.VmPortConnection(link.client, streams.router_for(link), port)
 
 
 def _use_vsock(setting: str, device: Path) -> bool:

@@ -1,0 +1,305 @@
+"""Streaming sessions of the runc backend: interactive ``runc exec`` and port-forward dials.
+
+Exec without a tty runs ``runc exec`` in the foreground on pipes. With a tty, the daemon
+opens a pty pair and runs ``setsid --ctty runc exec --tty`` on its slave: runc makes the
+container's own pty, copies between the two, and applies our window size whenever we
+resize the outer pty (the kernel sends it SIGWINCH). Either way runc stays the parent of
+the process and exits with its exit code; ending a session early SIGKILLs the process
+(its host pid is in runc's ``--pid-file``) while runc is still alive to vouch for the pid.
+
+Port-forward: a socket must be created inside the pod's network namespace, and setns()
+in a thread of the daemon is unsafe, so a short-lived helper does it under ``nsenter``
+(:mod:`vmcri.handlers.runc.netns_dial`) and passes the connected socket back over a unix
+socket pair (SCM_RIGHTS); the daemon then relays on a plain socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import secrets
+import signal
+import socket
+import subprocess
+import termios
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+from vmcri.errors import FailedPrecondition, HostCommandError, Unavailable
+from vmcri.handlers.base import StreamOutput
+from vmcri.handlers.runc.runc_cli import Runc
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 32 * 1024
+OUTPUT_QUEUE = 64  # chunks; a slow client slows the process, nothing is dropped
+DIAL_TIMEOUT_S = 10.0
+PID_FILE_WAIT_S = 2.0
+DEFAULT_TTY_SIZE = (24, 80)  # rows, cols until the client sends its size
+
+
+class RuncExecSession:
+    """Implements :class:`vmcri.handlers.base.ProcessSession` for one ``runc exec``."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        pid_file: Path,
+        outputs: dict[int, Literal["stdout", "stderr"]],
+        stdin_fd: int | None,
+        tty_fd: int | None,
+    ) -> None:
+        self._proc = proc
+        self._pid_file = pid_file
+        self._stdin_fd = stdin_fd
+        self._tty_fd = tty_fd
+        self._queue: queue.Queue[StreamOutput | None] = queue.Queue(OUTPUT_QUEUE)
+        self._closed = threading.Event()
+        self._open_streams = len(outputs)
+        self._lock = threading.Lock()
+        for fd, name in outputs.items():
+            threading.Thread(
+                target=self._pump, args=(fd, name), name=f"runc-exec-{name}", daemon=True
+            ).start()
+
+    def _pump(self, fd: int, name: Literal["stdout", "stderr"]) -> None:
+        try:
+            while not self._closed.is_set():
+                try:
+                    data = os.read(fd, READ_CHUNK)
+                except OSError:  # EIO: the pty's last writer is gone
+                    data = b""
+                self._put(StreamOutput(name, data))
+                if not data:
+                    return
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _put(self, item: StreamOutput) -> None:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def output(self) -> Iterator[StreamOutput]:
+        remaining = self._open_streams
+        while remaining and not self._closed.is_set():
+            item = self._queue.get()
+            if item is None:
+                return
+            if not item.data:
+                remaining -= 1
+            yield item
+
+    def _kill_process(self) -> None:
+        """SIGKILL the exec'd process while runc (its parent) has not reaped it.
+
+        runc writes the pid file only after the process started running, so a session
+        closed right away may have to wait a moment for it.
+        """
+        deadline = time.monotonic() + PID_FILE_WAIT_S
+        while self._proc.poll() is None:
+            try:
+                os.kill(int(self._pid_file.read_text().strip()), signal.SIGKILL)
+                return
+            except (FileNotFoundError, ValueError):
+                if time.monotonic() > deadline:
+                    log.warning("runc exec session: no pid file; killing runc alone")
+                    return
+                time.sleep(0.01)
+            except OSError as exc:
+                log.warning("runc exec session: cannot kill its process: %s", exc)
+                return
+
+    def write_stdin(self, data: bytes) -> None:
+        fd = self._stdin_fd if self._stdin_fd is not None else self._tty_fd
+        if fd is None:
+            raise FailedPrecondition("the exec session has no stdin")
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            raise FailedPrecondition(f"stdin is closed: {exc.strerror}") from exc
+
+    def close_stdin(self) -> None:
+        with self._lock:
+            if self._stdin_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._stdin_fd)
+                self._stdin_fd = None
+            elif self._tty_fd is not None and not self._closed.is_set():
+                with contextlib.suppress(OSError):
+                    os.write(self._tty_fd, b"\x04")  # a terminal's EOF: ^D
+
+    def resize(self, width: int, height: int) -> None:
+        if self._tty_fd is not None:
+            with contextlib.suppress(OSError):
+                termios.tcsetwinsize(self._tty_fd, (height, width))
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+        if self._proc.poll() is None:
+            self._kill_process()
+            try:
+                self._proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        for fd in (self._stdin_fd, self._tty_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._stdin_fd = self._tty_fd = None
+        self._pid_file.unlink(missing_ok=True)
+
+
+def start_exec(
+    runc: Runc,
+    container_id: str,
+    cmd: Sequence[str],
+    *,
+    tty: bool,
+    stdin: bool,
+    exec_dir: Path,
+) -> RuncExecSession:
+    """Start ``cmd`` in the container. Raises HostCommandError if runc cannot be started."""
+    exec_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = exec_dir / f"{secrets.token_hex(8)}.pid"
+    if tty:
+        return _start_tty(runc, container_id, cmd, pid_file)
+    argv = runc.argv("exec", "--pid-file", str(pid_file), container_id, *cmd)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise HostCommandError(f"runc exec in {container_id}: {exc}") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    stdin_fd = os.dup(proc.stdin.fileno()) if proc.stdin is not None else None
+    outputs: dict[int, Literal["stdout", "stderr"]] = {
+        os.dup(proc.stdout.fileno()): "stdout",
+        os.dup(proc.stderr.fileno()): "stderr",
+    }
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    return RuncExecSession(proc, pid_file, outputs, stdin_fd, None)
+
+
+def _start_tty(
+    runc: Runc, container_id: str, cmd: Sequence[str], pid_file: Path
+) -> RuncExecSession:
+    master, slave = os.openpty()
+    termios.tcsetwinsize(master, DEFAULT_TTY_SIZE)
+    argv = [
+        "setsid", "--ctty",
+        *runc.argv("exec", "--tty", "--pid-file", str(pid_file), container_id, *cmd),
+    ]  # fmt: skip
+    try:
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave)
+    except OSError as exc:
+        os.close(master)
+        raise HostCommandError(f"runc exec --tty in {container_id}: {exc}") from exc
+    finally:
+        os.close(slave)
+    return RuncExecSession(proc, pid_file, {os.dup(master): "stdout"}, None, master)
+
+
+class SocketPortConnection:
+    """Implements :class:`vmcri.handlers.base.PortConnection` on a connected socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        sock.settimeout(None)
+
+    def send(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def recv(self, max_bytes: int) -> bytes:
+        return self._sock.recv(max_bytes)
+
+    def close_write(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+def dial(python: str, netns_path: str, port: int) -> SocketPortConnection:
+    """Connect to 127.0.0.1:``port`` in the network namespace at ``netns_path``.
+
+    An empty path means the host's namespace (a hostNetwork pod). Raises Unavailable
+    when nothing accepts the connection, HostCommandError when the helper fails.
+    """
+    if not netns_path:
+        try:
+            return SocketPortConnection(
+                socket.create_connection(("127.0.0.1", port), timeout=DIAL_TIMEOUT_S)
+            )
+        except OSError as exc:
+            raise Unavailable(f"port {port}: {exc.strerror or exc}") from exc
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    argv = [
+        "nsenter", f"--net={netns_path}", "--",
+        python, "-m", "vmcri.handlers.runc.netns_dial", str(port), str(theirs.fileno()),
+    ]  # fmt: skip
+    try:
+        proc = subprocess.Popen(
+            argv,
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    except OSError as exc:
+        ours.close()
+        theirs.close()
+        raise HostCommandError(f"nsenter for port-forward: {exc}") from exc
+    theirs.close()
+    try:
+        ours.settimeout(DIAL_TIMEOUT_S + 5)
+        message, fds, _, _ = socket.recv_fds(ours, 4096, 1)
+    except OSError as exc:
+        message, fds = f"no answer from the dial helper: {exc}".encode(), []
+    finally:
+        ours.close()
+    try:
+        _, stderr = proc.communicate(timeout=DIAL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+    if fds and message == b"ok":
+        return SocketPortConnection(socket.socket(fileno=fds[0]))
+    for fd in fds:
+        os.close(fd)
+    text = message.decode(errors="replace") or stderr.decode(errors="replace").strip()
+    if message.startswith(b"connect:"):
+        raise Unavailable(f"port {port} in the pod: {text.removeprefix('connect:').strip()}")
+    raise HostCommandError(f"port-forward dial helper failed: {text[:500]}")
