@@ -66,7 +66,10 @@ def check(name: str, fn: Callable[[], str]) -> None:
 
 
 def mount(src: str, target: str, fstype: str, opts: str = "", flags: int = 0) -> None:
-    if libc.mount(src.encode(), target.encode(), fstype.encode(), flags, opts.encode() or None) != 0:
+    if (
+        libc.mount(src.encode(), target.encode(), fstype.encode(), flags, opts.encode() or None)
+        != 0
+    ):
         e = ctypes.get_errno()
         raise OSError(e, f"mount -t {fstype} {src} {target} -o {opts}: {os.strerror(e)}")
 
@@ -114,7 +117,9 @@ def c_protobuf() -> str:
         raise Skip(f"google.protobuf not in the image ({e})") from None
     from google.protobuf.internal import api_implementation
 
-    return f"protobuf {pb.__version__} implementation {api_implementation.Type()} from {pb.__file__}"
+    return (
+        f"protobuf {pb.__version__} implementation {api_implementation.Type()} from {pb.__file__}"
+    )
 
 
 def c_vmcri_package() -> str:
@@ -122,7 +127,9 @@ def c_vmcri_package() -> str:
         raise Skip("no /opt/vmcri/vmcri package")
     import vmcri
 
-    files = sum(len([f for f in fs if f.endswith(".py")]) for _, _, fs in os.walk("/opt/vmcri/vmcri"))
+    files = sum(
+        len([f for f in fs if f.endswith(".py")]) for _, _, fs in os.walk("/opt/vmcri/vmcri")
+    )
     return f"import vmcri ok ({files} .py files at {os.path.dirname(vmcri.__file__)})"
 
 
@@ -153,7 +160,9 @@ def c_runc_container() -> str:
         spec = json.load(f)
     spec["process"]["terminal"] = False
     spec["process"]["args"] = [
-        "/bin/busybox", "sh", "-c",
+        "/bin/busybox",
+        "sh",
+        "-c",
         "echo hello-from-container; /bin/busybox cat /proc/self/cgroup; /bin/busybox id -u",
     ]
     spec["root"]["readonly"] = True
@@ -218,8 +227,12 @@ def c_overlay() -> str:
     state = "/var/lib/vmcri/selfcheck-ovl"
     for d in (f"{state}/upper", f"{state}/work", f"{base}/merged"):
         os.makedirs(d, exist_ok=True)
-    mount("overlay", f"{base}/merged", "overlay",
-          f"lowerdir={lower},upperdir={state}/upper,workdir={state}/work")
+    mount(
+        "overlay",
+        f"{base}/merged",
+        "overlay",
+        f"lowerdir={lower},upperdir={state}/upper,workdir={state}/work",
+    )
     try:
         with open(f"{base}/merged/written-in-overlay", "w") as f:
             f.write("x")
@@ -228,7 +241,8 @@ def c_overlay() -> str:
         n = len(os.listdir(f"{base}/merged"))
     finally:
         umount(f"{base}/merged")
-    return f"overlay lower={lower} ({'9p' if MOUNTED_9P else 'root image'}) upper=tmpfs ok, {n} entries"
+    kind = "9p" if MOUNTED_9P else "root image"
+    return f"overlay lower={lower} ({kind}) upper=tmpfs ok, {n} entries"
 
 
 def c_virtio_serial() -> str:
@@ -246,8 +260,9 @@ def c_virtio_serial() -> str:
     if not ports:
         raise Skip("no virtio-serial port (add a virtserialport)")
     res = ", ".join(ports)
-    dev = os.environ.get("VMCRI_AGENT_DEVICE")
-    if dev:
+    agent_dev = os.environ.get("VMCRI_AGENT_DEVICE")
+    if agent_dev:
+        dev = agent_dev
         fd = os.open(dev, os.O_RDWR | os.O_NONBLOCK)
         try:
             msg = f"vmcri-selfcheck hello from guest at {uptime()}\n".encode()
@@ -276,14 +291,44 @@ def c_ip() -> str:
 
 
 def c_mounts() -> str:
-    want = {"/": None, "/run": "tmpfs", "/tmp": "tmpfs", "/var/lib/vmcri": "tmpfs",
-            "/dev": "devtmpfs", "/dev/pts": "devpts", "/dev/shm": "tmpfs", "/proc": "proc",
-            "/sys": "sysfs"}
+    want = {
+        "/": None,
+        "/run": "tmpfs",
+        "/tmp": "tmpfs",
+        "/var/lib/vmcri": "tmpfs",
+        "/dev": "devtmpfs",
+        "/dev/pts": "devpts",
+        "/dev/shm": "tmpfs",
+        "/proc": "proc",
+        "/sys": "sysfs",
+    }
     have = {x[1]: x[2] for x in mounts()}
     missing = [f"{p}({t})" for p, t in want.items() if p not in have or (t and have[p] != t)]
     if missing:
         raise RuntimeError(f"missing/wrong mounts: {missing}")
     return f"/ is {have['/']}; " + ", ".join(f"{p}={have[p]}" for p in want if p != "/")
+
+
+def c_rootfs_read() -> str:
+    """Read every file of the read-only root image once: its cold read speed."""
+    base = "/run/vmcri/rootfs/ro"
+    if not os.path.isdir(f"{base}/usr"):
+        raise Skip(f"no {base}")
+    fstype = next((x[2] for x in mounts() if x[1] == base), "?")
+    total = files = 0
+    t = time.monotonic()
+    for root, _, names in os.walk(f"{base}/usr"):
+        for name in names:
+            p = os.path.join(root, name)
+            if os.path.islink(p):
+                continue
+            with open(p, "rb") as f:
+                while b := f.read(1 << 20):
+                    total += len(b)
+            files += 1
+    dt = time.monotonic() - t
+    mb = total / 1e6
+    return f"{fstype}: {files} files, {mb:.1f} MB in {dt:.2f}s ({mb / dt:.1f} MB/s)"
 
 
 def c_memory() -> str:
@@ -292,7 +337,9 @@ def c_memory() -> str:
         for line in f:
             k, v = line.split(":", 1)
             info[k] = v.strip()
-    return f"MemTotal {info['MemTotal']}, MemAvailable {info['MemAvailable']}, nproc {os.cpu_count()}"
+    return (
+        f"MemTotal {info['MemTotal']}, MemAvailable {info['MemAvailable']}, nproc {os.cpu_count()}"
+    )
 
 
 def power_off() -> None:
@@ -309,8 +356,10 @@ def power_off() -> None:
 
 
 def main() -> None:
-    say(f"start at {uptime()} (init handed over at {os.environ.get('VMCRI_INIT_UPTIME', '?')}), "
-        f"image {os.environ.get('VMCRI_IMAGE_VERSION', '?')[:12]}, pid {os.getpid()}")
+    say(
+        f"start at {uptime()} (init handed over at {os.environ.get('VMCRI_INIT_UPTIME', '?')}), "
+        f"image {os.environ.get('VMCRI_IMAGE_VERSION', '?')[:12]}, pid {os.getpid()}"
+    )
     os.makedirs(WORK, exist_ok=True)
     checks: list[tuple[str, Callable[[], str]]] = [
         ("python", c_python),
@@ -326,13 +375,16 @@ def main() -> None:
         ("virtio-serial", c_virtio_serial),
         ("vsock", c_vsock),
         ("ip", c_ip),
+        ("rootfs-read", c_rootfs_read),
         ("memory", c_memory),
     ]
     for name, fn in checks:
         check(name, fn)
     verdict = "PASS" if RESULTS["FAIL"] == 0 else "FAIL"
-    say(f"RESULT {verdict} ({RESULTS['OK']} ok, {RESULTS['FAIL']} failed, "
-        f"{RESULTS['SKIP']} skipped) at {uptime()}")
+    say(
+        f"RESULT {verdict} ({RESULTS['OK']} ok, {RESULTS['FAIL']} failed, "
+        f"{RESULTS['SKIP']} skipped) at {uptime()}"
+    )
 
 
 if __name__ == "__main__":
