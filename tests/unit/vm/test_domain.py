@@ -48,6 +48,7 @@ def spec(**changes: object) -> DomainSpec:
         console_log="/run/vmcri/backends/vm/ab/console.log",
         shares=(Share("vmcri-pod", "/run/vmcri/backends/vm/ab/share", False, "9p"),),
         run_as_root=True,
+        tcg_cache_mib=32,
     )
     return DomainSpec(**{**base.__dict__, **changes})  # type: ignore[arg-type]
 
@@ -63,6 +64,7 @@ CASES = {
         agent_vsock_cid=vsock_cid("ab" * 32),
         cmdline=kernel_cmdline(False, "/run/vmcri/shared", vsock=True, share_driver="virtiofs"),
         virtiofsd="/usr/libexec/virtiofsd",
+        tcg_cache_mib=0,
     ),
 }
 

@@ -29,3 +29,7 @@ def test_incomplete_guest_dir_says_how_to_build(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "VERSION").write_text("abc\n")
     assert load_guest_image(tmp_path).version == "abc"
+    assert load_guest_image(tmp_path, uncompressed_kernel=True).kernel.name == "vmlinuz"
+    (tmp_path / "vmlinux").write_bytes(b"elf")
+    assert load_guest_image(tmp_path, uncompressed_kernel=True).kernel.name == "vmlinux"
+    assert load_guest_image(tmp_path).kernel.name == "vmlinuz"

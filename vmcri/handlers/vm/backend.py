@@ -49,6 +49,7 @@ from vmcri.handlers.vm.domain import (
     AGENT_PORT_NAME,
     AGENT_VSOCK_PORT,
     SHARE_TAG,
+    TCG_CACHE_MIB,
     DomainSpec,
     Share,
     domain_name,
@@ -122,7 +123,7 @@ class VmBackend:
             self._shared_ready = True
 
     def _guest(self) -> GuestImage:
-        return load_guest_image(self._options.guest_path)
+        return load_guest_image(self._options.guest_path, uncompressed_kernel=self._accel.degraded)
 
     def _agent_url(self, sandbox_id: str) -> str:
         if self._vsock:
@@ -297,6 +298,7 @@ class VmBackend:
             shares=(Share(SHARE_TAG, str(layout.share), False, self._share_driver),),
             run_as_root=self._share_driver == "9p",
             virtiofsd=self._virtiofsd,
+            tcg_cache_mib=TCG_CACHE_MIB if self._accel.degraded else 0,
         )
 
     def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:

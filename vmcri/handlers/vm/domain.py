@@ -48,6 +48,7 @@ class DomainSpec:
     shares: tuple[Share, ...]
     run_as_root: bool  # 9p passthrough needs QEMU to own files as any uid
     virtiofsd: str = ""  # the virtiofsd binary, for virtiofs shares
+    tcg_cache_mib: int = 0  # > 0: cap QEMU's translated-code cache (software emulation)
 
     @property
     def shared_memory(self) -> bool:
@@ -108,6 +109,9 @@ def find_virtiofsd() -> str:
         if os.access(candidate, os.X_OK):
             return candidate
     return shutil.which("virtiofsd") or ""
+
+
+TCG_CACHE_MIB = 32  # QEMU defaults to 1 GiB, of which a booted guest touches ~80 MiB
 
 
 def kernel_cmdline(
