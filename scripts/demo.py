@@ -68,7 +68,7 @@ def main() -> int:
         log_directory=str(LOG_DIR),
     )
     started = time.monotonic()
-    say(f"RunPodSandbox with handler {args.handler!r} (a VM boots; minutes without KVM)")
+    say(f"RunPodSandbox with handler {args.handler!r} (a VM boots; tens of seconds without KVM)")
     sandbox_id = runtime.RunPodSandbox(
         pb.RunPodSandboxRequest(config=pod, runtime_handler=args.handler), timeout=600
     ).pod_sandbox_id

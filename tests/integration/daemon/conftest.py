@@ -35,11 +35,13 @@ class RunningDaemon:
         return api_pb2_grpc.ImageServiceStub(self.channel())
 
 
-def start_daemon(tmp: Path, *extra: str, config: Path | None = None) -> RunningDaemon:
+def start_daemon(
+    tmp: Path, *extra: str, config: Path | None = None, log_level: str = "debug"
+) -> RunningDaemon:
     sock = tmp / "run" / "vmcri.sock"
     root, state, log = tmp / "root", tmp / "state", tmp / "daemon.log"
     args = [sys.executable, "-m", "vmcri", "serve", "--socket", str(sock), "--root", str(root)]
-    args += ["--state", str(state), "--log-level", "debug", *extra]
+    args += ["--state", str(state), "--log-level", log_level, *extra]
     if config is not None:
         args += ["--config", str(config)]
     with open(log, "ab") as out:

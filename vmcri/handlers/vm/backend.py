@@ -233,9 +233,12 @@ class VmBackend:
             layout.share.mkdir(parents=True, exist_ok=True)
             (layout.base / "exits").mkdir(exist_ok=True)
             spec = self._domain_spec(sandbox, layout, guest)
+            started = time.monotonic()
             self._hypervisor.start(name, render_domain(spec))
+            domain_up = time.monotonic()
             link = self._link(sandbox)
             info = link.wait_ready(self._options.boot_timeout_s, alive=lambda: self._alive(name))
+            agent_up = time.monotonic()
             _check_guest_version(info.agent_version, guest)
             hostname, hosts, resolv = pod_files(sandbox.config)
             # The init already mounted the pod share (kernel command line).
@@ -244,6 +247,16 @@ class VmBackend:
                 hosts=hosts,
                 resolv_conf=resolv,
                 sysctls=dict(sandbox.config.sysctls),
+            )
+            log.info(
+                "sandbox %s: VM up",
+                sandbox.id,
+                extra={
+                    "domain_start_s": round(domain_up - started, 3),
+                    "agent_ready_s": round(agent_up - started, 3),
+                    "agent_uptime_s": round(info.uptime_ns / 1e9, 3),
+                    "sandbox_ready_s": round(time.monotonic() - started, 3),
+                },
             )
         except BaseException as exc:
             log.error("sandbox %s: VM start failed: %s", sandbox.id, exc)
