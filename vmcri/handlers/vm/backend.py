@@ -65,6 +65,7 @@ from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain
 from vmcri.handlers.vm.spec import container_spec, pod_files, stop_signal
+from vmcri.host.disk import tree_usage
 from vmcri.host.mounts import HostMounter, Mounter
 from vmcri.model import Resources
 from vmcri.store.atomic import write_atomic
@@ -491,7 +492,7 @@ class VmBackend:
         stats = self._link(sandbox).client.stats([container.id]).containers
         usage = stats[0] if stats else agent_types.ContainerStats(container.id, 0, 0, 0, 0, 0, 0, 0)
         upper = self._layout(sandbox.id).upper(container.id) / "upper"
-        used, inodes = _disk_usage(upper)
+        used, inodes = tree_usage(upper)
         return ContainerUsage(
             timestamp=usage.timestamp_ns or time.time_ns(),
             cpu_usage_core_nano_seconds=usage.cpu_usage_ns,
@@ -567,18 +568,6 @@ def _signal_number(name: str) -> int:
         return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
     except KeyError:
         return int(signal.SIGTERM)
-
-
-def _disk_usage(root: Path) -> tuple[int, int]:
-    used = inodes = 0
-    for path in root.rglob("*"):
-        try:
-            st = path.lstat()
-        except OSError:
-            continue
-        used += st.st_blocks * 512
-        inodes += 1
-    return used, inodes
 
 
 def _tail(path: Path, limit: int = 600) -> str:
