@@ -6,6 +6,7 @@ sees ``vmcri.model`` dataclasses and store records.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from vmcri.api import api_pb2 as pb
@@ -32,8 +33,15 @@ from vmcri.model import (
     SecurityProfile,
 )
 from vmcri.runtime.containers import ContainerFilter
+from vmcri.runtime.metrics import MetricDescriptor, MetricSample, PodMetrics
 from vmcri.runtime.pods import SandboxFilter
-from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
+from vmcri.store.records import (
+    ContainerRecord,
+    ContainerState,
+    RunAsUser,
+    SandboxRecord,
+    SandboxState,
+)
 
 # ---------------------------------------------------------------- wire -> domain
 
@@ -359,6 +367,7 @@ def resources_pb(r: Resources) -> pb.LinuxContainerResources:
         cpuset_mems=r.cpuset_mems,
         memory_swap_limit_in_bytes=r.memory_swap_limit_in_bytes,
         unified=dict(r.unified),
+        hugepage_limits=[pb.HugepageLimit(page_size=p, limit=n) for p, n in r.hugepage_limits],
     )
 
 
@@ -381,6 +390,11 @@ def container_status(record: ContainerRecord) -> pb.ContainerStatus:
         log_path=record.log_path,
         resources=pb.ContainerResources(linux=resources_pb(record.config.resources)),
         image_id=record.image_id,
+        user=container_user(record.user),
+        # Records written before the runtime kept stop_signal still have the backend's copy.
+        stop_signal=_signal_pb(  # type: ignore[arg-type]
+            record.stop_signal or record.runtime.get("stop_signal", "")
+        ),
     )
 
 
@@ -454,3 +468,59 @@ def pod_sandbox_stats(
             )
         )
     return pb.PodSandboxStats(attributes=attributes, linux=linux)
+
+
+def _signal_pb(name: str) -> int:
+    """The CRI Signal enum value of "SIGTERM", "TERM", "15" or "SIGRTMIN+3"; 0 if unknown."""
+    if not name:
+        return 0
+    if name.isdigit():
+        try:
+            name = signal.Signals(int(name)).name
+        except ValueError:
+            return 0
+    name = name.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    name = name.replace("+", "PLUS").replace("-", "MINUS")
+    try:
+        return int(pb.Signal.Value("SIGNAL_" + name))
+    except ValueError:
+        return 0
+
+
+def container_user(user: RunAsUser | None) -> pb.ContainerUser | None:
+    if user is None:
+        return None
+    return pb.ContainerUser(
+        linux=pb.LinuxContainerUser(
+            uid=user.uid, gid=user.gid, supplemental_groups=list(user.supplemental_groups)
+        )
+    )
+
+
+def metric_descriptor(d: MetricDescriptor) -> pb.MetricDescriptor:
+    return pb.MetricDescriptor(name=d.name, help=d.help, label_keys=list(d.label_keys))
+
+
+def _metric(s: MetricSample) -> pb.Metric:
+    return pb.Metric(
+        name=s.name,
+        timestamp=s.timestamp,
+        metric_type=s.kind.value,  # type: ignore[arg-type]
+        label_values=list(s.label_values),
+        value=pb.UInt64Value(value=s.value),
+    )
+
+
+def pod_sandbox_metrics(m: PodMetrics) -> pb.PodSandboxMetrics:
+    return pb.PodSandboxMetrics(
+        pod_sandbox_id=m.sandbox_id,
+        metrics=[_metric(s) for s in m.samples],
+        container_metrics=[
+            pb.ContainerMetrics(
+                container_id=c.container_id, metrics=[_metric(s) for s in c.samples]
+            )
+            for c in m.containers
+        ],
+    )

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
 from vmcri.cri import convert
+from vmcri.runtime import metrics
 from vmcri.runtime.info import CRI_API_VERSION, KUBELET_API_VERSION, RUNTIME_NAME
 from vmcri.runtime.pods import SandboxFilter
 from vmcri.store.codec import to_jsonable
@@ -25,6 +26,22 @@ if TYPE_CHECKING:
     from vmcri.daemon import Daemon
 
 Ctx = grpc.ServicerContext
+T = TypeVar("T")
+
+# Items per message of the Stream* forms of the list RPCs: far below gRPC's
+# 4 MiB default message limit even for containers with large label sets.
+STREAM_CHUNK = 256
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """The list in pieces of STREAM_CHUNK; an empty list is one empty piece, so the
+    client always gets one answer, as the unary form would give."""
+    size = STREAM_CHUNK
+    if not items:
+        yield items
+        return
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _verbose_info(value: Any) -> dict[str, str]:
@@ -126,6 +143,23 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
             items=[convert.pod_sandbox(s) for s in self._d.pods.list(filt)]
         )
 
+    def StreamPodSandboxes(
+        self, request: pb.StreamPodSandboxesRequest, context: Ctx
+    ) -> Iterator[pb.StreamPodSandboxesResponse]:
+        items = self.ListPodSandbox(pb.ListPodSandboxRequest(filter=request.filter), context).items
+        for chunk in _chunks(items):
+            yield pb.StreamPodSandboxesResponse(pod_sandboxes=chunk)
+
+    def UpdatePodSandboxResources(
+        self, request: pb.UpdatePodSandboxResourcesRequest, context: Ctx
+    ) -> pb.UpdatePodSandboxResourcesResponse:
+        self._d.pods.update_resources(
+            request.pod_sandbox_id,
+            convert.resources(request.overhead) if request.HasField("overhead") else None,
+            convert.resources(request.resources) if request.HasField("resources") else None,
+        )
+        return pb.UpdatePodSandboxResourcesResponse()
+
     # ------------------------------------------------------------ containers
 
     def CreateContainer(
@@ -161,6 +195,15 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         return pb.ListContainersResponse(
             containers=[convert.container(c) for c in self._d.containers.list(filt)]
         )
+
+    def StreamContainers(
+        self, request: pb.StreamContainersRequest, context: Ctx
+    ) -> Iterator[pb.StreamContainersResponse]:
+        items = self.ListContainers(
+            pb.ListContainersRequest(filter=request.filter), context
+        ).containers
+        for chunk in _chunks(items):
+            yield pb.StreamContainersResponse(containers=chunk)
 
     def ContainerStatus(
         self, request: pb.ContainerStatusRequest, context: Ctx
@@ -213,6 +256,15 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
             stats.append(convert.container_stats(record, usage))
         return pb.ListContainerStatsResponse(stats=stats)
 
+    def StreamContainerStats(
+        self, request: pb.StreamContainerStatsRequest, context: Ctx
+    ) -> Iterator[pb.StreamContainerStatsResponse]:
+        stats = self.ListContainerStats(
+            pb.ListContainerStatsRequest(filter=request.filter), context
+        ).stats
+        for chunk in _chunks(stats):
+            yield pb.StreamContainerStatsResponse(container_stats=chunk)
+
     def PodSandboxStats(
         self, request: pb.PodSandboxStatsRequest, context: Ctx
     ) -> pb.PodSandboxStatsResponse:
@@ -227,6 +279,47 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         return pb.ListPodSandboxStatsResponse(
             stats=[self._pod_stats(s) for s in self._d.pods.list(filt)]
         )
+
+    def StreamPodSandboxStats(
+        self, request: pb.StreamPodSandboxStatsRequest, context: Ctx
+    ) -> Iterator[pb.StreamPodSandboxStatsResponse]:
+        stats = self.ListPodSandboxStats(
+            pb.ListPodSandboxStatsRequest(filter=request.filter), context
+        ).stats
+        for chunk in _chunks(stats):
+            yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=chunk)
+
+    def ListMetricDescriptors(
+        self, request: pb.ListMetricDescriptorsRequest, context: Ctx
+    ) -> pb.ListMetricDescriptorsResponse:
+        return pb.ListMetricDescriptorsResponse(
+            descriptors=[convert.metric_descriptor(d) for d in metrics.DESCRIPTORS]
+        )
+
+    def ListPodSandboxMetrics(
+        self, request: pb.ListPodSandboxMetricsRequest, context: Ctx
+    ) -> pb.ListPodSandboxMetricsResponse:
+        return pb.ListPodSandboxMetricsResponse(pod_metrics=self._pod_metrics())
+
+    def StreamPodSandboxMetrics(
+        self, request: pb.StreamPodSandboxMetricsRequest, context: Ctx
+    ) -> Iterator[pb.StreamPodSandboxMetricsResponse]:
+        for chunk in _chunks(self._pod_metrics()):
+            yield pb.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=chunk)
+
+    def _pod_metrics(self) -> list[pb.PodSandboxMetrics]:
+        return [
+            convert.pod_sandbox_metrics(
+                metrics.pod_metrics(
+                    sandbox,
+                    (
+                        self._d.containers.usage(c.id, best_effort=True)
+                        for c in self._d.services.store.containers_of(sandbox.id)
+                    ),
+                )
+            )
+            for sandbox in self._d.pods.list()
+        ]
 
     def _pod_stats(self, record: SandboxRecord) -> pb.PodSandboxStats:
         samples = [

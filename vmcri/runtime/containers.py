@@ -16,6 +16,7 @@ from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound, VmcriErr
 from vmcri.handlers.base import ContainerUsage, ExecResult, SandboxBackend
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Resources
+from vmcri.runtime import identity
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import ContainerEvent, EventType
 from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
@@ -80,7 +81,12 @@ class ContainerService:
         except BaseException:
             self._s.store.containers.remove(record.id)
             raise
-        record = self._s.store.containers.set_state_fields(record.id, runtime=runtime)
+        record = self._s.store.containers.set_state_fields(
+            record.id,
+            runtime=runtime,
+            user=identity.container_user(config, image),
+            stop_signal=identity.stop_signal(config, image),
+        )
         self._publish(record, EventType.CREATED)
         return record.id
 
@@ -210,7 +216,7 @@ class ContainerService:
         return self._backend(sandbox).exec_sync(sandbox, container, cmd, timeout_s)
 
     def update_resources(self, container_id: str, resources: Resources) -> None:
-        _validate_resources(resources, "linux")
+        validate_resources(resources, "linux")
         container = self._s.store.containers.get(container_id)
         if container.state not in (ContainerState.CREATED, ContainerState.RUNNING):
             raise FailedPrecondition(
@@ -270,7 +276,8 @@ def _log_path(sandbox: SandboxRecord, config: ContainerConfig) -> str:
     return os.path.normpath(os.path.join(sandbox.config.log_directory, config.log_path))
 
 
-def _validate_resources(resources: Resources, where: str) -> None:
+def validate_resources(resources: Resources, where: str) -> None:
+    """Raises InvalidArgument naming ``where.<field>`` for out-of-range values."""
     for field in (
         "cpu_period",
         "cpu_quota",
@@ -292,7 +299,7 @@ def validate_container(config: ContainerConfig) -> None:
         raise InvalidArgument("config.metadata.name: must not be empty")
     if not config.image:
         raise InvalidArgument("config.image.image: must not be empty")
-    _validate_resources(config.resources, "config.linux.resources")
+    validate_resources(config.resources, "config.linux.resources")
     sec = config.security
     if sec.run_as_group is not None and sec.run_as_user is None and not sec.run_as_username:
         raise InvalidArgument(

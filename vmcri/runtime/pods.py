@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from vmcri.errors import InvalidArgument, NotFound
 from vmcri.handlers.base import SandboxBackend
 from vmcri.ids import new_id
-from vmcri.model import PodConfig
-from vmcri.runtime.containers import ContainerService
+from vmcri.model import PodConfig, Resources
+from vmcri.runtime.containers import ContainerService, validate_resources
 from vmcri.runtime.context import Services
 from vmcri.store.records import SandboxRecord, SandboxState
 
@@ -116,6 +116,32 @@ class PodService:
         if filt is not None:
             found = (s for s in found if _matches(s, filt))
         return sorted(found, key=lambda s: s.created_at)
+
+    def update_resources(
+        self, sandbox_id: str, overhead: Resources | None, resources: Resources | None
+    ) -> SandboxRecord:
+        """Record the pod-level resources kubelet resized the pod to (UpdatePodSandboxResources).
+
+        kubelet calls this during an in-place pod resize, after it has changed
+        the pod-level cgroup itself, to tell the runtime (and its plugins) the
+        pod's new overhead and resources. containerd, the reference, changes
+        no cgroup here either: it hands the values to NRI plugins and records
+        them on the sandbox. vmcri records them on the sandbox, where a later
+        VM resize can find them; an absent message leaves that part as it was.
+
+        Raises NotFound (sandbox), InvalidArgument (negative values, naming the field).
+        """
+        if overhead is not None:
+            validate_resources(overhead, "overhead")
+        if resources is not None:
+            validate_resources(resources, "resources")
+        sandbox = self.ready(sandbox_id)
+        config = dataclasses.replace(
+            sandbox.config,
+            overhead=sandbox.config.overhead if overhead is None else overhead,
+            resources=sandbox.config.resources if resources is None else resources,
+        )
+        return self._s.store.sandboxes.set_state_fields(sandbox.id, config=config)
 
     def ready(self, sandbox_id: str) -> SandboxRecord:
         """The sandbox, which must exist; raises NotFound."""

@@ -87,6 +87,15 @@ class SandboxRecord:
 
 
 @dataclass(frozen=True)
+class RunAsUser:
+    """The numeric identity a container's process runs as (CRI ContainerStatus.user)."""
+
+    uid: int
+    gid: int
+    supplemental_groups: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerRecord:
     id: str
     sandbox_id: str
@@ -103,6 +112,9 @@ class ContainerRecord:
     log_path: str = ""  # absolute path of the CRI log file on the host
     pid: int = 0
     runtime: dict[str, str] = field(default_factory=dict)
+    # Computed by the runtime layer at creation, the same for every backend.
+    user: RunAsUser | None = None
+    stop_signal: str = ""  # e.g. "SIGTERM": the CRI config's, else the image's
 
     @property
     def name_key(self) -> str:

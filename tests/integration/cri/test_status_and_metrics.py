@@ -1,0 +1,69 @@
+"""ContainerStatus user/stop_signal/resources and pod metrics for a real runc container."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.cri.conftest import SLEEPER, CriEnv
+from vmcri.api import api_pb2 as pb
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_reports_user_stop_signal_and_updated_resources(env: CriEnv) -> None:
+    sandbox_id = env.run_pod("status")
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="app"),
+        image=pb.ImageSpec(image=env.image),
+        command=SLEEPER,
+        stop_signal=pb.SIGNAL_SIGINT,
+        linux=pb.LinuxContainerConfig(
+            security_context=pb.LinuxContainerSecurityContext(
+                run_as_user=pb.Int64Value(value=1234),
+                run_as_group=pb.Int64Value(value=4321),
+                supplemental_groups=[77],
+            )
+        ),
+    )
+    request = pb.CreateContainerRequest(pod_sandbox_id=sandbox_id, config=config)
+    container_id = env.runtime.CreateContainer(request, timeout=60).container_id
+    env.start(container_id)
+    ids = env.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=container_id, cmd=["id"], timeout=30), timeout=60
+    ).stdout.decode()
+    status = env.status(container_id)
+    user = status.user.linux
+    assert (user.uid, user.gid) == (1234, 4321)
+    assert set(user.supplemental_groups) >= {4321, 77}
+    assert "uid=1234" in ids and "gid=4321" in ids and "77" in ids  # what the process really got
+    assert status.stop_signal == pb.SIGNAL_SIGINT
+
+    linux = pb.LinuxContainerResources(cpu_shares=256, memory_limit_in_bytes=96 << 20)
+    env.runtime.UpdateContainerResources(
+        pb.UpdateContainerResourcesRequest(container_id=container_id, linux=linux), timeout=30
+    )
+    got = env.status(container_id).resources.linux
+    assert (got.cpu_shares, got.memory_limit_in_bytes) == (256, 96 << 20)
+
+
+def test_pod_metrics_for_a_running_container(env: CriEnv) -> None:
+    sandbox_id = env.run_pod("metrics")
+    container_id = env.create(sandbox_id, "app")
+    env.start(container_id)
+    descriptors = env.runtime.ListMetricDescriptors(
+        pb.ListMetricDescriptorsRequest(), timeout=30
+    ).descriptors
+    keys = {d.name: list(d.label_keys) for d in descriptors}
+    response = env.runtime.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), timeout=30)
+    [pod] = [m for m in response.pod_metrics if m.pod_sandbox_id == sandbox_id]
+    [container] = pod.container_metrics
+    assert container.container_id == container_id
+    by_name = {m.name: m for m in container.metrics}
+    working_set = by_name["container_memory_working_set_bytes"]
+    assert working_set.value.value > 0 and working_set.timestamp > 0
+    assert by_name["container_processes"].value.value >= 1
+    for metric in container.metrics:
+        assert len(metric.label_values) == len(keys[metric.name])
+        assert dict(zip(keys[metric.name], metric.label_values, strict=True))["pod"] == "metrics"
+    pod_ws = next(m for m in pod.metrics if m.name == "container_memory_working_set_bytes")
+    assert pod_ws.value.value >= working_set.value.value
