@@ -1,13 +1,16 @@
-"""Exec, tty exec and port-forward through the real daemon into runc pods (SPDY, WebSocket)."""
+"""Exec, tty exec, attach and port-forward through the real daemon into runc pods."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 
+from tests.integration.daemon.conftest import start_daemon, stop_daemon
 from tests.integration.streaming.clients import SpdyClient, WebSocketClient, spdy_exec, ws_exec
 from tests.integration.streaming.conftest import StreamEnv, wait_until
 from vmcri.api import api_pb2 as pb
@@ -149,9 +152,10 @@ def test_rpc_validation(env: StreamEnv, pod: tuple[str, str]) -> None:
     assert code(rt.Exec, pb.ExecRequest(container_id=cid, cmd=["sh"])) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
-    assert code(rt.Attach, pb.AttachRequest(container_id=cid, stdout=True)) == (
-        grpc.StatusCode.UNIMPLEMENTED
+    assert code(rt.Attach, pb.AttachRequest(container_id="nope", stdout=True)) == (
+        grpc.StatusCode.NOT_FOUND
     )
+    assert code(rt.Attach, pb.AttachRequest(container_id=cid)) == (grpc.StatusCode.INVALID_ARGUMENT)
     assert code(rt.PortForward, pb.PortForwardRequest(pod_sandbox_id="nope")) == (
         grpc.StatusCode.NOT_FOUND
     )
@@ -189,3 +193,156 @@ def test_exec_in_exited_container_is_failed_precondition(
     with pytest.raises(grpc.RpcError) as info:
         env.runtime.Exec(pb.ExecRequest(container_id=cid, cmd=["sh"], stdout=True), timeout=30)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+# ---- attach: the monitor owns the container's stdio -----------------------------------------
+
+POD_NAME = "runc-stream"
+
+
+def _pod_config(env: StreamEnv) -> pb.PodSandboxConfig:
+    return pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=POD_NAME, uid=f"uid-{POD_NAME}", namespace="stream"),
+        hostname=POD_NAME,
+        log_directory=str(env.tmp / "logs" / POD_NAME),
+    )
+
+
+def _attachable(
+    env: StreamEnv, sandbox_id: str, name: str, command: list[str], **flags: bool
+) -> str:
+    """A started container with tty/stdin/stdin_once as given."""
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=name),
+        image=pb.ImageSpec(image=env.image),
+        command=command,
+        log_path=f"{name}.log",
+        **flags,
+    )
+    request = pb.CreateContainerRequest(
+        pod_sandbox_id=sandbox_id, config=config, sandbox_config=_pod_config(env)
+    )
+    cid = env.runtime.CreateContainer(request, timeout=120).container_id
+    env.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+    return str(cid)
+
+
+def _log(env: StreamEnv, name: str) -> str:
+    path = Path(env.tmp / "logs" / POD_NAME / f"{name}.log")
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _attach(env: StreamEnv, cid: str, *, tty: bool = False) -> tuple[SpdyClient, int, int]:
+    """An attach session with stdin and stdout (and no stderr with a tty): client, stdin, stdout."""
+    request = pb.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=not tty, tty=tty)
+    client = SpdyClient(str(env.runtime.Attach(request, timeout=30).url))
+    assert client.answer.status == 101
+    client.open(streamtype="error")
+    sin = client.open(streamtype="stdin")
+    sout = client.open(streamtype="stdout")
+    if not tty:
+        client.open(streamtype="stderr")
+    return client, sin, sout
+
+
+def _state(env: StreamEnv, cid: str) -> pb.ContainerStatus:
+    return env.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+
+
+def test_attach_tty_shell_runs_typed_commands_and_sees_resize(
+    env: StreamEnv, pod: tuple[str, str]
+) -> None:
+    sandbox_id, _ = pod
+    cid = _attachable(env, sandbox_id, "tty-sh", ["sh"], tty=True, stdin=True)
+    client, sin, sout = _attach(env, cid, tty=True)
+    resize = client.open(streamtype="resize")
+    client.write(resize, json.dumps({"Width": 123, "Height": 45}).encode())
+    time.sleep(0.3)
+    client.write(sin, b"stty size; echo sum-$((40+2))\r")
+    output = client.wait_data(sout, b"sum-42")
+    assert b"sum-42" in output, output
+    assert b"45 123" in output, output
+    client.close()
+    time.sleep(0.3)
+    # Detached, not stopped: a second session drives the same shell.
+    assert _state(env, cid).state == pb.CONTAINER_RUNNING
+    again, sin2, sout2 = _attach(env, cid, tty=True)
+    again.write(sin2, b"echo again-$((1+1))\r")
+    again.open(streamtype="resize")  # a tty session has all its streams before it starts
+    assert b"again-2" in again.wait_data(sout2, b"again-2")
+    again.close()
+    assert wait_until(lambda: "again-2" in _log(env, "tty-sh"), 10)
+    assert " stdout " in _log(env, "tty-sh")  # tty output is logged as stdout
+    env.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0), timeout=60)
+
+
+def test_attach_stdin_reaches_cat_and_its_log_and_clients_come_and_go(
+    env: StreamEnv, pod: tuple[str, str]
+) -> None:
+    sandbox_id, _ = pod
+    cid = _attachable(env, sandbox_id, "cat", ["cat"], stdin=True)
+    first, sin1, sout1 = _attach(env, cid)
+    watcher, _, sout_w = _attach(env, cid)  # a second client sees the output too
+    first.write(sin1, b"hello-cat\n")
+    assert b"hello-cat\n" in first.wait_data(sout1, b"hello-cat\n")
+
+    # The watcher's session may reach the monitor a moment after its streams opened:
+    # output written before that is not replayed (attach has no backlog, as in kubelet).
+    def watcher_sees_tick() -> bool:
+        first.write(sin1, b"tick\n")
+        with contextlib.suppress(TimeoutError):
+            watcher.wait_data(sout_w, b"tick\n", timeout=0.5)
+        return b"tick\n" in watcher.wait_data(sout_w, b"", timeout=0)
+
+    assert wait_until(watcher_sees_tick, 15)
+    first.close()
+    watcher.close()
+    assert wait_until(lambda: "stdout F hello-cat" in _log(env, "cat"), 10), _log(env, "cat")
+    time.sleep(0.3)
+    assert _state(env, cid).state == pb.CONTAINER_RUNNING  # without stdin_once stdin stays open
+    request = pb.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True)
+    second = WebSocketClient(str(env.runtime.Attach(request, timeout=30).url))
+    assert second.answer.status == 101
+    second.send(0, b"second\n")
+    assert b"second\n" in second.wait_channel(1, b"second\n")
+    second.close()
+    assert wait_until(lambda: "stdout F second" in _log(env, "cat"), 10)
+
+
+def test_stdin_once_closes_stdin_when_the_session_detaches(
+    env: StreamEnv, pod: tuple[str, str]
+) -> None:
+    sandbox_id, _ = pod
+    cid = _attachable(env, sandbox_id, "once", ["cat"], stdin=True, stdin_once=True)
+    client, sin, sout = _attach(env, cid)
+    client.write(sin, b"only-once\n")
+    assert b"only-once" in client.wait_data(sout, b"only-once")
+    client.close()  # detach without sending EOF: stdin_once closes stdin anyway
+    assert wait_until(lambda: _state(env, cid).state == pb.CONTAINER_EXITED, 20)
+    assert _state(env, cid).exit_code == 0
+    assert "stdout F only-once" in _log(env, "once")
+
+
+def test_attach_to_exited_container_is_failed_precondition(
+    env: StreamEnv, pod: tuple[str, str]
+) -> None:
+    sandbox_id, _ = pod
+    cid = _attachable(env, sandbox_id, "done", ["true"], stdin=True)
+    assert wait_until(lambda: _state(env, cid).state == pb.CONTAINER_EXITED, 20)
+    request = pb.AttachRequest(container_id=cid, stdout=True)
+    with pytest.raises(grpc.RpcError) as info:
+        env.runtime.Attach(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_attach_after_daemon_restart(env: StreamEnv, pod: tuple[str, str]) -> None:
+    """Last in this module: it replaces the module's daemon."""
+    sandbox_id, _ = pod
+    cid = _attachable(env, sandbox_id, "survivor", ["cat"], stdin=True)
+    stop_daemon(env.daemon)
+    env.daemon = start_daemon(env.tmp, config=env.tmp / "config.toml")
+    client, sin, sout = _attach(env, cid)
+    client.write(sin, b"after-restart\n")
+    assert b"after-restart" in client.wait_data(sout, b"after-restart")
+    client.close()
+    assert wait_until(lambda: "stdout F after-restart" in _log(env, "survivor"), 10)

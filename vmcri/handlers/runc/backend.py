@@ -28,7 +28,6 @@ from vmcri.errors import (
     HostCommandError,
     InvalidArgument,
     NotFound,
-    Unimplemented,
 )
 from vmcri.handlers.base import (
     Condition,
@@ -58,6 +57,7 @@ from vmcri.handlers.runc.options import RuncOptions
 from vmcri.handlers.runc.rootfs import mount_rootfs, unmount_rootfs
 from vmcri.handlers.runc.runc_cli import Runc
 from vmcri.handlers.runc.sandbox import PodSandboxes
+from vmcri.host.disk import tree_usage
 from vmcri.model import NamespaceMode, Resources
 from vmcri.oci import process as proc
 from vmcri.oci.context import SpecContext
@@ -70,10 +70,6 @@ from vmcri.store.atomic import write_atomic
 from vmcri.store.records import ContainerRecord, SandboxRecord
 
 META_FILE = "meta.json"
-RUNC_ATTACH_UNSUPPORTED = (
-    "attach: not supported by the runc handler (its containers run without stdin or a tty, "
-    "and their output goes to the CRI log); use exec, or read the container log"
-)
 EXIT_WAIT_AFTER_KILL_S = 30.0
 POLL_S = 0.02
 
@@ -207,12 +203,10 @@ class RuncBackend:
     ) -> dict[str, str]:
         """Mount the rootfs, write the bundle, start the monitor (``runc create``).
 
-        Raises InvalidArgument / NotFound / Unimplemented (config), HostCommandError
+        Raises InvalidArgument / NotFound (config), HostCommandError
         (mount, runc); on failure nothing is left behind.
         """
         cfg = container.config
-        if cfg.tty or cfg.stdin:
-            raise Unimplemented("tty/stdin: attachable containers are not supported by runc yet")
         directory = self.layout.container_dir(container.id)
         layer_dir = self.layout.layer_dir(container.id)
         if directory.exists():
@@ -235,13 +229,14 @@ class RuncBackend:
             }
             write_atomic(directory / "config.json", json.dumps(spec).encode(), 0o600)
             write_atomic(directory / META_FILE, json.dumps(meta).encode(), 0o644)
-            self._start_monitor(container.id, container.log_path, cgroups_path)
+            self._start_monitor(container, cgroups_path)
         except BaseException:
             self._cleanup_container(container.id)
             raise
         return {"container_dir": str(directory), **{k: str(v) for k, v in meta.items()}}
 
-    def _start_monitor(self, container_id: str, log_path: str, cgroups_path: str) -> None:
+    def _start_monitor(self, container: ContainerRecord, cgroups_path: str) -> None:
+        container_id, log_path, cfg = container.id, container.log_path, container.config
         directory = self.layout.container_dir(container_id)
         argv = [
             self.python, "-m", "vmcri.handlers.runc.monitor",
@@ -249,6 +244,9 @@ class RuncBackend:
             "--id", container_id, "--dir", str(directory), "--log", log_path,
             "--oom-file", self.cgroups.oom_events_file(cgroups_path),
         ]  # fmt: skip
+        argv += ["--tty"] if cfg.tty else []
+        argv += ["--stdin"] if cfg.stdin else []
+        argv += ["--stdin-once"] if cfg.stdin and cfg.stdin_once else []
         line = self.host.spawn_detached(argv, stderr_path=str(directory / "monitor.log"))
         try:
             report = json.loads(line)
@@ -450,7 +448,7 @@ class RuncBackend:
             sandbox, container.id
         )
         usage = self.cgroups.usage(path)
-        size, inodes = _tree_usage(self.layout.layer_dir(container.id) / "upper")
+        size, inodes = tree_usage(self.layout.layer_dir(container.id) / "upper")
         return ContainerUsage(
             timestamp=self.clock(),
             cpu_usage_core_nano_seconds=usage.cpu_ns,
@@ -486,13 +484,18 @@ class RuncBackend:
         )
 
     def attach_supported(self) -> bool:
-        return False
+        return True
 
     def attach_session(
         self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
     ) -> ProcessSession:
-        """Raises Unimplemented: the monitor owns the output and runc containers get no stdin."""
-        raise Unimplemented(RUNC_ATTACH_UNSUPPORTED)
+        """A connection to the container's monitor, which owns its stdio.
+
+        Raises FailedPrecondition when the monitor does not answer (container gone).
+        """
+        from vmcri.handlers.runc import streams
+
+        return streams.attach(self.layout.container_dir(container.id))
 
     def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
         """Raises Unavailable (nothing listens), HostCommandError."""
@@ -502,20 +505,3 @@ class RuncBackend:
         return streams.dial(self.python, netns, port)
 
 
-def _tree_usage(top: Path) -> tuple[int, int]:
-    """Bytes (allocated blocks) and inodes used below ``top``, hard links counted once."""
-    size, inodes = 0, 0
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirs, files in os.walk(top):
-        for name in dirs + files:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            size += st.st_blocks * 512
-            inodes += 1
-    return size, inodes

@@ -9,6 +9,7 @@ Runtime state (``BackendContext.state``, gone after a reboot like the containers
     sandboxes/<id>/pause.pid      init of the pod's PID namespace, when shared
     containers/<id>/config.json   the bundle; rootfs/ is the overlay mount point
     containers/<id>/{meta.json,monitor.json,pid,exit.json,monitor.log}
+    containers/<id>/attach.sock   the monitor's attach endpoint (console.sock while creating a tty)
 
 Persistent data (``BackendContext.root``): ``containers/<id>/{upper,work}``, the
 writable layer, kept on a disk file system (overlayfs cannot use every fs as upper).

@@ -1,4 +1,4 @@
-"""Streaming sessions of the runc backend: interactive ``runc exec`` and port-forward dials.
+"""Streaming sessions of the runc backend: interactive ``runc exec``, attach, port-forward.
 
 Exec without a tty runs ``runc exec`` in the foreground on pipes. With a tty, the daemon
 opens a pty pair and runs ``setsid --ctty runc exec --tty`` on its slave: runc makes the
@@ -6,6 +6,10 @@ container's own pty, copies between the two, and applies our window size wheneve
 resize the outer pty (the kernel sends it SIGWINCH). Either way runc stays the parent of
 the process and exits with its exit code; ending a session early SIGKILLs the process
 (its host pid is in runc's ``--pid-file``) while runc is still alive to vouch for the pid.
+
+Attach: the container's monitor owns its stdio and serves ``attach.sock`` in the
+container's state dir (:mod:`vmcri.handlers.runc.attach_hub`); a session is one
+connection to it, carrying frames of :mod:`vmcri.handlers.runc.attach_frames`.
 
 Port-forward: a socket must be created inside the pod's network namespace, and setns()
 in a thread of the daemon is unsafe, so a short-lived helper does it under ``nsenter``
@@ -32,6 +36,7 @@ from typing import Literal
 
 from vmcri.errors import FailedPrecondition, HostCommandError, Unavailable
 from vmcri.handlers.base import StreamOutput
+from vmcri.handlers.runc import attach_frames as af
 from vmcri.handlers.runc.runc_cli import Runc
 
 log = logging.getLogger(__name__)
@@ -303,3 +308,96 @@ def dial(python: str, netns_path: str, port: int) -> SocketPortConnection:
     if message.startswith(b"connect:"):
         raise Unavailable(f"port {port} in the pod: {text.removeprefix('connect:').strip()}")
     raise HostCommandError(f"port-forward dial helper failed: {text[:500]}")
+
+
+class RuncAttachSession:
+    """Implements :class:`vmcri.handlers.base.ProcessSession` on a monitor's attach socket.
+
+    One connection per session (:mod:`vmcri.handlers.runc.attach_frames`); closing it
+    detaches. The monitor outlives the daemon, so a restarted daemon attaches the same way.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        self._closed = threading.Event()
+
+    def output(self) -> Iterator[StreamOutput]:
+        decoder = af.Decoder()
+        while not self._closed.is_set():
+            try:
+                data = self._sock.recv(READ_CHUNK)
+            except OSError:
+                data = b""
+            if not data:
+                return  # the monitor died, or we detached
+            try:
+                frames = decoder.feed(data)
+            except af.FrameError as exc:
+                raise HostCommandError(
+                    f"attach: the container monitor sent garbage: {exc}"
+                ) from exc
+            for frame in frames:
+                if frame.kind == af.EXIT:
+                    return
+                if frame.kind in (af.STDOUT, af.STDERR):
+                    yield StreamOutput(
+                        "stderr" if frame.kind == af.STDERR else "stdout", frame.payload
+                    )
+
+    def _send(self, frame: bytes) -> None:
+        with self._send_lock:
+            try:
+                self._sock.sendall(frame)
+            except OSError as exc:
+                raise FailedPrecondition(f"attach: the container is gone ({exc})") from exc
+
+    def write_stdin(self, data: bytes) -> None:
+        for piece in af.chunks(data):
+            self._send(af.encode(af.STDIN, piece))
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(FailedPrecondition):
+            self._send(af.encode(af.STDIN_EOF))
+
+    def resize(self, width: int, height: int) -> None:
+        with contextlib.suppress(FailedPrecondition):
+            self._send(af.encode_resize(height, width))
+
+    def wait(self, timeout: float) -> int | None:
+        return 0  # an attachment succeeded when the container's output ended, as in kubelet
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+def attach(container_dir: Path) -> RuncAttachSession:
+    """Connect to the monitor of the container whose state dir is ``container_dir``.
+
+    The socket is reached through ``/proc/self/fd/<dir fd>/``: a full state path can
+    be longer than a unix socket address allows. Raises FailedPrecondition when no
+    monitor listens (the container exited or its monitor is gone).
+    """
+    try:
+        dir_fd = os.open(container_dir, os.O_PATH | os.O_DIRECTORY)
+    except OSError as exc:
+        raise FailedPrecondition(f"attach: no state for the container ({exc.strerror})") from exc
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(DIAL_TIMEOUT_S)
+        sock.connect(f"/proc/self/fd/{dir_fd}/{af.SOCKET_NAME}")
+        sock.settimeout(None)
+    except OSError as exc:
+        sock.close()
+        raise FailedPrecondition(
+            f"attach: the container's monitor does not answer ({exc.strerror or exc}); "
+            "it is not running"
+        ) from exc
+    finally:
+        os.close(dir_fd)
+    return RuncAttachSession(sock)
