@@ -106,9 +106,20 @@ def main(argv: list[str]) -> int:
     except (VmcriError, OSError) as exc:
         log.error("cannot open the agent channel %s: %s", args.listen, exc)
         return 1
-    log.info("listening on %s (pid %d)", args.listen, os.getpid())
+    log.info("listening on %s (pid %d, %s)", args.listen, os.getpid(), _startup_cost())
     serve(listener, agent, stop)
     return 0
+
+
+def _startup_cost() -> str:
+    """How long the agent took to start since /init exec'd it (the init passes its uptime)."""
+    try:
+        with open("/proc/uptime") as f:
+            now = float(f.read().split()[0])
+        since = now - float(os.environ["VMCRI_INIT_UPTIME"])
+    except (OSError, KeyError, ValueError, IndexError):
+        return "start-up time unknown"
+    return f"{since:.2f}s after /init exec'd it"
 
 
 def _power_off() -> None:
