@@ -5,6 +5,7 @@ One VM for the whole module: under software emulation a boot takes 15-40 s here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -47,17 +48,24 @@ def test_vm_exec_stdin_stdout_exit_code_and_websocket(
 
 def test_vm_exec_tty_with_resize(env: StreamEnv, vm_pod: tuple[str, str]) -> None:
     _, cid = vm_pod
-    url = env.exec_url(cid, ["sh", "-c", "read x; stty size"], tty=True, stdin=True, stdout=True)
+    # A resize and the input travel on different streams, so nothing orders them: ask
+    # for the size until the new one shows (the VM is slow under emulation).
+    script = "while read x; do [ $x = q ] && exit 0; stty size; done"
+    url = env.exec_url(cid, ["sh", "-c", script], tty=True, stdin=True, stdout=True)
     client = SpdyClient(url)
     error = client.open(streamtype="error")
     sin = client.open(streamtype="stdin")
     sout = client.open(streamtype="stdout")
     resize = client.open(streamtype="resize")
     client.write(resize, json.dumps({"Width": 111, "Height": 33}).encode())
-    time.sleep(1.0)
-    client.write(sin, b"go\r")
+    deadline = time.monotonic() + 60
+    output = b""
+    while b"33 111" not in output and time.monotonic() < deadline:
+        client.write(sin, b"go\r")
+        with contextlib.suppress(TimeoutError):
+            output = client.wait_data(sout, b"33 111", timeout=2)
+    client.write(sin, b"q\r")
     status = json.loads(client.read_all(error, timeout=60))
-    output = client.read_all(sout)
     client.close()
     assert status["status"] == "Success", (status, output)
     assert b"33 111" in output
