@@ -131,7 +131,7 @@ class Daemon:
         self.image_service = ImageService(
             config.root_dir,
             Path(config.registries_conf),
-            in_use=lambda: {c.image_id for c in self.services.store.containers.list()},
+            in_use=self._images_in_use,
         )
         self.services.images = self.image_service
         self.services.handlers = HandlerRegistry.from_config(config, self._backend_context)
@@ -161,6 +161,14 @@ class Daemon:
             state=self.config.state_dir / "backends" / backend,
             services=self.services,
         )
+
+    def _images_in_use(self) -> set[str]:
+        """Image IDs RemoveImage must refuse: containers' own images and their image volumes."""
+        used: set[str] = set()
+        for container in self.services.store.containers.list():
+            used.add(container.image_id)
+            used.update(v.image_id for v in container.image_volumes)
+        return used
 
     def _reconcile(self) -> None:
         """After a restart: compare records with what runs; kill nothing."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vmcri.errors import HostCommandError
+from vmcri.host.imagevolumes import readonly_overlay_options
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -38,6 +39,10 @@ class Mounter(Protocol):
         ...
 
     def bind(self, source: Path, target: Path, readonly: bool = False) -> None: ...
+
+    def readonly_view(self, lowerdirs: Sequence[str], target: Path) -> None:
+        """Mount image layers read-only at ``target``; ``lowerdirs`` lowest first."""
+        ...
 
     def make_shared(self, path: Path) -> None:
         """Make ``path`` a mount point whose later sub-mounts propagate to slaves."""
@@ -103,6 +108,14 @@ class HostMounter:
         _mount(str(source), target, None, MS_BIND | MS_REC)
         if readonly:
             _mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+
+    def readonly_view(self, lowerdirs: Sequence[str], target: Path) -> None:
+        # Lower-only overlays are read-only by construction; one layer needs a bind.
+        target.mkdir(parents=True, exist_ok=True)
+        if len(lowerdirs) >= 2:
+            _mount("overlay", target, "overlay", 0, readonly_overlay_options(lowerdirs))
+        else:
+            self.bind(Path(lowerdirs[0]) if lowerdirs else target, target, readonly=True)
 
     def make_shared(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,19 @@ from collections.abc import Iterable, Sequence
 
 from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound, VmcriError
 from vmcri.handlers.base import ContainerUsage, ExecResult, SandboxBackend
+from vmcri.host.imagevolumes import check_sub_path
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Resources
 from vmcri.runtime import identity
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import ContainerEvent, EventType
-from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
+from vmcri.store.records import (
+    ContainerRecord,
+    ContainerState,
+    ImageVolume,
+    SandboxRecord,
+    SandboxState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,7 @@ class ContainerService:
             )
         log_path = _log_path(sandbox, config)
         image = self._s.image_source().image_for_container(config.image)
+        volumes = self._image_volumes(config)
         record = ContainerRecord(
             id=new_id(),
             sandbox_id=sandbox.id,
@@ -74,6 +82,7 @@ class ContainerService:
             image_name=image.name,
             created_at=self._s.clock(),
             log_path=log_path,
+            image_volumes=volumes,
         )
         self._s.store.containers.add(record)
         try:
@@ -89,6 +98,22 @@ class ContainerService:
         )
         self._publish(record, EventType.CREATED)
         return record.id
+
+    def _image_volumes(self, config: ContainerConfig) -> tuple[ImageVolume, ...]:
+        """Resolve each image volume's image (kubelet pulls it before CreateContainer).
+
+        Raises NotFound naming ``config.mounts[i].image`` when it is not pulled.
+        """
+        volumes = []
+        for i, mount in enumerate(config.mounts):
+            if not mount.image:
+                continue
+            try:
+                info = self._s.image_source().image_for_container(mount.image)
+            except NotFound as exc:
+                raise NotFound(f"config.mounts[{i}].image: {exc.message}") from exc
+            volumes.append(ImageVolume(i, info.id, info.layer_dirs))
+        return tuple(volumes)
 
     def start(self, container_id: str) -> None:
         container = self._s.store.containers.get(container_id)
@@ -317,3 +342,7 @@ def validate_container(config: ContainerConfig) -> None:
             )
         if not mount.host_path and not mount.image:
             raise InvalidArgument(f"config.mounts[{i}].host_path: must not be empty")
+        if mount.image:
+            check_sub_path(mount.image_sub_path, i)
+        elif mount.image_sub_path:
+            raise InvalidArgument(f"config.mounts[{i}].image_sub_path: needs image to be set")

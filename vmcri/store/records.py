@@ -96,6 +96,18 @@ class RunAsUser:
 
 
 @dataclass(frozen=True)
+class ImageVolume:
+    """An image a container mounts read-only (CRI ``Mount.image``), resolved at creation.
+
+    Kept in the record so the backend can mount it and RemoveImage sees it in use.
+    """
+
+    mount_index: int  # which of ``config.mounts`` asked for it
+    image_id: str  # the image's config digest
+    layer_dirs: tuple[str, ...]  # unpacked layer directories, lowest first
+
+
+@dataclass(frozen=True)
 class ContainerRecord:
     id: str
     sandbox_id: str
@@ -115,6 +127,7 @@ class ContainerRecord:
     # Computed by the runtime layer at creation, the same for every backend.
     user: RunAsUser | None = None
     stop_signal: str = ""  # e.g. "SIGTERM": the CRI config's, else the image's
+    image_volumes: tuple[ImageVolume, ...] = ()  # images mounted into it, in mount order
 
     @property
     def name_key(self) -> str:

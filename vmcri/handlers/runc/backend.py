@@ -54,11 +54,17 @@ from vmcri.handlers.runc.exitfile import (
 from vmcri.handlers.runc.host import Host, RealHost
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.options import RuncOptions
-from vmcri.handlers.runc.rootfs import mount_rootfs, unmount_rootfs
+from vmcri.handlers.runc.rootfs import (
+    mount_image_view,
+    mount_rootfs,
+    unmount_image_views,
+    unmount_rootfs,
+)
 from vmcri.handlers.runc.runc_cli import Runc
 from vmcri.handlers.runc.sandbox import PodSandboxes
 from vmcri.host.disk import tree_usage
-from vmcri.model import NamespaceMode, Resources
+from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
+from vmcri.model import Mount, NamespaceMode, Resources
 from vmcri.oci import process as proc
 from vmcri.oci.context import SpecContext
 from vmcri.oci.hostpaths import load_localhost_profile, resolve_devices, resolve_mounts
@@ -217,7 +223,9 @@ class RuncBackend:
             mounts = resolve_mounts(cfg.mounts)
             cgroups_path = self._cgroups_path(sandbox, container.id)
             mount_rootfs(self.host, image.layer_dirs, layer_dir, rootfs)
+            mounts, views = self._mount_image_volumes(container, mounts)
             ctx = self._spec_context(sandbox, container, image.config, str(rootfs), cgroups_path)
+            ctx = dataclasses.replace(ctx, image_volume_paths=views)
             spec = build_spec(
                 sandbox.config, dataclasses.replace(cfg, mounts=mounts), image.config, ctx
             )
@@ -234,6 +242,29 @@ class RuncBackend:
             self._cleanup_container(container.id)
             raise
         return {"container_dir": str(directory), **{k: str(v) for k, v in meta.items()}}
+
+    def _mount_image_volumes(
+        self, container: ContainerRecord, mounts: tuple[Mount, ...]
+    ) -> tuple[tuple[Mount, ...], dict[str, str]]:
+        """Mount one read-only view per image the container names (under its state dir).
+
+        Returns the mounts with sub-paths resolved inside their views, and the
+        image reference -> view path map for the spec. Raises InvalidArgument
+        naming ``config.mounts[i].image_sub_path``, HostCommandError (mount),
+        FailedPrecondition (the image was not resolved at creation).
+        """
+        layers = {v.mount_index: v.layer_dirs for v in container.image_volumes}
+        views: dict[str, str] = {}
+        for ref, index in first_mount_per_image(mounts).items():
+            if index not in layers:
+                raise FailedPrecondition(f"config.mounts[{index}].image: image was not resolved")
+            view = self.layout.image_volumes_dir(container.id) / str(index)
+            mount_image_view(self.host, layers[index], view)
+            views[ref] = str(view)
+        resolved = tuple(
+            resolve_sub_path(views[m.image], m, i) if m.image else m for i, m in enumerate(mounts)
+        )
+        return resolved, views
 
     def _start_monitor(self, container: ContainerRecord, cgroups_path: str) -> None:
         container_id, log_path, cfg = container.id, container.log_path, container.config
@@ -352,6 +383,7 @@ class RuncBackend:
         unmount_rootfs(
             self.host, self.layout.rootfs(container_id), self.layout.layer_dir(container_id)
         )
+        unmount_image_views(self.host, self.layout.image_volumes_dir(container_id))
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(directory)
 
@@ -503,5 +535,3 @@ class RuncBackend:
 
         netns = self.pods.ns_path(sandbox.id, "net", sandbox.config)
         return streams.dial(self.python, netns, port)
-
-

@@ -8,6 +8,7 @@ Runtime state (``BackendContext.state``, gone after a reboot like the containers
     sandboxes/<id>/shm/           the pod's /dev/shm tmpfs
     sandboxes/<id>/pause.pid      init of the pod's PID namespace, when shared
     containers/<id>/config.json   the bundle; rootfs/ is the overlay mount point
+    containers/<id>/image-volumes/<n>   read-only views of images mounted into it
     containers/<id>/{meta.json,monitor.json,pid,exit.json,monitor.log}
     containers/<id>/attach.sock   the monitor's attach endpoint (console.sock while creating a tty)
 
@@ -53,6 +54,9 @@ class Layout:
 
     def rootfs(self, container_id: str) -> Path:
         return self.container_dir(container_id) / "rootfs"
+
+    def image_volumes_dir(self, container_id: str) -> Path:
+        return self.container_dir(container_id) / "image-volumes"
 
     def layer_dir(self, container_id: str) -> Path:
         return self.root / "containers" / check_id(container_id, "container id")

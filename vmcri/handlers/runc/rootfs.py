@@ -13,6 +13,8 @@ from pathlib import Path
 
 from vmcri.errors import FailedPrecondition, HostCommandError
 from vmcri.handlers.runc.host import Host
+from vmcri.host.imagevolumes import readonly_overlay_options
+from vmcri.host.mounts import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT
 
 # mount(2) takes one page of options; longer lowerdir lists need another approach.
 MAX_OPTIONS = 4000
@@ -62,3 +64,34 @@ def unmount_rootfs(host: Host, target: Path, layer_dir: Path) -> None:
             raise HostCommandError(f"rootfs {target} is still mounted")
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(layer_dir)
+
+
+def mount_image_view(host: Host, layer_dirs: Sequence[str], target: Path) -> None:
+    """Mount an image's layers read-only at ``target`` (an image volume).
+
+    Two or more layers: an overlay with lower directories only, which the kernel
+    makes read-only. One layer: a read-only bind mount of it. No layer: an empty
+    read-only directory. Raises HostCommandError (mount), FailedPrecondition (layers).
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    if len(layer_dirs) >= 2:
+        host.mount("overlay", str(target), "overlay", 0, readonly_overlay_options(layer_dirs))
+        return
+    source = layer_dirs[0] if layer_dirs else str(target)
+    host.mount(source, str(target), "", MS_BIND | MS_REC, "")
+    try:
+        host.mount("none", str(target), "", MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, "")
+    except BaseException:
+        host.unmount(str(target))
+        raise
+
+
+def unmount_image_views(host: Host, directory: Path) -> None:
+    """Unmount and delete every view below ``directory``; idempotent. Raises HostCommandError."""
+    if not directory.is_dir():
+        return
+    for view in directory.iterdir():
+        host.unmount(str(view))
+        if host.is_mounted(str(view)):
+            raise HostCommandError(f"image volume {view} is still mounted")
+    shutil.rmtree(directory)

@@ -61,6 +61,7 @@ from vmcri.handlers.vm.domain import (
 )
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
+from vmcri.handlers.vm.image_volumes import mount_image_volumes
 from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain
@@ -372,12 +373,11 @@ class VmBackend:
             rootfs = layout.rootfs(cid)
             upper = layout.upper(cid)
             self._mounter.overlay(image.layer_dirs, upper / "upper", upper / "work", rootfs)
+            container, views = mount_image_volumes(self._mounter, layout, container)
             volumes: dict[int, str] = {}
             for i, mount in enumerate(container.config.mounts):
-                if not mount.host_path:
-                    raise InvalidArgument(
-                        f"config.mounts[{i}]: image volumes are not supported in VM pods yet"
-                    )
+                if mount.image:
+                    continue
                 source = Path(mount.host_path)
                 if not source.exists():
                     raise InvalidArgument(
@@ -387,7 +387,7 @@ class VmBackend:
                 self._mounter.bind(source.resolve(), target, readonly=mount.readonly)
                 volumes[i] = layout.guest_path(target)
             spec = container_spec(
-                sandbox, container, image, str(rootfs), layout.guest_path(rootfs), volumes
+                sandbox, container, image, str(rootfs), layout.guest_path(rootfs), volumes, views
             )
             self._link(sandbox).client.create_container(
                 cid,

@@ -11,6 +11,7 @@ Per sandbox, under the backend's state dir::
         share/                      the ONLY host directory shared into the VM
             containers/<id>/rootfs  the container's overlay rootfs, mounted on the host
             containers/<id>/volumes/<n>  bind mounts of the container's kubelet volumes
+            containers/<id>/image-volumes/<n>  read-only views of images it mounts
         exits/<id>.json             how a container ended, written by the host
 
 The guest mounts ``share/`` at :data:`GUEST_SHARE`; nothing else of the host is
@@ -50,6 +51,9 @@ class SandboxLayout:
 
     def volume(self, container_id: str, index: int) -> Path:
         return self.share / "containers" / container_id / "volumes" / str(index)
+
+    def image_volume(self, container_id: str, index: int) -> Path:
+        return self.share / "containers" / container_id / "image-volumes" / str(index)
 
     def container_share(self, container_id: str) -> Path:
         return self.share / "containers" / container_id

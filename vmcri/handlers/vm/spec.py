@@ -40,11 +40,18 @@ def container_spec(
     host_rootfs: str,
     guest_rootfs: str,
     volume_paths: Mapping[int, str],
+    image_volume_paths: Mapping[str, str] | None = None,
 ) -> Spec:
-    """config.json for the agent. Raises InvalidArgument/Unimplemented naming the field."""
+    """config.json for the agent. Raises InvalidArgument/Unimplemented naming the field.
+
+    ``volume_paths`` maps a host-path mount's index to its guest path;
+    ``image_volume_paths`` maps an image volume's reference to the guest path
+    of its read-only view (sub-paths already resolved by the caller).
+    """
     config = container.config
     mounts = tuple(
-        dataclasses.replace(m, host_path=volume_paths[i]) for i, m in enumerate(config.mounts)
+        m if m.image else dataclasses.replace(m, host_path=volume_paths[i])
+        for i, m in enumerate(config.mounts)
     )
     config = dataclasses.replace(config, mounts=mounts)
     user = resolve_user(host_rootfs, process.user_request(config, image.config))
@@ -63,6 +70,7 @@ def container_spec(
         user=user,
         cgroups_path=f"/vmcri/{container.id}",
         cgroup_namespace=True,
+        image_volume_paths=dict(image_volume_paths or {}),
         in_vm=True,
         sandbox_id=sandbox.id,
         container_id=container.id,
