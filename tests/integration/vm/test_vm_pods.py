@@ -113,6 +113,31 @@ def test_bad_container_leaves_nothing_and_oom_is_reported(vm_env: VmEnv) -> None
     assert status.reason == "OOMKilled" and status.exit_code == 137
     assert "from the host" in vm_env.log_of("edge", "hog")
 
+    # An image volume: the pulled image itself, read-only, whole and by sub-path.
+    viewer = vm_env.create(
+        sandbox_id,
+        pod,
+        "viewer",
+        [
+            "/bin/sh",
+            "-c",
+            "test -x /img/bin/busybox && echo img-ok; test -x /sub/busybox && echo sub-ok; "
+            "touch /img/x 2>/dev/null || echo ro-ok",
+        ],
+        mounts=[
+            pb.Mount(container_path="/img", image=pb.ImageSpec(image=vm_env.image)),
+            pb.Mount(
+                container_path="/sub", image=pb.ImageSpec(image=vm_env.image), image_sub_path="bin"
+            ),
+        ],
+    )
+    vm_env.start(viewer)
+    wait_for(lambda: vm_env.status(viewer).state == pb.CONTAINER_EXITED, 60, "the viewer")
+    log = vm_env.log_of("edge", "viewer")
+    assert "img-ok" in log and "sub-ok" in log and "ro-ok" in log, log
+    vm_env.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=viewer), timeout=60)
+    assert mount_points(vm_env.state_dir(sandbox_id) / "share" / "containers" / viewer) == []
+
 
 def test_vm_killed_from_outside_is_detected(vm_env: VmEnv) -> None:
     sandbox_id, pod = vm_env.run_pod("doomed")
