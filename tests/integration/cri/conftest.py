@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
 
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
+from tests.integration.harness import daemon_with_busybox
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
-from vmcri.host.mounts import HostMounter
-from vmcri.testing.registry import push_busybox_image, registries_conf_for, registry_or_skip
 
 HANDLER = "runc"
 # Exits promptly on SIGTERM, so StopContainer does not wait for its timeout.
@@ -77,15 +73,6 @@ class CriEnv:
         return self.runtime.ContainerStatus(request, timeout=30).status
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CriEnv]:
     if os.geteuid() != 0:
@@ -93,22 +80,5 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CriEnv]:
     if shutil.which("runc") is None:
         pytest.skip("runc is not installed")
     tmp = tmp_path_factory.mktemp("cri")
-    with registry_or_skip(tmp / "registry") as registry:
-        push_busybox_image(registry.host, "test/busybox:1")
-        image = f"{registry.host}/test/busybox:1"
-        conf = registries_conf_for(tmp / "registries.conf", registry.host)
-        (tmp / "config.toml").write_text(f'registries_conf = "{conf}"\n')
-        cri_env = CriEnv(tmp, image, start_daemon(tmp, config=tmp / "config.toml"))
-        try:
-            cri_env.daemon.images().PullImage(
-                pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120
-            )
-            yield cri_env
-        finally:
-            for sandbox_id in cri_env.sandboxes:
-                with contextlib.suppress(grpc.RpcError):
-                    cri_env.runtime.RemovePodSandbox(
-                        pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
-                    )
-            stop_daemon(cri_env.daemon)
-            HostMounter().unmount_below(tmp)
+    with daemon_with_busybox(tmp, lambda t, _registry, i, d: CriEnv(t, i, d)) as cri_env:
+        yield cri_env

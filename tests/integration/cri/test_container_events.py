@@ -8,7 +8,8 @@ import time
 import grpc
 import pytest
 
-from tests.integration.cri.conftest import CriEnv, wait_until
+from tests.integration.cri.conftest import CriEnv
+from tests.integration.harness import wait_until
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration

@@ -42,11 +42,18 @@ def test_registry_token_is_sent_as_is(tmp_path: Path, registry: LocalRegistry) -
     push_busybox_image(registry.host, "private/tok:1", cmd=["true"])
     token = TokenServer(tmp_path / "token", users={})
     with LocalRegistry(tmp_path / "tok", storage=registry.storage, token=token) as reg:
-        claims_token = token.sign({
-            "iss": token.issuer, "sub": "x", "aud": token.service, "exp": 4_000_000_000,
-            "nbf": 0, "iat": 0, "jti": "1",
-            "access": [{"type": "repository", "name": "private/tok", "actions": ["pull"]}],
-        })
+        claims_token = token.sign(
+            {
+                "iss": token.issuer,
+                "sub": "x",
+                "aud": token.service,
+                "exp": 4_000_000_000,
+                "nbf": 0,
+                "iat": 0,
+                "jti": "1",
+                "access": [{"type": "repository", "name": "private/tok", "actions": ["pull"]}],
+            }
+        )
         svc = ImageService(tmp_path / "root", _conf(tmp_path, reg.host))
         svc.pull(f"{reg.host}/private/tok:1", Auth(registry_token=claims_token))
         assert token.issued == 0
@@ -54,8 +61,7 @@ def test_registry_token_is_sent_as_is(tmp_path: Path, registry: LocalRegistry) -
 
 def test_basic_auth(tmp_path: Path, registry: LocalRegistry) -> None:
     pushed = push_busybox_image(registry.host, "basic/app:1", cmd=["true"])
-    with LocalRegistry(tmp_path / "basic", storage=registry.storage,
-                       htpasswd={"bob": "pw"}) as reg:
+    with LocalRegistry(tmp_path / "basic", storage=registry.storage, htpasswd={"bob": "pw"}) as reg:
         conf = _conf(tmp_path, reg.host)
         with pytest.raises(PermissionDenied):
             ImageService(tmp_path / "r0", conf).pull(f"{reg.host}/basic/app:1")

@@ -30,8 +30,12 @@ def test_kill9_mid_pull_then_repull(tmp_path: Path, registry: LocalRegistry) -> 
     proxy = ThrottlingProxy(registry.host, rate=4 << 20)
     root = tmp_path / "root"
     conf = tmp_path / "r.conf"
-    conf.write_text("".join(f'[[registry]]\nlocation = "{h}"\ninsecure = true\n'
-                            for h in (registry.host, proxy.host)))
+    conf.write_text(
+        "".join(
+            f'[[registry]]\nlocation = "{h}"\ninsecure = true\n'
+            for h in (registry.host, proxy.host)
+        )
+    )
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(SOURCE)!r})

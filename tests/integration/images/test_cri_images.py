@@ -33,8 +33,9 @@ def stub(tmp_path: Path, conf: Path) -> Iterator[api_pb2_grpc.ImageServiceStub]:
     server.stop(None)
 
 
-def test_pull_list_status_remove(stub: api_pb2_grpc.ImageServiceStub,
-                                 registry: LocalRegistry) -> None:
+def test_pull_list_status_remove(
+    stub: api_pb2_grpc.ImageServiceStub, registry: LocalRegistry
+) -> None:
     pushed = push_busybox_image(registry.host, "cri/app:1", user="nobody")
     ref = f"{registry.host}/cri/app:1"
     spec = api_pb2.ImageSpec(image=ref)
@@ -42,8 +43,11 @@ def test_pull_list_status_remove(stub: api_pb2_grpc.ImageServiceStub,
     assert resp.image_ref == pushed.config_digest
     images = stub.ListImages(api_pb2.ListImagesRequest()).images
     assert [i.id for i in images] == [pushed.config_digest]
-    filtered = stub.ListImages(api_pb2.ListImagesRequest(
-        filter=api_pb2.ImageFilter(image=api_pb2.ImageSpec(image="nothing:here")))).images
+    filtered = stub.ListImages(
+        api_pb2.ListImagesRequest(
+            filter=api_pb2.ImageFilter(image=api_pb2.ImageSpec(image="nothing:here"))
+        )
+    ).images
     assert list(filtered) == []
     status = stub.ImageStatus(api_pb2.ImageStatusRequest(image=spec, verbose=True))
     assert status.image.id == pushed.config_digest
@@ -59,22 +63,32 @@ def test_pull_list_status_remove(stub: api_pb2_grpc.ImageServiceStub,
     assert not stub.ImageStatus(api_pb2.ImageStatusRequest(image=spec)).HasField("image")
 
 
-def test_errors_map_to_codes(stub: api_pb2_grpc.ImageServiceStub,
-                             registry: LocalRegistry) -> None:
+def test_errors_map_to_codes(stub: api_pb2_grpc.ImageServiceStub, registry: LocalRegistry) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stub.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image="Bad:Ref")))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.RpcError) as err:
-        stub.PullImage(api_pb2.PullImageRequest(
-            image=api_pb2.ImageSpec(image=f"{registry.host}/missing/img:1")))
+        stub.PullImage(
+            api_pb2.PullImageRequest(
+                image=api_pb2.ImageSpec(image=f"{registry.host}/missing/img:1")
+            )
+        )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_cli_pull_ls_inspect_rm(tmp_path: Path, conf: Path, registry: LocalRegistry,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_pull_ls_inspect_rm(
+    tmp_path: Path, conf: Path, registry: LocalRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
     pushed = push_busybox_image(registry.host, "cli/app:1", cmd=["true"])
-    base = ["images", "--config", str(tmp_path / "none.toml"), "--root", str(tmp_path / "root"),
-            "--registries-conf", str(conf)]
+    base = [
+        "images",
+        "--config",
+        str(tmp_path / "none.toml"),
+        "--root",
+        str(tmp_path / "root"),
+        "--registries-conf",
+        str(conf),
+    ]
     (tmp_path / "none.toml").write_text("")
     ref = f"{registry.host}/cli/app:1"
     assert cli_main([*base, "pull", "-q", ref]) == 0

@@ -21,25 +21,33 @@ pytestmark = pytest.mark.integration
 
 
 def _extra() -> Layer:
-    return (Layer("zstd").whiteout("etc/group").dir("data").file("data/a", b"hello\n")
-            .symlink("data/link", "a").hardlink("data/hl", "data/a")
-            .file("data/suid", b"#!/bin/sh\n", 0o4755, uid=1000, gid=1000))
+    return (
+        Layer("zstd")
+        .whiteout("etc/group")
+        .dir("data")
+        .file("data/a", b"hello\n")
+        .symlink("data/link", "a")
+        .hardlink("data/hl", "data/a")
+        .file("data/suid", b"#!/bin/sh\n", 0o4755, uid=1000, gid=1000)
+    )
 
 
 def _overlay(tmp: Path, dirs: tuple[str, ...]) -> Path:
     merged = tmp / "merged"
     merged.mkdir()
     lower = ":".join(reversed(dirs))  # overlay wants the topmost first
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower}", str(merged)],
-                   check=True)
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower}", str(merged)], check=True
+    )
     return merged
 
 
 def test_multilayer_image_is_runnable_through_overlay(
     tmp_path: Path, registry: LocalRegistry, conf: Path
 ) -> None:
-    pushed = push_busybox_image(registry.host, "test/multi:1", extra_layers=[_extra()],
-                                user="1000:1000", index=True)
+    pushed = push_busybox_image(
+        registry.host, "test/multi:1", extra_layers=[_extra()], user="1000:1000", index=True
+    )
     svc = ImageService(tmp_path / "root", conf)
     ref = f"{registry.host}/test/multi:1"
     image_id = svc.pull(ref, deadline=Deadline.after(60))
@@ -61,8 +69,12 @@ def test_multilayer_image_is_runnable_through_overlay(
         assert (merged / "data/hl").stat().st_ino == (merged / "data/a").stat().st_ino
         st = (merged / "data/suid").stat()
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (1000, 0o4755)
-        out = subprocess.run(["chroot", str(merged), "/bin/sh", "-c", "cat /data/link; id -u"],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["chroot", str(merged), "/bin/sh", "-c", "cat /data/link; id -u"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         assert out == "hello\n0\n"
     finally:
         subprocess.run(["umount", str(merged)], check=True)
@@ -75,8 +87,12 @@ def test_pull_by_digest_and_same_id_from_two_registries(
     with LocalRegistry(tmp_path / "second") as second:
         push_busybox_image(second.host, "other/name:2", cmd=["true"])
         conf = tmp_path / "r.conf"
-        conf.write_text("".join(f'[[registry]]\nlocation = "{h}"\ninsecure = true\n'
-                                for h in (registry.host, second.host)))
+        conf.write_text(
+            "".join(
+                f'[[registry]]\nlocation = "{h}"\ninsecure = true\n'
+                for h in (registry.host, second.host)
+            )
+        )
         svc = ImageService(tmp_path / "root", conf)
         a = svc.pull(f"{registry.host}/test/twice@{pushed.manifest_digest}")
         b = svc.pull(f"{second.host}/other/name:2")
@@ -89,17 +105,20 @@ def test_pull_by_digest_and_same_id_from_two_registries(
 def test_mirror_is_used_for_an_unreachable_origin(tmp_path: Path, registry: LocalRegistry) -> None:
     pushed = push_busybox_image(registry.host, "mirrored/pause:3.9", cmd=["true"])
     conf = tmp_path / "r.conf"
-    conf.write_text('[[registry]]\nprefix = "registry.example.invalid"\n'
-                    'location = "registry.example.invalid"\n'
-                    f'[[registry.mirror]]\nlocation = "{registry.host}/mirrored"\n'
-                    "insecure = true\n")
+    conf.write_text(
+        '[[registry]]\nprefix = "registry.example.invalid"\n'
+        'location = "registry.example.invalid"\n'
+        f'[[registry.mirror]]\nlocation = "{registry.host}/mirrored"\n'
+        "insecure = true\n"
+    )
     svc = ImageService(tmp_path / "root", conf)
     assert svc.pull("registry.example.invalid/pause:3.9") == pushed.config_digest
     assert svc.status("registry.example.invalid/pause:3.9") is not None
 
 
-def test_malicious_layers_fail_and_leave_nothing(tmp_path: Path, registry: LocalRegistry,
-                                                 conf: Path) -> None:
+def test_malicious_layers_fail_and_leave_nothing(
+    tmp_path: Path, registry: LocalRegistry, conf: Path
+) -> None:
     svc = ImageService(tmp_path / "root", conf)
     evil = {
         "traversal": Layer().file("../../../../tmp/vmcri-pwned", b"x"),

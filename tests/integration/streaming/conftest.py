@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
 
-from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
+from tests.integration.daemon.conftest import RunningDaemon
+from tests.integration.harness import daemon_with_busybox
 from vmcri.api import api_pb2 as pb
-from vmcri.host.mounts import HostMounter
-from vmcri.testing.registry import (
-    LocalRegistry,
-    push_busybox_image,
-    registries_conf_for,
-    registry_or_skip,
-)
+from vmcri.testing.registry import LocalRegistry
 
 BOOT_TIMEOUT_S = 240
 
@@ -73,15 +66,6 @@ class StreamEnv:
         return str(self.runtime.PortForward(request, timeout=30).url)
 
 
-def wait_until(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamEnv]:
     if os.geteuid() != 0:
@@ -89,28 +73,5 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamEnv]:
     if shutil.which("runc") is None:
         pytest.skip("runc is not installed")
     tmp = tmp_path_factory.mktemp("streaming")
-    with registry_or_skip(tmp / "registry") as registry:
-        push_busybox_image(registry.host, "test/busybox:1")
-        image = f"{registry.host}/test/busybox:1"
-        conf = registries_conf_for(tmp / "registries.conf", registry.host)
-        (tmp / "config.toml").write_text(f'registries_conf = "{conf}"\n')
-        daemon = start_daemon(tmp, config=tmp / "config.toml")
-        stream_env = StreamEnv(tmp, registry, image, daemon)
-        try:
-            daemon.images().PullImage(
-                pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120
-            )
-            yield stream_env
-        finally:
-            for sandbox_id in stream_env.sandboxes:
-                try:
-                    stream_env.runtime.StopPodSandbox(
-                        pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
-                    )
-                    stream_env.runtime.RemovePodSandbox(
-                        pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
-                    )
-                except grpc.RpcError:
-                    pass
-            stop_daemon(stream_env.daemon)
-            HostMounter().unmount_below(tmp)
+    with daemon_with_busybox(tmp, StreamEnv) as stream_env:
+        yield stream_env

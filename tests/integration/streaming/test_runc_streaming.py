@@ -11,8 +11,9 @@ import grpc
 import pytest
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon
+from tests.integration.harness import wait_until
 from tests.integration.streaming.clients import SpdyClient, WebSocketClient, spdy_exec, ws_exec
-from tests.integration.streaming.conftest import StreamEnv, wait_until
+from tests.integration.streaming.conftest import StreamEnv
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration

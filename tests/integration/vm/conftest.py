@@ -8,23 +8,18 @@ everything the daemon under test made, even when a test failed half-way.
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
 
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
+from tests.integration.harness import daemon_with_busybox
 from vmcri.api import api_pb2 as pb
 from vmcri.handlers.vm.domain import domain_name
-from vmcri.host.mounts import HostMounter, mount_points
 from vmcri.testing.registry import (
     LocalRegistry,
-    push_busybox_image,
-    registries_conf_for,
-    registry_or_skip,
 )
 
 BOOT_TIMEOUT_S = 240
@@ -98,15 +93,6 @@ class VmEnv:
         return self.tmp / "state" / "backends" / "vm" / sandbox_id
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def domain_exists(sandbox_id: str) -> bool:
     result = subprocess.run(
         ["virsh", "-c", "qemu:///system", "domstate", domain_name(sandbox_id)],
@@ -125,29 +111,9 @@ def destroy_domain(sandbox_id: str) -> None:
 
 @pytest.fixture(scope="module")
 def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
-    tmp = tmp_path_factory.mktemp("vm")
-    with registry_or_skip(tmp / "registry") as registry:
-        push_busybox_image(registry.host, "test/busybox:1")
-        image = f"{registry.host}/test/busybox:1"
-        conf = registries_conf_for(tmp / "registries.conf", registry.host)
-        (tmp / "config.toml").write_text(f'registries_conf = "{conf}"\n')
-        daemon = start_daemon(tmp, config=tmp / "config.toml")
-        env = VmEnv(tmp, registry, image, daemon)
+    with daemon_with_busybox(tmp_path_factory.mktemp("vm"), VmEnv) as env:
         try:
-            env.daemon.images().PullImage(
-                pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120
-            )
             yield env
         finally:
-            for sandbox_id in env.sandboxes:
-                try:
-                    env.runtime.RemovePodSandbox(
-                        pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
-                    )
-                except grpc.RpcError:
-                    destroy_domain(sandbox_id)
-            stop_daemon(env.daemon)
-            for sandbox_id in env.sandboxes:
+            for sandbox_id in env.sandboxes:  # whatever RemovePodSandbox cannot reach
                 destroy_domain(sandbox_id)
-            HostMounter().unmount_below(tmp)
-            assert mount_points(tmp) == []

@@ -7,10 +7,11 @@ import time
 import grpc
 import pytest
 
+from tests.integration.harness import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import mount_points
 
-from .conftest import VmEnv, destroy_domain, domain_exists, wait_for
+from .conftest import VmEnv, destroy_domain, domain_exists
 
 pytestmark = pytest.mark.integration
 

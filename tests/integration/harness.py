@@ -1,0 +1,82 @@
+"""What the end-to-end suites share: a real daemon whose store holds a busybox image from a
+real registry on loopback, torn down completely however a test ends, and polling."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import grpc
+
+from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
+from vmcri.api import api_pb2 as pb
+from vmcri.host.mounts import HostMounter, mount_points
+from vmcri.testing.registry import (
+    LocalRegistry,
+    push_busybox_image,
+    registries_conf_for,
+    registry_or_skip,
+)
+
+IMAGE_NAME = "test/busybox:1"
+
+
+class Env(Protocol):
+    """A suite's environment: the daemon (a test may restart it) and the pods it made."""
+
+    daemon: RunningDaemon
+    sandboxes: list[str]
+
+
+E = TypeVar("E", bound=Env)
+
+
+@contextlib.contextmanager
+def daemon_with_busybox(
+    tmp: Path, make_env: Callable[[Path, LocalRegistry, str, RunningDaemon], E]
+) -> Iterator[E]:
+    """Registry + busybox image + daemon (config in ``tmp/config.toml``), image pulled.
+
+    On the way out every pod the suite recorded is removed, the daemon stopped and
+    every mount below ``tmp`` released, which must leave none behind.
+    """
+    with registry_or_skip(tmp / "registry") as registry:
+        push_busybox_image(registry.host, IMAGE_NAME)
+        image = f"{registry.host}/{IMAGE_NAME}"
+        conf = registries_conf_for(tmp / "registries.conf", registry.host)
+        (tmp / "config.toml").write_text(f'registries_conf = "{conf}"\n')
+        env = make_env(tmp, registry, image, start_daemon(tmp, config=tmp / "config.toml"))
+        try:
+            env.daemon.images().PullImage(
+                pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120
+            )
+            yield env
+        finally:
+            runtime = env.daemon.runtime()
+            for sandbox_id in env.sandboxes:
+                with contextlib.suppress(grpc.RpcError):
+                    runtime.RemovePodSandbox(
+                        pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
+                    )
+            stop_daemon(env.daemon)
+            HostMounter().unmount_below(tmp)
+            assert mount_points(tmp) == []
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; returns the last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Like :func:`wait_until`, failing the test with ``what`` on a time-out."""
+    if not wait_until(predicate, timeout):
+        raise AssertionError(f"timed out waiting for {what}")
