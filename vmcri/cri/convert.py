@@ -220,7 +220,7 @@ def _env_value(value: bytes | str, i: int) -> str:
 
 
 def _signal_name(value: int) -> str:
-    """"SIGTERM" for the CRI Signal enum value; "" when unset."""
+    """ "SIGTERM" for the CRI Signal enum value; "" when unset."""
     if not value:
         return ""
     try:

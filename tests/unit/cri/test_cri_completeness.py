@@ -230,7 +230,7 @@ def test_pod_without_running_containers_has_no_samples(rt: Runtime) -> None:
 def test_stream_forms_send_the_filtered_list_in_chunks(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("vmcri.cri.runtime_service.STREAM_CHUNK", 2)
+    monkeypatch.setattr("vmcri.cri.rpc_common.STREAM_CHUNK", 2)
     ids = [_pod(rt, f"p{i}", {"app": "x" if i < 3 else "y"}) for i in range(4)]
     for sandbox_id in ids:
         _container(rt, sandbox_id, labels={"tier": "t"})

@@ -1,0 +1,108 @@
+"""Stats and metrics RPCs of containers and pods (and their Stream forms)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from vmcri.api import api_pb2 as pb
+from vmcri.cri import convert
+from vmcri.cri.rpc_common import Ctx, Rpcs, chunks
+from vmcri.runtime import metrics
+from vmcri.runtime.pods import SandboxFilter
+from vmcri.store.records import SandboxRecord
+
+
+class StatsRpcs(Rpcs):
+    def ContainerStats(
+        self, request: pb.ContainerStatsRequest, context: Ctx
+    ) -> pb.ContainerStatsResponse:
+        record, usage = self._d.containers.usage(request.container_id)
+        return pb.ContainerStatsResponse(stats=convert.container_stats(record, usage))
+
+    def ListContainerStats(
+        self, request: pb.ListContainerStatsRequest, context: Ctx
+    ) -> pb.ListContainerStatsResponse:
+        f = request.filter
+        stats = []
+        for record in self._d.containers.list():
+            if f.id and not record.id.startswith(f.id):
+                continue
+            if f.pod_sandbox_id and not record.sandbox_id.startswith(f.pod_sandbox_id):
+                continue
+            if any(record.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                continue
+            _, usage = self._d.containers.usage(record.id, best_effort=True)
+            stats.append(convert.container_stats(record, usage))
+        return pb.ListContainerStatsResponse(stats=stats)
+
+    def StreamContainerStats(
+        self, request: pb.StreamContainerStatsRequest, context: Ctx
+    ) -> Iterator[pb.StreamContainerStatsResponse]:
+        stats = self.ListContainerStats(
+            pb.ListContainerStatsRequest(filter=request.filter), context
+        ).stats
+        for chunk in chunks(stats):
+            yield pb.StreamContainerStatsResponse(container_stats=chunk)
+
+    def PodSandboxStats(
+        self, request: pb.PodSandboxStatsRequest, context: Ctx
+    ) -> pb.PodSandboxStatsResponse:
+        record = self._d.pods.status(request.pod_sandbox_id)
+        return pb.PodSandboxStatsResponse(stats=self._pod_stats(record))
+
+    def ListPodSandboxStats(
+        self, request: pb.ListPodSandboxStatsRequest, context: Ctx
+    ) -> pb.ListPodSandboxStatsResponse:
+        f = request.filter
+        filt = SandboxFilter(id=f.id, labels=tuple(f.label_selector.items()))
+        return pb.ListPodSandboxStatsResponse(
+            stats=[self._pod_stats(s) for s in self._d.pods.list(filt)]
+        )
+
+    def StreamPodSandboxStats(
+        self, request: pb.StreamPodSandboxStatsRequest, context: Ctx
+    ) -> Iterator[pb.StreamPodSandboxStatsResponse]:
+        stats = self.ListPodSandboxStats(
+            pb.ListPodSandboxStatsRequest(filter=request.filter), context
+        ).stats
+        for chunk in chunks(stats):
+            yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=chunk)
+
+    def ListMetricDescriptors(
+        self, request: pb.ListMetricDescriptorsRequest, context: Ctx
+    ) -> pb.ListMetricDescriptorsResponse:
+        return pb.ListMetricDescriptorsResponse(
+            descriptors=[convert.metric_descriptor(d) for d in metrics.DESCRIPTORS]
+        )
+
+    def ListPodSandboxMetrics(
+        self, request: pb.ListPodSandboxMetricsRequest, context: Ctx
+    ) -> pb.ListPodSandboxMetricsResponse:
+        return pb.ListPodSandboxMetricsResponse(pod_metrics=self._pod_metrics())
+
+    def StreamPodSandboxMetrics(
+        self, request: pb.StreamPodSandboxMetricsRequest, context: Ctx
+    ) -> Iterator[pb.StreamPodSandboxMetricsResponse]:
+        for chunk in chunks(self._pod_metrics()):
+            yield pb.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=chunk)
+
+    def _pod_metrics(self) -> list[pb.PodSandboxMetrics]:
+        return [
+            convert.pod_sandbox_metrics(
+                metrics.pod_metrics(
+                    sandbox,
+                    (
+                        self._d.containers.usage(c.id, best_effort=True)
+                        for c in self._d.services.store.containers_of(sandbox.id)
+                    ),
+                )
+            )
+            for sandbox in self._d.pods.list()
+        ]
+
+    def _pod_stats(self, record: SandboxRecord) -> pb.PodSandboxStats:
+        samples = [
+            self._d.containers.usage(c.id, best_effort=True)
+            for c in self._d.services.store.containers_of(record.id)
+        ]
+        return convert.pod_sandbox_stats(record, samples)
