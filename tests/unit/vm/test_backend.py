@@ -1,0 +1,163 @@
+"""The VM backend's own logic with fakes at its seams (libvirt, mounts); no VM boots."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from vmcri.config import Config
+from vmcri.errors import FailedPrecondition, HypervisorError
+from vmcri.handlers.registry import BackendContext
+from vmcri.handlers.vm.backend import VmBackend
+from vmcri.handlers.vm.domain import domain_name
+from vmcri.handlers.vm.options import VmOptions
+from vmcri.ids import new_id
+from vmcri.model import ContainerConfig, Metadata, PodConfig
+from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
+from vmcri.store.store import Store
+
+
+class FakeHypervisor:
+    def __init__(self, fail_start: bool = False) -> None:
+        self.fail_start = fail_start
+        self.running: set[str] = set()
+        self.destroyed: list[str] = []
+        self.started_xml = ""
+
+    def start(self, name: str, xml: str) -> None:
+        self.started_xml = xml
+        if self.fail_start:
+            raise HypervisorError(f"cannot start VM {name}: no")
+        self.running.add(name)
+
+    def is_running(self, name: str) -> bool:
+        return name in self.running
+
+    def shutdown(self, name: str) -> None:
+        self.running.discard(name)
+
+    def destroy(self, name: str) -> None:
+        self.destroyed.append(name)
+        self.running.discard(name)
+
+    def running_names(self, prefix: str) -> set[str]:
+        return {n for n in self.running if n.startswith(prefix)}
+
+    def qemu_pid(self, name: str) -> int:
+        return 0
+
+
+class FakeMounter:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def overlay(self, lowerdirs: Sequence[str], upper: Path, work: Path, target: Path) -> None:
+        self.calls.append(("overlay", str(target)))
+
+    def readonly_view(self, lowerdirs: Sequence[str], target: Path) -> None:
+        self.calls.append(("view", str(target)))
+
+    def bind(self, source: Path, target: Path, readonly: bool = False) -> None:
+        self.calls.append(("bind", str(target)))
+
+    def make_shared(self, path: Path) -> None:
+        self.calls.append(("shared", str(path)))
+
+    def unmount(self, target: Path) -> None:
+        self.calls.append(("unmount", str(target)))
+
+    def unmount_below(self, root: Path) -> None:
+        self.calls.append(("unmount_below", str(root)))
+
+
+def make_backend(tmp: Path, hypervisor: FakeHypervisor) -> tuple[VmBackend, Store]:
+    guest = tmp / "guest"
+    guest.mkdir()
+    for name in ("vmlinuz", "initrd.img", "rootfs.img"):
+        (guest / name).write_bytes(b"x")
+    (guest / "VERSION").write_text("abc123\n")
+    store = Store(tmp / "root")
+    context = BackendContext(
+        config=Config(),
+        root=tmp / "root" / "backends" / "vm",
+        state=tmp / "state" / "backends" / "vm",
+        services=SimpleNamespace(store=store),
+    )
+    options = VmOptions(guest_dir=str(guest), accel="tcg", shared_fs="9p", boot_timeout_s=1)
+    backend = VmBackend(options, context, hypervisor=hypervisor, mounter=FakeMounter())
+    return backend, store
+
+
+def sandbox() -> SandboxRecord:
+    config = PodConfig(metadata=Metadata(name="p", uid="u", namespace="n"))
+    return SandboxRecord(id=new_id(), handler="vm", backend="vm", config=config)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """pytest's tmp_path is too deep for unix socket paths (107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="vmcri-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_vm_that_cannot_start_leaves_nothing(short_tmp: Path) -> None:
+    tmp_path = short_tmp
+    hypervisor = FakeHypervisor(fail_start=True)
+    backend, _ = make_backend(tmp_path, hypervisor)
+    record = sandbox()
+    with pytest.raises(HypervisorError, match="cannot start"):
+        backend.run_sandbox(record)
+    state = tmp_path / "state" / "backends" / "vm"
+    assert not (state / record.id).exists()
+    assert list((state / "sockets").iterdir()) == []
+    assert hypervisor.destroyed == [domain_name(record.id)]
+    assert "<domain type='qemu'>" in hypervisor.started_xml  # TCG, as forced
+
+
+def test_a_vm_dying_marks_its_containers_exited(tmp_path: Path) -> None:
+    hypervisor = FakeHypervisor()
+    backend, store = make_backend(tmp_path, hypervisor)
+    record = store.sandboxes.add(sandbox())
+    record = store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
+    container = store.containers.add(
+        ContainerRecord(
+            id=new_id(),
+            sandbox_id=record.id,
+            config=ContainerConfig(metadata=Metadata(name="c"), image="busybox"),
+            image_id="sha256:1",
+            image_name="busybox",
+        )
+    )
+    (tmp_path / "state" / "backends" / "vm" / record.id / "exits").mkdir(parents=True)
+    assert not backend.sandbox_alive(record)
+
+    backend._on_domain_death(domain_name(record.id), "crashed")
+
+    liveness = backend.container_liveness(record, container)
+    assert not liveness.running and liveness.exit is not None
+    assert liveness.exit.exit_code == 137 and "crashed" in liveness.exit.message
+    # A second death notice (libvirt may repeat itself) keeps the first record.
+    backend._on_domain_death(domain_name(record.id), "destroyed")
+    again = backend.container_liveness(record, container)
+    assert again.exit is not None and "crashed" in again.exit.message
+
+
+def test_foreign_domains_are_ignored(tmp_path: Path) -> None:
+    backend, _ = make_backend(tmp_path, FakeHypervisor())
+    backend._on_domain_death("some-other-vm", "destroyed")  # must not raise
+
+
+def test_a_state_dir_too_deep_for_sockets_is_refused_up_front(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    hypervisor = FakeHypervisor()
+    backend, _ = make_backend(deep, hypervisor)
+    with pytest.raises(FailedPrecondition, match="too deep"):
+        backend.run_sandbox(sandbox())
+    assert hypervisor.started_xml == ""
