@@ -8,6 +8,7 @@ replace it, or with --cleanup to remove it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -52,6 +53,7 @@ def main() -> int:
         f"(CRI {version.runtime_api_version})"
     )
     remove_old(runtime)
+    shutil.rmtree(LOG_DIR, ignore_errors=True)  # kubelet, too, starts a pod's logs afresh
     if args.cleanup:
         return 0
 
@@ -88,7 +90,9 @@ def main() -> int:
 
     log_file = LOG_DIR / "hello.log"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (log_file.exists() and log_file.read_text()):
+    while time.monotonic() < deadline and not (
+        log_file.exists() and "hello from" in log_file.read_text()
+    ):
         time.sleep(0.5)
     say(f"its log ({log_file}):\n{log_file.read_text() if log_file.exists() else '(empty)'}")
     result = runtime.ExecSync(
