@@ -102,9 +102,8 @@ def main() -> int:
     say(f"exec 'cat /proc/version' in it: {result.stdout.decode().strip()}")
     status = runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=container_id))
     say(f"container state: {pb.ContainerState.Name(status.status.state)}")
-    say(
-        "the pod keeps running; `virsh list` shows its VM; remove it with: scripts/run.sh --cleanup"
-    )
+    where = " (`virsh list` shows its VM)" if args.handler == "vm" else ""
+    say(f"the pod keeps running{where}; remove it with: scripts/run.sh --cleanup")
     return 0
 
 
