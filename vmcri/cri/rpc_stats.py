@@ -8,6 +8,7 @@ from vmcri.api import api_pb2 as pb
 from vmcri.cri import convert
 from vmcri.cri.rpc_common import Ctx, Rpcs, chunks
 from vmcri.runtime import metrics
+from vmcri.runtime.containers import ContainerFilter
 from vmcri.runtime.pods import SandboxFilter
 from vmcri.store.records import SandboxRecord
 
@@ -23,14 +24,11 @@ class StatsRpcs(Rpcs):
         self, request: pb.ListContainerStatsRequest, context: Ctx
     ) -> pb.ListContainerStatsResponse:
         f = request.filter
+        filt = ContainerFilter(
+            id=f.id, sandbox_id=f.pod_sandbox_id, labels=tuple(f.label_selector.items())
+        )
         stats = []
-        for record in self._d.containers.list():
-            if f.id and not record.id.startswith(f.id):
-                continue
-            if f.pod_sandbox_id and not record.sandbox_id.startswith(f.pod_sandbox_id):
-                continue
-            if any(record.config.labels.get(k) != v for k, v in f.label_selector.items()):
-                continue
+        for record in self._d.containers.list(filt):
             _, usage = self._d.containers.usage(record.id, best_effort=True)
             stats.append(convert.container_stats(record, usage))
         return pb.ListContainerStatsResponse(stats=stats)

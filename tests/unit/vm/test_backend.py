@@ -45,12 +45,6 @@ class FakeHypervisor:
         self.destroyed.append(name)
         self.running.discard(name)
 
-    def running_names(self, prefix: str) -> set[str]:
-        return {n for n in self.running if n.startswith(prefix)}
-
-    def qemu_pid(self, name: str) -> int:
-        return 0
-
 
 class FakeMounter:
     def __init__(self) -> None:

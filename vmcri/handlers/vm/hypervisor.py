@@ -36,12 +36,6 @@ class Hypervisor(Protocol):
         """Pull the plug; a missing domain is success."""
         ...
 
-    def running_names(self, prefix: str) -> set[str]: ...
-
-    def qemu_pid(self, name: str) -> int:
-        """The QEMU process id of a running domain, 0 when unknown."""
-        ...
-
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -149,10 +143,7 @@ class LibvirtHypervisor:
         try:
             dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() not in (
-                libvirt.VIR_ERR_NO_DOMAIN,
-                libvirt.VIR_ERR_OPERATION_INVALID,
-            ):
+            if exc.get_error_code() not in _gone_codes(libvirt):
                 raise HypervisorError(
                     f"cannot shut down {name}: {exc.get_error_message()}"
                 ) from exc
@@ -166,28 +157,11 @@ class LibvirtHypervisor:
         try:
             dom.destroy()
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() not in (
-                libvirt.VIR_ERR_NO_DOMAIN,
-                libvirt.VIR_ERR_OPERATION_INVALID,
-            ):
+            if exc.get_error_code() not in _gone_codes(libvirt):
                 raise HypervisorError(f"cannot destroy {name}: {exc.get_error_message()}") from exc
 
-    def running_names(self, prefix: str) -> set[str]:
-        return {
-            dom.name()
-            for dom in self._connection().listAllDomains(0)
-            if dom.name().startswith(prefix) and dom.isActive()
-        }
 
-    def qemu_pid(self, name: str) -> int:
-        try:
-            with open(f"/run/libvirt/qemu/{name}.pid") as f:
-                return int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            return 0
-
-
-def _GONE_CODES(libvirt: Any) -> tuple[int, ...]:
+def _gone_codes(libvirt: Any) -> tuple[int, ...]:
     """libvirt error codes that mean the domain is already gone or already stopped."""
     return (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID)
 
