@@ -50,6 +50,7 @@ class SpecContext:
     ipc_ns_path: str = ""
     uts_ns_path: str = ""
     pid_ns_path: str = ""  # the pod's shared PID namespace, if it has one
+    user_ns_path: str = ""  # the pod's user namespace, when it has one (userns mode POD)
     target_pid_ns_path: str = ""  # namespace_options.target_id resolved by the caller
     hostname: str = ""
     hostname_path: str = ""  # pod files bind-mounted at /etc/hostname, /etc/hosts, ...

@@ -70,6 +70,31 @@ def resolve_devices(devices: Sequence[Device]) -> tuple[ResolvedDevice, ...]:
     return tuple(out)
 
 
+# Below /dev, not devices a privileged container should get copies of: its own
+# pts and shm, the fd links, and runtime bookkeeping of other container managers.
+_SKIPPED_DEV_DIRS = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"})
+
+
+def host_devices(root: str = "/dev") -> tuple[ResolvedDevice, ...]:
+    """Every device node below ``root``, for a privileged container (as containerd does).
+
+    Symlinks (``/dev/stdin`` would name *our* stdin) and the console (the
+    container gets its own) are left out, as are nodes gone while we looked.
+    """
+    out: list[ResolvedDevice] = []
+    every = Device(container_path="", host_path="", permissions="rwm")
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DEV_DIRS)
+        for name in sorted(files):
+            path = os.path.join(dirpath, name)
+            if path == os.path.join(root, "console") or os.path.islink(path):
+                continue
+            found = _node(path, path, every)
+            if found is not None and (found.major, found.minor) != (0, 0):
+                out.append(found)
+    return tuple(out)
+
+
 def _node(path: str, container_path: str, device: Device) -> ResolvedDevice | None:
     try:
         st = os.stat(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vmcri.errors import InvalidArgument, NotFound, Unimplemented
+from vmcri.errors import InvalidArgument, NotFound
 from vmcri.model import NamespaceMode, NamespaceOptions
 from vmcri.oci.context import SpecContext
 
@@ -22,10 +22,14 @@ def container_namespaces(opts: NamespaceOptions, ctx: SpecContext) -> list[Spec]
 
     The UTS namespace follows the network (host network means host name).
     Raises InvalidArgument naming the option for a mode that makes no sense for
-    it, NotFound for a TARGET pid namespace that cannot be found, and
-    Unimplemented for user namespaces.
+    it, NotFound for a TARGET pid namespace that cannot be found. A pod's user
+    namespace comes first: runc joins it before the others, which it owns.
     """
     out: list[Spec] = []
+    if opts.userns_mode is NamespaceMode.POD:
+        out.append(_join("user", ctx.user_ns_path, "userns_options"))
+    elif opts.userns_mode is not NamespaceMode.NODE:
+        raise InvalidArgument(f"{_FIELD}.userns_options.mode: {opts.userns_mode.name} is not valid")
     if opts.pid is NamespaceMode.POD:
         out.append(_join("pid", ctx.pid_ns_path, "pid"))
     elif opts.pid is NamespaceMode.CONTAINER:
@@ -52,8 +56,6 @@ def container_namespaces(opts: NamespaceOptions, ctx: SpecContext) -> list[Spec]
     elif opts.ipc is not NamespaceMode.NODE:
         raise InvalidArgument(f"{_FIELD}.ipc: mode {opts.ipc.name} is not supported")
 
-    if opts.userns_mode is not NamespaceMode.NODE:
-        raise Unimplemented(f"{_FIELD}.userns_options: user namespaces are not supported yet")
     out.append({"type": "mount"})
     if ctx.cgroup_namespace:
         out.append({"type": "cgroup"})

@@ -34,6 +34,13 @@ from vmcri.oci.resources import (
 )
 from vmcri.oci.seccomp import seccomp_for
 from vmcri.oci.sysctls import normalise, validate_sysctls
+from vmcri.oci.userns import (
+    check_container_userns,
+    check_mount_propagation,
+    oci_mappings,
+    pod_userns,
+    uses_userns,
+)
 
 OCI_VERSION = "1.0.2"
 
@@ -49,10 +56,10 @@ def build_spec(
     """The config.json of ``container`` in ``pod``.
 
     Raises InvalidArgument naming the CRI field at fault, NotFound for a
-    missing target container, Unimplemented for user namespaces.
+    missing target container.
     """
     sec = container.security
-    opts = sec.namespace_options
+    opts = pod_userns(pod.security.namespace_options, sec.namespace_options)
     if sec.privileged and not pod.security.privileged:
         raise InvalidArgument("security_context.privileged: the pod sandbox is not privileged")
     if not ctx.rootfs.startswith("/"):
@@ -60,6 +67,13 @@ def build_spec(
     host_network = opts.network is NamespaceMode.NODE
     host_ipc = opts.ipc is NamespaceMode.NODE
     validate_sysctls(pod.sysctls, host_network, host_ipc)
+    check_container_userns(
+        pod.security.namespace_options, opts, "security_context.namespace_options"
+    )
+    userns = uses_userns(opts)
+    if userns:
+        for i, mount in enumerate(container.mounts):
+            check_mount_propagation(mount.propagation, f"mounts[{i}].propagation")
 
     caps, ambient = container_capabilities(
         sec.capabilities, sec.privileged, ctx.available_capabilities
@@ -117,6 +131,9 @@ def build_spec(
         "resources": resources,
         "devices": devices,
     }
+    if userns:
+        linux["uidMappings"] = oci_mappings(opts.uid_mappings)
+        linux["gidMappings"] = oci_mappings(opts.gid_mappings)
     if ctx.cgroups_path:
         linux["cgroupsPath"] = ctx.cgroups_path
     sysctls = normalise(pod.sysctls)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -286,11 +287,36 @@ def test_shared_pid_namespace(backend: RuncBackend, image: ImageInfo, workdir: P
                          security=ContainerSecurity(namespace_options=ns))  # fmt: skip
     backend.create_container(sb, c, image)
     backend.start_container(sb, c)
-    res = backend.exec_sync(sb, c, ["cat", "/proc/1/cmdline"], 10)
-    assert b"vmcri.handlers.runc.pause" in res.stdout
+    res = backend.exec_sync(sb, c, ["cat", "/proc/1/comm"], 10)
+    assert res.stdout == b"vmcri-pause\n"
     backend.stop_sandbox(sb, [c])
     assert not backend.sandbox_alive(sb)
     backend.remove_container(sb, c)
     backend.remove_sandbox(sb)
     assert _processes_mentioning(sb.id) == []
     subprocess.run(["true"], check=True)
+
+
+def test_privileged_container_sees_host_devices(
+    backend: RuncBackend, image: ImageInfo, workdir: Path
+) -> None:
+    from vmcri.model import ContainerSecurity, PodSecurity
+
+    node = next(p for p in ("/dev/loop-control", "/dev/fuse", "/dev/kmsg") if os.path.exists(p))
+    pod = sandbox_record().config
+    sb = sandbox_record(dataclasses.replace(pod, security=PodSecurity(privileged=True)))
+    backend.run_sandbox(sb)
+    check = ("sh", "-c", f"test -c {node} && echo present || echo absent")
+    privileged = container_record(
+        sb, workdir, name="priv", command=check, security=ContainerSecurity(privileged=True)
+    )
+    plain = container_record(sb, workdir, name="plain", command=check)
+    for c in (privileged, plain):
+        backend.create_container(sb, c, image)
+        backend.start_container(sb, c)
+        wait_exit(backend, sb, c)
+    assert [r[2] for r in _records(Path(privileged.log_path))] == ["present"]
+    assert [r[2] for r in _records(Path(plain.log_path))] == ["absent"]
+    for c in (privileged, plain):
+        backend.remove_container(sb, c)
+    backend.remove_sandbox(sb)

@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-from vmcri.errors import InvalidArgument, NotFound, Unimplemented
+from vmcri.errors import InvalidArgument, NotFound
 from vmcri.model import (
     Capabilities,
     ContainerConfig,
     ContainerSecurity,
+    IDMapping,
     KeyValue,
     Metadata,
     Mount,
@@ -258,7 +259,7 @@ def test_target_pid_namespace() -> None:
     assert ns[0] == {"type": "pid", "path": "/proc/9/ns/pid"}
 
 
-def test_container_network_mode_and_userns_are_refused() -> None:
+def test_container_network_mode_is_refused() -> None:
     with pytest.raises(InvalidArgument, match=r"namespace_options\.network"):
         spec(
             cfg(
@@ -267,14 +268,63 @@ def test_container_network_mode_and_userns_are_refused() -> None:
                 )
             )
         )
-    with pytest.raises(Unimplemented):
-        spec(
-            cfg(
-                security=ContainerSecurity(
-                    namespace_options=NamespaceOptions(userns_mode=NamespaceMode.POD)
-                )
-            )
-        )
+
+
+USERNS = NamespaceOptions(
+    userns_mode=NamespaceMode.POD,
+    uid_mappings=(IDMapping(host_id=100000, container_id=0, length=65536),),
+    gid_mappings=(IDMapping(host_id=200000, container_id=0, length=65536),),
+)
+USERNS_POD = PodConfig(
+    metadata=POD.metadata, hostname="pod1", security=PodSecurity(namespace_options=USERNS)
+)
+USERNS_CTX = SpecContext(**{**CTX.__dict__, "user_ns_path": "/ns/user"})
+
+
+def test_user_namespace_is_joined_first_with_its_mappings() -> None:
+    s = spec(cfg(security=ContainerSecurity(namespace_options=USERNS)), USERNS_POD, USERNS_CTX)
+    linux = s["linux"]
+    assert linux["namespaces"][0] == {"type": "user", "path": "/ns/user"}
+    assert linux["uidMappings"] == [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    assert linux["gidMappings"] == [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    # A container that names no user namespace gets its pod's.
+    assert spec(cfg(), USERNS_POD, USERNS_CTX)["linux"]["uidMappings"] == linux["uidMappings"]
+    assert "uidMappings" not in spec()["linux"]
+
+
+def test_user_namespace_must_match_the_pod() -> None:
+    other = NamespaceOptions(
+        userns_mode=NamespaceMode.POD,
+        uid_mappings=(IDMapping(300000, 0, 65536),),
+        gid_mappings=USERNS.gid_mappings,
+    )
+    with pytest.raises(InvalidArgument, match="userns_options: must be the same"):
+        spec(cfg(security=ContainerSecurity(namespace_options=other)), USERNS_POD, USERNS_CTX)
+    with pytest.raises(InvalidArgument, match="userns_options: must be the same"):
+        spec(cfg(security=ContainerSecurity(namespace_options=USERNS)), POD, USERNS_CTX)
+    with pytest.raises(InvalidArgument, match=r"namespace_options\.userns_options"):
+        spec(cfg(), USERNS_POD, CTX)  # the runtime gave no namespace to join
+
+
+def test_user_namespace_mounts_must_be_private() -> None:
+    mount = Mount(
+        container_path="/d", host_path="/h", propagation=MountPropagation.HOST_TO_CONTAINER
+    )
+    with pytest.raises(InvalidArgument, match=r"mounts\[0\]\.propagation"):
+        spec(cfg(mounts=(mount,)), USERNS_POD, USERNS_CTX)
+
+
+def test_privileged_container_gets_every_host_device() -> None:
+    privileged_pod = PodConfig(metadata=POD.metadata, security=PodSecurity(privileged=True))
+    host = (
+        ResolvedDevice("/dev/null", "/dev/null", "c", 1, 3, 0o666),
+        ResolvedDevice("/dev/sda", "/dev/sda", "b", 8, 0, 0o660, gid=6),
+    )
+    ctx = SpecContext(**{**CTX.__dict__, "host_devices": host})
+    s = spec(cfg(security=ContainerSecurity(privileged=True)), privileged_pod, ctx)
+    assert [d["path"] for d in s["linux"]["devices"]] == ["/dev/null", "/dev/sda"]
+    assert s["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    assert spec(ctx=ctx)["linux"]["devices"] == []  # not for an ordinary container
 
 
 def test_default_mounts_and_pod_files() -> None:

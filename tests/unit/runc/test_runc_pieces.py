@@ -12,13 +12,13 @@ from vmcri.errors import ConfigError, FailedPrecondition, HostCommandError, Inva
 from vmcri.handlers.base import ContainerExit
 from vmcri.handlers.runc.cgroups import CgroupMode, Cgroups, detect_mode
 from vmcri.handlers.runc.exitfile import exit_reason, read_exit, write_exit
-from vmcri.handlers.runc.host import CommandResult
+from vmcri.handlers.runc.host import CommandResult, Helper
 from vmcri.handlers.runc.layout import Layout, check_id
 from vmcri.handlers.runc.options import RuncOptions
 from vmcri.handlers.runc.pod_files import hosts_file, resolv_conf
 from vmcri.handlers.runc.rootfs import overlay_options
 from vmcri.handlers.runc.runc_cli import Runc
-from vmcri.model import DNSConfig
+from vmcri.model import DNSConfig, IDMapping
 
 
 class FakeHost:
@@ -40,7 +40,16 @@ class FakeHost:
                     on_timeout: Callable[[], None]) -> tuple[CommandResult, bool]:  # fmt: skip
         raise AssertionError("not used")
 
+    def start_helper(self, argv: Sequence[str], *, stderr_path: str) -> Helper:
+        raise AssertionError("not used")
+
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None: ...
+    def idmapped_mount(self, source: str, target: str, userns_path: str, recursive: bool) -> None:
+        self.calls.append(["idmap", source, target, userns_path, str(recursive)])
+
+    def set_id_maps(self, pid: int, uids: Sequence[IDMapping], gids: Sequence[IDMapping]) -> None:
+        raise AssertionError("not used")
+
     def unmount(self, target: str) -> None: ...
     def kill(self, pid: int, sig: int) -> bool:
         return False

@@ -57,6 +57,7 @@ from vmcri.handlers.runc.options import RuncOptions
 from vmcri.handlers.runc.rootfs import (
     mount_image_view,
     mount_rootfs,
+    stage_idmapped_mounts,
     unmount_image_views,
     unmount_rootfs,
 )
@@ -67,10 +68,16 @@ from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
 from vmcri.model import Mount, NamespaceMode, Resources
 from vmcri.oci import process as proc
 from vmcri.oci.context import SpecContext
-from vmcri.oci.hostpaths import load_localhost_profile, resolve_devices, resolve_mounts
+from vmcri.oci.hostpaths import (
+    host_devices,
+    load_localhost_profile,
+    resolve_devices,
+    resolve_mounts,
+)
 from vmcri.oci.resources import linux_resources
 from vmcri.oci.seccomp import LOCALHOST
 from vmcri.oci.spec import build_spec
+from vmcri.oci.userns import pod_root
 from vmcri.oci.users import resolve_user
 from vmcri.store.atomic import write_atomic
 from vmcri.store.records import ContainerRecord, SandboxRecord
@@ -112,11 +119,13 @@ class RuncBackend:
             None if hostfacts.has_cap_sys_resource() else hostfacts.own_oom_score_adj()
         )
         self._rro = hostfacts.kernel_at_least(5, 12)
+        # ID-mapped lower layers of overlayfs arrived in 5.19.
+        self._userns = hostfacts.kernel_at_least(5, 19)
 
     # ---- runtime info -------------------------------------------------------------
 
     def features(self) -> HandlerFeatures:
-        return HandlerFeatures(recursive_read_only_mounts=self._rro, user_namespaces=False)
+        return HandlerFeatures(recursive_read_only_mounts=self._rro, user_namespaces=self._userns)
 
     def conditions(self) -> Sequence[Condition]:
         if shutil.which(self.options.runc) is None:
@@ -195,6 +204,7 @@ class RuncBackend:
             shm_path=self.pods.shm_path(sandbox.id, pod),
             user=user,
             devices=resolve_devices(cfg.devices),
+            host_devices=host_devices() if sec.privileged else (),
             seccomp_localhost=seccomp,
             available_capabilities=self._caps,
             min_oom_score_adj=self._oom_floor,
@@ -222,10 +232,15 @@ class RuncBackend:
             rootfs = self.layout.rootfs(container.id)
             mounts = resolve_mounts(cfg.mounts)
             cgroups_path = self._cgroups_path(sandbox, container.id)
-            mount_rootfs(self.host, image.layer_dirs, layer_dir, rootfs)
-            mounts, views = self._mount_image_volumes(container, mounts)
+            userns = self.pods.ns_path(sandbox.id, "user", sandbox.config)
+            root = pod_root(sandbox.config.security.namespace_options)
+            mount_rootfs(self.host, image.layer_dirs, layer_dir, rootfs, userns, root)
+            if userns:
+                stage = self.layout.staged_mounts_dir(container.id)
+                mounts = stage_idmapped_mounts(self.host, mounts, stage, userns)
+            mounts, views = self._mount_image_volumes(container, mounts, userns)
             ctx = self._spec_context(sandbox, container, image.config, str(rootfs), cgroups_path)
-            ctx = dataclasses.replace(ctx, image_volume_paths=views)
+            ctx = dataclasses.replace(ctx, image_volume_paths=views, user_ns_path=userns)
             spec = build_spec(
                 sandbox.config, dataclasses.replace(cfg, mounts=mounts), image.config, ctx
             )
@@ -244,7 +259,7 @@ class RuncBackend:
         return {"container_dir": str(directory), **{k: str(v) for k, v in meta.items()}}
 
     def _mount_image_volumes(
-        self, container: ContainerRecord, mounts: tuple[Mount, ...]
+        self, container: ContainerRecord, mounts: tuple[Mount, ...], userns_path: str
     ) -> tuple[tuple[Mount, ...], dict[str, str]]:
         """Mount one read-only view per image the container names (under its state dir).
 
@@ -259,7 +274,7 @@ class RuncBackend:
             if index not in layers:
                 raise FailedPrecondition(f"config.mounts[{index}].image: image was not resolved")
             view = self.layout.image_volumes_dir(container.id) / str(index)
-            mount_image_view(self.host, layers[index], view)
+            mount_image_view(self.host, layers[index], view, userns_path)
             views[ref] = str(view)
         resolved = tuple(
             resolve_sub_path(views[m.image], m, i) if m.image else m for i, m in enumerate(mounts)
@@ -384,6 +399,7 @@ class RuncBackend:
             self.host, self.layout.rootfs(container_id), self.layout.layer_dir(container_id)
         )
         unmount_image_views(self.host, self.layout.image_volumes_dir(container_id))
+        unmount_image_views(self.host, self.layout.staged_mounts_dir(container_id))
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(directory)
 

@@ -8,6 +8,7 @@ state directory and the cgroup tree root it is given).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vmcri.errors import HostCommandError
+from vmcri.host import idmap
+from vmcri.model import IDMapping
 
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -32,6 +35,25 @@ class CommandResult:
     returncode: int
     stdout: bytes
     stderr: bytes
+
+
+class Helper(Protocol):
+    """A running helper process with a line protocol on its stdin and stdout."""
+
+    pid: int
+
+    def readline(self, timeout: float) -> str:
+        """The next line without its newline; "" at end of output.
+
+        Raises HostCommandError when nothing comes within ``timeout`` seconds.
+        """
+        ...
+
+    def send(self, line: str) -> None: ...
+
+    def finish(self, timeout: float) -> int:
+        """Close its stdin and wait for it (killing it after ``timeout``); its exit status."""
+        ...
 
 
 class Host(Protocol):
@@ -74,8 +96,23 @@ class Host(Protocol):
         """
         ...
 
+    def start_helper(self, argv: Sequence[str], *, stderr_path: str) -> Helper:
+        """Start a helper the caller talks to in lines; raises HostCommandError."""
+        ...
+
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         """mount(2); raises HostCommandError."""
+        ...
+
+    def idmapped_mount(self, source: str, target: str, userns_path: str, recursive: bool) -> None:
+        """Mount ``source`` at ``target`` ID-mapped through a user namespace.
+
+        Raises FailedPrecondition (file system or kernel cannot), HostCommandError.
+        """
+        ...
+
+    def set_id_maps(self, pid: int, uids: Sequence[IDMapping], gids: Sequence[IDMapping]) -> None:
+        """Write the uid_map and gid_map of ``pid``'s new user namespace; HostCommandError."""
         ...
 
     def unmount(self, target: str) -> None:
@@ -197,6 +234,27 @@ class RealHost:
             timed_out,
         )
 
+    def start_helper(self, argv: Sequence[str], *, stderr_path: str) -> Helper:
+        try:
+            with open(stderr_path, "ab") as err:
+                proc = subprocess.Popen(
+                    list(argv),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    start_new_session=True,
+                    env=self._env,
+                )
+        except OSError as exc:
+            raise HostCommandError(f"{argv[0]}: {exc}") from exc
+        return _PipeHelper(proc)
+
+    def idmapped_mount(self, source: str, target: str, userns_path: str, recursive: bool) -> None:
+        idmap.idmapped_mount(source, target, userns_path, recursive=recursive)
+
+    def set_id_maps(self, pid: int, uids: Sequence[IDMapping], gids: Sequence[IDMapping]) -> None:
+        idmap.write_id_maps(pid, uids, gids)
+
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         rc = self._libc.mount(
             source.encode(), target.encode(), fstype.encode(), flags, data.encode() or None
@@ -243,6 +301,41 @@ class RealHost:
         except OSError:
             return False
         return False
+
+
+class _PipeHelper:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.pid = proc.pid
+        self._stdin = proc.stdin
+        self._stdout = proc.stdout
+
+    def readline(self, timeout: float) -> str:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                raise HostCommandError(f"helper {self.pid} said nothing for {timeout:.0f} s")
+        # The helper writes whole lines and flushes, so a readable pipe holds one.
+        return self._stdout.readline().decode(errors="replace").rstrip("\n")
+
+    def send(self, line: str) -> None:
+        try:
+            self._stdin.write(line.encode() + b"\n")
+            self._stdin.flush()
+        except OSError as exc:
+            raise HostCommandError(f"helper {self.pid}: {exc}") from exc
+
+    def finish(self, timeout: float) -> int:
+        with contextlib.suppress(OSError):
+            self._stdin.close()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self._stdout.close()
 
 
 def _unescape(field: str) -> str:

@@ -3,12 +3,13 @@
 Runtime state (``BackendContext.state``, gone after a reboot like the containers)::
 
     runc/                         runc --root (private to this backend)
-    sandboxes/<id>/ns/{net,ipc,uts,pid}   bind-mounted namespace files
+    sandboxes/<id>/ns/{user,net,ipc,uts,pid}   bind-mounted namespace files
     sandboxes/<id>/{hostname,hosts,resolv.conf}
     sandboxes/<id>/shm/           the pod's /dev/shm tmpfs
     sandboxes/<id>/pause.pid      init of the pod's PID namespace, when shared
     containers/<id>/config.json   the bundle; rootfs/ is the overlay mount point
     containers/<id>/image-volumes/<n>   read-only views of images mounted into it
+    containers/<id>/idmapped-mounts/<n> ID-mapped clones of its volumes (user namespace pods)
     containers/<id>/{meta.json,monitor.json,pid,exit.json,monitor.log}
     containers/<id>/attach.sock   the monitor's attach endpoint (console.sock while creating a tty)
 
@@ -57,6 +58,9 @@ class Layout:
 
     def image_volumes_dir(self, container_id: str) -> Path:
         return self.container_dir(container_id) / "image-volumes"
+
+    def staged_mounts_dir(self, container_id: str) -> Path:
+        return self.container_dir(container_id) / "idmapped-mounts"
 
     def layer_dir(self, container_id: str) -> Path:
         return self.root / "containers" / check_id(container_id, "container id")

@@ -1,21 +1,67 @@
-"""Runs once inside a new pod's namespaces (under unshare(1)): hostname, loopback, sysctls.
+"""Creates a runc pod's namespaces, driven line by line by the daemon over stdin/stdout.
 
-``python -m vmcri.handlers.runc.podinit --hostname NAME [--loopback] [--sysctl k=v ...]``
-Exits non-zero with a message on stderr if any step fails.
+``python -m vmcri.handlers.runc.podinit PLAN_JSON``; the plan (:func:`plan`)
+names the namespaces to create and what to put in them. The steps:
+
+1. User namespace, when the pod has one: unshare it, print ``userns`` and
+   wait for ``mapped``. The daemon writes our uid_map and gid_map meanwhile:
+   only a process privileged in the parent namespace may write arbitrary
+   ranges. Every namespace created after this belongs to the new one, which is
+   what lets the pod's containers mount /proc, /sys and mqueue inside them.
+2. Network, IPC and UTS namespaces, unshared together; then the hostname,
+   loopback up, and the pod's sysctls (``/proc/sys/net`` and the IPC keys
+   are per namespace, so writing them here writes the pod's).
+3. PID namespace, when the pod shares one: unshared, and a forked child,
+   PID 1 there, becomes the pause process (:mod:`vmcri.handlers.runc.pause`).
+4. ``ready <pause pid or 0>``, then wait for stdin to close: the daemon
+   bind-mounts our ``/proc/<pid>/ns/*`` onto the pod's files in between, so
+   the namespaces outlive us.
+
+Any failure prints ``error <message>`` and exits 1.
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
+import json
+import os
 import socket
 import struct
 import sys
+from collections.abc import Mapping
+
+from vmcri.handlers.runc import pause
+from vmcri.host.idmap import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    unshare,
+)
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 _IFREQ = "16sH22x"  # struct ifreq: name, then ifr_flags in the union
+_FLAGS = {"net": CLONE_NEWNET, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS}
+
+
+def plan(
+    namespaces: Mapping[str, bool],
+    hostname: str,
+    sysctls: Mapping[str, str],
+    pause_pid_file: str,
+) -> str:
+    """The JSON argument for this helper. ``namespaces``: kind -> whether to create it."""
+    return json.dumps(
+        {
+            "create": sorted(k for k, v in namespaces.items() if v),
+            "hostname": hostname,
+            "sysctls": dict(sysctls),
+            "pause_pid_file": pause_pid_file,
+        }
+    )
 
 
 def loopback_up() -> None:
@@ -31,22 +77,68 @@ def write_sysctl(key: str, value: str) -> None:
         f.write(value)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="vmcri-podinit")
-    p.add_argument("--hostname", default="")
-    p.add_argument("--loopback", action="store_true")
-    p.add_argument("--sysctl", action="append", default=[])
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _expect(word: str) -> None:
+    got = sys.stdin.readline().strip()
+    if got != word:
+        raise OSError(f"expected {word!r} from the daemon, got {got!r}")
+
+
+def _start_pause(pid_file: str, in_userns: bool) -> int:
+    """Fork PID 1 of the new PID namespace and make it the pause process (no exec)."""
+    pid = os.fork()
+    if pid:
+        return pid
     try:
-        if args.hostname:
-            socket.sethostname(args.hostname)
-        if args.loopback:
-            loopback_up()
-        for item in args.sysctl:
-            key, _, value = item.partition("=")
-            write_sysctl(key, value)
-    except OSError as exc:
-        print(f"podinit: {exc}", file=sys.stderr)
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        pause.hold(pid_file, in_userns)
+    finally:
+        os._exit(127)
+
+
+def run(spec: Mapping[str, object]) -> None:
+    create = set(spec["create"])  # type: ignore[call-overload]
+    if "user" in create:
+        unshare(CLONE_NEWUSER)
+        _say("userns")
+        _expect("mapped")
+    flags = 0
+    for kind, flag in _FLAGS.items():
+        if kind in create:
+            flags |= flag
+    if flags:
+        unshare(flags)
+    hostname = str(spec.get("hostname") or "")
+    if hostname and "uts" in create:
+        socket.sethostname(hostname)
+    if "net" in create:
+        loopback_up()
+    sysctls = spec.get("sysctls") or {}
+    assert isinstance(sysctls, dict)
+    for key, value in sorted(sysctls.items()):
+        write_sysctl(str(key), str(value))
+    pause = 0
+    if "pid" in create:
+        unshare(CLONE_NEWPID)
+        pause = _start_pause(str(spec["pause_pid_file"]), "user" in create)
+    _say(f"ready {pause}")
+    sys.stdin.read()  # until the daemon has pinned the namespaces and closes our stdin
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        spec = json.loads(args[0])
+        run(spec)
+    except (OSError, ValueError, IndexError, KeyError) as exc:
+        _say(f"error {exc}")
         return 1
     return 0
 

@@ -1,36 +1,43 @@
 """A runc pod on the host: pinned namespaces, pod files, /dev/shm, the PID namespace holder.
 
-How the namespaces are pinned: ``unshare --net=F --ipc=F --uts=F`` creates them
-for one short-lived helper (:mod:`vmcri.handlers.runc.podinit`, which sets the
-hostname, brings loopback up and writes the pod's sysctls) and bind-mounts the
-helper's ``/proc/<pid>/ns/*`` onto the files ``F`` before it exits, so the
-namespaces outlive it. A shared PID namespace needs a living init instead of a
-bind mount alone: ``setsid -f unshare --pid=F --fork --kill-child`` runs
-:mod:`vmcri.handlers.runc.pause` as its PID 1, in its own session.
+How the namespaces are made and pinned: one short-lived helper
+(:mod:`vmcri.handlers.runc.podinit`) unshares them (its user namespace first,
+when the pod has one, so that it owns the rest), sets the hostname, brings
+loopback up and writes the pod's sysctls; the daemon bind-mounts the helper's
+``/proc/<pid>/ns/*`` onto files under the sandbox directory before the helper
+exits, so the namespaces outlive it. A shared PID namespace needs a living init
+instead of a bind mount alone: the helper forks its PID 1, which becomes the
+pod's pause process (:mod:`vmcri.handlers.runc.pause`) in a session of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from vmcri.errors import HostCommandError, InvalidArgument
+from vmcri.errors import FailedPrecondition, HostCommandError, InvalidArgument
 from vmcri.handlers.base import SandboxStarted
+from vmcri.handlers.runc import podinit
 from vmcri.handlers.runc.exitfile import read_int_file
-from vmcri.handlers.runc.host import MS_NODEV, MS_NOSUID, Host
+from vmcri.handlers.runc.host import MS_BIND, MS_NODEV, MS_NOSUID, Host
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.pod_files import hostname_file, hosts_file, resolv_conf
 from vmcri.model import NamespaceMode, PodConfig
 from vmcri.oci.sysctls import normalise, validate_sysctls
+from vmcri.oci.userns import check_pod_userns, pod_root, uses_userns
 from vmcri.store.records import SandboxRecord
 
 SHM_SIZE = "64m"
 PAUSE_WAIT_S = 10.0
-NS_KINDS = ("net", "ipc", "uts", "pid")
+HELPER_WAIT_S = 30.0
+NS_KINDS = ("user", "net", "ipc", "uts", "pid")
 
 
 class PodSandboxes:
@@ -49,8 +56,9 @@ class PodSandboxes:
         self.sleep = sleep
 
     def namespaces_of(self, pod: PodConfig) -> dict[str, bool]:
-        """Which namespaces the pod owns (False: the host's)."""
+        """Which namespaces the pod owns (False: the host's). Raises InvalidArgument."""
         opts = pod.security.namespace_options
+        check_pod_userns(opts, "config.linux.security_context.namespace_options")
         for name in ("network", "pid", "ipc"):
             mode = getattr(opts, name)
             if mode not in (NamespaceMode.POD, NamespaceMode.NODE, NamespaceMode.CONTAINER):
@@ -60,6 +68,7 @@ class PodSandboxes:
                 )
         own_net = opts.network is not NamespaceMode.NODE
         return {
+            "user": uses_userns(opts),
             "net": own_net,
             "uts": own_net,
             "ipc": opts.ipc is not NamespaceMode.NODE,
@@ -94,62 +103,77 @@ class PodSandboxes:
             "resolv.conf": resolv_conf(pod.dns),
         }
         directory = self.layout.sandbox_dir(sandbox.id)
+        if own["user"]:
+            _check_traversable(self.layout.state)
         try:
             (directory / "ns").mkdir(parents=True, exist_ok=False)
+            root = pod_root(opts)
             for name, text in contents.items():
                 (directory / name).write_text(text)
-            self._pin(sandbox.id, pod, own)
+                if root:
+                    # Bind-mounted as they are: owned by the pod's root, not by nobody.
+                    os.chown(directory / name, *root)
+            self._create_namespaces(sandbox.id, pod, own)
             if own["ipc"]:
                 shm = directory / "shm"
                 shm.mkdir()
+                owner = f",uid={root[0]},gid={root[1]}" if root else ""
                 self.host.mount(
-                    "shm", str(shm), "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={SHM_SIZE}"
+                    "shm",
+                    str(shm),
+                    "tmpfs",
+                    MS_NOSUID | MS_NODEV,
+                    f"mode=1777,size={SHM_SIZE}{owner}",
                 )
-            if own["pid"]:
-                self._start_pause(sandbox.id)
         except BaseException:
             self.teardown(sandbox.id)
             raise
         net = str(self.layout.ns_path(sandbox.id, "net")) if own["net"] else ""
         return SandboxStarted(runtime={"sandbox_dir": str(directory)}, netns_path=net)
 
-    def _pin(self, sandbox_id: str, pod: PodConfig, own: dict[str, bool]) -> None:
-        flags = []
-        for kind in ("net", "ipc", "uts"):
-            if own[kind]:
+    def _create_namespaces(self, sandbox_id: str, pod: PodConfig, own: dict[str, bool]) -> None:
+        """Run the podinit helper and pin what it creates. Raises HostCommandError."""
+        if not any(own.values()):
+            return
+        directory = self.layout.sandbox_dir(sandbox_id)
+        spec = podinit.plan(own, pod.hostname, normalise(pod.sysctls), str(directory / "pause.pid"))
+        helper = self.host.start_helper(
+            [self.python, "-m", "vmcri.handlers.runc.podinit", spec],
+            stderr_path=str(directory / "podinit.log"),
+        )
+        pause = 0
+        try:
+            line = helper.readline(HELPER_WAIT_S)
+            if line == "userns":
+                opts = pod.security.namespace_options
+                self.host.set_id_maps(helper.pid, opts.uid_mappings, opts.gid_mappings)
+                helper.send("mapped")
+                line = helper.readline(HELPER_WAIT_S)
+            word, _, rest = line.partition(" ")
+            if word != "ready":
+                raise HostCommandError(f"pod namespaces: {rest or line or 'helper died'}")
+            pause = int(rest or 0)
+            for kind, wanted in own.items():
+                if not wanted:
+                    continue
                 path = self.layout.ns_path(sandbox_id, kind)
                 path.touch()
-                flags.append(f"--{kind}={path}")
-        if not flags:
-            return
-        helper = [self.python, "-m", "vmcri.handlers.runc.podinit"]
-        if own["uts"] and pod.hostname:
-            helper += ["--hostname", pod.hostname]
-        if own["net"]:
-            helper.append("--loopback")
-        for key, value in sorted(normalise(pod.sysctls).items()):
-            helper += ["--sysctl", f"{key}={value}"]
-        result = self.host.run(["unshare", *flags, "--", *helper], timeout=30)
-        if result.returncode != 0:
-            raise HostCommandError(
-                "unshare (pod namespaces): "
-                + (result.stderr.decode(errors="replace").strip() or f"exit {result.returncode}"),
-                returncode=result.returncode,
-            )
+                holder = pause if kind == "pid" else helper.pid
+                self.host.mount(f"/proc/{holder}/ns/{kind}", str(path), "", MS_BIND, "")
+        except BaseException:
+            if pause:
+                self.host.kill(pause, signal.SIGKILL)
+            raise
+        finally:
+            status = helper.finish(HELPER_WAIT_S)
+        if status != 0:
+            raise HostCommandError(f"pod namespaces: helper exited with status {status}")
+        if own["pid"]:
+            self._wait_for_pause(sandbox_id)
 
-    def _start_pause(self, sandbox_id: str) -> None:
-        path = self.layout.ns_path(sandbox_id, "pid")
-        path.touch()
-        pid_file = self.layout.sandbox_dir(sandbox_id) / "pause.pid"
-        argv = [
-            "setsid", "-f", "unshare", f"--pid={path}", "--fork", "--kill-child", "--",
-            self.python, "-m", "vmcri.handlers.runc.pause", str(pid_file),
-        ]  # fmt: skip
-        result = self.host.run(argv, timeout=30, capture=False)
-        if result.returncode != 0:
-            raise HostCommandError(f"setsid unshare (pod PID namespace): exit {result.returncode}")
+    def _wait_for_pause(self, sandbox_id: str) -> None:
         deadline = time.monotonic() + PAUSE_WAIT_S
-        while not (read_int_file(str(pid_file)) and self.host.is_mounted(str(path))):
+        while not self.pause_pid(sandbox_id):
             if time.monotonic() > deadline:
                 raise HostCommandError("pod PID namespace holder did not come up in time")
             self.sleep(0.01)
@@ -165,7 +189,7 @@ class PodSandboxes:
         return (
             bool(argv)
             and any(sandbox_id in a for a in argv or [])
-            and any("vmcri.handlers.runc.pause" in a for a in argv or [])
+            and any("vmcri.handlers.runc.podinit" in a for a in argv or [])
         )
 
     def stop(self, sandbox_id: str) -> None:
@@ -182,7 +206,7 @@ class PodSandboxes:
 
     def alive(self, sandbox: SandboxRecord) -> bool:
         own = self.namespaces_of(sandbox.config)
-        for kind in ("net", "ipc", "uts"):
+        for kind in ("user", "net", "ipc", "uts"):
             if own[kind] and not self.host.is_mounted(str(self.layout.ns_path(sandbox.id, kind))):
                 return False
         return not own["pid"] or bool(self.pause_pid(sandbox.id))
@@ -206,3 +230,22 @@ class PodSandboxes:
             shutil.rmtree(directory)
         if directory.exists():  # something is still mounted below: do not delete its content
             raise HostCommandError(f"sandbox dir {directory} could not be removed")
+
+
+def _check_traversable(path: Path) -> None:
+    """runc sets a user-namespaced container up as the pod's root, which is not the host's
+    root: every directory down to the bundle must let others through (``o+x``).
+
+    Raises FailedPrecondition naming the first directory that does not.
+    """
+    for directory in [path, *path.parents]:
+        try:
+            mode = directory.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if not mode & stat.S_IXOTH:
+            raise FailedPrecondition(
+                f"{directory} (mode {stat.S_IMODE(mode):o}) is not searchable by other users; "
+                "pods with their own user namespace need o+x on the runtime state directory "
+                "and every directory above it"
+            )

@@ -28,6 +28,7 @@ from vmcri.errors import (
     FailedPrecondition,
     HypervisorError,
     InvalidArgument,
+    Unimplemented,
     VmcriError,
 )
 from vmcri.handlers.base import (
@@ -69,6 +70,7 @@ from vmcri.handlers.vm.spec import container_spec, pod_files, stop_signal
 from vmcri.host.disk import tree_usage
 from vmcri.host.mounts import HostMounter, Mounter
 from vmcri.model import Resources
+from vmcri.oci.userns import uses_userns
 from vmcri.store.atomic import write_atomic
 from vmcri.store.records import ContainerRecord, SandboxRecord
 
@@ -219,6 +221,12 @@ class VmBackend:
         return (Condition("VmAcceleration", False, "SoftwareEmulation", self._accel.reason),)
 
     def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
+        if uses_userns(sandbox.config.security.namespace_options):
+            # The guest sees the pod's files through virtiofs/9p, which cannot be ID-mapped.
+            raise Unimplemented(
+                "config.linux.security_context.namespace_options.userns_options: the vm "
+                "handler does not support user namespaces (the VM is the isolation; use NODE)"
+            )
         guest = self._guest()
         layout = self._layout(sandbox.id)
         name = domain_name(sandbox.id)
