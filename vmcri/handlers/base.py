@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from vmcri.handlers.exit_status import ContainerExit as ContainerExit
 from vmcri.model import Resources
 from vmcri.store.records import ContainerRecord, SandboxRecord
 
@@ -52,16 +53,6 @@ class SandboxStarted:
     netns_path: str = ""
     ip: str = ""
     additional_ips: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ContainerExit:
-    """How a container ended."""
-
-    exit_code: int
-    finished_at: int  # ns since the epoch
-    reason: str = ""  # "Completed", "Error", "OOMKilled"
-    message: str = ""
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,15 @@ architecture: these calls are newer than the split syscall tables.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from vmcri.errors import FailedPrecondition, HostCommandError
-from vmcri.model import IDMapping
+
+if TYPE_CHECKING:  # the pod helper imports this module: keep its start-up light
+    from vmcri.model import IDMapping
 
 SYS_OPEN_TREE = 428
 SYS_MOVE_MOUNT = 429
@@ -43,7 +45,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # libc: the interpreter links it
 _libc.syscall.restype = ctypes.c_long
 _libc.unshare.argtypes = [ctypes.c_int]
 

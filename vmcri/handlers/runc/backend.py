@@ -51,7 +51,7 @@ from vmcri.handlers.runc.exitfile import (
     read_int_file,
     write_exit,
 )
-from vmcri.handlers.runc.host import Host, RealHost
+from vmcri.handlers.runc.host import Host, RealHost, helper_argv
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.options import RuncOptions
 from vmcri.handlers.runc.rootfs import (
@@ -284,12 +284,12 @@ class RuncBackend:
     def _start_monitor(self, container: ContainerRecord, cgroups_path: str) -> None:
         container_id, log_path, cfg = container.id, container.log_path, container.config
         directory = self.layout.container_dir(container_id)
-        argv = [
-            self.python, "-m", "vmcri.handlers.runc.monitor",
+        argv = helper_argv(
+            self.python, "vmcri.handlers.runc.monitor",
             "--runc", self.options.runc, "--runc-root", str(self.layout.runc_root),
             "--id", container_id, "--dir", str(directory), "--log", log_path,
             "--oom-file", self.cgroups.oom_events_file(cgroups_path),
-        ]  # fmt: skip
+        )  # fmt: skip
         argv += ["--tty"] if cfg.tty else []
         argv += ["--stdin"] if cfg.stdin else []
         argv += ["--stdin-once"] if cfg.stdin and cfg.stdin_once else []

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from vmcri.handlers.base import ContainerExit
+from vmcri.handlers.exit_status import ContainerExit
 from vmcri.store.atomic import write_atomic
 
 MONITOR_FILE = "monitor.json"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import selectors
@@ -18,11 +17,25 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+import vmcri
 from vmcri.errors import HostCommandError
 from vmcri.host import idmap
 from vmcri.model import IDMapping
+
+# The backend's Python helpers (monitor, podinit, netns_dial) need only the
+# standard library and vmcri. They start without ``site`` (``-S``: no scan of
+# site-packages and its .pth files, a fifth of their start-up) and find vmcri
+# through PYTHONPATH instead, which RealHost sets for every child.
+VMCRI_PATH = str(Path(vmcri.__file__).resolve().parent.parent)
+
+
+def helper_argv(python: str, module: str, *args: str) -> list[str]:
+    """The command line of one of vmcri's Python helpers."""
+    return [python, "-S", "-m", module, *args]
+
 
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -134,8 +147,10 @@ class RealHost:
     """The real host: subprocesses and libc."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        self._env = dict(env) if env is not None else None
+        self._libc = ctypes.CDLL(None, use_errno=True)  # libc: the interpreter links it
+        self._env = dict(os.environ if env is None else env)
+        inherited = self._env.get("PYTHONPATH")
+        self._env["PYTHONPATH"] = VMCRI_PATH + (os.pathsep + inherited if inherited else "")
 
     def run(
         self,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -39,7 +38,7 @@ import time
 from pathlib import Path
 
 from vmcri.crilog import CriLogWriter
-from vmcri.handlers.base import ContainerExit
+from vmcri.handlers.exit_status import ContainerExit
 from vmcri.handlers.runc import attach_frames as af
 from vmcri.handlers.runc.attach_hub import AttachHub
 from vmcri.handlers.runc.cgroups import oom_kills_in
@@ -297,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name):
             setattr(args, name, os.path.abspath(getattr(args, name)))
     _daemonize()
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # libc: the interpreter links it
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     monitor = Monitor(args)
     try:

@@ -11,7 +11,6 @@ interpreter to be readable by that ID. The daemon ends it with SIGKILL.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -38,7 +37,7 @@ def _become_pod_root() -> None:
 
 
 def _name_process(name: bytes) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # libc: the interpreter links it
     libc.prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
 
 

@@ -26,7 +26,7 @@ from vmcri.errors import FailedPrecondition, HostCommandError, InvalidArgument
 from vmcri.handlers.base import SandboxStarted
 from vmcri.handlers.runc import podinit
 from vmcri.handlers.runc.exitfile import read_int_file
-from vmcri.handlers.runc.host import MS_BIND, MS_NODEV, MS_NOSUID, Host
+from vmcri.handlers.runc.host import MS_BIND, MS_NODEV, MS_NOSUID, Host, helper_argv
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.pod_files import hostname_file, hosts_file, resolv_conf
 from vmcri.model import NamespaceMode, PodConfig
@@ -138,7 +138,7 @@ class PodSandboxes:
         directory = self.layout.sandbox_dir(sandbox_id)
         spec = podinit.plan(own, pod.hostname, normalise(pod.sysctls), str(directory / "pause.pid"))
         helper = self.host.start_helper(
-            [self.python, "-m", "vmcri.handlers.runc.podinit", spec],
+            helper_argv(self.python, "vmcri.handlers.runc.podinit", spec),
             stderr_path=str(directory / "podinit.log"),
         )
         pause = 0
