@@ -98,18 +98,24 @@ def test_container_is_root_only_inside_its_pod(
     volume = workdir / "volume"
     volume.mkdir()
     (volume / "from-host").write_text("hi\n")
+    log_file = workdir / "termination-log"  # kubelet mounts single files too
+    log_file.write_text("")
     ns = userns(base)
     sb = pod(ns)
     backend.run_sandbox(sb)
     script = (
         "cat /proc/self/uid_map; id -u; stat -c %u /bin/busybox /etc/hosts /;"
         " echo new > /made-inside && stat -c %u /made-inside;"
-        " stat -c %u /data/from-host; echo w > /data/from-pod && echo wrote; hostname;"
+        " stat -c %u /data/from-host; echo w > /data/from-pod && echo wrote;"
+        " echo bye > /dev/termination-log; hostname;"
         " sleep 1000"
     )
     c = container_record(
         sb, workdir, command=("sh", "-c", script),
-        mounts=(Mount(container_path="/data", host_path=str(volume)),),
+        mounts=(
+            Mount(container_path="/data", host_path=str(volume)),
+            Mount(container_path="/dev/termination-log", host_path=str(log_file)),
+        ),
         security=ContainerSecurity(namespace_options=ns),
     )  # fmt: skip
     backend.create_container(sb, c, image)
@@ -128,6 +134,7 @@ def test_container_is_root_only_inside_its_pod(
     assert (upper / "made-inside").stat().st_uid == base
     # ...while the volume is seen through the mapping both ways.
     assert (volume / "from-pod").stat().st_uid == 0
+    assert log_file.read_text() == "bye\n"
     # exec joins the same namespace.
     res = backend.exec_sync(sb, c, ["cat", "/proc/self/uid_map"], 10)
     assert res.stdout.split() == [b"0", str(base).encode(), str(SIZE).encode()]
