@@ -96,3 +96,31 @@ def test_bad_mapping_is_refused_and_leaves_no_pod(env: CriEnv) -> None:
     assert "userns_options.uids[0].host_id" in str(caught.value.details())
     after = env.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items
     assert len(after) == len(before)
+
+
+def test_pod_survives_a_daemon_kill(env: CriEnv) -> None:
+    sandbox_id = run_pod(env, "restart", namespaces(BASE + SIZE))
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="app"),
+        image=pb.ImageSpec(image=env.image),
+        command=SLEEPER,
+        log_path="app.log",
+    )
+    request = pb.CreateContainerRequest(pod_sandbox_id=sandbox_id, config=config)
+    container_id = env.runtime.CreateContainer(request, timeout=60).container_id
+    env.start(container_id)
+    env.restart()
+    pod = env.runtime.PodSandboxStatus(
+        pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id), timeout=30
+    ).status
+    assert pod.state == pb.SANDBOX_READY
+    out = env.runtime.ExecSync(
+        pb.ExecSyncRequest(
+            container_id=container_id, cmd=["cat", "/proc/self/uid_map"], timeout=30
+        ),
+        timeout=60,
+    ).stdout.split()
+    assert out == [b"0", str(BASE + SIZE).encode(), str(SIZE).encode()]
+    env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    env.sandboxes.remove(sandbox_id)
