@@ -261,6 +261,7 @@ def test_unsearchable_state_dir_is_refused(
     locked.mkdir(mode=0o700)
     be = RuncBackend(RuncOptions(), Layout(locked / "state", locked / "root"), RealHost())
     sb = pod(userns(base))
+    assert not be.features().user_namespaces  # kubelet is told up front
     with pytest.raises(FailedPrecondition, match="o\\+x"):
         be.run_sandbox(sb)
     assert not be.layout.sandbox_dir(sb.id).exists()

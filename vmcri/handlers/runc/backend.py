@@ -62,7 +62,7 @@ from vmcri.handlers.runc.rootfs import (
     unmount_rootfs,
 )
 from vmcri.handlers.runc.runc_cli import Runc
-from vmcri.handlers.runc.sandbox import PodSandboxes
+from vmcri.handlers.runc.sandbox import PodSandboxes, unsearchable_dir
 from vmcri.host.disk import tree_usage
 from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
 from vmcri.model import Mount, NamespaceMode, Resources
@@ -125,7 +125,8 @@ class RuncBackend:
     # ---- runtime info -------------------------------------------------------------
 
     def features(self) -> HandlerFeatures:
-        return HandlerFeatures(recursive_read_only_mounts=self._rro, user_namespaces=self._userns)
+        userns = self._userns and unsearchable_dir(self.layout.state) is None
+        return HandlerFeatures(recursive_read_only_mounts=self._rro, user_namespaces=userns)
 
     def conditions(self) -> Sequence[Condition]:
         if shutil.which(self.options.runc) is None:

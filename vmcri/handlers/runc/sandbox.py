@@ -232,11 +232,11 @@ class PodSandboxes:
             raise HostCommandError(f"sandbox dir {directory} could not be removed")
 
 
-def _check_traversable(path: Path) -> None:
-    """runc sets a user-namespaced container up as the pod's root, which is not the host's
-    root: every directory down to the bundle must let others through (``o+x``).
+def unsearchable_dir(path: Path) -> Path | None:
+    """The first of ``path`` and its parents that others may not pass (no ``o+x``), if any.
 
-    Raises FailedPrecondition naming the first directory that does not.
+    runc sets a user-namespaced container up as the pod's root, which is not
+    the host's root: every directory down to the bundle must let it through.
     """
     for directory in [path, *path.parents]:
         try:
@@ -244,8 +244,17 @@ def _check_traversable(path: Path) -> None:
         except FileNotFoundError:
             continue
         if not mode & stat.S_IXOTH:
-            raise FailedPrecondition(
-                f"{directory} (mode {stat.S_IMODE(mode):o}) is not searchable by other users; "
-                "pods with their own user namespace need o+x on the runtime state directory "
-                "and every directory above it"
-            )
+            return directory
+    return None
+
+
+def _check_traversable(path: Path) -> None:
+    """Raises FailedPrecondition naming the directory :func:`unsearchable_dir` finds."""
+    blocked = unsearchable_dir(path)
+    if blocked is not None:
+        mode = stat.S_IMODE(blocked.stat().st_mode)
+        raise FailedPrecondition(
+            f"{blocked} (mode {mode:o}) is not searchable by other users; pods with their "
+            "own user namespace need o+x on the runtime state directory and every "
+            "directory above it"
+        )
