@@ -9,9 +9,9 @@ This is the mount API of Linux 5.12+ (``open_tree`` to clone a mount,
 layers since 5.19. runc 1.1 cannot make such mounts itself, so vmcri makes
 them on the host and hands runc plain paths.
 
-Python has no wrappers for these calls (``os.unshare`` arrived only in 3.12),
-so they go through libc's ``syscall``. The numbers are the same on every
-architecture: these calls are newer than the split syscall tables.
+Python has no wrappers for these calls, so they go through libc's ``syscall``.
+The numbers are the same on every architecture: these calls are newer than the
+split syscall tables.
 """
 
 from __future__ import annotations
@@ -38,16 +38,8 @@ OPEN_TREE_CLONE = 0x1
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x00100000
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWNET = 0x40000000
-CLONE_NEWPID = 0x20000000
-
 _libc = ctypes.CDLL(None, use_errno=True)  # libc: the interpreter links it
 _libc.syscall.restype = ctypes.c_long
-_libc.unshare.argtypes = [ctypes.c_int]
 
 
 class _MountAttr(ctypes.Structure):
@@ -57,13 +49,6 @@ class _MountAttr(ctypes.Structure):
         ("propagation", ctypes.c_uint64),
         ("userns_fd", ctypes.c_uint64),
     ]
-
-
-def unshare(flags: int) -> None:
-    """unshare(2); raises OSError."""
-    if _libc.unshare(flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def id_map_text(mappings: Sequence[IDMapping]) -> str:

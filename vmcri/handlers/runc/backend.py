@@ -551,4 +551,4 @@ class RuncBackend:
         from vmcri.handlers.runc import streams
 
         netns = self.pods.ns_path(sandbox.id, "net", sandbox.config)
-        return streams.dial(self.python, netns, port)
+        return streams.dial(netns, port)

@@ -25,7 +25,7 @@ from vmcri.errors import HostCommandError
 from vmcri.host import idmap
 from vmcri.model import IDMapping
 
-# The backend's Python helpers (monitor, podinit, netns_dial) need only the
+# The backend's Python helpers (monitor, podinit) need only the
 # standard library and vmcri. They start without ``site`` (``-S``: no scan of
 # site-packages and its .pth files, a fifth of their start-up) and find vmcri
 # through PYTHONPATH instead, which RealHost sets for every child.

@@ -31,7 +31,7 @@ import sys
 from collections.abc import Mapping
 
 from vmcri.handlers.runc import pause
-from vmcri.host.idmap import (
+from vmcri.host.namespaces import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWPID,

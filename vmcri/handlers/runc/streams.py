@@ -11,10 +11,10 @@ Attach: the container's monitor owns its stdio and serves ``attach.sock`` in the
 container's state dir (:mod:`vmcri.handlers.runc.attach_hub`); a session is one
 connection to it, carrying frames of :mod:`vmcri.handlers.runc.attach_frames`.
 
-Port-forward: a socket must be created inside the pod's network namespace, and setns()
-in a thread of the daemon is unsafe, so a short-lived helper does it under ``nsenter``
-(:mod:`vmcri.handlers.runc.netns_dial`) and passes the connected socket back over a unix
-socket pair (SCM_RIGHTS); the daemon then relays on a plain socket.
+Port-forward: a socket belongs to the network namespace it was created in, so a
+throwaway thread joins the pod's namespace (setns(2) changes only the calling thread's),
+connects there and ends; the daemon then relays on the plain socket. No other work ever
+runs on that thread, so nothing else can end up in the pod's network by mistake.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from vmcri.errors import FailedPrecondition, HostCommandError, Unavailable
 from vmcri.handlers.base import StreamOutput
 from vmcri.handlers.runc import attach_frames as af
 from vmcri.handlers.runc.runc_cli import Runc
+from vmcri.host.namespaces import CLONE_NEWNET, setns
 
 log = logging.getLogger(__name__)
 
@@ -257,57 +258,46 @@ class SocketPortConnection:
         self._sock.close()
 
 
-def dial(python: str, netns_path: str, port: int) -> SocketPortConnection:
+def dial(netns_path: str, port: int) -> SocketPortConnection:
     """Connect to 127.0.0.1:``port`` in the network namespace at ``netns_path``.
 
     An empty path means the host's namespace (a hostNetwork pod). Raises Unavailable
-    when nothing accepts the connection, HostCommandError when the helper fails.
+    when nothing accepts the connection, HostCommandError when the namespace cannot
+    be joined.
     """
     if not netns_path:
+        return SocketPortConnection(_connect(port))
+    outcome: list[socket.socket | BaseException] = []
+
+    def in_namespace() -> None:
         try:
-            return SocketPortConnection(
-                socket.create_connection(("127.0.0.1", port), timeout=DIAL_TIMEOUT_S)
-            )
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                setns(fd, CLONE_NEWNET)
+            finally:
+                os.close(fd)
         except OSError as exc:
-            raise Unavailable(f"port {port}: {exc.strerror or exc}") from exc
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    argv = [
-        "nsenter", f"--net={netns_path}", "--",
-        python, "-m", "vmcri.handlers.runc.netns_dial", str(port), str(theirs.fileno()),
-    ]  # fmt: skip
+            outcome.append(HostCommandError(f"join the pod network {netns_path}: {exc}"))
+            return
+        try:
+            outcome.append(_connect(port))
+        except Unavailable as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=in_namespace, name=f"dial-{port}", daemon=True)
+    worker.start()
+    worker.join()
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return SocketPortConnection(result)
+
+
+def _connect(port: int) -> socket.socket:
     try:
-        proc = subprocess.Popen(
-            argv,
-            pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        return socket.create_connection(("127.0.0.1", port), timeout=DIAL_TIMEOUT_S)
     except OSError as exc:
-        ours.close()
-        theirs.close()
-        raise HostCommandError(f"nsenter for port-forward: {exc}") from exc
-    theirs.close()
-    try:
-        ours.settimeout(DIAL_TIMEOUT_S + 5)
-        message, fds, _, _ = socket.recv_fds(ours, 4096, 1)
-    except OSError as exc:
-        message, fds = f"no answer from the dial helper: {exc}".encode(), []
-    finally:
-        ours.close()
-    try:
-        _, stderr = proc.communicate(timeout=DIAL_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, stderr = proc.communicate()
-    if fds and message == b"ok":
-        return SocketPortConnection(socket.socket(fileno=fds[0]))
-    for fd in fds:
-        os.close(fd)
-    text = message.decode(errors="replace") or stderr.decode(errors="replace").strip()
-    if message.startswith(b"connect:"):
-        raise Unavailable(f"port {port} in the pod: {text.removeprefix('connect:').strip()}")
-    raise HostCommandError(f"port-forward dial helper failed: {text[:500]}")
+        raise Unavailable(f"port {port} in the pod: {exc.strerror or exc}") from exc
 
 
 class RuncAttachSession:
