@@ -18,15 +18,16 @@ therefore looks for the first frame of a connection (HELLO on the guest, HELLO_A
 right nonce on the host) with :meth:`FrameReader.scan_for`, which skips anything before it;
 after that the stream is strict and any malformed header is a :class:`ProtocolError`.
 
-This module is imported by the guest agent: standard library and vmcri.errors only.
+This module is imported by the guest agent: standard library and vmcri.errors only, and
+nothing heavy: no dataclasses, whose import costs ~0.1 s of the agent's start under TCG.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from vmcri.errors import InvalidArgument, ProtocolError
 
@@ -47,8 +48,7 @@ class FrameKind(IntEnum):
     ACK = 6
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     kind: FrameKind
     frame_id: int
     body: bytes

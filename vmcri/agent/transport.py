@@ -26,9 +26,8 @@ import select
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from vmcri.errors import AgentUnavailable, InvalidArgument
@@ -38,8 +37,7 @@ _READ_CHUNK = 65536
 _HUP_POLL_S = 0.1
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     scheme: str
     path: str = ""
     cid: int = 0

@@ -118,7 +118,6 @@ class ExecExit:
     exit_code: int
 
 
-
 @dataclass(frozen=True)
 class PortForwardData:
     """Bytes from a forwarded port in the guest; ``eof`` ends the stream (``error`` says why)."""

@@ -8,14 +8,13 @@ costs far less than spawning ``runc events --stats`` per container.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-@dataclass(frozen=True)
-class CgroupStats:
+class CgroupStats(NamedTuple):
     cpu_usage_ns: int = 0
     memory_usage_bytes: int = 0
     memory_working_set_bytes: int = 0

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vmcri.errors import HostCommandError
+
+if TYPE_CHECKING:
+    import ctypes
 
 MS_RDONLY = 1
 MNT_DETACH = 2
@@ -26,18 +29,27 @@ class Mounter(Protocol):
 
 
 class LibcMounter:
+    """The syscalls through libc. ctypes loads at the first mount, not with the agent: under
+    emulation its import takes ~60 ms, and the host's first calls (Ping, SetupSandbox) mount
+    nothing."""
+
     def __init__(self) -> None:
+        self._libc: ctypes.CDLL | None = None
+
+    def _call(self, name: str, *args: object) -> int | None:
+        """``libc.<name>(*args)``: None when it succeeds, else its errno."""
         import ctypes
 
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._ctypes = ctypes
+        if self._libc is None:
+            self._libc = ctypes.CDLL(None, use_errno=True)
+        rc = getattr(self._libc, name)(*args)
+        return None if rc == 0 else ctypes.get_errno()
 
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
-        rc = self._libc.mount(
-            source.encode(), target.encode(), fstype.encode(), flags, data.encode()
+        err = self._call(
+            "mount", source.encode(), target.encode(), fstype.encode(), flags, data.encode()
         )
-        if rc != 0:
-            err = self._ctypes.get_errno()
+        if err is not None:
             raise HostCommandError(
                 f"mount -t {fstype} {source} {target} ({data[:500]}): {os.strerror(err)}"
             )
@@ -45,9 +57,8 @@ class LibcMounter:
     def umount(self, target: str, *, detach: bool = False) -> None:
         if not self.is_mounted(target):
             return
-        rc = self._libc.umount2(target.encode(), MNT_DETACH if detach else 0)
-        if rc != 0:
-            err = self._ctypes.get_errno()
+        err = self._call("umount2", target.encode(), MNT_DETACH if detach else 0)
+        if err is not None:
             raise HostCommandError(f"umount {target}: {os.strerror(err)}")
 
     def is_mounted(self, target: str) -> bool:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vmcri.errors import HostCommandError
 
@@ -168,8 +168,7 @@ class Reaper:
                 waiter.set(exit_code_of(status))
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(NamedTuple):
     exit_code: int
     stdout: bytes
     stderr: bytes

@@ -11,8 +11,8 @@ import os
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from vmcri.agent.guest.mounts import MS_RDONLY, Mounter
 from vmcri.api import agent_pb2
@@ -27,8 +27,7 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
 OPTION_RE = re.compile(r"^[A-Za-z0-9_.=-]{1,64}$")
 
 
-@dataclass(frozen=True)
-class HostSettings:
+class HostSettings(NamedTuple):
     """The side effects on the whole guest kernel; a host test runs the agent without them."""
 
     set_hostname: Callable[[str], None] = socket.sethostname
