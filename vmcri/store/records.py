@@ -24,6 +24,7 @@ from enum import Enum
 
 from vmcri.errors import InvalidTransition
 from vmcri.model import ContainerConfig, PodConfig
+from vmcri.network.model import PodNetwork
 
 
 class SandboxState(Enum):
@@ -77,6 +78,9 @@ class SandboxRecord:
     netns_path: str = ""
     ip: str = ""
     additional_ips: tuple[str, ...] = ()
+    # The pod network (netns + CNI result), set by the network layer before the backend
+    # runs the sandbox; None for host-network pods and before networking is set up.
+    network: PodNetwork | None = None
     # Backend-owned facts needed to find the sandbox again (domain name, sockets, pids).
     runtime: dict[str, str] = field(default_factory=dict)
 
