@@ -261,6 +261,10 @@ guest_dir = ""
 # Seconds to wait for the guest agent after the VM starts, and for a clean shutdown.
 boot_timeout_s = 60
 shutdown_timeout_s = 10
+# MiB of the pod's own file system (ext4 on a loop device, under the root dir) that holds
+# its containers' writable layers; a guest that fills it gets ENOSPC, the host nothing.
+# 0: a plain directory under the root dir, bounded only by that file system.
+writable_layer_mib = 10240
 
 [runtimes.runc]
 backend = "runc"

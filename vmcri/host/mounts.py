@@ -9,12 +9,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from vmcri.errors import HostCommandError
 from vmcri.host.imagevolumes import readonly_overlay_options
+from vmcri.host.sized_fs import make_sized_fs
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -26,6 +28,9 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+HARDENED = MS_NOSUID | MS_NODEV  # for mounts only the guest (never a host process) executes from
+UNMOUNT_ROUNDS = 5  # a detach can uncover a mount stacked below it: go round until none is left
 
 _libc = ctypes.CDLL(None, use_errno=True)  # libc: the interpreter links it
 _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
@@ -39,12 +44,26 @@ class Mounter(Protocol):
 
     def bind(self, source: Path, target: Path, readonly: bool = False) -> None: ...
 
+    def share_readonly(self, source: Path, target: Path) -> None:
+        """Expose ``source`` at ``target`` read-only; later mounts below ``source`` follow.
+
+        ``source`` becomes a shared mount point and ``target`` a read-only slave
+        bind of it: what is mounted below ``source`` afterwards appears below
+        ``target`` with its own flags, but the directories of ``source`` itself
+        cannot be changed through ``target``.
+        """
+        ...
+
+    def sized_fs(self, image: Path, target: Path, size_mib: int) -> None:
+        """Make a ``size_mib`` MiB file system in the file ``image`` and mount it at ``target``."""
+        ...
+
     def readonly_view(self, lowerdirs: Sequence[str], target: Path) -> None:
         """Mount image layers read-only at ``target``; ``lowerdirs`` lowest first."""
         ...
 
-    def make_shared(self, path: Path) -> None:
-        """Make ``path`` a mount point whose later sub-mounts propagate to slaves."""
+    def make_private(self, path: Path) -> None:
+        """Make ``path`` a mount point whose sub-mounts propagate nowhere."""
         ...
 
     def unmount(self, target: Path) -> None:
@@ -52,14 +71,18 @@ class Mounter(Protocol):
         ...
 
     def unmount_below(self, root: Path) -> None:
-        """Detach every mount at or below ``root``, deepest first."""
+        """Detach every mount at or below ``root``, deepest first, and check none is left.
+
+        Raises HostCommandError naming what is still mounted, so that a caller
+        never deletes files through a mount it thought was gone.
+        """
         ...
 
 
 def _mount(source: str, target: Path, fstype: str | None, flags: int, data: str = "") -> None:
     rc = _libc.mount(
-        source.encode(),
-        str(target).encode(),
+        os.fsencode(source),
+        os.fsencode(str(target)),
         fstype.encode() if fstype else None,
         flags,
         data.encode() if data else None,
@@ -71,20 +94,41 @@ def _mount(source: str, target: Path, fstype: str | None, flags: int, data: str 
         )
 
 
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
+
+
+def decode_mountinfo_path(field: bytes) -> bytes:
+    """Undo the kernel's escaping of a mountinfo path: only ``\\ooo`` octal escapes exist.
+
+    (The kernel escapes space, tab, newline and backslash; every other byte,
+    UTF-8 or not, is written as it is.)
+    """
+    return _OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field)
+
+
 def mount_points(root: Path) -> list[Path]:
-    """Mount points at or below ``root``, from /proc/self/mountinfo."""
-    prefix = str(root).rstrip("/")
+    """Mount points at or below ``root``, from /proc/self/mountinfo (stacked ones repeat)."""
+    prefix = os.fsencode(str(root)).rstrip(b"/")
     found: list[Path] = []
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
-            target = line.split()[4].encode().decode("unicode_escape")
-            if target == prefix or target.startswith(prefix + "/"):
-                found.append(Path(target))
+            target = decode_mountinfo_path(line.split(b" ")[4])
+            if target == prefix or target.startswith(prefix + b"/"):
+                found.append(Path(os.fsdecode(target)))
     return found
 
 
 class HostMounter:
-    """The real thing."""
+    """The real thing. ``flags`` (e.g. :data:`HARDENED`) are added to every mount it makes."""
+
+    def __init__(self, flags: int = 0) -> None:
+        self._flags = flags
+
+    def _restrict(self, target: Path, readonly: bool) -> None:
+        # A bind mount takes no flags of its own: they come with a remount.
+        flags = self._flags | (MS_RDONLY if readonly else 0)
+        if flags:
+            _mount("none", target, None, MS_BIND | MS_REMOUNT | flags)
 
     def overlay(self, lowerdirs: Sequence[str], upper: Path, work: Path, target: Path) -> None:
         if not lowerdirs:
@@ -96,7 +140,7 @@ class HostMounter:
         data = f"lowerdir={lower},upperdir={upper},workdir={work}"
         if len(data) >= 4096:
             raise HostCommandError(f"overlay options too long for one page ({len(data)} bytes)")
-        _mount("overlay", target, "overlay", 0, data)
+        _mount("overlay", target, "overlay", self._flags, data)
 
     def bind(self, source: Path, target: Path, readonly: bool = False) -> None:
         if source.is_dir():
@@ -105,31 +149,53 @@ class HostMounter:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch(exist_ok=True)
         _mount(str(source), target, None, MS_BIND | MS_REC)
-        if readonly:
-            _mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+        self._restrict(target, readonly)
+
+    def share_readonly(self, source: Path, target: Path) -> None:
+        for d in (source, target):
+            d.mkdir(parents=True, exist_ok=True)
+        if source not in mount_points(source):
+            _mount(str(source), source, None, MS_BIND)
+            _mount("none", source, None, MS_BIND | MS_REMOUNT | HARDENED)
+        _mount("none", source, None, MS_SHARED)
+        _mount(str(source), target, None, MS_BIND)
+        _mount("none", target, None, MS_SLAVE)
+        _mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | HARDENED)
+
+    def sized_fs(self, image: Path, target: Path, size_mib: int) -> None:
+        make_sized_fs(image, target, size_mib)
 
     def readonly_view(self, lowerdirs: Sequence[str], target: Path) -> None:
         # Lower-only overlays are read-only by construction; one layer needs a bind.
         target.mkdir(parents=True, exist_ok=True)
         if len(lowerdirs) >= 2:
-            _mount("overlay", target, "overlay", 0, readonly_overlay_options(lowerdirs))
+            _mount("overlay", target, "overlay", self._flags, readonly_overlay_options(lowerdirs))
         else:
             self.bind(Path(lowerdirs[0]) if lowerdirs else target, target, readonly=True)
 
-    def make_shared(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        if path not in mount_points(path):
-            _mount(str(path), path, None, MS_BIND)
-        _mount("none", path, None, MS_SHARED)
-
     def unmount(self, target: Path) -> None:
-        rc = _libc.umount2(str(target).encode(), MNT_DETACH)
+        rc = _libc.umount2(os.fsencode(str(target)), MNT_DETACH | UMOUNT_NOFOLLOW)
         if rc != 0:
             err = ctypes.get_errno()
             if err in (errno.EINVAL, errno.ENOENT):
                 return
             raise HostCommandError(f"umount {target}: {os.strerror(err)}", returncode=err)
 
+    def make_private(self, path: Path) -> None:
+        """Make ``path`` a mount point whose sub-mounts propagate nowhere."""
+        path.mkdir(parents=True, exist_ok=True)
+        if path not in mount_points(path):
+            _mount(str(path), path, None, MS_BIND)
+        _mount("none", path, None, MS_PRIVATE)
+
     def unmount_below(self, root: Path) -> None:
-        for target in sorted(mount_points(root), key=lambda p: len(p.parts), reverse=True):
-            self.unmount(target)
+        for _ in range(UNMOUNT_ROUNDS):
+            left = mount_points(root)
+            if not left:
+                return
+            for target in sorted(left, key=lambda p: len(p.parts), reverse=True):
+                self.unmount(target)
+        left = mount_points(root)
+        if left:
+            shown = ", ".join(str(p) for p in left[:5])
+            raise HostCommandError(f"still mounted below {root} after unmounting: {shown}")

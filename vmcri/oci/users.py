@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmcri.errors import InvalidArgument
+from vmcri.host.safe_open import read_regular_file
 from vmcri.oci.context import ResolvedUser
 from vmcri.oci.process import UserRequest
-from vmcri.oci.rootpath import join_in_root
 
 MAX_DB_BYTES = 4 << 20  # an /etc/passwd larger than this is not a real one
 
@@ -30,10 +30,13 @@ class _Group:
 
 
 def _read_db(rootfs: str, path: str) -> list[list[str]]:
+    # The rootfs is the container's (in a VM pod the guest's) to write: resolve inside it
+    # in the kernel, never block on a FIFO, never follow a link out.
     try:
-        with open(join_in_root(rootfs, path), "rb") as f:
-            data = f.read(MAX_DB_BYTES)
+        data = read_regular_file(rootfs, path, MAX_DB_BYTES)
     except OSError:
+        return []
+    if data is None:
         return []
     rows = []
     for line in data.decode("utf-8", "replace").splitlines():

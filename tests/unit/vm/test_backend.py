@@ -59,8 +59,18 @@ class FakeMounter:
     def bind(self, source: Path, target: Path, readonly: bool = False) -> None:
         self.calls.append(("bind", str(target)))
 
-    def make_shared(self, path: Path) -> None:
-        self.calls.append(("shared", str(path)))
+    def share_readonly(self, source: Path, target: Path) -> None:
+        source.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True)
+        self.calls.append(("share", str(target)))
+
+    def sized_fs(self, image: Path, target: Path, size_mib: int) -> None:
+        image.write_bytes(b"")
+        target.mkdir(parents=True, exist_ok=True)
+        self.calls.append(("sized_fs", str(target)))
+
+    def make_private(self, path: Path) -> None:
+        self.calls.append(("private", str(path)))
 
     def unmount(self, target: Path) -> None:
         self.calls.append(("unmount", str(target)))
@@ -109,6 +119,7 @@ def test_a_vm_that_cannot_start_leaves_nothing(short_tmp: Path) -> None:
         backend.run_sandbox(record)
     state = tmp_path / "state" / "backends" / "vm"
     assert not (state / record.id).exists()
+    assert not (tmp_path / "root" / "backends" / "vm" / record.id).exists()
     assert list((state / "sockets").iterdir()) == []
     assert hypervisor.destroyed == [domain_name(record.id)]
     assert "<domain type='qemu'>" in hypervisor.started_xml  # TCG, as forced

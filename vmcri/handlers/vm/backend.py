@@ -3,16 +3,18 @@
 A sandbox is a transient libvirt domain booted straight into our kernel and
 initrd; its agent (``vmcri agent``) answers on a virtio-serial port. Container
 root filesystems are overlays assembled on the host over the image store's
-unpacked layers and reach the guest through the pod's one 9p share (see
-``layout.py``); the agent runs them with runc inside the guest. Output and
-exits come back as agent events: the host writes the CRI log files kubelet
-reads, and an exit file per container so a daemon restart loses nothing.
+unpacked layers, mounted in a host-only directory, and reach the guest through
+a read-only bind of it, the pod's one share (see ``layout.py``); the agent runs
+them with runc inside the guest. Output and exits come back as agent events:
+the host writes the CRI log files kubelet reads, and an exit file per
+container so a daemon restart loses nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -68,7 +70,7 @@ from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain
 from vmcri.handlers.vm.spec import container_spec, pod_files, stop_signal
 from vmcri.host.disk import tree_usage
-from vmcri.host.mounts import HostMounter, Mounter
+from vmcri.host.mounts import HARDENED, HostMounter, Mounter
 from vmcri.model import Resources
 from vmcri.oci.userns import uses_userns
 from vmcri.store.atomic import write_atomic
@@ -102,7 +104,8 @@ class VmBackend:
         self._hypervisor = hypervisor or LibvirtHypervisor(
             options.libvirt_uri, on_death=self._on_domain_death
         )
-        self._mounter = mounter or HostMounter()
+        # The host runs nothing from a pod's mounts: no setuid binaries or devices through them.
+        self._mounter = mounter or HostMounter(HARDENED)
         self._vsock = _use_vsock(options.agent_transport, Path(VHOST_VSOCK))
         self._virtiofsd = find_virtiofsd() if options.shared_fs != "9p" else ""
         if options.shared_fs == "virtiofs" and not self._virtiofsd:
@@ -112,19 +115,33 @@ class VmBackend:
         self._share_driver = "virtiofs" if self._virtiofsd else "9p"
         self._links: dict[str, AgentLink] = {}
         self._links_lock = threading.Lock()
-        self._shared_ready = False
+        self._private_ready = False
 
     # ------------------------------------------------------------ helpers
 
     def _layout(self, sandbox_id: str) -> SandboxLayout:
-        return SandboxLayout(self._state / sandbox_id)
+        return SandboxLayout(self._state / sandbox_id, self._context.root / sandbox_id)
 
-    def _ensure_shared_root(self) -> None:
-        # libvirt starts QEMU in a mount namespace of its own; mounts we add under
-        # a pod's share later reach it only through shared propagation.
-        if not self._shared_ready:
-            self._mounter.make_shared(self._state)
-            self._shared_ready = True
+    def _ensure_private_root(self) -> None:
+        # Each pod's mounts propagate to its own share (and the copies of it in the mount
+        # namespaces libvirt gives QEMU and virtiofsd) through a peer group of its own; a
+        # private parent keeps them from spreading into every other mount namespace.
+        if not self._private_ready:
+            self._mounter.make_private(self._state)
+            self._private_ready = True
+
+    def _prepare_dirs(self, layout: SandboxLayout) -> None:
+        """The pod's host-only directories, its share, and its sized writable file system."""
+        for d in (layout.base, layout.exits, layout.disk):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        layout.agent_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._mounter.share_readonly(layout.mounts, layout.share)
+        if self._options.writable_layer_mib:
+            self._mounter.sized_fs(
+                layout.writable_image, layout.writable, self._options.writable_layer_mib
+            )
+        else:
+            layout.writable.mkdir(exist_ok=True, mode=0o700)
 
     def _guest(self) -> GuestImage:
         return load_guest_image(self._options.guest_path, uncompressed_kernel=self._accel.degraded)
@@ -230,7 +247,7 @@ class VmBackend:
         guest = self._guest()
         layout = self._layout(sandbox.id)
         name = domain_name(sandbox.id)
-        self._ensure_shared_root()
+        self._ensure_private_root()
         if len(str(layout.agent_socket)) > MAX_SOCKET_PATH:
             raise FailedPrecondition(
                 f"state dir {self._state} is too deep: the agent socket path "
@@ -239,9 +256,7 @@ class VmBackend:
         if layout.agent_socket.exists():
             raise FailedPrecondition(f"agent socket {layout.agent_socket} is already in use")
         try:
-            layout.agent_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            layout.share.mkdir(parents=True, exist_ok=True)
-            (layout.base / "exits").mkdir(exist_ok=True)
+            self._prepare_dirs(layout)
             spec = self._domain_spec(sandbox, layout, guest)
             started = time.monotonic()
             self._hypervisor.start(name, render_domain(spec))
@@ -271,7 +286,10 @@ class VmBackend:
         except BaseException as exc:
             log.error("sandbox %s: VM start failed: %s", sandbox.id, exc)
             console = _tail(layout.console_log)
-            self._teardown(sandbox.id)
+            try:
+                self._teardown(sandbox.id)
+            except VmcriError as cleanup:
+                log.error("sandbox %s: clean-up failed: %s", sandbox.id, cleanup.message)
             if isinstance(exc, VmcriError) and console:
                 exc.message += f"; guest console ends with: {console}"
                 exc.args = (exc.message,)
@@ -360,8 +378,13 @@ class VmBackend:
         except HypervisorError as exc:
             log.error("sandbox %s: destroy failed: %s", sandbox_id, exc.message)
         layout = self._layout(sandbox_id)
-        self._mounter.unmount_below(layout.share)
+        # Raises (and deletes nothing) while anything is still mounted: never delete through
+        # a mount, a volume's files least of all.
+        self._mounter.unmount_below(layout.base)
+        self._mounter.unmount_below(layout.disk)
+        # rmtree works through directory fds and never follows the guest's symlinks.
         shutil.rmtree(layout.base, ignore_errors=True)
+        shutil.rmtree(layout.disk, ignore_errors=True)
         layout.agent_socket.unlink(missing_ok=True)
 
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
@@ -412,8 +435,8 @@ class VmBackend:
 
     def _release_container(self, sandbox: SandboxRecord, container_id: str) -> None:
         layout = self._layout(sandbox.id)
-        self._mounter.unmount_below(layout.container_share(container_id))
-        shutil.rmtree(layout.container_share(container_id), ignore_errors=True)
+        self._mounter.unmount_below(layout.container_mounts(container_id))
+        shutil.rmtree(layout.container_mounts(container_id), ignore_errors=True)
         shutil.rmtree(layout.upper(container_id), ignore_errors=True)
         layout.exit_file(container_id).unlink(missing_ok=True)
 
@@ -579,8 +602,11 @@ def _signal_number(name: str) -> int:
 
 
 def _tail(path: Path, limit: int = 600) -> str:
+    """The end of the guest's console log (the guest chose every byte: read only the end)."""
     try:
-        data = path.read_bytes()[-limit:]
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+            data = f.read(limit)
     except OSError:
         return ""
     return data.decode(errors="replace").strip().replace("\n", " | ")

@@ -1,22 +1,34 @@
 """Where a VM pod's files live, on the host and as the guest sees them.
 
-Per sandbox, under the backend's state dir::
+The guest can write whatever it is shown, so the host never mounts on, opens
+or walks a path the guest can write (the class of Kata Containers'
+CVE-2020-2026, where the host mounted a rootfs onto a guest-planted symlink).
+The host mounts in ``mounts/``, which the guest never sees, and shares a
+read-only slave bind of it (``share/``): mounts made below ``mounts/`` later
+appear below ``share/`` with their own flags, so the guest can write inside a
+container's rootfs overlay or volume, but never the directories that hold the
+mount points. Per sandbox, under the backend's runtime dir::
 
     <state>/backends/vm/sockets/<first 16 hex of the id>.agent
                                     the agent's virtio-serial port (QEMU listens);
                                     kept short: unix socket paths end at 107 bytes
-    <state>/backends/vm/<sandbox-id>/
-        console.log                 the guest serial console
-        upper/<container-id>/       overlay upper and work dirs (host only)
-        share/                      the ONLY host directory shared into the VM
-            containers/<id>/rootfs  the container's overlay rootfs, mounted on the host
-            containers/<id>/volumes/<n>  bind mounts of the container's kubelet volumes
-            containers/<id>/image-volumes/<n>  read-only views of images it mounts
+    <state>/backends/vm/<sandbox-id>/       0700, host only
+        console.log                 the guest serial console (virtlogd writes it)
         exits/<id>.json             how a container ended, written by the host
+        mounts/                     host only: every mount the host makes for the pod
+            containers/<id>/rootfs              the container's overlay rootfs
+            containers/<id>/volumes/<n>         bind mounts of its kubelet volumes
+            containers/<id>/image-volumes/<n>   read-only views of images it mounts
+        share/                      the ONLY host directory shared into the VM:
+                                    mounts/ again, read-only, nosuid, nodev
 
-The guest mounts ``share/`` at :data:`GUEST_SHARE`; nothing else of the host is
-visible to it. 9p shows mounts below a shared directory, which is exactly how
-rootfs overlays and volumes reach the guest, and why the share is per pod.
+and under the backend's persistent dir (on disk: a guest that fills its rootfs
+must not eat host memory, as it would on the tmpfs of ``/run``)::
+
+    <root>/backends/vm/<sandbox-id>/        0700, host only
+        writable.img                the pod's sized file system for writable layers
+                                    (ext4 on a loop device), when a limit is set
+        writable/<id>/{upper,work}  each container's overlay upper and work dirs
 """
 
 from __future__ import annotations
@@ -32,7 +44,8 @@ MAX_SOCKET_PATH = 107
 
 @dataclass(frozen=True)
 class SandboxLayout:
-    base: Path
+    base: Path  # <state>/backends/vm/<sandbox-id>
+    disk: Path  # <root>/backends/vm/<sandbox-id>
 
     @property
     def agent_socket(self) -> Path:
@@ -43,27 +56,43 @@ class SandboxLayout:
         return self.base / "console.log"
 
     @property
+    def exits(self) -> Path:
+        return self.base / "exits"
+
+    @property
+    def mounts(self) -> Path:
+        return self.base / "mounts"
+
+    @property
     def share(self) -> Path:
         return self.base / "share"
 
+    def container_mounts(self, container_id: str) -> Path:
+        return self.mounts / "containers" / container_id
+
     def rootfs(self, container_id: str) -> Path:
-        return self.share / "containers" / container_id / "rootfs"
+        return self.container_mounts(container_id) / "rootfs"
 
     def volume(self, container_id: str, index: int) -> Path:
-        return self.share / "containers" / container_id / "volumes" / str(index)
+        return self.container_mounts(container_id) / "volumes" / str(index)
 
     def image_volume(self, container_id: str, index: int) -> Path:
-        return self.share / "containers" / container_id / "image-volumes" / str(index)
+        return self.container_mounts(container_id) / "image-volumes" / str(index)
 
-    def container_share(self, container_id: str) -> Path:
-        return self.share / "containers" / container_id
+    @property
+    def writable_image(self) -> Path:
+        return self.disk / "writable.img"
+
+    @property
+    def writable(self) -> Path:
+        return self.disk / "writable"
 
     def upper(self, container_id: str) -> Path:
-        return self.base / "upper" / container_id
+        return self.writable / container_id
 
     def exit_file(self, container_id: str) -> Path:
-        return self.base / "exits" / f"{container_id}.json"
+        return self.exits / f"{container_id}.json"
 
     def guest_path(self, host_path: Path) -> str:
-        """The guest path of a host path inside the share."""
-        return f"{GUEST_SHARE}/{host_path.relative_to(self.share)}"
+        """The guest path of a host path below ``mounts/`` (seen through the share)."""
+        return f"{GUEST_SHARE}/{host_path.relative_to(self.mounts)}"

@@ -23,11 +23,18 @@ class VmOptions:
     guest_dir: str = ""  # kernel, initrd, rootfs; "" is images/guest/build in the source tree
     boot_timeout_s: int = 60  # wait for the guest agent after the VM starts
     shutdown_timeout_s: int = 10  # clean shutdown before the VM is destroyed
+    # Size of the pod's file system for its containers' writable layers (on disk, under the
+    # root dir); 0: a plain directory there, limited only by that file system.
+    writable_layer_mib: int = 10240
 
     def __post_init__(self) -> None:
         for key in ("overhead_memory_mib", "default_memory_mib", "boot_timeout_s"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"options.{key}: must be positive")
+        if not 0 <= self.writable_layer_mib <= 1 << 24:
+            raise ConfigError("options.writable_layer_mib: must be 0 (no limit) to 16 TiB")
+        if 0 < self.writable_layer_mib < 64:
+            raise ConfigError("options.writable_layer_mib: at least 64 MiB (or 0 for no limit)")
         if self.overhead_vcpus < 0 or self.shutdown_timeout_s < 0:
             raise ConfigError("options: overhead_vcpus and shutdown_timeout_s must not be negative")
         if self.guest_dir and not Path(self.guest_dir).is_absolute():

@@ -1,0 +1,265 @@
+"""A hostile guest against the host side of its pod share (the class of CVE-2020-2026).
+
+No VM boots here: the attacker is this test, writing into the pod's share
+directory as QEMU or virtiofsd would on the guest's behalf (as root). The real
+backend does the real mounts (overlayfs, binds, the read-only slave share);
+only libvirt and the agent are fakes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tests.unit.vm.test_backend import FakeHypervisor
+from vmcri.agent import types as agent_types
+from vmcri.config import Config
+from vmcri.errors import InvalidArgument
+from vmcri.handlers.base import ImageInfo
+from vmcri.handlers.registry import BackendContext
+from vmcri.handlers.vm.backend import VmBackend
+from vmcri.handlers.vm.options import VmOptions
+from vmcri.host.mounts import HostMounter, mount_points
+from vmcri.ids import new_id
+from vmcri.model import ContainerConfig, ContainerSecurity, Metadata, Mount, PodConfig
+from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.store.store import Store
+
+pytestmark = pytest.mark.integration
+
+GUEST_VERSION = "abc123def4567890"
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def setup_sandbox(self, **_: Any) -> agent_types.SandboxFiles:
+        return agent_types.SandboxFiles("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+    def create_container(self, container_id: str, spec: bytes, **_: Any) -> None:
+        self.created.append(container_id)
+
+    def remove_container(self, container_id: str) -> None:
+        pass
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.client = FakeClient()
+
+    def wait_ready(self, timeout_s: float, alive: Any) -> agent_types.AgentInfo:
+        return agent_types.AgentInfo(f"1+{GUEST_VERSION[:12]}", 1, 0, 0, 0)
+
+    def close_log(self, container_id: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Pod:
+    def __init__(self, tmp: Path, writable_layer_mib: int = 0) -> None:
+        guest = tmp / "guest"
+        guest.mkdir()
+        for name in ("vmlinuz", "initrd.img", "rootfs.img"):
+            (guest / name).write_bytes(b"x")
+        (guest / "VERSION").write_text(GUEST_VERSION + "\n")
+        self.store = Store(tmp / "root")
+        self.root = tmp / "root" / "backends" / "vm"
+        self.state = tmp / "state" / "backends" / "vm"
+        context = BackendContext(
+            config=Config(),
+            root=self.root,
+            state=self.state,
+            services=SimpleNamespace(store=self.store),
+        )
+        options = VmOptions(
+            guest_dir=str(guest),
+            accel="tcg",
+            shared_fs="9p",
+            boot_timeout_s=1,
+            writable_layer_mib=writable_layer_mib,
+        )
+        self.hypervisor = FakeHypervisor()
+        self.backend = VmBackend(options, context, hypervisor=self.hypervisor)
+        self.link = FakeLink()
+        self.backend._link = lambda sandbox: self.link  # type: ignore[method-assign]
+        config = PodConfig(metadata=Metadata(name="p", uid="u", namespace="n"))
+        self.sandbox = self.store.sandboxes.add(
+            SandboxRecord(id=new_id(), handler="vm", backend="vm", config=config)
+        )
+        self.backend.run_sandbox(self.sandbox)
+        self.share = self.state / self.sandbox.id / "share"
+
+    def container(self, mounts: tuple[Mount, ...] = (), user: str = "") -> ContainerRecord:
+        config = ContainerConfig(
+            metadata=Metadata(name="c"),
+            image="busybox",
+            command=("/bin/true",),
+            mounts=mounts,
+            security=ContainerSecurity(run_as_username=user),
+        )
+        return ContainerRecord(
+            id=new_id(), sandbox_id=self.sandbox.id, config=config, image_id="sha256:1",
+            image_name="busybox",
+        )  # fmt: skip
+
+
+def image(lower: Path) -> ImageInfo:
+    return ImageInfo(id="sha256:1", name="busybox", layer_dirs=(str(lower),), config={})
+
+
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="vmcri-sec-", dir="/tmp"))  # short: socket paths
+    yield path
+    HostMounter().unmount_below(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def lower(tmp: Path) -> Path:
+    layer = tmp / "layer"
+    (layer / "etc").mkdir(parents=True)
+    (layer / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    return layer
+
+
+def test_the_guest_cannot_plant_a_symlink_where_the_host_mounts(tmp: Path, lower: Path) -> None:
+    pod = Pod(tmp)
+    victim = tmp / "victim"  # stands for /etc/cron.d: a host directory the guest wants
+    victim.mkdir()
+    volume = tmp / "volume"
+    volume.mkdir()
+    (volume / "data").write_text("the pod's volume")
+    container = pod.container(mounts=(Mount(container_path="/data", host_path=str(volume)),))
+
+    # The guest watches containers/ and plants a symlink where the host will mount.
+    planted = pod.share / "containers" / container.id
+    with pytest.raises(OSError) as refused:
+        os.makedirs(pod.share / "containers", exist_ok=True)
+        os.symlink(victim, planted)
+    assert refused.value.errno == errno.EROFS
+
+    pod.backend.create_container(pod.sandbox, container, image(lower))
+
+    assert mount_points(victim) == []
+    assert list(victim.iterdir()) == []
+    # The guest sees the container's rootfs and volume through the share ...
+    assert (planted / "volumes" / "0" / "data").read_text() == "the pod's volume"
+    assert (planted / "rootfs" / "etc" / "passwd").exists()
+    # ... can write inside them ...
+    (planted / "rootfs" / "new-file").write_text("guest data")
+    # ... but cannot swap the directories that hold the mount points.
+    for attempt in (
+        lambda: os.rename(planted / "volumes", planted / "moved"),
+        lambda: os.symlink(victim, planted / "volumes" / "1"),
+        lambda: (planted / "rootfs-2").mkdir(),
+    ):
+        with pytest.raises(OSError) as again:
+            attempt()
+        assert again.value.errno == errno.EROFS
+
+
+def test_host_mounts_of_a_vm_pod_are_nosuid_nodev(tmp: Path, lower: Path) -> None:
+    pod = Pod(tmp)
+    container = pod.container()
+    pod.backend.create_container(pod.sandbox, container, image(lower))
+    base = pod.state / pod.sandbox.id
+    options = _mount_options(base)
+    assert options, "no mounts found below the pod's directory"
+    for target, opts in options.items():
+        assert "nosuid" in opts and "nodev" in opts, (target, opts)
+    assert os.stat(base).st_mode & 0o077 == 0
+    assert os.stat(pod.root / pod.sandbox.id).st_mode & 0o077 == 0
+
+
+def test_a_fifo_for_etc_passwd_does_not_hang_container_creation(tmp: Path, lower: Path) -> None:
+    pod = Pod(tmp)
+    (lower / "etc" / "passwd").unlink()
+    os.mkfifo(lower / "etc" / "passwd")
+    container = pod.container(user="app")
+    outcome: list[BaseException | None] = []
+
+    def create() -> None:
+        try:
+            pod.backend.create_container(pod.sandbox, container, image(lower))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=create, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    if worker.is_alive():  # free the thread: open the FIFO for writing once
+        fd = os.open(pod.share / "containers" / container.id / "rootfs/etc/passwd", os.O_WRONLY)
+        os.close(fd)
+        pytest.fail("CreateContainer blocked on a FIFO in the image")
+    assert isinstance(outcome[0], InvalidArgument)
+    assert "'app' is not in the image's /etc/passwd" in str(outcome[0])
+
+
+def test_etc_passwd_symlinked_to_a_host_file_is_read_inside_the_rootfs(
+    tmp: Path, lower: Path
+) -> None:
+    pod = Pod(tmp)
+    host_secret = tmp / "host-passwd"
+    host_secret.write_text("evil:x:4242:4242::/:/bin/sh\n")
+    (lower / "etc" / "passwd").unlink()
+    # Relative and absolute escapes: both must resolve inside the rootfs.
+    (lower / "etc" / "passwd").symlink_to(f"../../../../../../..{host_secret}")
+    container = pod.container(user="evil")
+    with pytest.raises(InvalidArgument, match="'evil' is not in the image's /etc/passwd"):
+        pod.backend.create_container(pod.sandbox, container, image(lower))
+    # The failed creation left no mount of it.
+    assert mount_points(pod.state / pod.sandbox.id / "mounts" / "containers") == []
+
+
+def test_a_guest_filling_its_rootfs_hits_the_pod_limit_not_host_memory(
+    tmp: Path, lower: Path
+) -> None:
+    pod = Pod(tmp, writable_layer_mib=64)
+    container = pod.container()
+    pod.backend.create_container(pod.sandbox, container, image(lower))
+    target = pod.share / "containers" / container.id / "rootfs" / "fill"
+    written = 0
+    chunk = b"\0" * (1 << 20)
+    with pytest.raises(OSError) as full, open(target, "wb") as f:
+        while written < 256 << 20:
+            written += f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    assert full.value.errno == errno.ENOSPC
+    assert written <= 64 << 20
+    # The bytes are on the pod's own file system under the root dir, not under /run.
+    upper = pod.root / pod.sandbox.id / "writable" / container.id / "upper" / "fill"
+    assert upper.stat().st_blocks * 512 >= 32 << 20
+    pod.backend.remove_container(pod.sandbox, container)
+    pod.backend.remove_sandbox(pod.sandbox)
+    assert not (pod.root / pod.sandbox.id).exists()
+    assert not (pod.state / pod.sandbox.id).exists()
+    assert (
+        mount_points(tmp / "root") == []
+        and mount_points(tmp / "state" / "backends" / "vm" / pod.sandbox.id) == []
+    )
+
+
+def _mount_options(root: Path) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    prefix = str(root)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == prefix or fields[4].startswith(prefix + "/"):
+                found[fields[4]] = set(fields[5].split(","))
+    return found
