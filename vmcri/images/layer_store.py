@@ -76,8 +76,10 @@ class KeyedLocks:
 class LayerStore:
     def __init__(self, images_root: Path, limits: UnpackLimits = DEFAULT_LIMITS) -> None:
         self.root = images_root / "layers"
-        # Traversable by other users (QEMU's 9p server may not run as root), not listable.
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        # Private: layers hold setuid binaries a local user must not reach (CVE-2021-41091).
+        # Who reads them through a pod's share (QEMU's 9p server, virtiofsd) runs as root.
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)  # also when an older vmcri made it traversable
         self.limits = limits
         self.locks = KeyedLocks()
 

@@ -61,7 +61,8 @@ class ImageService:
         download_workers: int = 3,
     ) -> None:
         self.images_root = root / "images"
-        self.images_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.images_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.images_root.chmod(0o700)
         self.content = ContentStore(self.images_root)
         self.layers = LayerStore(self.images_root, limits)
         self._in_use = in_use

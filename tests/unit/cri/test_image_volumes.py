@@ -196,7 +196,7 @@ class CopyMounter:
 
 
 def test_vm_spec_uses_guest_paths_of_views_and_volumes(tmp_path: Path, view: Path) -> None:
-    layout = SandboxLayout(tmp_path / "pod")
+    layout = SandboxLayout(tmp_path / "pod", tmp_path / "disk")
     config = _config(
         Mount("/host", host_path="/srv/data", readonly=True),
         Mount("/vol", image="data:1"),
@@ -242,7 +242,7 @@ def test_vm_missing_sub_path_is_invalid(tmp_path: Path, view: Path) -> None:
     )
     mounter: Any = CopyMounter()
     with pytest.raises(InvalidArgument, match=r"config\.mounts\[0\]\.image_sub_path"):
-        mount_image_volumes(mounter, SandboxLayout(tmp_path / "pod"), container)
+        mount_image_volumes(mounter, SandboxLayout(tmp_path / "pod", tmp_path / "disk"), container)
 
 
 def test_vm_volume_without_resolved_image_is_refused(tmp_path: Path) -> None:
@@ -255,5 +255,5 @@ def test_vm_volume_without_resolved_image_is_refused(tmp_path: Path) -> None:
     )
     mounter: Any = CopyMounter()
     with pytest.raises(FailedPrecondition, match=r"config\.mounts\[0\]\.image"):
-        mount_image_volumes(mounter, SandboxLayout(tmp_path / "pod"), container)
+        mount_image_volumes(mounter, SandboxLayout(tmp_path / "pod", tmp_path / "disk"), container)
     assert mounter.views == []

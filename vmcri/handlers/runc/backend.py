@@ -228,13 +228,17 @@ class RuncBackend:
         layer_dir = self.layout.layer_dir(container.id)
         if directory.exists():
             raise FailedPrecondition(f"container {container.id}: state directory exists")
-        directory.mkdir(parents=True)
+        root = pod_root(sandbox.config.security.namespace_options)
+        # Private: the rootfs below holds the image's setuid binaries (CVE-2021-41091). A
+        # user-namespaced pod's root must pass through it to reach its rootfs.
+        directory.mkdir(parents=True, mode=0o700)
+        if root is not None:
+            os.chown(directory, *root)
         try:
             rootfs = self.layout.rootfs(container.id)
             mounts = resolve_mounts(cfg.mounts)
             cgroups_path = self._cgroups_path(sandbox, container.id)
             userns = self.pods.ns_path(sandbox.id, "user", sandbox.config)
-            root = pod_root(sandbox.config.security.namespace_options)
             mount_rootfs(self.host, image.layer_dirs, layer_dir, rootfs, userns, root)
             if userns:
                 stage = self.layout.staged_mounts_dir(container.id)

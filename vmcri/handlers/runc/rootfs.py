@@ -96,6 +96,8 @@ def mount_rootfs(
     Raises HostCommandError (mount), FailedPrecondition (layers, ID mapping).
     """
     upper, work, empty = layer_dir / "upper", layer_dir / "work", layer_dir / "empty"
+    # Private: copied-up setuid binaries land in upper/ (CVE-2021-41091).
+    layer_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for d in (upper, work, empty, target):
         d.mkdir(parents=True, exist_ok=True)
     if root is not None:

@@ -106,8 +106,12 @@ class PodSandboxes:
         if own["user"]:
             _check_traversable(self.layout.state)
         try:
-            (directory / "ns").mkdir(parents=True, exist_ok=False)
+            # Private: the pod's /dev/shm (mode 1777) and namespace files live below.
+            directory.mkdir(parents=True, mode=0o700)
             root = pod_root(opts)
+            if root:
+                os.chown(directory, *root)
+            (directory / "ns").mkdir()
             for name, text in contents.items():
                 (directory / name).write_text(text)
                 if root:
