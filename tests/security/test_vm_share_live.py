@@ -1,0 +1,80 @@
+"""The pod share as the guest's file server sees it, with a real VM (9p: QEMU serves the files).
+
+QEMU serves a 9p share as root, in the mount namespace libvirt made for it, so
+whatever the guest asks of the share, QEMU does there. Entering that namespace
+and trying what a hostile guest would ask for shows what the guest can do: it
+writes inside its containers' rootfs, and cannot touch the directories that
+hold the host's mount points.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import daemon_with_busybox
+from tests.integration.vm.conftest import VmEnv, destroy_domain
+from vmcri.api import api_pb2 as pb
+from vmcri.handlers.vm.domain import domain_name
+
+pytestmark = pytest.mark.integration
+
+NINE_P = """
+[runtimes.vm]
+backend = "vm"
+[runtimes.vm.options]
+shared_fs = "9p"
+writable_layer_mib = 128
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
+    with daemon_with_busybox(tmp_path_factory.mktemp("share"), VmEnv, NINE_P) as env:
+        try:
+            yield env
+        finally:
+            for sandbox_id in env.sandboxes:
+                destroy_domain(sandbox_id)
+
+
+def _in_qemu_namespace(sandbox_id: str, script: str) -> subprocess.CompletedProcess[str]:
+    pid = Path(f"/run/libvirt/qemu/{domain_name(sandbox_id)}.pid").read_text().strip()
+    return subprocess.run(
+        ["nsenter", "-t", pid, "-m", "--", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_file_server_can_write_rootfs_but_not_the_mount_points(env: VmEnv) -> None:
+    sandbox_id, pod = env.run_pod("share")
+    container_id = env.create(sandbox_id, pod, "c", ["sleep", "600"])
+    env.start(container_id)
+    share = env.state_dir(sandbox_id) / "share" / "containers" / container_id
+
+    for attack in (
+        f"ln -s / {share}/volumes-evil",
+        f"mv {share}/rootfs {share}/moved",
+        f"mkdir {share.parent}/planted",
+    ):
+        done = _in_qemu_namespace(sandbox_id, attack)
+        assert done.returncode != 0, attack
+        assert "Read-only file system" in done.stderr, (attack, done.stderr)
+
+    wrote = _in_qemu_namespace(sandbox_id, f"echo from-the-file-server > {share}/rootfs/tmp/x")
+    assert wrote.returncode == 0, wrote.stderr
+    request = pb.ExecSyncRequest(container_id=container_id, cmd=["cat", "/tmp/x"], timeout=60)
+    result = env.runtime.ExecSync(request, timeout=90)
+    assert result.exit_code == 0 and result.stdout == b"from-the-file-server\n"
+
+    # The container fills its rootfs: it hits the pod's limit (ENOSPC), not host memory.
+    fill = ["sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=512 2>&1; echo rc=$?"]
+    filled = env.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=container_id, cmd=fill, timeout=120), timeout=150
+    )
+    assert b"No space left on device" in filled.stdout, filled.stdout
