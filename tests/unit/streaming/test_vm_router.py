@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vmcri.agent import types
+from vmcri.agent.budget import ByteBudget, event_cost
 from vmcri.handlers.vm import streams
 
 
@@ -64,9 +65,10 @@ def test_port_data_goes_to_its_stream_only() -> None:
 
 def test_a_session_that_does_not_keep_up_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(streams, "STALL_S", 0.05)
-    monkeypatch.setattr(streams, "QUEUE_CHUNKS", 2)
-    router = streams.StreamRouter()
+    budget = ByteBudget(2 * event_cost(types.PortForwardData(0, "pf-1", b"x", False, "")))
+    router = streams.StreamRouter(budget=budget)
     sink = router.add_port("pf-1")
     for i in range(4):
         router(types.PortForwardData(i, "pf-1", b"x", False, ""))
     assert sink.overflowed and sink.closed.is_set()
+    assert budget.used == 0  # the dropped session gave its bytes back
