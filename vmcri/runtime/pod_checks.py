@@ -70,7 +70,13 @@ class PodChecks:
                 name=f"{self._name}-{sandbox_id[:12]}",
                 daemon=True,
             )
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had: try again next round
+                log.exception("sandbox %s: cannot start its liveness check", sandbox_id)
+                with self._lock:
+                    self._busy.pop(sandbox_id, None)
+                continue
             started.append(thread)
         deadline = time.monotonic() + wait_s
         for thread in started:
