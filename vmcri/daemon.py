@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REAPER_INTERVAL_S = 1.0
+RECONCILE_WAIT_S = 30.0
+"""At start-up, how long to wait for every pod's first check before serving (one hung
+guest cannot keep the daemon from starting; its pod is checked again by the reaper)."""
 
 
 class StateLock:
@@ -177,7 +180,7 @@ class Daemon:
                 self.pods.refresh(sandbox)
             except VmcriError as exc:
                 log.error("sandbox %s: cannot check after restart: %s", sandbox.id, exc.message)
-        self.containers.refresh_all()
+        self.containers.refresh_all(wait_s=RECONCILE_WAIT_S)
 
     def _reap(self) -> None:
         while not self._stop.wait(REAPER_INTERVAL_S):

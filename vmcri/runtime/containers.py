@@ -8,6 +8,7 @@ lifecycle event, so the poller and every RPC agree on one state.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ from vmcri.model import ContainerConfig, Resources
 from vmcri.runtime import identity
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import ContainerEvent, EventType
+from vmcri.runtime.pod_checks import PodChecks
 from vmcri.store.records import (
     ContainerRecord,
     ContainerState,
@@ -31,6 +33,8 @@ from vmcri.store.records import (
 log = logging.getLogger(__name__)
 
 MAX_EXEC_TIMEOUT_S = 24 * 3600
+REFRESH_ROUND_S = 1.0
+"""How long one reaper round waits for the pods' checks (the reaper runs once a second)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +48,7 @@ class ContainerFilter:
 class ContainerService:
     def __init__(self, services: Services) -> None:
         self._s = services
+        self._checks = PodChecks()
 
     def _sandbox(self, sandbox_id: str) -> SandboxRecord:
         sandbox = self._s.store.sandboxes.find(sandbox_id)
@@ -206,17 +211,34 @@ class ContainerService:
             self._publish(container, EventType.STOPPED)
         return container
 
-    def refresh_all(self) -> None:
-        """Poll every live container once (the daemon's reaper calls this)."""
+    def refresh_all(self, wait_s: float = REFRESH_ROUND_S) -> None:
+        """Poll every live container once (the daemon's reaper calls this).
+
+        Each sandbox's containers are checked on their own thread, and a sandbox whose
+        previous check still runs is skipped (see pod_checks.py): a guest that hangs its
+        agent delays no other pod. Returns after at most ``wait_s`` seconds; slower
+        checks finish in the background.
+        """
+        live: dict[str, list[str]] = {}
         for container in self._s.store.containers.list():
-            if container.state is ContainerState.EXITED:
-                continue
+            if container.state is not ContainerState.EXITED:
+                live.setdefault(container.sandbox_id, []).append(container.id)
+        self._checks.run(
+            {
+                sandbox_id: functools.partial(self._refresh_each, ids)
+                for sandbox_id, ids in live.items()
+            },
+            wait_s,
+        )
+
+    def _refresh_each(self, container_ids: Sequence[str]) -> None:
+        for container_id in container_ids:
             try:
-                self.refresh(container.id)
+                self.refresh(container_id)
             except NotFound:
                 continue
             except Exception:
-                log.exception("container %s: status refresh failed", container.id)
+                log.exception("container %s: status refresh failed", container_id)
 
     def list(self, filt: ContainerFilter | None = None) -> list[ContainerRecord]:
         found: Iterable[ContainerRecord] = self._s.store.containers.list()

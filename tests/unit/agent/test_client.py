@@ -237,3 +237,54 @@ def test_reconnect_sends_the_last_seen_seq() -> None:
     assert client.connected
     client.close()
     second.sock.close()
+
+
+def test_a_send_the_guest_does_not_take_fails_within_its_deadline(guest: FakeGuest) -> None:
+    client = _client(guest, send_timeout=0.3, call_timeout=30)
+    _in_thread(guest.handshake)
+    client.connect()  # the guest reads nothing from now on
+    started = time.monotonic()
+    with pytest.raises(AgentUnavailable, match=r"did not take the frame within 0\.3s"):
+        client.write_stdin("c1", b"x" * (900 * 1024))
+    assert time.monotonic() - started < 1.5
+    assert not client.connected  # a frame cut short leaves the stream unusable
+    assert client.budget.used == 0
+    client.close()
+
+
+def test_a_sender_behind_a_stuck_one_gives_up_too(guest: FakeGuest) -> None:
+    client = _client(guest, send_timeout=0.5, call_timeout=30)
+    _in_thread(guest.handshake)
+    client.connect()
+    errors: list[BaseException] = []
+
+    def stuck() -> None:
+        try:
+            client.write_stdin("c1", b"x" * (900 * 1024))
+        except BaseException as exc:
+            errors.append(exc)
+
+    first = _in_thread(stuck)
+    started = time.monotonic()
+    deadline = time.monotonic() + 2
+    while not client._send_lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.005)  # until the first sender holds the send lock
+    with pytest.raises(AgentUnavailable):
+        client.ping()
+    assert time.monotonic() - started < 2.0
+    first.join(2)
+    assert errors and isinstance(errors[0], AgentUnavailable)
+    client.close()
+
+
+def test_a_quiet_guest_is_not_a_send_timeout(guest: FakeGuest) -> None:
+    client = _client(guest, send_timeout=0.1)
+    _in_thread(guest.handshake)
+    client.connect()
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # several send deadlines without a byte to read
+        assert client.connected
+        time.sleep(0.05)
+    _in_thread(lambda: guest.answer(agent_pb2.Response(ping=agent_pb2.PingResponse())))
+    client.ping()
+    client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vmcri.agent import types
+from vmcri.agent.budget import ByteBudget, event_cost
 from vmcri.handlers.vm import streams
 
 
@@ -64,9 +65,37 @@ def test_port_data_goes_to_its_stream_only() -> None:
 
 def test_a_session_that_does_not_keep_up_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(streams, "STALL_S", 0.05)
-    monkeypatch.setattr(streams, "QUEUE_CHUNKS", 2)
-    router = streams.StreamRouter()
+    budget = ByteBudget(2 * event_cost(types.PortForwardData(0, "pf-1", b"x", False, "")))
+    router = streams.StreamRouter(budget=budget)
     sink = router.add_port("pf-1")
     for i in range(4):
         router(types.PortForwardData(i, "pf-1", b"x", False, ""))
     assert sink.overflowed and sink.closed.is_set()
+    assert budget.used == 0  # the dropped session gave its bytes back
+
+
+def test_the_backlog_is_bounded_in_bytes_and_claims_move_the_charge() -> None:
+    big = b"x" * (256 * 1024)
+    router = streams.StreamRouter()
+    for i in range(64):  # 16 MiB of exec output nobody claimed
+        router(chunk("c1", f"exec-{i}", big))
+    assert router.budget.used <= streams.BACKLOG_BYTES
+    assert router.budget.used == sum(event_cost(e) for _, e in router._backlog)
+    newest = router._backlog[-1][1]
+    assert isinstance(newest, types.OutputChunk) and newest.exec_id == "exec-63"
+    sink = router.claim_exec("c1", "exec-63")
+    assert router.budget.used == sum(event_cost(e) for _, e in router._backlog) + event_cost(newest)
+    sink.close()  # a closed session holds nothing
+    assert router.budget.used == sum(event_cost(e) for _, e in router._backlog)
+
+
+def test_sessions_share_the_pods_budget_and_reading_gives_it_back() -> None:
+    pot = ByteBudget(4 * event_cost(chunk("c1", "", b"x")))
+    router = streams.StreamRouter(budget=pot)
+    sink = router.attach("c1")
+    for i in range(3):
+        router(chunk("c1", "", b"x", seq=i))
+    assert pot.used == 3 * event_cost(chunk("c1", "", b"x"))
+    for _ in range(3):
+        assert sink.get() is not None
+    assert pot.used == 0

@@ -3,6 +3,13 @@
 The agent client reconnects by itself and replays unacknowledged events, so a
 daemon restart loses no output: the new link reopens each running container's
 log file (appending) and the guest sends what it buffered meanwhile.
+
+The guest names containers in its events, and it is hostile: the link acts only on
+events that name, by exact ID, a container of its own sandbox (``ContainerRef``).
+Anything else (another pod's container, a prefix, an invented ID) is dropped and
+counted, so the link holds at most one log writer per container of its pod and can
+neither write into another pod's log nor record another pod's exit. The link's
+``budget`` bounds the bytes of events the pod may have queued (vmcri.agent.budget).
 """
 
 from __future__ import annotations
@@ -11,16 +18,28 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from vmcri.agent import types
+from vmcri.agent.budget import ByteBudget
 from vmcri.agent.client import AgentClient
 from vmcri.crilog import CriLogWriter
 from vmcri.errors import AgentUnavailable, HypervisorError, VmcriError
+from vmcri.ids import is_id
 
 log = logging.getLogger(__name__)
 
+
+class ContainerRef(NamedTuple):
+    """What the link needs to know of a container record."""
+
+    container_id: str
+    sandbox_id: str
+    log_path: str  # "" for none
+
+
 ExitCallback = Callable[[str, types.ContainerExit], None]  # (sandbox id, exit)
-LogPathLookup = Callable[[str], str]  # container id -> its log path ("" for none)
+ContainerLookup = Callable[[str], ContainerRef | None]  # a container ID -> its record, if any
 
 CONNECT_ATTEMPT_S = 2.0
 CALL_TIMEOUT_S = 60.0
@@ -32,19 +51,23 @@ class AgentLink:
         sandbox_id: str,
         url: str,
         on_exit: ExitCallback,
-        log_path_of: LogPathLookup,
+        lookup: ContainerLookup,
     ) -> None:
         self.sandbox_id = sandbox_id
         self._on_exit = on_exit
-        self._log_path_of = log_path_of
+        self._lookup = lookup
         self._logs: dict[str, CriLogWriter] = {}
         self._logs_lock = threading.Lock()
         self._listeners: list[Callable[[types.AgentEvent], None]] = []
+        self.refused = 0
+        """Events dropped because they named no container of this pod."""
+        self.budget = ByteBudget()
         self._client = AgentClient(
             url,
             on_event=self._event,
             connect_timeout=CONNECT_ATTEMPT_S,
             call_timeout=CALL_TIMEOUT_S,
+            event_budget=self.budget,
         )
 
     @property
@@ -88,17 +111,44 @@ class AgentLink:
             if not event.exec_id:
                 self._write_log(event)
         elif isinstance(event, types.ContainerExit):
+            if self._own(event.container_id) is None:
+                return
             self._on_exit(self.sandbox_id, event)
             self.close_log(event.container_id)
+
+    def _own(self, container_id: str) -> ContainerRef | None:
+        """The record of this pod's container with exactly this ID; None (counted) if none."""
+        ref = None
+        if is_id(container_id):  # a prefix is never a whole ID: no store look-up for it
+            try:
+                ref = self._lookup(container_id)
+            except VmcriError:
+                ref = None
+        if (
+            ref is not None
+            and ref.container_id == container_id
+            and ref.sandbox_id == self.sandbox_id
+        ):
+            return ref
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning(
+                "sandbox %s: the guest named container %r, which is not one of this pod's "
+                "(%d such events dropped)",
+                self.sandbox_id,
+                container_id[:80],
+                self.refused,
+            )
+        return None
 
     def _writer(self, container_id: str) -> CriLogWriter | None:
         with self._logs_lock:
             writer = self._logs.get(container_id)
             if writer is None:
-                path = self._log_path_of(container_id)
-                if not path:
+                ref = self._own(container_id)
+                if ref is None or not ref.log_path:
                     return None
-                writer = CriLogWriter(path)
+                writer = CriLogWriter(ref.log_path)
                 self._logs[container_id] = writer
             return writer
 

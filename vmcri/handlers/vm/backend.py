@@ -47,7 +47,7 @@ from vmcri.handlers.base import (
 )
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
-from vmcri.handlers.vm.agent_link import AgentLink
+from vmcri.handlers.vm.agent_link import AgentLink, ContainerRef
 from vmcri.handlers.vm.domain import (
     AGENT_PORT_NAME,
     AGENT_VSOCK_PORT,
@@ -173,9 +173,11 @@ class VmBackend:
         found: ContainerRecord | None = store.containers.find(container_id)
         return found
 
-    def _log_path_of(self, container_id: str) -> str:
+    def _log_path_of(self, container_id: str) -> ContainerRef | None:
         container = self._container(container_id)
-        return container.log_path if container is not None else ""
+        if container is None:
+            return None
+        return ContainerRef(container.id, container.sandbox_id, container.log_path)
 
     def _on_exit(self, sandbox_id: str, guest_exit: agent_types.ContainerExit) -> None:
         container = self._container(guest_exit.container_id)

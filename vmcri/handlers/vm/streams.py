@@ -9,15 +9,19 @@ Output and exits of sessions arrive as agent events on the link's dispatcher thr
 * attach: the container's own OutputChunks (empty exec id) and its ContainerExit.
 * port-forward: PortForwardData by stream id; consumed bytes are acknowledged back.
 
-Each session's queue is bounded. When its client does not keep up, the dispatcher waits
-(which slows the guest: backpressure) for at most ``STALL_S``, then drops the session
-rather than holding up the pod's other events. The guest is untrusted: events for unknown
-ids are ignored, and nothing it sends grows without bound here.
+Everything held here is charged to the pod's one byte budget (vmcri.agent.budget), which
+the agent client's dispatch queue shares. When a session's client does not keep up and the
+budget is spent, the dispatcher waits (which slows the guest: backpressure) for at most
+``STALL_S``, then drops that session (logged; its client gets Unavailable) rather than
+holding up the pod's other events. The backlog never waits: it keeps at most
+``BACKLOG_BYTES`` and ``BACKLOG_EVENTS``, evicting its oldest entries. The guest is
+untrusted: events for unknown ids are ignored, and nothing it sends grows without bound.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -26,14 +30,17 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 from vmcri.agent import types
+from vmcri.agent.budget import POD_EVENT_BUDGET, ByteBudget, event_cost
 from vmcri.agent.client import AgentClient
 from vmcri.errors import FailedPrecondition, Unavailable, VmcriError
 from vmcri.handlers.base import StreamOutput
 from vmcri.handlers.vm.agent_link import AgentLink
 
-QUEUE_CHUNKS = 256  # per session; agent chunks are at most 256 KiB, usually 32 KiB
+log = logging.getLogger(__name__)
+
 STALL_S = 5.0
 BACKLOG_EVENTS = 512
+BACKLOG_BYTES = POD_EVENT_BUDGET // 4
 BACKLOG_AGE_S = 30.0
 STDIN_CHUNK = 256 * 1024
 ACK_EVERY = 64 * 1024
@@ -43,45 +50,70 @@ Deliver = Callable[[types.AgentEvent], bool]  # False: the session is gone, forg
 
 
 class _Sink:
-    """A bounded queue a session reads; the dispatcher writes with a stall limit."""
+    """A session's queue; every event in it holds its cost in the pod's budget.
 
-    def __init__(self) -> None:
-        self.queue: queue.Queue[types.AgentEvent | None] = queue.Queue(QUEUE_CHUNKS)
+    The dispatcher puts with a stall limit; the session gets. Closing empties the queue
+    and gives the bytes back, so a dropped session holds nothing.
+    """
+
+    def __init__(self, budget: ByteBudget) -> None:
+        self.queue: queue.SimpleQueue[types.AgentEvent | None] = queue.SimpleQueue()
         self.closed = threading.Event()
         self.overflowed = False
+        self._budget = budget
 
-    def put(self, event: types.AgentEvent | None) -> bool:
+    def put(self, event: types.AgentEvent) -> bool:
         if self.closed.is_set():
             return False
-        try:
-            self.queue.put(event, timeout=STALL_S)
-            return True
-        except queue.Full:
+        if not self._budget.acquire(event_cost(event), STALL_S):
+            log.warning("a streaming session did not keep up with its output: dropped")
             self.overflowed = True
             self.close()
             return False
+        self.adopt(event)
+        return True
+
+    def adopt(self, event: types.AgentEvent) -> None:
+        """Queue an event whose cost is already charged (moved from the backlog)."""
+        self.queue.put(event)
+        if self.closed.is_set():
+            self._drain()  # close() ran meanwhile: give the bytes back
 
     def close(self) -> None:
         self.closed.set()
-        with contextlib.suppress(queue.Full):
-            self.queue.put_nowait(None)
+        self._drain()
+
+    def _drain(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                event = self.queue.get_nowait()
+                if event is not None:
+                    self._budget.release(event_cost(event))
+        self.queue.put(None)  # wakes a reader blocked in get()
 
     def get(self) -> types.AgentEvent | None:
         if self.closed.is_set() and self.queue.empty():
             return None
-        return self.queue.get()
+        event = self.queue.get()
+        if event is not None:
+            self._budget.release(event_cost(event))
+        return event
 
 
 class StreamRouter:
     """Routes one pod's agent events to its streaming sessions."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, budget: ByteBudget | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._execs: dict[tuple[str, str], _Sink] = {}
         self._attached: dict[str, list[_Sink]] = {}
         self._ports: dict[str, _Sink] = {}
-        self._backlog: deque[tuple[float, types.AgentEvent]] = deque(maxlen=BACKLOG_EVENTS)
+        self._backlog: deque[tuple[float, types.AgentEvent]] = deque()
         self._clock = clock
+        self.budget = budget or ByteBudget()
+        self._backlog_budget = self.budget.share(BACKLOG_BYTES)
 
     def __call__(self, event: types.AgentEvent) -> None:
         sinks: list[_Sink] = []
@@ -92,7 +124,7 @@ class StreamRouter:
             elif isinstance(event, types.OutputChunk | types.ExecExit) and event.exec_id:
                 sink = self._execs.get((event.container_id, event.exec_id))
                 if sink is None:
-                    self._backlog.append((self._clock(), event))
+                    self._keep(event)
                 else:
                     sinks = [sink]
             elif isinstance(event, types.OutputChunk | types.ContainerExit):
@@ -100,11 +132,25 @@ class StreamRouter:
         for sink in sinks:
             sink.put(event)
 
+    def _keep(self, event: types.AgentEvent) -> None:
+        """Add to the backlog, evicting the oldest entries to stay in bounds (never waits)."""
+        cost = event_cost(event)
+        if len(self._backlog) >= BACKLOG_EVENTS:
+            self._forget(self._backlog.popleft()[1])
+        while not self._backlog_budget.try_acquire(cost):
+            if not self._backlog:
+                return  # the pod's sessions and dispatch queue hold the budget: drop it
+            self._forget(self._backlog.popleft()[1])
+        self._backlog.append((self._clock(), event))
+
+    def _forget(self, event: types.AgentEvent) -> None:
+        self._backlog_budget.release(event_cost(event))
+
     def claim_exec(self, container_id: str, exec_id: str) -> _Sink:
-        sink = _Sink()
+        sink = _Sink(self.budget)
         with self._lock:
             now = self._clock()
-            kept: deque[tuple[float, types.AgentEvent]] = deque(maxlen=BACKLOG_EVENTS)
+            kept: deque[tuple[float, types.AgentEvent]] = deque()
             mine = []
             for stamp, event in self._backlog:
                 assert isinstance(event, types.OutputChunk | types.ExecExit)
@@ -112,10 +158,16 @@ class StreamRouter:
                     mine.append(event)
                 elif now - stamp < BACKLOG_AGE_S:
                     kept.append((stamp, event))
+                else:
+                    self._forget(event)
             self._backlog = kept
             self._execs[(container_id, exec_id)] = sink
-        for event in mine[:QUEUE_CHUNKS]:
-            sink.queue.put_nowait(event)
+        for event in mine:
+            # The charge moves from the backlog's share to the pod's whole budget, where
+            # sink charges live; if another consumer took the room meanwhile, it is lost.
+            self._backlog_budget.release(event_cost(event))
+            if self.budget.try_acquire(event_cost(event)):
+                sink.adopt(event)
         return sink
 
     def release_exec(self, container_id: str, exec_id: str) -> None:
@@ -123,7 +175,7 @@ class StreamRouter:
             self._execs.pop((container_id, exec_id), None)
 
     def attach(self, container_id: str) -> _Sink:
-        sink = _Sink()
+        sink = _Sink(self.budget)
         with self._lock:
             self._attached.setdefault(container_id, []).append(sink)
         return sink
@@ -137,7 +189,7 @@ class StreamRouter:
                 self._attached.pop(container_id, None)
 
     def add_port(self, stream_id: str) -> _Sink:
-        sink = _Sink()
+        sink = _Sink(self.budget)
         with self._lock:
             self._ports[stream_id] = sink
         return sink
@@ -157,7 +209,7 @@ class _AgentProcess:
         self._router = router
         self._cid = container_id
         self._exec_id = exec_id
-        self._sink = _Sink()
+        self._sink = _Sink(router.budget)
         self._exit: int | None = None
         self._ended = threading.Event()
 
@@ -287,7 +339,7 @@ def router_for(link: AgentLink) -> StreamRouter:
     with _routers_lock:
         router = _routers.get(link)
         if router is None:
-            router = StreamRouter()
+            router = StreamRouter(budget=link.budget)
             link.add_listener(router)
             _routers[link] = router
         return router

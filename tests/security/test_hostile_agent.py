@@ -1,0 +1,360 @@
+"""A hostile guest agent, played by the test over a real unix socket.
+
+The guest owns its VM and everything its agent sends: it may stop reading, name
+containers of other pods, invent IDs by the thousand, or flood output. The host must
+bound each of these to the guest's own pod: calls fail within their deadline, other
+pods' exits are still recorded, other pods' logs stay untouched, and the pod's events
+stay within its byte budget (vmcri/agent/budget.py) while the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.vm.test_backend import FakeHypervisor, make_backend
+from vmcri.agent import PROTOCOL_VERSION
+from vmcri.agent.budget import POD_EVENT_BUDGET
+from vmcri.agent.client import AgentClient
+from vmcri.agent.convert import MAX_OUTPUT_CHUNK
+from vmcri.agent.framing import MAX_BODY, Frame, FrameKind, FrameReader, encode_frame
+from vmcri.api import agent_pb2
+from vmcri.config import Config
+from vmcri.errors import AgentUnavailable, VmcriError
+from vmcri.handlers.base import ContainerExit, ContainerLiveness
+from vmcri.handlers.registry import Handler, HandlerRegistry
+from vmcri.handlers.vm import streams
+from vmcri.handlers.vm.layout import SandboxLayout
+from vmcri.ids import new_id
+from vmcri.model import ContainerConfig, Metadata, PodConfig
+from vmcri.runtime.containers import ContainerService
+from vmcri.runtime.context import Services
+from vmcri.runtime.events import EventBus
+from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
+from vmcri.store.store import Store
+
+
+class HostileGuest:
+    """The guest end of one agent connection; the test decides every byte it sends."""
+
+    def __init__(self, path: Path) -> None:
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(path))
+        self._listener.listen(4)
+        self._listener.settimeout(10)
+        self.url = f"unix://{path}"
+        self._conn: socket.socket | None = None
+        self._reader = FrameReader()
+        self._send_lock = threading.Lock()
+        self._seq = 0
+        self._connected = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        conn, _ = self._listener.accept()
+        conn.settimeout(30)
+        self._conn = conn
+        hello = agent_pb2.Hello.FromString(self.read_frame().body)
+        ack = agent_pb2.HelloAck(
+            nonce=hello.nonce, protocol_version=PROTOCOL_VERSION, agent_version="hostile"
+        )
+        conn.sendall(encode_frame(FrameKind.HELLO_ACK, 0, ack.SerializeToString()))
+        self._connected.set()
+
+    def wait_connected(self) -> None:
+        assert self._connected.wait(10), "the host never completed the handshake"
+
+    def read_frame(self) -> Frame:
+        assert self._conn is not None
+        while (frame := self._reader.next_frame()) is None:
+            data = self._conn.recv(65536)
+            if not data:
+                raise ConnectionError("host closed")
+            self._reader.feed(data)
+        return frame
+
+    def serve(self) -> None:
+        """Read from now on: drain Acks, answer every call (a ping with a PingResponse)."""
+
+        def loop() -> None:
+            try:
+                while True:
+                    frame = self.read_frame()
+                    if frame.kind != FrameKind.REQUEST:
+                        continue
+                    request = agent_pb2.Request.FromString(frame.body)
+                    if request.WhichOneof("call") == "ping":
+                        ping = agent_pb2.PingResponse(protocol_version=PROTOCOL_VERSION)
+                        response = agent_pb2.Response(ping=ping)
+                    else:
+                        response = agent_pb2.Response(empty={})
+                    self._send(FrameKind.RESPONSE, frame.frame_id, response.SerializeToString())
+            except (OSError, ConnectionError):
+                return
+
+        threading.Thread(target=loop, daemon=True).start()
+
+    def _send(self, kind: FrameKind, frame_id: int, body: bytes) -> None:
+        assert self._conn is not None
+        with self._send_lock:
+            self._conn.sendall(encode_frame(kind, frame_id, body))
+
+    def event(self, **kind: Any) -> None:
+        self._seq += 1
+        self._send(FrameKind.EVENT, 0, agent_pb2.Event(seq=self._seq, **kind).SerializeToString())
+
+    def output(self, container_id: str, data: bytes, exec_id: str = "") -> None:
+        self.event(
+            output=agent_pb2.OutputChunk(
+                container_id=container_id,
+                exec_id=exec_id,
+                stream=agent_pb2.OUTPUT_STREAM_STDOUT,
+                data=data,
+            )
+        )
+
+    def exited(self, container_id: str) -> None:
+        self.event(container_exited=agent_pb2.ContainerExited(container_id=container_id))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._listener.close()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """pytest's tmp_path is too deep for unix socket paths (107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="vmcri-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def _sandbox(store: Store, handler: str, agent_url: str = "") -> SandboxRecord:
+    config = PodConfig(metadata=Metadata(name=f"pod-{handler}", uid=new_id(), namespace="n"))
+    runtime = {"agent_url": agent_url} if agent_url else {}
+    record = store.sandboxes.add(
+        SandboxRecord(id=new_id(), handler=handler, backend=handler, config=config, runtime=runtime)
+    )
+    return store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
+
+
+def _container(store: Store, sandbox: SandboxRecord, log_path: str = "") -> ContainerRecord:
+    record = store.containers.add(
+        ContainerRecord(
+            id=new_id(),
+            sandbox_id=sandbox.id,
+            config=ContainerConfig(metadata=Metadata(name=f"c-{new_id()[:8]}"), image="busybox"),
+            image_id="sha256:1",
+            image_name="busybox",
+            log_path=log_path,
+        )
+    )
+    return store.containers.set_state_fields(record.id, state=ContainerState.RUNNING)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# ---- (a) a guest that stops reading ------------------------------------------------------
+
+SEND_TIMEOUT_S = 1.0
+
+
+class HungPodBackend:
+    """A VM pod's liveness check, through the agent client, as the VM backend does it."""
+
+    def __init__(self, client: AgentClient) -> None:
+        self._client = client
+        self.finished_at = 0.0
+        self.error: BaseException | None = None
+
+    def container_liveness(self, sandbox: SandboxRecord, container: ContainerRecord) -> Any:
+        try:
+            self._client.container_status(container.id)
+        except VmcriError as exc:
+            self.error = exc
+            return ContainerLiveness(running=True)
+        finally:
+            self.finished_at = time.monotonic()
+        return ContainerLiveness(running=True)
+
+
+class ExitedPodBackend:
+    """Another pod on the node, whose container has just exited."""
+
+    def __init__(self) -> None:
+        self.checked_at = 0.0
+
+    def container_liveness(self, sandbox: SandboxRecord, container: ContainerRecord) -> Any:
+        self.checked_at = time.monotonic()
+        return ContainerLiveness(running=False, exit=ContainerExit(3, time.time_ns(), "", ""))
+
+
+def test_a_guest_that_stops_reading_fails_calls_in_time_and_stalls_no_other_pod(
+    short_tmp: Path,
+) -> None:
+    guest = HostileGuest(short_tmp / "a.sock")
+    client = AgentClient(
+        guest.url, reconnect=False, connect_timeout=2.0, send_timeout=SEND_TIMEOUT_S
+    )
+    client.connect()
+    guest.wait_connected()  # ... and from now on the guest reads nothing
+
+    store = Store(short_tmp / "root")
+    hung, healthy = HungPodBackend(client), ExitedPodBackend()
+    registry = HandlerRegistry(
+        {
+            "vm": Handler("vm", "vm", hung),  # type: ignore[arg-type]
+            "runc": Handler("runc", "runc", healthy),  # type: ignore[arg-type]
+        },
+        "runc",
+    )
+    services = Services(config=Config(), store=store, events=EventBus(), handlers=registry)
+    hostile_pod, other_pod = _sandbox(store, "vm"), _sandbox(store, "runc")
+    _container(store, hostile_pod)  # listed first: the reaper meets the hung pod first
+    other = _container(store, other_pod)
+
+    # An attach session pushes stdin that the guest never reads: the frame cannot leave.
+    stdin_error: list[BaseException] = []
+    stdin_took: list[float] = []
+
+    def push_stdin() -> None:
+        started = time.monotonic()
+        try:
+            client.write_stdin(other.id, b"x" * (MAX_BODY - 4096))
+        except BaseException as exc:
+            stdin_error.append(exc)
+        stdin_took.append(time.monotonic() - started)
+
+    threading.Thread(target=push_stdin, daemon=True).start()
+    reaper = ContainerService(services)
+    threading.Thread(target=reaper.refresh_all, daemon=True).start()
+
+    assert _wait(lambda: store.containers.get(other.id).state is ContainerState.EXITED, 3.0), (
+        "the reaper recorded no exit of the other pod while the hostile pod's guest hangs"
+    )
+    assert store.containers.get(other.id).exit_code == 3
+    assert hung.finished_at == 0.0 or healthy.checked_at < hung.finished_at, (
+        "the other pod's check had to wait for the hung pod's check to end"
+    )
+    assert _wait(lambda: bool(stdin_took), 2 * SEND_TIMEOUT_S + 1), "the stuck send never ended"
+    assert stdin_took[0] < SEND_TIMEOUT_S + 1.0
+    assert isinstance(stdin_error[0], AgentUnavailable)
+    assert "did not take the frame" in str(stdin_error[0])
+    assert not client.connected
+    # The hung pod's own check is bounded too: it ends with AgentUnavailable.
+    assert _wait(lambda: hung.finished_at > 0, 2 * SEND_TIMEOUT_S + 1)
+    assert isinstance(hung.error, AgentUnavailable)
+    client.close()
+    guest.close()
+
+
+# ---- (b) a guest that names other pods' containers ---------------------------------------
+
+
+def test_a_guest_cannot_write_another_pods_log_or_open_writers_for_ids_it_invents(
+    short_tmp: Path,
+) -> None:
+    backend, store = make_backend(short_tmp, FakeHypervisor())
+    logs = short_tmp / "logs"
+    logs.mkdir()
+    guest = HostileGuest(short_tmp / "b.sock")
+    hostile_pod, victim_pod = _sandbox(store, "vm", guest.url), _sandbox(store, "vm")
+    own = _container(store, hostile_pod, str(logs / "own.log"))
+    victim = _container(store, victim_pod, str(logs / "victim.log"))
+    Path(victim.log_path).write_bytes(b"kubelet's own line\n")
+    link = backend._link(hostile_pod)
+    assert link.client.connected
+    guest.wait_connected()
+    guest.serve()
+    fds = _open_fds()
+
+    guest.output(victim.id, b"forged by exact id\n")
+    guest.output(victim.id[:12], b"forged by prefix\n")
+    guest.output(own.id[:12], b"own container, but by prefix\n")
+    guest.exited(victim.id)
+    for i in range(3000):
+        guest.output(new_id() if i % 2 else f"invented-{i}", b"junk\n")
+    guest.output(own.id, b"own line\n")
+
+    own_log = Path(own.log_path)
+    assert _wait(lambda: own_log.exists() and b"own line" in own_log.read_bytes(), 10.0)
+    assert Path(victim.log_path).read_bytes() == b"kubelet's own line\n"
+    assert b"by prefix" not in own_log.read_bytes()
+    victim_exit = SandboxLayout(short_tmp / "state" / "backends" / "vm" / victim_pod.id)
+    assert not victim_exit.exit_file(victim.id).exists()
+    assert store.containers.get(victim.id).state is ContainerState.RUNNING
+    assert set(link._logs) == {own.id}
+    assert _open_fds() - fds <= 1  # the own container's log, nothing else
+    assert link.refused == 3004
+    backend._drop_link(hostile_pod.id)
+    guest.close()
+
+
+# ---- (c) a guest that floods ---------------------------------------------------------------
+
+FLOOD_EXEC_CHUNKS = 120  # 30 MiB of exec output nobody claims
+FLOOD_ATTACH_CHUNKS = 24  # 6 MiB of container output for a session that never reads
+SLACK = 2 << 20  # the frame reader's buffer (one frame) and the log writer's line
+PEAK_SLACK = 8 << 20
+
+
+def test_a_flooding_guest_is_held_to_the_pods_byte_budget_and_the_pod_keeps_serving(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "STALL_S", 0.2)
+    backend, store = make_backend(short_tmp, FakeHypervisor())
+    guest = HostileGuest(short_tmp / "c.sock")
+    pod = _sandbox(store, "vm", guest.url)
+    own = _container(store, pod, str(short_tmp / "own.log"))
+    link = backend._link(pod)
+    client = link.client
+    guest.wait_connected()
+    guest.serve()
+    router = streams.router_for(link)
+    idle = router.attach(own.id)  # a streaming client that never reads
+
+    chunk = b"x" * MAX_OUTPUT_CHUNK
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(FLOOD_EXEC_CHUNKS):
+            guest.output(own.id, chunk, exec_id=f"exec-{i}")
+            if i < FLOOD_ATTACH_CHUNKS:
+                guest.output(own.id, chunk[:-1] + b"\n")
+        guest.output(own.id, b"done\n")
+        own_log = Path(own.log_path)
+        assert _wait(lambda: own_log.exists() and b"done" in own_log.read_bytes(), 20.0)
+        held, peak = (n - base for n in tracemalloc.get_traced_memory())
+    finally:
+        tracemalloc.stop()
+
+    assert held < POD_EVENT_BUDGET + SLACK, f"the host holds {held} bytes of the flood"
+    # The peak adds transient copies of a few frames, on both ends of the socket.
+    assert peak < POD_EVENT_BUDGET + PEAK_SLACK, f"the host held {peak} bytes at once"
+    assert link.budget.peak <= POD_EVENT_BUDGET
+    assert idle.overflowed and idle.closed.is_set()  # the session that did not read: dropped
+    assert client.ping(timeout=5.0).protocol_version == PROTOCOL_VERSION
+    backend._drop_link(pod.id)
+    guest.close()
