@@ -302,7 +302,10 @@ def test_a_guest_cannot_write_another_pods_log_or_open_writers_for_ids_it_invent
     assert _wait(lambda: own_log.exists() and b"own line" in own_log.read_bytes(), 10.0)
     assert Path(victim.log_path).read_bytes() == b"kubelet's own line\n"
     assert b"by prefix" not in own_log.read_bytes()
-    victim_exit = SandboxLayout(short_tmp / "state" / "backends" / "vm" / victim_pod.id)
+    victim_exit = SandboxLayout(
+        short_tmp / "state" / "backends" / "vm" / victim_pod.id,
+        short_tmp / "root" / "backends" / "vm" / victim_pod.id,
+    )
     assert not victim_exit.exit_file(victim.id).exists()
     assert store.containers.get(victim.id).state is ContainerState.RUNNING
     assert set(link._logs) == {own.id}
