@@ -39,6 +39,7 @@ CACHE_TTL_S = 5.0  # a result is reused for this long...
 SLOW_WALK_FACTOR = 10.0  # ...or for this many times the walk's duration, if longer
 MAX_CONCURRENT_WALKS = 2  # bounds the descriptors and CPU that stats can take at once
 MAX_CACHED = 4096  # directories remembered (those of containers that are gone age out)
+CLOCK_EVERY = 64  # entries between two looks at the clock
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -79,53 +80,56 @@ def walk_usage(
         return TreeUsage(0, 0, f"cannot open it ({exc.strerror})")
     started = clock()
     device = os.fstat(root).st_dev
+    max_entries, budget, max_depth = limits.max_entries, limits.time_budget_s, limits.max_depth
     seen: set[tuple[int, int]] = set()
     size = inodes = looked_at = 0
-    bound = ""
+    bound = too_deep = ""
     stack: list[tuple[int, _Listing]] = []
     try:
         stack.append((root, os.scandir(root)))
-        while stack:
+        while stack and not bound:
             fd, entries = stack[-1]
-            entry = next(entries, None)
-            if entry is None:
-                stack.pop()
-                entries.close()
-                os.close(fd)
-                continue
-            looked_at += 1
-            if looked_at > limits.max_entries:
-                bound = f"over {limits.max_entries} entries"
-                break
-            if clock() - started > limits.time_budget_s:
-                bound = f"over {limits.time_budget_s:g}s"
-                break
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue  # removed since it was listed
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            size += st.st_blocks * 512
-            inodes += 1
-            if not stat.S_ISDIR(st.st_mode) or st.st_dev != device:
-                continue
-            if len(stack) > limits.max_depth:
-                bound = f"over {limits.max_depth} levels deep"
-                continue
-            child = open_subdir(fd, entry.name, key)
-            if child is not None:
+            for entry in entries:
+                looked_at += 1
+                if looked_at > max_entries:
+                    bound = f"over {max_entries} entries"
+                    break
+                if looked_at % CLOCK_EVERY == 0 and clock() - started > budget:
+                    bound = f"over {budget:g}s"
+                    break
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed since it was listed
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    continue
+                seen.add(key)
+                size += st.st_blocks * 512
+                inodes += 1
+                if not stat.S_ISDIR(st.st_mode) or st.st_dev != device:
+                    continue
+                if len(stack) > max_depth:
+                    too_deep = f"over {max_depth} levels deep"
+                    continue
+                child = open_subdir(fd, entry.name, key)
+                if child is None:
+                    continue
                 try:
                     stack.append((child, os.scandir(child)))
                 except OSError:
                     os.close(child)
+                    continue
+                break  # into the child; this directory's listing resumes after it
+            else:
+                stack.pop()
+                entries.close()
+                os.close(fd)
     finally:
         for fd, entries in stack:
             entries.close()
             os.close(fd)
-    return TreeUsage(size, inodes, bound)
+    return TreeUsage(size, inodes, bound or too_deep)
 
 
 def open_subdir(parent: int, name: str, expected: tuple[int, int]) -> int | None:

@@ -55,11 +55,11 @@ def test_a_slow_walk_is_cached_longer(tmp_path: Path) -> None:
     now = [0.0]
 
     def clock() -> float:
-        now[0] += 0.5  # every look at the clock costs half a second of walking
+        now[0] += 0.5  # every look at the clock costs half a second
         return now[0]
 
     cache = UsageCache(WalkLimits(time_budget_s=100.0), ttl_s=1.0, clock=clock)
-    assert cache.measure(tmp_path).inodes == 1
+    assert cache.measure(tmp_path).inodes == 1  # a walk of 1 s: cached for 10 s
     (tmp_path / "g").write_bytes(b"y")
     now[0] += 5.0  # past the TTL, within ten times the walk's duration
     assert cache.measure(tmp_path).inodes == 1
