@@ -7,7 +7,7 @@ checks the token and only then starts a session thread, under a separate limit
 (``ServerLimits.max_sessions``). A client that never authenticates can therefore hold, at
 most, a pending slot for ``head_timeout_s``, never a session slot::
 
-    accept ──▶ pending (fd + ≤16 KiB, no thread) ──head──▶ on_head: token? ──▶ session thread
+    accept ──▶ pending (fd + ≤20 KiB, no thread) ──head──▶ on_head: token? ──▶ session thread
                  │ head_timeout_s from accept: 408                       └─ no: 404 / 503
                  └ over a peer's share, or over max_pending: oldest pending dropped (503)
 
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 
 ACCEPT_BATCH = 8  # connections accepted per selector round; below max_pending_per_peer
+RECV_CHUNK = 4096  # per read of a head; what follows the head stays in the socket
 WARN_INTERVAL_S = 60.0  # at most one "dropping pending connections" warning per interval
 
 
@@ -87,9 +88,9 @@ class PendingPool(Generic[K]):
     """
 
     limits: AdmissionLimits
-    _deadlines: dict[K, float] = field(default_factory=dict)  # insertion order = age
-    _peers: dict[K, str] = field(default_factory=dict)
-    _by_peer: dict[str, dict[K, None]] = field(default_factory=dict)
+    _deadlines: dict[K, float] = field(default_factory=dict, init=False)  # in order of age
+    _peers: dict[K, str] = field(default_factory=dict, init=False)
+    _by_peer: dict[str, dict[K, None]] = field(default_factory=dict, init=False)
 
     def __len__(self) -> int:
         return len(self._deadlines)
@@ -232,7 +233,7 @@ class HeadReader:
 
     def _read(self, sock: socket.socket) -> None:
         try:
-            data = sock.recv(65536)
+            data = sock.recv(RECV_CHUNK)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
