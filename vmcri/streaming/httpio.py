@@ -1,19 +1,16 @@
-"""Just enough HTTP/1.1 for an upgrade: read one bounded request head, write one response.
+"""Just enough HTTP/1.1 for an upgrade: parse one bounded request head, write one response.
 
 Nothing after the upgrade is HTTP, so no keep-alive, no bodies, no chunking.
 """
 
 from __future__ import annotations
 
-import socket
-import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from vmcri.errors import InvalidArgument
 
 MAX_HEAD = 16 * 1024
-HEAD_TIMEOUT_S = 10.0
 
 REASONS = {
     101: "Switching Protocols",
@@ -21,6 +18,7 @@ REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -48,25 +46,33 @@ class HttpRequest:
         ]
 
 
-def read_request(sock: socket.socket, timeout: float = HEAD_TIMEOUT_S) -> HttpRequest:
-    """Raises InvalidArgument for a malformed, oversize or slow head; OSError from the socket."""
-    deadline = time.monotonic() + timeout
-    data = bytearray()
-    while b"\r\n\r\n" not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise InvalidArgument("request head not received in time")
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(4096)
-        except TimeoutError as exc:
-            raise InvalidArgument("request head not received in time") from exc
-        if not chunk:
-            raise InvalidArgument("connection closed before the request head ended")
-        data += chunk
-        if len(data) > MAX_HEAD and b"\r\n\r\n" not in data[: MAX_HEAD + 4]:
+class HeadBuffer:
+    """Collects a request head from chunks as they arrive; reading is the caller's business.
+
+    Deadlines live with the caller (``vmcri.streaming.admission``), which reads without
+    blocking; here only the size and the syntax are bounded.
+    """
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+
+    def feed(self, chunk: bytes) -> HttpRequest | None:
+        """The request once its head is complete, else None.
+
+        Raises InvalidArgument for a head over MAX_HEAD bytes or one that does not parse.
+        """
+        searched = max(0, len(self._data) - 3)  # the end marker may straddle two chunks
+        self._data += chunk
+        end = self._data.find(b"\r\n\r\n", searched)
+        if end > MAX_HEAD or (end < 0 and len(self._data) > MAX_HEAD + 3):
             raise InvalidArgument(f"request head over {MAX_HEAD} bytes")
-    head, _, rest = bytes(data).partition(b"\r\n\r\n")
+        if end < 0:
+            return None
+        return parse_head(bytes(self._data[:end]), bytes(self._data[end + 4 :]))
+
+
+def parse_head(head: bytes, rest: bytes) -> HttpRequest:
+    """Raises InvalidArgument for a malformed request line or header line."""
     try:
         lines = head.decode("latin-1").split("\r\n")
         method, target, version = lines[0].split(" ")

@@ -2,10 +2,14 @@
 
 ``GET|POST /{exec,attach,portforward}/<token>`` consumes the token the RPC issued and
 upgrades the connection to SPDY/3.1 or WebSocket (see the ``command_*`` and
-``portforward`` modules). One thread per connection, at most ``max_connections`` of them;
-beyond that clients get 503. Trust: the client is whoever reaches the port (loopback by
-default); it proves nothing but the token, so tokens are random, single-use and expire,
-and everything it sends is bounded.
+``portforward`` modules). Trust: the client is whoever reaches the port (loopback by
+default, which host-network pods reach too); it proves nothing but the token, so tokens
+are random, single-use and expire, and everything it sends is bounded.
+
+Two separate limits, so that a client without a token can never take what sessions need:
+request heads are read by one thread for all connections (``admission``: head deadline,
+per-peer share), and only a request with a valid token gets a session thread, at most
+``max_sessions`` of them; beyond that clients get 503 and keep their token.
 """
 
 from __future__ import annotations
@@ -17,15 +21,16 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from vmcri.errors import ConfigError, InvalidArgument, ProtocolError, VmcriError
+from vmcri.errors import ConfigError, ProtocolError, VmcriError
 from vmcri.handlers.base import PortConnection, ProcessSession
 from vmcri.streaming import command_spdy, command_websocket, portforward, portforward_websocket
+from vmcri.streaming.admission import AdmissionLimits, HeadReader, refuse
 from vmcri.streaming.command_spdy import SpdyCommandChannels
 from vmcri.streaming.command_websocket import WebSocketCommandChannels
-from vmcri.streaming.httpio import HttpRequest, read_request, response
+from vmcri.streaming.httpio import HttpRequest, response
 from vmcri.streaming.remotecommand import CommandChannels, Outcome, serve_session
 from vmcri.streaming.requests import (
     KIND_OF,
@@ -57,10 +62,10 @@ class StreamingRuntime(Protocol):
 @dataclass(frozen=True)
 class ServerLimits:
     token_ttl_s: float = 60.0  # how long an Exec/Attach/PortForward URL stays usable
-    max_connections: int = 64  # concurrent streaming connections
+    max_sessions: int = 64  # concurrent sessions (valid token, one thread each)
     idle_timeout_s: float = 4 * 3600.0  # no traffic for this long ends a session (kubelet's)
     creation_timeout_s: float = 30.0  # for the client to open its streams
-    head_timeout_s: float = 10.0  # for the HTTP request head
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)  # before the token
 
 
 class StreamingServer:
@@ -76,8 +81,8 @@ class StreamingServer:
         self._port = port
         self.limits = limits or ServerLimits()
         self.tokens: TokenStore[StreamRequest] = TokenStore(self.limits.token_ttl_s)
-        self._slots = threading.BoundedSemaphore(self.limits.max_connections)
-        self._listener: socket.socket | None = None
+        self._sessions = threading.BoundedSemaphore(self.limits.max_sessions)
+        self._reader: HeadReader | None = None
         self._active: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -103,19 +108,16 @@ class StreamingServer:
             raise ConfigError(
                 f"streaming: cannot listen on {self._address}:{self._port}: {exc.strerror}"
             ) from exc
-        listener.listen(64)
         self._port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept_loop, name="streaming-accept", daemon=True).start()
+        self._reader = HeadReader(listener, self.limits.admission, self._admit)
+        self._reader.start()
         log.info("streaming server on %s", self.base_url)
 
     def stop(self) -> None:
         """Stop accepting and end every session (exec'd processes are killed)."""
         self._stopping.set()
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
+        if self._reader is not None:
+            self._reader.stop()
         with self._lock:
             active = list(self._active)
         for sock in active:
@@ -138,55 +140,49 @@ class StreamingServer:
 
     # ---- connections -----------------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._stopping.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                continue
-            if not self._slots.acquire(blocking=False):
-                with contextlib.suppress(OSError):
-                    sock.sendall(response(503, body="too many streaming sessions\n"))
-                sock.close()
-                continue
-            threading.Thread(target=self._connection, args=(sock,), daemon=True).start()
+    def _admit(self, sock: socket.socket, req: HttpRequest) -> None:
+        """Route and token check, on the admission thread: nothing here may block."""
+        match = ROUTE.match(req.path)
+        if match is None:
+            refuse(sock, 404, "not found\n")
+            return
+        if req.method not in ("GET", "POST"):
+            refuse(sock, 405, "method not allowed\n", [("Allow", "GET, POST")])
+            return
+        # A slot before the token: a client turned away keeps its single-use URL.
+        if not self._sessions.acquire(blocking=False):
+            refuse(sock, 503, f"too many streaming sessions (limit {self.limits.max_sessions})\n")
+            return
+        kind, token = match.groups()
+        request = self.tokens.consume(token)
+        if request is None or KIND_OF[type(request)] != kind:
+            self._sessions.release()
+            refuse(sock, 404, "streaming token not found or expired\n")
+            return
+        thread = threading.Thread(
+            target=self._session, args=(sock, req, request), name="streaming", daemon=True
+        )
+        try:
+            thread.start()
+        except RuntimeError:
+            self._sessions.release()
+            refuse(sock, 503, "cannot start a streaming session thread\n")
 
-    def _connection(self, sock: socket.socket) -> None:
+    def _session(self, sock: socket.socket, req: HttpRequest, request: StreamRequest) -> None:
         with self._lock:
             self._active.add(sock)
         try:
-            self._serve(sock)
+            if not self._stopping.is_set():
+                self._upgrade(sock, req, request)
         except Exception:
             log.exception("streaming connection failed")
         finally:
             _drain_and_close(sock)
             with self._lock:
                 self._active.discard(sock)
-            self._slots.release()
+            self._sessions.release()
 
-    def _serve(self, sock: socket.socket) -> None:
-        try:
-            req = read_request(sock, self.limits.head_timeout_s)
-        except (InvalidArgument, OSError) as exc:
-            message = exc.message if isinstance(exc, InvalidArgument) else str(exc)
-            with contextlib.suppress(OSError):
-                sock.sendall(response(400, body=f"{message}\n"))
-            return
-        match = ROUTE.match(req.path)
-        if match is None:
-            sock.sendall(response(404, body="not found\n"))
-            return
-        if req.method not in ("GET", "POST"):
-            sock.sendall(response(405, [("Allow", "GET, POST")], "method not allowed\n"))
-            return
-        kind, token = match.groups()
-        request = self.tokens.consume(token)
-        if request is None or KIND_OF[type(request)] != kind:
-            sock.sendall(response(404, body="streaming token not found or expired\n"))
-            return
+    def _upgrade(self, sock: socket.socket, req: HttpRequest, request: StreamRequest) -> None:
         if _wants(req, "websocket"):
             self._serve_websocket(sock, req, request)
         elif req.header("upgrade").lower() == "spdy/3.1" and _wants(req, "spdy/3.1"):

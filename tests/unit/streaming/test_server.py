@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 
@@ -22,7 +23,7 @@ def runtime() -> FakeRuntime:
 @pytest.fixture
 def server(runtime: FakeRuntime) -> Iterator[StreamingServer]:
     srv = StreamingServer(
-        runtime, "127.0.0.1", 0, ServerLimits(creation_timeout_s=2.0, max_connections=4)
+        runtime, "127.0.0.1", 0, ServerLimits(creation_timeout_s=2.0, max_sessions=4)
     )
     srv.start()
     yield srv
@@ -149,17 +150,70 @@ def test_portforward_only_requested_ports(server: StreamingServer) -> None:
     client.close()
 
 
-def test_connection_limit_answers_503(server: StreamingServer) -> None:
+def test_session_limit_answers_503_and_keeps_the_token(server: StreamingServer) -> None:
     held = [SpdyClient(server.url_for(_exec())) for _ in range(4)]
-    extra = SpdyClient(server.url_for(_exec()))
+    url = server.url_for(_exec())
+    extra = SpdyClient(url)
     assert extra.answer.status == 503
+    assert b"limit 4" in extra.answer.body
+    held.pop().close()
+    deadline = time.monotonic() + 10
+    while (again := SpdyClient(url)).answer.status == 503 and time.monotonic() < deadline:
+        again.close()  # the freed slot comes back when the session thread has ended
+    assert again.answer.status == 101
+    again.close()
     for client in held:
         client.close()
 
 
-def test_plain_http_without_upgrade_is_400(server: StreamingServer) -> None:
-    import socket
+def test_pending_heads_take_no_session_slot(server: StreamingServer) -> None:
+    silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+    sessions = [SpdyClient(server.url_for(_exec())) for _ in range(4)]
+    assert [s.answer.status for s in sessions] == [101] * 4
+    for client in sessions:
+        client.close()
+    for sock in silent:
+        sock.close()
 
+
+def _raw(server: StreamingServer, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        return answer
+
+
+def test_malformed_and_oversize_heads_are_400(server: StreamingServer) -> None:
+    assert _raw(server, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert b"malformed request line" in _raw(server, b"GARBAGE\r\n\r\n")
+    oversize = _raw(server, b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
+    assert oversize.startswith(b"HTTP/1.1 400") and b"request head over" in oversize
+
+
+def test_unknown_path_404_and_wrong_method_405(server: StreamingServer) -> None:
+    assert _raw(server, b"GET /nope HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404")
+    path = server.url_for(_exec()).split(str(server.port), 1)[1]
+    answer = _raw(server, f"PUT {path} HTTP/1.1\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 405") and b"Allow: GET, POST" in answer
+
+
+def test_stop_closes_pending_connections(runtime: FakeRuntime) -> None:
+    srv = StreamingServer(runtime, "127.0.0.1", 0)
+    srv.start()
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    sock.sendall(b"GET /exec/")
+    srv.stop()
+    try:
+        ended = sock.recv(100) == b""
+    except ConnectionResetError:  # closed with the request bytes unread, or still queued
+        ended = True
+    assert ended
+    sock.close()
+
+
+def test_plain_http_without_upgrade_is_400(server: StreamingServer) -> None:
     url = server.url_for(_exec())
     path = url.split(str(server.port), 1)[1]
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
