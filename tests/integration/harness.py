@@ -22,6 +22,7 @@ from vmcri.testing.registry import (
 )
 
 IMAGE_NAME = "test/busybox:1"
+NO_POD_NETWORK = "[network]\nenabled = false\n"
 
 
 class Env(Protocol):
@@ -36,9 +37,14 @@ E = TypeVar("E", bound=Env)
 
 @contextlib.contextmanager
 def daemon_with_busybox(
-    tmp: Path, make_env: Callable[[Path, LocalRegistry, str, RunningDaemon], E]
+    tmp: Path,
+    make_env: Callable[[Path, LocalRegistry, str, RunningDaemon], E],
+    extra_config: str = NO_POD_NETWORK,
 ) -> Iterator[E]:
     """Registry + busybox image + daemon (config in ``tmp/config.toml``), image pulled.
+
+    ``extra_config`` is appended to the config; by default pods get loopback only
+    (no CNI), which suites that are not about networking rely on.
 
     On the way out every pod the suite recorded is removed, the daemon stopped and
     every mount below ``tmp`` released, which must leave none behind.
@@ -47,7 +53,7 @@ def daemon_with_busybox(
         push_busybox_image(registry.host, IMAGE_NAME)
         image = f"{registry.host}/{IMAGE_NAME}"
         conf = registries_conf_for(tmp / "registries.conf", registry.host)
-        (tmp / "config.toml").write_text(f'registries_conf = "{conf}"\n')
+        (tmp / "config.toml").write_text(f'registries_conf = "{conf}"\n{extra_config}')
         env = make_env(tmp, registry, image, start_daemon(tmp, config=tmp / "config.toml"))
         try:
             env.daemon.images().PullImage(

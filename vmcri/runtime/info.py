@@ -46,14 +46,14 @@ class RuntimeInfo:
         return RuntimeStatus(tuple(conditions), tuple(handlers))
 
     def _network_condition(self) -> Condition:
-        # CNI pod networking is not built yet: pods get a network namespace with
-        # loopback only, so saying "ready" would mislead kubelet.
-        return Condition(
-            "NetworkReady",
-            False,
-            "NetworkPluginNotReady",
-            "vmcri does not run CNI plugins yet; pods get loopback networking only",
-        )
+        # Read from the config dir on every Status call: kubelet waits for
+        # NetworkReady while a CNI installer (a DaemonSet) writes the config.
+        networking = self._s.networking
+        if networking is None:
+            return Condition(
+                "NetworkReady", False, "NetworkPluginNotReady", "no pod network layer is wired"
+            )
+        return networking.condition()
 
     def cgroup_driver(self) -> str:
         return self._s.config.cgroup_driver
