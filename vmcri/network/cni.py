@@ -5,7 +5,7 @@
 * DEL runs them in reverse, each with the cached ADD result as ``prevResult``
   (none if ADD never finished: plugins must cope), and goes on past a
   failing plugin so that the others still release what they hold; the first
-  error is raised at the end.
+  error is raised at the end. A plugin binary that is missing is skipped.
 * CHECK runs them in order with the cached result; skipped for 0.3.x configs
   and when ``disableCheck`` is set.
 * GC and STATUS (spec 1.1) run only for 1.1 configs, per plugin.
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vmcri.errors import VmcriError
+from vmcri.errors import NotFound, VmcriError
 from vmcri.network.conflist import NetworkConfigList, version_tuple
 from vmcri.network.invoke import PluginCall, PluginRunner
 
@@ -106,6 +106,10 @@ class Cni:
         for plugin in reversed(net.plugins):
             try:
                 self._call(net, plugin, "DEL", att, prev)
+            except NotFound as exc:
+                # A binary that is not there never ran ADD either (ADD looks every one
+                # up first), or was removed since: waiting for it would keep the pod forever.
+                log.warning("CNI DEL of %s: skipped: %s", att.container_id, exc.message)
             except VmcriError as exc:
                 log.warning("CNI DEL of %s: %s", att.container_id, exc.message)
                 first = first or exc

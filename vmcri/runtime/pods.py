@@ -25,6 +25,7 @@ from vmcri.handlers.registry import Handler
 from vmcri.handlers.runc.pod_files import pod_hostname
 from vmcri.ids import new_id
 from vmcri.model import NamespaceMode, PodConfig, Resources
+from vmcri.network.hostports import check_host_ports
 from vmcri.network.service import PodNetworking
 from vmcri.oci.userns import uses_userns
 from vmcri.runtime.containers import ContainerService, validate_resources
@@ -75,6 +76,12 @@ class PodService:
             late_netns = uses_userns(config.security.namespace_options) and (
                 handler.backend.features().userns_owns_netns
             )
+            if net is not None and _pod_network(config) and net.config.enabled:
+                running = self._s.store.sandboxes.list()
+                check_host_ports(
+                    config,
+                    (s.config for s in running if s.id != record.id and _holds_network(s)),
+                )
             if net is not None and _pod_network(config) and not late_netns:
                 record = self._attach(net, record, net.create_netns(record.id))
             started = handler.backend.run_sandbox(record)
@@ -270,3 +277,12 @@ def _validate_pod(config: PodConfig) -> None:
 def _pod_network(config: PodConfig) -> bool:
     """Whether the pod has a network of its own (not the host's)."""
     return config.security.namespace_options.network is not NamespaceMode.NODE
+
+
+def _holds_network(sandbox: SandboxRecord) -> bool:
+    """Whether the sandbox still has its CNI attachment (and so its hostPorts)."""
+    return (
+        sandbox.network is not None
+        and bool(sandbox.network.config)
+        and not (sandbox.network.released)
+    )
