@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,13 +87,20 @@ class NetEnv:
         (self.conf_dir / "10-test.conflist").write_text(text)
 
     def pod_config(
-        self, name: str, ports: list[pb.PortMapping] | None = None, hostname: str = ""
+        self,
+        name: str,
+        ports: list[pb.PortMapping] | None = None,
+        hostname: str = "",
+        namespaces: pb.NamespaceOption | None = None,
     ) -> pb.PodSandboxConfig:
         return pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="net"),
             hostname=hostname or name[:63],
             log_directory=str(self.tmp / "logs" / name),
             port_mappings=ports or [],
+            linux=pb.LinuxPodSandboxConfig(
+                security_context=pb.LinuxSandboxSecurityContext(namespace_options=namespaces)
+            ),
         )
 
     def run_pod(self, config: pb.PodSandboxConfig) -> str:
@@ -168,7 +176,7 @@ def _free_subnet() -> str:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetEnv]:
+def env() -> Iterator[NetEnv]:
     if os.geteuid() != 0:
         pytest.skip("needs root (runc, namespaces, iptables)")
     for tool in ("runc", "iptables-save", "ip"):
@@ -179,7 +187,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetEnv]:
     ]
     if missing:
         pytest.skip(f"containernetworking-plugins missing in {PLUGIN_DIR}: {missing}")
-    tmp = tmp_path_factory.mktemp("net")
+    # The state dir must be passable by a user-namespaced pod's root (pytest's tmp is 0700).
+    tmp = Path(tempfile.mkdtemp(prefix="vmcri-net-", dir="/tmp"))
+    tmp.chmod(0o711)
     bridge = f"vmcri{random.randint(0, 0xFFFFFF):06x}"
     subnet = _free_subnet()
     (tmp / "net.d").mkdir()
@@ -203,3 +213,4 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetEnv]:
             yield net_env
     finally:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)

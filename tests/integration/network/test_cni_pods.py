@@ -99,6 +99,21 @@ def test_pods_reach_each_other_and_the_host_reaches_them(env: NetEnv) -> None:
     assert env.leftovers() == []
 
 
+def test_user_namespace_pod_gets_its_network_too(env: NetEnv) -> None:
+    mapping = [pb.IDMapping(host_id=65536 * 9, container_id=0, length=65536)]
+    userns = pb.NamespaceOption(
+        userns_options=pb.UserNamespace(mode=pb.POD, uids=mapping, gids=mapping)
+    )
+    cfg = env.pod_config("userns", namespaces=userns)
+    sandbox = env.run_pod(cfg)
+    env.start_server(sandbox, cfg, "userns")
+    ip = env.pod_status(sandbox).network.ip
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(f"{env.subnet}.0/24")
+    wait_for(lambda: _answers(ip, HTTP_PORT, "userns"), 20, "the user-namespaced pod's server")
+    env.remove(sandbox)
+    assert env.leftovers() == []
+
+
 def test_daemon_kill9_then_stop_and_remove_release_everything(env: NetEnv) -> None:
     cfg = env.pod_config("crash", [pb.PortMapping(container_port=HTTP_PORT, host_port=33111)])
     sandbox = env.run_pod(cfg)
