@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from vmcri import __version__
+from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import Condition, HandlerFeatures
 from vmcri.runtime.context import Services
 
@@ -59,4 +61,12 @@ class RuntimeInfo:
         return self._s.config.cgroup_driver
 
     def update_pod_cidr(self, cidr: str) -> None:
+        """Keep kubelet's pod CIDR(s) for CNI's ipRanges; raises InvalidArgument naming it."""
+        for part in cidr.split(","):
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError as exc:
+                raise InvalidArgument(
+                    f"runtime_config.network_config.pod_cidr: {part.strip()!r} is not a CIDR"
+                ) from exc
         self._s.network.pod_cidr = cidr

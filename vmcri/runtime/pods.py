@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Iterable
 
 from vmcri.errors import InvalidArgument, NotFound, VmcriError
@@ -46,6 +47,7 @@ class PodService:
     def __init__(self, services: Services, containers: ContainerService) -> None:
         self._s = services
         self._containers = containers
+        self._reserve = threading.Lock()
 
     def backend_of(self, sandbox: SandboxRecord) -> SandboxBackend:
         return self._s.registry().resolve(sandbox.handler).backend
@@ -68,7 +70,12 @@ class PodService:
             config=config,
             created_at=self._s.clock(),
         )
-        self._s.store.sandboxes.add(record)
+        with self._reserve:
+            # Checked and reserved together: a concurrent pod sees this one's record.
+            if self._s.networking is not None and self._s.networking.config.enabled:
+                others = self._s.store.sandboxes.list()
+                check_host_ports(config, (s.config for s in others if _holds_ports(s)))
+            self._s.store.sandboxes.add(record)
         log.info("sandbox %s: starting with handler %s", record.id, handler.name)
         backend_ran = False
         try:
@@ -76,12 +83,6 @@ class PodService:
             late_netns = uses_userns(config.security.namespace_options) and (
                 handler.backend.features().userns_owns_netns
             )
-            if net is not None and _pod_network(config) and net.config.enabled:
-                running = self._s.store.sandboxes.list()
-                check_host_ports(
-                    config,
-                    (s.config for s in running if s.id != record.id and _holds_network(s)),
-                )
             if net is not None and _pod_network(config) and not late_netns:
                 record = self._attach(net, record, net.create_netns(record.id))
             started = handler.backend.run_sandbox(record)
@@ -211,6 +212,8 @@ class PodService:
             net.check(sandbox)
         except VmcriError as exc:
             log.warning("sandbox %s: CNI CHECK failed: %s", sandbox.id, exc.message)
+            return
+        log.info("sandbox %s: CNI CHECK passed", sandbox.id)
 
     def list(self, filt: SandboxFilter | None = None) -> list[SandboxRecord]:
         found: Iterable[SandboxRecord] = self._s.store.sandboxes.list()
@@ -279,10 +282,8 @@ def _pod_network(config: PodConfig) -> bool:
     return config.security.namespace_options.network is not NamespaceMode.NODE
 
 
-def _holds_network(sandbox: SandboxRecord) -> bool:
-    """Whether the sandbox still has its CNI attachment (and so its hostPorts)."""
-    return (
-        sandbox.network is not None
-        and bool(sandbox.network.config)
-        and not (sandbox.network.released)
-    )
+def _holds_ports(sandbox: SandboxRecord) -> bool:
+    """Whether the sandbox has, or is about to get, its hostPorts (until its DEL)."""
+    if sandbox.network is not None:
+        return not sandbox.network.released
+    return sandbox.state is SandboxState.CREATING

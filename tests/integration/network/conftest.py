@@ -55,7 +55,13 @@ class NetEnv:
     def gateway(self) -> str:
         return f"{self.subnet}.1"
 
-    def conflist(self, *, extra: list[dict[str, Any]] | None = None, **ipam: str) -> str:
+    def conflist(
+        self,
+        *,
+        extra: list[dict[str, Any]] | None = None,
+        bridge_caps: dict[str, bool] | None = None,
+        **ipam: str,
+    ) -> str:
         return json.dumps(
             {
                 "cniVersion": "1.0.0",
@@ -67,10 +73,16 @@ class NetEnv:
                         "isGateway": True,
                         "ipMasq": False,
                         "hairpinMode": True,
+                        **({"capabilities": bridge_caps} if bridge_caps else {}),
                         "ipam": {
                             "type": "host-local",
                             "dataDir": str(self.ipam_dir),
-                            "ranges": [[{"subnet": f"{self.subnet}.0/24", **ipam}]],
+                            # With the ipRanges capability the ranges come from the pod CIDR.
+                            **(
+                                {}
+                                if bridge_caps and bridge_caps.get("ipRanges")
+                                else {"ranges": [[{"subnet": f"{self.subnet}.0/24", **ipam}]]}
+                            ),
                             "routes": [{"dst": "0.0.0.0/0"}],
                         },
                     },

@@ -125,6 +125,11 @@ def test_daemon_kill9_then_stop_and_remove_release_everything(env: NetEnv) -> No
     env.daemon = start_daemon(env.tmp, config=env.tmp / "config.toml")
     assert env.pod_status(sandbox).network.ip == ip
     assert _answers(ip, HTTP_PORT, "crash")
+    # The restart ran CHECK on the attachment. Debian 12's portmap (1.1.1) fails CHECK for
+    # IPv4-only pods (containernetworking/plugins#819): that is logged, the pod stays READY.
+    log = env.daemon.log.read_text()
+    assert f"sandbox {sandbox}: CNI CHECK" in log
+    assert env.pod_status(sandbox).state == pb.SANDBOX_READY
 
     env.remove(sandbox)
     assert env.leftovers() == []
