@@ -267,6 +267,10 @@ def _validate_pod(config: PodConfig) -> None:
     meta = config.metadata
     if not meta.name:
         raise InvalidArgument("config.metadata.name: must not be empty")
+    for field in ("name", "namespace", "uid"):
+        # They travel in CNI_ARGS ("K=V;K=V"), where these would forge other arguments.
+        if any(c in getattr(meta, field) for c in ";="):
+            raise InvalidArgument(f"config.metadata.{field}: must not contain ';' or '='")
     if config.log_directory and not config.log_directory.startswith("/"):
         raise InvalidArgument("config.log_directory: must be an absolute path")
     if "/" in config.hostname or any(c.isspace() for c in config.hostname):

@@ -105,3 +105,12 @@ def test_host_network_pods_are_routed_when_configured(tmp_path: Path) -> None:
     )
     sandbox_id = rt.pods.run(_pod(NamespaceMode.NODE), "vm")
     assert rt.services.store.sandboxes.get(sandbox_id).handler == "runc"
+
+
+def test_metadata_that_would_forge_cni_args_is_refused(tmp_path: Path) -> None:
+    rt, _ = _networked(tmp_path, FakeRunner())
+    forged = dataclasses.replace(
+        _pod(), metadata=Metadata(name="p;K8S_POD_NAMESPACE=kube-system", uid="u", namespace="n")
+    )
+    with pytest.raises(InvalidArgument, match=r"config\.metadata\.name"):
+        rt.pods.run(forged, "runc")
