@@ -132,3 +132,24 @@ def test_del_releases_the_ip_when_the_netns_is_already_gone(env: NetEnv) -> None
     env.remove(sandbox)
     assert not lease.exists()
     assert env.leftovers() == []
+
+
+def test_bandwidth_annotations_shape_the_pod(env: NetEnv) -> None:
+    env.write_conf(env.conflist(extra=[{"type": "bandwidth", "capabilities": {"bandwidth": True}}]))
+    try:
+        cfg = env.pod_config("shaped")
+        cfg.annotations["kubernetes.io/ingress-bandwidth"] = "10M"
+        sandbox = env.run_pod(cfg)
+        veths = subprocess.run(
+            ["ip", "-o", "link", "show", "master", env.bridge],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        host_veth = veths.split(":")[1].strip().split("@")[0]
+        qdisc = subprocess.run(
+            ["tc", "qdisc", "show", "dev", host_veth], capture_output=True, text=True, check=True
+        ).stdout
+        assert "tbf" in qdisc and "10Mbit" in qdisc, qdisc
+        env.remove(sandbox)
+    finally:
+        env.write_conf(env.conflist())
+    assert env.leftovers() == []
