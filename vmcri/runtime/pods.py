@@ -109,7 +109,8 @@ class PodService:
         handler = registry.resolve(runtime_handler)
         if _pod_network(config) or handler.backend.features().host_network:
             return handler
-        route = self._s.config.runtimes[handler.name].host_network_handler
+        handler_config = self._s.config.runtimes.get(handler.name)
+        route = handler_config.host_network_handler if handler_config is not None else ""
         if route:
             return registry.resolve(route)
         raise InvalidArgument(
