@@ -75,6 +75,11 @@ def main() -> int:
         pb.RunPodSandboxRequest(config=pod, runtime_handler=args.handler), timeout=600
     ).pod_sandbox_id
     say(f"pod {sandbox_id[:13]} ready after {time.monotonic() - started:.1f}s")
+    network = runtime.PodSandboxStatus(
+        pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id), timeout=30
+    ).status.network
+    extra = [ip.ip for ip in network.additional_ips]
+    say(f"pod IP {network.ip or '(none)'}" + (f", also {', '.join(extra)}" if extra else ""))
     container = pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name="hello"),
         image=pb.ImageSpec(image=image),

@@ -36,10 +36,19 @@ class StreamingConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Pod networking through CNI plugins."""
+    """Pod networking through CNI plugins (see ``vmcri.network``)."""
 
-    cni_conf_dir: str = "/etc/cni/net.d"  # the first *.conflist/*.conf here is the pod network
-    cni_bin_dirs: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin")  # where plugins are found
+    # false: pods get a network namespace with loopback only, and NetworkReady stays false.
+    enabled: bool = True
+    # The first valid *.conflist, *.conf or *.json file here (by name) is the pod network;
+    # re-read whenever the directory changes, so no restart is needed.
+    cni_conf_dir: str = "/etc/cni/net.d"
+    # Where plugin binaries are looked up, in order (CNI_PATH).
+    cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin", "/usr/lib/cni")
+    # A plugin that has not answered after this many seconds is killed and the call fails.
+    plugin_timeout_s: float = 60.0
+    # The interface name inside the pod (CNI_IFNAME).
+    interface: str = "eth0"
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,9 @@ class RuntimeHandlerConfig:
 
     backend: Literal["vm", "runc"] = "vm"
     options: dict[str, Any] = field(default_factory=dict)  # checked by the backend
+    # Where host-network pods asking for this handler go when its backend cannot run them
+    # (the vm backend); "" refuses them with INVALID_ARGUMENT.
+    host_network_handler: str = ""
 
 
 def _default_runtimes() -> dict[str, RuntimeHandlerConfig]:
@@ -80,6 +92,13 @@ class Config:
                 raise ConfigError(
                     f"runtimes.{name!r}: handler names must be non-empty [A-Za-z0-9_-]"
                 )
+        for name, handler in self.runtimes.items():
+            route = handler.host_network_handler
+            if route and (route not in self.runtimes or route == name):
+                raise ConfigError(
+                    f"runtimes.{name}.host_network_handler: {route!r} is not another "
+                    "configured runtime handler"
+                )
         if self.default_runtime_handler not in self.runtimes:
             raise ConfigError(
                 f"default_runtime_handler: {self.default_runtime_handler!r} is not one of the "
@@ -90,6 +109,15 @@ class Config:
                 raise ConfigError(f"{key}: must be an absolute path")
         if not 0 <= self.streaming.port <= 65535:
             raise ConfigError("streaming.port: must be between 0 and 65535")
+        net = self.network
+        for i, d in enumerate((net.cni_conf_dir, *net.cni_bin_dirs)):
+            if not Path(d).is_absolute():
+                where = "cni_conf_dir" if i == 0 else f"cni_bin_dirs[{i - 1}]"
+                raise ConfigError(f"network.{where}: must be an absolute path")
+        if not 0 < net.plugin_timeout_s <= 3600:
+            raise ConfigError("network.plugin_timeout_s: must be between 0 and 3600 seconds")
+        if not 0 < len(net.interface) < 16 or "/" in net.interface or " " in net.interface:
+            raise ConfigError("network.interface: must be a Linux interface name (1-15 bytes)")
 
     @property
     def root_dir(self) -> Path:
@@ -229,15 +257,25 @@ address = "127.0.0.1"
 port = 0
 
 [network]
-# The first *.conflist or *.conf file here (by name) is the pod network.
+# false: pods get loopback only (NetworkReady stays false).
+enabled = true
+# The first valid *.conflist, *.conf or *.json file here (by name) is the pod network.
+# Changes are picked up without a restart.
 cni_conf_dir = "/etc/cni/net.d"
-cni_bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
+# Where CNI plugin binaries are looked up, in order.
+cni_bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+# Seconds a plugin may take before it is killed and the call fails.
+plugin_timeout_s = 60
+# The pod's interface name (CNI_IFNAME).
+interface = "eth0"
 
 # RuntimeClass handlers: [runtimes.<handler>] with a backend ("vm" or "runc")
 # and that backend's options. The RuntimeClass object's `handler` names one.
 
 [runtimes.vm]
 backend = "vm"
+# Host-network pods cannot be VMs; name a handler (e.g. "runc") to send them there.
+host_network_handler = ""
 [runtimes.vm.options]
 # libvirt connection of the VMs.
 libvirt_uri = "qemu:///system"

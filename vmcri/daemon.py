@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING
 from vmcri.config import Config
 from vmcri.errors import ConfigError, VmcriError
 from vmcri.handlers.registry import BackendContext, HandlerRegistry
+from vmcri.network.service import PodNetworking
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import EventBus
@@ -109,6 +110,9 @@ class Daemon:
         self._reaper: threading.Thread | None = None
         self.image_service: ImageService | None = None
         self.services = Services(config=config, store=Store(config.root_dir), events=EventBus())
+        self.services.networking = PodNetworking(
+            config.network, config.state_dir, lambda: self.services.network.pod_cidr
+        )
         self.containers = ContainerService(self.services)
         self.pods = PodService(self.services, self.containers)
         self.info = RuntimeInfo(self.services)
@@ -178,9 +182,12 @@ class Daemon:
         for sandbox in self.services.store.sandboxes.list():
             try:
                 self.pods.refresh(sandbox)
+                self.pods.check_network(sandbox.id)
             except VmcriError as exc:
                 log.error("sandbox %s: cannot check after restart: %s", sandbox.id, exc.message)
         self.containers.refresh_all(wait_s=RECONCILE_WAIT_S)
+        if self.services.networking is not None:
+            self.services.networking.gc(self.services.store.sandboxes.list())
 
     def _reap(self) -> None:
         while not self._stop.wait(REAPER_INTERVAL_S):

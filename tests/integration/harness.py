@@ -22,6 +22,7 @@ from vmcri.testing.registry import (
 )
 
 IMAGE_NAME = "test/busybox:1"
+NO_POD_NETWORK = "[network]\nenabled = false\n"
 
 
 class Env(Protocol):
@@ -38,10 +39,13 @@ E = TypeVar("E", bound=Env)
 def daemon_with_busybox(
     tmp: Path,
     make_env: Callable[[Path, LocalRegistry, str, RunningDaemon], E],
-    extra_config: str = "",
+    extra_config: str = NO_POD_NETWORK,
 ) -> Iterator[E]:
     """Registry + busybox image + daemon (config in ``tmp/config.toml``, plus
     ``extra_config``), image pulled.
+
+    ``extra_config`` is appended to the config; by default pods get loopback only
+    (no CNI), which suites that are not about networking rely on.
 
     On the way out every pod the suite recorded is removed, the daemon stopped and
     every mount below ``tmp`` released, which must leave none behind.

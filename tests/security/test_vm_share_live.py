@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import daemon_with_busybox
+from tests.integration.harness import NO_POD_NETWORK, daemon_with_busybox
 from tests.integration.vm.conftest import VmEnv, destroy_domain
 from vmcri.api import api_pb2 as pb
 from vmcri.handlers.vm.domain import domain_name
@@ -33,7 +33,9 @@ writable_layer_mib = 128
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
-    with daemon_with_busybox(tmp_path_factory.mktemp("share"), VmEnv, NINE_P) as env:
+    with daemon_with_busybox(
+        tmp_path_factory.mktemp("share"), VmEnv, NO_POD_NETWORK + NINE_P
+    ) as env:
         try:
             yield env
         finally:

@@ -23,6 +23,14 @@ class HandlerFeatures:
 
     recursive_read_only_mounts: bool = False
     user_namespaces: bool = False
+    # Whether pods with NamespaceMode.NODE network (hostNetwork) can run; not reported to
+    # kubelet, checked by the pod service, which names the field when it refuses one.
+    host_network: bool = True
+    # For a pod with a user namespace, the backend makes the pod's network namespace
+    # itself, inside it, and reports it as SandboxStarted.netns_path; CNI runs on it
+    # after run_sandbox. (runc 1.1 joins the user namespace first, and could not join a
+    # network namespace the host's user namespace owns.)
+    userns_owns_netns: bool = False
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,14 @@ class PodNetwork:
     network_name: str = ""  # the conflist's "name"
     cni_version: str = ""
     result: str = ""  # the CNI result as the last plugin printed it (JSON)
+    # What DEL needs to undo ADD exactly, even after the config dir changed or the
+    # daemon was killed: the conflist ADD ran with, the interface name, and the
+    # capability arguments (runtimeConfig) it was given, as JSON.
+    config: str = ""
+    ifname: str = ""
+    runtime_config: str = ""
+    # True once DEL has succeeded (StopPodSandbox); RemovePodSandbox then only unpins.
+    released: bool = False
 
     def pod_interface(self) -> NetInterface | None:
         """The interface inside the pod namespace that the first address is on."""

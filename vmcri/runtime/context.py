@@ -10,6 +10,7 @@ from typing import Protocol
 from vmcri.config import Config
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import HandlerRegistry
+from vmcri.network.service import PodNetworking
 from vmcri.runtime.events import EventBus
 from vmcri.store.store import Store
 
@@ -37,6 +38,9 @@ class Services:
     images: ImageSource | None = None
     handlers: HandlerRegistry | None = None
     network: RuntimeNetwork = field(default_factory=RuntimeNetwork)
+    # The pod network layer (netns + CNI); None: pods get no network set up by the runtime
+    # (unit tests with fake backends).
+    networking: PodNetworking | None = None
     clock: Callable[[], int] = time.time_ns
 
     def registry(self) -> HandlerRegistry:

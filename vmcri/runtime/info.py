@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from vmcri import __version__
+from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import Condition, HandlerFeatures
 from vmcri.runtime.context import Services
 
@@ -46,17 +48,25 @@ class RuntimeInfo:
         return RuntimeStatus(tuple(conditions), tuple(handlers))
 
     def _network_condition(self) -> Condition:
-        # CNI pod networking is not built yet: pods get a network namespace with
-        # loopback only, so saying "ready" would mislead kubelet.
-        return Condition(
-            "NetworkReady",
-            False,
-            "NetworkPluginNotReady",
-            "vmcri does not run CNI plugins yet; pods get loopback networking only",
-        )
+        # Read from the config dir on every Status call: kubelet waits for
+        # NetworkReady while a CNI installer (a DaemonSet) writes the config.
+        networking = self._s.networking
+        if networking is None:
+            return Condition(
+                "NetworkReady", False, "NetworkPluginNotReady", "no pod network layer is wired"
+            )
+        return networking.condition()
 
     def cgroup_driver(self) -> str:
         return self._s.config.cgroup_driver
 
     def update_pod_cidr(self, cidr: str) -> None:
+        """Keep kubelet's pod CIDR(s) for CNI's ipRanges; raises InvalidArgument naming it."""
+        for part in cidr.split(","):
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError as exc:
+                raise InvalidArgument(
+                    f"runtime_config.network_config.pod_cidr: {part.strip()!r} is not a CIDR"
+                ) from exc
         self._s.network.pod_cidr = cidr

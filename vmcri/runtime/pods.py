@@ -3,18 +3,32 @@
 The record is reserved (state CREATING, name taken) before the backend does any
 work, so two concurrent requests for one pod name cannot both win; a backend
 failure removes the reservation again, after the backend has undone its work.
+
+The pod network comes first (as containerd's CRI plugin owns CNI and hands the
+namespace to the shim): the network layer makes and pins the namespace, the
+record notes what ADD is called with, ADD runs and its result is recorded,
+and only then does the backend run the sandbox in it. Each step is in the
+record before the next starts, so that StopPodSandbox and RemovePodSandbox
+can DEL after a failure or a daemon killed half-way; a failure undoes every
+step in reverse (backend, DEL, unpin, record).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Iterable
 
-from vmcri.errors import InvalidArgument, NotFound
+from vmcri.errors import InvalidArgument, NotFound, VmcriError
 from vmcri.handlers.base import SandboxBackend
+from vmcri.handlers.registry import Handler
+from vmcri.handlers.runc.pod_files import pod_hostname
 from vmcri.ids import new_id
-from vmcri.model import PodConfig, Resources
+from vmcri.model import NamespaceMode, PodConfig, Resources
+from vmcri.network.hostports import check_host_ports
+from vmcri.network.service import PodNetworking
+from vmcri.oci.userns import uses_userns
 from vmcri.runtime.containers import ContainerService, validate_resources
 from vmcri.runtime.context import Services
 from vmcri.store.records import SandboxRecord, SandboxState
@@ -33,6 +47,7 @@ class PodService:
     def __init__(self, services: Services, containers: ContainerService) -> None:
         self._s = services
         self._containers = containers
+        self._reserve = threading.Lock()
 
     def backend_of(self, sandbox: SandboxRecord) -> SandboxBackend:
         return self._s.registry().resolve(sandbox.handler).backend
@@ -40,11 +55,14 @@ class PodService:
     def run(self, config: PodConfig, runtime_handler: str) -> str:
         """Create and start a sandbox; returns its ID.
 
-        Raises InvalidArgument (bad config), NotFound (unknown handler),
-        AlreadyExists (name taken), and whatever the backend raises.
+        Raises InvalidArgument (bad config, host network on a handler without
+        it), NotFound (unknown handler), AlreadyExists (name taken),
+        FailedPrecondition (no pod network configured), and whatever CNI or
+        the backend raises; nothing of a failed sandbox remains.
         """
         _validate_pod(config)
-        handler = self._s.registry().resolve(runtime_handler)
+        config = dataclasses.replace(config, hostname=pod_hostname(config.hostname))
+        handler = self._handler_for(config, runtime_handler)
         record = SandboxRecord(
             id=new_id(),
             handler=handler.name,
@@ -52,22 +70,86 @@ class PodService:
             config=config,
             created_at=self._s.clock(),
         )
-        self._s.store.sandboxes.add(record)
+        with self._reserve:
+            # Checked and reserved together: a concurrent pod sees this one's record.
+            if self._s.networking is not None and self._s.networking.config.enabled:
+                others = self._s.store.sandboxes.list()
+                check_host_ports(config, (s.config for s in others if _holds_ports(s)))
+            self._s.store.sandboxes.add(record)
         log.info("sandbox %s: starting with handler %s", record.id, handler.name)
+        backend_ran = False
         try:
+            net = self._s.networking
+            late_netns = uses_userns(config.security.namespace_options) and (
+                handler.backend.features().userns_owns_netns
+            )
+            if net is not None and _pod_network(config) and not late_netns:
+                record = self._attach(net, record, net.create_netns(record.id))
             started = handler.backend.run_sandbox(record)
+            backend_ran = True
+            if net is not None and _pod_network(config) and late_netns:
+                record = self._attach(net, record, started.netns_path)
         except BaseException:
-            self._s.store.sandboxes.remove(record.id)
+            self._undo_run(record.id, handler.backend, backend_ran)
             raise
+        ips = record.network.addresses() if record.network is not None else ()
         self._s.store.sandboxes.set_state_fields(
             record.id,
             state=SandboxState.READY,
             runtime=started.runtime,
-            netns_path=started.netns_path,
-            ip=started.ip,
-            additional_ips=started.additional_ips,
+            netns_path=record.network.netns_path if record.network else started.netns_path,
+            ip=ips[0] if ips else started.ip,
+            additional_ips=ips[1:] if ips else started.additional_ips,
         )
         return record.id
+
+    def _handler_for(self, config: PodConfig, runtime_handler: str) -> Handler:
+        """The handler; a host-network pod goes where its handler's config routes it."""
+        registry = self._s.registry()
+        handler = registry.resolve(runtime_handler)
+        if _pod_network(config) or handler.backend.features().host_network:
+            return handler
+        handler_config = self._s.config.runtimes.get(handler.name)
+        route = handler_config.host_network_handler if handler_config is not None else ""
+        if route:
+            return registry.resolve(route)
+        raise InvalidArgument(
+            "config.linux.security_context.namespace_options.network: NODE (host network) "
+            f"is not supported by runtime handler {handler.name!r} ({handler.backend_name} "
+            "pods have a network of their own); run the pod with the runc handler, or set "
+            f"runtimes.{handler.name}.host_network_handler"
+        )
+
+    def _attach(self, net: PodNetworking, record: SandboxRecord, netns_path: str) -> SandboxRecord:
+        """Plan, record, ADD, record: a daemon killed in between still knows what to DEL."""
+        table = self._s.store.sandboxes
+        record = table.set_state_fields(record.id, network=net.plan(record, netns_path))
+        assert record.network is not None
+        return table.set_state_fields(record.id, network=net.add(record, record.network))
+
+    def _undo_run(self, sandbox_id: str, backend: SandboxBackend, backend_ran: bool) -> None:
+        """Undo a failed RunPodSandbox; errors are logged, the original one is raised."""
+        record = self._s.store.sandboxes.find(sandbox_id)
+        if record is None:
+            return
+        try:
+            if backend_ran:
+                backend.remove_sandbox(record)
+            self._release_network(record)
+            if self._s.networking is not None:
+                self._s.networking.remove_netns(record.id)
+        except VmcriError as exc:
+            log.error("sandbox %s: clean-up after a failed start: %s", sandbox_id, exc.message)
+            return  # keep the record: RemovePodSandbox can retry what is left
+        self._s.store.sandboxes.remove(sandbox_id)
+
+    def _release_network(self, sandbox: SandboxRecord) -> SandboxRecord:
+        """CNI DEL unless done; recorded, so Remove after Stop does not repeat it."""
+        net = self._s.networking
+        if net is None or sandbox.network is None or sandbox.network.released:
+            return sandbox
+        released = net.release(sandbox)
+        return self._s.store.sandboxes.set_state_fields(sandbox.id, network=released)
 
     def stop(self, sandbox_id: str) -> None:
         """Stop every container and the sandbox. Unknown or stopped sandboxes are success."""
@@ -78,6 +160,8 @@ class PodService:
         self.backend_of(sandbox).stop_sandbox(sandbox, containers)
         for container in containers:
             self._containers.refresh(container.id)
+        # CRI: Stop releases the pod's network resources (its IP) and may be repeated.
+        sandbox = self._release_network(self._s.store.sandboxes.get(sandbox.id))
         self._s.store.sandboxes.set_state_fields(sandbox.id, state=SandboxState.NOTREADY)
 
     def remove(self, sandbox_id: str) -> None:
@@ -89,7 +173,12 @@ class PodService:
             self.stop(sandbox.id)
         for container in self._s.store.containers_of(sandbox.id):
             self._containers.remove(container.id)
+        sandbox = self._s.store.sandboxes.get(sandbox.id)
         self.backend_of(sandbox).remove_sandbox(sandbox)
+        # Again if Stop's DEL failed or never ran (a failed start, a killed daemon).
+        sandbox = self._release_network(sandbox)
+        if self._s.networking is not None:
+            self._s.networking.remove_netns(sandbox.id)
         self._s.store.sandboxes.remove(sandbox.id)
         log.info("sandbox %s: removed", sandbox.id)
 
@@ -110,6 +199,22 @@ class PodService:
             for container in self._s.store.containers_of(sandbox.id):
                 self._containers.refresh(container.id)
         return sandbox
+
+    def check_network(self, sandbox_id: str) -> None:
+        """CNI CHECK of a READY pod (after a restart): a broken network is logged, not fixed.
+
+        kubelet sees the pod as it is; repairing it is the plugin's or a restart's job.
+        """
+        sandbox = self._s.store.sandboxes.find(sandbox_id)
+        net = self._s.networking
+        if net is None or sandbox is None or sandbox.state is not SandboxState.READY:
+            return
+        try:
+            net.check(sandbox)
+        except VmcriError as exc:
+            log.warning("sandbox %s: CNI CHECK failed: %s", sandbox.id, exc.message)
+            return
+        log.info("sandbox %s: CNI CHECK passed", sandbox.id)
 
     def list(self, filt: SandboxFilter | None = None) -> list[SandboxRecord]:
         found: Iterable[SandboxRecord] = self._s.store.sandboxes.list()
@@ -163,11 +268,27 @@ def _validate_pod(config: PodConfig) -> None:
     meta = config.metadata
     if not meta.name:
         raise InvalidArgument("config.metadata.name: must not be empty")
+    for field in ("name", "namespace", "uid"):
+        # They travel in CNI_ARGS ("K=V;K=V"), where these would forge other arguments.
+        if any(c in getattr(meta, field) for c in ";="):
+            raise InvalidArgument(f"config.metadata.{field}: must not contain ';' or '='")
     if config.log_directory and not config.log_directory.startswith("/"):
         raise InvalidArgument("config.log_directory: must be an absolute path")
-    if config.hostname and (len(config.hostname) > 64 or "/" in config.hostname):
-        raise InvalidArgument("config.hostname: must be at most 64 characters, without '/'")
+    if "/" in config.hostname or any(c.isspace() for c in config.hostname):
+        raise InvalidArgument("config.hostname: must not contain '/' or white space")
     for i, port in enumerate(config.port_mappings):
         for field in ("container_port", "host_port"):
             if not 0 <= getattr(port, field) <= 65535:
                 raise InvalidArgument(f"config.port_mappings[{i}].{field}: out of range")
+
+
+def _pod_network(config: PodConfig) -> bool:
+    """Whether the pod has a network of its own (not the host's)."""
+    return config.security.namespace_options.network is not NamespaceMode.NODE
+
+
+def _holds_ports(sandbox: SandboxRecord) -> bool:
+    """Whether the sandbox has, or is about to get, its hostPorts (until its DEL)."""
+    if sandbox.network is not None:
+        return not sandbox.network.released
+    return sandbox.state is SandboxState.CREATING

@@ -65,7 +65,7 @@ from vmcri.handlers.runc.runc_cli import Runc
 from vmcri.handlers.runc.sandbox import PodSandboxes, unsearchable_dir
 from vmcri.host.disk import tree_usage
 from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
-from vmcri.model import Mount, NamespaceMode, Resources
+from vmcri.model import ContainerConfig, Mount, NamespaceMode, PodConfig, Resources
 from vmcri.oci import process as proc
 from vmcri.oci.context import SpecContext
 from vmcri.oci.hostpaths import (
@@ -126,7 +126,9 @@ class RuncBackend:
 
     def features(self) -> HandlerFeatures:
         userns = self._userns and unsearchable_dir(self.layout.state) is None
-        return HandlerFeatures(recursive_read_only_mounts=self._rro, user_namespaces=userns)
+        return HandlerFeatures(
+            recursive_read_only_mounts=self._rro, user_namespaces=userns, userns_owns_netns=True
+        )
 
     def conditions(self) -> Sequence[Condition]:
         if shutil.which(self.options.runc) is None:
@@ -193,7 +195,7 @@ class RuncBackend:
         return SpecContext(
             rootfs=rootfs,
             cgroups_path=cgroups_path,
-            net_ns_path=self.pods.ns_path(sandbox.id, "net", pod),
+            net_ns_path=self.pods.net_path(sandbox),
             ipc_ns_path=self.pods.ns_path(sandbox.id, "ipc", pod),
             uts_ns_path=self.pods.ns_path(sandbox.id, "uts", pod),
             pid_ns_path=self.pods.ns_path(sandbox.id, "pid", pod),
@@ -223,11 +225,12 @@ class RuncBackend:
         Raises InvalidArgument / NotFound (config), HostCommandError
         (mount, runc); on failure nothing is left behind.
         """
-        cfg = container.config
+        cfg = _with_pod_network(container.config, sandbox.config)
         directory = self.layout.container_dir(container.id)
         layer_dir = self.layout.layer_dir(container.id)
         if directory.exists():
             raise FailedPrecondition(f"container {container.id}: state directory exists")
+        self.pods.refresh_hosts(sandbox)
         root = pod_root(sandbox.config.security.namespace_options)
         # Private: the rootfs below holds the image's setuid binaries (CVE-2021-41091). A
         # user-namespaced pod's root must pass through it to reach its rootfs.
@@ -244,7 +247,13 @@ class RuncBackend:
                 stage = self.layout.staged_mounts_dir(container.id)
                 mounts = stage_idmapped_mounts(self.host, mounts, stage, userns)
             mounts, views = self._mount_image_volumes(container, mounts, userns)
-            ctx = self._spec_context(sandbox, container, image.config, str(rootfs), cgroups_path)
+            ctx = self._spec_context(
+                sandbox,
+                dataclasses.replace(container, config=cfg),
+                image.config,
+                str(rootfs),
+                cgroups_path,
+            )
             ctx = dataclasses.replace(ctx, image_volume_paths=views, user_ns_path=userns)
             spec = build_spec(
                 sandbox.config, dataclasses.replace(cfg, mounts=mounts), image.config, ctx
@@ -554,5 +563,22 @@ class RuncBackend:
         """Raises Unavailable (nothing listens), HostCommandError."""
         from vmcri.handlers.runc import streams
 
-        netns = self.pods.ns_path(sandbox.id, "net", sandbox.config)
-        return streams.dial(netns, port)
+        return streams.dial(self.pods.net_path(sandbox), port)
+
+
+def _with_pod_network(cfg: ContainerConfig, pod: PodConfig) -> ContainerConfig:
+    """The container's config with the pod's network mode.
+
+    Every container of a pod is in the pod's network (containerd and CRI-O
+    ignore the container's own network mode the same way): a container of a
+    host-network pod that leaves the mode at its default POD gets the host's
+    network, not "no namespace to join".
+    """
+    opts = cfg.security.namespace_options
+    pod_mode = pod.security.namespace_options.network
+    if opts.network is pod_mode:
+        return cfg
+    security = dataclasses.replace(
+        cfg.security, namespace_options=dataclasses.replace(opts, network=pod_mode)
+    )
+    return dataclasses.replace(cfg, security=security)

@@ -6,6 +6,19 @@ from vmcri.errors import InvalidArgument
 from vmcri.model import DNSConfig
 
 MAX_SEARCHES = 32
+# kubelet's limit for a pod's host name (a DNS label); Linux takes at most 64 bytes.
+MAX_HOSTNAME = 63
+
+
+def pod_hostname(hostname: str) -> str:
+    """The host name a pod gets: cut to 63 bytes like kubelet does, no trailing '-' or '.'.
+
+    A long pod name must not fail RunPodSandbox (sethostname would refuse it).
+    """
+    raw = hostname.encode()
+    if len(raw) <= MAX_HOSTNAME:
+        return hostname
+    return raw[:MAX_HOSTNAME].decode(errors="ignore").rstrip("-.")
 
 
 def hostname_file(hostname: str) -> str:

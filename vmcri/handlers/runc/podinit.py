@@ -8,9 +8,11 @@ names the namespaces to create and what to put in them. The steps:
    only a process privileged in the parent namespace may write arbitrary
    ranges. Every namespace created after this belongs to the new one, which is
    what lets the pod's containers mount /proc, /sys and mqueue inside them.
-2. Network, IPC and UTS namespaces, unshared together; then the hostname,
-   loopback up, and the pod's sysctls (``/proc/sys/net`` and the IPC keys
-   are per namespace, so writing them here writes the pod's).
+2. Network, IPC and UTS namespaces, unshared together (the network one is
+   joined instead when the plan names ``join_net``: the network layer made
+   and configured it); then the hostname, loopback up, and the pod's sysctls
+   (``/proc/sys/net`` and the IPC keys are per namespace, so writing them
+   here writes the pod's).
 3. PID namespace, when the pod shares one: unshared, and a forked child,
    PID 1 there, becomes the pause process (:mod:`vmcri.handlers.runc.pause`).
 4. ``ready <pause pid or 0>``, then wait for stdin to close: the daemon
@@ -37,6 +39,7 @@ from vmcri.host.namespaces import (
     CLONE_NEWPID,
     CLONE_NEWUSER,
     CLONE_NEWUTS,
+    setns,
     unshare,
 )
 
@@ -52,6 +55,7 @@ def plan(
     hostname: str,
     sysctls: Mapping[str, str],
     pause_pid_file: str,
+    join_net: str = "",
 ) -> str:
     """The JSON argument for this helper. ``namespaces``: kind -> whether to create it."""
     return json.dumps(
@@ -60,6 +64,7 @@ def plan(
             "hostname": hostname,
             "sysctls": dict(sysctls),
             "pause_pid_file": pause_pid_file,
+            "join_net": join_net,
         }
     )
 
@@ -109,6 +114,13 @@ def run(spec: Mapping[str, object]) -> None:
         unshare(CLONE_NEWUSER)
         _say("userns")
         _expect("mapped")
+    join_net = str(spec.get("join_net") or "")
+    if join_net:
+        fd = os.open(join_net, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(fd, CLONE_NEWNET)
+        finally:
+            os.close(fd)
     flags = 0
     for kind, flag in _FLAGS.items():
         if kind in create:
@@ -118,7 +130,7 @@ def run(spec: Mapping[str, object]) -> None:
     hostname = str(spec.get("hostname") or "")
     if hostname and "uts" in create:
         socket.sethostname(hostname)
-    if "net" in create:
+    if "net" in create or join_net:
         loopback_up()
     sysctls = spec.get("sysctls") or {}
     assert isinstance(sysctls, dict)

@@ -8,6 +8,16 @@ loopback up and writes the pod's sysctls; the daemon bind-mounts the helper's
 exits, so the namespaces outlive it. A shared PID namespace needs a living init
 instead of a bind mount alone: the helper forks its PID 1, which becomes the
 pod's pause process (:mod:`vmcri.handlers.runc.pause`) in a session of its own.
+
+The network namespace is normally not ours: the network layer
+(:mod:`vmcri.network`) has made, pinned and configured it through CNI before
+the sandbox is set up (``SandboxRecord.network``), and the helper joins it
+with ``setns`` so the UTS and IPC namespaces and the sysctls go with it. A pod
+with a user namespace is the exception: its network namespace must belong to
+that user namespace (runc 1.1 joins the user namespace first and could not
+enter one owned by the host's), so the helper unshares it there as before, it
+is pinned here, and CNI configures it after setup
+(``HandlerFeatures.userns_owns_netns``).
 """
 
 from __future__ import annotations
@@ -76,10 +86,35 @@ class PodSandboxes:
         }
 
     def ns_path(self, sandbox_id: str, kind: str, pod: PodConfig) -> str:
-        """The pinned namespace file, or "" when the pod uses the host's."""
+        """The pinned namespace file, or "" when the pod uses the host's.
+
+        For ``net``, use :meth:`net_path`: the network layer may own it.
+        """
         if not self.namespaces_of(pod)[kind]:
             return ""
         return str(self.layout.ns_path(sandbox_id, kind))
+
+    def net_path(self, sandbox: SandboxRecord) -> str:
+        """The pod's network namespace: the network layer's, else our own pin, else ""."""
+        if sandbox.network is not None and sandbox.network.netns_path:
+            return sandbox.network.netns_path
+        return self.ns_path(sandbox.id, "net", sandbox.config)
+
+    def refresh_hosts(self, sandbox: SandboxRecord) -> None:
+        """Rewrite /etc/hosts in place once the pod IP is known (user namespace pods).
+
+        In place: running containers have the file bind-mounted, i.e. its inode.
+        """
+        path = self.layout.sandbox_dir(sandbox.id) / "hosts"
+        text = _hosts(sandbox)
+        try:
+            if path.read_text() == text:
+                return
+            with path.open("r+") as f:
+                f.write(text)
+                f.truncate()
+        except FileNotFoundError:
+            return
 
     def shm_path(self, sandbox_id: str, pod: PodConfig) -> str:
         if pod.security.namespace_options.ipc is NamespaceMode.NODE:
@@ -99,7 +134,7 @@ class PodSandboxes:
         )
         contents = {
             "hostname": hostname_file(pod.hostname),
-            "hosts": hosts_file(pod.hostname, ("127.0.1.1",) if pod.hostname else ()),
+            "hosts": _hosts(sandbox),
             "resolv.conf": resolv_conf(pod.dns),
         }
         directory = self.layout.sandbox_dir(sandbox.id)
@@ -117,7 +152,7 @@ class PodSandboxes:
                 if root:
                     # Bind-mounted as they are: owned by the pod's root, not by nobody.
                     os.chown(directory / name, *root)
-            self._create_namespaces(sandbox.id, pod, own)
+            self._create_namespaces(sandbox, own)
             if own["ipc"]:
                 shm = directory / "shm"
                 shm.mkdir()
@@ -132,15 +167,25 @@ class PodSandboxes:
         except BaseException:
             self.teardown(sandbox.id)
             raise
-        net = str(self.layout.ns_path(sandbox.id, "net")) if own["net"] else ""
-        return SandboxStarted(runtime={"sandbox_dir": str(directory)}, netns_path=net)
+        return SandboxStarted(
+            runtime={"sandbox_dir": str(directory)}, netns_path=self.net_path(sandbox)
+        )
 
-    def _create_namespaces(self, sandbox_id: str, pod: PodConfig, own: dict[str, bool]) -> None:
+    def _create_namespaces(self, sandbox: SandboxRecord, own: dict[str, bool]) -> None:
         """Run the podinit helper and pin what it creates. Raises HostCommandError."""
         if not any(own.values()):
             return
+        sandbox_id, pod = sandbox.id, sandbox.config
+        join_net = _joined_netns(sandbox)
+        if join_net and own["user"]:
+            raise HostCommandError(
+                "a pod with a user namespace cannot join a network namespace made outside it"
+            )
         directory = self.layout.sandbox_dir(sandbox_id)
-        spec = podinit.plan(own, pod.hostname, normalise(pod.sysctls), str(directory / "pause.pid"))
+        create = {**own, "net": own["net"] and not join_net}
+        spec = podinit.plan(
+            create, pod.hostname, normalise(pod.sysctls), str(directory / "pause.pid"), join_net
+        )
         helper = self.host.start_helper(
             helper_argv(self.python, "vmcri.handlers.runc.podinit", spec),
             stderr_path=str(directory / "podinit.log"),
@@ -157,7 +202,7 @@ class PodSandboxes:
             if word != "ready":
                 raise HostCommandError(f"pod namespaces: {rest or line or 'helper died'}")
             pause = int(rest or 0)
-            for kind, wanted in own.items():
+            for kind, wanted in create.items():
                 if not wanted:
                     continue
                 path = self.layout.ns_path(sandbox_id, kind)
@@ -210,9 +255,11 @@ class PodSandboxes:
 
     def alive(self, sandbox: SandboxRecord) -> bool:
         own = self.namespaces_of(sandbox.config)
-        for kind in ("user", "net", "ipc", "uts"):
+        for kind in ("user", "ipc", "uts"):
             if own[kind] and not self.host.is_mounted(str(self.layout.ns_path(sandbox.id, kind))):
                 return False
+        if own["net"] and not self.host.is_mounted(self.net_path(sandbox)):
+            return False
         return not own["pid"] or bool(self.pause_pid(sandbox.id))
 
     def teardown(self, sandbox_id: str) -> None:
@@ -234,6 +281,19 @@ class PodSandboxes:
             shutil.rmtree(directory)
         if directory.exists():  # something is still mounted below: do not delete its content
             raise HostCommandError(f"sandbox dir {directory} could not be removed")
+
+
+def _joined_netns(sandbox: SandboxRecord) -> str:
+    """The network layer's namespace for the pod to join, or "" to make its own (or none)."""
+    network = sandbox.network
+    return network.netns_path if network is not None else ""
+
+
+def _hosts(sandbox: SandboxRecord) -> str:
+    pod = sandbox.config
+    ips = sandbox.network.addresses() if sandbox.network is not None else ()
+    # Without an address the name still resolves, as Debian's 127.0.1.1 convention has it.
+    return hosts_file(pod.hostname, ips or (("127.0.1.1",) if pod.hostname else ()))
 
 
 def unsearchable_dir(path: Path) -> Path | None:

@@ -232,7 +232,9 @@ class VmBackend:
     # ------------------------------------------------------------ SandboxBackend
 
     def features(self) -> HandlerFeatures:
-        return HandlerFeatures(recursive_read_only_mounts=False, user_namespaces=False)
+        return HandlerFeatures(
+            recursive_read_only_mounts=False, user_namespaces=False, host_network=False
+        )
 
     def conditions(self) -> Sequence[Condition]:
         if not self._accel.degraded:
