@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from vmcri.errors import ConfigError
+from vmcri.metrics.address import check_metrics_address
 
 DEFAULT_CONFIG_PATH = Path("/etc/vmcri/config.toml")
 SOURCE_TREE = Path(__file__).resolve().parent.parent
@@ -40,6 +41,14 @@ class NetworkConfig:
 
     cni_conf_dir: str = "/etc/cni/net.d"  # the first *.conflist/*.conf here is the pod network
     cni_bin_dirs: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin")  # where plugins are found
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (``/metrics`` over HTTP, no authentication)."""
+
+    address: str = ""  # "host:port" to serve on; "" turns the endpoint off
+    allow_non_loopback: bool = False  # anyone who reaches it reads pod names and rates
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class Config:
     cgroup_driver: CgroupDriver = "cgroupfs"  # reported by RuntimeConfig; systemd needs an init
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=_default_runtimes)
 
     def __post_init__(self) -> None:
@@ -90,6 +100,8 @@ class Config:
                 raise ConfigError(f"{key}: must be an absolute path")
         if not 0 <= self.streaming.port <= 65535:
             raise ConfigError("streaming.port: must be between 0 and 65535")
+        if self.metrics.address:
+            check_metrics_address(self.metrics.address, self.metrics.allow_non_loopback)
 
     @property
     def root_dir(self) -> Path:
@@ -232,6 +244,14 @@ port = 0
 # The first *.conflist or *.conf file here (by name) is the pod network.
 cni_conf_dir = "/etc/cni/net.d"
 cni_bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
+
+[metrics]
+# Serve Prometheus metrics on this "host:port" (for example "127.0.0.1:9464").
+# "" turns the endpoint off. It has no authentication, so only loopback
+# addresses are accepted unless allow_non_loopback = true.
+address = ""
+# Accept a non-loopback address: anyone reaching it reads the metrics.
+allow_non_loopback = false
 
 # RuntimeClass handlers: [runtimes.<handler>] with a backend ("vm" or "runc")
 # and that backend's options. The RuntimeClass object's `handler` names one.

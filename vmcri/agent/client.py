@@ -77,6 +77,7 @@ class AgentClient:
         connect_timeout: float = 10.0,
         call_timeout: float = 30.0,
         reconnect: bool = True,
+        on_reconnect: Callable[[], None] | None = None,
         connector: Connector = transport.connect,
         max_body: int = MAX_BODY,
     ) -> None:
@@ -85,6 +86,7 @@ class AgentClient:
         self._connect_timeout = connect_timeout
         self._call_timeout = call_timeout
         self._reconnect = reconnect
+        self._on_reconnect = on_reconnect
         self._connector = connector
         self._max_body = max_body
         self._lock = threading.Lock()
@@ -232,6 +234,8 @@ class AgentClient:
                 try:
                     self.connect()
                     log.info("reconnected to the agent at %s", self.url)
+                    if self._on_reconnect is not None:
+                        self._on_reconnect()
                     return
                 except VmcriError as exc:
                     self.last_error = exc

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterable
 
 from vmcri.errors import InvalidArgument, NotFound
 from vmcri.handlers.base import SandboxBackend
 from vmcri.ids import new_id
+from vmcri.metrics import families as metrics
 from vmcri.model import PodConfig, Resources
 from vmcri.runtime.containers import ContainerService, validate_resources
 from vmcri.runtime.context import Services
@@ -54,6 +56,7 @@ class PodService:
         )
         self._s.store.sandboxes.add(record)
         log.info("sandbox %s: starting with handler %s", record.id, handler.name)
+        start_clock = time.monotonic()
         try:
             started = handler.backend.run_sandbox(record)
         except BaseException:
@@ -67,6 +70,7 @@ class PodService:
             ip=started.ip,
             additional_ips=started.additional_ips,
         )
+        metrics.pod_started(handler.name, started.runtime, time.monotonic() - start_clock)
         return record.id
 
     def stop(self, sandbox_id: str) -> None:

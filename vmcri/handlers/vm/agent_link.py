@@ -16,6 +16,7 @@ from vmcri.agent import types
 from vmcri.agent.client import AgentClient
 from vmcri.crilog import CriLogWriter
 from vmcri.errors import AgentUnavailable, HypervisorError, VmcriError
+from vmcri.metrics import families as metrics
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class AgentLink:
             on_event=self._event,
             connect_timeout=CONNECT_ATTEMPT_S,
             call_timeout=CALL_TIMEOUT_S,
+            on_reconnect=metrics.agent_reconnected,
         )
 
     @property
