@@ -114,6 +114,8 @@ class Daemon:
         self.info = RuntimeInfo(self.services)
         self.streaming: StreamingService | None = None
         self.metrics: MetricsServer | None = None
+        # Taken before any backend starts a child process, so none inherits the socket.
+        self._notifier = sdnotify.Notifier.from_environment()
 
     def start(self) -> None:
         """Bring everything up and listen. Raises ConfigError or VmcriError on failure."""
@@ -156,7 +158,7 @@ class Daemon:
         self._reaper = threading.Thread(target=self._reap, name="reaper", daemon=True)
         self._reaper.start()
         log.info("vmcri serving on %s", socket_path)
-        sdnotify.ready(f"serving on {socket_path}")
+        self._notifier.ready(f"serving on {socket_path}")
 
     def _start_metrics(self) -> None:
         if not self.config.metrics.address:
@@ -209,7 +211,7 @@ class Daemon:
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop serving; in-flight RPCs get ``grace_s`` to finish. Sandboxes keep running."""
         self._stop.set()
-        sdnotify.stopping()
+        self._notifier.stopping()
         self.services.events.close()
         if self._server is not None:
             self._server.stop(grace_s).wait()  # type: ignore[attr-defined]

@@ -5,6 +5,11 @@ one datagram to the unix socket named by ``$NOTIFY_SOCKET``; a name starting
 with ``@`` is in the abstract namespace (a leading NUL byte). Without the
 variable (not run by systemd) every call is a no-op. A failed send is logged,
 never raised: readiness reporting must not take the daemon down.
+
+The variable is taken out of the environment when read (sd_notify's
+``unset_environment``): runc, QEMU helpers and containers must not inherit it.
+runc would otherwise proxy the socket into containers, which then fail to start
+or could speak to systemd in vmcri's name.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import MutableMapping
 
 log = logging.getLogger(__name__)
 
@@ -26,26 +31,33 @@ def socket_address(name: str) -> str | bytes:
     return name
 
 
-def notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Send ``state`` (``"READY=1"``, ``"STOPPING=1"``, ...); True when it was sent."""
-    name = (os.environ if environ is None else environ).get(NOTIFY_SOCKET, "")
-    if not name:
-        return False
-    if not (name.startswith("/") or name.startswith("@")):
-        log.warning("ignoring %s=%r: neither a path nor an abstract name", NOTIFY_SOCKET, name)
-        return False
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(state.encode(), socket_address(name))
-    except OSError as exc:
-        log.warning("cannot notify systemd at %s: %s", name, exc)
-        return False
-    return True
+class Notifier:
+    def __init__(self, name: str) -> None:
+        self.name = name  # "" when not run by systemd
 
+    @classmethod
+    def from_environment(cls, environ: MutableMapping[str, str] | None = None) -> Notifier:
+        """Take ``$NOTIFY_SOCKET`` out of ``environ`` (the process environment by default)."""
+        name = (os.environ if environ is None else environ).pop(NOTIFY_SOCKET, "")
+        if name and not name.startswith(("/", "@")):
+            log.warning("ignoring %s=%r: neither a path nor an abstract name", NOTIFY_SOCKET, name)
+            name = ""
+        return cls(name)
 
-def ready(status: str = "") -> bool:
-    return notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
+    def notify(self, state: str) -> bool:
+        """Send ``state`` (``"READY=1"``, ``"STOPPING=1"``, ...); True when it was sent."""
+        if not self.name:
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto(state.encode(), socket_address(self.name))
+        except OSError as exc:
+            log.warning("cannot notify systemd at %s: %s", self.name, exc)
+            return False
+        return True
 
+    def ready(self, status: str = "") -> bool:
+        return self.notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
 
-def stopping() -> bool:
-    return notify("STOPPING=1")
+    def stopping(self) -> bool:
+        return self.notify("STOPPING=1")

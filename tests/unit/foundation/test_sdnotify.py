@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from vmcri.host import sdnotify
+from vmcri.host.sdnotify import Notifier
 
 
 def _receiver(address: str | bytes) -> socket.socket:
@@ -21,30 +23,40 @@ def _receiver(address: str | bytes) -> socket.socket:
 def test_ready_reaches_a_socket_path(tmp_path: Path) -> None:
     path = tmp_path / "notify"
     with _receiver(str(path)) as sock:
-        assert sdnotify.notify("READY=1\nSTATUS=serving", {"NOTIFY_SOCKET": str(path)})
+        assert Notifier.from_environment({"NOTIFY_SOCKET": str(path)}).ready("serving")
         assert sock.recv(4096) == b"READY=1\nSTATUS=serving"
 
 
 def test_ready_reaches_an_abstract_socket() -> None:
     name = f"vmcri-test-{os.getpid()}"
     with _receiver(b"\0" + name.encode()) as sock:
-        assert sdnotify.notify("READY=1", {"NOTIFY_SOCKET": f"@{name}"})
+        notifier = Notifier.from_environment({"NOTIFY_SOCKET": f"@{name}"})
+        assert notifier.ready()
+        assert notifier.stopping()
         assert sock.recv(4096) == b"READY=1"
+        assert sock.recv(4096) == b"STOPPING=1"
 
 
-def test_ready_uses_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "notify"
-
-    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-    with _receiver(str(path)) as sock:
-        assert sdnotify.ready("serving on /run/vmcri/vmcri.sock")
-        assert sock.recv(4096) == b"READY=1\nSTATUS=serving on /run/vmcri/vmcri.sock"
+def test_children_do_not_inherit_the_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # runc proxies $NOTIFY_SOCKET into containers: with it, runc start fails, and a container
+    # could tell systemd things in vmcri's name. Reading the variable must remove it.
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    notifier = Notifier.from_environment()
+    assert notifier.name == str(tmp_path / "notify")
+    assert "NOTIFY_SOCKET" not in os.environ
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.environ.get('NOTIFY_SOCKET', ''))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert child.stdout.strip() == ""
 
 
 def test_without_systemd_nothing_is_sent() -> None:
-    assert not sdnotify.notify("READY=1", {})
+    assert not Notifier.from_environment({}).ready()
 
 
 def test_a_dead_or_bogus_socket_does_not_raise(tmp_path: Path) -> None:
-    assert not sdnotify.notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "nobody")})
-    assert not sdnotify.notify("READY=1", {"NOTIFY_SOCKET": "relative/name"})
+    assert not Notifier.from_environment({"NOTIFY_SOCKET": str(tmp_path / "nobody")}).ready()
+    assert not Notifier.from_environment({"NOTIFY_SOCKET": "relative/name"}).ready()

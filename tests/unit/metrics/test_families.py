@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import grpc
 import pytest
@@ -39,7 +39,8 @@ class _Context:
 
 def _intercepted(behaviour: Any, method: str) -> Any:
     handler = MetricsInterceptor().intercept_service(
-        lambda _details: _Handler(unary_unary=behaviour), _Details(method)
+        lambda _details: _Handler(unary_unary=behaviour),
+        cast(grpc.HandlerCallDetails, _Details(method)),
     )
     return handler.unary_unary
 
@@ -67,7 +68,7 @@ def test_aborted_rpc_is_counted_with_the_abort_code() -> None:
 def test_unknown_method_creates_no_series() -> None:
     # grpc answers UNIMPLEMENTED itself; a client cannot mint label values with made-up names.
     result = MetricsInterceptor().intercept_service(
-        lambda _details: None, _Details("/evil/" + "x" * 100)
+        lambda _details: None, cast(grpc.HandlerCallDetails, _Details("/evil/" + "x" * 100))
     )
     assert result is None
     assert _sample("vmcri_cri_requests_total", {"method": "x" * 100, "code": "UNIMPLEMENTED"}) == 0
