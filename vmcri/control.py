@@ -63,10 +63,18 @@ def stop_daemon(state_dir: Path, timeout_s: float = 30.0) -> int | None:
     except ProcessLookupError:
         return pid  # exited between the check and the signal
     deadline = time.monotonic() + timeout_s
-    while _lock_is_held(state_dir / LOCK_NAME):
+    # The lock goes first (the daemon stopped serving), then the process exits.
+    while _lock_is_held(state_dir / LOCK_NAME) or _running(pid):
         if time.monotonic() > deadline:
-            raise DeadlineExceeded(
-                f"vmcri (pid {pid}) still holds {state_dir / LOCK_NAME} after {timeout_s:g} s"
-            )
+            raise DeadlineExceeded(f"vmcri (pid {pid}) has not exited after {timeout_s:g} s")
         time.sleep(POLL_S)
     return pid
+
+
+def _running(pid: int) -> bool:
+    """False once ``pid`` has exited, even while its parent has not reaped it yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
