@@ -29,6 +29,11 @@ class Busybox:
 
 @pytest.fixture(scope="module")
 def busybox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Busybox]:
+    yield from serve_busybox(tmp_path_factory)
+
+
+def serve_busybox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Busybox]:
+    """A loopback registry holding busybox, for as long as the generator runs."""
     if os.geteuid() != 0:
         pytest.skip("needs root (runc, namespaces, mounts)")
     if shutil.which("runc") is None:
@@ -51,20 +56,28 @@ def run_runc_pod(
     images: api_pb2_grpc.ImageServiceStub,
     image: str,
     logs: Path,
-) -> tuple[str, str]:
-    """Pull ``image``, run a runc pod with one sleeping container; (sandbox, container)."""
+    created: list[str],
+    command: list[str] | None = None,
+    pod_name: str = "svc",
+) -> str:
+    """Pull ``image``, run a runc pod with one container (default: a sleeper).
+
+    The pod's ID goes into ``created`` as soon as it exists, so the caller removes it
+    even when a later step fails. Returns the container's ID.
+    """
     images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120)
     pod = pb.PodSandboxConfig(
-        metadata=pb.PodSandboxMetadata(name="svc", uid="uid-svc", namespace="service"),
+        metadata=pb.PodSandboxMetadata(name=pod_name, uid=f"uid-{pod_name}", namespace="service"),
         log_directory=str(logs),
     )
     sandbox_id = runtime.RunPodSandbox(
         pb.RunPodSandboxRequest(config=pod, runtime_handler=HANDLER), timeout=60
     ).pod_sandbox_id
+    created.append(sandbox_id)
     config = pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name="sleeper"),
         image=pb.ImageSpec(image=image),
-        command=SLEEPER,
+        command=command or SLEEPER,
         log_path="sleeper.log",
     )
     container_id = runtime.CreateContainer(
@@ -72,12 +85,16 @@ def run_runc_pod(
         timeout=60,
     ).container_id
     runtime.StartContainer(pb.StartContainerRequest(container_id=container_id), timeout=60)
-    return str(sandbox_id), str(container_id)
+    return str(container_id)
 
 
-def remove_pod(runtime: api_pb2_grpc.RuntimeServiceStub, sandbox_id: str) -> None:
+def remove_pods(runtime: api_pb2_grpc.RuntimeServiceStub, created: list[str]) -> None:
     import grpc
 
-    with contextlib.suppress(grpc.RpcError):
-        runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
-        runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    for sandbox_id in created:
+        with contextlib.suppress(grpc.RpcError):
+            runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+            runtime.RemovePodSandbox(
+                pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
+            )
+    created.clear()

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.integration.service.conftest import Busybox, remove_pod, run_runc_pod
+from tests.integration.service.conftest import Busybox, remove_pods, run_runc_pod
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
 
@@ -118,7 +118,7 @@ def test_installed_daemon_serves_cri_and_stops_leaving_pods(
     )
     log = tmp_path / "daemon.log"
     name = f"vmcri-itest-{os.getpid()}"
-    sandbox_id = ""
+    created: list[str] = []
     with _notify_socket(name) as notify:
         daemon = _serve(installed, config, log, name)
         try:
@@ -128,8 +128,7 @@ def test_installed_daemon_serves_cri_and_stops_leaving_pods(
             runtime = api_pb2_grpc.RuntimeServiceStub(channel)
             images = api_pb2_grpc.ImageServiceStub(channel)
             assert runtime.Version(pb.VersionRequest(), timeout=10).runtime_name == "vmcri"
-            sandbox_id, container_id = run_runc_pod(runtime, images, busybox.image,
-                                                    tmp_path / "logs")  # fmt: skip
+            container_id = run_runc_pod(runtime, images, busybox.image, tmp_path / "logs", created)
             stop = subprocess.run(
                 [str(installed.vmcri), "stop", "--config", str(config)],
                 capture_output=True, text=True, timeout=60,
@@ -141,22 +140,20 @@ def test_installed_daemon_serves_cri_and_stops_leaving_pods(
             assert not sock.exists()
         finally:
             if daemon.poll() is None:
-                if sandbox_id:  # the test failed before stop: leave no pod behind
-                    remove_pod(runtime, sandbox_id)
                 daemon.kill()
                 daemon.wait()
         # A new daemon on the same state finds the container still running: stop spared it.
+        # It also removes whatever pod the first half made, however that half ended.
         daemon = _serve(installed, config, log, name)
+        runtime = api_pb2_grpc.RuntimeServiceStub(grpc.insecure_channel(f"unix:{sock}"))
         try:
             assert notify.recv(4096).startswith(b"READY=1"), log.read_text()
-            channel = grpc.insecure_channel(f"unix:{sock}")
-            runtime = api_pb2_grpc.RuntimeServiceStub(channel)
             status = runtime.ContainerStatus(
                 pb.ContainerStatusRequest(container_id=container_id), timeout=30
             ).status
             assert status.state == pb.CONTAINER_RUNNING
-            remove_pod(runtime, sandbox_id)
         finally:
+            remove_pods(runtime, created)
             subprocess.run([str(installed.vmcri), "stop", "--config", str(config)], timeout=60)
             if daemon.poll() is None:
                 daemon.kill()

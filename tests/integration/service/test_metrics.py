@@ -20,7 +20,7 @@ from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_
 from tests.integration.service.conftest import (
     Busybox,
     free_loopback_port,
-    remove_pod,
+    remove_pods,
     run_runc_pod,
 )
 from vmcri.api import api_pb2 as pb
@@ -40,17 +40,16 @@ def scraped(
     )
     daemon: RunningDaemon = start_daemon(tmp, config=config)
     runtime, images = daemon.runtime(), daemon.images()
-    sandbox_id = ""
+    created: list[str] = []
     try:
-        sandbox_id, _ = run_runc_pod(runtime, images, busybox.image, tmp / "logs")
+        run_runc_pod(runtime, images, busybox.image, tmp / "logs", created)
         with pytest.raises(Exception, match="NOT_FOUND"):
             runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id="nope"), timeout=10)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             text = response.read().decode()
         yield {family.name: family for family in text_string_to_metric_families(text)}
     finally:
-        if sandbox_id:
-            remove_pod(runtime, sandbox_id)
+        remove_pods(runtime, created)
         stop_daemon(daemon)
 
 
