@@ -20,10 +20,10 @@ config_dir=/etc/vmcri
 unit_dir=/etc/systemd/system
 while [ $# -gt 0 ]; do
     case "$1" in
-        --prefix) prefix=$2; shift 2 ;;
-        --config-dir) config_dir=$2; shift 2 ;;
-        --unit-dir) unit_dir=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
+        --config-dir) config_dir=${2:?--config-dir needs a directory}; shift 2 ;;
+        --unit-dir) unit_dir=${2:?--unit-dir needs a directory}; shift 2 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "$0: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
