@@ -2,9 +2,18 @@
 # The main job: set up this machine, start vmcri with its built-in defaults, and
 # bring up a VM pod running a container (image from a registry on loopback).
 # Idempotent: a running vmcri is reused and the demo pod is replaced.
+# --stop stops the daemon this script started; its pods keep running.
 source "$(dirname "$0")/lib.sh"
 need_root
 cd "$VMCRI_TOP"
+
+stop_daemon() {
+    # vmcri stop signals the holder of the state-dir lock and waits until it let go.
+    exec "$VMCRI_VENV/bin/vmcri" stop
+}
+if [ "${1:-}" = --stop ]; then
+    stop_daemon
+fi
 scripts/setup.sh
 
 # vmcri's pod network is the first CNI config in /etc/cni/net.d; give a host without

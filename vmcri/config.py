@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from vmcri.errors import ConfigError
+from vmcri.metrics.address import check_metrics_address
 
 DEFAULT_CONFIG_PATH = Path("/etc/vmcri/config.toml")
 SOURCE_TREE = Path(__file__).resolve().parent.parent
@@ -52,6 +53,14 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (``/metrics`` over HTTP, no authentication)."""
+
+    address: str = ""  # "host:port" to serve on; "" turns the endpoint off
+    allow_non_loopback: bool = False  # anyone who reaches it reads pod names and rates
+
+
+@dataclass(frozen=True)
 class RuntimeHandlerConfig:
     """One RuntimeClass handler: which backend runs its pods, with which options."""
 
@@ -82,6 +91,7 @@ class Config:
     cgroup_driver: CgroupDriver = "cgroupfs"  # reported by RuntimeConfig; systemd needs an init
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=_default_runtimes)
 
     def __post_init__(self) -> None:
@@ -118,6 +128,8 @@ class Config:
             raise ConfigError("network.plugin_timeout_s: must be between 0 and 3600 seconds")
         if not 0 < len(net.interface) < 16 or "/" in net.interface or " " in net.interface:
             raise ConfigError("network.interface: must be a Linux interface name (1-15 bytes)")
+        if self.metrics.address:
+            check_metrics_address(self.metrics.address, self.metrics.allow_non_loopback)
 
     @property
     def root_dir(self) -> Path:
@@ -268,6 +280,14 @@ cni_bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
 plugin_timeout_s = 60
 # The pod's interface name (CNI_IFNAME).
 interface = "eth0"
+
+[metrics]
+# Serve Prometheus metrics on this "host:port" (for example "127.0.0.1:9464").
+# "" turns the endpoint off. It has no authentication, so only loopback
+# addresses are accepted unless allow_non_loopback = true.
+address = ""
+# Accept a non-loopback address: anyone reaching it reads the metrics.
+allow_non_loopback = false
 
 # RuntimeClass handlers: [runtimes.<handler>] with a backend ("vm" or "runc")
 # and that backend's options. The RuntimeClass object's `handler` names one.

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from vmcri.config import Config
+from vmcri.control import LOCK_NAME
 from vmcri.errors import ConfigError, VmcriError
 from vmcri.handlers.registry import BackendContext, HandlerRegistry
+from vmcri.host import sdnotify
 from vmcri.network.service import PodNetworking
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
@@ -30,6 +32,7 @@ from vmcri.store.store import Store
 
 if TYPE_CHECKING:
     from vmcri.images.service import ImageService
+    from vmcri.metrics.server import MetricsServer
     from vmcri.streaming.service import StreamingService
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,7 @@ class StateLock:
     """An exclusive flock on ``<state>/vmcri.lock``, held for the daemon's life."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "vmcri.lock"
+        self.path = state_dir / LOCK_NAME
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
@@ -117,6 +120,9 @@ class Daemon:
         self.pods = PodService(self.services, self.containers)
         self.info = RuntimeInfo(self.services)
         self.streaming: StreamingService | None = None
+        self.metrics: MetricsServer | None = None
+        # Taken before any backend starts a child process, so none inherits the socket.
+        self._notifier = sdnotify.Notifier.from_environment()
 
     def start(self) -> None:
         """Bring everything up and listen. Raises ConfigError or VmcriError on failure."""
@@ -124,6 +130,8 @@ class Daemon:
         try:
             self._start_locked()
         except BaseException:
+            if self.metrics is not None:
+                self.metrics.stop()
             self._lock.release()
             raise
 
@@ -147,6 +155,7 @@ class Daemon:
 
         self.streaming = StreamingService(self.services, self.containers, config.streaming)
         self.streaming.start()
+        self._start_metrics()
         socket_path = Path(config.socket)
         claim_socket_path(socket_path)
         server = build_server(self, socket_path)
@@ -156,6 +165,19 @@ class Daemon:
         self._reaper = threading.Thread(target=self._reap, name="reaper", daemon=True)
         self._reaper.start()
         log.info("vmcri serving on %s", socket_path)
+        self._notifier.ready(f"serving on {socket_path}")
+
+    def _start_metrics(self) -> None:
+        if not self.config.metrics.address:
+            return
+        from vmcri.metrics.collector import RunningCollector
+        from vmcri.metrics.server import MetricsServer
+
+        running = RunningCollector(self.services.store, list(self.config.runtimes))
+        self.metrics = MetricsServer(
+            self.config.metrics.address, self.config.metrics.allow_non_loopback, [running]
+        )
+        self.metrics.start()
 
     def streaming_service(self) -> StreamingService:
         assert self.streaming is not None, "the streaming server is wired before the gRPC server"
@@ -199,11 +221,14 @@ class Daemon:
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop serving; in-flight RPCs get ``grace_s`` to finish. Sandboxes keep running."""
         self._stop.set()
+        self._notifier.stopping()
         self.services.events.close()
         if self._server is not None:
             self._server.stop(grace_s).wait()  # type: ignore[attr-defined]
             Path(self.config.socket).unlink(missing_ok=True)
         if self.streaming is not None:
             self.streaming.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         self._lock.release()
         log.info("vmcri stopped")

@@ -88,6 +88,7 @@ class AgentConnection:
         call_timeout: float = 30.0,
         send_timeout: float = SEND_TIMEOUT_S,
         reconnect: bool = True,
+        on_reconnect: Callable[[], None] | None = None,
         connector: Connector = transport.connect,
         max_body: int = MAX_BODY,
         event_budget: ByteBudget | None = None,
@@ -98,6 +99,7 @@ class AgentConnection:
         self._call_timeout = call_timeout
         self._send_timeout = send_timeout
         self._reconnect = reconnect
+        self._on_reconnect = on_reconnect
         self._connector = connector
         self._max_body = max_body
         self.budget = event_budget or ByteBudget()
@@ -251,6 +253,8 @@ class AgentConnection:
                 try:
                     self.connect()
                     log.info("reconnected to the agent at %s", self.url)
+                    if self._on_reconnect is not None:
+                        self._on_reconnect()
                     return
                 except VmcriError as exc:
                     self.last_error = exc

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from vmcri.api import api_pb2_grpc
+from vmcri.cri.metrics import MetricsInterceptor
 from vmcri.cri.runtime_service import RuntimeServicer
 from vmcri.cri.status import ErrorMappingInterceptor
 
@@ -25,7 +26,8 @@ def build_server(daemon: Daemon, socket_path: Path) -> grpc.Server:
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cri"),
-        interceptors=[ErrorMappingInterceptor()],
+        # The first interceptor is the outermost: metrics see the codes errors map to.
+        interceptors=[MetricsInterceptor(), ErrorMappingInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

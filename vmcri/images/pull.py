@@ -44,6 +44,7 @@ from vmcri.images.manifest import (
 from vmcri.images.reference import Reference
 from vmcri.images.registries_conf import Endpoint, RegistriesConf
 from vmcri.images.registry_client import RegistryClient
+from vmcri.metrics import families as metrics
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class _CountingSink:
     def write(self, data: bytes | memoryview) -> object:
         self._count += len(data)
         self._progress.add_bytes(len(data))
+        metrics.image_bytes_received(len(data))
         return self._inner.write(data)  # type: ignore[attr-defined]
 
     def reset(self) -> None:

@@ -27,6 +27,7 @@ from vmcri.images.pull import ClientFactory, ProgressFn, Puller, _default_client
 from vmcri.images.reference import parse_reference
 from vmcri.images.registries_conf import load_registries_conf
 from vmcri.images.unpack import DEFAULT_LIMITS, UnpackLimits
+from vmcri.metrics import families as metrics
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ class ImageService:
         DeadlineExceeded, DigestMismatch, UnsafeContent, ProtocolError.
         """
         reference = parse_reference(ref)
-        record = self._puller.pull(reference, auth, deadline, progress)
+        with metrics.timed_image_pull():
+            record = self._puller.pull(reference, auth, deadline, progress)
         with self.content.lock:
             self._merge(record)
         return record.id

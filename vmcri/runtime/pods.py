@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Iterable
 
 from vmcri.errors import InvalidArgument, NotFound, VmcriError
@@ -25,6 +26,7 @@ from vmcri.handlers.base import SandboxBackend
 from vmcri.handlers.registry import Handler
 from vmcri.handlers.runc.pod_files import pod_hostname
 from vmcri.ids import new_id
+from vmcri.metrics import families as metrics
 from vmcri.model import NamespaceMode, PodConfig, Resources
 from vmcri.network.hostports import check_host_ports
 from vmcri.network.service import PodNetworking
@@ -78,6 +80,7 @@ class PodService:
             self._s.store.sandboxes.add(record)
         log.info("sandbox %s: starting with handler %s", record.id, handler.name)
         backend_ran = False
+        start_clock = time.monotonic()
         try:
             net = self._s.networking
             late_netns = uses_userns(config.security.namespace_options) and (
@@ -101,6 +104,7 @@ class PodService:
             ip=ips[0] if ips else started.ip,
             additional_ips=ips[1:] if ips else started.additional_ips,
         )
+        metrics.pod_started(handler.name, started.runtime, time.monotonic() - start_clock)
         return record.id
 
     def _handler_for(self, config: PodConfig, runtime_handler: str) -> Handler:

@@ -26,6 +26,7 @@ from vmcri.agent.client import AgentClient
 from vmcri.crilog import CriLogWriter
 from vmcri.errors import AgentUnavailable, HypervisorError, VmcriError
 from vmcri.ids import is_id
+from vmcri.metrics import families as metrics
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class AgentLink:
             connect_timeout=CONNECT_ATTEMPT_S,
             call_timeout=CALL_TIMEOUT_S,
             event_budget=self.budget,
+            on_reconnect=metrics.agent_reconnected,
         )
 
     @property

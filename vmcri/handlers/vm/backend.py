@@ -71,6 +71,7 @@ from vmcri.handlers.vm.render import render_domain
 from vmcri.handlers.vm.spec import container_spec, pod_files, stop_signal
 from vmcri.host.disk import tree_usage
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter
+from vmcri.metrics import families as metrics
 from vmcri.model import Resources
 from vmcri.oci.userns import uses_userns
 from vmcri.store.atomic import write_atomic
@@ -224,6 +225,7 @@ class VmBackend:
             return
         sandbox_id = name.removeprefix(prefix)
         log.warning("sandbox %s: VM %s %s", sandbox_id, name, reason)
+        metrics.vm_died(reason)
         layout = self._layout(sandbox_id)
         for container in self._context.services.store.containers_of(sandbox_id):
             self._record_exit(layout, container.id, 137, "Error", f"the pod VM {reason}")

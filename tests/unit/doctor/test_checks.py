@@ -1,0 +1,134 @@
+"""The host checks on fake host trees, and the report's verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vmcri.doctor import devices, host_checks, libvirt_checks, runc_checks
+from vmcri.doctor.model import Check, Status, pods_can_run
+from vmcri.doctor.report import render_json, render_table
+
+CONFLIST = {
+    "cniVersion": "1.0.0",
+    "name": "pods",
+    "plugins": [{"type": "bridge"}, {"type": "portmap"}],
+}
+
+
+def test_no_cni_config_means_loopback_only(tmp_path: Path) -> None:
+    check = host_checks.check_cni(tmp_path / "net.d", [tmp_path / "bin"])
+    assert check.status is Status.DEGRADED
+    assert "loopback only" in check.consequence
+
+
+def test_cni_plugin_missing_fails(tmp_path: Path) -> None:
+    (tmp_path / "net.d").mkdir()
+    (tmp_path / "net.d" / "10-pods.conflist").write_text(json.dumps(CONFLIST))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "bridge").write_text("")
+    check = host_checks.check_cni(tmp_path / "net.d", [tmp_path / "bin"])
+    assert check.status is Status.FAIL
+    assert "portmap" in check.found and "bridge, portmap" in check.found
+
+
+def test_cni_config_with_plugins_is_ok(tmp_path: Path) -> None:
+    (tmp_path / "net.d").mkdir()
+    (tmp_path / "net.d" / "10-pods.conflist").write_text(json.dumps(CONFLIST))
+    (tmp_path / "bin").mkdir()
+    for plugin in ("bridge", "portmap"):
+        (tmp_path / "bin" / plugin).write_text("")
+    assert host_checks.check_cni(tmp_path / "net.d", [tmp_path / "bin"]).status is Status.OK
+
+
+def test_unparsable_cni_config_fails(tmp_path: Path) -> None:
+    (tmp_path / "net.d").mkdir()
+    (tmp_path / "net.d" / "10-pods.conflist").write_text("{not json")
+    check = host_checks.check_cni(tmp_path / "net.d", [])
+    assert check.status is Status.FAIL
+    assert "does not parse" in check.found
+
+
+def test_cgroup_v2_missing_controller_is_degraded(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu io\n")
+    check = host_checks.check_cgroups("cgroupfs", tmp_path, tmp_path / "no-systemd")
+    assert check.status is Status.DEGRADED
+    assert "memory, pids" in check.consequence
+
+
+def test_systemd_driver_without_systemd_is_flagged(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    check = host_checks.check_cgroups("systemd", tmp_path, tmp_path / "no-systemd")
+    assert check.status is Status.DEGRADED
+    assert "systemd is not running" in check.found
+
+
+def test_disk_check_walks_up_to_an_existing_directory(tmp_path: Path) -> None:
+    check = host_checks.check_disk(tmp_path / "not" / "yet")
+    assert str(tmp_path) in check.found
+
+
+def test_forced_vsock_without_device_fails(tmp_path: Path) -> None:
+    check = devices.check_vhost_vsock("vsock", "vm", tmp_path / "vhost-vsock")
+    assert check.status is Status.FAIL
+    auto = devices.check_vhost_vsock("auto", "vm", tmp_path / "vhost-vsock")
+    assert auto.status is Status.DEGRADED and "virtio-serial" in auto.consequence
+
+
+def test_virtiofsd_fallback_and_forced() -> None:
+    assert devices.check_virtiofsd("auto", "vm", binary="").status is Status.DEGRADED
+    assert devices.check_virtiofsd("virtiofs", "vm", binary="").status is Status.FAIL
+    assert devices.check_virtiofsd("auto", "vm", binary="/x/virtiofsd").status is Status.OK
+
+
+def test_old_kernel_refuses_user_namespaces() -> None:
+    def old(major: int, minor: int) -> bool:
+        return (major, minor) <= (5, 10)
+
+    check = runc_checks.check_idmapped_mounts("runc", old)
+    assert check.status is Status.DEGRADED
+    assert "hostUsers: false" in check.consequence
+
+
+def test_missing_runc_fails() -> None:
+    check = runc_checks.check_runc("/nonexistent/runc", "runc")
+    assert check.status is Status.FAIL
+    assert "runc pods cannot start" in check.consequence
+
+
+def test_unreachable_libvirt_fails() -> None:
+    def refuse(uri: str) -> object:
+        raise OSError(f"cannot connect to {uri}")
+
+    check = libvirt_checks.check_libvirt("qemu:///system", "vm", refuse)
+    assert check.status is Status.FAIL
+    assert "cannot connect to qemu:///system" in check.found
+
+
+def test_machine_types_from_capabilities() -> None:
+    caps = """<capabilities><guest><arch name='x86_64'>
+      <machine>pc-q35-7.2</machine><machine canonical='pc-q35-7.2'>q35</machine>
+      <machine>microvm</machine></arch></guest>
+      <guest><arch name='i686'><machine>isapc</machine></arch></guest></capabilities>"""
+    assert libvirt_checks.machine_types(caps) == {"pc-q35-7.2", "q35", "microvm"}
+
+
+def test_one_failure_makes_the_verdict_and_json_say_so() -> None:
+    checks = [
+        Check("kvm", Status.DEGRADED, "not usable", "TCG", "enable nesting", "vm"),
+        Check("runc", Status.FAIL, "'runc' not found", "runc pods cannot start", "install", "runc"),
+    ]
+    assert not pods_can_run(checks)
+    table = render_table(checks)
+    assert "kvm (vm)" in table and "fix: enable nesting" in table
+    assert "some pods cannot run" in table
+    report = json.loads(render_json(checks))
+    assert report["pods_can_run"] is False
+    assert report["checks"][1] == {
+        "name": "runc",
+        "status": "fail",
+        "found": "'runc' not found",
+        "consequence": "runc pods cannot start",
+        "fix": "install",
+        "handler": "runc",
+    }

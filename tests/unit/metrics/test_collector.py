@@ -1,0 +1,38 @@
+"""Running pods and containers are the records' states at scrape time."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from tests.unit.foundation.test_store import container, sandbox
+from vmcri.metrics.collector import RunningCollector
+from vmcri.store.records import ContainerState, SandboxState
+from vmcri.store.store import Store
+
+
+def test_counts_follow_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    registry = CollectorRegistry()
+    registry.register(RunningCollector(store, ["vm", "runc"]))
+    ready = store.sandboxes.add(sandbox("ready"))
+    store.sandboxes.set_state_fields(ready.id, state=SandboxState.READY)
+    store.sandboxes.add(sandbox("creating"))  # not READY: not counted
+    runc_pod = store.sandboxes.add(dataclasses.replace(sandbox("host"), handler="runc"))
+    store.sandboxes.set_state_fields(runc_pod.id, state=SandboxState.READY)
+    running = store.containers.add(container(runc_pod.id))
+    store.containers.set_state_fields(running.id, state=ContainerState.RUNNING)
+    store.containers.add(container(runc_pod.id, "created"))  # CREATED: not counted
+
+    def value(name: str, handler: str) -> float | None:
+        return registry.get_sample_value(name, {"handler": handler})
+
+    assert value("vmcri_running_pods", "vm") == 1
+    assert value("vmcri_running_pods", "runc") == 1
+    assert value("vmcri_running_containers", "runc") == 1
+    assert value("vmcri_running_containers", "vm") == 0
+
+    store.sandboxes.set_state_fields(ready.id, state=SandboxState.NOTREADY)
+    assert value("vmcri_running_pods", "vm") == 0
