@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon
-from tests.integration.harness import wait_for
+from tests.integration.harness import NO_POD_NETWORK, wait_for
 from tests.integration.service.conftest import (
     Busybox,
     free_loopback_port,
@@ -43,7 +43,7 @@ def test_containers_never_get_the_service_notify_socket(
     receiver.settimeout(30)
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_path))
     config = tmp_path / "config.toml"
-    config.write_text(f'registries_conf = "{busybox.registries_conf}"\n')
+    config.write_text(f'registries_conf = "{busybox.registries_conf}"\n{NO_POD_NETWORK}')
     daemon = start_daemon(tmp_path, config=config)
     monkeypatch.delenv("NOTIFY_SOCKET")
     runtime, images = daemon.runtime(), daemon.images()
@@ -71,6 +71,7 @@ def test_clients_and_pods_cannot_mint_metric_series(busybox: Busybox, tmp_path: 
     config = tmp_path / "config.toml"
     config.write_text(
         f'registries_conf = "{busybox.registries_conf}"\n[metrics]\naddress = "127.0.0.1:{port}"\n'
+        + NO_POD_NETWORK
     )
     daemon = start_daemon(tmp_path, config=config)
     runtime, images = daemon.runtime(), daemon.images()

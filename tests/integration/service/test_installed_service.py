@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.integration.harness import NO_POD_NETWORK
 from tests.integration.service.conftest import Busybox, remove_pods, run_runc_pod
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
@@ -114,7 +115,7 @@ def test_installed_daemon_serves_cri_and_stops_leaving_pods(
     config = tmp_path / "config.toml"
     config.write_text(
         f'root = "{tmp_path / "root"}"\nstate = "{tmp_path / "state"}"\nsocket = "{sock}"\n'
-        f'registries_conf = "{busybox.registries_conf}"\n'
+        f'registries_conf = "{busybox.registries_conf}"\n{NO_POD_NETWORK}'
     )
     log = tmp_path / "daemon.log"
     name = f"vmcri-itest-{os.getpid()}"

@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
+from tests.integration.harness import NO_POD_NETWORK
 from tests.integration.service.conftest import (
     Busybox,
     free_loopback_port,
@@ -37,6 +38,7 @@ def scraped(
     config = tmp / "config.toml"
     config.write_text(
         f'registries_conf = "{busybox.registries_conf}"\n[metrics]\naddress = "127.0.0.1:{port}"\n'
+        + NO_POD_NETWORK
     )
     daemon: RunningDaemon = start_daemon(tmp, config=config)
     runtime, images = daemon.runtime(), daemon.images()
