@@ -66,6 +66,8 @@ def check_interfaces(interfaces: Sequence[agent_pb2.NetInterface]) -> None:
             )
         for address in iface.addresses:
             try:
+                if "/" not in address:  # a bare address would be a /32: no on-link gateway
+                    raise ValueError("no prefix length")
                 ipaddress.ip_interface(address)
             except ValueError as exc:
                 raise InvalidArgument(f"{where}.addresses: {address[:60]!r} is not CIDR") from exc
