@@ -37,6 +37,7 @@ from vmcri.host.mounts import HostMounter, mount_points
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig
 from vmcri.network.model import IpConfig, NetInterface, PodNetwork, Route
+from vmcri.network.tap import NetlinkTaps
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 
@@ -157,7 +158,18 @@ def busybox_layer(root: Path) -> Path:
     return layer
 
 
-def make_backend(tmp: Path) -> tuple[VmBackend, Store]:
+class WatchedTaps(NetlinkTaps):
+    """The real taps, noting how the tap looked in the host netns when it was moved out."""
+
+    def __init__(self) -> None:
+        self.host_flags_at_attach: list[str] = []
+
+    def attach(self, tap: str, netns_path: str, peer: str, mtu: int) -> None:
+        self.host_flags_at_attach = json.loads(ip("-j", "link", "show", tap))[0]["flags"]
+        super().attach(tap, netns_path, peer, mtu)
+
+
+def make_backend(tmp: Path, taps: NetlinkTaps | None = None) -> tuple[VmBackend, Store]:
     store = Store(tmp / "root")
     context = BackendContext(
         config=Config(),
@@ -166,7 +178,7 @@ def make_backend(tmp: Path) -> tuple[VmBackend, Store]:
         services=SimpleNamespace(store=store),
     )
     options = VmOptions(shared_fs="9p", boot_timeout_s=BOOT_TIMEOUT_S)
-    return VmBackend(options, context), store
+    return VmBackend(options, context, taps=taps), store
 
 
 def echo(address: str, payload: bytes, timeout: float = 10.0) -> bytes:
@@ -215,7 +227,8 @@ def measure(address: str) -> dict[str, float]:
 def test_the_host_reaches_a_vm_pod_at_its_pod_ip_and_removal_leaves_nothing(
     pod_netns: PodNetns, short_tmp: Path
 ) -> None:
-    backend, store = make_backend(short_tmp)
+    taps = WatchedTaps()
+    backend, store = make_backend(short_tmp, taps)
     network = pod_netns.network()
     config = PodConfig(metadata=Metadata(name="nic", uid="uid-nic", namespace="test"))
     sandbox = store.sandboxes.add(
@@ -225,7 +238,10 @@ def test_the_host_reaches_a_vm_pod_at_its_pod_ip_and_removal_leaves_nothing(
     try:
         backend.run_sandbox(sandbox)
         sandbox = store.sandboxes.set_state_fields(sandbox.id, state=SandboxState.READY)
-        # The tap lives in the pod netns now, joined to eth0 both ways.
+        # While QEMU had it in the host netns the tap was down (libvirt leaves a managed='no'
+        # tap alone), so no guest frame could reach the host's own stack; now it lives in
+        # the pod netns, joined to eth0 both ways.
+        assert "UP" not in taps.host_flags_at_attach
         assert tap not in _links()
         assert tap in _links(pod_netns.name)
         qdiscs = _qdiscs(pod_netns.name)
