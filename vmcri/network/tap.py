@@ -157,9 +157,10 @@ class NetlinkTaps:
             try:
                 with _netlink(f"remove tap {tap}", place) as ipr:
                     index = _index(ipr, tap)
-                    if index is None:
-                        continue
-                    ipr.link("del", index=index)
+                    if index is not None:
+                        ipr.link("del", index=index)
+                    # Even without the tap (deleted by hand, or never moved): the redirect on
+                    # the peer must not outlive the pod's NIC.
                     peer_index = _index(ipr, peer) if place and peer else None
                     if peer_index is not None:
                         _drop_ingress(ipr, peer_index)

@@ -322,3 +322,50 @@ def test_a_failed_start_leaves_no_tap(pod_netns: PodNetns, short_tmp: Path) -> N
         backend.run_sandbox(sandbox)
     assert not domain_exists(sandbox.id)
     assert tap not in _links() and tap not in _links(pod_netns.name)
+
+
+def _filters(netns: str, dev: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, "tc", "filter", "show", "dev", dev, "ingress"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def test_taps_attach_idempotently_and_removal_is_complete_and_repeatable(
+    pod_netns: PodNetns,
+) -> None:
+    """The netlink layer alone (no VM): the state a retried start or remove ends in."""
+    taps = NetlinkTaps()
+    tap = tap_name(secrets.token_hex(32))
+    try:
+        taps.create(tap)
+        taps.create(tap)  # exists: left as is
+        assert tap in _links()
+        taps.attach(tap, pod_netns.path, "eth0", 1400)
+        taps.attach(tap, pod_netns.path, "eth0", 1400)  # a retry: still one redirect each way
+        assert tap not in _links() and tap in _links(pod_netns.name)
+        for dev, target in (("eth0", tap), (tap, "eth0")):
+            shown = _filters(pod_netns.name, dev)
+            assert shown.count("mirred") == 1 and f"Redirect to device {target}" in shown
+        link = taps.link(pod_netns.path, tap)
+        assert link.mtu == 1400
+    finally:
+        taps.remove(tap, pod_netns.path, "eth0")
+    assert tap not in _links() and tap not in _links(pod_netns.name)
+    assert "ingress" not in _qdiscs(pod_netns.name)
+    taps.remove(tap, pod_netns.path, "eth0")  # gone already: success
+
+
+def test_a_tap_dies_with_its_pod_netns_and_removal_then_succeeds(pod_netns: PodNetns) -> None:
+    taps = NetlinkTaps()
+    tap = tap_name(secrets.token_hex(32))
+    taps.create(tap)
+    taps.attach(tap, pod_netns.path, "eth0", 0)
+    subprocess.run(["ip", "netns", "del", pod_netns.name], check=True)
+    # The netns dies in a kernel work item, which also deletes the veth's host end: once that
+    # is gone the netns's devices are settled, and the tap must not be back in the host.
+    wait_for(lambda: pod_netns.host_veth not in _links(), 30, "the pod netns to be cleaned up")
+    taps.remove(tap, pod_netns.path, "eth0")
+    assert tap not in _links()
