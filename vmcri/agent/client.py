@@ -40,6 +40,7 @@ class AgentClient(AgentConnection):
         resolv_conf: bytes = b"",
         sysctls: dict[str, str] | None = None,
         mounts: Sequence[types.Mount9p] = (),
+        interfaces: Sequence[types.GuestInterface] = (),
     ) -> types.SandboxFiles:
         """Raises like :meth:`call` (InvalidArgument names the bad field)."""
         req = agent_pb2.SetupSandboxRequest(
@@ -49,6 +50,16 @@ class AgentClient(AgentConnection):
             sysctls=sysctls or {},
             mounts=[
                 agent_pb2.Mount9p(tag=m.tag, target=m.target, options=m.options) for m in mounts
+            ],
+            interfaces=[
+                agent_pb2.NetInterface(
+                    mac=i.mac,
+                    name=i.name,
+                    mtu=i.mtu,
+                    addresses=i.addresses,
+                    routes=[agent_pb2.NetRoute(dst=r.dst, gateway=r.gateway) for r in i.routes],
+                )
+                for i in interfaces
             ],
         )
         r = self._result(self.call(agent_pb2.Request(setup_sandbox=req)), "setup_sandbox")

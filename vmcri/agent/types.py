@@ -30,6 +30,23 @@ class Mount9p:
 
 
 @dataclass(frozen=True)
+class GuestRoute:
+    dst: str  # CIDR
+    gateway: str = ""  # "" for an on-link route
+
+
+@dataclass(frozen=True)
+class GuestInterface:
+    """A guest NIC the agent configures: found by MAC, given the pod interface's settings."""
+
+    mac: str
+    name: str
+    mtu: int
+    addresses: tuple[str, ...] = ()  # CIDR
+    routes: tuple[GuestRoute, ...] = ()
+
+
+@dataclass(frozen=True)
 class SandboxFiles:
     """Guest paths of the pod's hostname, hosts and resolv.conf, to bind into containers."""
 

@@ -18,6 +18,8 @@ from vmcri.handlers.vm.domain import domain_name
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig
+from vmcri.network.model import PodNetwork
+from vmcri.network.tap import LinkInfo, TapDevices
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 
@@ -79,7 +81,25 @@ class FakeMounter:
         self.calls.append(("unmount_below", str(root)))
 
 
-def make_backend(tmp: Path, hypervisor: FakeHypervisor) -> tuple[VmBackend, Store]:
+class NoTaps:
+    """Pods without a network: a tap is never made; removing one finds none."""
+
+    def create(self, tap: str) -> None:
+        raise AssertionError("no NIC was planned")
+
+    def attach(self, tap: str, netns_path: str, peer: str, mtu: int) -> None:
+        raise AssertionError("no NIC was planned")
+
+    def link(self, netns_path: str, name: str) -> LinkInfo:
+        raise AssertionError("no NIC was planned")
+
+    def remove(self, tap: str, netns_path: str, peer: str) -> None:
+        pass
+
+
+def make_backend(
+    tmp: Path, hypervisor: FakeHypervisor, taps: TapDevices | None = None
+) -> tuple[VmBackend, Store]:
     guest = tmp / "guest"
     guest.mkdir()
     for name in ("vmlinuz", "initrd.img", "rootfs.img"):
@@ -93,13 +113,15 @@ def make_backend(tmp: Path, hypervisor: FakeHypervisor) -> tuple[VmBackend, Stor
         services=SimpleNamespace(store=store),
     )
     options = VmOptions(guest_dir=str(guest), accel="tcg", shared_fs="9p", boot_timeout_s=1)
-    backend = VmBackend(options, context, hypervisor=hypervisor, mounter=FakeMounter())
+    backend = VmBackend(
+        options, context, hypervisor=hypervisor, mounter=FakeMounter(), taps=taps or NoTaps()
+    )
     return backend, store
 
 
-def sandbox() -> SandboxRecord:
+def sandbox(network: PodNetwork | None = None) -> SandboxRecord:
     config = PodConfig(metadata=Metadata(name="p", uid="u", namespace="n"))
-    return SandboxRecord(id=new_id(), handler="vm", backend="vm", config=config)
+    return SandboxRecord(id=new_id(), handler="vm", backend="vm", config=config, network=network)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from vmcri.handlers.vm.accel import choose_accel, kvm_usable
 from vmcri.handlers.vm.backend import _use_vsock
 from vmcri.handlers.vm.domain import (
     DomainSpec,
+    Nic,
     Share,
     domain_uuid,
     kernel_cmdline,
@@ -65,6 +66,14 @@ CASES = {
         cmdline=kernel_cmdline(False, "/run/vmcri/shared", vsock=True, share_driver="virtiofs"),
         virtiofsd="/usr/libexec/virtiofsd",
         tcg_cache_mib=0,
+    ),
+    "tcg-q35-9p-nic": spec(
+        nic=Nic(mac="0a:58:0a:fa:00:05", tap="vmtapabababab", mtu=1450, vhost=False)
+    ),
+    "kvm-nic-vhost": spec(
+        domain_type="kvm",
+        tcg_cache_mib=0,
+        nic=Nic(mac="0a:58:0a:fa:00:05", tap="vmtapabababab", mtu=9000, vhost=True),
     ),
 }
 

@@ -1,4 +1,5 @@
-"""SetupSandbox: the pod-wide state of the guest (hostname, hosts, DNS, sysctls, 9p shares).
+"""SetupSandbox: the pod-wide state of the guest (hostname, hosts, DNS, sysctls, 9p shares,
+the pod network).
 
 The guest root is read-only, so the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf are
 written under ``<state>/sandbox/`` and their paths returned: the host bind-mounts them into each
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vmcri.agent.guest.mounts import MS_RDONLY, Mounter
+from vmcri.agent.guest.network import GuestNetwork, check_interfaces
 from vmcri.api import agent_pb2
 from vmcri.errors import HostCommandError, InvalidArgument
 
@@ -32,6 +34,7 @@ class HostSettings(NamedTuple):
 
     set_hostname: Callable[[str], None] = socket.sethostname
     proc_sys: Path = Path("/proc/sys")
+    network: GuestNetwork = GuestNetwork()
     enabled: bool = True
 
 
@@ -64,6 +67,7 @@ class Sandbox:
             raise InvalidArgument(f"more than {MAX_MOUNTS} mounts")
         for mount in req.mounts:
             _check_mount(mount)
+        check_interfaces(req.interfaces)
 
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         files = {
@@ -82,6 +86,8 @@ class Sandbox:
                     path.write_text(value)
                 except OSError as exc:
                     raise HostCommandError(f"sysctl {key}={value}: {exc}") from exc
+            # After the sysctls: a pod's net.* sysctls may shape how its addresses behave.
+            self._settings.network.configure(req.interfaces)
         for mount in req.mounts:
             self._mount_9p(mount)
         return agent_pb2.SetupSandboxResponse(

@@ -46,6 +46,7 @@ from vmcri.handlers.base import (
     SandboxStarted,
 )
 from vmcri.handlers.registry import BackendContext
+from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
 from vmcri.handlers.vm.agent_link import AgentLink, ContainerRef
 from vmcri.handlers.vm.domain import (
@@ -73,6 +74,7 @@ from vmcri.host.disk import tree_usage
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter
 from vmcri.metrics import families as metrics
 from vmcri.model import Resources
+from vmcri.network.tap import NetlinkTaps, TapDevices
 from vmcri.oci.userns import uses_userns
 from vmcri.store.atomic import write_atomic
 from vmcri.store.records import ContainerRecord, SandboxRecord
@@ -95,6 +97,7 @@ class VmBackend:
         context: BackendContext,
         hypervisor: Hypervisor | None = None,
         mounter: Mounter | None = None,
+        taps: TapDevices | None = None,
     ) -> None:
         self._options = options
         self._context = context
@@ -107,6 +110,8 @@ class VmBackend:
         )
         # The host runs nothing from a pod's mounts: no setuid binaries or devices through them.
         self._mounter = mounter or HostMounter(HARDENED)
+        self._taps = taps or NetlinkTaps()
+        self._vhost_net = nic.vhost_usable()
         self._vsock = _use_vsock(options.agent_transport, Path(VHOST_VSOCK))
         self._virtiofsd = find_virtiofsd() if options.shared_fs != "9p" else ""
         if options.shared_fs == "virtiofs" and not self._virtiofsd:
@@ -263,9 +268,14 @@ class VmBackend:
             raise FailedPrecondition(f"agent socket {layout.agent_socket} is already in use")
         try:
             self._prepare_dirs(layout)
-            spec = self._domain_spec(sandbox, layout, guest)
+            plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
+            spec = self._domain_spec(sandbox, layout, guest, plan)
             started = time.monotonic()
+            if plan is not None:
+                nic.plug(self._taps, plan)
             self._hypervisor.start(name, render_domain(spec))
+            if plan is not None:
+                nic.attach(self._taps, plan)
             domain_up = time.monotonic()
             link = self._link(sandbox)
             info = link.wait_ready(self._options.boot_timeout_s, alive=lambda: self._alive(name))
@@ -278,6 +288,7 @@ class VmBackend:
                 hosts=hosts,
                 resolv_conf=resolv,
                 sysctls=dict(sandbox.config.sysctls),
+                interfaces=(plan.guest,) if plan is not None else (),
             )
             log.info(
                 "sandbox %s: VM up",
@@ -293,7 +304,7 @@ class VmBackend:
             log.error("sandbox %s: VM start failed: %s", sandbox.id, exc)
             console = _tail(layout.console_log)
             try:
-                self._teardown(sandbox.id)
+                self._teardown(sandbox.id, sandbox)
             except VmcriError as cleanup:
                 log.error("sandbox %s: clean-up failed: %s", sandbox.id, cleanup.message)
             if isinstance(exc, VmcriError) and console:
@@ -319,7 +330,11 @@ class VmBackend:
         return self._hypervisor.is_running(name)
 
     def _domain_spec(
-        self, sandbox: SandboxRecord, layout: SandboxLayout, guest: GuestImage
+        self,
+        sandbox: SandboxRecord,
+        layout: SandboxLayout,
+        guest: GuestImage,
+        plan: nic.NicPlan | None = None,
     ) -> DomainSpec:
         memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
         return DomainSpec(
@@ -346,6 +361,7 @@ class VmBackend:
             run_as_root=self._share_driver == "9p",
             virtiofsd=self._virtiofsd,
             tcg_cache_mib=TCG_CACHE_MIB if self._accel.degraded else 0,
+            nic=plan.nic if plan is not None else None,
         )
 
     def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:
@@ -373,9 +389,9 @@ class VmBackend:
         self._drop_link(sandbox.id)
 
     def remove_sandbox(self, sandbox: SandboxRecord) -> None:
-        self._teardown(sandbox.id)
+        self._teardown(sandbox.id, sandbox)
 
-    def _teardown(self, sandbox_id: str) -> None:
+    def _teardown(self, sandbox_id: str, sandbox: SandboxRecord | None = None) -> None:
         """Destroy the VM and release every mount and file of the sandbox; idempotent."""
         self._drop_link(sandbox_id)
         name = domain_name(sandbox_id)
@@ -383,6 +399,10 @@ class VmBackend:
             self._hypervisor.destroy(name)
         except HypervisorError as exc:
             log.error("sandbox %s: destroy failed: %s", sandbox_id, exc.message)
+        try:
+            nic.unplug(self._taps, sandbox_id, sandbox.network if sandbox is not None else None)
+        except VmcriError as exc:
+            log.error("sandbox %s: NIC removal failed: %s", sandbox_id, exc.message)
         layout = self._layout(sandbox_id)
         # Raises (and deletes nothing) while anything is still mounted: never delete through
         # a mount, a volume's files least of all.

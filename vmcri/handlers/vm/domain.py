@@ -2,7 +2,8 @@
 
 All policy (sizes, devices, shares, the kernel command line) lives here; the
 Jinja templates in ``templates/`` only render a DomainSpec. Nothing a pod does
-not need is in it: no graphics, no USB, no sound, no network until CNI exists.
+not need is in it: no graphics, no USB, no sound; one NIC when the pod has a
+network namespace (``nic.py`` plans it).
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ class Share:
 
 
 @dataclass(frozen=True)
+class Nic:
+    """A virtio-net NIC on a tap that already exists (libvirt opens it, never creates it)."""
+
+    mac: str  # the pod interface's MAC, so the guest answers ARP for the pod IP
+    tap: str  # host tap device name (moved into the pod netns once QEMU holds it)
+    mtu: int  # the pod interface's MTU, advertised to the guest driver (VIRTIO_NET_F_MTU)
+    vhost: bool  # vhost-net data path (needs /dev/vhost-net); else QEMU's userspace one
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     name: str
     uuid: str
@@ -49,6 +60,7 @@ class DomainSpec:
     run_as_root: bool  # 9p passthrough needs QEMU to own files as any uid
     virtiofsd: str = ""  # the virtiofsd binary, for virtiofs shares
     tcg_cache_mib: int = 0  # > 0: cap QEMU's translated-code cache (software emulation)
+    nic: Nic | None = None  # None: no network device (host-network pods, no CNI)
 
     @property
     def shared_memory(self) -> bool:
