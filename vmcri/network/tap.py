@@ -19,6 +19,11 @@ The tap is persistent (it outlives QEMU's file descriptor) so that a VM that die
 leaves a device :meth:`TapDevices.remove` deletes; deleting the pod namespace also
 unregisters it (the kernel does not move tun devices back to the host).
 
+Netlink in the pod namespace goes through a socket made by a throwaway thread that
+has joined it (``setns`` moves only the calling thread; a socket stays in the
+namespace it was made in). pyroute2's own ``netns=`` forks a helper process,
+which dies in a daemon whose gRPC threads hold locks across the fork.
+
 The u32 match-all classifier is used rather than ``matchall``: it is what Kata
 uses and is built into kernels that lack ``cls_matchall`` (this host's is one).
 """
@@ -27,12 +32,16 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from vmcri.errors import HostCommandError, NotFound
+from vmcri.host.namespaces import CLONE_NEWNET, setns
+
+T = TypeVar("T")
 
 INGRESS = "ffff:"
 ETH_P_ALL = 0x0003
@@ -73,32 +82,60 @@ class TapDevices(Protocol):
         """
 
 
-def _ipr(netns_path: str = "") -> Any:
-    # Imported late: the in-guest agent imports vmcri.network.model, never this.
-    from pyroute2 import IPRoute
-
-    if not netns_path:
-        return IPRoute()
-    # flags=0: never let pyroute2 create a namespace that CNI did not.
-    return IPRoute(netns=netns_path, flags=0)
-
-
 @contextmanager
-def _netlink(what: str, netns_path: str = "") -> Iterator[Any]:
-    from pyroute2 import NetlinkError
+def _netlink(what: str) -> Iterator[Any]:
+    """An rtnetlink socket in the calling thread's network namespace."""
+    # Imported late: the in-guest agent imports vmcri.network.model, never this.
+    from pyroute2 import IPRoute, NetlinkError
 
     try:
-        ipr = _ipr(netns_path)
-    except FileNotFoundError as exc:
-        raise NotFound(f"{what}: network namespace {netns_path} does not exist") from exc
+        ipr = IPRoute()
     except OSError as exc:
-        raise HostCommandError(f"{what}: cannot open netlink in {netns_path or 'host'}") from exc
+        raise HostCommandError(f"{what}: cannot open netlink: {exc}") from exc
     try:
         yield ipr
     except NetlinkError as exc:
         raise HostCommandError(f"{what}: {exc}") from exc
     finally:
         ipr.close()
+
+
+def _in(netns_path: str, what: str, fn: Callable[[Any], T]) -> T:
+    """``fn(ipr)`` with an rtnetlink socket in ``netns_path`` ("": the host's).
+
+    Raises NotFound when the namespace does not exist, HostCommandError.
+    """
+    if not netns_path:
+        with _netlink(what) as ipr:
+            return fn(ipr)
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            failure.append(NotFound(f"{what}: network namespace {netns_path} does not exist"))
+            failure[0].__cause__ = exc
+            return
+        except OSError as exc:
+            failure.append(HostCommandError(f"{what}: {exc}"))
+            return
+        try:
+            setns(fd, CLONE_NEWNET)  # this thread only, and it ends right after
+            with _netlink(what) as ipr:
+                outcome.append(fn(ipr))
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            os.close(fd)
+
+    worker = threading.Thread(target=run, name="netns-netlink", daemon=True)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def _index(ipr: Any, name: str) -> int | None:
@@ -130,7 +167,8 @@ class NetlinkTaps:
                     ipr.link("set", index=index, net_ns_fd=ns_fd)
         finally:
             os.close(ns_fd)
-        with _netlink(what, netns_path) as ns:
+
+        def join(ns: Any) -> None:
             tap_index = _index(ns, tap)
             peer_index = _index(ns, peer)
             if tap_index is None:
@@ -143,27 +181,34 @@ class NetlinkTaps:
             for source, target in ((peer_index, tap_index), (tap_index, peer_index)):
                 _redirect(ns, source, target)
 
+        _in(netns_path, what, join)
+
     def link(self, netns_path: str, name: str) -> LinkInfo:
-        with _netlink(f"read {name} in {netns_path}", netns_path) as ns:
+        def read(ns: Any) -> LinkInfo:
             index = _index(ns, name)
             if index is None:
                 raise NotFound(f"interface {name} is not in {netns_path}")
             msg = ns.get_links(index)[0]
             return LinkInfo(name, str(msg.get_attr("IFLA_ADDRESS")), int(msg.get_attr("IFLA_MTU")))
 
+        return _in(netns_path, f"read {name} in {netns_path}", read)
+
     def remove(self, tap: str, netns_path: str, peer: str) -> None:
         places = [netns_path, ""] if netns_path else [""]
         for place in places:
+
+            def delete(ipr: Any, place: str = place) -> None:
+                index = _index(ipr, tap)
+                if index is not None:
+                    ipr.link("del", index=index)
+                # Even without the tap (deleted by hand, or never moved): the redirect on
+                # the peer must not outlive the pod's NIC.
+                peer_index = _index(ipr, peer) if place and peer else None
+                if peer_index is not None:
+                    _drop_ingress(ipr, peer_index)
+
             try:
-                with _netlink(f"remove tap {tap}", place) as ipr:
-                    index = _index(ipr, tap)
-                    if index is not None:
-                        ipr.link("del", index=index)
-                    # Even without the tap (deleted by hand, or never moved): the redirect on
-                    # the peer must not outlive the pod's NIC.
-                    peer_index = _index(ipr, peer) if place and peer else None
-                    if peer_index is not None:
-                        _drop_ingress(ipr, peer_index)
+                _in(place, f"remove tap {tap}", delete)
             except NotFound:
                 continue  # the namespace is gone, and the tap with it
 

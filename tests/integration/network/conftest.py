@@ -115,9 +115,11 @@ class NetEnv:
             ),
         )
 
-    def run_pod(self, config: pb.PodSandboxConfig) -> str:
-        request = pb.RunPodSandboxRequest(config=config, runtime_handler=HANDLER)
-        sandbox_id = str(self.runtime.RunPodSandbox(request, timeout=60).pod_sandbox_id)
+    def run_pod(self, config: pb.PodSandboxConfig, handler: str = HANDLER) -> str:
+        request = pb.RunPodSandboxRequest(config=config, runtime_handler=handler)
+        # A VM pod boots under software emulation on hosts without KVM: minutes, at worst.
+        timeout = 60 if handler == HANDLER else 300
+        sandbox_id = str(self.runtime.RunPodSandbox(request, timeout=timeout).pod_sandbox_id)
         self.sandboxes.append(sandbox_id)
         return sandbox_id
 
@@ -138,15 +140,17 @@ class NetEnv:
         return container_id
 
     def exec(self, container_id: str, cmd: list[str]) -> pb.ExecSyncResponse:
-        request = pb.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=20)
-        return self.runtime.ExecSync(request, timeout=40)
+        request = pb.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=60)
+        return self.runtime.ExecSync(request, timeout=90)
 
     def pod_status(self, sandbox_id: str) -> pb.PodSandboxStatus:
         request = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id)
         return self.runtime.PodSandboxStatus(request, timeout=30).status
 
     def remove(self, sandbox_id: str) -> None:
-        self.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+        self.runtime.StopPodSandbox(
+            pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
+        )
         self.runtime.RemovePodSandbox(
             pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
         )

@@ -267,6 +267,7 @@ class VmBackend:
         if layout.agent_socket.exists():
             raise FailedPrecondition(f"agent socket {layout.agent_socket} is already in use")
         try:
+            hostname, hosts, resolv = pod_files(sandbox)
             self._prepare_dirs(layout)
             plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
             spec = self._domain_spec(sandbox, layout, guest, plan)
@@ -281,7 +282,6 @@ class VmBackend:
             info = link.wait_ready(self._options.boot_timeout_s, alive=lambda: self._alive(name))
             agent_up = time.monotonic()
             _check_guest_version(info.agent_version, guest)
-            hostname, hosts, resolv = pod_files(sandbox.config)
             # The init already mounted the pod share (kernel command line).
             guest_files = link.client.setup_sandbox(
                 hostname=hostname,

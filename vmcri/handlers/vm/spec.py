@@ -13,7 +13,6 @@ from collections.abc import Mapping
 
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc import pod_files as files
-from vmcri.model import PodConfig
 from vmcri.oci import process
 from vmcri.oci.context import SpecContext
 from vmcri.oci.spec import Spec, build_spec
@@ -23,13 +22,19 @@ from vmcri.store.records import ContainerRecord, SandboxRecord
 GUEST_NS = "/proc/1/ns"
 
 
-def pod_files(pod: PodConfig) -> tuple[str, bytes, bytes]:
+def pod_files(sandbox: SandboxRecord) -> tuple[str, bytes, bytes]:
     """Hostname, /etc/hosts and /etc/resolv.conf contents for the guest.
 
-    Raises InvalidArgument naming the DNS field at fault.
+    A pod without a host name gets its name, cut to a host name's length as
+    kubelet cuts it (a longer one would be refused by the guest after the VM
+    booted); /etc/hosts names the pod on its CNI addresses. Computed before the
+    VM starts, so a bad DNS field fails fast. Raises InvalidArgument naming the
+    DNS field at fault.
     """
-    hostname = pod.hostname or pod.metadata.name
-    hosts = files.hosts_file(hostname).encode()
+    pod = sandbox.config
+    hostname = pod.hostname or files.pod_hostname(pod.metadata.name)
+    ips = sandbox.network.addresses() if sandbox.network is not None else ()
+    hosts = files.hosts_file(hostname, ips).encode()
     return hostname, hosts, files.resolv_conf(pod.dns).encode()
 
 
