@@ -11,6 +11,7 @@ import grpc
 from vmcri.api import api_pb2_grpc
 from vmcri.cri.runtime_service import RuntimeServicer
 from vmcri.cri.status import ErrorMappingInterceptor
+from vmcri.cri.validate import ValidatingInterceptor
 
 if TYPE_CHECKING:
     from vmcri.daemon import Daemon
@@ -25,7 +26,8 @@ def build_server(daemon: Daemon, socket_path: Path) -> grpc.Server:
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cri"),
-        interceptors=[ErrorMappingInterceptor()],
+        # Outermost first: a refusal of the validation is mapped like any other error.
+        interceptors=[ErrorMappingInterceptor(), ValidatingInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
