@@ -1,0 +1,156 @@
+"""A real daemon for the fuzz tier: both handlers, its own network namespace, and a
+record of everything on the host that a request could leave behind.
+
+The daemon runs in a network namespace of its own with only loopback up: a generated
+PullImage names any registry, and nothing generated may leave this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.fuzz.seeds import pod_config
+from tests.integration.daemon.conftest import RunningDaemon, stop_daemon
+from vmcri.api import api_pb2 as pb
+from vmcri.host.mounts import HostMounter, mount_points
+
+
+@dataclass
+class FuzzEnv:
+    tmp: Path
+    daemon: RunningDaemon
+    anchor: str  # a runc pod that exists, so that IDs in requests sometimes name one
+    # What the daemon had made before any pod existed: all that may be there at the end.
+    baseline_mounts: list[Path]
+    baseline_files: set[str]
+    baseline_processes: list[int]
+    started: set[str] = field(default_factory=set)  # pods a generated request created
+
+    def ensure_anchor(self) -> None:
+        """Run a new anchor pod if a generated Stop/RemovePodSandbox took the last one."""
+        request = pb.PodSandboxStatusRequest(pod_sandbox_id=self.anchor)
+        try:
+            state = self.daemon.runtime().PodSandboxStatus(request, timeout=30).status.state
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.NOT_FOUND:
+                raise
+            state = pb.SANDBOX_NOTREADY
+        if state != pb.SANDBOX_READY:
+            self.started.add(self.anchor)  # removed with the rest at the end
+            self.anchor = run_anchor_pod(self.daemon, self.tmp, f"anchor-{len(self.started)}")
+
+    def hints(self) -> list[str]:
+        """Strings the generators mix in: IDs that exist, paths of this test, handlers."""
+        return [
+            self.anchor,
+            self.anchor[:12],
+            "runc",
+            "vm",
+            str(self.tmp / "logs"),
+            "sha256:" + "0" * 64,
+            "127.0.0.1:1/fuzz/image:1",
+        ]
+
+
+def start_isolated_daemon(tmp: Path) -> RunningDaemon:
+    """``vmcri serve`` with the default handlers (vm and runc) in a loopback-only netns."""
+    sock = tmp / "run" / "vmcri.sock"
+    root, state, log = tmp / "root", tmp / "state", tmp / "daemon.log"
+    serve = [sys.executable, "-m", "vmcri", "serve", "--socket", str(sock)]
+    serve += ["--root", str(root), "--state", str(state), "--log-level", "info"]
+    args = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *serve]
+    with open(log, "ab") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=out)
+    daemon = RunningDaemon(process, sock, root, state, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"daemon exited {process.returncode}: {log.read_text()}")
+        if sock.exists():
+            try:
+                grpc.channel_ready_future(daemon.channel()).result(timeout=1)
+                return daemon
+            except grpc.FutureTimeoutError:
+                pass
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"daemon did not come up: {log.read_text()}")
+
+
+def files_below(root: Path) -> set[str]:
+    """Every non-directory below ``root``, relative to it."""
+    return {
+        str(Path(dirpath, name).relative_to(root))
+        for dirpath, _dirs, names in os.walk(root)
+        for name in names
+    }
+
+
+def processes_naming(path: Path) -> list[int]:
+    """PIDs whose command line mentions ``path`` (the daemon, pause processes, monitors, QEMU)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(path).encode() in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def domains_naming(path: Path) -> list[str]:
+    """libvirt domains whose XML mentions ``path``: this daemon's VMs, not other users'."""
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        found = []
+        for domain in conn.listAllDomains():
+            try:
+                if str(path) in domain.XMLDesc():
+                    found.append(domain.name())
+            except libvirt.libvirtError:
+                continue  # gone since the listing: another user's transient VM
+        return found
+    finally:
+        conn.close()
+
+
+def run_anchor_pod(daemon: RunningDaemon, tmp: Path, name: str = "anchor") -> str:
+    request = pb.RunPodSandboxRequest(config=pod_config(tmp, name), runtime_handler="runc")
+    return str(daemon.runtime().RunPodSandbox(request, timeout=60).pod_sandbox_id)
+
+
+@pytest.fixture(scope="package")
+def fuzz_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEnv]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (runc pods, namespaces, mounts)")
+    for tool in ("runc", "unshare", "ip"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    tmp = tmp_path_factory.mktemp("fuzz")
+    daemon = start_isolated_daemon(tmp)
+    try:
+        mounts, files, processes = (
+            mount_points(tmp),
+            files_below(daemon.state),
+            processes_naming(tmp),
+        )
+        yield FuzzEnv(tmp, daemon, run_anchor_pod(daemon, tmp), mounts, files, processes)
+    finally:
+        stop_daemon(daemon)
+        HostMounter().unmount_below(tmp)
+        assert mount_points(tmp) == []
