@@ -23,7 +23,7 @@ def pod_config(tmp: Path, name: str) -> pb.PodSandboxConfig:
         annotations={"fuzz": "seed"},
         linux=pb.LinuxPodSandboxConfig(
             security_context=pb.LinuxSandboxSecurityContext(
-                namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER),
+                namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.POD),
                 run_as_user=pb.Int64Value(value=0),
                 supplemental_groups=[1000],
             ),
@@ -35,14 +35,15 @@ def pod_config(tmp: Path, name: str) -> pb.PodSandboxConfig:
     )
 
 
-def seeds(tmp: Path, anchor: str) -> dict[str, list[Message]]:
-    """Per RPC name, requests that name real objects and pass every check."""
+def seeds(tmp: Path, anchor: str, container_id: str, image: str) -> dict[str, list[Message]]:
+    """Per RPC name, requests that name real objects (the anchor pod, its running
+    container, the pulled image) and pass every check."""
     resources = pb.LinuxContainerResources(
         cpu_period=100000, cpu_quota=50000, cpu_shares=512, memory_limit_in_bytes=64 * MIB
     )
     container = pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name="c"),
-        image=pb.ImageSpec(image="sha256:" + "0" * 64),
+        image=pb.ImageSpec(image=image),
         command=["sh", "-c", "true"],
         working_dir="/",
         envs=[pb.KeyValue(key="A", value=b"1")],
@@ -62,6 +63,17 @@ def seeds(tmp: Path, anchor: str) -> dict[str, list[Message]]:
                 pod_sandbox_id=anchor, config=container, sandbox_config=pod_config(tmp, "anchor")
             )
         ],
+        "ExecSync": [pb.ExecSyncRequest(container_id=container_id, cmd=["true"], timeout=10)],
+        "Exec": [pb.ExecRequest(container_id=container_id, cmd=["sh"], stdin=True, stdout=True)],
+        "Attach": [pb.AttachRequest(container_id=container_id, stdout=True)],
+        "ContainerStatus": [pb.ContainerStatusRequest(container_id=container_id, verbose=True)],
+        "ContainerStats": [pb.ContainerStatsRequest(container_id=container_id)],
+        "ReopenContainerLog": [pb.ReopenContainerLogRequest(container_id=container_id)],
+        "UpdateContainerResources": [
+            pb.UpdateContainerResourcesRequest(container_id=container_id, linux=resources)
+        ],
+        "StopContainer": [pb.StopContainerRequest(container_id=container_id, timeout=1)],
+        "ImageStatus": [pb.ImageStatusRequest(image=pb.ImageSpec(image=image), verbose=True)],
         "PortForward": [pb.PortForwardRequest(pod_sandbox_id=anchor, port=[8080])],
         "PodSandboxStatus": [pb.PodSandboxStatusRequest(pod_sandbox_id=anchor, verbose=True)],
         "ListPodSandbox": [

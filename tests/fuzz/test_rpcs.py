@@ -96,8 +96,9 @@ def test_generated_requests_get_a_clear_answer(fuzz_env: FuzzEnv, method: Method
     fuzz_env.ensure_anchor()
     hints = fuzz_env.hints()
     generated = messages(method.input_type, request_class, hints)
-    seeded = seeds(fuzz_env.tmp, fuzz_env.anchor).get(method.name, [])
-    requests = st.one_of(generated, *(mutations(seed, hints) for seed in seeded))
+    seeded = seeds(fuzz_env.tmp, fuzz_env.anchor, fuzz_env.container, fuzz_env.image)
+    seeded_requests = seeded.get(method.name, [])
+    requests = st.one_of(generated, *(mutations(seed, hints) for seed in seeded_requests))
 
     attempts: list[int] = []
 
