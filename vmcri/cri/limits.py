@@ -52,6 +52,10 @@ MAX_CPU_SHARES = 262_144
 # memory, so a larger limit cannot mean anything. What this host or a VM can really
 # give is the backend's to check (the VM backend refuses more than MemTotal).
 MAX_MEMORY_BYTES = 1 << 52
+# The smallest memory limit: below it runc's own init cannot run in the cgroup and a
+# live container is already over it, so runc fails with no field named. CRI-O refuses
+# the same (12 MiB); found by the fuzz tier (UpdateContainerResources, 1 byte).
+MIN_MEMORY_BYTES = 12 * 1024 * 1024
 # oom_score_adj: the kernel's range.
 MIN_OOM_SCORE_ADJ = -1000
 MAX_OOM_SCORE_ADJ = 1000
@@ -91,7 +95,7 @@ _ARGV = Rule(max_bytes=MAX_ARG_BYTES, max_items=MAX_ARGS)
 _LABEL_KEY = Rule(max_bytes=MAX_LABEL_KEY_BYTES)
 _ANNOTATION_VALUE = Rule(max_bytes=MAX_ANNOTATION_BYTES)
 _CREDENTIAL = Rule(max_bytes=MAX_CREDENTIAL_BYTES)
-_MEMORY = Rule(check=c.in_range(0, MAX_MEMORY_BYTES))
+_BYTES = Rule(check=c.in_range(0, MAX_MEMORY_BYTES))
 
 RULES: dict[str, Rule] = {
     # IDs vmcri gave out (or a prefix of one, as the store resolves); filters match on a prefix.
@@ -147,7 +151,9 @@ RULES: dict[str, Rule] = {
         check=c.in_range(MIN_CPU_QUOTA_US, MAX_CPU_QUOTA_US, also=(-1,))
     ),
     "LinuxContainerResources.cpu_shares": Rule(check=c.in_range(MIN_CPU_SHARES, MAX_CPU_SHARES)),
-    "LinuxContainerResources.memory_limit_in_bytes": _MEMORY,
+    "LinuxContainerResources.memory_limit_in_bytes": Rule(
+        check=c.in_range(MIN_MEMORY_BYTES, MAX_MEMORY_BYTES)
+    ),
     "LinuxContainerResources.memory_swap_limit_in_bytes": Rule(
         check=c.in_range(0, MAX_MEMORY_BYTES, also=(-1,))
     ),
@@ -159,7 +165,7 @@ RULES: dict[str, Rule] = {
     "LinuxContainerResources.UnifiedEntry.key": Rule(max_bytes=64, check=c.cgroup_file),
     "LinuxContainerResources.hugepage_limits": Rule(max_items=8),
     "HugepageLimit.page_size": Rule(max_bytes=16, check=c.page_size),
-    "HugepageLimit.limit": _MEMORY,
+    "HugepageLimit.limit": _BYTES,
     # Identities.
     "Int64Value.value": _UNIX_ID,  # run_as_user and run_as_group, the only Int64Values sent
     "LinuxSandboxSecurityContext.supplemental_groups": Rule(

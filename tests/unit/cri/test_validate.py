@@ -226,6 +226,17 @@ def test_negative_or_absurd_pod_memory_is_refused(memory: int) -> None:
     assert str(memory) in error.message
 
 
+@pytest.mark.parametrize("memory", [1, 4096, limits.MIN_MEMORY_BYTES - 1])
+def test_a_memory_limit_no_container_can_live_in_is_refused(memory: int) -> None:
+    # Found by the fuzz tier: runc update to 1 byte failed below the live usage -> INTERNAL.
+    request = pb.UpdateContainerResourcesRequest(
+        container_id=new_id(), linux=pb.LinuxContainerResources(memory_limit_in_bytes=memory)
+    )
+    error = refusal(request)
+    assert isinstance(error, InvalidArgument)
+    assert error.message.startswith(f"linux.memory_limit_in_bytes: {memory} is out of range")
+
+
 def test_overhead_is_checked_like_resources() -> None:
     request = pod_request(
         linux=pb.LinuxPodSandboxConfig(overhead=pb.LinuxContainerResources(cpu_shares=-5))
