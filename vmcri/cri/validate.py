@@ -126,8 +126,13 @@ class ValidatingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc,type-a
     """Runs :func:`check_request` before every unary-request RPC of both services.
 
     It sits inside :class:`~vmcri.cri.status.ErrorMappingInterceptor`, which turns the
-    InvalidArgument it raises into INVALID_ARGUMENT like any other refusal.
+    InvalidArgument it raises into INVALID_ARGUMENT like any other refusal. Methods in
+    ``unimplemented`` (full gRPC names) are not checked: they answer UNIMPLEMENTED,
+    whatever the request holds.
     """
+
+    def __init__(self, unimplemented: frozenset[str] = frozenset()) -> None:
+        self._unimplemented = unimplemented
 
     def intercept_service(
         self,
@@ -135,8 +140,8 @@ class ValidatingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc,type-a
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler = continuation(handler_call_details)
-        if handler is None:
-            return None
+        if handler is None or handler_call_details.method in self._unimplemented:
+            return handler
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=_checked(handler.unary_unary))
         if handler.unary_stream is not None:

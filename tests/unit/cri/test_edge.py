@@ -117,3 +117,12 @@ def test_a_real_fault_is_internal_and_logged_with_its_traceback(
     logged = [r for r in caplog.records if "RunPodSandbox failed" in r.getMessage()]
     assert logged and logged[0].exc_info is not None
     assert rt.services.store.sandboxes.list() == []
+
+
+def test_an_unimplemented_rpc_answers_unimplemented_whatever_the_request(
+    stub: api_pb2_grpc.RuntimeServiceStub,
+) -> None:
+    request = pb.CheckpointContainerRequest(container_id="not an id", location="rel\x00")
+    code, details = status_of(stub.CheckpointContainer, request)
+    assert code is grpc.StatusCode.UNIMPLEMENTED
+    assert "CheckpointContainer" in details
