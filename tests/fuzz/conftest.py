@@ -199,6 +199,7 @@ def fuzz_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEnv]:
     if not registry_available():
         pytest.skip("docker-registry is not installed (the image of the anchor container)")
     tmp = tmp_path_factory.mktemp("fuzz")
+    (tmp / "logs").mkdir()  # pods' log directories; also the host side of seeded mounts
     image = pull_busybox(tmp)
     daemon = start_isolated_daemon(tmp)
     try:

@@ -77,16 +77,19 @@ def call(env: FuzzEnv, method: MethodDescriptor, request: Message) -> grpc.Statu
 
 
 def steer(method: MethodDescriptor, request: Message, attempt: int) -> Message:
-    """A RunPodSandbox the edge accepts goes to runc, never boots a VM, and is a new pod
-    (its own attempt number): a mutant of the seed would otherwise just be a duplicate."""
+    """A RunPodSandbox the edge accepts goes to runc, never boots a VM; it and a
+    CreateContainer the edge accepts get their own attempt number, so that a mutant of
+    a seed makes a new pod or container instead of repeating the seed's name."""
+    if method.name not in ("RunPodSandbox", "CreateContainer"):
+        return request
+    try:
+        check_request(request)
+    except VmcriError:
+        return request
     if method.name == "RunPodSandbox":
-        try:
-            check_request(request)
-        except VmcriError:
-            return request
         request.runtime_handler = "runc"  # type: ignore[attr-defined]
-        if request.config.HasField("metadata"):  # type: ignore[attr-defined]
-            request.config.metadata.attempt = attempt  # type: ignore[attr-defined]
+    if request.config.HasField("metadata"):  # type: ignore[attr-defined]
+        request.config.metadata.attempt = attempt  # type: ignore[attr-defined]
     return request
 
 
