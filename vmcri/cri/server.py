@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from vmcri.api import api_pb2_grpc
+from vmcri.api import api_pb2, api_pb2_grpc
 from vmcri.cri.metrics import MetricsInterceptor
 from vmcri.cri.runtime_service import RuntimeServicer
 from vmcri.cri.status import ErrorMappingInterceptor
+from vmcri.cri.validate import ValidatingInterceptor
 
 if TYPE_CHECKING:
     from vmcri.daemon import Daemon
@@ -26,8 +27,13 @@ def build_server(daemon: Daemon, socket_path: Path) -> grpc.Server:
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cri"),
-        # The first interceptor is the outermost: metrics see the codes errors map to.
-        interceptors=[MetricsInterceptor(), ErrorMappingInterceptor()],
+        # Outermost first: metrics see the codes errors map to, and a refusal of the
+        # validation is mapped like any other error.
+        interceptors=[
+            MetricsInterceptor(),
+            ErrorMappingInterceptor(),
+            ValidatingInterceptor(_unimplemented()),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -38,3 +44,20 @@ def build_server(daemon: Daemon, socket_path: Path) -> grpc.Server:
     api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(daemon.image_service), server)
     server.add_insecure_port(f"unix:{socket_path}")
     return server
+
+
+def _unimplemented() -> frozenset[str]:
+    """Full names of the methods vmcri leaves to the generated bases (UNIMPLEMENTED)."""
+    from vmcri.cri.images import ImageServicer
+
+    servicers = (
+        ("RuntimeService", RuntimeServicer, api_pb2_grpc.RuntimeServiceServicer),
+        ("ImageService", ImageServicer, api_pb2_grpc.ImageServiceServicer),
+    )
+    names = set()
+    for service_name, servicer, base in servicers:
+        service = api_pb2.DESCRIPTOR.services_by_name[service_name]
+        for method in service.methods:
+            if getattr(servicer, method.name) is getattr(base, method.name):
+                names.add(f"/{service.full_name}/{method.name}")
+    return frozenset(names)

@@ -3,6 +3,9 @@
 A server interceptor wraps every RPC: a :class:`~vmcri.errors.VmcriError` aborts
 with its ``code``; a method vmcri does not implement answers UNIMPLEMENTED with
 its full name; anything else is logged with its traceback and answers INTERNAL.
+INTERNAL (and DATA_LOSS, UNAVAILABLE) are vmcri's own faults or its host's, never a
+client's: a request's values were checked before it got here (``validate.py``), so
+each of these is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def grpc_code(error: VmcriError) -> grpc.StatusCode:
 def _abort_for(exc: BaseException, method: str, context: grpc.ServicerContext) -> None:
     if isinstance(exc, VmcriError):
         if error_is_internal(exc):
-            log.error("%s failed: %s", method, exc.message)
+            log.error("%s failed: %s", method, exc.message, exc_info=exc)
         else:
             log.info("%s refused: %s", method, exc.message, extra={"code": exc.code})
         context.abort(grpc_code(exc), exc.message)

@@ -14,6 +14,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 
+from vmcri.errors import InvalidArgument
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.model import Resources
 
@@ -83,13 +84,34 @@ def domain_uuid(sandbox_id: str) -> str:
     return str(uuid.UUID(hex=sandbox_id[:32]))
 
 
+def host_memory_mib() -> int:
+    """This host's MemTotal."""
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    raise OSError("/proc/meminfo has no MemTotal")
+
+
+POD_RESOURCES = "config.linux.resources"
+# QEMU's most vCPUs for the q35 and microvm machines (7.2: 288). More vCPUs than host
+# CPUs is allowed: Kubernetes admits CPU limits above a node's count, and QEMU runs them.
+MAX_VCPUS = 288
+
+
 def size_vm(
-    container_limits: list[Resources], pod_limits: Resources, options: VmOptions
+    container_limits: list[Resources],
+    pod_limits: Resources,
+    options: VmOptions,
+    host_memory: int | None = None,
 ) -> tuple[int, int]:
     """Memory (MiB) and vCPUs: the containers' limits plus the configured overhead.
 
     Without any memory limit the default applies; CPU limits (quota/period) are
-    rounded up to whole vCPUs.
+    rounded up to whole vCPUs. Raises InvalidArgument naming the pod's resource field
+    when the VM would need more memory than ``host_memory`` (MiB; this host's MemTotal
+    by default) or more vCPUs than QEMU takes: the start would fail inside libvirt or
+    QEMU, after work was done, with an error that names no field.
     """
     memory = pod_limits.memory_limit_in_bytes or sum(
         r.memory_limit_in_bytes for r in container_limits
@@ -100,7 +122,20 @@ def size_vm(
         if r.cpu_quota > 0 and r.cpu_period > 0:
             cpus += r.cpu_quota / r.cpu_period
     vcpus = max(1, math.ceil(cpus)) if cpus else 0
-    return memory_mib + options.overhead_memory_mib, max(1, vcpus + options.overhead_vcpus)
+    total_mib = memory_mib + options.overhead_memory_mib
+    total_vcpus = max(1, vcpus + options.overhead_vcpus)
+    limit_mib = host_memory_mib() if host_memory is None else host_memory
+    if total_mib > limit_mib:
+        raise InvalidArgument(
+            f"{POD_RESOURCES}.memory_limit_in_bytes: the VM would need {total_mib} MiB "
+            f"(with {options.overhead_memory_mib} MiB overhead), the host has {limit_mib} MiB"
+        )
+    if total_vcpus > MAX_VCPUS:
+        raise InvalidArgument(
+            f"{POD_RESOURCES}.cpu_quota: the VM would need {total_vcpus} vCPUs "
+            f"(with {options.overhead_vcpus} overhead), QEMU takes at most {MAX_VCPUS}"
+        )
+    return total_mib, total_vcpus
 
 
 AGENT_VSOCK_PORT = 1024

@@ -1,0 +1,56 @@
+"""Issue 15's examples against the real daemon: refused with the field's name, nothing started.
+
+Before validation at the edge these answered INTERNAL, and the negative memory limit
+reached libvirt (``XML error: Invalid value '-8796093022048'``).
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from tests.fuzz.conftest import FuzzEnv, domains_naming
+from tests.fuzz.seeds import pod_config
+from vmcri.api import api_pb2 as pb
+
+pytestmark = pytest.mark.integration
+
+
+def refused(call: object, request: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=60)  # type: ignore[operator]
+    return info.value.code(), info.value.details()
+
+
+def test_an_unknown_state_in_a_filter_is_invalid_argument(fuzz_env: FuzzEnv) -> None:
+    runtime = fuzz_env.daemon.runtime()
+    containers = pb.ContainerFilter(state=pb.ContainerStateValue(state=999))
+    code, details = refused(runtime.ListContainers, pb.ListContainersRequest(filter=containers))
+    assert (code, details.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "filter.state.state")
+    pods = pb.PodSandboxFilter(state=pb.PodSandboxStateValue(state=999))
+    code, details = refused(runtime.ListPodSandbox, pb.ListPodSandboxRequest(filter=pods))
+    assert (code, details.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "filter.state.state")
+
+
+@pytest.mark.parametrize(
+    ("memory", "why"),
+    [
+        (-8796093022048, "out of range"),  # the edge: negative
+        (1 << 50, "the host has"),  # the vm backend: 1 PiB is more than this host's MemTotal
+    ],
+)
+def test_a_vm_pod_with_memory_no_vm_can_have_starts_no_vm(
+    fuzz_env: FuzzEnv, memory: int, why: str
+) -> None:
+    config = pod_config(fuzz_env.tmp, f"too-big-{memory & 0xFFFF}")
+    config.linux.resources.memory_limit_in_bytes = memory
+    request = pb.RunPodSandboxRequest(config=config, runtime_handler="vm")
+    code, details = refused(fuzz_env.daemon.runtime().RunPodSandbox, request)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("config.linux.resources.memory_limit_in_bytes:")
+    assert why in details
+    assert domains_naming(fuzz_env.tmp) == []
+    listed = fuzz_env.daemon.runtime().ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30)
+    assert config.metadata.name not in [s.metadata.name for s in listed.items]
+    vm_pods = fuzz_env.daemon.state / "backends" / "vm"
+    assert not vm_pods.exists() or sorted(p.name for p in vm_pods.iterdir()) <= ["sockets"]
