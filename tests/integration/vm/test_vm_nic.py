@@ -81,6 +81,7 @@ class PodNetns:
             ),
             ips=(IpConfig(f"{self.pod_ip}/24", self.gateway, 1),),
             routes=(Route("0.0.0.0/0", self.gateway),),
+            config='{"cniVersion": "1.0.0", "name": "test", "plugins": []}',
         )
 
 

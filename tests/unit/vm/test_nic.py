@@ -64,6 +64,7 @@ def network(mac: str = MAC, mtu: int = 1450, **changes: object) -> PodNetwork:
             IpConfig("192.0.2.9/24", "", 0),  # on the bridge: not the guest's
         ),
         routes=(Route("0.0.0.0/0", "10.250.1.1"), Route("::/0", "fd00:250::1")),
+        config='{"cniVersion": "1.0.0", "name": "test", "plugins": []}',
     )
     return PodNetwork(**{**base.__dict__, **changes})  # type: ignore[arg-type]
 
@@ -181,3 +182,8 @@ def test_a_pod_without_network_gets_no_nic_and_removal_still_clears_a_stray_tap(
         backend.run_sandbox(record)
     assert "<interface" not in hypervisor.started_xml
     assert taps.calls == [("remove", tap_name(record.id), "", "")]
+
+
+def test_a_pod_network_cni_never_configured_gets_no_nic() -> None:
+    # [network] enabled = false: the pod has its namespace with loopback only.
+    assert plan_nic("s" * 64, PodNetwork(netns_path=NETNS), FakeTaps(), False) is None

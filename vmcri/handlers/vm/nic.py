@@ -47,13 +47,14 @@ def tap_name(sandbox_id: str) -> str:
 def plan_nic(
     sandbox_id: str, network: PodNetwork | None, taps: TapDevices, vhost: bool
 ) -> NicPlan | None:
-    """What the VM's NIC is, or None for a pod without a network namespace.
+    """What the VM's NIC is, or None for a pod without a pod network (no network
+    namespace, or one CNI never configured: networking disabled, loopback only).
 
     MAC and MTU come from the CNI result, else from the interface itself.
     Raises InvalidArgument (a CNI result this cannot use, named), NotFound,
     HostCommandError.
     """
-    if network is None:
+    if network is None or not network.config:
         return None
     pod_if = network.pod_interface()
     if pod_if is None:
