@@ -24,6 +24,7 @@ import pytest
 from tests.fuzz.seeds import pod_config
 from tests.integration.cri.conftest import SLEEPER
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
+from tests.integration.harness import NO_POD_NETWORK
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import HostMounter, mount_points
 from vmcri.testing.registry import (
@@ -93,7 +94,8 @@ def pull_busybox(tmp: Path) -> str:
         push_busybox_image(registry.host, "fuzz/busybox:1")
         image = f"{registry.host}/fuzz/busybox:1"
         conf = registries_conf_for(tmp / "registries.conf", registry.host)
-        (tmp / "config.toml").write_text(f'registries_conf = "{conf}"\n')
+        # No CNI: generated pods stay on loopback (the daemon is in a netns of its own too).
+        (tmp / "config.toml").write_text(f'registries_conf = "{conf}"\n{NO_POD_NETWORK}')
         daemon = start_daemon(tmp, config=tmp / "config.toml")
         try:
             request = pb.PullImageRequest(image=pb.ImageSpec(image=image))
