@@ -32,7 +32,8 @@ from vmcri.errors import UnsafeContent
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 MAX_SYMLINK_HOPS = 40
-_CACHE_SIZE = 4096
+_CACHE_SIZE = 4096  # cached resolutions
+_SEEN_SIZE = 65_536  # paths they depend on
 
 Found = tuple[str, os.stat_result]
 _Lowers = tuple[Path, ...]
@@ -119,7 +120,7 @@ class MergedView:
                     f"layer entry {entry!r}: path is more than {self.max_depth} directories deep"
                 )
         result = tuple(resolved)
-        if len(self._cache) >= _CACHE_SIZE:
+        if len(self._cache) >= _CACHE_SIZE or len(self._seen) >= _SEEN_SIZE:
             self._cache.clear()
             self._seen.clear()
         last = stack[-1]

@@ -12,15 +12,18 @@ A backward seek, which tarfile never needs for a forward walk, is refused.
 tarfile trusts the archive's header sizes, so the stream bounds what it hands
 out before tarfile parses it (all of this runs before the blob's digest is
 checked): one extended header (pax, GNU long name or link) is at most
-:data:`MAX_HEADER` bytes, which also keeps CPython 3.11's quadratic pax parser
-(CVE-2024-6232) cheap, and all the header bytes of one entry, sparse maps
-included, at most :data:`MAX_ENTRY_HEADERS`. :func:`iter_members` walks the
+:data:`MAX_HEADER` bytes, and all the header bytes of one entry, sparse maps
+included, at most :data:`MAX_ENTRY_HEADERS`. CPython 3.11.7's pax parser is
+quadratic in runs of digits (CVE-2024-6232: 64 KiB of them cost 9 s of CPU),
+so :class:`CheckedTarInfo` checks a pax header's records in linear time, and
+refuses long digit runs, before tarfile parses it. :func:`iter_members` walks the
 archive without tarfile's ``members`` list, which would keep every entry.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 from collections.abc import Iterator, Mapping
 
@@ -29,6 +32,8 @@ from vmcri.images.decompress import READ_SIZE, LayerReader
 
 MAX_HEADER = 64 << 10  # one pax header or GNU long name; real ones are tiny
 MAX_ENTRY_HEADERS = 256 << 10  # every header block of one entry, its sparse map too
+MAX_DIGIT_RUN = 32  # in a pax header; numbers in real ones have at most 20 digits
+_DIGITS = re.compile(rb"\d+")
 
 
 class TarStream:
@@ -100,6 +105,18 @@ class TarStream:
         self._pos += len(out)
         return out
 
+    @property
+    def label(self) -> str:
+        return self._label
+
+    def unread(self, n: int) -> None:
+        """Step back over the ``n`` bytes just returned by :meth:`read` (still buffered)."""
+        if n > self._off:
+            raise tarfile.ReadError("layer: tar stream cannot step back that far")
+        self._off -= n
+        self._pos -= n
+        self._entry_headers -= n
+
     def begin_entry(self) -> None:
         """The next read starts a new entry's headers: a fresh header allowance."""
         self._entry_headers = 0
@@ -123,6 +140,43 @@ class TarStream:
             _write_all(fd, chunk)
             left -= len(chunk)
             self._pos += len(chunk)
+
+
+class CheckedTarInfo(tarfile.TarInfo):
+    """A TarInfo whose pax headers are checked before tarfile's own parser sees them."""
+
+    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        stream = tarfile.fileobj
+        assert isinstance(stream, TarStream)
+        buf = stream.read(self._block(self.size))  # type: ignore[attr-defined]
+        stream.unread(len(buf))
+        check_pax_records(buf[: self.size], stream.label)
+        return super()._proc_pax(tarfile)  # type: ignore[misc,no-any-return]
+
+
+def check_pax_records(data: bytes, label: str) -> None:
+    """Raise UnsafeContent unless ``data`` is well-formed ``"<len> <key>=<value>\\n"``
+    records with no run of more than MAX_DIGIT_RUN digits."""
+    pos = 0
+    while pos < len(data) and data[pos]:
+        space = data.find(b" ", pos, pos + 21)
+        length = int(data[pos:space]) if space > pos and data[pos:space].isdigit() else 0
+        end = pos + length
+        if (
+            length <= space - pos + 1
+            or end > len(data)
+            or data[end - 1] != 0x0A
+            or data.find(b"=", space + 1, end) < 0
+        ):
+            raise UnsafeContent(f"layer {label}: malformed pax extended header record at {pos}")
+        pos = end
+    if data[pos:].strip(b"\0"):
+        raise UnsafeContent(f"layer {label}: junk after the pax extended header records")
+    for run in _DIGITS.finditer(data):
+        if run.end() - run.start() > MAX_DIGIT_RUN:
+            raise UnsafeContent(
+                f"layer {label}: pax extended header has a run of {run.end() - run.start()} digits"
+            )
 
 
 def iter_members(tar: tarfile.TarFile, stream: TarStream, label: str) -> Iterator[tarfile.TarInfo]:

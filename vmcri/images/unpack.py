@@ -46,6 +46,7 @@ import errno
 import os
 import stat
 import tarfile
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ from vmcri.images.decompress import ByteSource, LayerReader
 from vmcri.images.layer_dirs import DIR_FLAGS, LayerDirs, lstat_at, set_opaque
 from vmcri.images.merged_view import OPAQUE_XATTR, MergedView, is_whiteout
 from vmcri.images.sparse import check_map, copy_keeping_holes, write_segments
-from vmcri.images.tar_stream import TarStream, iter_members
+from vmcri.images.tar_stream import CheckedTarInfo, TarStream, iter_members
 from vmcri.images.write_budget import WriteBudget
 
 WHITEOUT_PREFIX = ".wh."
@@ -116,8 +117,9 @@ def unpack_layer(
     try:
         try:
             tar = tarfile.open(  # noqa: SIM115 -- closed below, after the loop
-                fileobj=stream,
-                mode="r:",  # type: ignore[call-overload]
+                fileobj=stream,  # type: ignore[call-overload]
+                mode="r:",
+                tarinfo=CheckedTarInfo,
             )
         except tarfile.TarError as exc:
             raise UnsafeContent(f"layer {label}: not a tar archive: {exc}") from exc
@@ -190,7 +192,10 @@ class _Unpacker:
         # A resolution may walk its own path plus up to 40 symlink targets.
         self.view = MergedView([root, *lowers], limits.max_depth, max_walk=limits.max_path * 2)
         self.dirs = LayerDirs(root, self.view, owner)
-        self._dir_times: list[tuple[tuple[str, ...], float]] = []
+        # Directory mtimes, restored at the end; kept compact (about 80 bytes a
+        # directory), as a layer may hold a million of them.
+        self._dir_paths: list[str] = []
+        self._dir_mtimes = array("d")
 
     def close(self) -> None:
         self.dirs.close()
@@ -227,7 +232,7 @@ class _Unpacker:
         if existing is not None:
             if m.isdir() and stat.S_ISDIR(existing.st_mode):
                 self._dir_meta(pfd, base, m)
-                self._dir_times.append((path, m.mtime))
+                self._dir_time(path, m.mtime)
                 return
             self.dirs.remove(pfd, path)
         self.view.changed(path)
@@ -237,7 +242,7 @@ class _Unpacker:
                 # Deleted, then recreated in the same layer: hide the lower contents.
                 set_opaque(pfd, base)
             self._dir_meta(pfd, base, m)
-            self._dir_times.append((path, m.mtime))
+            self._dir_time(path, m.mtime)
         elif m.isreg():
             self._file(pfd, base, m, tar, stream)
         elif m.issym():
@@ -401,12 +406,16 @@ class _Unpacker:
                 if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.EINVAL):
                     raise
 
+    def _dir_time(self, path: tuple[str, ...], mtime: float) -> None:
+        self._dir_paths.append("/".join(path))  # lossless: names hold no "/"
+        self._dir_mtimes.append(mtime)
+
     def finish(self) -> None:
         """Directory mtimes last: creating children changed them."""
         self.dirs.drop()
-        for parts, mtime in reversed(self._dir_times):
+        for path, mtime in zip(reversed(self._dir_paths), reversed(self._dir_mtimes), strict=True):
             try:
-                fd = self.dirs.open_existing(parts)
+                fd = self.dirs.open_existing(tuple(path.split("/")))
             except OSError:
                 continue  # replaced later in the archive
             try:
