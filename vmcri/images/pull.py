@@ -143,7 +143,8 @@ class Puller:
         """Pull ``ref``; returns the saved image record.
 
         Raises InvalidReference, NotFound, PermissionDenied (refused or blocked),
-        RegistryError, DeadlineExceeded, DigestMismatch, UnsafeContent, ProtocolError.
+        RegistryError, DeadlineExceeded, DigestMismatch, UnsafeContent, ProtocolError,
+        ResourceExhausted (the layers would not fit in the pull's write budget).
         """
         deadline = deadline or Deadline.after(None)
         prog = _Progress(progress)

@@ -160,10 +160,12 @@ def check_pax_records(data: bytes, label: str) -> None:
     pos = 0
     while pos < len(data) and data[pos]:
         space = data.find(b" ", pos, pos + 21)
-        length = int(data[pos:space]) if space > pos and data[pos:space].isdigit() else 0
-        end = pos + length
+        if space <= pos or not data[pos:space].isdigit():
+            raise UnsafeContent(f"layer {label}: malformed pax extended header record at {pos}")
+        end = pos + int(data[pos:space])
+        # end > space + 1 > pos: every record moves pos forward, so the loop ends.
         if (
-            length <= space - pos + 1
+            end <= space + 1
             or end > len(data)
             or data[end - 1] != 0x0A
             or data.find(b"=", space + 1, end) < 0

@@ -74,6 +74,7 @@ class UnpackLimits:
     max_path: int = 4096
     max_component: int = 255
     max_depth: int = 128  # directories, after resolving symlinks
+    max_walk: int = 1024  # components one parent path may go through, symlinks included
     max_bytes: int = 64 << 30  # bytes of file data in one layer
     max_sparse_segments: int = 65_536
     max_sparse_size: int = 1 << 40  # apparent size of one sparse file
@@ -189,8 +190,7 @@ class _Unpacker:
         self.label = label
         self.entries = 0
         self.bytes = 0
-        # A resolution may walk its own path plus up to 40 symlink targets.
-        self.view = MergedView([root, *lowers], limits.max_depth, max_walk=limits.max_path * 2)
+        self.view = MergedView([root, *lowers], limits.max_depth, limits.max_walk)
         self.dirs = LayerDirs(root, self.view, owner)
         # Directory mtimes, restored at the end; kept compact (about 80 bytes a
         # directory), as a layer may hold a million of them.
