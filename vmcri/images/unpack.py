@@ -14,6 +14,7 @@ whatever the archive holds. The rules:
   ``evil -> /etc`` then ``evil/passwd`` writes the image's ``etc/passwd``.
 * A hard link must name a non-directory inside the image; one only found in a
   lower layer is copied up first (the link must live in this layer's directory).
+  Resolution lives in ``merged_view.py``, directory fds in ``layer_dirs.py``.
 * Character and block devices are refused: layer directories are shared into
   VMs over 9p/virtiofs, where a device node would let the guest open a *host*
   device. FIFOs are created. (The OCI image spec allows devices; refusing them
