@@ -27,6 +27,7 @@ from pathlib import Path
 from vmcri.images.blob_feed import BlobFeed
 from vmcri.images.content_store import hex_of, pid_alive
 from vmcri.images.unpack import DEFAULT_LIMITS, UnpackLimits, unpack_layer
+from vmcri.images.write_budget import WriteBudget
 from vmcri.store.atomic import fsync_dir, write_atomic
 
 
@@ -99,15 +100,23 @@ class LayerStore:
             return None
 
     def unpack(
-        self, chain_id: str, parent: str, diff_id: str, blob: Path | BlobFeed
+        self,
+        chain_id: str,
+        parent: str,
+        diff_id: str,
+        blob: Path | BlobFeed,
+        budget: WriteBudget | None = None,
     ) -> LayerMeta:
         """Unpack ``blob`` as layer ``chain_id`` over ``parent`` unless already there.
 
         ``blob`` is a committed blob file, or a :class:`BlobFeed` still being
         downloaded: the unpack then follows the download, and the layer is
         renamed into place only after the blob is verified and committed. On
-        failure the feed is cancelled, so its download stops.
-        Raises UnsafeContent, DigestMismatch (nothing is left behind), OSError,
+        failure the feed is cancelled, so its download stops. What the unpack
+        writes is charged to the pull's ``budget``; errors name the layer by
+        its blob digest when ``blob`` is a feed.
+        Raises UnsafeContent, ResourceExhausted, DigestMismatch (nothing is left
+        behind), OSError,
         and whatever a feed's download raised (RegistryError, DeadlineExceeded...).
         """
         with self.locks.hold(chain_id):
@@ -128,12 +137,21 @@ class LayerStore:
                 (tmp / "diff").mkdir(mode=0o755)
                 if isinstance(blob, BlobFeed):
                     with blob.reader() as reader:
-                        result = unpack_layer(reader, tmp / "diff", lowers, diff_id,
-                                              self.limits)
+                        result = unpack_layer(
+                            reader,
+                            tmp / "diff",
+                            lowers,
+                            diff_id,
+                            self.limits,
+                            budget=budget,
+                            label=blob.digest,
+                        )
                     blob.wait_committed()
                 else:
                     with open(blob, "rb") as f:
-                        result = unpack_layer(f, tmp / "diff", lowers, diff_id, self.limits)
+                        result = unpack_layer(
+                            f, tmp / "diff", lowers, diff_id, self.limits, budget=budget
+                        )
                 meta = LayerMeta(chain_id, diff_id, parent, result.size, result.entries)
                 write_atomic(tmp / "meta.json", json.dumps(meta.__dict__).encode(), 0o644)
                 final = self.dir(chain_id)
@@ -178,6 +196,7 @@ class LayerStore:
 
 def _rmtree(path: Path) -> None:
     """Remove a tree that may hold read-only dirs (root bypasses that; others chmod)."""
+
     def onerror(func: object, p: str, exc: object) -> None:
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(p), 0o700)

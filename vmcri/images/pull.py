@@ -44,6 +44,12 @@ from vmcri.images.manifest import (
 from vmcri.images.reference import Reference
 from vmcri.images.registries_conf import Endpoint, RegistriesConf
 from vmcri.images.registry_client import RegistryClient
+from vmcri.images.write_budget import (
+    DEFAULT_MAX_PULL_BYTES,
+    FreeSpace,
+    WriteBudget,
+    free_bytes,
+)
 from vmcri.metrics import families as metrics
 
 log = logging.getLogger(__name__)
@@ -116,6 +122,8 @@ class Puller:
         active: Callable[[set[str]], Callable[[], None]],
         client_factory: ClientFactory = _default_client,
         download_workers: int = 3,
+        max_pull_bytes: int = DEFAULT_MAX_PULL_BYTES,
+        free_space: FreeSpace = free_bytes,
     ) -> None:
         self.content = content
         self.layers = layers
@@ -124,6 +132,8 @@ class Puller:
         self._client_factory = client_factory
         self._workers = download_workers
         self._blob_locks = KeyedLocks()
+        self._max_pull_bytes = max_pull_bytes  # what one pull's unpacks may write
+        self._free_space = free_space
 
     def pull(
         self,
@@ -135,7 +145,8 @@ class Puller:
         """Pull ``ref``; returns the saved image record.
 
         Raises InvalidReference, NotFound, PermissionDenied (refused or blocked),
-        RegistryError, DeadlineExceeded, DigestMismatch, UnsafeContent, ProtocolError.
+        RegistryError, DeadlineExceeded, DigestMismatch, UnsafeContent, ProtocolError,
+        ResourceExhausted (the layers would not fit in the pull's write budget).
         """
         deadline = deadline or Deadline.after(None)
         prog = _Progress(progress)
@@ -150,12 +161,18 @@ class Puller:
             manifest_raw, ctype = client.get_manifest(desc.digest)
             manifest_digest = _sha256(manifest_raw)
             if manifest_digest != desc.digest:
-                raise DigestMismatch(f"{ref}: platform manifest hashes to {manifest_digest}, "
-                                     f"index says {desc.digest}")
+                raise DigestMismatch(
+                    f"{ref}: platform manifest hashes to {manifest_digest}, "
+                    f"index says {desc.digest}"
+                )
             manifest_type = media_type_of(manifest_raw, ctype)
         manifest = parse_manifest(manifest_raw, manifest_type)
-        digests = {top_digest, manifest_digest, manifest.config.digest,
-                   *(layer.digest for layer in manifest.layers)}
+        digests = {
+            top_digest,
+            manifest_digest,
+            manifest.config.digest,
+            *(layer.digest for layer in manifest.layers),
+        }
         release = self._active(digests)
         try:
             self._store_small(top_digest, top_raw)
@@ -165,8 +182,9 @@ class Puller:
             chains = chain_ids(image_config.diff_ids)
             release_chains = self._active(set(chains))
             try:
-                layer_records = self._layers(client, manifest.layers, image_config.diff_ids,
-                                             chains, prog, deadline)
+                layer_records = self._layers(
+                    client, manifest.layers, image_config.diff_ids, chains, prog, deadline
+                )
             finally:
                 release_chains()
             size = manifest.config.size + sum(layer.size for layer in manifest.layers)
@@ -269,29 +287,34 @@ class Puller:
         below it), each reading its blob through a :class:`BlobFeed` as the
         bytes arrive; downloads of later layers go on meanwhile. The layer
         store commits a layer only once its blob is verified and committed.
+        All the unpacks share one write budget, checked against free space.
         """
         records = [
             LayerRecord(d.digest, d.size, d.media_type, diff_id, chain)
             for d, diff_id, chain in zip(descs, diff_ids, chains, strict=True)
         ]
         missing = [i for i, chain in enumerate(chains) if not self.layers.has(chain)]
-        prog.update(force=True, phase="downloading", layers_total=len(descs),
-                    layers_done=len(descs) - len(missing),
-                    bytes_total=sum(descs[i].size for i in missing))
+        prog.update(
+            force=True,
+            phase="downloading",
+            layers_total=len(descs),
+            layers_done=len(descs) - len(missing),
+            bytes_total=sum(descs[i].size for i in missing),
+        )
         if not missing:
             return records
+        budget = WriteBudget(self.layers.root, self._max_pull_bytes, self._free_space)
         feeds = {i: BlobFeed(descs[i].digest, descs[i].size) for i in missing}
         pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="pull")
         try:
             futures: dict[int, Future[None]] = {
-                i: pool.submit(self._download, client, descs[i], prog, feeds[i])
-                for i in missing
+                i: pool.submit(self._download, client, descs[i], prog, feeds[i]) for i in missing
             }
             for i in missing:
                 deadline.check(f"pull layer {descs[i].digest}")
                 prog.update(phase="unpacking")
                 parent = chains[i - 1] if i else ""
-                self.layers.unpack(chains[i], parent, diff_ids[i], feeds[i])
+                self.layers.unpack(chains[i], parent, diff_ids[i], feeds[i], budget)
                 futures[i].result()  # the blob is committed: surface any late error
                 prog.update(force=True, layers_done=prog.state.layers_done + 1)
         except BaseException:

@@ -4,10 +4,10 @@ Built on the standard library's ``http.client``. urllib3 and httpx were
 considered: both would bring connection pools and redirects, but the registry
 API needs neither much (a handful of requests per image, blobs streamed once),
 while what it does need, the WWW-Authenticate challenge dance, the token
-exchange, dropping credentials on cross-host redirects and per-request timeouts
-bounded by the pull's deadline, they leave to the caller anyway. Staying on the
-standard library keeps the dependency list short and the read loop under our
-control (``readinto`` a reused buffer, no per-chunk allocation).
+exchange, dropping credentials on redirects to another host or down to plain
+HTTP, and per-request timeouts bounded by the pull's deadline, they leave to
+the caller anyway. Staying on the standard library keeps the dependency list
+short and the read loop under our control (``readinto`` a reused buffer, no per-chunk allocation).
 
 Errors::
 
@@ -175,9 +175,8 @@ class RegistryClient:
                         raise RegistryError(f"{where}: too many redirects")
                     location = resp.getheader("Location") or ""
                     new_url = urllib.parse.urljoin(url, location)
-                    # Storage backends get signed URLs: never hand them our credentials.
-                    if urllib.parse.urlsplit(new_url).netloc != urllib.parse.urlsplit(url).netloc:
-                        send_auth = False
+                    if not _keeps_credentials(url, new_url, where):
+                        send_auth = False  # for this hop and every later one
                     url = new_url
                     continue
                 if status == 401 and not authenticated and send_auth:
@@ -301,8 +300,12 @@ class RegistryClient:
         headers = {"User-Agent": USER_AGENT}
         if self._auth.identity_token:
             method = "POST"
-            form = {**query, "grant_type": "refresh_token", "client_id": "vmcri",
-                    "refresh_token": self._auth.identity_token}
+            form = {
+                **query,
+                "grant_type": "refresh_token",
+                "client_id": "vmcri",
+                "refresh_token": self._auth.identity_token,
+            }
             body: bytes | None = urllib.parse.urlencode(form).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             target = parts.path or "/"
@@ -315,8 +318,9 @@ class RegistryClient:
         timeout = self._deadline.timeout()
         conn: http.client.HTTPConnection
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout,
-                                               context=_tls_context(verify=True))
+            conn = http.client.HTTPSConnection(
+                parts.netloc, timeout=timeout, context=_tls_context(verify=True)
+            )
         else:
             conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
         try:
@@ -339,6 +343,20 @@ class RegistryClient:
         if not isinstance(token, str) or not token:
             raise ProtocolError(f"{where}: token server answer has no token")
         return token
+
+
+def _keeps_credentials(old: str, new: str, where: str) -> bool:
+    """Whether a redirect from ``old`` to ``new`` may carry our Authorization header.
+
+    Storage backends get signed URLs, so another host (or port) never sees
+    our credentials; nor does a hop from HTTPS down to plain HTTP on the same
+    host, where anyone on the path could read them.
+    Raises RegistryError for a redirect to anything but http(s).
+    """
+    a, b = urllib.parse.urlsplit(old), urllib.parse.urlsplit(new)
+    if b.scheme not in ("http", "https") or not b.netloc:
+        raise RegistryError(f"{where}: redirect to {new!r} is not an http(s) URL")
+    return a.netloc == b.netloc and not (a.scheme == "https" and b.scheme == "http")
 
 
 @functools.lru_cache(maxsize=2)

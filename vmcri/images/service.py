@@ -72,8 +72,12 @@ class ImageService:
         if swept:
             log.info("removed %d unfinished downloads or unpacks of a previous run", swept)
         self._puller = Puller(
-            self.content, self.layers, load_registries_conf(registries_conf),
-            self._hold_active, client_factory, download_workers,
+            self.content,
+            self.layers,
+            load_registries_conf(registries_conf),
+            self._hold_active,
+            client_factory,
+            download_workers,
         )
         self._pull_lock = threading.Lock()
 
@@ -89,7 +93,7 @@ class ImageService:
         """Pull ``ref`` and return its image ID.
 
         Raises InvalidReference, NotFound, PermissionDenied, RegistryError,
-        DeadlineExceeded, DigestMismatch, UnsafeContent, ProtocolError.
+        DeadlineExceeded, DigestMismatch, UnsafeContent, ProtocolError, ResourceExhausted.
         """
         reference = parse_reference(ref)
         with metrics.timed_image_pull():
@@ -200,9 +204,7 @@ class ImageService:
             if record is None:
                 return  # CRI: RemoveImage of an absent image must succeed
             if record.id in self._in_use():
-                raise FailedPrecondition(
-                    f"image {ref!r} ({record.id}) is in use by a container"
-                )
+                raise FailedPrecondition(f"image {ref!r} ({record.id}) is in use by a container")
             self.content.delete(record.id)
         self.gc()
 

@@ -14,6 +14,7 @@ whatever the archive holds. The rules:
   ``evil -> /etc`` then ``evil/passwd`` writes the image's ``etc/passwd``.
 * A hard link must name a non-directory inside the image; one only found in a
   lower layer is copied up first (the link must live in this layer's directory).
+  Resolution lives in ``merged_view.py``, directory fds in ``layer_dirs.py``.
 * Character and block devices are refused: layer directories are shared into
   VMs over 9p/virtiofs, where a device node would let the guest open a *host*
   device. FIFOs are created. (The OCI image spec allows devices; refusing them
@@ -26,8 +27,15 @@ whatever the archive holds. The rules:
 * OCI whiteouts become overlayfs ones: ``.wh.<name>`` is a 0:0 character
   device ``<name>``; ``.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` on its
   directory.
-* Limits on entry count, path length and total size; the DiffID (sha256 of the
+* FIFOs and symlinks get no extended attributes, and no open during the unpack
+  can block or follow a symlink (a FIFO opened to set an xattr blocked forever).
+* Sparse files keep their holes (``sparse.py``); their maps are bounded.
+* Limits on entry count, path length, depth and total size, per layer; and one
+  write budget per pull (``write_budget.py``). The DiffID (sha256 of the
   uncompressed stream) must match the image config.
+
+All of this runs while the blob is still downloading, before its digest is
+checked: every limit has to hold for a layer that is a lie from the first byte.
 
 Everything goes to a temporary directory first; the caller renames it into
 place only when the whole layer is done, so a failure leaves nothing.
@@ -35,28 +43,30 @@ place only when the whole layer is done, so a failure leaves nothing.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shutil
 import stat
 import tarfile
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from vmcri.errors import DigestMismatch, UnsafeContent
 from vmcri.images.decompress import ByteSource, LayerReader
-from vmcri.images.tar_stream import TarStream
+from vmcri.images.layer_dirs import DIR_FLAGS, LayerDirs, lstat_at, set_opaque
+from vmcri.images.merged_view import OPAQUE_XATTR, MergedView, is_whiteout
+from vmcri.images.sparse import check_map, copy_keeping_holes, write_segments
+from vmcri.images.tar_stream import CheckedTarInfo, TarStream, iter_members
+from vmcri.images.write_budget import WriteBudget
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-OPAQUE_XATTR = "trusted.overlay.opaque"
 _KEPT_XATTR_PREFIXES = ("user.",)
 _KEPT_XATTRS = ("security.capability",)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_SYMLINK_HOPS = 40
-_COPY_CHUNK = 1 << 20
+_XATTR_KEY = "SCHILY.xattr."
+# What an entry costs the write budget besides its data: an inode and a directory slot.
+ENTRY_COST = 256
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,11 @@ class UnpackLimits:
     max_entries: int = 1_000_000
     max_path: int = 4096
     max_component: int = 255
+    max_depth: int = 128  # directories, after resolving symlinks
+    max_walk: int = 1024  # components one parent path may go through, symlinks included
     max_bytes: int = 64 << 30  # bytes of file data in one layer
+    max_sparse_segments: int = 65_536
+    max_sparse_size: int = 1 << 40  # apparent size of one sparse file
 
 
 DEFAULT_LIMITS = UnpackLimits()
@@ -78,10 +92,6 @@ class UnpackResult:
     compression: str
 
 
-def is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
 def unpack_layer(
     blob: ByteSource,
     dest: Path,
@@ -89,37 +99,51 @@ def unpack_layer(
     expected_diff_id: str,
     limits: UnpackLimits = DEFAULT_LIMITS,
     preserve_owner: bool | None = None,
+    budget: WriteBudget | None = None,
+    label: str | None = None,
 ) -> UnpackResult:
     """Unpack the layer stream ``blob`` into the empty directory ``dest``.
 
     ``lowers`` are the diff directories of the layers below, topmost first.
+    ``budget`` is the pull's write budget; ``label`` names the layer in errors
+    (the blob digest; the DiffID by default).
     Raises UnsafeContent (an entry breaks a rule; names the entry),
-    DigestMismatch (the DiffID differs). On error ``dest`` may hold a partial
-    tree: the caller removes it.
+    ResourceExhausted (over the budget), DigestMismatch (the DiffID differs).
+    On error ``dest`` may hold a partial tree: the caller removes it.
     """
     owner = os.geteuid() == 0 if preserve_owner is None else preserve_owner
+    label = label or expected_diff_id
     reader = LayerReader(blob)
-    stream = TarStream(reader)
-    with _Unpacker(dest, lowers, limits, owner) as unpacker:
+    stream = TarStream(reader, label)
+    unpacker = _Unpacker(dest, lowers, limits, owner, budget, label)
+    try:
         try:
             tar = tarfile.open(  # noqa: SIM115 -- closed below, after the loop
-                fileobj=stream, mode="r:"  # type: ignore[call-overload]
+                fileobj=stream,  # type: ignore[call-overload]
+                mode="r:",
+                tarinfo=CheckedTarInfo,
             )
         except tarfile.TarError as exc:
-            raise UnsafeContent(f"layer {expected_diff_id}: not a tar archive: {exc}") from exc
+            raise UnsafeContent(f"layer {label}: not a tar archive: {exc}") from exc
         try:
-            for member in tar:
+            for member in iter_members(tar, stream, label):
                 unpacker.add(member, tar, stream)
         except tarfile.TarError as exc:
-            raise UnsafeContent(f"layer {expected_diff_id}: broken tar archive: {exc}") from exc
+            raise UnsafeContent(f"layer {label}: broken tar archive: {exc}") from exc
+        except RecursionError as exc:  # tarfile recurses once per chained header
+            raise UnsafeContent(f"layer {label}: too many chained tar headers") from exc
         finally:
             tar.close()
         reader.drain()
         unpacker.finish()
+    finally:
+        unpacker.close()
     diff_id = reader.digest()
     if diff_id != expected_diff_id:
-        raise DigestMismatch(f"layer: uncompressed content hashes to {diff_id}, "
-                             f"image config says {expected_diff_id}")
+        raise DigestMismatch(
+            f"layer {label}: uncompressed content hashes to {diff_id}, "
+            f"image config says {expected_diff_id}"
+        )
     return UnpackResult(diff_id, unpacker.bytes, unpacker.entries, reader.compression)
 
 
@@ -144,35 +168,51 @@ def clean_name(name: str, limits: UnpackLimits, what: str = "entry") -> list[str
         if len(comp.encode("utf-8", "surrogateescape")) > limits.max_component:
             raise UnsafeContent(f"layer {what} {name[:64]!r}: a component is too long")
         parts.append(comp)
+    if len(parts) > limits.max_depth + 1:
+        raise UnsafeContent(
+            f"layer {what} {name[:64]!r}...: more than {limits.max_depth} directories deep"
+        )
     return parts
 
 
 class _Unpacker:
-    def __init__(self, root: Path, lowers: Sequence[Path], limits: UnpackLimits,
-                 owner: bool) -> None:
-        self.root = root
-        self.lowers = list(lowers)
+    def __init__(
+        self,
+        root: Path,
+        lowers: Sequence[Path],
+        limits: UnpackLimits,
+        owner: bool,
+        budget: WriteBudget | None,
+        label: str,
+    ) -> None:
         self.limits = limits
         self.owner = owner
+        self.budget = budget
+        self.label = label
         self.entries = 0
         self.bytes = 0
-        self._root_fd = os.open(root, _DIR_FLAGS)
-        self._fds: dict[tuple[str, ...], int] = {}
-        self._dir_times: list[tuple[tuple[str, ...], float]] = []
+        self.view = MergedView([root, *lowers], limits.max_depth, limits.max_walk)
+        self.dirs = LayerDirs(root, self.view, owner)
+        # Directory mtimes, restored at the end; kept compact (about 80 bytes a
+        # directory), as a layer may hold a million of them.
+        self._dir_paths: list[str] = []
+        self._dir_mtimes = array("d")
 
-    def __enter__(self) -> _Unpacker:
-        return self
+    def close(self) -> None:
+        self.dirs.close()
 
-    def __exit__(self, *exc: object) -> None:
-        self._drop_cache()
-        os.close(self._root_fd)
+    def _charge(self, n: int) -> None:
+        if self.budget is not None:
+            self.budget.charge(n, self.label)
 
     # -- per entry ------------------------------------------------------------
 
     def add(self, m: tarfile.TarInfo, tar: tarfile.TarFile, stream: TarStream) -> None:
         self.entries += 1
         if self.entries > self.limits.max_entries:
-            raise UnsafeContent(f"layer: more than {self.limits.max_entries} entries")
+            raise UnsafeContent(f"layer {self.label}: more than {self.limits.max_entries} entries")
+        self.dirs.trim()
+        self._charge(ENTRY_COST)
         parts = clean_name(m.name, self.limits)
         if not parts:
             return  # the root itself: the layer root keeps its own metadata
@@ -186,70 +226,87 @@ class _Unpacker:
             )
         if not (m.isreg() or m.isdir() or m.issym() or m.islnk() or m.isfifo()):
             raise UnsafeContent(f"layer entry {m.name!r}: unsupported tar type {m.type!r}")
-        parent = self._resolve(parts[:-1], m.name)
-        pfd = self._dir_fd(parent, m.name)
-        existing = _lstat(pfd, base)
+        parent = self.view.resolve(parts[:-1], m.name)
+        pfd = self.dirs.fd(parent, m.name)
+        path = (*parent, base)
+        existing = lstat_at(pfd, base)
         if existing is not None:
             if m.isdir() and stat.S_ISDIR(existing.st_mode):
-                self._meta(pfd, base, m, is_dir=True)
-                self._dir_times.append(((*parent, base), m.mtime))
+                self._dir_meta(pfd, base, m)
+                self._dir_time(path, m.mtime)
                 return
-            self._remove(pfd, (*parent, base))
+            self.dirs.remove(pfd, path)
+        self.view.changed(path)
         if m.isdir():
             os.mkdir(base, 0o700, dir_fd=pfd)
             if existing is not None and is_whiteout(existing):
                 # Deleted, then recreated in the same layer: hide the lower contents.
-                self._set_opaque(pfd, base)
-            self._meta(pfd, base, m, is_dir=True)
-            self._dir_times.append(((*parent, base), m.mtime))
+                set_opaque(pfd, base)
+            self._dir_meta(pfd, base, m)
+            self._dir_time(path, m.mtime)
         elif m.isreg():
             self._file(pfd, base, m, tar, stream)
         elif m.issym():
             if len(m.linkname) > self.limits.max_path or "\0" in m.linkname:
                 raise UnsafeContent(f"layer entry {m.name!r}: bad symlink target")
+            self._charge(len(m.linkname))
             os.symlink(m.linkname, base, dir_fd=pfd)
-            self._meta(pfd, base, m, is_dir=False, symlink=True)
+            self._path_meta(pfd, base, m, symlink=True)
         elif m.islnk():
             self._hardlink(pfd, base, m)
         else:
             os.mkfifo(base, 0o600, dir_fd=pfd)
-            self._meta(pfd, base, m, is_dir=False)
+            self._path_meta(pfd, base, m, symlink=False)
 
-    def _file(self, pfd: int, base: str, m: tarfile.TarInfo, tar: tarfile.TarFile,
-              stream: TarStream) -> None:
-        self.bytes += m.size
+    def _file(
+        self, pfd: int, base: str, m: tarfile.TarInfo, tar: tarfile.TarFile, stream: TarStream
+    ) -> None:
+        segments: list[tuple[int, int]] | None = None
+        data = m.size
+        if m.issparse():
+            segments = list(m.sparse or ())  # type: ignore[arg-type]  # typeshed: bytes
+            data = check_map(
+                m,
+                segments,
+                tar.offset - m.offset_data,
+                self.limits.max_sparse_segments,
+                self.limits.max_sparse_size,
+                self.label,
+            )
+        self.bytes += data
         if self.bytes > self.limits.max_bytes:
-            raise UnsafeContent(f"layer: more than {self.limits.max_bytes} bytes of files")
-        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=pfd)
+            raise UnsafeContent(
+                f"layer {self.label}: more than {self.limits.max_bytes} bytes of files"
+            )
+        self._charge(data)
+        fd = os.open(
+            base,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=pfd,
+        )
         try:
-            if not m.issparse():
-                stream.seek(m.offset_data)
+            stream.seek(m.offset_data)
+            if segments is None:
                 stream.copy_to(fd, m.size)
-            elif (src := tar.extractfile(m)) is not None:  # holes: let tarfile map them
-                while True:
-                    chunk = src.read(_COPY_CHUNK)
-                    if not chunk:
-                        break
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
-            self._apply_meta_fd(fd, m)
+            else:
+                write_segments(fd, stream, segments, m.size)
+            self._fd_meta(fd, m)
         finally:
             os.close(fd)
-        self._xattrs(pfd, base, m)
 
     def _hardlink(self, pfd: int, base: str, m: tarfile.TarInfo) -> None:
         target = clean_name(m.linkname, self.limits, "hard link target")
         if not target:
             raise UnsafeContent(f"layer entry {m.name!r}: hard link to the root")
-        tparent = self._resolve(target[:-1], m.name)
+        tparent = self.view.resolve(target[:-1], m.name)
         tname = target[-1]
-        tfd = self._dir_fd(tparent, m.name)
-        st = _lstat(tfd, tname)
+        tfd = self.dirs.fd(tparent, m.name)
+        st = lstat_at(tfd, tname)
         if st is None:
+            self.view.changed((*tparent, tname))
             self._copy_up((*tparent, tname), tfd, tname, m.name)
-            st = _lstat(tfd, tname)
+            st = lstat_at(tfd, tname)
         if st is None or stat.S_ISDIR(st.st_mode) or is_whiteout(st):
             raise UnsafeContent(
                 f"layer entry {m.name!r}: hard link to {m.linkname!r}, which is not a file "
@@ -259,20 +316,25 @@ class _Unpacker:
 
     def _copy_up(self, path: tuple[str, ...], tfd: int, tname: str, entry: str) -> None:
         """Copy a lower layer's file into this layer so it can be hard-linked."""
-        found = self._lookup_lower(path)
+        found = self.view.lookup_lower(path)
         if found is None:
             return
         src_path, st = found
         if stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(src_path), tname, dir_fd=tfd)
         elif stat.S_ISREG(st.st_mode):
-            sfd = os.open(src_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            sfd = os.open(src_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
-                dfd = os.open(tname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                              0o600, dir_fd=tfd)
+                if not stat.S_ISREG(os.fstat(sfd).st_mode):
+                    raise UnsafeContent(f"layer entry {entry!r}: hard link to a special file")
+                dfd = os.open(
+                    tname,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=tfd,
+                )
                 try:
-                    while chunk := os.read(sfd, _COPY_CHUNK):
-                        os.write(dfd, chunk)
+                    copy_keeping_holes(sfd, dfd, st.st_size, self._charge)
                     if self.owner:
                         os.fchown(dfd, st.st_uid, st.st_gid)
                     os.fchmod(dfd, stat.S_IMODE(st.st_mode))
@@ -284,247 +346,80 @@ class _Unpacker:
             raise UnsafeContent(f"layer entry {entry!r}: hard link to a special file")
 
     def _whiteout(self, parts: list[str], name: str) -> None:
-        parent = self._resolve(parts[:-1], name)
-        pfd = self._dir_fd(parent, name)
+        parent = self.view.resolve(parts[:-1], name)
+        pfd = self.dirs.fd(parent, name)
         base = parts[-1]
         if base == OPAQUE_MARKER:
-            self._set_opaque_fd(pfd)
+            self.view.changed(parent)
+            os.setxattr(pfd, OPAQUE_XATTR, b"y")
             return
-        target = base[len(WHITEOUT_PREFIX):]
+        target = base[len(WHITEOUT_PREFIX) :]
         if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):
             raise UnsafeContent(f"layer entry {name!r}: malformed whiteout")
-        if _lstat(pfd, target) is not None:
-            self._remove(pfd, (*parent, target))
+        path = (*parent, target)
+        if lstat_at(pfd, target) is not None:
+            self.dirs.remove(pfd, path)
+        self.view.changed(path)
         os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
 
     # -- metadata -------------------------------------------------------------
+    # Through an fd we opened ourselves (a regular file we created, a directory
+    # opened O_DIRECTORY|O_NOFOLLOW), or by name without following the last
+    # component; never by opening a FIFO, which blocks until a writer comes.
 
-    def _meta(self, pfd: int, base: str, m: tarfile.TarInfo, is_dir: bool,
-              symlink: bool = False) -> None:
-        if self.owner:
-            os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
-        if not symlink:
-            os.chmod(base, m.mode & 0o7777, dir_fd=pfd, follow_symlinks=False)
-        if not is_dir:
-            os.utime(base, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
-        if not symlink:
-            self._xattrs(pfd, base, m)
+    def _dir_meta(self, pfd: int, base: str, m: tarfile.TarInfo) -> None:
+        fd = os.open(base, DIR_FLAGS, dir_fd=pfd)
+        try:
+            if self.owner:
+                os.fchown(fd, m.uid, m.gid)
+            os.fchmod(fd, m.mode & 0o7777)
+            self._xattrs(fd, m)
+        finally:
+            os.close(fd)
 
-    def _apply_meta_fd(self, fd: int, m: tarfile.TarInfo) -> None:
+    def _fd_meta(self, fd: int, m: tarfile.TarInfo) -> None:
         if self.owner:
             os.fchown(fd, m.uid, m.gid)
         os.fchmod(fd, m.mode & 0o7777)
         os.utime(fd, (m.mtime, m.mtime))
+        self._xattrs(fd, m)
 
-    def _xattrs(self, pfd: int, base: str, m: tarfile.TarInfo) -> None:
+    def _path_meta(self, pfd: int, base: str, m: tarfile.TarInfo, symlink: bool) -> None:
+        """Symlinks and FIFOs: no xattrs (Linux keeps user.* to files and directories)."""
+        if self.owner:
+            os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        if not symlink:
+            os.chmod(base, m.mode & 0o7777, dir_fd=pfd, follow_symlinks=False)
+        os.utime(base, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
+
+    def _xattrs(self, fd: int, m: tarfile.TarInfo) -> None:
         for key, value in m.pax_headers.items():
-            if not key.startswith("SCHILY.xattr."):
+            if not key.startswith(_XATTR_KEY):
                 continue
-            name = key[len("SCHILY.xattr."):]
+            name = key[len(_XATTR_KEY) :]
             if not (name.startswith(_KEPT_XATTR_PREFIXES) or name in _KEPT_XATTRS):
                 continue
             if name == "security.capability" and not self.owner:
                 continue
-            fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
             try:
                 os.setxattr(fd, name, value.encode("utf-8", "surrogateescape"))
             except OSError as exc:
-                if exc.errno not in (errno.ENOTSUP, errno.EPERM):
+                if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.EINVAL):
                     raise
-            finally:
-                os.close(fd)
 
-    def _set_opaque(self, pfd: int, base: str) -> None:
-        fd = os.open(base, _DIR_FLAGS, dir_fd=pfd)
-        try:
-            self._set_opaque_fd(fd)
-        finally:
-            os.close(fd)
-
-    def _set_opaque_fd(self, fd: int) -> None:
-        os.setxattr(fd, OPAQUE_XATTR, b"y")
+    def _dir_time(self, path: tuple[str, ...], mtime: float) -> None:
+        self._dir_paths.append("/".join(path))  # lossless: names hold no "/"
+        self._dir_mtimes.append(mtime)
 
     def finish(self) -> None:
         """Directory mtimes last: creating children changed them."""
-        self._drop_cache()
-        for parts, mtime in reversed(self._dir_times):
+        self.dirs.drop()
+        for path, mtime in zip(reversed(self._dir_paths), reversed(self._dir_mtimes), strict=True):
             try:
-                fd = self._open_existing(parts)
+                fd = self.dirs.open_existing(tuple(path.split("/")))
             except OSError:
                 continue  # replaced later in the archive
             try:
                 os.utime(fd, (mtime, mtime))
             finally:
                 os.close(fd)
-
-    # -- path resolution ------------------------------------------------------
-
-    def _resolve(self, parts: Sequence[str], entry: str) -> tuple[str, ...]:
-        """Resolve a parent path the way the container will, inside the image root.
-
-        Raises UnsafeContent for symlink loops or a non-directory in the path.
-        """
-        key = tuple(parts)
-        if key in self._fds:
-            return key  # already a real directory of this layer
-        resolved: list[str] = []
-        pending = list(reversed(parts))
-        hops = 0
-        while pending:
-            comp = pending.pop()
-            if comp in ("", "."):
-                continue
-            if comp == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            found = self._lookup((*resolved, comp))
-            if found is not None and stat.S_ISLNK(found[1].st_mode):
-                hops += 1
-                if hops > _MAX_SYMLINK_HOPS:
-                    raise UnsafeContent(f"layer entry {entry!r}: too many symlinks in its path")
-                target = os.readlink(found[0])
-                if target.startswith("/"):
-                    resolved = []
-                pending.extend(reversed(target.split("/")))
-                continue
-            if found is not None and not stat.S_ISDIR(found[1].st_mode):
-                raise UnsafeContent(
-                    f"layer entry {entry!r}: {'/'.join((*resolved, comp))!r} is not a directory"
-                )
-            resolved.append(comp)
-            if len(resolved) > self.limits.max_path // 2:
-                raise UnsafeContent(f"layer entry {entry!r}: path too deep")
-        return tuple(resolved)
-
-    def _layers(self) -> list[Path]:
-        return [self.root, *self.lowers]
-
-    def _lookup(self, path: tuple[str, ...]) -> tuple[str, os.stat_result] | None:
-        """The entry at ``path`` in the merged view (this layer over the lowers)."""
-        return _merged_lookup(self._layers(), path)
-
-    def _lookup_lower(self, path: tuple[str, ...]) -> tuple[str, os.stat_result] | None:
-        return _merged_lookup(self.lowers, path)
-
-    def _dir_fd(self, parts: tuple[str, ...], entry: str) -> int:
-        """An fd of directory ``parts`` of this layer, created (like its lower) if missing."""
-        fd = self._fds.get(parts)
-        if fd is not None:
-            return fd
-        cur = self._root_fd
-        for i, comp in enumerate(parts):
-            prefix = parts[: i + 1]
-            cached = self._fds.get(prefix)
-            if cached is not None:
-                cur = cached
-                continue
-            st = _lstat(cur, comp)
-            if st is not None and not stat.S_ISDIR(st.st_mode):
-                if not is_whiteout(st):
-                    raise UnsafeContent(f"layer entry {entry!r}: {'/'.join(prefix)!r} "
-                                        "is not a directory")
-                os.unlink(comp, dir_fd=cur)
-                os.mkdir(comp, 0o755, dir_fd=cur)
-                self._set_opaque(cur, comp)
-            elif st is None:
-                self._mkdir_like_lower(cur, comp, prefix)
-            nfd = os.open(comp, _DIR_FLAGS, dir_fd=cur)
-            self._fds[prefix] = nfd
-            cur = nfd
-        return cur
-
-    def _mkdir_like_lower(self, pfd: int, comp: str, prefix: tuple[str, ...]) -> None:
-        """An implicit parent directory takes its lower twin's metadata (overlay shows ours)."""
-        os.mkdir(comp, 0o755, dir_fd=pfd)
-        found = self._lookup_lower(prefix)
-        if found is None or not stat.S_ISDIR(found[1].st_mode):
-            return
-        st = found[1]
-        if self.owner:
-            os.chown(comp, st.st_uid, st.st_gid, dir_fd=pfd, follow_symlinks=False)
-        os.chmod(comp, stat.S_IMODE(st.st_mode), dir_fd=pfd, follow_symlinks=False)
-        os.utime(comp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=pfd, follow_symlinks=False)
-
-    def _open_existing(self, parts: tuple[str, ...]) -> int:
-        fd = os.open(self.root, _DIR_FLAGS)
-        try:
-            for comp in parts:
-                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = nfd
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _remove(self, pfd: int, path: tuple[str, ...]) -> None:
-        """Remove ``path`` (whose parent is open as ``pfd``) from this layer."""
-        name = path[-1]
-        st = _lstat(pfd, name)
-        if st is None:
-            return
-        if stat.S_ISDIR(st.st_mode):
-            n = len(path)
-            for key in [k for k in self._fds if k[:n] == path]:
-                os.close(self._fds.pop(key))
-            shutil.rmtree(name, dir_fd=pfd)
-        else:
-            os.unlink(name, dir_fd=pfd)
-
-    def _drop_cache(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-
-def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _merged_lookup(
-    layers: Sequence[Path], path: tuple[str, ...]
-) -> tuple[str, os.stat_result] | None:
-    """Look ``path`` up in the overlay of ``layers`` (topmost first), never following links.
-
-    Only layers where every prefix of ``path`` is a real directory take part, so
-    the string paths lstat'ed here never cross a symlink.
-    """
-    active = list(layers)
-    found: tuple[str, os.stat_result] | None = None
-    for depth in range(1, len(path) + 1):
-        rel = "/".join(path[:depth])
-        found = None
-        next_active: list[Path] = []
-        for layer in active:
-            full = os.path.join(layer, rel)
-            try:
-                st = os.lstat(full)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            if is_whiteout(st):
-                break
-            if found is None:
-                found = (full, st)
-            if not stat.S_ISDIR(st.st_mode):
-                break
-            if not stat.S_ISDIR(found[1].st_mode):
-                break
-            next_active.append(layer)
-            if _is_opaque(full):
-                break
-        if found is None:
-            return None
-        if depth < len(path) and not stat.S_ISDIR(found[1].st_mode):
-            return found
-        active = next_active
-    return found
-
-
-def _is_opaque(path: str) -> bool:
-    with contextlib.suppress(OSError):
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    return False
