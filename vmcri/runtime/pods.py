@@ -63,7 +63,13 @@ class PodService:
         the backend raises; nothing of a failed sandbox remains.
         """
         _validate_pod(config)
-        config = dataclasses.replace(config, hostname=pod_hostname(config.hostname))
+        # A pod of its own network without a host name gets its name, cut as kubelet cuts it
+        # (a host-network pod shares the node's host name). Explicit ones are checked at the
+        # edge; either way no backend sees one Linux would refuse.
+        hostname = config.hostname or (
+            pod_hostname(config.metadata.name) if _pod_network(config) else ""
+        )
+        config = dataclasses.replace(config, hostname=pod_hostname(hostname))
         handler = self._handler_for(config, runtime_handler)
         record = SandboxRecord(
             id=new_id(),

@@ -46,15 +46,15 @@ def test_pods_reach_each_other_and_the_host_reaches_them(env: NetEnv) -> None:
     host_port_a, host_port_b = 31000 + (hash(env.bridge) % 1000), 32000 + (hash(env.bridge) % 1000)
     long_name = "a" * 70  # longer than a Linux host name may be
     cfg_a = env.pod_config(
-        "pod-a",
+        long_name,
         [
             pb.PortMapping(container_port=HTTP_PORT, host_port=host_port_a),
             pb.PortMapping(
                 protocol=pb.UDP, container_port=5353, host_port=host_port_a, host_ip=env.gateway
             ),
         ],
-        hostname=long_name,
     )
+    cfg_a.hostname = ""  # the pod's name becomes its host name, cut to 63 bytes
     cfg_b = env.pod_config(
         "pod-b", [pb.PortMapping(container_port=HTTP_PORT, host_port=host_port_b)]
     )

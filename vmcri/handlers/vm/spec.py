@@ -25,14 +25,13 @@ GUEST_NS = "/proc/1/ns"
 def pod_files(sandbox: SandboxRecord) -> tuple[str, bytes, bytes]:
     """Hostname, /etc/hosts and /etc/resolv.conf contents for the guest.
 
-    A pod without a host name gets its name, cut to a host name's length as
-    kubelet cuts it (a longer one would be refused by the guest after the VM
-    booted); /etc/hosts names the pod on its CNI addresses. Computed before the
-    VM starts, so a bad DNS field fails fast. Raises InvalidArgument naming the
-    DNS field at fault.
+    The host name is the record's (the pod service gave a pod without one its
+    name, cut to 63 bytes); /etc/hosts names the pod on its CNI addresses.
+    Computed before the VM starts, so a bad DNS field fails fast. Raises
+    InvalidArgument naming the DNS field at fault.
     """
     pod = sandbox.config
-    hostname = pod.hostname or files.pod_hostname(pod.metadata.name)
+    hostname = pod.hostname
     ips = sandbox.network.addresses() if sandbox.network is not None else ()
     hosts = files.hosts_file(hostname, ips).encode()
     return hostname, hosts, files.resolv_conf(pod.dns).encode()
