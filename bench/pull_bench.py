@@ -83,8 +83,10 @@ def main() -> int:
         with LocalRegistry(work / "registry") as reg:
             pushed = push_image(reg.host, "bench/big:1", layers)
             ref = f"{reg.host}/bench/big:1"
-            blobs = [reg.storage / "docker/registry/v2/blobs/sha256" / d[7:9] / d[7:] / "data"
-                     for d in pushed.layer_digests]
+            blobs = [
+                reg.storage / "docker/registry/v2/blobs/sha256" / d[7:9] / d[7:] / "data"
+                for d in pushed.layer_digests
+            ]
             compressed = sum(b.stat().st_size for b in blobs)
             conf = work / "registries.conf"
             conf.write_text(f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
@@ -100,22 +102,41 @@ def main() -> int:
                 ImageService(work / "vmcri-root", conf).pull(ref)
 
             def skopeo_umoci() -> None:
-                subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                                f"docker://{ref}", f"oci:{work}/oci:big"], check=True)
-                subprocess.run(["umoci", "unpack", "--image", f"{work}/oci:big",
-                                str(work / "bundle")], check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        "skopeo",
+                        "copy",
+                        "--quiet",
+                        "--src-tls-verify=false",
+                        f"docker://{ref}",
+                        f"oci:{work}/oci:big",
+                    ],
+                    check=True,
+                )
+                subprocess.run(
+                    ["umoci", "unpack", "--image", f"{work}/oci:big", str(work / "bundle")],
+                    check=True,
+                    capture_output=True,
+                )
 
-            for name, fn in (("ceiling", ceiling), ("vmcri", vmcri),
-                             ("skopeo+umoci", skopeo_umoci)):
+            for name, fn in (
+                ("ceiling", ceiling),
+                ("vmcri", vmcri),
+                ("skopeo+umoci", skopeo_umoci),
+            ):
                 drop_caches()
                 results[name] = timed(fn)
             unpacked = args.size_mb * 1_000_000
-            print(f"\nimage: {args.layers} layers, {unpacked / 1e6:.0f} MB unpacked, "
-                  f"{compressed / 1e6:.0f} MB compressed")
+            print(
+                f"\nimage: {args.layers} layers, {unpacked / 1e6:.0f} MB unpacked, "
+                f"{compressed / 1e6:.0f} MB compressed"
+            )
             print(f"{'method':<14} {'seconds':>8} {'MB/s':>8} {'vs ceiling':>11}")
             for name, secs in results.items():
-                print(f"{name:<14} {secs:8.2f} {unpacked / 1e6 / secs:8.1f} "
-                      f"{results['ceiling'] / secs:10.2f}x")
+                print(
+                    f"{name:<14} {secs:8.2f} {unpacked / 1e6 / secs:8.1f} "
+                    f"{results['ceiling'] / secs:10.2f}x"
+                )
             ratio = results["ceiling"] / results["vmcri"]
             vs_skopeo = results["skopeo+umoci"] / results["vmcri"]
             print(f"\nvmcri/ceiling throughput ratio: {ratio:.2f} (target >= 0.9)")

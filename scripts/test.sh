@@ -7,6 +7,7 @@ cd "$VMCRI_TOP"
 scripts/setup.sh
 say "ruff"
 "$VMCRI_VENV/bin/ruff" check vmcri tests bench scripts
+"$VMCRI_VENV/bin/ruff" format --check vmcri tests bench scripts
 say "mypy"
 "$VMCRI_VENV/bin/mypy" vmcri
 say "pytest"

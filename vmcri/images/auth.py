@@ -47,8 +47,13 @@ class Auth:
 
     @property
     def empty(self) -> bool:
-        secrets = (self.username, self.password, self.auth, self.identity_token,
-                   self.registry_token)
+        secrets = (
+            self.username,
+            self.password,
+            self.auth,
+            self.identity_token,
+            self.registry_token,
+        )
         return not any(secrets)
 
 

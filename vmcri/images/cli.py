@@ -32,8 +32,9 @@ def add_commands(subparsers: Any) -> None:
     pull = sub.add_parser("pull", help="pull an image")
     pull.add_argument("image")
     pull.add_argument("--username", default="")
-    pull.add_argument("--password-stdin", action="store_true",
-                      help="read the registry password from stdin")
+    pull.add_argument(
+        "--password-stdin", action="store_true", help="read the registry password from stdin"
+    )
     pull.add_argument("--timeout", type=float, default=None, help="seconds")
     pull.add_argument("--quiet", "-q", action="store_true", help="print only the image ID")
     pull.set_defaults(func=_pull)
@@ -67,8 +68,10 @@ class ProgressDisplay:
         self._name = name
 
     def __call__(self, p: PullProgress) -> None:
-        line = (f"{self._name}: {p.phase} layers {p.layers_done}/{p.layers_total} "
-                f"{_human(p.bytes_done)}/{_human(p.bytes_total)}")
+        line = (
+            f"{self._name}: {p.phase} layers {p.layers_done}/{p.layers_total} "
+            f"{_human(p.bytes_done)}/{_human(p.bytes_total)}"
+        )
         self._out.write("\r\x1b[2K" + line)
         self._out.flush()
         if p.phase == "done":

@@ -110,9 +110,7 @@ class BlobWriter:
         FeedCancelled (the reader gave up), OSError."""
         n = len(data)
         if self.written + n > self.size:
-            raise DigestMismatch(
-                f"blob {self.digest}: more than the announced {self.size} bytes"
-            )
+            raise DigestMismatch(f"blob {self.digest}: more than the announced {self.size} bytes")
         if self._replay_digest is not None and self.written + n >= self._replay_len:
             cut = self._replay_len - self.written
             self._hash.update(data[:cut])
@@ -127,7 +125,7 @@ class BlobWriter:
         assert self._fd is not None
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
         self.written += n
         if self._feed is not None:
             self._feed.grew(self.written)
@@ -201,9 +199,7 @@ class ContentStore:
         return data
 
     @contextlib.contextmanager
-    def writer(
-        self, digest: str, size: int, feed: BlobFeed | None = None
-    ) -> Iterator[BlobWriter]:
+    def writer(self, digest: str, size: int, feed: BlobFeed | None = None) -> Iterator[BlobWriter]:
         """Yield a writer; on normal exit verify and publish the blob, else discard it.
 
         With a ``feed``, a reader follows the download; it is told when the

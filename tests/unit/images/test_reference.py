@@ -30,8 +30,17 @@ def test_normalises(text: str, name: str, tag: str | None, digest: str | None) -
 
 @pytest.mark.parametrize(
     "text",
-    ["", " busybox", "Busybox", "busybox:", "busybox@sha256:abc", "a//b", "busybox:-x",
-     "busybox@md5:" + "a" * 32, "x" * 300],
+    [
+        "",
+        " busybox",
+        "Busybox",
+        "busybox:",
+        "busybox@sha256:abc",
+        "a//b",
+        "busybox:-x",
+        "busybox@md5:" + "a" * 32,
+        "x" * 300,
+    ],
 )
 def test_rejects(text: str) -> None:
     with pytest.raises(InvalidReference):

@@ -62,8 +62,11 @@ def test_insecure_blocked_wildcard_default() -> None:
     (ep,) = conf.endpoints(parse_reference("a.corp.example/team/app"))
     assert (ep.host, ep.repository) == ("proxy.corp.example", "team/app")
     (ep,) = conf.endpoints(parse_reference("busybox"))
-    assert (ep.host, ep.repository, ep.insecure) == ("registry-1.docker.io", "library/busybox",
-                                                     False)
+    assert (ep.host, ep.repository, ep.insecure) == (
+        "registry-1.docker.io",
+        "library/busybox",
+        False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -73,8 +76,11 @@ def test_insecure_blocked_wildcard_default() -> None:
         ("[[registry]]\nlocation = 'x'\ninsecure = 'yes'\n", "insecure"),
         ("bogus = 1\n", "bogus"),
         ("[[registry]]\nlocation='x'\n[[registry.mirror]]\nlocation='m'\nfoo=1\n", "foo"),
-        ("[[registry]]\nlocation='x'\n[[registry.mirror]]\nlocation='m'\n"
-         "pull-from-mirror='never'\n", "pull-from-mirror"),
+        (
+            "[[registry]]\nlocation='x'\n[[registry.mirror]]\nlocation='m'\n"
+            "pull-from-mirror='never'\n",
+            "pull-from-mirror",
+        ),
         ("[[registry]]\ninsecure = true\n", "prefix"),
         ("[[registry\n", "TOML"),
     ],

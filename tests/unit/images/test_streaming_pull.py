@@ -39,14 +39,15 @@ def _layer(compression: str = "gzip") -> tuple[bytes, str]:
 
 def _chunks(data: bytes, size: int = 64 << 10) -> Iterator[bytes]:
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 class _Download(threading.Thread):
     """Runs ``body`` inside ``ContentStore.writer`` with ``feed``, like Puller._download."""
 
-    def __init__(self, store: ContentStore, digest: str, size: int, feed: BlobFeed,
-                 body: Writer) -> None:
+    def __init__(
+        self, store: ContentStore, digest: str, size: int, feed: BlobFeed, body: Writer
+    ) -> None:
         super().__init__()
         self.args = (store, digest, size, feed, body)
         self.error: BaseException | None = None
@@ -70,8 +71,9 @@ def _nothing_left(content: ContentStore, layers: LayerStore) -> None:
     assert list(layers.root.iterdir()) == []
 
 
-def _run(tmp_path: Path, blob: bytes, diff_id: str, body: Writer,
-         digest: str | None = None) -> tuple[ContentStore, LayerStore, _Download]:
+def _run(
+    tmp_path: Path, blob: bytes, diff_id: str, body: Writer, digest: str | None = None
+) -> tuple[ContentStore, LayerStore, _Download]:
     content, layers = _stores(tmp_path)
     digest = digest or _digest(blob)
     feed = BlobFeed(digest, len(blob))
@@ -95,8 +97,9 @@ def test_unpack_follows_the_download(tmp_path: Path, compression: str) -> None:
     content, layers, dl = _run(tmp_path, blob, diff_id, body)
     assert dl.error is None
     assert content.has_blob(_digest(blob), len(blob))
-    assert (layers.diff_dir(diff_id) / "d/f39").read_bytes() == \
-        hashlib.sha256(b"39").digest() * 4096
+    assert (layers.diff_dir(diff_id) / "d/f39").read_bytes() == hashlib.sha256(
+        b"39"
+    ).digest() * 4096
 
 
 def test_digest_mismatch_found_after_the_unpack_started(tmp_path: Path) -> None:
@@ -119,8 +122,13 @@ def test_short_blob_fails_the_unpack(tmp_path: Path) -> None:
     blob, diff_id = _layer()
     content, layers = _stores(tmp_path)
     feed = BlobFeed(_digest(blob), len(blob) + 10)  # the registry promised more
-    dl = _Download(content, _digest(blob), len(blob) + 10, feed,
-                   lambda w: [w.write(c) for c in _chunks(blob)] and None)
+    dl = _Download(
+        content,
+        _digest(blob),
+        len(blob) + 10,
+        feed,
+        lambda w: [w.write(c) for c in _chunks(blob)] and None,
+    )
     dl.start()
     with pytest.raises(DigestMismatch):
         layers.unpack(diff_id, "", diff_id, feed)
@@ -223,7 +231,7 @@ def test_layer_reader_gathers_the_magic_from_short_reads() -> None:
 
         def read(self, n: int) -> bytes:
             n = min(n, 1 if self.pos < 8 else 1 << 16)
-            out = blob[self.pos:self.pos + n]
+            out = blob[self.pos : self.pos + n]
             self.pos += len(out)
             return out
 
@@ -244,8 +252,9 @@ def _inflaters() -> list[object]:
 
 
 @pytest.mark.parametrize("inflate", _inflaters(), ids=lambda m: m.__name__)  # type: ignore[attr-defined]
-def test_gzip_members_padding_and_corruption(monkeypatch: pytest.MonkeyPatch,
-                                             inflate: object) -> None:
+def test_gzip_members_padding_and_corruption(
+    monkeypatch: pytest.MonkeyPatch, inflate: object
+) -> None:
     import gzip
     import io
 
@@ -259,7 +268,7 @@ def test_gzip_members_padding_and_corruption(monkeypatch: pytest.MonkeyPatch,
     out = b"".join(iter(lambda: reader.read(1 << 16), b""))
     assert out == raw and reader.digest() == _digest(raw)
     broken = bytearray(gzip.compress(raw, mtime=0))
-    broken[len(broken) // 2:len(broken) // 2 + 64] = b"\xff" * 64
+    broken[len(broken) // 2 : len(broken) // 2 + 64] = b"\xff" * 64
     with pytest.raises(UnsafeContent):
         LayerReader(io.BytesIO(bytes(broken))).drain()
     with pytest.raises(UnsafeContent, match="truncated"):

@@ -54,8 +54,11 @@ def test_sparse_files_keep_their_holes_and_data(tmp_path: Path, fmt: str) -> Non
         f.seek((4 << 20) - 6)
         f.write(b"theend")
     (src / "after").write_bytes(b"next entry")
-    raw = subprocess.run(["tar", f"--format={fmt}", "--sparse", "-cf", "-", "-C", str(src),
-                          "sparse", "after"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["tar", f"--format={fmt}", "--sparse", "-cf", "-", "-C", str(src), "sparse", "after"],
+        check=True,
+        capture_output=True,
+    ).stdout
     dest = _unpack_raw(tmp_path, raw)
     assert (dest / "sparse").read_bytes() == (src / "sparse").read_bytes()
     assert (dest / "after").read_bytes() == b"next entry"

@@ -15,8 +15,9 @@ from vmcri.images.layer_store import LayerStore, chain_ids
 from vmcri.images.unpack import UnpackLimits, unpack_layer
 from vmcri.testing.registry import Layer
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts need mknod and trusted.* "
-                               "xattrs (root)")
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0, reason="whiteouts need mknod and trusted.* xattrs (root)"
+)
 
 
 def _unpack(tmp: Path, layer: Layer, lowers: tuple[Path, ...] = (), **kw: object) -> Path:
@@ -34,9 +35,14 @@ def _outside_untouched(tmp: Path) -> None:
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
 def test_files_links_modes(tmp_path: Path, compression: str) -> None:
-    layer = (Layer(compression).dir("bin").file("bin/tool", b"x" * 100_000, 0o4755)
-             .symlink("bin/alias", "tool").hardlink("bin/hl", "bin/tool")
-             .file("a/b/c/deep", b"d"))
+    layer = (
+        Layer(compression)
+        .dir("bin")
+        .file("bin/tool", b"x" * 100_000, 0o4755)
+        .symlink("bin/alias", "tool")
+        .hardlink("bin/hl", "bin/tool")
+        .file("a/b/c/deep", b"d")
+    )
     d = _unpack(tmp_path, layer)
     assert (d / "bin/tool").read_bytes() == b"x" * 100_000
     assert stat.S_IMODE((d / "bin/tool").stat().st_mode) == 0o4755
@@ -67,8 +73,13 @@ def test_absolute_name_stays_inside(tmp_path: Path) -> None:
 
 def test_symlink_escape_is_resolved_inside_the_root(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
-    layer = (Layer().symlink("evil", str(outside)).file("evil/pwned", b"x")
-             .symlink("rel", "../../../../..").file("rel/tmp/vmcri-escape-test", b"y"))
+    layer = (
+        Layer()
+        .symlink("evil", str(outside))
+        .file("evil/pwned", b"x")
+        .symlink("rel", "../../../../..")
+        .file("rel/tmp/vmcri-escape-test", b"y")
+    )
     d = _unpack(tmp_path, layer)
     _outside_untouched(tmp_path)
     inner = d / str(outside).lstrip("/") / "pwned"
@@ -118,8 +129,7 @@ def test_entry_and_path_limits(tmp_path: Path) -> None:
 
 
 def test_trusted_xattrs_dropped_user_kept(tmp_path: Path) -> None:
-    layer = Layer().file("f", b"", xattrs={"trusted.overlay.redirect": "/etc",
-                                          "user.note": "hi"})
+    layer = Layer().file("f", b"", xattrs={"trusted.overlay.redirect": "/etc", "user.note": "hi"})
     d = _unpack(tmp_path, layer)
     names = os.listxattr(d / "f")
     assert "trusted.overlay.redirect" not in names
@@ -130,8 +140,7 @@ def test_trusted_xattrs_dropped_user_kept(tmp_path: Path) -> None:
 @root_only
 def test_whiteouts_become_overlay_whiteouts(tmp_path: Path) -> None:
     lower = _unpack(tmp_path, Layer().file("etc/a", b"a").file("etc/b", b"b").file("var/x", b""))
-    upper = _unpack(tmp_path, Layer().whiteout("etc/a").opaque("var").file("var/y", b""),
-                    (lower,))
+    upper = _unpack(tmp_path, Layer().whiteout("etc/a").opaque("var").file("var/y", b""), (lower,))
     st = os.lstat(upper / "etc/a")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
     assert not (upper / "etc/.wh.a").exists()

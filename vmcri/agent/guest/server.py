@@ -149,9 +149,7 @@ class Agent:
             self.execs.kill(request.kill_exec)
             return _empty()
         if call == "port_forward_open":
-            return agent_pb2.Response(
-                port_forward_open=self.ports.open(request.port_forward_open)
-            )
+            return agent_pb2.Response(port_forward_open=self.ports.open(request.port_forward_open))
         if call == "port_forward_write":
             self.ports.write(request.port_forward_write)
             return _empty()
