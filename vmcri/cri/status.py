@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from vmcri.cri.handler_wrap import wrap_handler
 from vmcri.errors import VmcriError
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,9 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc,type
         continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
         method = handler_call_details.method.rsplit(".", 1)[-1]
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
-        return handler
+        return wrap_handler(
+            continuation(handler_call_details),
+            lambda behaviour: _wrap_unary(behaviour, method),
+            lambda behaviour: _wrap_stream(behaviour, method),
+        )

@@ -23,6 +23,7 @@ import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from vmcri.cri.handler_wrap import wrap_handler
 from vmcri.cri.limits import MAX_ITEMS, MAX_STRING_BYTES, RULES, Rule
 from vmcri.errors import InvalidArgument
 
@@ -140,13 +141,9 @@ class ValidatingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc,type-a
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method in self._unimplemented:
+        if handler_call_details.method in self._unimplemented:
             return handler
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_checked(handler.unary_unary))
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_checked(handler.unary_stream))
-        return handler
+        return wrap_handler(handler, _checked, _checked)
 
 
 def _checked(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
