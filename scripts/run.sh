@@ -19,7 +19,8 @@ scripts/setup.sh
 # vmcri's pod network is the first CNI config in /etc/cni/net.d; give a host without
 # one the example bridge network (10.88.0.0/16 on bridge vmcri0). An existing one is kept.
 cni_dir=/etc/cni/net.d
-if ! ls "$cni_dir"/*.conflist "$cni_dir"/*.conf "$cni_dir"/*.json >/dev/null 2>&1; then
+if ! compgen -G "$cni_dir/*.conflist" >/dev/null && ! compgen -G "$cni_dir/*.conf" >/dev/null \
+    && ! compgen -G "$cni_dir/*.json" >/dev/null; then
     say "installing the example CNI network examples/cni/10-vmcri-bridge.conflist into $cni_dir"
     install -D -m 0644 examples/cni/10-vmcri-bridge.conflist "$cni_dir/10-vmcri-bridge.conflist"
 fi
