@@ -33,6 +33,7 @@ import grpc
 
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
+from vmcri.host.mounts import HostMounter
 from vmcri.testing.registry import LocalRegistry, push_busybox_image, registries_conf_for
 
 SINK_PORT = 9000
@@ -192,6 +193,7 @@ def main() -> int:
                 daemon.process.terminate()
                 daemon.process.wait(timeout=60)
             subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+            HostMounter().unmount_below(top)  # the vm backend's own state mount, and the netns
     return 0
 
 
