@@ -42,8 +42,13 @@ def start_daemon(
     root, state, log = tmp / "root", tmp / "state", tmp / "daemon.log"
     args = [sys.executable, "-m", "vmcri", "serve", "--socket", str(sock), "--root", str(root)]
     args += ["--state", str(state), "--log-level", log_level, *extra]
-    if config is not None:
-        args += ["--config", str(config)]
+    if config is None:
+        # Hermetic: the host's own /etc/cni/net.d (which scripts/run.sh may have filled)
+        # must not decide what a test sees; an empty dir of the test's means "no network".
+        (tmp / "net.d").mkdir(parents=True, exist_ok=True)
+        config = tmp / "daemon-config.toml"
+        config.write_text(f'[network]\ncni_conf_dir = "{tmp / "net.d"}"\n')
+    args += ["--config", str(config)]
     with open(log, "ab") as out:
         process = subprocess.Popen(args, stderr=out, stdout=out)
     daemon = RunningDaemon(process, sock, root, state, log)
