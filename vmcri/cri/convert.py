@@ -345,7 +345,8 @@ def container(record: ContainerRecord) -> pb.Container:
     )
 
 
-def _mount_pb(m: Mount) -> pb.Mount:
+def _mount_pb(m: Mount, image_ref: str = "") -> pb.Mount:
+    """The mount as ContainerStatus reports it; an image volume with the digest it resolved to."""
     return pb.Mount(
         container_path=m.container_path,
         host_path=m.host_path,
@@ -353,6 +354,8 @@ def _mount_pb(m: Mount) -> pb.Mount:
         selinux_relabel=m.selinux_relabel,
         propagation=m.propagation.value,  # type: ignore[arg-type]
         recursive_read_only=m.recursive_read_only,
+        image=pb.ImageSpec(image=m.image, image_ref=image_ref) if m.image else None,
+        image_sub_path=m.image_sub_path,
     )
 
 
@@ -371,6 +374,11 @@ def resources_pb(r: Resources) -> pb.LinuxContainerResources:
     )
 
 
+def _image_refs(record: ContainerRecord) -> dict[int, str]:
+    """Mount index -> the config digest of the image it mounts."""
+    return {volume.mount_index: volume.image_id for volume in record.image_volumes}
+
+
 def container_status(record: ContainerRecord) -> pb.ContainerStatus:
     return pb.ContainerStatus(
         id=record.id,
@@ -386,7 +394,9 @@ def container_status(record: ContainerRecord) -> pb.ContainerStatus:
         message=record.message,
         labels=record.config.labels,
         annotations=record.config.annotations,
-        mounts=[_mount_pb(m) for m in record.config.mounts],
+        mounts=[
+            _mount_pb(m, _image_refs(record).get(i, "")) for i, m in enumerate(record.config.mounts)
+        ],
         log_path=record.log_path,
         resources=pb.ContainerResources(linux=resources_pb(record.config.resources)),
         image_id=record.image_id,

@@ -26,6 +26,9 @@ class HandlerFeatures:
     # Whether pods with NamespaceMode.NODE network (hostNetwork) can run; not reported to
     # kubelet, checked by the pod service, which names the field when it refuses one.
     host_network: bool = True
+    # Whether pods and containers may share the node's PID or IPC namespace (hostPID,
+    # hostIPC); a VM has neither to give. Checked like host_network, never reported.
+    host_pid_ipc: bool = True
     # For a pod with a user namespace, the backend makes the pod's network namespace
     # itself, inside it, and reports it as SandboxStarted.netns_path; CNI runs on it
     # after run_sandbox. (runc 1.1 joins the user namespace first, and could not join a

@@ -21,6 +21,7 @@ from vmcri.model import ContainerConfig, Resources
 from vmcri.runtime import identity
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import ContainerEvent, EventType
+from vmcri.runtime.host_namespaces import check_host_namespaces
 from vmcri.runtime.pod_checks import PodChecks
 from vmcri.store.records import (
     ContainerRecord,
@@ -76,6 +77,12 @@ class ContainerService:
             raise FailedPrecondition(
                 f"pod_sandbox_id {sandbox.id}: sandbox is {sandbox.state.value}, not READY"
             )
+        check_host_namespaces(
+            config.security.namespace_options,
+            self._s.registry().resolve(sandbox.handler),
+            "config.linux.security_context.namespace_options",
+            network=True,
+        )
         log_path = _log_path(sandbox, config)
         image = self._s.image_source().image_for_container(config.image)
         volumes = self._image_volumes(config)
@@ -113,6 +120,12 @@ class ContainerService:
         for i, mount in enumerate(config.mounts):
             if not mount.image:
                 continue
+            if not mount.readonly:
+                # An image is shared by every pod that mounts it: never writable (KEP-4639).
+                raise InvalidArgument(
+                    f"config.mounts[{i}].readonly: an image volume ({mount.image!r}) is "
+                    "read-only; set readonly: true"
+                )
             try:
                 info = self._s.image_source().image_for_container(mount.image)
             except NotFound as exc:
@@ -145,10 +158,16 @@ class ContainerService:
         self._publish(container, EventType.STARTED)
 
     def stop(self, container_id: str, timeout_s: int) -> None:
-        """Stop it (signal, then SIGKILL after ``timeout_s``); a stopped container is success."""
+        """Stop it (signal, then SIGKILL after ``timeout_s``).
+
+        A stopped or unknown container is success: the CRI makes StopContainer
+        idempotent, and kubelet repeats it after restarts for containers that are gone.
+        """
         if timeout_s < 0:
             raise InvalidArgument("timeout: must not be negative")
-        container = self._s.store.containers.get(container_id)
+        container = self._s.store.containers.find(container_id)
+        if container is None:
+            return
         if container.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
             sandbox = self._sandbox(container.sandbox_id)
             self._backend(sandbox).stop_container(sandbox, container, timeout_s)

@@ -33,6 +33,7 @@ from vmcri.network.service import PodNetworking
 from vmcri.oci.userns import uses_userns
 from vmcri.runtime.containers import ContainerService, validate_resources
 from vmcri.runtime.context import Services
+from vmcri.runtime.host_namespaces import check_host_namespaces
 from vmcri.store.records import SandboxRecord, SandboxState
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,22 @@ class PodService:
         return record.id
 
     def _handler_for(self, config: PodConfig, runtime_handler: str) -> Handler:
-        """The handler; a host-network pod goes where its handler's config routes it."""
+        """The handler; a host-network pod goes where its handler's config routes it.
+
+        Raises InvalidArgument naming the namespace field a handler cannot give.
+        """
         registry = self._s.registry()
         handler = registry.resolve(runtime_handler)
+        handler = self._routed(config, handler)
+        check_host_namespaces(
+            config.security.namespace_options,
+            handler,
+            "config.linux.security_context.namespace_options",
+        )
+        return handler
+
+    def _routed(self, config: PodConfig, handler: Handler) -> Handler:
+        registry = self._s.registry()
         if _pod_network(config) or handler.backend.features().host_network:
             return handler
         handler_config = self._s.config.runtimes.get(handler.name)

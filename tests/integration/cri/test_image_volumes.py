@@ -65,7 +65,9 @@ def _views(env: CriEnv) -> list[Path]:
 
 
 def _image_mount(ref: str, path: str, sub_path: str = "") -> pb.Mount:
-    return pb.Mount(container_path=path, image=pb.ImageSpec(image=ref), image_sub_path=sub_path)
+    return pb.Mount(
+        container_path=path, image=pb.ImageSpec(image=ref), image_sub_path=sub_path, readonly=True
+    )
 
 
 def test_image_volume_is_readable_read_only_and_in_use(env: CriEnv, images: dict[str, str]) -> None:

@@ -126,9 +126,12 @@ def test_bad_container_leaves_nothing_and_oom_is_reported(vm_env: VmEnv) -> None
             "touch /img/x 2>/dev/null || echo ro-ok",
         ],
         mounts=[
-            pb.Mount(container_path="/img", image=pb.ImageSpec(image=vm_env.image)),
+            pb.Mount(container_path="/img", image=pb.ImageSpec(image=vm_env.image), readonly=True),
             pb.Mount(
-                container_path="/sub", image=pb.ImageSpec(image=vm_env.image), image_sub_path="bin"
+                container_path="/sub",
+                image=pb.ImageSpec(image=vm_env.image),
+                image_sub_path="bin",
+                readonly=True,
             ),
         ],
     )

@@ -34,9 +34,10 @@ class FakeBackend:
     running: set[str] = field(default_factory=set)
     usage: dict[str, ContainerUsage] = field(default_factory=dict)
     updates: list[tuple[str, Resources]] = field(default_factory=list)
+    handler_features: HandlerFeatures = field(default_factory=HandlerFeatures)
 
     def features(self) -> HandlerFeatures:
-        return HandlerFeatures()
+        return self.handler_features
 
     def conditions(self) -> Sequence[Any]:
         return ()

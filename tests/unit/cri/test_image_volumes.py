@@ -73,7 +73,8 @@ def _config(*mounts: Mount) -> ContainerConfig:
 
 def test_create_records_the_volume_images(rt: Runtime) -> None:
     cid = rt.containers.create(
-        _pod(rt), _config(Mount("/etc/x", host_path="/tmp"), Mount("/vol", image="data:1"))
+        _pod(rt),
+        _config(Mount("/etc/x", host_path="/tmp"), Mount("/vol", readonly=True, image="data:1")),
     )
     record = rt.services.store.containers.get(cid)
     assert record.image_volumes == (ImageVolume(1, DATA.id, DATA.layer_dirs),)
@@ -81,7 +82,7 @@ def test_create_records_the_volume_images(rt: Runtime) -> None:
 
 def test_unpulled_volume_image_is_not_found_and_leaves_no_record(rt: Runtime) -> None:
     with pytest.raises(NotFound, match=r"config\.mounts\[0\]\.image: image 'gone:1'"):
-        rt.containers.create(_pod(rt), _config(Mount("/vol", image="gone:1")))
+        rt.containers.create(_pod(rt), _config(Mount("/vol", readonly=True, image="gone:1")))
     assert rt.services.store.containers.list() == []
 
 
@@ -90,7 +91,8 @@ def test_escaping_sub_paths_are_invalid(sub_path: str) -> None:
     with pytest.raises(InvalidArgument, match=r"config\.mounts\[1\]\.image_sub_path"):
         validate_container(
             _config(
-                Mount("/a", host_path="/tmp"), Mount("/b", image="data:1", image_sub_path=sub_path)
+                Mount("/a", host_path="/tmp"),
+                Mount("/b", readonly=True, image="data:1", image_sub_path=sub_path),
             )
         )
 
@@ -134,13 +136,15 @@ def view(tmp_path: Path) -> Path:
 def test_sub_path_symlinks_resolve_inside_the_image(
     view: Path, sub_path: str, resolved: str
 ) -> None:
-    mount = resolve_sub_path(str(view), Mount("/v", image="data:1", image_sub_path=sub_path), 3)
+    mount = resolve_sub_path(
+        str(view), Mount("/v", readonly=True, image="data:1", image_sub_path=sub_path), 3
+    )
     assert mount.image_sub_path == resolved
 
 
 @pytest.mark.parametrize("sub_path", ["data/nope", "data/dangling", "data/host"])
 def test_sub_path_missing_in_the_image_is_invalid(view: Path, sub_path: str) -> None:
-    mount = Mount("/v", image="data:1", image_sub_path=sub_path)
+    mount = Mount("/v", readonly=True, image="data:1", image_sub_path=sub_path)
     with pytest.raises(InvalidArgument, match=r"config\.mounts\[3\]\.image_sub_path .* does not"):
         resolve_sub_path(str(view), mount, 3)
 
@@ -156,9 +160,9 @@ def test_lower_only_overlay_lists_the_topmost_layer_first() -> None:
 def test_one_view_per_distinct_image() -> None:
     mounts = [
         Mount("/a", host_path="/tmp"),
-        Mount("/b", image="x"),
-        Mount("/c", image="y"),
-        Mount("/d", image="x", image_sub_path="s"),
+        Mount("/b", readonly=True, image="x"),
+        Mount("/c", readonly=True, image="y"),
+        Mount("/d", readonly=True, image="x", image_sub_path="s"),
     ]
     assert first_mount_per_image(mounts) == {"x": 1, "y": 2}
 
@@ -199,8 +203,8 @@ def test_vm_spec_uses_guest_paths_of_views_and_volumes(tmp_path: Path, view: Pat
     layout = SandboxLayout(tmp_path / "pod", tmp_path / "disk")
     config = _config(
         Mount("/host", host_path="/srv/data", readonly=True),
-        Mount("/vol", image="data:1"),
-        Mount("/sub", image="data:1", image_sub_path="data/abs"),
+        Mount("/vol", readonly=True, image="data:1"),
+        Mount("/sub", readonly=True, image="data:1", image_sub_path="data/abs"),
     )
     cid = new_id()
     container = ContainerRecord(
@@ -235,7 +239,7 @@ def test_vm_missing_sub_path_is_invalid(tmp_path: Path, view: Path) -> None:
     container = ContainerRecord(
         id=new_id(),
         sandbox_id="s",
-        config=_config(Mount("/sub", image="data:1", image_sub_path="data/nope")),
+        config=_config(Mount("/sub", readonly=True, image="data:1", image_sub_path="data/nope")),
         image_id=APP.id,
         image_name=APP.name,
         image_volumes=(ImageVolume(0, DATA.id, (str(view),)),),
@@ -249,7 +253,7 @@ def test_vm_volume_without_resolved_image_is_refused(tmp_path: Path) -> None:
     container = ContainerRecord(
         id=new_id(),
         sandbox_id="s",
-        config=_config(Mount("/vol", image="data:1")),
+        config=_config(Mount("/vol", readonly=True, image="data:1")),
         image_id=APP.id,
         image_name=APP.name,
     )

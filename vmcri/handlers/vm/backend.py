@@ -240,7 +240,10 @@ class VmBackend:
 
     def features(self) -> HandlerFeatures:
         return HandlerFeatures(
-            recursive_read_only_mounts=False, user_namespaces=False, host_network=False
+            recursive_read_only_mounts=False,
+            user_namespaces=False,
+            host_network=False,
+            host_pid_ipc=False,
         )
 
     def conditions(self) -> Sequence[Condition]:
