@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,28 +105,8 @@ def pull_busybox(tmp: Path) -> str:
 
 def start_isolated_daemon(tmp: Path) -> RunningDaemon:
     """``vmcri serve`` with the default handlers (vm and runc) in a loopback-only netns."""
-    sock = tmp / "run" / "vmcri.sock"
-    root, state, log = tmp / "root", tmp / "state", tmp / "daemon.log"
-    serve = [sys.executable, "-m", "vmcri", "serve", "--socket", str(sock)]
-    serve += ["--root", str(root), "--state", str(state), "--log-level", "info"]
-    serve += ["--config", str(tmp / "config.toml")]
-    args = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *serve]
-    with open(log, "ab") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=out)
-    daemon = RunningDaemon(process, sock, root, state, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"daemon exited {process.returncode}: {log.read_text()}")
-        if sock.exists():
-            try:
-                grpc.channel_ready_future(daemon.channel()).result(timeout=1)
-                return daemon
-            except grpc.FutureTimeoutError:
-                pass
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"daemon did not come up: {log.read_text()}")
+    netns = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    return start_daemon(tmp, config=tmp / "config.toml", log_level="info", launcher=netns)
 
 
 def files_below(root: Path) -> set[str]:

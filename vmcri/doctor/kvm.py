@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from vmcri.doctor.devices import device_state
 from vmcri.doctor.model import Check, Status
 from vmcri.handlers.vm.accel import choose_accel, kvm_usable
 
@@ -28,18 +28,6 @@ def cpu_flags(cpuinfo: Path) -> set[str]:
         if line.startswith("flags")
         for word in line.split(":", 1)[1].split()
     }
-
-
-def dev_kvm_state(dev: Path) -> str:
-    """ "opens", or why /dev/kvm does not open."""
-    try:
-        fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return "absent"
-    except OSError as exc:
-        return f"does not open ({exc.strerror})"
-    os.close(fd)
-    return "opens"
 
 
 def nested_state(params: tuple[Path, ...]) -> str:
@@ -78,7 +66,7 @@ def check_kvm(
     usable = kvm_usable(cpuinfo, dev)
     choice = choose_accel(accel, usable)
     flags = cpu_flags(cpuinfo)
-    device = dev_kvm_state(dev)
+    device = device_state(dev)
     if usable:
         found = f"usable (CPU {'vmx' if 'vmx' in flags else 'svm'}, /dev/kvm opens, "
         found += f"nested guests {nested_state(nested_params)})"

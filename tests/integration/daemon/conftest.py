@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +36,14 @@ class RunningDaemon:
 
 
 def start_daemon(
-    tmp: Path, *extra: str, config: Path | None = None, log_level: str = "debug"
+    tmp: Path,
+    *extra: str,
+    config: Path | None = None,
+    log_level: str = "debug",
+    launcher: Sequence[str] = (),
 ) -> RunningDaemon:
+    """``vmcri serve`` below ``tmp``, once its socket answers; ``launcher`` runs it
+    (e.g. in a network namespace of its own: the command gets the daemon's argv)."""
     sock = tmp / "run" / "vmcri.sock"
     root, state, log = tmp / "root", tmp / "state", tmp / "daemon.log"
     args = [sys.executable, "-m", "vmcri", "serve", "--socket", str(sock), "--root", str(root)]
@@ -50,7 +56,7 @@ def start_daemon(
         config.write_text(f'[network]\ncni_conf_dir = "{tmp / "net.d"}"\n')
     args += ["--config", str(config)]
     with open(log, "ab") as out:
-        process = subprocess.Popen(args, stderr=out, stdout=out)
+        process = subprocess.Popen([*launcher, *args], stderr=out, stdout=out)
     daemon = RunningDaemon(process, sock, root, state, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
