@@ -15,17 +15,14 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from tests.unit.vm.test_backend import FakeHypervisor
+from tests.unit.vm.test_backend import FakeHypervisor, vm_context
 from vmcri.agent import types as agent_types
-from vmcri.config import Config
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import ImageInfo
-from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.host.mounts import HostMounter, mount_points
@@ -77,12 +74,7 @@ class Pod:
         self.store = Store(tmp / "root")
         self.root = tmp / "root" / "backends" / "vm"
         self.state = tmp / "state" / "backends" / "vm"
-        context = BackendContext(
-            config=Config(),
-            root=self.root,
-            state=self.state,
-            services=SimpleNamespace(store=self.store),
-        )
+        context = vm_context(tmp, self.store)
         options = VmOptions(
             guest_dir=str(guest),
             accel="tcg",

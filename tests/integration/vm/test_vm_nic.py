@@ -21,15 +21,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from tests.integration.harness import wait_for
 from tests.integration.vm.conftest import destroy_domain, domain_exists
-from vmcri.config import Config
+from tests.unit.vm.test_backend import vm_context
 from vmcri.handlers.base import ImageInfo
-from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.nic import tap_name
 from vmcri.handlers.vm.options import VmOptions
@@ -172,12 +170,7 @@ class WatchedTaps(NetlinkTaps):
 
 def make_backend(tmp: Path, taps: NetlinkTaps | None = None) -> tuple[VmBackend, Store]:
     store = Store(tmp / "root")
-    context = BackendContext(
-        config=Config(),
-        root=tmp / "root" / "backends" / "vm",
-        state=tmp / "state" / "backends" / "vm",
-        services=SimpleNamespace(store=store),
-    )
+    context = vm_context(tmp, store)
     options = VmOptions(shared_fs="9p", boot_timeout_s=BOOT_TIMEOUT_S)
     return VmBackend(options, context, taps=taps), store
 

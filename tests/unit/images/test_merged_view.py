@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.unit.images.test_unpack import _unpack
 from vmcri.errors import UnsafeContent
-from vmcri.images.unpack import UnpackLimits, unpack_layer
+from vmcri.images.unpack import UnpackLimits
 from vmcri.testing.registry import Layer
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts need mknod (root)")
-
-
-def _unpack(tmp: Path, layer: Layer, lowers: tuple[Path, ...] = (), **kw: object) -> Path:
-    blob, _, diff_id = layer.blob()
-    dest = tmp / f"d{len(list(tmp.iterdir()))}"
-    dest.mkdir()
-    unpack_layer(io.BytesIO(blob), dest, lowers, diff_id, **kw)  # type: ignore[arg-type]
-    return dest
 
 
 def test_directory_replaced_by_a_symlink_is_followed_afterwards(tmp_path: Path) -> None:

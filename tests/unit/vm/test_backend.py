@@ -97,6 +97,16 @@ class NoTaps:
         pass
 
 
+def vm_context(tmp: Path, store: Store) -> BackendContext:
+    """What the daemon gives the vm backend, with its dirs below ``tmp`` as the daemon lays them."""
+    return BackendContext(
+        config=Config(),
+        root=tmp / "root" / "backends" / "vm",
+        state=tmp / "state" / "backends" / "vm",
+        services=SimpleNamespace(store=store),
+    )
+
+
 def make_backend(
     tmp: Path, hypervisor: FakeHypervisor, taps: TapDevices | None = None
 ) -> tuple[VmBackend, Store]:
@@ -106,12 +116,7 @@ def make_backend(
         (guest / name).write_bytes(b"x")
     (guest / "VERSION").write_text("abc123\n")
     store = Store(tmp / "root")
-    context = BackendContext(
-        config=Config(),
-        root=tmp / "root" / "backends" / "vm",
-        state=tmp / "state" / "backends" / "vm",
-        services=SimpleNamespace(store=store),
-    )
+    context = vm_context(tmp, store)
     options = VmOptions(guest_dir=str(guest), accel="tcg", shared_fs="9p", boot_timeout_s=1)
     backend = VmBackend(
         options, context, hypervisor=hypervisor, mounter=FakeMounter(), taps=taps or NoTaps()
