@@ -8,7 +8,8 @@ Format of a record::
 size (16 KiB, as kubelet and containerd use), which a reader joins with the
 following pieces up to the next ``F``. The writer buffers incomplete lines per
 stream, so arbitrary chunks (pipe reads on the host, agent messages from a VM)
-give the same file. Used by the runc monitor and by the VM backend.
+give the same file. Written by each pod's agent link (vmcri.supervisor.link), for
+both backends.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from vmcri.config import Config
 from vmcri.errors import AgentUnavailable, VmcriError
 from vmcri.handlers.base import ContainerExit, ContainerLiveness
 from vmcri.handlers.registry import Handler, HandlerRegistry
-from vmcri.handlers.vm import streams
+from vmcri.supervisor import streams
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig

@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="power the VM off on Shutdown (auto: only when running as PID 1)",
     )
+    parser.add_argument(
+        "--daemonize",
+        action="store_true",
+        help="listen, then fork: the parent prints 'ready PID' and exits (the host's per-pod "
+        "supervisor, which must outlive the daemon that started it)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
@@ -78,6 +84,16 @@ def main(argv: list[str]) -> int:
     scratch: Path = args.scratch_dir or state / "scratch"
     for path in (state, scratch):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    listener = None
+    if args.daemonize:
+        # Listen before forking, so that "ready" means a client can connect; fork before
+        # any thread exists.
+        try:
+            listener = listen(args.listen)
+        except (VmcriError, OSError) as exc:
+            print(f"error cannot listen on {args.listen}: {exc}", flush=True)
+            return 1
+        _detach()
     if not become_subreaper():
         log.warning("cannot become a child subreaper: container exit codes will be lost")
     reaper = Reaper()
@@ -111,14 +127,30 @@ def main(argv: list[str]) -> int:
     )
     if os.getpid() != 1:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        listener = listen(args.listen)
-    except (VmcriError, OSError) as exc:
-        log.error("cannot open the agent channel %s: %s", args.listen, exc)
-        return 1
+    if listener is None:
+        try:
+            listener = listen(args.listen)
+        except (VmcriError, OSError) as exc:
+            log.error("cannot open the agent channel %s: %s", args.listen, exc)
+            return 1
     log.info("listening on %s (pid %d, %s)", args.listen, os.getpid(), _startup_cost())
     serve(listener, agent, stop)
     return 0
+
+
+def _detach() -> None:
+    """Fork; the parent reports the child's PID on stdout and exits, the child goes on in a
+    session of its own with stdin and stdout on /dev/null (stderr stays: the agent's log)."""
+    pid = os.fork()
+    if pid:
+        sys.stdout.write(f"ready {pid}\n")
+        sys.stdout.flush()
+        os._exit(0)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
 
 
 def _startup_cost() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -14,6 +15,14 @@ if TYPE_CHECKING:
     from vmcri.daemon import Daemon
 
 Ctx = grpc.ServicerContext
+
+
+def deadline_of(context: Ctx | None) -> float | None:
+    """The RPC's deadline on the ``time.monotonic()`` clock; None when it has none."""
+    remaining = context.time_remaining() if context is not None else None
+    return None if remaining is None else time.monotonic() + remaining
+
+
 T = TypeVar("T")
 
 # Items per message of the Stream* forms of the list RPCs: far below gRPC's

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from vmcri.api import api_pb2 as pb
 from vmcri.cri import convert
-from vmcri.cri.rpc_common import Ctx, Rpcs, chunks, verbose_info
+from vmcri.cri.rpc_common import Ctx, Rpcs, chunks, deadline_of, verbose_info
 
 
 class ContainerRpcs(Rpcs):
@@ -28,7 +28,7 @@ class ContainerRpcs(Rpcs):
     def StopContainer(
         self, request: pb.StopContainerRequest, context: Ctx
     ) -> pb.StopContainerResponse:
-        self._d.containers.stop(request.container_id, request.timeout)
+        self._d.containers.stop(request.container_id, request.timeout, deadline_of(context))
         return pb.StopContainerResponse()
 
     def RemoveContainer(

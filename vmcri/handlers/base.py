@@ -163,7 +163,10 @@ class SandboxBackend(Protocol):
         ...
 
     def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:
-        """Stop every container and the sandbox; idempotent."""
+        """Stop the sandbox (its containers have been killed); idempotent.
+
+        A container that is somehow still running gets an exit record (137) here.
+        """
         ...
 
     def remove_sandbox(self, sandbox: SandboxRecord) -> None:
@@ -182,10 +185,14 @@ class SandboxBackend(Protocol):
         """Start it; returns the pid (0 when not meaningful on the host)."""
         ...
 
-    def stop_container(
-        self, sandbox: SandboxRecord, container: ContainerRecord, timeout_s: int
+    def signal_container(
+        self, sandbox: SandboxRecord, container: ContainerRecord, signum: int
     ) -> None:
-        """Stop signal, then SIGKILL after ``timeout_s``; returns when it has exited."""
+        """Send ``signum`` to the container's init; an ended container is left alone.
+
+        The container service stops a container with this (stop signal, wait, SIGKILL);
+        the exit comes back through ``BackendServices.container_exited``.
+        """
         ...
 
     def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None: ...

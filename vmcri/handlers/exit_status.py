@@ -1,8 +1,4 @@
-"""How a container ended: the one record both backends and the runc monitor share.
-
-A module of its own so that the runc monitor, a process per container, can
-write it without importing the backend contract and the domain model.
-"""
+"""How a container ended: the one record both backends share (vmcri.supervisor.exits)."""
 
 from __future__ import annotations
 

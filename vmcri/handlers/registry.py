@@ -16,6 +16,7 @@ from vmcri.config import Config, parse_section
 from vmcri.errors import ConfigError, NotFound
 from vmcri.handlers.base import SandboxBackend
 from vmcri.handlers.runc.options import RuncOptions
+from vmcri.handlers.services import BackendServices
 from vmcri.handlers.vm.options import VmOptions
 
 
@@ -26,7 +27,7 @@ class BackendContext:
     config: Config
     root: Path  # persistent dir of this backend's own data
     state: Path  # runtime dir of this backend's own data
-    services: Any  # vmcri.runtime.context.Services (images, streams, events); Any avoids a cycle
+    services: BackendServices  # record look-ups and the exit notification (vmcri.runtime)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """Containers: create, start, stop, remove, status, list, exec, resources, logs.
 
-The record is the truth kubelet sees; :meth:`ContainerService.refresh` folds
-what the backend knows now (an exit, an OOM kill) into it and publishes the
-lifecycle event, so the poller and every RPC agree on one state.
+The record is the truth kubelet sees. A container becomes EXITED in one place
+(:meth:`ContainerService._fold_exit`, decided inside the store's update), when a
+backend reports an exit (an event: ``Services.container_exited``) or a status
+call finds one; so an exit event, the reaper and StopContainer agree on one state
+and STOPPED is published once. Stopping is written once for every backend: the
+record's stop signal, a wait for the exit event bounded by the timeout and the
+RPC's deadline, then SIGKILL.
 """
 
 from __future__ import annotations
@@ -11,9 +15,18 @@ import dataclasses
 import functools
 import logging
 import os
+import signal
+import threading
+import time
 from collections.abc import Iterable, Sequence
 
-from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound, VmcriError
+from vmcri.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    VmcriError,
+)
 from vmcri.handlers.base import ContainerUsage, ExecResult, SandboxBackend
 from vmcri.host.imagevolumes import check_sub_path
 from vmcri.ids import new_id
@@ -34,6 +47,10 @@ from vmcri.store.records import (
 log = logging.getLogger(__name__)
 
 MAX_EXEC_TIMEOUT_S = 24 * 3600
+KILL_GRACE_S = 10.0
+"""How long a container may take to end after SIGKILL (a VM under emulation is slow)."""
+RECHECK_S = 1.0
+"""A stop waiting for an exit event also looks again this often (a dead agent sends none)."""
 REFRESH_ROUND_S = 1.0
 """How long one reaper round waits for the pods' checks (the reaper runs once a second)."""
 
@@ -50,6 +67,9 @@ class ContainerService:
     def __init__(self, services: Services) -> None:
         self._s = services
         self._checks = PodChecks()
+        self._exited = threading.Condition()
+        self._exit_count = 0
+        services.exit_listeners.append(self._on_exit)
 
     def _sandbox(self, sandbox_id: str) -> SandboxRecord:
         sandbox = self._s.store.sandboxes.find(sandbox_id)
@@ -143,35 +163,97 @@ class ContainerService:
         try:
             pid = self._backend(sandbox).start_container(sandbox, container)
         except BaseException as exc:
-            self._s.store.containers.set_state_fields(
-                container.id,
-                state=ContainerState.EXITED,
-                finished_at=self._s.clock(),
-                exit_code=128,
-                reason="StartError",
-                message=str(exc)[:1024],
-            )
+            self._fold_exit(container.id, 128, self._s.clock(), "StartError", str(exc)[:1024])
             raise
-        container = self._s.store.containers.set_state_fields(
-            container.id, state=ContainerState.RUNNING, pid=pid, started_at=self._s.clock()
-        )
+        now = self._s.clock()
+
+        def started(record: ContainerRecord) -> ContainerRecord:
+            if record.state is ContainerState.CREATED:
+                return dataclasses.replace(
+                    record, state=ContainerState.RUNNING, pid=pid, started_at=now
+                )
+            if record.state is ContainerState.EXITED and not record.started_at:
+                # It ended before its start was recorded (the exit event won the race).
+                return dataclasses.replace(record, pid=pid, started_at=now)
+            return record
+
+        container = self._s.store.containers.update(container.id, started)
         self._publish(container, EventType.STARTED)
+        if container.state is ContainerState.EXITED:
+            self._publish(container, EventType.STOPPED)
 
-    def stop(self, container_id: str, timeout_s: int) -> None:
-        """Stop it (signal, then SIGKILL after ``timeout_s``).
+    def stop(self, container_id: str, timeout_s: int, deadline: float | None = None) -> None:
+        """Stop it: its stop signal, up to ``timeout_s`` for it to exit, then SIGKILL.
 
-        A stopped or unknown container is success: the CRI makes StopContainer
-        idempotent, and kubelet repeats it after restarts for containers that are gone.
+        ``deadline`` (``time.monotonic()``) is the RPC's: no wait goes past it. A stopped
+        or unknown container is success: the CRI makes StopContainer idempotent, and
+        kubelet repeats it after restarts for containers that are gone. Raises
+        DeadlineExceeded when the container is still running after SIGKILL.
         """
         if timeout_s < 0:
             raise InvalidArgument("timeout: must not be negative")
         container = self._s.store.containers.find(container_id)
-        if container is None:
+        if container is None or container.state is ContainerState.EXITED:
             return
-        if container.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
-            sandbox = self._sandbox(container.sandbox_id)
-            self._backend(sandbox).stop_container(sandbox, container, timeout_s)
-        self.refresh(container.id, stopping=True)
+        sandbox = self._s.store.sandboxes.find(container.sandbox_id)
+        if sandbox is None:
+            return
+        backend = self._backend(sandbox)
+        if timeout_s > 0 and container.state is not ContainerState.CREATED:
+            backend.signal_container(sandbox, container, _signal_number(container.stop_signal))
+            if self._wait_exited(container.id, _until(timeout_s, deadline)):
+                return
+        backend.signal_container(sandbox, container, signal.SIGKILL)
+        if not self._wait_exited(container.id, _until(KILL_GRACE_S, deadline)):
+            raise DeadlineExceeded(f"container_id {container.id}: still running after SIGKILL")
+
+    def kill_all(self, container_ids: Sequence[str]) -> None:
+        """SIGKILL each container, then wait for all (StopPodSandbox); never raises."""
+        waiting = []
+        for container_id in container_ids:
+            container = self._s.store.containers.find(container_id)
+            if container is None or container.state is ContainerState.EXITED:
+                continue
+            sandbox = self._s.store.sandboxes.find(container.sandbox_id)
+            if sandbox is None:
+                continue
+            try:
+                self._backend(sandbox).signal_container(sandbox, container, signal.SIGKILL)
+            except VmcriError as exc:
+                log.warning("container %s: SIGKILL failed: %s", container.id, exc.message)
+            waiting.append(container.id)
+        until = _until(KILL_GRACE_S, None)
+        for container_id in waiting:
+            try:
+                self._wait_exited(container_id, until)
+            except VmcriError as exc:
+                log.warning("container %s: no exit after SIGKILL: %s", container_id, exc.message)
+
+    def _wait_exited(self, container_id: str, until: float) -> bool:
+        """Wait until the record says EXITED; woken by exit events, rechecked each second."""
+        while True:
+            with self._exited:
+                seen = self._exit_count
+            if self.refresh(container_id).state is ContainerState.EXITED:
+                return True
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._exited:
+                if self._exit_count == seen:
+                    self._exited.wait(min(remaining, RECHECK_S))
+
+    def _on_exit(self, container_id: str) -> None:
+        """A backend recorded an exit (its event thread): fold it, wake the waiters."""
+        try:
+            self.refresh(container_id)
+        except NotFound:
+            pass
+        except Exception:
+            log.exception("container %s: folding its exit failed", container_id)
+        with self._exited:
+            self._exit_count += 1
+            self._exited.notify_all()
 
     def remove(self, container_id: str) -> None:
         """Remove it, stopping it first if it runs; an unknown container is success."""
@@ -180,19 +262,17 @@ class ContainerService:
             return
         sandbox = self._s.store.sandboxes.find(container.sandbox_id)
         if sandbox is not None:
-            backend = self._backend(sandbox)
-            if container.state in (ContainerState.RUNNING, ContainerState.UNKNOWN):
-                backend.stop_container(sandbox, container, 0)
-                container = self.refresh(container.id, stopping=True)
-            backend.remove_container(sandbox, container)
+            self.stop(container.id, 0)
+            container = self._s.store.containers.get(container.id)
+            self._backend(sandbox).remove_container(sandbox, container)
         self._s.store.containers.remove(container.id)
         self._publish(container, EventType.DELETED)
 
     def status(self, container_id: str) -> ContainerRecord:
         return self.refresh(self._s.store.containers.get(container_id).id)
 
-    def refresh(self, container_id: str, stopping: bool = False) -> ContainerRecord:
-        """Fold the backend's view into the record; publish STOPPED on an exit."""
+    def refresh(self, container_id: str) -> ContainerRecord:
+        """Fold what the backend knows now into the record; publish STOPPED on an exit."""
         container = self._s.store.containers.get(container_id)
         if container.state is ContainerState.EXITED:
             return container
@@ -200,33 +280,44 @@ class ContainerService:
         if sandbox is None:
             return container
         liveness = self._backend(sandbox).container_liveness(sandbox, container)
-        if liveness.running and not stopping:
+        if liveness.exit is not None:
+            found = liveness.exit
+            reason = found.reason or ("Completed" if found.exit_code == 0 else "Error")
+            return self._fold_exit(
+                container.id, found.exit_code, found.finished_at, reason, found.message
+            )
+        if liveness.running:
             if container.state is ContainerState.UNKNOWN:
-                return self._s.store.containers.set_state_fields(
-                    container.id, state=ContainerState.RUNNING
-                )
+                return self._s.store.containers.update(container.id, _known_running)
             return container
-        if liveness.exit is None:
-            if container.state is ContainerState.CREATED and not stopping:
-                return container
-            if liveness.running:
-                return container
-            exit_code, finished, reason, message = 255, self._s.clock(), "Unknown", ""
-        else:
-            exit_code = liveness.exit.exit_code
-            finished = liveness.exit.finished_at
-            reason = liveness.exit.reason or ("Completed" if exit_code == 0 else "Error")
-            message = liveness.exit.message
-        was_running = container.state is not ContainerState.CREATED
-        container = self._s.store.containers.set_state_fields(
-            container.id,
-            state=ContainerState.EXITED,
-            exit_code=exit_code,
-            finished_at=finished,
-            reason=reason,
-            message=message,
-        )
-        if was_running:
+        if container.state is ContainerState.CREATED:
+            return container
+        # The backend has lost it: it ended, how is unknown.
+        return self._fold_exit(container.id, 255, self._s.clock(), "Unknown", "")
+
+    def _fold_exit(
+        self, container_id: str, exit_code: int, finished: int, reason: str, message: str
+    ) -> ContainerRecord:
+        """The one place a container becomes EXITED: decided inside the store's update, so
+        of two folds (an exit event and a StopContainer) only the first changes the record
+        and publishes STOPPED."""
+        before: list[ContainerState] = []
+
+        def exited(record: ContainerRecord) -> ContainerRecord:
+            if record.state is ContainerState.EXITED:
+                return record
+            before.append(record.state)
+            return dataclasses.replace(
+                record,
+                state=ContainerState.EXITED,
+                exit_code=exit_code,
+                finished_at=finished,
+                reason=reason,
+                message=message,
+            )
+
+        container = self._s.store.containers.update(container_id, exited)
+        if before and (before[0] is not ContainerState.CREATED or container.started_at):
             self._publish(container, EventType.STOPPED)
         return container
 
@@ -316,6 +407,26 @@ class ContainerService:
                 raise
             log.warning("container %s: no usage sample: %s", container.id, exc.message)
             return container, None
+
+
+def _known_running(record: ContainerRecord) -> ContainerRecord:
+    if record.state is ContainerState.UNKNOWN:
+        return dataclasses.replace(record, state=ContainerState.RUNNING)
+    return record
+
+
+def _signal_number(name: str) -> int:
+    """The number of a stop signal name ("SIGTERM", "TERM"); SIGTERM when unknown."""
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except KeyError:
+        return int(signal.SIGTERM)
+
+
+def _until(timeout_s: float, deadline: float | None) -> float:
+    """``timeout_s`` from now on the monotonic clock, but never past ``deadline``."""
+    until = time.monotonic() + timeout_s
+    return until if deadline is None else min(until, deadline)
 
 
 def _matches(container: ContainerRecord, filt: ContainerFilter) -> bool:

@@ -12,6 +12,7 @@ from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import HandlerRegistry
 from vmcri.network.service import PodNetworking
 from vmcri.runtime.events import EventBus
+from vmcri.store.records import ContainerRecord
 from vmcri.store.store import Store
 
 
@@ -42,6 +43,22 @@ class Services:
     # (unit tests with fake backends).
     networking: PodNetworking | None = None
     clock: Callable[[], int] = time.time_ns
+    # Called with a container ID when a backend has recorded its exit (the container
+    # service folds it into the record and wakes a waiting StopContainer).
+    exit_listeners: list[Callable[[str], None]] = field(default_factory=list)
+
+    # ---- vmcri.handlers.services.BackendServices --------------------------------------
+
+    def find_container(self, container_id: str) -> ContainerRecord | None:
+        found = self.store.containers.find(container_id)
+        return found if found is not None and found.id == container_id else None
+
+    def containers_of(self, sandbox_id: str) -> list[ContainerRecord]:
+        return self.store.containers_of(sandbox_id)
+
+    def container_exited(self, container_id: str) -> None:
+        for listener in list(self.exit_listeners):
+            listener(container_id)
 
     def registry(self) -> HandlerRegistry:
         assert self.handlers is not None, "handlers are wired at start-up"

@@ -180,6 +180,7 @@ class PodService:
         sandbox = self._s.store.sandboxes.find(sandbox_id)
         if sandbox is None:
             return
+        self._containers.kill_all([c.id for c in self._s.store.containers_of(sandbox.id)])
         containers = self._s.store.containers_of(sandbox.id)
         self.backend_of(sandbox).stop_sandbox(sandbox, containers)
         for container in containers:

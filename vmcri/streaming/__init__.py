@@ -11,7 +11,8 @@
                   port-forward ──────────┘ portforward (SPDY)
                                          ▼
                 the pod's backend: ProcessSession / PortConnection (vmcri.handlers.base)
-                runc: handlers/runc/streams.py     vm: handlers/vm/streams.py (guest agent)
+                both: vmcri/supervisor/streams.py, through the pod's agent (host or guest);
+                runc port-forward: handlers/runc/port_dial.py (dials in the pod netns)
 
 Protocols: ``v4.channel.k8s.io`` (v3, v2) and ``portforward.k8s.io`` over SPDY;
 ``v5.channel.k8s.io`` and ``v4.channel.k8s.io`` over WebSocket. Port-forward over

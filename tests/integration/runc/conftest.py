@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from runc_itest_helpers import RECORDS
 
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.backend import RuncBackend
@@ -70,13 +71,16 @@ def make_backend(workdir: Path) -> Callable[[], RuncBackend]:
 
     def make() -> RuncBackend:
         layout = Layout(workdir / "state", workdir / "root")
-        return RuncBackend(RuncOptions(cgroup_parent=cgroup_parent), layout, RealHost())
+        options = RuncOptions(cgroup_parent=cgroup_parent)
+        return RuncBackend(options, layout, RealHost(), RECORDS)
 
     return make
 
 
 @pytest.fixture
 def backend(make_backend: Callable[[], RuncBackend], workdir: Path) -> Iterator[RuncBackend]:
+    RECORDS.containers.clear()
+    RECORDS.exited.clear()
     be = make_backend()
     yield be
     _force_cleanup(be, workdir)
@@ -91,6 +95,7 @@ def _force_cleanup(be: RuncBackend, workdir: Path) -> None:
     sandboxes = be.layout.state / "sandboxes"
     if sandboxes.exists():
         for d in sandboxes.iterdir():
+            be.agents.stop(d.name)
             be.pods.teardown(d.name)
     for controller in ("memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "freezer",
                        "blkio", "systemd", "unified", ""):  # fmt: skip

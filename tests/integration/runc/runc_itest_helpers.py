@@ -1,9 +1,15 @@
-"""Helpers of the runc integration tests: records built by hand, waiting for exits."""
+"""Helpers of the runc integration tests: records built by hand, waiting for exits.
+
+The backend reaches records through ``BackendServices``; :data:`RECORDS` plays the
+runtime here: every record :func:`container_record` makes is in it, and it counts the
+exits the backend reports.
+"""
 
 from __future__ import annotations
 
-import time
-import uuid
+import secrets
+import signal
+import threading
 from pathlib import Path
 
 from vmcri.handlers.base import ContainerExit
@@ -12,8 +18,30 @@ from vmcri.model import ContainerConfig, Metadata, PodConfig
 from vmcri.store.records import ContainerRecord, SandboxRecord
 
 
+class Records:
+    """A minimal ``BackendServices``: the records of one test."""
+
+    def __init__(self) -> None:
+        self.containers: dict[str, ContainerRecord] = {}
+        self.exited: list[str] = []
+        self._lock = threading.Lock()
+
+    def find_container(self, container_id: str) -> ContainerRecord | None:
+        return self.containers.get(container_id)
+
+    def containers_of(self, sandbox_id: str) -> list[ContainerRecord]:
+        return [c for c in self.containers.values() if c.sandbox_id == sandbox_id]
+
+    def container_exited(self, container_id: str) -> None:
+        with self._lock:
+            self.exited.append(container_id)
+
+
+RECORDS = Records()
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return secrets.token_hex(32)
 
 
 def sandbox_record(config: PodConfig | None = None, **kw: object) -> SandboxRecord:
@@ -26,7 +54,7 @@ def container_record(
     sandbox: SandboxRecord, workdir: Path, name: str = "c", **kw: object
 ) -> ContainerRecord:
     config = ContainerConfig(metadata=Metadata(name=name), image="localhost/busybox:test", **kw)  # type: ignore[arg-type]
-    return ContainerRecord(
+    record = ContainerRecord(
         id=new_id(),
         sandbox_id=sandbox.id,
         config=config,
@@ -34,15 +62,25 @@ def container_record(
         image_name="localhost/busybox:test",
         log_path=str(workdir / "logs" / f"{name}.log"),
     )
+    RECORDS.containers[record.id] = record
+    return record
 
 
 def wait_exit(
     be: RuncBackend, sb: SandboxRecord, c: ContainerRecord, timeout: float = 20.0
 ) -> ContainerExit:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        live = be.container_liveness(sb, c)
-        if live.exit is not None:
-            return live.exit
-        time.sleep(0.05)
-    raise AssertionError(f"container {c.id} did not exit in {timeout}s")
+    """The container's exit record, waiting for the agent's exit event to write it."""
+    found = be._containers.exits(sb.id).wait(c.id, timeout)
+    if found is None:
+        raise AssertionError(f"container {c.id} did not exit in {timeout}s")
+    return found
+
+
+def stop(be: RuncBackend, sb: SandboxRecord, c: ContainerRecord, timeout: float) -> ContainerExit:
+    """What the container service does: SIGTERM, wait up to ``timeout``, SIGKILL, wait."""
+    be.signal_container(sb, c, signal.SIGTERM)
+    found = be._containers.exits(sb.id).wait(c.id, timeout)
+    if found is not None:
+        return found
+    be.signal_container(sb, c, signal.SIGKILL)
+    return wait_exit(be, sb, c)

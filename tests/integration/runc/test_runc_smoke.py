@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from runc_itest_helpers import container_record, sandbox_record, wait_exit
+from runc_itest_helpers import container_record, sandbox_record, stop, wait_exit
 
 from vmcri.errors import DeadlineExceeded, InvalidArgument
 from vmcri.handlers.base import ImageInfo
@@ -91,10 +91,10 @@ def test_exec_sync_and_stop_with_exit_code(
     with pytest.raises(DeadlineExceeded):
         backend.exec_sync(sb, c, ["sleep", "30"], 1)
     assert time.monotonic() - t0 < 10
-    backend.stop_container(sb, c, 10)
+    stop(backend, sb, c, 10)
     ex = backend.container_liveness(sb, c).exit
     assert ex is not None and (ex.exit_code, ex.reason) == (3, "Error")
-    backend.stop_container(sb, c, 10)  # idempotent
+    stop(backend, sb, c, 10)  # idempotent
     backend.remove_container(sb, c)
     backend.remove_container(sb, c)  # idempotent
     backend.remove_sandbox(sb)
@@ -109,7 +109,7 @@ def test_stop_escalates_to_sigkill(backend: RuncBackend, image: ImageInfo, workd
     backend.create_container(sb, c, image)
     backend.start_container(sb, c)
     t0 = time.monotonic()
-    backend.stop_container(sb, c, 1)
+    stop(backend, sb, c, 1)
     assert 0.9 < time.monotonic() - t0 < 10
     ex = backend.container_liveness(sb, c).exit
     assert ex is not None and ex.exit_code == 137
@@ -170,7 +170,7 @@ def test_two_containers_share_the_pod_network(
     assert _mounts_under(workdir) == []
 
 
-def test_monitor_survives_backend_restart(
+def test_agent_survives_backend_restart(
     make_backend: Callable[[], RuncBackend], backend: RuncBackend, image: ImageInfo, workdir: Path
 ) -> None:
     sb = sandbox_record()
@@ -181,13 +181,14 @@ def test_monitor_survives_backend_restart(
     )  # fmt: skip
     backend.create_container(sb, c, image)
     backend.start_container(sb, c)
-    del backend  # the daemon is gone; the monitor and container are not
+    backend._containers.drop_link(sb.id)  # as when the daemon's process ends
+    del backend  # the daemon is gone; the pod's agent and the container are not
     again = make_backend()
     assert again.sandbox_alive(sb)
-    live = again.container_liveness(sb, c)
-    assert live.running and live.pid > 0
+    assert again.container_liveness(sb, c).running
+    assert again._containers.pid(sb, c.id) > 0
     assert again.exec_sync(sb, c, ["echo", "still here"], 10).stdout == b"still here\n"
-    again.stop_container(sb, c, 10)
+    stop(again, sb, c, 10)
     ex = again.container_liveness(sb, c).exit
     assert ex is not None and ex.exit_code == 4
     texts = [r[2] for r in _records(Path(c.log_path))]
@@ -213,7 +214,7 @@ def test_reopen_log_usage_and_update(backend: RuncBackend, image: ImageInfo, wor
     assert usage.memory_usage_bytes > 0 and usage.process_count >= 1
     assert usage.cpu_usage_core_nano_seconds > 0
     backend.update_resources(sb, c, Resources(memory_limit_in_bytes=64 << 20, cpu_shares=512))
-    cg = backend._meta(c.id)["cgroups_path"].lstrip("/")
+    cg = backend._cgroups_path(sb, c.id).lstrip("/")
     mem = Path("/sys/fs/cgroup/memory", cg, "memory.limit_in_bytes")
     if mem.exists():
         assert int(mem.read_text()) == 64 << 20

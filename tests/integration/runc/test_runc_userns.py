@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from runc_itest_helpers import container_record, new_id
+from runc_itest_helpers import RECORDS, container_record, new_id
 
 from vmcri.errors import FailedPrecondition, InvalidArgument
 from vmcri.handlers.base import ImageInfo
@@ -259,7 +259,8 @@ def test_unsearchable_state_dir_is_refused(
 ) -> None:
     locked = workdir / "locked"
     locked.mkdir(mode=0o700)
-    be = RuncBackend(RuncOptions(), Layout(locked / "state", locked / "root"), RealHost())
+    layout = Layout(locked / "state", locked / "root")
+    be = RuncBackend(RuncOptions(), layout, RealHost(), RECORDS)
     sb = pod(userns(base))
     assert not be.features().user_namespaces  # kubelet is told up front
     with pytest.raises(FailedPrecondition, match="o\\+x"):

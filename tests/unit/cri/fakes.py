@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,14 +11,22 @@ from typing import Any
 
 from vmcri.config import parse_config_text
 from vmcri.cri.runtime_service import RuntimeServicer
+from vmcri.errors import Unimplemented
 from vmcri.handlers.base import (
+    Condition,
+    ContainerExit,
     ContainerLiveness,
     ContainerUsage,
+    ExecResult,
     HandlerFeatures,
     ImageInfo,
+    PortConnection,
+    ProcessSession,
+    SandboxBackend,
     SandboxStarted,
 )
 from vmcri.handlers.registry import Handler, HandlerRegistry
+from vmcri.handlers.services import BackendServices
 from vmcri.model import Resources
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
@@ -29,17 +38,31 @@ from vmcri.store.store import Store
 
 @dataclass
 class FakeBackend:
-    """Runs nothing; containers run from start until stop, usage comes from ``usage``."""
+    """A ``SandboxBackend`` that runs nothing. A started container runs until a signal it
+    does not ignore (``ignored``) ends it; its exit is reported as a real backend does,
+    through ``BackendServices.container_exited``. Usage comes from ``usage``."""
 
+    services: BackendServices | None = None
     running: set[str] = field(default_factory=set)
+    exits: dict[str, ContainerExit] = field(default_factory=dict)
+    signals: list[tuple[str, int]] = field(default_factory=list)
+    ignored: set[int] = field(default_factory=set)
     usage: dict[str, ContainerUsage] = field(default_factory=dict)
     updates: list[tuple[str, Resources]] = field(default_factory=list)
     handler_features: HandlerFeatures = field(default_factory=HandlerFeatures)
 
+    def end(self, container_id: str, code: int, reason: str = "") -> None:
+        """The container ends by itself (or by a signal): record it, tell the runtime."""
+        self.running.discard(container_id)
+        if container_id not in self.exits:
+            self.exits[container_id] = ContainerExit(code, time.time_ns(), reason)
+            assert self.services is not None, "wire() sets the services"
+            self.services.container_exited(container_id)
+
     def features(self) -> HandlerFeatures:
         return self.handler_features
 
-    def conditions(self) -> Sequence[Any]:
+    def conditions(self) -> Sequence[Condition]:
         return ()
 
     def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
@@ -47,7 +70,8 @@ class FakeBackend:
 
     def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:
         for c in containers:
-            self.running.discard(c.id)
+            if c.id in self.running:
+                self.end(c.id, 137, "Error")
 
     def remove_sandbox(self, sandbox: SandboxRecord) -> None:
         pass
@@ -64,26 +88,64 @@ class FakeBackend:
         self.running.add(container.id)
         return 4242
 
-    def stop_container(
-        self, sandbox: SandboxRecord, container: ContainerRecord, timeout_s: int
+    def signal_container(
+        self, sandbox: SandboxRecord, container: ContainerRecord, signum: int
     ) -> None:
-        self.running.discard(container.id)
+        self.signals.append((container.id, signum))
+        if signum not in self.ignored and container.id not in self.exits:
+            self.end(container.id, 128 + signum)
 
     def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
-        pass
+        self.exits.pop(container.id, None)
 
     def container_liveness(
         self, sandbox: SandboxRecord, container: ContainerRecord
     ) -> ContainerLiveness:
-        return ContainerLiveness(running=container.id in self.running)
+        return ContainerLiveness(
+            running=container.id in self.running, exit=self.exits.get(container.id)
+        )
+
+    def exec_sync(
+        self,
+        sandbox: SandboxRecord,
+        container: ContainerRecord,
+        cmd: Sequence[str],
+        timeout_s: int,
+    ) -> ExecResult:
+        return ExecResult(b"", b"", 0)
 
     def update_resources(
         self, sandbox: SandboxRecord, container: ContainerRecord, resources: Resources
     ) -> None:
         self.updates.append((container.id, resources))
 
+    def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
+        pass
+
     def container_usage(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerUsage:
         return self.usage[container.id]
+
+    def exec_session(
+        self,
+        sandbox: SandboxRecord,
+        container: ContainerRecord,
+        cmd: Sequence[str],
+        *,
+        tty: bool,
+        stdin: bool,
+    ) -> ProcessSession:
+        raise Unimplemented("the fake backend streams nothing")
+
+    def attach_supported(self) -> bool:
+        return False
+
+    def attach_session(
+        self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
+    ) -> ProcessSession:
+        raise Unimplemented("the fake backend streams nothing")
+
+    def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
+        raise Unimplemented("the fake backend streams nothing")
 
 
 @dataclass
@@ -105,15 +167,18 @@ class Runtime:
 
 def wire(tmp: Path, image: ImageInfo) -> Runtime:
     backend = FakeBackend()
-    any_backend: Any = backend
     services = Services(
         config=parse_config_text(""),
         store=Store(tmp / "state"),
         events=EventBus(),
         images=FakeImages(image),
-        handlers=HandlerRegistry({"runc": Handler("runc", "runc", any_backend)}, "runc"),
+        handlers=HandlerRegistry({"runc": Handler("runc", "runc", backend)}, "runc"),
     )
+    backend.services = services
     containers = ContainerService(services)
     pods = PodService(services, containers)
     daemon: Any = types.SimpleNamespace(services=services, pods=pods, containers=containers)
     return Runtime(backend, services, pods, containers, RuntimeServicer(daemon))
+
+
+_: type[SandboxBackend] = FakeBackend  # mypy checks that the fake fulfils the Protocol

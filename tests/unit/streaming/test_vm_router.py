@@ -6,7 +6,7 @@ import pytest
 
 from vmcri.agent import types
 from vmcri.agent.budget import ByteBudget, event_cost
-from vmcri.handlers.vm import streams
+from vmcri.supervisor import streams
 
 
 def chunk(

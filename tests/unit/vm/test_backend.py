@@ -6,7 +6,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -20,6 +19,8 @@ from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig
 from vmcri.network.model import PodNetwork
 from vmcri.network.tap import LinkInfo, TapDevices
+from vmcri.runtime.context import Services
+from vmcri.runtime.events import EventBus
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 
@@ -103,7 +104,7 @@ def vm_context(tmp: Path, store: Store) -> BackendContext:
         config=Config(),
         root=tmp / "root" / "backends" / "vm",
         state=tmp / "state" / "backends" / "vm",
-        services=SimpleNamespace(store=store),
+        services=Services(config=Config(), store=store, events=EventBus()),
     )
 
 

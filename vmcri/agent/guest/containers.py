@@ -2,7 +2,7 @@
 
 Per container ``<id>``::
 
-    <state>/containers/<id>/            bundle: config.json, rootfs/ (mount point), runc.log
+    <state>/containers/<id>/            bundle: config.json, rootfs/ (overlay mount point), runc.log
     <state>/containers/<id>/execs/      pid files of exec sessions
     <scratch>/<id>/upper, work          overlay upper and work dirs on guest-local storage
 
@@ -46,8 +46,6 @@ from vmcri.errors import (
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_LOWERDIRS = 128
-MS_BIND = 4096
-MS_REC = 16384
 OUTPUT_DRAIN_S = 2.0
 """How long an exit waits for the last output: a grandchild may hold the pipes open."""
 
@@ -72,6 +70,8 @@ class Container:
         self.bundle = bundle
         self.scratch = scratch
         self.cgroup_path = cgroup_path
+        self.root_path = str(bundle / "rootfs")
+        """What runc gets as root.path: the overlay below the bundle, or the host's rootfs."""
         self.status: int = agent_pb2.CONTAINER_STATUS_UNKNOWN
         self.pid = 0
         self.exit_code = 0
@@ -197,7 +197,7 @@ class ContainerManager:
         process["terminal"] = bool(req.tty)
         root = spec.get("root")
         readonly = bool(root.get("readonly", False)) if isinstance(root, dict) else False
-        spec["root"] = {"path": "rootfs", "readonly": readonly}
+        spec["root"] = {"path": container.root_path, "readonly": readonly}
         linux = spec.setdefault("linux", {})
         assert isinstance(linux, dict)
         linux["cgroupsPath"] = container.cgroup_path
@@ -261,9 +261,11 @@ class ContainerManager:
             target=self._monitor, args=(container, waiter), name=f"exit-{cid}", daemon=True
         ).start()
 
-    def _mount_rootfs(self, container: Container, lowerdirs: list[str], bind: str) -> None:
-        if bind:
-            self.mounter.mount(bind, str(container.rootfs), "", MS_BIND | MS_REC, "")
+    def _mount_rootfs(self, container: Container, lowerdirs: list[str], assembled: str) -> None:
+        if assembled:
+            # The host assembled it (and owns its mounts): runc takes it as it is, and makes
+            # it a mount point of its own in the container's mount namespace.
+            container.root_path = assembled
             return
         upper = container.scratch / "upper"
         work = container.scratch / "work"
@@ -377,10 +379,14 @@ class ContainerManager:
         import shutil
 
         rootfs = str(container.rootfs)
-        try:
-            self.mounter.umount(rootfs)
-        except HostCommandError:
-            self.mounter.umount(rootfs, detach=True)
+        if os.path.ismount(rootfs):
+            try:
+                self.mounter.umount(rootfs)
+            except HostCommandError:
+                self.mounter.umount(rootfs, detach=True)
+        if os.path.ismount(rootfs):
+            # Never delete through a mount: what is below belongs to the image or the host.
+            raise HostCommandError(f"container {container.container_id}: rootfs still mounted")
         shutil.rmtree(container.bundle, ignore_errors=True)
         shutil.rmtree(container.scratch, ignore_errors=True)
         if container.bundle.exists() or container.scratch.exists():

@@ -1,37 +1,30 @@
 """The ``runc`` backend: a pod's containers directly on the host, under runc.
 
 A sandbox is a set of pinned namespaces and pod files
-(:mod:`vmcri.handlers.runc.sandbox`); a container is an overlay rootfs, an OCI
-bundle built by :func:`vmcri.oci.spec.build_spec`, and a detached monitor
-process (:mod:`vmcri.handlers.runc.monitor`) that runs ``runc create``, owns
-the container's output and records its exit. Everything the backend needs to
-find a container again lives in files under its state directory, so a new
-backend instance (a restarted daemon) picks up running containers as they are.
+(:mod:`vmcri.handlers.runc.sandbox`) and the pod's supervisor, the vmcri agent run on
+the host (:mod:`vmcri.handlers.runc.host_agent`); a container is an overlay rootfs and
+an OCI spec built by :func:`vmcri.oci.spec.build_spec`, handed to that agent, which
+runs runc, holds the container's stdio and reports its output and exit as events. Every
+container feature past the spec is :mod:`vmcri.supervisor.containers`, the same code as
+the ``vm`` backend's; only the place of the agent differs. What the backend needs to find
+a pod again lives in files under its state directory and in the agent, which outlives
+the daemon.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
+import logging
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from vmcri.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    HostCommandError,
-    InvalidArgument,
-    NotFound,
-)
+from vmcri.errors import FailedPrecondition, InvalidArgument
 from vmcri.handlers.base import (
     Condition,
-    ContainerExit,
     ContainerLiveness,
     ContainerUsage,
     ExecResult,
@@ -43,15 +36,9 @@ from vmcri.handlers.base import (
 )
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.runc import hostfacts
-from vmcri.handlers.runc.cgroups import Cgroups, remove_tree
-from vmcri.handlers.runc.exitfile import (
-    MONITOR_FILE,
-    PID_FILE,
-    read_exit,
-    read_int_file,
-    write_exit,
-)
-from vmcri.handlers.runc.host import Host, RealHost, helper_argv
+from vmcri.handlers.runc.cgroups import kill_all_in, remove_tree
+from vmcri.handlers.runc.host import Host, RealHost
+from vmcri.handlers.runc.host_agent import HostAgents
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.options import RuncOptions
 from vmcri.handlers.runc.rootfs import (
@@ -61,9 +48,8 @@ from vmcri.handlers.runc.rootfs import (
     unmount_image_views,
     unmount_rootfs,
 )
-from vmcri.handlers.runc.runc_cli import Runc
 from vmcri.handlers.runc.sandbox import PodSandboxes, unsearchable_dir
-from vmcri.host.disk import tree_usage
+from vmcri.handlers.services import BackendServices
 from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
 from vmcri.model import ContainerConfig, Mount, NamespaceMode, PodConfig, Resources
 from vmcri.oci import process as proc
@@ -79,17 +65,16 @@ from vmcri.oci.seccomp import LOCALHOST
 from vmcri.oci.spec import build_spec
 from vmcri.oci.userns import pod_root
 from vmcri.oci.users import resolve_user
-from vmcri.store.atomic import write_atomic
 from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.supervisor.containers import KILL_GRACE_S, SupervisedContainers
 
-META_FILE = "meta.json"
-EXIT_WAIT_AFTER_KILL_S = 30.0
-POLL_S = 0.02
+log = logging.getLogger(__name__)
 
 
 def create(options: RuncOptions, context: BackendContext) -> RuncBackend:
     """Factory named in :data:`vmcri.handlers.registry.BACKENDS`."""
-    return RuncBackend(options, Layout(Path(context.state), Path(context.root)), RealHost())
+    layout = Layout(Path(context.state), Path(context.root))
+    return RuncBackend(options, layout, RealHost(), context.services)
 
 
 class RuncBackend:
@@ -100,7 +85,7 @@ class RuncBackend:
         options: RuncOptions,
         layout: Layout,
         host: Host,
-        cgroups: Cgroups | None = None,
+        services: BackendServices,
         python: str = sys.executable,
         clock: Callable[[], int] = time.time_ns,
         sleep: Callable[[float], None] = time.sleep,
@@ -108,12 +93,12 @@ class RuncBackend:
         self.options = options
         self.layout = layout
         self.host = host
-        self.cgroups = cgroups or Cgroups()
         self.python = python
         self.clock = clock
-        self.sleep = sleep
-        self.runc = Runc(host, options.runc, str(layout.runc_root))
+        self._services = services
         self.pods = PodSandboxes(host, layout, python, sleep)
+        self.agents = HostAgents(host, layout, python, options.runc)
+        self._containers = SupervisedContainers(self, services)
         self._caps = hostfacts.bounding_capabilities()
         self._oom_floor = (
             None if hostfacts.has_cap_sys_resource() else hostfacts.own_oom_score_adj()
@@ -141,22 +126,63 @@ class RuncBackend:
 
     def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
         """Raises InvalidArgument (config) and HostCommandError; leaves nothing behind."""
-        self.layout.runc_root.mkdir(parents=True, exist_ok=True)
-        return self.pods.setup(sandbox)
+        started = self.pods.setup(sandbox)
+        try:
+            pid = self.agents.start(sandbox.id)
+        except BaseException:
+            self.pods.teardown(sandbox.id)
+            raise
+        runtime = {**started.runtime, "agent_url": self.agents.url(sandbox.id)}
+        runtime["agent_pid"] = str(pid)
+        return dataclasses.replace(started, runtime=runtime)
 
     def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:
-        for container in containers:
-            if self.layout.container_dir(container.id).exists():
-                self.stop_container(sandbox, container, 0)
+        """Kill what still runs, end the PID namespace holder. The agent stays for
+        RemoveContainer's runc delete; it goes with the sandbox (remove_sandbox)."""
+        for left in self._containers.kill_remaining(sandbox, containers, KILL_GRACE_S):
+            log.warning("sandbox %s: container %s did not exit after SIGKILL", sandbox.id, left)
         self.pods.stop(sandbox.id)
 
     def remove_sandbox(self, sandbox: SandboxRecord) -> None:
+        self._containers.forget(sandbox.id)
+        self.agents.stop(sandbox.id)
+        self._kill_orphans(sandbox.id)
         self.pods.teardown(sandbox.id)
         if not sandbox.config.cgroup_parent:
-            remove_tree(self.cgroups, f"{self.options.cgroup_parent.rstrip('/')}/{sandbox.id}")
+            remove_tree(f"{self.options.cgroup_parent.rstrip('/')}/{sandbox.id}")
 
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
-        return self.pods.alive(sandbox)
+        alive = self.pods.alive(sandbox) and bool(self.agents.pid(sandbox.id))
+        if alive:
+            self._containers.link(sandbox)  # after a restart: reconnect, replay the events
+        return alive
+
+    # ---- Placement (vmcri.supervisor.containers) -----------------------------------
+
+    def agent_url(self, sandbox: SandboxRecord) -> str:
+        return sandbox.runtime.get("agent_url") or self.agents.url(sandbox.id)
+
+    def agent_running(self, sandbox_id: str) -> bool:
+        if self.agents.pid(sandbox_id):
+            return True
+        self._kill_orphans(sandbox_id)
+        return False
+
+    def down_message(self) -> str:
+        return "the pod's vmcri agent (its container supervisor) is not running"
+
+    def exits_dir(self, sandbox_id: str) -> Path:
+        return self.layout.sandbox_dir(sandbox_id) / "exits"
+
+    def writable_layer(self, sandbox_id: str, container_id: str) -> Path:
+        return self.layout.layer_dir(container_id) / "upper"
+
+    def _kill_orphans(self, sandbox_id: str) -> None:
+        """Without its agent no one reaps a container or carries its output: end them all."""
+        for container in self._services.containers_of(sandbox_id):
+            path = container.runtime.get("cgroups_path", "")
+            if path:
+                kill_all_in(path)
 
     # ---- containers ---------------------------------------------------------------
 
@@ -189,7 +215,7 @@ class RuncBackend:
             )
         target = ""
         if sec.namespace_options.pid is NamespaceMode.TARGET and sec.namespace_options.target_id:
-            pid = self._running_pid(sec.namespace_options.target_id)
+            pid = self._containers.pid(sandbox, sec.namespace_options.target_id)
             target = f"/proc/{pid}/ns/pid" if pid else ""
         directory = self.layout.sandbox_dir(sandbox.id)
         return SpecContext(
@@ -220,7 +246,7 @@ class RuncBackend:
     def create_container(
         self, sandbox: SandboxRecord, container: ContainerRecord, image: ImageInfo
     ) -> dict[str, str]:
-        """Mount the rootfs, write the bundle, start the monitor (``runc create``).
+        """Mount the rootfs, build the spec, hand the container to the pod's agent (runc create).
 
         Raises InvalidArgument / NotFound (config), HostCommandError
         (mount, runc); on failure nothing is left behind.
@@ -258,19 +284,11 @@ class RuncBackend:
             spec = build_spec(
                 sandbox.config, dataclasses.replace(cfg, mounts=mounts), image.config, ctx
             )
-            meta = {
-                "stop_signal": proc.stop_signal(cfg, image.config),
-                "cgroups_path": cgroups_path,
-                "log_path": container.log_path,
-                "sandbox_id": sandbox.id,
-            }
-            write_atomic(directory / "config.json", json.dumps(spec).encode(), 0o600)
-            write_atomic(directory / META_FILE, json.dumps(meta).encode(), 0o644)
-            self._start_monitor(container, cgroups_path)
+            self._containers.create(sandbox, container, spec, str(rootfs))
         except BaseException:
             self._cleanup_container(container.id)
             raise
-        return {"container_dir": str(directory), **{k: str(v) for k, v in meta.items()}}
+        return {"container_dir": str(directory), "cgroups_path": cgroups_path}
 
     def _mount_image_volumes(
         self, container: ContainerRecord, mounts: tuple[Mount, ...], userns_path: str
@@ -295,148 +313,34 @@ class RuncBackend:
         )
         return resolved, views
 
-    def _start_monitor(self, container: ContainerRecord, cgroups_path: str) -> None:
-        container_id, log_path, cfg = container.id, container.log_path, container.config
-        directory = self.layout.container_dir(container_id)
-        argv = helper_argv(
-            self.python, "vmcri.handlers.runc.monitor",
-            "--runc", self.options.runc, "--runc-root", str(self.layout.runc_root),
-            "--id", container_id, "--dir", str(directory), "--log", log_path,
-            "--oom-file", self.cgroups.oom_events_file(cgroups_path),
-        )  # fmt: skip
-        argv += ["--tty"] if cfg.tty else []
-        argv += ["--stdin"] if cfg.stdin else []
-        argv += ["--stdin-once"] if cfg.stdin and cfg.stdin_once else []
-        line = self.host.spawn_detached(argv, stderr_path=str(directory / "monitor.log"))
-        try:
-            report = json.loads(line)
-        except ValueError:
-            report = {"ok": False, "error": f"monitor gave no report ({line[:200]!r})"}
-        if not isinstance(report, dict) or not report.get("ok"):
-            error = report.get("error") if isinstance(report, dict) else None
-            raise HostCommandError(f"runc create {container_id}: {error}")
-
-    def _meta(self, container_id: str) -> dict[str, str]:
-        try:
-            with open(self.layout.container_dir(container_id) / META_FILE) as f:
-                data = json.load(f)
-            return {str(k): str(v) for k, v in data.items()}
-        except (OSError, ValueError, AttributeError):
-            return {}
-
-    def _monitor_pid(self, container_id: str) -> int:
-        pid = read_int_file(str(self.layout.container_dir(container_id) / MONITOR_FILE))
-        argv = self.host.cmdline(pid) if pid else None
-        if argv and "vmcri.handlers.runc.monitor" in argv and container_id in argv:
-            return pid
-        return 0
-
-    def _running_pid(self, container_id: str) -> int:
-        if read_exit(str(self.layout.container_dir(container_id))) is not None:
-            return 0
-        state = self.runc.state(container_id)
-        if state and state.get("status") in ("running", "paused"):
-            pid = state.get("pid")
-            return pid if isinstance(pid, int) else 0
-        return 0
-
     def start_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
-        """``runc start``; returns the container's init pid. Raises HostCommandError, NotFound."""
-        directory = self.layout.container_dir(container.id)
-        if not directory.exists():
-            raise NotFound(f"container {container.id}: not created in the runc backend")
-        self.runc.start(container.id)
-        return read_int_file(str(directory / PID_FILE))
+        return self._containers.start(sandbox, container)
 
-    def _wait_exit(self, container_id: str, timeout_s: float) -> ContainerExit | None:
-        directory = str(self.layout.container_dir(container_id))
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = read_exit(directory)
-            if found is not None or time.monotonic() >= deadline:
-                return found
-            self.sleep(POLL_S)
-
-    def stop_container(
-        self, sandbox: SandboxRecord, container: ContainerRecord, timeout_s: int
+    def signal_container(
+        self, sandbox: SandboxRecord, container: ContainerRecord, signum: int
     ) -> None:
-        """Stop signal, SIGKILL after ``timeout_s``; waits for the exit record. Idempotent.
-
-        Raises HostCommandError if runc fails or the container does not die.
-        """
-        cid = container.id
-        directory = self.layout.container_dir(cid)
-        if not directory.exists() or read_exit(str(directory)) is not None:
-            return
-        state = self.runc.state(cid)
-        if state is None:
-            return
-        if state.get("status") == "created":
-            # Never started: the monitor waits on it; kill the waiting init.
-            self.runc.kill(cid, "KILL", all_processes=True)
-        else:
-            if timeout_s > 0:
-                signame = self._meta(cid).get("stop_signal") or "SIGTERM"
-                if self.runc.kill(cid, signame.removeprefix("SIG")) and self._wait_exit(
-                    cid, timeout_s
-                ):
-                    return
-            self.runc.kill(cid, "KILL", all_processes=True)
-        if self._wait_exit(cid, EXIT_WAIT_AFTER_KILL_S if self._monitor_pid(cid) else 0.5):
-            return
-        if self._monitor_pid(cid):
-            raise HostCommandError(f"container {cid}: did not exit after SIGKILL")
-        # The monitor is gone (killed by someone): record what we can so stop converges.
-        state = self.runc.state(cid)
-        if state is None or state.get("status") == "stopped":
-            write_exit(
-                str(directory),
-                ContainerExit(137, self.clock(), "Error", "exit status lost: monitor not running"),
-            )
+        self._containers.signal(sandbox, container, signum)
 
     def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
-        """Force-delete the runc container, its monitor, rootfs and files. Idempotent."""
-        if (
-            read_exit(str(self.layout.container_dir(container.id))) is None
-            and self.layout.container_dir(container.id).exists()
-        ):
-            self.stop_container(sandbox, container, 0)
+        """runc delete in the agent, then the rootfs and the files. Idempotent."""
+        self._containers.remove(sandbox, container)
         self._cleanup_container(container.id)
 
     def _cleanup_container(self, container_id: str) -> None:
         directory = self.layout.container_dir(container_id)
-        self.runc.delete(container_id)
-        pid = self._monitor_pid(container_id)
-        if pid:
-            self.host.kill(pid, signal.SIGKILL)
         unmount_rootfs(
             self.host, self.layout.rootfs(container_id), self.layout.layer_dir(container_id)
         )
         unmount_image_views(self.host, self.layout.image_volumes_dir(container_id))
         unmount_image_views(self.host, self.layout.staged_mounts_dir(container_id))
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+        if directory.exists():
+            raise FailedPrecondition(f"container {container_id}: its directory is still in use")
 
     def container_liveness(
         self, sandbox: SandboxRecord, container: ContainerRecord
     ) -> ContainerLiveness:
-        directory = str(self.layout.container_dir(container.id))
-        found = read_exit(directory)
-        if found is not None:
-            return ContainerLiveness(running=False, exit=found)
-        if not os.path.isdir(directory):
-            return ContainerLiveness(running=False)
-        state = self.runc.state(container.id)
-        status = state.get("status") if state else None
-        if state is not None and status in ("running", "paused"):
-            pid = state.get("pid")
-            return ContainerLiveness(running=True, pid=pid if isinstance(pid, int) else 0)
-        if status == "stopped" and self._monitor_pid(container.id):
-            # The monitor is draining output and about to write the exit record.
-            found = self._wait_exit(container.id, 5.0)
-            if found is not None:
-                return ContainerLiveness(running=False, exit=found)
-        return ContainerLiveness(running=False)
+        return self._containers.liveness(sandbox, container)
 
     def exec_sync(
         self,
@@ -445,84 +349,24 @@ class RuncBackend:
         cmd: Sequence[str],
         timeout_s: int,
     ) -> ExecResult:
-        """``runc exec`` with bounded output. timeout 0 means none.
-
-        Raises DeadlineExceeded on timeout (after killing the process),
-        FailedPrecondition if the container is not running, HostCommandError.
-        """
-        if not self._running_pid(container.id):
-            raise FailedPrecondition(f"container_id {container.id}: container is not running")
-        pid_file = self.layout.container_dir(container.id) / f"exec-{time.monotonic_ns()}.pid"
-
-        def kill_exec() -> None:
-            pid = read_int_file(str(pid_file))
-            if pid:
-                self.host.kill(pid, signal.SIGKILL)
-
-        try:
-            result, timed_out = self.host.run_bounded(
-                self.runc.exec_argv(container.id, str(pid_file), cmd),
-                timeout=timeout_s or None,
-                limit=self.options.exec_output_limit,
-                on_timeout=kill_exec,
-            )
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                pid_file.unlink()
-        if timed_out:
-            raise DeadlineExceeded(
-                f"ExecSync in {container.id}: command timed out after {timeout_s}s"
-            )
-        return ExecResult(result.stdout, result.stderr, result.returncode)
+        return self._containers.exec_sync(
+            sandbox, container, cmd, timeout_s, output_limit=self.options.exec_output_limit
+        )
 
     def update_resources(
         self, sandbox: SandboxRecord, container: ContainerRecord, resources: Resources
     ) -> None:
-        """``runc update``; raises InvalidArgument (values), HostCommandError."""
+        """Raises InvalidArgument (values), the agent's errors (runc update)."""
         body = linux_resources(resources, self.options.pids_limit)
-        path = self.layout.container_dir(container.id) / "update.json"
-        write_atomic(path, json.dumps(body).encode(), 0o600)
-        try:
-            self.runc.update(container.id, str(path))
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        self._containers.update_resources(sandbox, container, body)
 
     def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
-        """Ask the monitor to reopen the log file; returns once the file exists again.
-
-        Raises FailedPrecondition when no monitor runs, DeadlineExceeded if it does not react.
-        """
-        pid = self._monitor_pid(container.id)
-        if not pid:
-            raise FailedPrecondition(f"container_id {container.id}: its monitor is not running")
-        self.host.kill(pid, signal.SIGHUP)
-        if not container.log_path:
-            return
-        deadline = time.monotonic() + 5.0
-        while not os.path.exists(container.log_path):
-            if time.monotonic() > deadline:
-                raise DeadlineExceeded(f"container_id {container.id}: log was not reopened")
-            self.sleep(POLL_S)
+        self._containers.reopen_log(sandbox, container)
 
     def container_usage(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerUsage:
-        path = self._meta(container.id).get("cgroups_path") or self._cgroups_path(
-            sandbox, container.id
-        )
-        usage = self.cgroups.usage(path)
-        size, inodes = tree_usage(self.layout.layer_dir(container.id) / "upper")
-        return ContainerUsage(
-            timestamp=self.clock(),
-            cpu_usage_core_nano_seconds=usage.cpu_ns,
-            memory_working_set_bytes=usage.memory_working_set,
-            memory_usage_bytes=usage.memory_usage,
-            memory_rss_bytes=usage.memory_rss,
-            writable_layer_bytes=size,
-            writable_layer_inodes=inodes,
-            process_count=usage.pids,
-        )
+        return self._containers.usage(sandbox, container)
 
-    # ---- streaming (vmcri.handlers.runc.streams) ------------------------------------
+    # ---- streaming --------------------------------------------------------------
 
     def exec_session(
         self,
@@ -533,17 +377,7 @@ class RuncBackend:
         tty: bool,
         stdin: bool,
     ) -> ProcessSession:
-        """Interactive ``runc exec``; raises HostCommandError."""
-        from vmcri.handlers.runc import streams
-
-        return streams.start_exec(
-            self.runc,
-            container.id,
-            cmd,
-            tty=tty,
-            stdin=stdin,
-            exec_dir=self.layout.container_dir(container.id) / "execs",
-        )
+        return self._containers.exec_session(sandbox, container, cmd, tty=tty, stdin=stdin)
 
     def attach_supported(self) -> bool:
         return True
@@ -551,19 +385,13 @@ class RuncBackend:
     def attach_session(
         self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
     ) -> ProcessSession:
-        """A connection to the container's monitor, which owns its stdio.
-
-        Raises FailedPrecondition when the monitor does not answer (container gone).
-        """
-        from vmcri.handlers.runc import streams
-
-        return streams.attach(self.layout.container_dir(container.id))
+        return self._containers.attach_session(sandbox, container)
 
     def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
         """Raises Unavailable (nothing listens), HostCommandError."""
-        from vmcri.handlers.runc import streams
+        from vmcri.handlers.runc.port_dial import dial
 
-        return streams.dial(self.pods.net_path(sandbox), port)
+        return dial(self.pods.net_path(sandbox), port)
 
 
 def _with_pod_network(cfg: ContainerConfig, pod: PodConfig) -> ContainerConfig:

@@ -35,7 +35,6 @@ from pathlib import Path
 from vmcri.errors import FailedPrecondition, HostCommandError, InvalidArgument
 from vmcri.handlers.base import SandboxStarted
 from vmcri.handlers.runc import podinit
-from vmcri.handlers.runc.exitfile import read_int_file
 from vmcri.handlers.runc.host import MS_BIND, MS_NODEV, MS_NOSUID, Host, helper_argv
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.pod_files import hostname_file, hosts_file, resolv_conf
@@ -228,7 +227,10 @@ class PodSandboxes:
             self.sleep(0.01)
 
     def pause_pid(self, sandbox_id: str) -> int:
-        pid = read_int_file(str(self.layout.sandbox_dir(sandbox_id) / "pause.pid"))
+        try:
+            pid = int((self.layout.sandbox_dir(sandbox_id) / "pause.pid").read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
         if pid and self._is_pause(pid, sandbox_id):
             return pid
         return 0

@@ -12,21 +12,15 @@ container so a daemon restart loses nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vmcri.agent import types as agent_types
 from vmcri.errors import (
-    AgentUnavailable,
     ConfigError,
-    DeadlineExceeded,
     FailedPrecondition,
     HypervisorError,
     InvalidArgument,
@@ -35,7 +29,6 @@ from vmcri.errors import (
 )
 from vmcri.handlers.base import (
     Condition,
-    ContainerExit,
     ContainerLiveness,
     ContainerUsage,
     ExecResult,
@@ -48,7 +41,6 @@ from vmcri.handlers.base import (
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
-from vmcri.handlers.vm.agent_link import AgentLink, ContainerRef
 from vmcri.handlers.vm.domain import (
     AGENT_PORT_NAME,
     AGENT_VSOCK_PORT,
@@ -69,20 +61,18 @@ from vmcri.handlers.vm.image_volumes import mount_image_volumes
 from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain
-from vmcri.handlers.vm.spec import container_spec, pod_files, stop_signal
-from vmcri.host.disk import tree_usage
+from vmcri.handlers.vm.spec import container_spec, pod_files
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter
 from vmcri.metrics import families as metrics
 from vmcri.model import Resources
 from vmcri.network.tap import NetlinkTaps, TapDevices
 from vmcri.oci.userns import uses_userns
-from vmcri.store.atomic import write_atomic
 from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.supervisor.containers import KILL_GRACE_S, SupervisedContainers
 
 log = logging.getLogger(__name__)
 
 EXEC_OUTPUT_LIMIT = 480 * 1024  # per stream; both must fit one agent frame
-KILL_GRACE_S = 10.0
 VHOST_VSOCK = "/dev/vhost-vsock"
 
 
@@ -119,8 +109,7 @@ class VmBackend:
                 "options.shared_fs: 'virtiofs' was asked for but no virtiofsd binary was found"
             )
         self._share_driver = "virtiofs" if self._virtiofsd else "9p"
-        self._links: dict[str, AgentLink] = {}
-        self._links_lock = threading.Lock()
+        self._containers = SupervisedContainers(self, context.services)
         self._private_ready = False
 
     # ------------------------------------------------------------ helpers
@@ -157,72 +146,22 @@ class VmBackend:
             return f"vsock://{vsock_cid(sandbox_id)}:{AGENT_VSOCK_PORT}"
         return f"unix://{self._layout(sandbox_id).agent_socket}"
 
-    def _link(self, sandbox: SandboxRecord) -> AgentLink:
-        with self._links_lock:
-            link = self._links.get(sandbox.id)
-            if link is None:
-                url = sandbox.runtime.get("agent_url") or self._agent_url(sandbox.id)
-                link = AgentLink(sandbox.id, url, self._on_exit, self._log_path_of)
-                self._links[sandbox.id] = link
-            return link
+    # ------------------------------------------------------------ Placement (supervisor)
 
-    def _drop_link(self, sandbox_id: str) -> None:
-        with self._links_lock:
-            link = self._links.pop(sandbox_id, None)
-        if link is not None:
-            link.close()
+    def agent_url(self, sandbox: SandboxRecord) -> str:
+        return sandbox.runtime.get("agent_url") or self._agent_url(sandbox.id)
 
-    # ------------------------------------------------------------ agent events
+    def agent_running(self, sandbox_id: str) -> bool:
+        return self._alive(domain_name(sandbox_id))
 
-    def _container(self, container_id: str) -> ContainerRecord | None:
-        store = self._context.services.store
-        found: ContainerRecord | None = store.containers.find(container_id)
-        return found
+    def down_message(self) -> str:
+        return "the pod VM is not running"
 
-    def _log_path_of(self, container_id: str) -> ContainerRef | None:
-        container = self._container(container_id)
-        if container is None:
-            return None
-        return ContainerRef(container.id, container.sandbox_id, container.log_path)
+    def exits_dir(self, sandbox_id: str) -> Path:
+        return self._layout(sandbox_id).exits
 
-    def _on_exit(self, sandbox_id: str, guest_exit: agent_types.ContainerExit) -> None:
-        container = self._container(guest_exit.container_id)
-        if container is None or container.sandbox_id != sandbox_id:
-            return  # the guest names a container this pod does not have: ignore it
-        layout = self._layout(sandbox_id)
-        reason = "OOMKilled" if guest_exit.oom_killed else ""
-        exit_code = guest_exit.exit_code
-        if guest_exit.oom_killed and exit_code == 0:
-            exit_code = 137
-        self._record_exit(layout, container.id, exit_code, reason, "")
-
-    def _record_exit(
-        self, layout: SandboxLayout, container_id: str, code: int, reason: str, message: str
-    ) -> None:
-        path = layout.exit_file(container_id)
-        if path.exists():
-            return
-        entry = {
-            "exit_code": code,
-            "finished_at": time.time_ns(),
-            "reason": reason,
-            "message": message,
-        }
-        write_atomic(path, json.dumps(entry).encode())
-
-    def _read_exit(self, layout: SandboxLayout, container_id: str) -> ContainerExit | None:
-        try:
-            entry = json.loads(layout.exit_file(container_id).read_bytes())
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return ContainerExit(255, time.time_ns(), "Unknown", "exit record unreadable")
-        return ContainerExit(
-            exit_code=int(entry["exit_code"]),
-            finished_at=int(entry["finished_at"]),
-            reason=str(entry.get("reason", "")),
-            message=str(entry.get("message", "")),
-        )
+    def writable_layer(self, sandbox_id: str, container_id: str) -> Path:
+        return self._layout(sandbox_id).upper(container_id) / "upper"
 
     def _on_domain_death(self, name: str, reason: str) -> None:
         prefix = domain_name("")
@@ -231,10 +170,7 @@ class VmBackend:
         sandbox_id = name.removeprefix(prefix)
         log.warning("sandbox %s: VM %s %s", sandbox_id, name, reason)
         metrics.vm_died(reason)
-        layout = self._layout(sandbox_id)
-        for container in self._context.services.store.containers_of(sandbox_id):
-            self._record_exit(layout, container.id, 137, "Error", f"the pod VM {reason}")
-        self._drop_link(sandbox_id)
+        self._containers.agent_lost(sandbox_id, f"the pod VM {reason}")
 
     # ------------------------------------------------------------ SandboxBackend
 
@@ -281,7 +217,7 @@ class VmBackend:
             if plan is not None:
                 nic.attach(self._taps, plan)
             domain_up = time.monotonic()
-            link = self._link(sandbox)
+            link = self._containers.link(sandbox)
             info = link.wait_ready(self._options.boot_timeout_s, alive=lambda: self._alive(name))
             agent_up = time.monotonic()
             _check_guest_version(info.agent_version, guest)
@@ -369,34 +305,23 @@ class VmBackend:
 
     def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:
         name = domain_name(sandbox.id)
-        layout = self._layout(sandbox.id)
         if self._alive(name):
-            link = self._link(sandbox)
-            for container in containers:
-                if self._read_exit(layout, container.id) is None:
-                    try:
-                        link.client.signal_container(container.id, signal.SIGKILL)
-                    except VmcriError as exc:
-                        log.info("container %s: kill failed: %s", container.id, exc.message)
-            exit_files = [layout.exit_file(c.id) for c in containers]
-            wait_until(lambda: all(f.exists() for f in exit_files), KILL_GRACE_S)
+            self._containers.kill_remaining(sandbox, containers, KILL_GRACE_S)
             try:
-                link.client.shutdown()
+                self._containers.link(sandbox).client.shutdown()
             except VmcriError:
                 self._hypervisor.shutdown(name)
             if not wait_until(lambda: not self._alive(name), self._options.shutdown_timeout_s):
                 log.warning("sandbox %s: VM did not power off; destroying it", sandbox.id)
                 self._hypervisor.destroy(name)
-        for container in containers:
-            self._record_exit(layout, container.id, 137, "Error", "the pod sandbox was stopped")
-        self._drop_link(sandbox.id)
+        self._containers.agent_lost(sandbox.id, "the pod sandbox was stopped")
 
     def remove_sandbox(self, sandbox: SandboxRecord) -> None:
         self._teardown(sandbox.id, sandbox)
 
     def _teardown(self, sandbox_id: str, sandbox: SandboxRecord | None = None) -> None:
         """Destroy the VM and release every mount and file of the sandbox; idempotent."""
-        self._drop_link(sandbox_id)
+        self._containers.forget(sandbox_id)
         name = domain_name(sandbox_id)
         try:
             self._hypervisor.destroy(name)
@@ -419,7 +344,7 @@ class VmBackend:
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
         alive = self._alive(domain_name(sandbox.id))
         if alive:
-            self._link(sandbox)  # after a restart: reconnect so output keeps flowing
+            self._containers.link(sandbox)  # after a restart: reconnect, replay the events
         return alive
 
     def create_container(
@@ -449,79 +374,34 @@ class VmBackend:
             spec = container_spec(
                 sandbox, container, image, str(rootfs), layout.guest_path(rootfs), volumes, views
             )
-            self._link(sandbox).client.create_container(
-                cid,
-                json.dumps(spec).encode(),
-                rootfs_path=layout.guest_path(rootfs),
-                stdin=container.config.stdin,
-                stdin_once=container.config.stdin_once,
-                tty=container.config.tty,
-            )
+            self._containers.create(sandbox, container, spec, layout.guest_path(rootfs))
         except BaseException:
             self._release_container(sandbox, cid)
             raise
-        return {"rootfs": str(rootfs), "stop_signal": stop_signal(container, image)}
+        return {"rootfs": str(rootfs)}
 
     def _release_container(self, sandbox: SandboxRecord, container_id: str) -> None:
         layout = self._layout(sandbox.id)
         self._mounter.unmount_below(layout.container_mounts(container_id))
         shutil.rmtree(layout.container_mounts(container_id), ignore_errors=True)
         shutil.rmtree(layout.upper(container_id), ignore_errors=True)
-        layout.exit_file(container_id).unlink(missing_ok=True)
 
     def start_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
-        return self._link(sandbox).client.start_container(container.id).pid
+        return self._containers.start(sandbox, container)
 
-    def stop_container(
-        self, sandbox: SandboxRecord, container: ContainerRecord, timeout_s: int
+    def signal_container(
+        self, sandbox: SandboxRecord, container: ContainerRecord, signum: int
     ) -> None:
-        layout = self._layout(sandbox.id)
-        if self._read_exit(layout, container.id) is not None:
-            return
-        if not self._alive(domain_name(sandbox.id)):
-            self._record_exit(layout, container.id, 137, "Error", "the pod VM is not running")
-            return
-        client = self._link(sandbox).client
-        stop_signal = _signal_number(container.runtime.get("stop_signal", "SIGTERM"))
-        if timeout_s > 0:
-            client.signal_container(container.id, stop_signal)
-            if wait_until(lambda: layout.exit_file(container.id).exists(), timeout_s):
-                return
-        client.signal_container(container.id, signal.SIGKILL)
-        if not wait_until(lambda: layout.exit_file(container.id).exists(), KILL_GRACE_S):
-            raise AgentUnavailable(f"container {container.id}: no exit after SIGKILL")
+        self._containers.signal(sandbox, container, signum)
 
     def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
-        if self._alive(domain_name(sandbox.id)):
-            self._link(sandbox).client.remove_container(container.id)
-        self._link_close_log(sandbox.id, container.id)
+        self._containers.remove(sandbox, container)
         self._release_container(sandbox, container.id)
-
-    def _link_close_log(self, sandbox_id: str, container_id: str) -> None:
-        with self._links_lock:
-            link = self._links.get(sandbox_id)
-        if link is not None:
-            link.close_log(container_id)
 
     def container_liveness(
         self, sandbox: SandboxRecord, container: ContainerRecord
     ) -> ContainerLiveness:
-        layout = self._layout(sandbox.id)
-        recorded = self._read_exit(layout, container.id)
-        if recorded is not None:
-            return ContainerLiveness(running=False, exit=recorded)
-        if not self._alive(domain_name(sandbox.id)):
-            return ContainerLiveness(
-                running=False,
-                exit=ContainerExit(137, time.time_ns(), "Error", "the pod VM is not running"),
-            )
-        state = self._link(sandbox).client.container_status(container.id)
-        if state.status is agent_types.ContainerStatus.EXITED:
-            reason = "OOMKilled" if state.oom_killed else ""
-            self._record_exit(layout, container.id, state.exit_code, reason, "")
-            return ContainerLiveness(running=False, exit=self._read_exit(layout, container.id))
-        running = state.status is agent_types.ContainerStatus.RUNNING
-        return ContainerLiveness(running=running, pid=state.pid)
+        return self._containers.liveness(sandbox, container)
 
     def exec_sync(
         self,
@@ -530,41 +410,22 @@ class VmBackend:
         cmd: Sequence[str],
         timeout_s: int,
     ) -> ExecResult:
-        result = self._link(sandbox).client.exec_sync(
-            container.id, cmd, timeout=float(timeout_s), max_output_bytes=EXEC_OUTPUT_LIMIT
-        )
-        if result.timed_out:
-            raise DeadlineExceeded(f"ExecSync in {container.id} timed out after {timeout_s}s")
-        return ExecResult(result.stdout, result.stderr, result.exit_code)
+        return self._containers.exec_sync(sandbox, container, cmd, timeout_s)
 
     def update_resources(
         self, sandbox: SandboxRecord, container: ContainerRecord, resources: Resources
     ) -> None:
         from vmcri.oci.resources import linux_resources
 
-        body = json.dumps(linux_resources(resources)).encode()
-        self._link(sandbox).client.update_resources(container.id, body)
+        self._containers.update_resources(sandbox, container, linux_resources(resources))
 
     def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
-        self._link(sandbox).reopen_log(container.id)
+        self._containers.reopen_log(sandbox, container)
 
     def container_usage(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerUsage:
-        stats = self._link(sandbox).client.stats([container.id]).containers
-        usage = stats[0] if stats else agent_types.ContainerStats(container.id, 0, 0, 0, 0, 0, 0, 0)
-        upper = self._layout(sandbox.id).upper(container.id) / "upper"
-        used, inodes = tree_usage(upper)
-        return ContainerUsage(
-            timestamp=usage.timestamp_ns or time.time_ns(),
-            cpu_usage_core_nano_seconds=usage.cpu_usage_ns,
-            memory_working_set_bytes=usage.memory_working_set_bytes,
-            memory_usage_bytes=usage.memory_usage_bytes,
-            memory_rss_bytes=usage.memory_rss_bytes,
-            writable_layer_bytes=used,
-            writable_layer_inodes=inodes,
-            process_count=usage.pids,
-        )
+        return self._containers.usage(sandbox, container)
 
-    # ------------------------------------------------------------ streaming (vm/streams.py)
+    # ------------------------------------------------------------ streaming
 
     def exec_session(
         self,
@@ -576,13 +437,7 @@ class VmBackend:
         stdin: bool,
     ) -> ProcessSession:
         """Raises FailedPrecondition (VM down), AgentUnavailable, the agent's errors."""
-        from vmcri.handlers.vm import streams
-
-        streams.require_running_vm(self._alive(domain_name(sandbox.id)), sandbox.id)
-        link = self._link(sandbox)
-        return streams.VmExecSession(
-            link.client, streams.router_for(link), container.id, cmd, tty=tty, stdin=stdin
-        )
+        return self._containers.exec_session(sandbox, container, cmd, tty=tty, stdin=stdin)
 
     def attach_supported(self) -> bool:
         return True
@@ -591,19 +446,11 @@ class VmBackend:
         self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
     ) -> ProcessSession:
         """Raises FailedPrecondition (VM down), AgentUnavailable."""
-        from vmcri.handlers.vm import streams
-
-        streams.require_running_vm(self._alive(domain_name(sandbox.id)), sandbox.id)
-        link = self._link(sandbox)
-        return streams.VmAttachSession(link.client, streams.router_for(link), container.id)
+        return self._containers.attach_session(sandbox, container)
 
     def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
         """Raises FailedPrecondition (VM down), Unavailable (nothing listens on the port)."""
-        from vmcri.handlers.vm import streams
-
-        streams.require_running_vm(self._alive(domain_name(sandbox.id)), sandbox.id)
-        link = self._link(sandbox)
-        return streams.VmPortConnection(link.client, streams.router_for(link), port)
+        return self._containers.port_connection(sandbox, port)
 
 
 def _use_vsock(setting: str, device: Path) -> bool:
@@ -621,13 +468,6 @@ def _check_guest_version(agent_version: str, guest: GuestImage) -> None:
             f"the guest agent reports image {image or 'unknown'!r} but {guest.version[:12]!r} "
             "was booted; rebuild the guest image (scripts/build-guest-image.sh)"
         )
-
-
-def _signal_number(name: str) -> int:
-    try:
-        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-    except KeyError:
-        return int(signal.SIGTERM)
 
 
 def _tail(path: Path, limit: int = 600) -> str:

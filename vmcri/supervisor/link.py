@@ -1,4 +1,4 @@
-"""One pod VM's agent connection, and the CRI log files its events feed.
+"""One pod's agent connection, and the CRI log files its events feed.
 
 The agent client reconnects by itself and replays unacknowledged events, so a
 daemon restart loses no output: the new link reopens each running container's
@@ -80,7 +80,7 @@ class AgentLink:
         return self._client
 
     def wait_ready(self, timeout_s: float, alive: Callable[[], bool]) -> types.AgentInfo:
-        """Wait for the agent of a booting VM; raises HypervisorError if the VM dies first."""
+        """Wait for a starting agent; raises HypervisorError if its home (the VM) dies first."""
         deadline = time.monotonic() + timeout_s
         last: VmcriError | None = None
         while time.monotonic() < deadline:
@@ -115,8 +115,10 @@ class AgentLink:
         elif isinstance(event, types.ContainerExit):
             if self._own(event.container_id) is None:
                 return
-            self._on_exit(self.sandbox_id, event)
+            # The agent sends a container's last output before its exit; close (flush) the
+            # log before the exit is recorded, so a client that saw the exit reads it all.
             self.close_log(event.container_id)
+            self._on_exit(self.sandbox_id, event)
 
     def _own(self, container_id: str) -> ContainerRef | None:
         """The record of this pod's container with exactly this ID; None (counted) if none."""
@@ -165,6 +167,10 @@ class AgentLink:
                 writer.write(chunk.stream, chunk.data)
         except OSError as exc:
             log.error("container %s: cannot write its log: %s", chunk.container_id, exc)
+
+    def open_log(self, container_id: str) -> None:
+        """Create the container's log file now: kubelet may read it before any output."""
+        self._writer(container_id)
 
     def reopen_log(self, container_id: str) -> None:
         writer = self._writer(container_id)

@@ -1,4 +1,4 @@
-"""Streaming sessions of the VM backend: exec, attach and port-forward through the guest agent.
+"""Streaming sessions over a pod's agent: exec, attach and port-forward, for both backends.
 
 Output and exits of sessions arrive as agent events on the link's dispatcher thread; a
 :class:`StreamRouter` per pod hands them to the session they belong to:
@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterator, Sequence
 from vmcri.agent import types
 from vmcri.agent.budget import POD_EVENT_BUDGET, ByteBudget, event_cost
 from vmcri.agent.client import AgentClient
-from vmcri.errors import FailedPrecondition, Unavailable, VmcriError
+from vmcri.errors import Unavailable, VmcriError
 from vmcri.handlers.base import StreamOutput
-from vmcri.handlers.vm.agent_link import AgentLink
+from vmcri.supervisor.link import AgentLink
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class _AgentProcess:
             self._client.resize(self._cid, height, width, exec_id=self._exec_id)
 
 
-class VmExecSession(_AgentProcess):
+class AgentExecSession(_AgentProcess):
     def __init__(
         self,
         client: AgentClient,
@@ -267,7 +267,7 @@ class VmExecSession(_AgentProcess):
         self._sink.close()
 
 
-class VmAttachSession(_AgentProcess):
+class AgentAttachSession(_AgentProcess):
     def __init__(self, client: AgentClient, router: StreamRouter, container_id: str) -> None:
         super().__init__(client, router, container_id, "")
         self._sink = router.attach(container_id)
@@ -280,7 +280,7 @@ class VmAttachSession(_AgentProcess):
         self._sink.close()
 
 
-class VmPortConnection:
+class AgentPortConnection:
     """Implements :class:`vmcri.handlers.base.PortConnection` through the agent."""
 
     def __init__(self, client: AgentClient, router: StreamRouter, port: int) -> None:
@@ -343,9 +343,3 @@ def router_for(link: AgentLink) -> StreamRouter:
             link.add_listener(router)
             _routers[link] = router
         return router
-
-
-def require_running_vm(alive: bool, sandbox_id: str) -> None:
-    """Raises FailedPrecondition when the pod's VM is not running."""
-    if not alive:
-        raise FailedPrecondition(f"sandbox {sandbox_id}: the pod VM is not running")

@@ -1,0 +1,128 @@
+"""The runc backend's per-pod supervisor: the vmcri agent, run on the host.
+
+The agent that runs a VM pod's containers in its guest runs a runc pod's containers on
+the host, one process per pod (as ``containerd-shim-runc-v2`` is one per pod). It runs
+``runc`` with a root of its own, is the subreaper of the pod's container processes,
+holds their stdio, and reports output and exits as events over a unix socket with the
+same protocol, framing, replay and bounds as the guest's. It starts in a session of its
+own and outlives the daemon; a restarted daemon reconnects to it.
+
+Per pod (``<sandbox dir>`` is the runc backend's ``sandboxes/<id>/``)::
+
+    <sandbox dir>/agent/            the agent's --state-dir: bundles, runc --root
+    <sandbox dir>/agent.pid         its PID, checked against its command line before use
+    <sandbox dir>/agent.log         its log (stderr)
+    <state>/sockets/<16 hex>.agent  its socket (short: a socket path ends at 107 bytes)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+from pathlib import Path
+
+from vmcri.errors import FailedPrecondition, HostCommandError
+from vmcri.handlers.runc.host import Host
+from vmcri.handlers.runc.layout import Layout
+
+log = logging.getLogger(__name__)
+
+MODULE = "vmcri.agent"
+MAX_SOCKET_PATH = 107
+EXIT_WAIT_S = 5.0
+
+
+class HostAgents:
+    """Start, find and stop the agent of each runc pod."""
+
+    def __init__(self, host: Host, layout: Layout, python: str, runc: str) -> None:
+        self._host = host
+        self._layout = layout
+        self._python = python
+        self._runc = runc
+
+    def socket(self, sandbox_id: str) -> Path:
+        return self._layout.state / "sockets" / f"{sandbox_id[:16]}.agent"
+
+    def url(self, sandbox_id: str) -> str:
+        return f"unix://{self.socket(sandbox_id)}"
+
+    def _dir(self, sandbox_id: str) -> Path:
+        return self._layout.sandbox_dir(sandbox_id)
+
+    def start(self, sandbox_id: str) -> int:
+        """Start the pod's agent; returns once it listens. Raises HostCommandError."""
+        sock = self.socket(sandbox_id)
+        if len(str(sock)) > MAX_SOCKET_PATH:
+            raise FailedPrecondition(
+                f"state dir {self._layout.state} is too deep: the agent socket path {sock} "
+                f"exceeds {MAX_SOCKET_PATH} bytes"
+            )
+        sock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.pid(sandbox_id):
+            raise FailedPrecondition(f"sandbox {sandbox_id}: its agent already runs")
+        sock.unlink(missing_ok=True)
+        state = self._dir(sandbox_id) / "agent"
+        argv = [
+            self._python, "-m", MODULE,
+            "--listen", self.url(sandbox_id),
+            "--state-dir", str(state),
+            "--runc", self._runc,
+            "--runc-root", str(state / "runc"),
+            "--no-host-settings", "--poweroff", "no", "--daemonize",
+        ]  # fmt: skip
+        line = self._host.spawn_detached(
+            argv, stderr_path=str(self._dir(sandbox_id) / "agent.log")
+        ).decode(errors="replace")
+        word, _, rest = line.strip().partition(" ")
+        if word != "ready" or not rest.isdigit():
+            raise HostCommandError(
+                f"sandbox {sandbox_id}: the host agent did not start: {line.strip()[:300]!r}"
+                f" (see {self._dir(sandbox_id) / 'agent.log'})"
+            )
+        pid = int(rest)
+        (self._dir(sandbox_id) / "agent.pid").write_text(f"{pid}\n")
+        return pid
+
+    def pid(self, sandbox_id: str) -> int:
+        """The agent's PID if it runs (its command line names this pod's socket), else 0."""
+        try:
+            pid = int((self._dir(sandbox_id) / "agent.pid").read_text().strip())
+        except (OSError, ValueError):
+            return 0
+        argv = self._host.cmdline(pid)
+        if argv and MODULE in argv and self.url(sandbox_id) in argv:
+            return pid
+        return 0
+
+    def stop(self, sandbox_id: str) -> None:
+        """SIGTERM (it ends its session), SIGKILL if it lingers; idempotent."""
+        pid = self.pid(sandbox_id)
+        if pid:
+            self._host.kill(pid, signal.SIGTERM)
+            if not _wait_gone(pid, EXIT_WAIT_S) and self.pid(sandbox_id):
+                log.warning(
+                    "sandbox %s: host agent %d ignored SIGTERM; killing it", sandbox_id, pid
+                )
+                self._host.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket(sandbox_id))
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    """Whether process ``pid`` ended within ``timeout_s`` (it is not our child: a pidfd)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout_s * 1000))
+    finally:
+        os.close(fd)

@@ -1,0 +1,302 @@
+"""Containers run by a pod's vmcri agent, wherever that agent runs.
+
+Both backends hand their containers to one agent per pod: the ``vm`` backend's agent is
+PID 1's child in the pod VM, the ``runc`` backend's is a process on the host (as
+containerd has one shim per pod). The agent speaks one protocol over one framing whatever
+the channel, so every container feature (create, start, signal, exec, attach, stats,
+resources, output into CRI log files, exits) is written here once; a backend says only
+where its agent is (:class:`Placement`) and builds the container's OCI spec and rootfs.
+
+Exits are events: the agent's ContainerExited event, or the placement's death (the VM
+died, the host agent is gone), becomes a write-once exit record (``exits.py``), and the
+runtime is told at once (``BackendServices.container_exited``); nothing polls a container.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from vmcri.agent import types as agent_types
+from vmcri.errors import DeadlineExceeded, FailedPrecondition, NotFound, VmcriError
+from vmcri.handlers.base import (
+    ContainerExit,
+    ContainerLiveness,
+    ContainerUsage,
+    ExecResult,
+    ProcessSession,
+)
+from vmcri.handlers.services import BackendServices
+from vmcri.host.disk import tree_usage
+from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.supervisor import streams
+from vmcri.supervisor.exits import ExitRecords
+from vmcri.supervisor.link import AgentLink, ContainerRef
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE_S = 10.0
+"""How long StopPodSandbox waits for its containers' exits after SIGKILL."""
+EXEC_OUTPUT_LIMIT = 480 * 1024
+"""Per stream, for ExecSync: both streams must fit one agent frame (1 MiB)."""
+
+
+class Placement(Protocol):
+    """Where a pod's agent runs: what differs between the backends."""
+
+    def agent_url(self, sandbox: SandboxRecord) -> str: ...
+
+    def agent_running(self, sandbox_id: str) -> bool:
+        """Whether the agent's home (the VM, the host agent process) is up."""
+        ...
+
+    def down_message(self) -> str:
+        """Why a container of a pod whose agent is gone ended, e.g. "the pod VM died"."""
+        ...
+
+    def exits_dir(self, sandbox_id: str) -> Path: ...
+
+    def writable_layer(self, sandbox_id: str, container_id: str) -> Path:
+        """The container's overlay upper directory on the host (for its disk usage)."""
+        ...
+
+
+class SupervisedContainers:
+    """The container half of a backend, over the pod's agent link."""
+
+    def __init__(self, placement: Placement, services: BackendServices) -> None:
+        self._place = placement
+        self._services = services
+        self._links: dict[str, AgentLink] = {}
+        self._exits: dict[str, ExitRecords] = {}
+        self._lock = threading.Lock()
+
+    # ---- links and exit records ---------------------------------------------------------
+
+    def link(self, sandbox: SandboxRecord) -> AgentLink:
+        """The pod's agent link, made on first use (a restarted daemon reconnects here)."""
+        with self._lock:
+            found = self._links.get(sandbox.id)
+            if found is None:
+                found = AgentLink(
+                    sandbox.id, self._place.agent_url(sandbox), self._on_exit, self._lookup
+                )
+                self._links[sandbox.id] = found
+            return found
+
+    def drop_link(self, sandbox_id: str) -> None:
+        with self._lock:
+            found = self._links.pop(sandbox_id, None)
+        if found is not None:
+            found.close()
+
+    def exits(self, sandbox_id: str) -> ExitRecords:
+        with self._lock:
+            found = self._exits.get(sandbox_id)
+            if found is None:
+                found = ExitRecords(self._place.exits_dir(sandbox_id))
+                self._exits[sandbox_id] = found
+            return found
+
+    def forget(self, sandbox_id: str) -> None:
+        """The sandbox is removed: drop its link and exit records (files go with its dir)."""
+        self.drop_link(sandbox_id)
+        with self._lock:
+            self._exits.pop(sandbox_id, None)
+
+    def _lookup(self, container_id: str) -> ContainerRef | None:
+        found = self._services.find_container(container_id)
+        if found is None:
+            return None
+        return ContainerRef(found.id, found.sandbox_id, found.log_path)
+
+    def record_exit(self, sandbox_id: str, container_id: str, exit: ContainerExit) -> None:
+        """Keep the first account of how the container ended and tell the runtime."""
+        if self.exits(sandbox_id).record(container_id, exit):
+            self._services.container_exited(container_id)
+
+    def _on_exit(self, sandbox_id: str, event: agent_types.ContainerExit) -> None:
+        # The link has checked that the container is one of this pod's.
+        code = event.exit_code
+        if event.oom_killed and code == 0:
+            code = 137
+        finished = event.finished_at_ns or time.time_ns()
+        reason = "OOMKilled" if event.oom_killed else ("Completed" if code == 0 else "Error")
+        self.record_exit(sandbox_id, event.container_id, ContainerExit(code, finished, reason))
+
+    def agent_lost(self, sandbox_id: str, message: str) -> None:
+        """The pod's agent is gone with its containers: each one still running has ended."""
+        for container in self._services.containers_of(sandbox_id):
+            self.record_exit(
+                sandbox_id, container.id, ContainerExit(137, time.time_ns(), "Error", message)
+            )
+        self.drop_link(sandbox_id)
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    def create(
+        self,
+        sandbox: SandboxRecord,
+        container: ContainerRecord,
+        spec: dict[str, object],
+        rootfs_path: str,
+    ) -> None:
+        """Hand the container to the agent (runc create there); raises the agent's errors."""
+        self.exits(sandbox.id).discard(container.id)
+        cfg = container.config
+        self.link(sandbox).client.create_container(
+            container.id,
+            json.dumps(spec).encode(),
+            rootfs_path=rootfs_path,
+            stdin=cfg.stdin,
+            stdin_once=cfg.stdin_once,
+            tty=cfg.tty,
+        )
+        self.link(sandbox).open_log(container.id)
+
+    def start(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
+        return self.link(sandbox).client.start_container(container.id).pid
+
+    def signal(self, sandbox: SandboxRecord, container: ContainerRecord, signum: int) -> None:
+        """Signal the container's init; one that has ended (or is unknown) is left alone."""
+        if self.exits(sandbox.id).read(container.id) is not None:
+            return
+        if not self._place.agent_running(sandbox.id):
+            self.agent_lost(sandbox.id, self._place.down_message())
+            return
+        try:
+            self.link(sandbox).client.signal_container(container.id, signum)
+        except NotFound:
+            return
+
+    def kill_remaining(
+        self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord], timeout_s: float
+    ) -> list[str]:
+        """SIGKILL every container without an exit record and wait up to ``timeout_s`` for
+        their exits (StopPodSandbox; the runtime has normally stopped them already).
+        Returns the IDs still without a record."""
+        exits = self.exits(sandbox.id)
+        left = [c for c in containers if exits.read(c.id) is None]
+        for container in left:
+            try:
+                self.signal(sandbox, container, signal.SIGKILL)
+            except VmcriError as exc:
+                log.info("container %s: kill failed: %s", container.id, exc.message)
+        deadline = time.monotonic() + timeout_s
+        return [
+            c.id for c in left if exits.wait(c.id, max(0.0, deadline - time.monotonic())) is None
+        ]
+
+    def remove(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
+        """Delete it in the agent (idempotent there) and forget its log writer and exit."""
+        if self._place.agent_running(sandbox.id):
+            self.link(sandbox).client.remove_container(container.id)
+        with self._lock:
+            found = self._links.get(sandbox.id)
+        if found is not None:
+            found.close_log(container.id)
+        self.exits(sandbox.id).discard(container.id)
+
+    def liveness(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerLiveness:
+        """From the exit record and whether the agent is there: no call into the agent."""
+        recorded = self.exits(sandbox.id).read(container.id)
+        if recorded is not None:
+            return ContainerLiveness(running=False, exit=recorded)
+        if not self._place.agent_running(sandbox.id):
+            self.agent_lost(sandbox.id, self._place.down_message())
+            return ContainerLiveness(running=False, exit=self.exits(sandbox.id).read(container.id))
+        return ContainerLiveness(running=True, pid=container.pid)
+
+    def pid(self, sandbox: SandboxRecord, container_id: str) -> int:
+        """The running container's init PID as the agent sees it (0 when not running)."""
+        try:
+            state = self.link(sandbox).client.container_status(container_id)
+        except (NotFound, VmcriError):
+            return 0
+        return state.pid if state.status is agent_types.ContainerStatus.RUNNING else 0
+
+    # ---- processes and resources ------------------------------------------------------
+
+    def exec_sync(
+        self,
+        sandbox: SandboxRecord,
+        container: ContainerRecord,
+        cmd: Sequence[str],
+        timeout_s: int,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
+    ) -> ExecResult:
+        """Raises DeadlineExceeded when the command outlived ``timeout_s`` (0: no limit)."""
+        result = self.link(sandbox).client.exec_sync(
+            container.id,
+            cmd,
+            timeout=float(timeout_s),
+            max_output_bytes=min(output_limit, EXEC_OUTPUT_LIMIT),
+        )
+        if result.timed_out:
+            raise DeadlineExceeded(f"ExecSync in {container.id} timed out after {timeout_s}s")
+        return ExecResult(result.stdout, result.stderr, result.exit_code)
+
+    def update_resources(
+        self, sandbox: SandboxRecord, container: ContainerRecord, body: dict[str, object]
+    ) -> None:
+        """``body`` is the OCI ``linux.resources`` object the backend built."""
+        self.link(sandbox).client.update_resources(container.id, json.dumps(body).encode())
+
+    def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
+        self.link(sandbox).reopen_log(container.id)
+
+    def usage(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerUsage:
+        found = self.link(sandbox).client.stats([container.id]).containers
+        stats = found[0] if found else None
+        used, inodes = tree_usage(self._place.writable_layer(sandbox.id, container.id))
+        if stats is None:
+            return ContainerUsage(
+                timestamp=time.time_ns(), writable_layer_bytes=used, writable_layer_inodes=inodes
+            )
+        return ContainerUsage(
+            timestamp=stats.timestamp_ns or time.time_ns(),
+            cpu_usage_core_nano_seconds=stats.cpu_usage_ns,
+            memory_working_set_bytes=stats.memory_working_set_bytes,
+            memory_usage_bytes=stats.memory_usage_bytes,
+            memory_rss_bytes=stats.memory_rss_bytes,
+            writable_layer_bytes=used,
+            writable_layer_inodes=inodes,
+            process_count=stats.pids,
+        )
+
+    # ---- streaming ----------------------------------------------------------------------
+
+    def _running_link(self, sandbox: SandboxRecord) -> AgentLink:
+        if not self._place.agent_running(sandbox.id):
+            raise FailedPrecondition(f"sandbox {sandbox.id}: {self._place.down_message()}")
+        return self.link(sandbox)
+
+    def exec_session(
+        self,
+        sandbox: SandboxRecord,
+        container: ContainerRecord,
+        cmd: Sequence[str],
+        *,
+        tty: bool,
+        stdin: bool,
+    ) -> ProcessSession:
+        """Raises FailedPrecondition (agent gone), AgentUnavailable, the agent's errors."""
+        link = self._running_link(sandbox)
+        return streams.AgentExecSession(
+            link.client, streams.router_for(link), container.id, cmd, tty=tty, stdin=stdin
+        )
+
+    def attach_session(self, sandbox: SandboxRecord, container: ContainerRecord) -> ProcessSession:
+        link = self._running_link(sandbox)
+        return streams.AgentAttachSession(link.client, streams.router_for(link), container.id)
+
+    def port_connection(self, sandbox: SandboxRecord, port: int) -> streams.AgentPortConnection:
+        """A TCP connection the agent opens to 127.0.0.1:``port`` in its network namespace."""
+        link = self._running_link(sandbox)
+        return streams.AgentPortConnection(link.client, streams.router_for(link), port)
