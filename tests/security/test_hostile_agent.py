@@ -33,7 +33,6 @@ from vmcri.config import Config
 from vmcri.errors import AgentUnavailable, VmcriError
 from vmcri.handlers.base import ContainerExit, ContainerLiveness
 from vmcri.handlers.registry import Handler, HandlerRegistry
-from vmcri.supervisor import streams
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig
@@ -42,6 +41,7 @@ from vmcri.runtime.context import Services
 from vmcri.runtime.events import EventBus
 from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
 from vmcri.store.store import Store
+from vmcri.supervisor import streams
 
 
 class HostileGuest:

@@ -97,7 +97,7 @@ def test_an_exit_event_racing_stop_publishes_stopped_once(rt: Runtime) -> None:
         rt.backend.ignored = {signal.SIGTERM}
         go = threading.Barrier(2)
 
-        def exit_event(container_id: str = cid) -> None:
+        def exit_event(container_id: str = cid, go: threading.Barrier = go) -> None:
             go.wait()
             rt.backend.end(container_id, 3)
 
