@@ -16,7 +16,9 @@ from vmcri.config import Config, parse_section
 from vmcri.errors import ConfigError, NotFound
 from vmcri.handlers.base import SandboxBackend
 from vmcri.handlers.runc.options import RuncOptions
+from vmcri.handlers.services import BackendServices
 from vmcri.handlers.vm.options import VmOptions
+from vmcri.store.records import SandboxRecord
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class BackendContext:
     config: Config
     root: Path  # persistent dir of this backend's own data
     state: Path  # runtime dir of this backend's own data
-    services: Any  # vmcri.runtime.context.Services (images, streams, events); Any avoids a cycle
+    services: BackendServices  # the records, read-only (vmcri.runtime.context.Services)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,19 @@ class HandlerRegistry:
                 f"runtime_handler {name!r} is not configured (configured handlers: {known})"
             )
         return handler
+
+    def backend_for(self, sandbox: SandboxRecord) -> SandboxBackend:
+        """The backend of the handler that made ``sandbox`` (its record names it).
+
+        Raises NotFound when that handler is no longer in the configuration.
+        """
+        handler = self._handlers.get(sandbox.handler or self.default)
+        if handler is None:
+            raise NotFound(
+                f"pod sandbox {sandbox.id}: its runtime handler {sandbox.handler!r} is not "
+                "configured any more; configure it again to stop or remove the pod"
+            )
+        return handler.backend
 
     def __iter__(self) -> Iterator[Handler]:
         return iter(self._handlers.values())
