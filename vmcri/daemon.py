@@ -136,6 +136,7 @@ class Daemon:
             raise
 
     def _start_locked(self) -> None:
+        from vmcri.cri.rpc_common import RuntimeServices
         from vmcri.cri.server import build_server  # grpc is only needed by the daemon
         from vmcri.images.service import ImageService
 
@@ -158,7 +159,14 @@ class Daemon:
         self._start_metrics()
         socket_path = Path(config.socket)
         claim_socket_path(socket_path)
-        server = build_server(self, socket_path)
+        runtime = RuntimeServices(
+            pods=self.pods,
+            containers=self.containers,
+            info=self.info,
+            events=self.services.events,
+            streaming=self.streaming,
+        )
+        server = build_server(runtime, self.image_service, socket_path)
         server.start()
         os.chmod(socket_path, 0o660)
         self._server = server
@@ -178,10 +186,6 @@ class Daemon:
             self.config.metrics.address, self.config.metrics.allow_non_loopback, [running]
         )
         self.metrics.start()
-
-    def streaming_service(self) -> StreamingService:
-        assert self.streaming is not None, "the streaming server is wired before the gRPC server"
-        return self.streaming
 
     def _backend_context(self, handler: str, backend: str) -> BackendContext:
         return BackendContext(

@@ -317,6 +317,10 @@ class ContainerService:
             log.warning("container %s: no usage sample: %s", container.id, exc.message)
             return container, None
 
+    def of_sandbox(self, sandbox_id: str) -> Sequence[ContainerRecord]:
+        """The sandbox's containers as recorded (no backend is asked), oldest first."""
+        return sorted(self._s.store.containers_of(sandbox_id), key=lambda c: c.created_at)
+
 
 def _matches(container: ContainerRecord, filt: ContainerFilter) -> bool:
     if filt.id and not container.id.startswith(filt.id):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vmcri.config import parse_config_text
+from vmcri.cri.rpc_common import RuntimeServices
 from vmcri.cri.runtime_service import RuntimeServicer
 from vmcri.handlers.base import (
     ContainerLiveness,
@@ -22,9 +22,11 @@ from vmcri.model import Resources
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import EventBus
+from vmcri.runtime.info import RuntimeInfo
 from vmcri.runtime.pods import PodService
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.store.store import Store
+from vmcri.streaming.service import StreamingService
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Runtime:
     services: Services
     pods: PodService
     containers: ContainerService
+    runtime: RuntimeServices  # what the edge gets, as the daemon wires it
     servicer: RuntimeServicer
 
 
@@ -115,5 +118,12 @@ def wire(tmp: Path, image: ImageInfo) -> Runtime:
     )
     containers = ContainerService(services)
     pods = PodService(services, containers)
-    daemon: Any = types.SimpleNamespace(services=services, pods=pods, containers=containers)
-    return Runtime(backend, services, pods, containers, RuntimeServicer(daemon))
+    runtime = RuntimeServices(
+        pods=pods,
+        containers=containers,
+        info=RuntimeInfo(services),
+        events=services.events,
+        # Never started: the edge asks it for URLs only.
+        streaming=StreamingService(services, containers, services.config.streaming),
+    )
+    return Runtime(backend, services, pods, containers, runtime, RuntimeServicer(runtime))

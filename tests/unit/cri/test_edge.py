@@ -8,7 +8,6 @@ fault of vmcri answers, logged with its traceback.
 from __future__ import annotations
 
 import logging
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,9 @@ def rt(tmp_path: Path) -> Runtime:
 
 @pytest.fixture
 def stub(rt: Runtime, tmp_path: Path) -> Iterator[api_pb2_grpc.RuntimeServiceStub]:
-    daemon: Any = types.SimpleNamespace(
-        services=rt.services, pods=rt.pods, containers=rt.containers, image_service=object()
-    )
+    images: Any = object()  # no image RPC is called here
     socket = tmp_path / "cri.sock"
-    server = build_server(daemon, socket)
+    server = build_server(rt.runtime, images, socket)
     server.start()
     channel = grpc.insecure_channel(f"unix:{socket}")
     try:
