@@ -21,6 +21,7 @@ from vmcri.config import Config
 from vmcri.control import LOCK_NAME
 from vmcri.errors import ConfigError, VmcriError
 from vmcri.handlers.registry import BackendContext, HandlerRegistry
+from vmcri.handlers.state_dirs import check_no_kind_dir_pods, handler_dirs
 from vmcri.host import sdnotify
 from vmcri.network.service import PodNetworking
 from vmcri.runtime.containers import ContainerService
@@ -150,6 +151,8 @@ class Daemon:
             in_use=self._images_in_use,
         )
         self.services.images = self.image_service
+        store = self.services.store
+        check_no_kind_dir_pods(config, store.sandboxes.list(), store.containers_of)
         self.services.handlers = HandlerRegistry.from_config(config, self._backend_context)
         self._reconcile()
         from vmcri.streaming.service import StreamingService
@@ -188,11 +191,9 @@ class Daemon:
         self.metrics.start()
 
     def _backend_context(self, handler: str, backend: str) -> BackendContext:
+        dirs = handler_dirs(self.config, handler)
         return BackendContext(
-            config=self.config,
-            root=self.config.root_dir / "backends" / backend,
-            state=self.config.state_dir / "backends" / backend,
-            services=self.services,
+            config=self.config, root=dirs.root, state=dirs.state, services=self.services
         )
 
     def _images_in_use(self) -> set[str]:

@@ -229,9 +229,11 @@ class VmBackend:
         if not name.startswith(prefix):
             return
         sandbox_id = name.removeprefix(prefix)
+        layout = self._layout(sandbox_id)
+        if not layout.base.is_dir():
+            return  # another vm handler's pod: each handler has a state dir of its own
         log.warning("sandbox %s: VM %s %s", sandbox_id, name, reason)
         metrics.vm_died(reason)
-        layout = self._layout(sandbox_id)
         for container in self._context.services.store.containers_of(sandbox_id):
             self._record_exit(layout, container.id, 137, "Error", f"the pod VM {reason}")
         self._drop_link(sandbox_id)
