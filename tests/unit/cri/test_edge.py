@@ -123,3 +123,16 @@ def test_an_unimplemented_rpc_answers_unimplemented_whatever_the_request(
     code, details = status_of(stub.CheckpointContainer, request)
     assert code is grpc.StatusCode.UNIMPLEMENTED
     assert "CheckpointContainer" in details
+
+
+def test_exec_and_port_forward_reach_the_streaming_service(
+    stub: api_pb2_grpc.RuntimeServiceStub,
+) -> None:
+    code, details = status_of(stub.Exec, pb.ExecRequest(container_id="ab", cmd=["sh"], stdout=True))
+    assert code is grpc.StatusCode.NOT_FOUND
+    assert details.startswith("container_id 'ab': no such container")
+    code, details = status_of(
+        stub.PortForward, pb.PortForwardRequest(pod_sandbox_id="ab", port=[0])
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("port[0]:")
