@@ -21,6 +21,7 @@ from vmcri.config import Config
 from vmcri.control import LOCK_NAME
 from vmcri.errors import ConfigError, VmcriError
 from vmcri.handlers.registry import BackendContext, HandlerRegistry
+from vmcri.handlers.state_dirs import check_no_kind_dir_pods, handler_dirs
 from vmcri.host import sdnotify
 from vmcri.network.service import PodNetworking
 from vmcri.runtime.containers import ContainerService
@@ -136,6 +137,7 @@ class Daemon:
             raise
 
     def _start_locked(self) -> None:
+        from vmcri.cri.rpc_common import RuntimeServices
         from vmcri.cri.server import build_server  # grpc is only needed by the daemon
         from vmcri.images.service import ImageService
 
@@ -149,6 +151,8 @@ class Daemon:
             in_use=self._images_in_use,
         )
         self.services.images = self.image_service
+        store = self.services.store
+        check_no_kind_dir_pods(config, store.sandboxes.list(), store.containers_of)
         self.services.handlers = HandlerRegistry.from_config(config, self._backend_context)
         self._reconcile()
         from vmcri.streaming.service import StreamingService
@@ -158,7 +162,14 @@ class Daemon:
         self._start_metrics()
         socket_path = Path(config.socket)
         claim_socket_path(socket_path)
-        server = build_server(self, socket_path)
+        runtime = RuntimeServices(
+            pods=self.pods,
+            containers=self.containers,
+            info=self.info,
+            events=self.services.events,
+            streaming=self.streaming,
+        )
+        server = build_server(runtime, self.image_service, socket_path)
         server.start()
         os.chmod(socket_path, 0o660)
         self._server = server
@@ -179,16 +190,10 @@ class Daemon:
         )
         self.metrics.start()
 
-    def streaming_service(self) -> StreamingService:
-        assert self.streaming is not None, "the streaming server is wired before the gRPC server"
-        return self.streaming
-
     def _backend_context(self, handler: str, backend: str) -> BackendContext:
+        dirs = handler_dirs(self.config, handler)
         return BackendContext(
-            config=self.config,
-            root=self.config.root_dir / "backends" / backend,
-            state=self.config.state_dir / "backends" / backend,
-            services=self.services,
+            config=self.config, root=dirs.root, state=dirs.state, services=self.services
         )
 
     def _images_in_use(self) -> set[str]:

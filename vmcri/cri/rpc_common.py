@@ -1,18 +1,26 @@
-"""What the RuntimeService RPC groups share: the daemon handle and small helpers."""
+"""What the RuntimeService RPC groups share: the services they call and small helpers.
+
+The edge gets the runtime's services, never the daemon: each is already the seam
+that hides the store and the backends, and unit tests drive them over a fake
+backend. Of the streaming service the edge needs only its URLs, hence a Protocol.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from vmcri.runtime.containers import ContainerService
+from vmcri.runtime.events import EventBus
+from vmcri.runtime.info import RuntimeInfo
+from vmcri.runtime.pods import PodService
 from vmcri.store.codec import to_jsonable
-
-if TYPE_CHECKING:
-    from vmcri.daemon import Daemon
+from vmcri.streaming.requests import AttachRequest, ExecRequest, PortForwardRequest
 
 Ctx = grpc.ServicerContext
 
@@ -45,8 +53,33 @@ def verbose_info(value: Any) -> dict[str, str]:
     return {"info": json.dumps(to_jsonable(value))}
 
 
-class Rpcs:
-    """Base of every RPC group: each holds the daemon it calls into."""
+class StreamingUrls(Protocol):
+    """The streaming service as Exec, Attach and PortForward see it."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self._d = daemon
+    def exec_url(self, request: ExecRequest) -> str: ...
+
+    def attach_url(self, request: AttachRequest) -> str: ...
+
+    def port_forward_url(self, request: PortForwardRequest) -> str: ...
+
+
+@dataclass(frozen=True)
+class RuntimeServices:
+    """Every service the RuntimeService's RPCs call, wired once by the daemon."""
+
+    pods: PodService
+    containers: ContainerService
+    info: RuntimeInfo
+    events: EventBus
+    streaming: StreamingUrls
+
+
+class Rpcs:
+    """Base of every RPC group: the services they call into."""
+
+    def __init__(self, services: RuntimeServices) -> None:
+        self._pods = services.pods
+        self._containers = services.containers
+        self._info = services.info
+        self._events = services.events
+        self._streaming = services.streaming

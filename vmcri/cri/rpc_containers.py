@@ -14,7 +14,7 @@ class ContainerRpcs(Rpcs):
     def CreateContainer(
         self, request: pb.CreateContainerRequest, context: Ctx
     ) -> pb.CreateContainerResponse:
-        container_id = self._d.containers.create(
+        container_id = self._containers.create(
             request.pod_sandbox_id, convert.container_config(request.config)
         )
         return pb.CreateContainerResponse(container_id=container_id)
@@ -22,19 +22,19 @@ class ContainerRpcs(Rpcs):
     def StartContainer(
         self, request: pb.StartContainerRequest, context: Ctx
     ) -> pb.StartContainerResponse:
-        self._d.containers.start(request.container_id)
+        self._containers.start(request.container_id)
         return pb.StartContainerResponse()
 
     def StopContainer(
         self, request: pb.StopContainerRequest, context: Ctx
     ) -> pb.StopContainerResponse:
-        self._d.containers.stop(request.container_id, request.timeout, deadline_of(context))
+        self._containers.stop(request.container_id, request.timeout, deadline_of(context))
         return pb.StopContainerResponse()
 
     def RemoveContainer(
         self, request: pb.RemoveContainerRequest, context: Ctx
     ) -> pb.RemoveContainerResponse:
-        self._d.containers.remove(request.container_id)
+        self._containers.remove(request.container_id)
         return pb.RemoveContainerResponse()
 
     def ListContainers(
@@ -42,7 +42,7 @@ class ContainerRpcs(Rpcs):
     ) -> pb.ListContainersResponse:
         filt = convert.container_filter(request.filter) if request.HasField("filter") else None
         return pb.ListContainersResponse(
-            containers=[convert.container(c) for c in self._d.containers.list(filt)]
+            containers=[convert.container(c) for c in self._containers.list(filt)]
         )
 
     def StreamContainers(
@@ -57,7 +57,7 @@ class ContainerRpcs(Rpcs):
     def ContainerStatus(
         self, request: pb.ContainerStatusRequest, context: Ctx
     ) -> pb.ContainerStatusResponse:
-        record = self._d.containers.status(request.container_id)
+        record = self._containers.status(request.container_id)
         response = pb.ContainerStatusResponse(status=convert.container_status(record))
         if request.verbose:
             response.info.update(verbose_info(record))
@@ -66,17 +66,17 @@ class ContainerRpcs(Rpcs):
     def UpdateContainerResources(
         self, request: pb.UpdateContainerResourcesRequest, context: Ctx
     ) -> pb.UpdateContainerResourcesResponse:
-        self._d.containers.update_resources(request.container_id, convert.resources(request.linux))
+        self._containers.update_resources(request.container_id, convert.resources(request.linux))
         return pb.UpdateContainerResourcesResponse()
 
     def ReopenContainerLog(
         self, request: pb.ReopenContainerLogRequest, context: Ctx
     ) -> pb.ReopenContainerLogResponse:
-        self._d.containers.reopen_log(request.container_id)
+        self._containers.reopen_log(request.container_id)
         return pb.ReopenContainerLogResponse()
 
     def ExecSync(self, request: pb.ExecSyncRequest, context: Ctx) -> pb.ExecSyncResponse:
-        result = self._d.containers.exec_sync(
+        result = self._containers.exec_sync(
             request.container_id, list(request.cmd), int(request.timeout)
         )
         return pb.ExecSyncResponse(
@@ -88,18 +88,17 @@ class ContainerRpcs(Rpcs):
     ) -> Iterator[pb.ContainerEventResponse]:
         done = threading.Event()
         context.add_callback(done.set)
-        for event in self._d.services.events.subscribe(done):
+        for event in self._events.subscribe(done):
             response = pb.ContainerEventResponse(
                 container_id=event.container_id,
                 container_event_type=event.type.value,  # type: ignore[arg-type]
                 created_at=event.created_at,
             )
-            sandbox = self._d.services.store.sandboxes.find(event.sandbox_id)
+            sandbox = self._pods.find(event.sandbox_id)
             if sandbox is not None:
                 response.pod_sandbox_status.CopyFrom(convert.pod_sandbox_status(sandbox))
                 response.containers_statuses.extend(
-                    convert.container_status(c)
-                    for c in self._d.services.store.containers_of(sandbox.id)
+                    convert.container_status(c) for c in self._containers.of_sandbox(sandbox.id)
                 )
             yield response
 

@@ -15,12 +15,12 @@ class InfoRpcs(Rpcs):
         return pb.VersionResponse(
             version=KUBELET_API_VERSION,
             runtime_name=RUNTIME_NAME,
-            runtime_version=self._d.info.version(),
+            runtime_version=self._info.version(),
             runtime_api_version=CRI_API_VERSION,
         )
 
     def Status(self, request: pb.StatusRequest, context: Ctx) -> pb.StatusResponse:
-        status = self._d.info.status()
+        status = self._info.status()
         response = pb.StatusResponse(
             status=pb.RuntimeStatus(
                 conditions=[
@@ -43,13 +43,13 @@ class InfoRpcs(Rpcs):
             features=pb.RuntimeFeatures(supplemental_groups_policy=True),
         )
         if request.verbose:
-            response.info["config"] = json.dumps(to_jsonable(self._d.config))
+            response.info["config"] = json.dumps(to_jsonable(self._info.config()))
         return response
 
     def RuntimeConfig(
         self, request: pb.RuntimeConfigRequest, context: Ctx
     ) -> pb.RuntimeConfigResponse:
-        driver = pb.SYSTEMD if self._d.info.cgroup_driver() == "systemd" else pb.CGROUPFS
+        driver = pb.SYSTEMD if self._info.cgroup_driver() == "systemd" else pb.CGROUPFS
         return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
 
     def UpdateRuntimeConfig(
@@ -57,7 +57,7 @@ class InfoRpcs(Rpcs):
     ) -> pb.UpdateRuntimeConfigResponse:
         cidr = request.runtime_config.network_config.pod_cidr
         if cidr:
-            self._d.info.update_pod_cidr(cidr)
+            self._info.update_pod_cidr(cidr)
         return pb.UpdateRuntimeConfigResponse()
 
     # ------------------------------------------------------------ pod sandboxes

@@ -13,30 +13,30 @@ class PodRpcs(Rpcs):
     def RunPodSandbox(
         self, request: pb.RunPodSandboxRequest, context: Ctx
     ) -> pb.RunPodSandboxResponse:
-        sandbox_id = self._d.pods.run(convert.pod_config(request.config), request.runtime_handler)
+        sandbox_id = self._pods.run(convert.pod_config(request.config), request.runtime_handler)
         return pb.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
 
     def StopPodSandbox(
         self, request: pb.StopPodSandboxRequest, context: Ctx
     ) -> pb.StopPodSandboxResponse:
-        self._d.pods.stop(request.pod_sandbox_id)
+        self._pods.stop(request.pod_sandbox_id)
         return pb.StopPodSandboxResponse()
 
     def RemovePodSandbox(
         self, request: pb.RemovePodSandboxRequest, context: Ctx
     ) -> pb.RemovePodSandboxResponse:
-        self._d.pods.remove(request.pod_sandbox_id)
+        self._pods.remove(request.pod_sandbox_id)
         return pb.RemovePodSandboxResponse()
 
     def PodSandboxStatus(
         self, request: pb.PodSandboxStatusRequest, context: Ctx
     ) -> pb.PodSandboxStatusResponse:
-        record = self._d.pods.status(request.pod_sandbox_id)
+        record = self._pods.status(request.pod_sandbox_id)
         response = pb.PodSandboxStatusResponse(status=convert.pod_sandbox_status(record))
         if request.verbose:
             response.info.update(verbose_info(record))
         response.containers_statuses.extend(
-            convert.container_status(c) for c in self._d.services.store.containers_of(record.id)
+            convert.container_status(c) for c in self._containers.of_sandbox(record.id)
         )
         return response
 
@@ -45,7 +45,7 @@ class PodRpcs(Rpcs):
     ) -> pb.ListPodSandboxResponse:
         filt = convert.sandbox_filter(request.filter) if request.HasField("filter") else None
         return pb.ListPodSandboxResponse(
-            items=[convert.pod_sandbox(s) for s in self._d.pods.list(filt)]
+            items=[convert.pod_sandbox(s) for s in self._pods.list(filt)]
         )
 
     def StreamPodSandboxes(
@@ -58,7 +58,7 @@ class PodRpcs(Rpcs):
     def UpdatePodSandboxResources(
         self, request: pb.UpdatePodSandboxResourcesRequest, context: Ctx
     ) -> pb.UpdatePodSandboxResourcesResponse:
-        self._d.pods.update_resources(
+        self._pods.update_resources(
             request.pod_sandbox_id,
             convert.resources(request.overhead) if request.HasField("overhead") else None,
             convert.resources(request.resources) if request.HasField("resources") else None,

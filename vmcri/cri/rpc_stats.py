@@ -17,7 +17,7 @@ class StatsRpcs(Rpcs):
     def ContainerStats(
         self, request: pb.ContainerStatsRequest, context: Ctx
     ) -> pb.ContainerStatsResponse:
-        record, usage = self._d.containers.usage(request.container_id)
+        record, usage = self._containers.usage(request.container_id)
         return pb.ContainerStatsResponse(stats=convert.container_stats(record, usage))
 
     def ListContainerStats(
@@ -28,8 +28,8 @@ class StatsRpcs(Rpcs):
             id=f.id, sandbox_id=f.pod_sandbox_id, labels=tuple(f.label_selector.items())
         )
         stats = []
-        for record in self._d.containers.list(filt):
-            _, usage = self._d.containers.usage(record.id, best_effort=True)
+        for record in self._containers.list(filt):
+            _, usage = self._containers.usage(record.id, best_effort=True)
             stats.append(convert.container_stats(record, usage))
         return pb.ListContainerStatsResponse(stats=stats)
 
@@ -45,7 +45,7 @@ class StatsRpcs(Rpcs):
     def PodSandboxStats(
         self, request: pb.PodSandboxStatsRequest, context: Ctx
     ) -> pb.PodSandboxStatsResponse:
-        record = self._d.pods.status(request.pod_sandbox_id)
+        record = self._pods.status(request.pod_sandbox_id)
         return pb.PodSandboxStatsResponse(stats=self._pod_stats(record))
 
     def ListPodSandboxStats(
@@ -54,7 +54,7 @@ class StatsRpcs(Rpcs):
         f = request.filter
         filt = SandboxFilter(id=f.id, labels=tuple(f.label_selector.items()))
         return pb.ListPodSandboxStatsResponse(
-            stats=[self._pod_stats(s) for s in self._d.pods.list(filt)]
+            stats=[self._pod_stats(s) for s in self._pods.list(filt)]
         )
 
     def StreamPodSandboxStats(
@@ -90,17 +90,17 @@ class StatsRpcs(Rpcs):
                 metrics.pod_metrics(
                     sandbox,
                     (
-                        self._d.containers.usage(c.id, best_effort=True)
-                        for c in self._d.services.store.containers_of(sandbox.id)
+                        self._containers.usage(c.id, best_effort=True)
+                        for c in self._containers.of_sandbox(sandbox.id)
                     ),
                 )
             )
-            for sandbox in self._d.pods.list()
+            for sandbox in self._pods.list()
         ]
 
     def _pod_stats(self, record: SandboxRecord) -> pb.PodSandboxStats:
         samples = [
-            self._d.containers.usage(c.id, best_effort=True)
-            for c in self._d.services.store.containers_of(record.id)
+            self._containers.usage(c.id, best_effort=True)
+            for c in self._containers.of_sandbox(record.id)
         ]
         return convert.pod_sandbox_stats(record, samples)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from vmcri.api import api_pb2 as pb
 from vmcri.cri.rpc_common import Ctx, Rpcs
+from vmcri.streaming.requests import AttachRequest, ExecRequest, PortForwardRequest
 
 
 class StreamingRpcs(Rpcs):
     def Exec(self, request: pb.ExecRequest, context: Ctx) -> pb.ExecResponse:
-        from vmcri.streaming.requests import ExecRequest
-
-        url = self._d.streaming_service().exec_url(
+        url = self._streaming.exec_url(
             ExecRequest(
                 container_id=request.container_id,
                 cmd=tuple(request.cmd),
@@ -23,9 +22,7 @@ class StreamingRpcs(Rpcs):
         return pb.ExecResponse(url=url)
 
     def Attach(self, request: pb.AttachRequest, context: Ctx) -> pb.AttachResponse:
-        from vmcri.streaming.requests import AttachRequest
-
-        url = self._d.streaming_service().attach_url(
+        url = self._streaming.attach_url(
             AttachRequest(
                 container_id=request.container_id,
                 tty=request.tty,
@@ -37,9 +34,7 @@ class StreamingRpcs(Rpcs):
         return pb.AttachResponse(url=url)
 
     def PortForward(self, request: pb.PortForwardRequest, context: Ctx) -> pb.PortForwardResponse:
-        from vmcri.streaming.requests import PortForwardRequest
-
-        url = self._d.streaming_service().port_forward_url(
+        url = self._streaming.port_forward_url(
             PortForwardRequest(sandbox_id=request.pod_sandbox_id, ports=tuple(request.port))
         )
         return pb.PortForwardResponse(url=url)

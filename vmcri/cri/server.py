@@ -10,18 +10,19 @@ import grpc
 
 from vmcri.api import api_pb2, api_pb2_grpc
 from vmcri.cri.metrics import MetricsInterceptor
+from vmcri.cri.rpc_common import RuntimeServices
 from vmcri.cri.runtime_service import RuntimeServicer
 from vmcri.cri.status import ErrorMappingInterceptor
 from vmcri.cri.validate import ValidatingInterceptor
 
 if TYPE_CHECKING:
-    from vmcri.daemon import Daemon
+    from vmcri.images.service import ImageService
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 WORKERS = 32
 
 
-def build_server(daemon: Daemon, socket_path: Path) -> grpc.Server:
+def build_server(runtime: RuntimeServices, images: ImageService, socket_path: Path) -> grpc.Server:
     """A server with both CRI services bound to ``socket_path`` (not yet started)."""
     from vmcri.cri.images import ImageServicer
 
@@ -39,9 +40,8 @@ def build_server(daemon: Daemon, socket_path: Path) -> grpc.Server:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(daemon), server)
-    assert daemon.image_service is not None, "the image service is wired before the server"
-    api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(daemon.image_service), server)
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(runtime), server)
+    api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(images), server)
     server.add_insecure_port(f"unix:{socket_path}")
     return server
 

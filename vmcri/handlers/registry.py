@@ -18,6 +18,7 @@ from vmcri.handlers.base import SandboxBackend
 from vmcri.handlers.runc.options import RuncOptions
 from vmcri.handlers.services import BackendServices
 from vmcri.handlers.vm.options import VmOptions
+from vmcri.store.records import SandboxRecord
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,19 @@ class HandlerRegistry:
                 f"runtime_handler {name!r} is not configured (configured handlers: {known})"
             )
         return handler
+
+    def backend_for(self, sandbox: SandboxRecord) -> SandboxBackend:
+        """The backend of the handler that made ``sandbox`` (its record names it).
+
+        Raises NotFound when that handler is no longer in the configuration.
+        """
+        handler = self._handlers.get(sandbox.handler or self.default)
+        if handler is None:
+            raise NotFound(
+                f"pod sandbox {sandbox.id}: its runtime handler {sandbox.handler!r} is not "
+                "configured any more; configure it again to stop or remove the pod"
+            )
+        return handler.backend
 
     def __iter__(self) -> Iterator[Handler]:
         return iter(self._handlers.values())

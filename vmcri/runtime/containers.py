@@ -78,7 +78,7 @@ class ContainerService:
         return sandbox
 
     def _backend(self, sandbox: SandboxRecord) -> SandboxBackend:
-        return self._s.registry().resolve(sandbox.handler).backend
+        return self._s.registry().backend_for(sandbox)
 
     def _publish(self, container: ContainerRecord, kind: EventType) -> None:
         self._s.events.publish(
@@ -407,6 +407,10 @@ class ContainerService:
                 raise
             log.warning("container %s: no usage sample: %s", container.id, exc.message)
             return container, None
+
+    def of_sandbox(self, sandbox_id: str) -> Sequence[ContainerRecord]:
+        """The sandbox's containers as recorded (no backend is asked), oldest first."""
+        return sorted(self._s.store.containers_of(sandbox_id), key=lambda c: c.created_at)
 
 
 def _known_running(record: ContainerRecord) -> ContainerRecord:

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from vmcri import __version__
+from vmcri.config import Config
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import Condition, HandlerFeatures
 from vmcri.runtime.context import Services
@@ -56,6 +57,10 @@ class RuntimeInfo:
                 "NetworkReady", False, "NetworkPluginNotReady", "no pod network layer is wired"
             )
         return networking.condition()
+
+    def config(self) -> Config:
+        """The daemon's configuration, as verbose Status shows it."""
+        return self._s.config
 
     def cgroup_driver(self) -> str:
         return self._s.config.cgroup_driver

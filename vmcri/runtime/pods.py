@@ -52,9 +52,6 @@ class PodService:
         self._containers = containers
         self._reserve = threading.Lock()
 
-    def backend_of(self, sandbox: SandboxRecord) -> SandboxBackend:
-        return self._s.registry().resolve(sandbox.handler).backend
-
     def run(self, config: PodConfig, runtime_handler: str) -> str:
         """Create and start a sandbox; returns its ID.
 
@@ -182,7 +179,7 @@ class PodService:
             return
         self._containers.kill_all([c.id for c in self._s.store.containers_of(sandbox.id)])
         containers = self._s.store.containers_of(sandbox.id)
-        self.backend_of(sandbox).stop_sandbox(sandbox, containers)
+        self._s.registry().backend_for(sandbox).stop_sandbox(sandbox, containers)
         for container in containers:
             self._containers.refresh(container.id)
         # CRI: Stop releases the pod's network resources (its IP) and may be repeated.
@@ -199,7 +196,7 @@ class PodService:
         for container in self._s.store.containers_of(sandbox.id):
             self._containers.remove(container.id)
         sandbox = self._s.store.sandboxes.get(sandbox.id)
-        self.backend_of(sandbox).remove_sandbox(sandbox)
+        self._s.registry().backend_for(sandbox).remove_sandbox(sandbox)
         # Again if Stop's DEL failed or never ran (a failed start, a killed daemon).
         sandbox = self._release_network(sandbox)
         if self._s.networking is not None:
@@ -214,9 +211,9 @@ class PodService:
 
     def refresh(self, sandbox: SandboxRecord) -> SandboxRecord:
         """Mark a READY sandbox whose isolation died as NOTREADY."""
-        if sandbox.state is SandboxState.READY and not self.backend_of(sandbox).sandbox_alive(
-            sandbox
-        ):
+        if sandbox.state is not SandboxState.READY:
+            return sandbox
+        if not self._s.registry().backend_for(sandbox).sandbox_alive(sandbox):
             log.warning("sandbox %s: its isolation is gone; marking it NOTREADY", sandbox.id)
             sandbox = self._s.store.sandboxes.set_state_fields(
                 sandbox.id, state=SandboxState.NOTREADY
@@ -272,6 +269,10 @@ class PodService:
             resources=sandbox.config.resources if resources is None else resources,
         )
         return self._s.store.sandboxes.set_state_fields(sandbox.id, config=config)
+
+    def find(self, sandbox_id: str) -> SandboxRecord | None:
+        """The sandbox record as stored (no backend is asked); None when there is none."""
+        return self._s.store.sandboxes.find(sandbox_id)
 
     def ready(self, sandbox_id: str) -> SandboxRecord:
         """The sandbox, which must exist; raises NotFound."""

@@ -102,7 +102,7 @@ class StreamingService:
     # ---- lookups ---------------------------------------------------------------------------
 
     def _backend(self, sandbox: SandboxRecord) -> SandboxBackend:
-        return self._s.registry().resolve(sandbox.handler).backend
+        return self._s.registry().backend_for(sandbox)
 
     def _running(self, container_id: str) -> tuple[ContainerRecord, SandboxRecord]:
         found = self._s.store.containers.find(container_id)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from vmcri.config import parse_config_text
+from vmcri.cri.rpc_common import RuntimeServices
 from vmcri.cri.runtime_service import RuntimeServicer
 from vmcri.errors import Unimplemented
 from vmcri.handlers.base import (
@@ -31,9 +30,11 @@ from vmcri.model import Resources
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import EventBus
+from vmcri.runtime.info import RuntimeInfo
 from vmcri.runtime.pods import PodService
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.store.store import Store
+from vmcri.streaming.service import StreamingService
 
 
 @dataclass
@@ -162,6 +163,7 @@ class Runtime:
     services: Services
     pods: PodService
     containers: ContainerService
+    runtime: RuntimeServices  # what the edge gets, as the daemon wires it
     servicer: RuntimeServicer
 
 
@@ -177,8 +179,15 @@ def wire(tmp: Path, image: ImageInfo) -> Runtime:
     backend.services = services
     containers = ContainerService(services)
     pods = PodService(services, containers)
-    daemon: Any = types.SimpleNamespace(services=services, pods=pods, containers=containers)
-    return Runtime(backend, services, pods, containers, RuntimeServicer(daemon))
+    runtime = RuntimeServices(
+        pods=pods,
+        containers=containers,
+        info=RuntimeInfo(services),
+        events=services.events,
+        # Never started: the edge asks it for URLs only.
+        streaming=StreamingService(services, containers, services.config.streaming),
+    )
+    return Runtime(backend, services, pods, containers, runtime, RuntimeServicer(runtime))
 
 
 _: type[SandboxBackend] = FakeBackend  # mypy checks that the fake fulfils the Protocol

@@ -8,7 +8,6 @@ fault of vmcri answers, logged with its traceback.
 from __future__ import annotations
 
 import logging
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,9 @@ def rt(tmp_path: Path) -> Runtime:
 
 @pytest.fixture
 def stub(rt: Runtime, tmp_path: Path) -> Iterator[api_pb2_grpc.RuntimeServiceStub]:
-    daemon: Any = types.SimpleNamespace(
-        services=rt.services, pods=rt.pods, containers=rt.containers, image_service=object()
-    )
+    images: Any = object()  # no image RPC is called here
     socket = tmp_path / "cri.sock"
-    server = build_server(daemon, socket)
+    server = build_server(rt.runtime, images, socket)
     server.start()
     channel = grpc.insecure_channel(f"unix:{socket}")
     try:
@@ -126,3 +123,16 @@ def test_an_unimplemented_rpc_answers_unimplemented_whatever_the_request(
     code, details = status_of(stub.CheckpointContainer, request)
     assert code is grpc.StatusCode.UNIMPLEMENTED
     assert "CheckpointContainer" in details
+
+
+def test_exec_and_port_forward_reach_the_streaming_service(
+    stub: api_pb2_grpc.RuntimeServiceStub,
+) -> None:
+    code, details = status_of(stub.Exec, pb.ExecRequest(container_id="ab", cmd=["sh"], stdout=True))
+    assert code is grpc.StatusCode.NOT_FOUND
+    assert details.startswith("container_id 'ab': no such container")
+    code, details = status_of(
+        stub.PortForward, pb.PortForwardRequest(pod_sandbox_id="ab", port=[0])
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("port[0]:")

@@ -9,6 +9,9 @@ from vmcri.config import parse_config_text
 from vmcri.errors import NotFound
 from vmcri.handlers.base import Condition, HandlerFeatures
 from vmcri.handlers.registry import Handler, HandlerRegistry
+from vmcri.ids import new_id
+from vmcri.model import Metadata, PodConfig
+from vmcri.store.records import SandboxRecord
 
 
 class FakeBackend:
@@ -55,3 +58,37 @@ def test_from_config_builds_each_backend_through_its_factory(
         "vmcri.handlers.runc.backend:create",
         "vmcri.handlers.vm.backend:create",
     ]
+
+
+def sandbox(handler: str) -> SandboxRecord:
+    config = PodConfig(metadata=Metadata(name="p", uid="u", namespace="n"))
+    return SandboxRecord(id=new_id(), handler=handler, backend="vm", config=config)
+
+
+def two_of_a_kind() -> tuple[HandlerRegistry, dict[str, Any]]:
+    backends: dict[str, Any] = {name: FakeBackend() for name in ("vm", "vm-kvm", "runc")}
+    handlers = {
+        "vm": Handler("vm", "vm", backends["vm"]),
+        "vm-kvm": Handler("vm-kvm", "vm", backends["vm-kvm"]),
+        "runc": Handler("runc", "runc", backends["runc"]),
+    }
+    return HandlerRegistry(handlers, "vm"), backends
+
+
+def test_backend_for_is_the_backend_of_the_sandboxs_own_handler_not_of_its_kind() -> None:
+    reg, backends = two_of_a_kind()
+    assert reg.backend_for(sandbox("vm-kvm")) is backends["vm-kvm"]
+    assert reg.backend_for(sandbox("vm")) is backends["vm"]
+    assert reg.backend_for(sandbox("runc")) is backends["runc"]
+
+
+def test_backend_for_a_record_without_a_handler_is_the_default() -> None:
+    reg, backends = two_of_a_kind()
+    assert reg.backend_for(sandbox("")) is backends["vm"]
+
+
+def test_backend_for_a_handler_no_longer_configured_names_the_pod_and_the_handler() -> None:
+    reg, _ = two_of_a_kind()
+    gone = sandbox("kata")
+    with pytest.raises(NotFound, match=rf"pod sandbox {gone.id}: its runtime handler 'kata'"):
+        reg.backend_for(gone)

@@ -186,6 +186,23 @@ def test_foreign_domains_are_ignored(tmp_path: Path) -> None:
     backend._on_domain_death("some-other-vm", "destroyed")  # must not raise
 
 
+def test_a_vm_of_another_vm_handler_dying_leaves_this_handlers_dir_alone(tmp_path: Path) -> None:
+    # Every vm backend hears of every libvirt domain; each handler has a state dir of its own.
+    backend, store = make_backend(tmp_path, FakeHypervisor())
+    other = store.sandboxes.add(sandbox())
+    store.containers.add(
+        ContainerRecord(
+            id=new_id(),
+            sandbox_id=other.id,
+            config=ContainerConfig(metadata=Metadata(name="c"), image="busybox"),
+            image_id="sha256:1",
+            image_name="busybox",
+        )
+    )
+    backend._on_domain_death(domain_name(other.id), "crashed")
+    assert not (tmp_path / "state" / "backends" / "vm" / other.id).exists()
+
+
 def test_a_state_dir_too_deep_for_sockets_is_refused_up_front(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60)
     deep.mkdir()

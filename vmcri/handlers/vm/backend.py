@@ -168,6 +168,9 @@ class VmBackend:
         if not name.startswith(prefix):
             return
         sandbox_id = name.removeprefix(prefix)
+        layout = self._layout(sandbox_id)
+        if not layout.base.is_dir():
+            return  # another vm handler's pod: each handler has a state dir of its own
         log.warning("sandbox %s: VM %s %s", sandbox_id, name, reason)
         metrics.vm_died(reason)
         self._containers.agent_lost(sandbox_id, f"the pod VM {reason}")

@@ -9,10 +9,10 @@ appear below ``share/`` with their own flags, so the guest can write inside a
 container's rootfs overlay or volume, but never the directories that hold the
 mount points. Per sandbox, under the backend's runtime dir::
 
-    <state>/backends/vm/sockets/<first 16 hex of the id>.agent
+    <state>/backends/<handler>/sockets/<first 16 hex of the id>.agent
                                     the agent's virtio-serial port (QEMU listens);
                                     kept short: unix socket paths end at 107 bytes
-    <state>/backends/vm/<sandbox-id>/       0700, host only
+    <state>/backends/<handler>/<sandbox-id>/    0700, host only
         console.log                 the guest serial console (virtlogd writes it)
         exits/<id>.json             how a container ended, written by the host
         mounts/                     host only: every mount the host makes for the pod
@@ -25,7 +25,7 @@ mount points. Per sandbox, under the backend's runtime dir::
 and under the backend's persistent dir (on disk: a guest that fills its rootfs
 must not eat host memory, as it would on the tmpfs of ``/run``)::
 
-    <root>/backends/vm/<sandbox-id>/        0700, host only
+    <root>/backends/<handler>/<sandbox-id>/     0700, host only
         writable.img                the pod's sized file system for writable layers
                                     (ext4 on a loop device), when a limit is set
         writable/<id>/{upper,work}  each container's overlay upper and work dirs
@@ -44,8 +44,8 @@ MAX_SOCKET_PATH = 107
 
 @dataclass(frozen=True)
 class SandboxLayout:
-    base: Path  # <state>/backends/vm/<sandbox-id>
-    disk: Path  # <root>/backends/vm/<sandbox-id>
+    base: Path  # <state>/backends/<handler>/<sandbox-id>
+    disk: Path  # <root>/backends/<handler>/<sandbox-id>
 
     @property
     def agent_socket(self) -> Path:
