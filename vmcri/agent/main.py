@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scratch-dir", type=Path, help="overlay upper/work dirs (default STATE/scratch)"
     )
+    parser.add_argument(
+        "--socket-dir", type=Path, help="runc console sockets (default STATE/sockets)"
+    )
     parser.add_argument("--runc", default="runc", help="runc binary")
     parser.add_argument("--runc-root", type=Path, help="runc --root (default STATE/runc)")
     parser.add_argument("--cgroup-root", type=Path, default=Path("/sys/fs/cgroup"))
@@ -106,7 +109,7 @@ def main(argv: list[str]) -> int:
         events=events,
         mounter=mounter,
         cgroups=CgroupReader(args.cgroup_root),
-        paths=GuestPaths(state=state, scratch=scratch),
+        paths=GuestPaths(state=state, scratch=scratch, sockets=args.socket_dir),
     )
     stop = threading.Event()
     poweroff = args.poweroff == "yes" or (args.poweroff == "auto" and os.getpid() == 1)

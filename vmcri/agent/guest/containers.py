@@ -53,6 +53,14 @@ OUTPUT_DRAIN_S = 2.0
 class GuestPaths(NamedTuple):
     state: Path
     scratch: Path
+    sockets: Path | None = None
+    """Where runc's console sockets go (default ``<state>/sockets``): a unix socket path
+    ends at 107 bytes, and an agent on a host may have a deep state directory."""
+
+    def console_socket(self, name: str) -> Path:
+        directory = self.sockets or self.state / "sockets"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return directory / name
 
     def bundle(self, container_id: str) -> Path:
         return self.state / "containers" / container_id
@@ -80,6 +88,7 @@ class Container:
         self.started_at_ns = 0
         self.finished_at_ns = 0
         self.stdio = Stdio()
+        self.stdin_once = False
         self.exited = threading.Event()
         self.execs: dict[str, object] = {}
 
@@ -164,6 +173,7 @@ class ContainerManager:
         container = Container(
             cid, self.paths.bundle(cid), self.paths.scratch_of(cid), cgroup_path=cgroup_path
         )
+        container.stdin_once = bool(req.stdin and req.stdin_once)
         with self._lock:
             if cid in self._containers:
                 raise AlreadyExists(f"container {cid} already exists")
@@ -208,7 +218,7 @@ class ContainerManager:
         opened: list[int] = []
         try:
             if req.tty:
-                console = ConsoleSocket(container.bundle / "console.sock")
+                console = ConsoleSocket(self.paths.console_socket(f"{cid[:16]}.tty"))
                 null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 opened.append(null)
                 try:

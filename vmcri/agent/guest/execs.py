@@ -127,7 +127,8 @@ class ExecManager:
         cid = session.container.container_id
         emit = self._containers._output_emitter(cid, session.exec_id)
         if req.tty:
-            console = ConsoleSocket(session.container.bundle / "execs" / f"{session.exec_id}.sock")
+            name = f"{cid[:8]}-{session.exec_id[:12]}.tty"
+            console = ConsoleSocket(self._containers.paths.console_socket(name))
             try:
                 cmd = runc.exec_argv(
                     cid, argv, pid_file=session.pid_file, console_socket=console.path
@@ -217,8 +218,15 @@ class ExecManager:
             session.kill()
 
     def write_stdin(self, req: agent_pb2.WriteStdinRequest) -> None:
-        """Raises NotFound, FailedPrecondition (stdin closed)."""
-        self._stdio(req.container_id, req.exec_id).write_stdin(req.data, req.close)
+        """Raises NotFound, FailedPrecondition (stdin closed).
+
+        A container's own stdin closes only when it was created ``stdin_once`` (as in
+        containerd and CRI-O): otherwise an attach that ends leaves it open for the next.
+        """
+        close = req.close
+        if close and not req.exec_id:
+            close = self._containers.get(req.container_id).stdin_once
+        self._stdio(req.container_id, req.exec_id).write_stdin(req.data, close)
 
     def resize(self, req: agent_pb2.ResizeRequest) -> None:
         """Raises NotFound, FailedPrecondition (no tty), InvalidArgument."""

@@ -47,6 +47,10 @@ class HostAgents:
     def socket(self, sandbox_id: str) -> Path:
         return self._layout.state / "sockets" / f"{sandbox_id[:16]}.agent"
 
+    def console_dir(self) -> Path:
+        """Where the agents put runc's console sockets (names of at most 25 bytes)."""
+        return self._layout.state / "sockets"
+
     def url(self, sandbox_id: str) -> str:
         return f"unix://{self.socket(sandbox_id)}"
 
@@ -56,10 +60,11 @@ class HostAgents:
     def start(self, sandbox_id: str) -> int:
         """Start the pod's agent; returns once it listens. Raises HostCommandError."""
         sock = self.socket(sandbox_id)
-        if len(str(sock)) > MAX_SOCKET_PATH:
+        longest = self.console_dir() / ("0" * 25)
+        if len(str(longest)) > MAX_SOCKET_PATH:
             raise FailedPrecondition(
-                f"state dir {self._layout.state} is too deep: the agent socket path {sock} "
-                f"exceeds {MAX_SOCKET_PATH} bytes"
+                f"state dir {self._layout.state} is too deep: the agent's socket paths "
+                f"({longest}) exceed {MAX_SOCKET_PATH} bytes"
             )
         sock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.pid(sandbox_id):
@@ -72,6 +77,7 @@ class HostAgents:
             "--state-dir", str(state),
             "--runc", self._runc,
             "--runc-root", str(state / "runc"),
+            "--socket-dir", str(self.console_dir()),
             "--no-host-settings", "--poweroff", "no", "--daemonize",
         ]  # fmt: skip
         line = self._host.spawn_detached(
