@@ -284,7 +284,7 @@ def test_a_guest_cannot_write_another_pods_log_or_open_writers_for_ids_it_invent
     own = _container(store, hostile_pod, str(logs / "own.log"))
     victim = _container(store, victim_pod, str(logs / "victim.log"))
     Path(victim.log_path).write_bytes(b"kubelet's own line\n")
-    link = backend._link(hostile_pod)
+    link = backend._containers.link(hostile_pod)
     assert link.client.connected
     guest.wait_connected()
     guest.serve()
@@ -311,7 +311,7 @@ def test_a_guest_cannot_write_another_pods_log_or_open_writers_for_ids_it_invent
     assert set(link._logs) == {own.id}
     assert _open_fds() - fds <= 1  # the own container's log, nothing else
     assert link.refused == 3004
-    backend._drop_link(hostile_pod.id)
+    backend._containers.drop_link(hostile_pod.id)
     guest.close()
 
 
@@ -331,7 +331,7 @@ def test_a_flooding_guest_is_held_to_the_pods_byte_budget_and_the_pod_keeps_serv
     guest = HostileGuest(short_tmp / "c.sock")
     pod = _sandbox(store, "vm", guest.url)
     own = _container(store, pod, str(short_tmp / "own.log"))
-    link = backend._link(pod)
+    link = backend._containers.link(pod)
     client = link.client
     guest.wait_connected()
     guest.serve()
@@ -359,5 +359,5 @@ def test_a_flooding_guest_is_held_to_the_pods_byte_budget_and_the_pod_keeps_serv
     assert link.budget.peak <= POD_EVENT_BUDGET
     assert idle.overflowed and idle.closed.is_set()  # the session that did not read: dropped
     assert client.ping(timeout=5.0).protocol_version == PROTOCOL_VERSION
-    backend._drop_link(pod.id)
+    backend._containers.drop_link(pod.id)
     guest.close()

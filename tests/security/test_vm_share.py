@@ -57,6 +57,9 @@ class FakeLink:
     def wait_ready(self, timeout_s: float, alive: Any) -> agent_types.AgentInfo:
         return agent_types.AgentInfo(f"1+{GUEST_VERSION[:12]}", 1, 0, 0, 0)
 
+    def open_log(self, container_id: str) -> None:
+        pass
+
     def close_log(self, container_id: str) -> None:
         pass
 
@@ -85,7 +88,7 @@ class Pod:
         self.hypervisor = FakeHypervisor()
         self.backend = VmBackend(options, context, hypervisor=self.hypervisor)
         self.link = FakeLink()
-        self.backend._link = lambda sandbox: self.link  # type: ignore[method-assign]
+        self.backend._containers.link = lambda sandbox: self.link  # type: ignore[method-assign,assignment,return-value]
         config = PodConfig(metadata=Metadata(name="p", uid="u", namespace="n"))
         self.sandbox = self.store.sandboxes.add(
             SandboxRecord(id=new_id(), handler="vm", backend="vm", config=config)

@@ -12,12 +12,14 @@ Per pod (``<sandbox dir>`` is the runc backend's ``sandboxes/<id>/``)::
     <sandbox dir>/agent/            the agent's --state-dir: bundles, runc --root
     <sandbox dir>/agent.pid         its PID, checked against its command line before use
     <sandbox dir>/agent.log         its log (stderr)
-    <state>/sockets/<16 hex>.agent  its socket (short: a socket path ends at 107 bytes)
+    /run/vmcri/s/<12 hex>/          the agents' sockets: <16 hex>.agent, and runc's console
+                                    sockets; <12 hex> names the backend's state dir
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import select
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 
 MODULE = "vmcri.agent"
 MAX_SOCKET_PATH = 107
+SOCKET_ROOT = Path("/run/vmcri/s")
+"""A unix socket path ends at 107 bytes and a state dir can be deep, so the sockets live in
+a short directory of their own, as containerd's shims' do (``/run/containerd/s``)."""
 EXIT_WAIT_S = 5.0
 
 
@@ -45,11 +50,12 @@ class HostAgents:
         self._runc = runc
 
     def socket(self, sandbox_id: str) -> Path:
-        return self._layout.state / "sockets" / f"{sandbox_id[:16]}.agent"
+        return self.console_dir() / f"{sandbox_id[:16]}.agent"
 
     def console_dir(self) -> Path:
-        """Where the agents put runc's console sockets (names of at most 25 bytes)."""
-        return self._layout.state / "sockets"
+        """The backend's socket dir: agents' sockets, runc's console sockets (<= 25 bytes)."""
+        digest = hashlib.sha256(str(self._layout.state.resolve()).encode()).hexdigest()
+        return SOCKET_ROOT / digest[:12]
 
     def url(self, sandbox_id: str) -> str:
         return f"unix://{self.socket(sandbox_id)}"
