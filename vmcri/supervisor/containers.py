@@ -90,6 +90,13 @@ class SupervisedContainers:
                 self._links[sandbox.id] = found
             return found
 
+    def reconnect(self, sandbox: SandboxRecord) -> None:
+        """Connect the pod's link now (a restarted daemon): the agent replays what it kept."""
+        try:
+            _ = self.link(sandbox).client
+        except VmcriError as exc:
+            log.warning("sandbox %s: cannot reach its agent yet: %s", sandbox.id, exc.message)
+
     def drop_link(self, sandbox_id: str) -> None:
         with self._lock:
             found = self._links.pop(sandbox_id, None)

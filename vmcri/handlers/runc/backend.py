@@ -154,7 +154,7 @@ class RuncBackend:
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
         alive = self.pods.alive(sandbox) and bool(self.agents.pid(sandbox.id))
         if alive:
-            self._containers.link(sandbox)  # after a restart: reconnect, replay the events
+            self._containers.reconnect(sandbox)  # after a restart: the events flow again
         return alive
 
     # ---- Placement (vmcri.supervisor.containers) -----------------------------------

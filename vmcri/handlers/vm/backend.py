@@ -347,7 +347,7 @@ class VmBackend:
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
         alive = self._alive(domain_name(sandbox.id))
         if alive:
-            self._containers.link(sandbox)  # after a restart: reconnect, replay the events
+            self._containers.reconnect(sandbox)  # after a restart: the events flow again
         return alive
 
     def create_container(
