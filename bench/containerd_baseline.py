@@ -36,7 +36,8 @@ project's runc, docker-registry, busybox-static and the CNI plugins)::
     .venv/bin/python bench/containerd_baseline.py [--rounds 20] [--network pod|host]
 
 Targets (issue 11): pod + container start within 1.5x of containerd, container
-create + start alone within 1.2x.
+create + start alone within 1.2x. ``--vmcri-launcher`` runs ``vmcri serve`` under a
+profiler (py-spy, ``pip install py-spy``; or strace) in the same run.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import contextlib
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import statistics
@@ -62,10 +64,15 @@ import grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.integration.daemon.conftest import start_daemon, stop_daemon  # noqa: E402
+from tests.integration.daemon.conftest import (  # noqa: E402
+    RunningDaemon,
+    start_daemon,
+    stop_daemon,
+)
 from vmcri.api import api_pb2 as pb  # noqa: E402
 from vmcri.api import api_pb2_grpc  # noqa: E402
 from vmcri.host.mounts import HostMounter  # noqa: E402
+# vmcri/testing is moving to tests/support (issue 11): only this line changes with it.
 from vmcri.testing.registry import LocalRegistry, push_busybox_image  # noqa: E402
 
 CONTAINERD = "/usr/bin/containerd"
@@ -200,7 +207,8 @@ def pod_config(top: Path, name: str, cgroup_parent: str, host_network: bool) -> 
     mode = pb.NODE if host_network else pb.POD
     return pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="bench"),
-        hostname=name,
+        # A hostNetwork pod shares the node's UTS namespace: runc refuses to set a hostname.
+        hostname="" if host_network else name,
         log_directory=str(top / "logs" / name),
         linux=pb.LinuxPodSandboxConfig(
             cgroup_parent=cgroup_parent,
@@ -379,6 +387,11 @@ def conflist(bridge: str, subnet: str, ipam_dir: Path) -> str:
     return json.dumps({"cniVersion": "1.0.0", "name": "vmcri-bench", "plugins": [plugin]})
 
 
+def remove_bridge(bridge: str) -> None:
+    """The bridge the CNI plugin made (absent with --network host: nothing to do)."""
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+
+
 def remove_cgroup_tree(parent: str) -> None:
     """rmdir ``parent`` (and what is left below it) in every cgroup hierarchy."""
     with open("/proc/self/mountinfo") as f:
@@ -441,6 +454,64 @@ def report(results: dict[str, Samples], rounds: int, network: str) -> None:
 # -- the run ---------------------------------------------------------------------------
 
 
+def stop_vmcri(daemon: RunningDaemon) -> None:
+    """SIGTERM the daemon; under a launcher (strace, py-spy) the daemon is its child."""
+    pid = daemon.process.pid
+    try:
+        launched = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] != [b"-m", b"vmcri"]
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # gone already
+        launched, children = False, []
+    if launched:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # the launcher writes its output
+            daemon.process.wait(timeout=120)
+    stop_daemon(daemon)
+
+
+@dataclass
+class Scratch:
+    """What one run makes on the host, so that clean-up can undo it."""
+
+    top: Path
+    bridge: str
+    cgroup_parent: str
+    runtimes: list[Cri] = field(default_factory=list)
+    containerd: Containerd | None = None
+    vmcri: RunningDaemon | None = None
+
+
+def cleanup(run: Scratch, *, keep: bool) -> None:
+    """Undo everything, each step on its own: one failing does not leave the rest behind."""
+    steps: list[Callable[[], None]] = [cri.remove_all for cri in run.runtimes]
+    if (containerd := run.containerd) is not None:
+        steps.append(lambda: stop_containerd(containerd))
+    if (vmcri := run.vmcri) is not None:
+        steps.append(lambda: stop_vmcri(vmcri))
+    steps += [
+        lambda: remove_runc_floor(run.top / "runc-root"),
+        lambda: remove_bridge(run.bridge),
+        lambda: HostMounter().unmount_below(run.top),
+        lambda: remove_cgroup_tree(run.cgroup_parent),
+    ]
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # report it, and go on with the next step
+            print(f"clean-up: {exc}", file=sys.stderr)
+    if keep:
+        print(f"kept {run.top}")
+    elif not mount_points_below(run.top):
+        shutil.rmtree(run.top, ignore_errors=True)
+
+
+def mount_points_below(top: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [p for p in (line.split()[4] for line in f) if p.startswith(f"{top}/")]
+
+
 def check_host() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root")
@@ -451,6 +522,76 @@ def check_host() -> None:
         raise SystemExit("runc or unshare missing: run scripts/setup.sh --bench")
 
 
+def measure(
+    run: Scratch, image: str, bundle: Path | None, args: argparse.Namespace
+) -> dict[str, Samples]:
+    """Warm-up, then the counted rounds: each runtime in turn, one pod each."""
+    names = [cri.name for cri in run.runtimes] + (["runc"] if bundle else [])
+    results = {name: Samples() for name in names}
+    for n in range(args.warmup + args.rounds):
+        spent = {name: Samples() for name in names}
+        for cri in run.runtimes:
+            config = pod_config(
+                run.top, f"{cri.name}-{n}", run.cgroup_parent, args.network == "host"
+            )
+            start_pod(cri, config, image, spent[cri.name])
+        if bundle is not None:
+            runc_run(run.top / "runc-root", bundle, n, spent["runc"])
+        line = ", ".join(f"{k} {s.pod[0] * 1e3:.0f} ms" for k, s in spent.items())
+        counted = n >= args.warmup
+        label = f"round {n - args.warmup + 1}" if counted else f"warm-up {n + 1}"
+        print(f"{label}: {line}", flush=True)
+        if counted:
+            for name, s in spent.items():
+                results[name].pod += s.pod
+                results[name].container += s.container
+                results[name].teardown += s.teardown
+    return results
+
+
+def bench(run: Scratch, args: argparse.Namespace) -> dict[str, Samples]:
+    """Registry, images, both runtimes up and pulled; then :func:`measure`."""
+    top = run.top
+    with LocalRegistry(top / "registry") as registry:
+        pushed = push_busybox_image(registry.host, "bench/busybox:1")
+        push_busybox_image(registry.host, "bench/pause:1", cmd=["sleep", "2147483647"])
+        image, pause = f"{registry.host}/bench/busybox:1", f"{registry.host}/bench/pause:1"
+        subnet = f"10.{random.randint(150, 250)}.{random.randint(0, 255)}.0/24"
+        conf_dir = top / "net.d"
+        conf_dir.mkdir()
+        (conf_dir / "10-bench.conflist").write_text(conflist(run.bridge, subnet, top / "ipam"))
+        registries = top / "registries.conf"
+        registries.write_text(f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
+        config = top / "vmcri.toml"
+        config.write_text(
+            VMCRI_CONFIG.format(registries=q(registries), conf_dir=q(conf_dir), cni_bin=q(CNI_BIN))
+        )
+        (top / "vmcri").mkdir()
+        # vmcri starts Python helpers per pod and per container; a node caches their
+        # bytecode (__pycache__), so do not inherit a PYTHONDONTWRITEBYTECODE of the shell
+        # (it costs each helper ~8 ms of compiling here).
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        launcher = shlex.split(args.vmcri_launcher)
+        run.vmcri = start_daemon(top / "vmcri", config=config, log_level="info", launcher=launcher)
+        run.containerd = start_containerd(top, registry.host, pause, conf_dir)
+        run.runtimes = [
+            Cri("vmcri", run.vmcri.socket, "runc"),
+            Cri("containerd", run.containerd.socket, "runc"),
+        ]
+        for cri in run.runtimes:
+            cri.pull(image)
+        run.runtimes[1].pull(pause)
+        pids = (run.vmcri.process.pid, run.containerd.process.pid)
+        for cri, pid in zip(run.runtimes, pids, strict=True):
+            print(f"{cri.name}: {cri.version}, pid {pid}")
+        bundle = None
+        if not args.no_runc:
+            digest = pushed.layer_digests[0].removeprefix("sha256:")
+            blobs = registry.storage / "docker/registry/v2/blobs/sha256"
+            bundle = make_bundle(top, blobs / digest[:2] / digest / "data", run.cgroup_parent)
+        return measure(run, image, bundle, args)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=20, help="measured rounds (>= 10)")
@@ -459,90 +600,30 @@ def main() -> int:
     parser.add_argument("--no-runc", action="store_true", help="leave out the plain runc floor")
     parser.add_argument("--json", action="store_true", help="also print the raw seconds")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
+    parser.add_argument(
+        "--vmcri-launcher",
+        default="",
+        help="run vmcri serve under this command, to profile it, e.g. "
+        "'strace --seccomp-bpf -f -ttt -e trace=execve,exit_group -o /tmp/vmcri.strace' "
+        "or 'py-spy record --idle --subprocesses -f raw -o /tmp/vmcri.raw --'",
+    )
     args = parser.parse_args()
     if args.rounds < 10:
         parser.error("--rounds: at least 10")
     check_host()
     tag = f"{random.randint(0, 0xFFFFF):05x}"
-    bridge, cgroup_parent = f"vmcrict{tag}", f"/vmcri-ctrd-bench-{tag}"
-    subnet = f"10.{random.randint(150, 250)}.{random.randint(0, 255)}.0/24"
-    host_network = args.network == "host"
-    top = Path(tempfile.mkdtemp(prefix="vmcri-ctrd-bench-"))
-    runtimes: list[Cri] = []
-    containerd: Containerd | None = None
-    vmcri = None
+    run = Scratch(
+        top=Path(tempfile.mkdtemp(prefix="vmcri-ctrd-bench-")),
+        bridge=f"vmcrict{tag}",
+        cgroup_parent=f"/vmcri-ctrd-bench-{tag}",
+    )
     try:
-        with LocalRegistry(top / "registry") as registry:
-            pushed = push_busybox_image(registry.host, "bench/busybox:1")
-            push_busybox_image(registry.host, "bench/pause:1", cmd=["sleep", "2147483647"])
-            image = f"{registry.host}/bench/busybox:1"
-            conf_dir = top / "net.d"
-            conf_dir.mkdir()
-            (conf_dir / "10-bench.conflist").write_text(conflist(bridge, subnet, top / "ipam"))
-            registries = top / "registries.conf"
-            registries.write_text(f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
-            config = top / "vmcri.toml"
-            config.write_text(
-                VMCRI_CONFIG.format(
-                    registries=q(registries), conf_dir=q(conf_dir), cni_bin=q(CNI_BIN)
-                )
-            )
-            (top / "vmcri").mkdir()
-            vmcri = start_daemon(top / "vmcri", config=config, log_level="info")
-            containerd = start_containerd(
-                top, registry.host, f"{registry.host}/bench/pause:1", conf_dir
-            )
-            runtimes = [
-                Cri("vmcri", vmcri.socket, "runc"),
-                Cri("containerd", containerd.socket, "runc"),
-            ]
-            for cri in runtimes:
-                cri.pull(image)
-            runtimes[1].pull(f"{registry.host}/bench/pause:1")
-            digest = pushed.layer_digests[0].removeprefix("sha256:")
-            blob = (
-                registry.storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
-            )
-            bundle = make_bundle(top, blob, cgroup_parent)
-            results = {cri.name: Samples() for cri in runtimes}
-            if not args.no_runc:
-                results["runc"] = Samples()
-            for cri, pid in zip(runtimes, (vmcri.process.pid, containerd.process.pid), strict=True):
-                print(f"{cri.name}: {cri.version}, pid {pid}")
-            for n in range(args.warmup + args.rounds):
-                counted = n >= args.warmup
-                spent = {name: Samples() for name in results}
-                for cri in runtimes:
-                    config_n = pod_config(top, f"{cri.name}-{n}", cgroup_parent, host_network)
-                    start_pod(cri, config_n, image, spent[cri.name])
-                if "runc" in results:
-                    runc_run(top / "runc-root", bundle, n, spent["runc"])
-                line = ", ".join(f"{k} {s.pod[0] * 1e3:.0f} ms" for k, s in spent.items())
-                print(f"{'round' if counted else 'warm-up'} {n + 1}: {line}", flush=True)
-                if counted:
-                    for name, s in spent.items():
-                        results[name].pod += s.pod
-                        results[name].container += s.container
-                        results[name].teardown += s.teardown
-            report(results, args.rounds, args.network)
-            if args.json:
-                print(json.dumps({k: vars(s) for k, s in results.items()}))
+        results = bench(run, args)
     finally:
-        for cri in runtimes:
-            with contextlib.suppress(grpc.RpcError):
-                cri.remove_all()
-        if containerd is not None:
-            stop_containerd(containerd)
-        if vmcri is not None:
-            stop_daemon(vmcri)
-        remove_runc_floor(top / "runc-root")
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
-        HostMounter().unmount_below(top)
-        remove_cgroup_tree(cgroup_parent)
-        if args.keep:
-            print(f"kept {top}")
-        else:
-            shutil.rmtree(top, ignore_errors=True)
+        cleanup(run, keep=args.keep)
+    report(results, args.rounds, args.network)
+    if args.json:
+        print(json.dumps({k: vars(s) for k, s in results.items()}))
     return 0
 
 
