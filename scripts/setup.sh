@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Prepare this machine for vmcri: host packages, the virtualenv, generated code,
 # the guest image, and the libvirt daemons. Idempotent: a second run does nothing new.
+# --bench also installs scripts/bench-packages.txt (what bench/ needs beyond the tests).
 source "$(dirname "$0")/lib.sh"
 need_root
 cd "$VMCRI_TOP"
 
+lists=(scripts/host-packages.txt)
+case "${1:-}" in
+    "") ;;
+    --bench) lists+=(scripts/bench-packages.txt) ;;
+    *) echo "$0: unknown option $1 (only --bench)" >&2; exit 2 ;;
+esac
 missing=()
 while read -r pkg; do
     [ -z "$pkg" ] && continue
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/host-packages.txt)
+done < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "${lists[@]}")
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing host packages: ${missing[*]}"
     apt-get update -qq
