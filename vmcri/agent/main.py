@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from vmcri.errors import VmcriError
@@ -129,7 +130,7 @@ def main(argv: list[str]) -> int:
         shutdown=shutdown,
     )
     if os.getpid() != 1:
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, _terminate(stop))
     if listener is None:
         try:
             listener = listen(args.listen)
@@ -137,8 +138,23 @@ def main(argv: list[str]) -> int:
             log.error("cannot open the agent channel %s: %s", args.listen, exc)
             return 1
     log.info("listening on %s (pid %d, %s)", args.listen, os.getpid(), _startup_cost())
-    serve(listener, agent, stop)
+    try:
+        serve(listener, agent, stop)
+    except _Terminated:
+        listener.close()
     return 0
+
+
+class _Terminated(Exception):
+    """SIGTERM: leave the accept loop now, not at its next timeout."""
+
+
+def _terminate(stop: threading.Event) -> Callable[[int, object], None]:
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+        raise _Terminated
+
+    return handler
 
 
 def _detach() -> None:
