@@ -73,7 +73,8 @@ from tests.integration.daemon.conftest import (  # noqa: E402
 from vmcri.api import api_pb2 as pb  # noqa: E402
 from vmcri.api import api_pb2_grpc  # noqa: E402
 from vmcri.host.mounts import HostMounter  # noqa: E402
-from vmcri.testing.registry import LocalRegistry, push_busybox_image  # noqa: E402
+from vmcri.testing.push import push_busybox_image  # noqa: E402
+from vmcri.testing.registry import LocalRegistry  # noqa: E402
 
 CONTAINERD = "/usr/bin/containerd"
 SHIM = "containerd-shim-runc-v2"

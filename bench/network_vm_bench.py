@@ -34,7 +34,8 @@ import grpc
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
 from vmcri.host.mounts import HostMounter
-from vmcri.testing.registry import LocalRegistry, push_busybox_image, registries_conf_for
+from vmcri.testing.push import push_busybox_image
+from vmcri.testing.registry import LocalRegistry, registries_conf_for
 
 SINK_PORT = 9000
 BOOT_TIMEOUT_S = 300

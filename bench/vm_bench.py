@@ -42,7 +42,8 @@ from vmcri.api import api_pb2 as pb  # noqa: E402
 from vmcri.handlers.vm.accel import choose_accel, kvm_usable  # noqa: E402
 from vmcri.handlers.vm.domain import domain_name  # noqa: E402
 from vmcri.handlers.vm.guest_image import load_guest_image  # noqa: E402
-from vmcri.testing.registry import LocalRegistry, push_busybox_image  # noqa: E402
+from vmcri.testing.push import push_busybox_image  # noqa: E402
+from vmcri.testing.registry import LocalRegistry  # noqa: E402
 
 GUEST = REPO / "images/guest/build"
 FLOOR_MARKER = re.compile(rb"vmcri-init: reached /init at")

@@ -18,7 +18,8 @@ import grpc
 
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
-from vmcri.testing.registry import LocalRegistry, push_busybox_image
+from vmcri.testing.push import push_busybox_image
+from vmcri.testing.registry import LocalRegistry
 
 POD = "vmcri-demo"
 LOG_DIR = Path("/var/log/pods/vmcri-demo")

@@ -25,12 +25,8 @@ from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_
 from tests.integration.harness import NO_POD_NETWORK
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import HostMounter, mount_points
-from vmcri.testing.registry import (
-    LocalRegistry,
-    push_busybox_image,
-    registries_conf_for,
-    registry_available,
-)
+from vmcri.testing.push import push_busybox_image
+from vmcri.testing.registry import LocalRegistry, registries_conf_for, registry_available
 
 
 @dataclass

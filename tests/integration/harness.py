@@ -14,12 +14,8 @@ import grpc
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import HostMounter, mount_points
-from vmcri.testing.registry import (
-    LocalRegistry,
-    push_busybox_image,
-    registries_conf_for,
-    registry_or_skip,
-)
+from vmcri.testing.push import push_busybox_image
+from vmcri.testing.registry import LocalRegistry, registries_conf_for, registry_or_skip
 
 IMAGE_NAME = "test/busybox:1"
 NO_POD_NETWORK = "[network]\nenabled = false\n"

@@ -31,7 +31,7 @@ from vmcri.images.pull import Puller
 from vmcri.images.reference import parse_reference
 from vmcri.images.registries_conf import Endpoint, RegistriesConf
 from vmcri.images.unpack import UnpackLimits, unpack_layer
-from vmcri.testing.registry import Layer
+from vmcri.testing.layers import Layer
 
 
 def _digest(data: bytes) -> str:

@@ -17,7 +17,8 @@ import pytest
 from tests.integration.cri.conftest import CriEnv
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import mount_points
-from vmcri.testing.registry import Layer, push_image
+from vmcri.testing.layers import Layer
+from vmcri.testing.push import push_image
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,9 @@ import pytest
 from vmcri.errors import PermissionDenied
 from vmcri.images.auth import Auth
 from vmcri.images.service import ImageService
-from vmcri.testing.registry import LocalRegistry, TokenServer, push_busybox_image
+from vmcri.testing.push import push_busybox_image
+from vmcri.testing.registry import LocalRegistry
+from vmcri.testing.token_server import TokenServer
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,10 @@ from pathlib import Path
 import pytest
 
 from vmcri.images.service import ImageService
-from vmcri.testing.registry import (
-    Layer,
-    LocalRegistry,
-    ThrottlingProxy,
-    push_busybox_image,
-)
+from vmcri.testing.layers import Layer
+from vmcri.testing.push import push_busybox_image
+from vmcri.testing.registry import LocalRegistry
+from vmcri.testing.throttling_proxy import ThrottlingProxy
 
 pytestmark = pytest.mark.integration
 SOURCE = Path(__file__).resolve().parents[3]

@@ -15,7 +15,8 @@ from vmcri.cli import main as cli_main
 from vmcri.cri.images import ImageServicer
 from vmcri.cri.status import ErrorMappingInterceptor
 from vmcri.images.service import ImageService
-from vmcri.testing.registry import LocalRegistry, push_busybox_image
+from vmcri.testing.push import push_busybox_image
+from vmcri.testing.registry import LocalRegistry
 
 pytestmark = pytest.mark.integration
 

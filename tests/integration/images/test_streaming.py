@@ -12,7 +12,9 @@ from vmcri.images.auth import Auth, Deadline
 from vmcri.images.registries_conf import Endpoint
 from vmcri.images.registry_client import BlobSink, RegistryClient, RetryPolicy
 from vmcri.images.service import ImageService
-from vmcri.testing.registry import Layer, LocalRegistry, push_busybox_image
+from vmcri.testing.layers import Layer
+from vmcri.testing.push import push_busybox_image
+from vmcri.testing.registry import LocalRegistry
 
 pytestmark = pytest.mark.integration
 

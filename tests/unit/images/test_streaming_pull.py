@@ -20,7 +20,7 @@ from vmcri.images.blob_feed import BlobFeed, FeedCancelled
 from vmcri.images.content_store import BlobWriter, ContentStore
 from vmcri.images.decompress import LayerReader
 from vmcri.images.layer_store import LayerStore
-from vmcri.testing.registry import Layer
+from vmcri.testing.layers import Layer
 
 Writer = Callable[[BlobWriter], None]
 

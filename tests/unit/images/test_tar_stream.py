@@ -13,7 +13,7 @@ import pytest
 
 from vmcri.errors import UnsafeContent
 from vmcri.images.unpack import unpack_layer
-from vmcri.testing.registry import Layer
+from vmcri.testing.layers import Layer
 
 
 def _diff_id(raw: bytes) -> str:

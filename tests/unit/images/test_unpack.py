@@ -13,7 +13,7 @@ import pytest
 from vmcri.errors import DigestMismatch, UnsafeContent
 from vmcri.images.layer_store import LayerStore, chain_ids
 from vmcri.images.unpack import UnpackLimits, unpack_layer
-from vmcri.testing.registry import Layer
+from vmcri.testing.layers import Layer
 
 root_only = pytest.mark.skipif(
     os.geteuid() != 0, reason="whiteouts need mknod and trusted.* xattrs (root)"
