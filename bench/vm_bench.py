@@ -38,12 +38,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon  # noqa: E402
+from tests.support.push import push_busybox_image  # noqa: E402
+from tests.support.registry import LocalRegistry  # noqa: E402
 from vmcri.api import api_pb2 as pb  # noqa: E402
 from vmcri.handlers.vm.accel import choose_accel, kvm_usable  # noqa: E402
 from vmcri.handlers.vm.domain import domain_name  # noqa: E402
 from vmcri.handlers.vm.guest_image import load_guest_image  # noqa: E402
-from vmcri.testing.push import push_busybox_image  # noqa: E402
-from vmcri.testing.registry import LocalRegistry  # noqa: E402
 
 GUEST = REPO / "images/guest/build"
 FLOOR_MARKER = re.compile(rb"vmcri-init: reached /init at")

@@ -12,10 +12,10 @@ from typing import Protocol, TypeVar
 import grpc
 
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
+from tests.support.push import push_busybox_image
+from tests.support.registry import LocalRegistry, registries_conf_for, registry_or_skip
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import HostMounter, mount_points
-from vmcri.testing.push import push_busybox_image
-from vmcri.testing.registry import LocalRegistry, registries_conf_for, registry_or_skip
 
 IMAGE_NAME = "test/busybox:1"
 NO_POD_NETWORK = "[network]\nenabled = false\n"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
 from vmcri.errors import ResourceExhausted, UnsafeContent
 from vmcri.images.auth import Auth, Deadline
 from vmcri.images.content_store import ContentStore
@@ -31,7 +32,6 @@ from vmcri.images.pull import Puller
 from vmcri.images.reference import parse_reference
 from vmcri.images.registries_conf import Endpoint, RegistriesConf
 from vmcri.images.unpack import UnpackLimits, unpack_layer
-from vmcri.testing.layers import Layer
 
 
 def _digest(data: bytes) -> str:

@@ -15,10 +15,10 @@ import grpc
 import pytest
 
 from tests.integration.cri.conftest import CriEnv
+from tests.support.layers import Layer
+from tests.support.push import push_image
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import mount_points
-from vmcri.testing.layers import Layer
-from vmcri.testing.push import push_image
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
+from tests.support.push import push_busybox_image
+from tests.support.registry import LocalRegistry
+from tests.support.throttling_proxy import ThrottlingProxy
 from vmcri.images.service import ImageService
-from vmcri.testing.layers import Layer
-from vmcri.testing.push import push_busybox_image
-from vmcri.testing.registry import LocalRegistry
-from vmcri.testing.throttling_proxy import ThrottlingProxy
 
 pytestmark = pytest.mark.integration
 SOURCE = Path(__file__).resolve().parents[3]

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
+from tests.support.push import push_busybox_image, push_image
+from tests.support.registry import LocalRegistry
 from vmcri.errors import DigestMismatch, FailedPrecondition, NotFound, UnsafeContent
 from vmcri.images.auth import Auth, Deadline
 from vmcri.images.registries_conf import Endpoint
 from vmcri.images.registry_client import RegistryClient
 from vmcri.images.service import ImageService
-from vmcri.testing.layers import Layer
-from vmcri.testing.push import push_busybox_image, push_image
-from vmcri.testing.registry import LocalRegistry
 
 pytestmark = pytest.mark.integration
 

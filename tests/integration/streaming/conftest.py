@@ -12,8 +12,8 @@ import pytest
 
 from tests.integration.daemon.conftest import RunningDaemon
 from tests.integration.harness import daemon_with_busybox
+from tests.support.registry import LocalRegistry
 from vmcri.api import api_pb2 as pb
-from vmcri.testing.registry import LocalRegistry
 
 BOOT_TIMEOUT_S = 240
 

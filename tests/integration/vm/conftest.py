@@ -16,9 +16,9 @@ import pytest
 
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
 from tests.integration.harness import daemon_with_busybox
+from tests.support.registry import LocalRegistry
 from vmcri.api import api_pb2 as pb
 from vmcri.handlers.vm.domain import domain_name
-from vmcri.testing.registry import LocalRegistry
 
 BOOT_TIMEOUT_S = 240
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
 from vmcri.errors import DigestMismatch, UnsafeContent
 from vmcri.images.blob_feed import BlobFeed, FeedCancelled
 from vmcri.images.content_store import BlobWriter, ContentStore
 from vmcri.images.decompress import LayerReader
 from vmcri.images.layer_store import LayerStore
-from vmcri.testing.layers import Layer
 
 Writer = Callable[[BlobWriter], None]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from vmcri.testing.token_server import TokenServer
+from tests.support.token_server import TokenServer
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 

@@ -1,7 +1,8 @@
-"""Helpers for tests and the demo: a local registry and test images built from busybox.
+"""Helpers for the tests, the benchmarks and the demo: a local registry and test images.
 
-Not used by the daemon. They live in the package so the README's demo
-(``scripts/run.sh``) and the tests share one implementation.
+Not part of the installed package (they import pytest and need host tools).
+``scripts/demo.py`` and the benchmarks in ``bench/`` put the repository root on
+``sys.path`` to import them.
 
 | module | holds |
 |---|---|
