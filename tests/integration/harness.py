@@ -4,7 +4,6 @@ real registry on loopback, torn down completely however a test ends, and polling
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -67,19 +66,3 @@ def daemon_with_busybox(
             stop_daemon(env.daemon)
             HostMounter().unmount_below(tmp)
             assert mount_points(tmp) == []
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; returns the last answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Like :func:`wait_until`, failing the test with ``what`` on a time-out."""
-    if not wait_until(predicate, timeout):
-        raise AssertionError(f"timed out waiting for {what}")

@@ -11,4 +11,5 @@ Not part of the installed package (they import pytest and need host tools).
 | `layers.py` | `Layer` (entries, then a blob) and the runnable `busybox_layer` |
 | `push.py` | `Pusher` (v2 uploads) and `push_image`/`push_busybox_image` |
 | `throttling_proxy.py` | `ThrottlingProxy`: a slow loopback relay |
+| `wait.py` | `wait_for`/`wait_until`: poll a condition, never sleep and look |
 """

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import daemon_with_busybox, wait_for, wait_until
+from tests.integration.harness import daemon_with_busybox
 from tests.integration.vm.conftest import BOOT_TIMEOUT_S, VmEnv, destroy_domain
+from tests.support.wait import wait_for, wait_until
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration

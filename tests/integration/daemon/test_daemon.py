@@ -62,7 +62,13 @@ def test_update_runtime_config_is_accepted(daemon: RunningDaemon) -> None:
     request = pb.UpdateRuntimeConfigRequest(
         runtime_config=pb.RuntimeConfig(network_config=pb.NetworkConfig(pod_cidr="10.88.0.0/16"))
     )
-    daemon.runtime().UpdateRuntimeConfig(request)
+    assert daemon.runtime().UpdateRuntimeConfig(request) == pb.UpdateRuntimeConfigResponse()
+    # The CIDR was read, not dropped: one that is not a network is refused, naming it.
+    request.runtime_config.network_config.pod_cidr = "10.88.0.0/33"
+    with pytest.raises(grpc.RpcError) as info:
+        daemon.runtime().UpdateRuntimeConfig(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pod_cidr" in str(info.value.details())
 
 
 def test_unimplemented_rpc_names_itself(daemon: RunningDaemon) -> None:

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon
-from tests.integration.harness import wait_for
 from tests.integration.network.conftest import HTTP_PORT, NetEnv
+from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import wait_for
 from tests.integration.network.conftest import HTTP_PORT, NetEnv
 from tests.integration.network.test_cni_pods import _answers, _http_get
 from tests.integration.streaming.clients import SpdyClient
+from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.host.namespaces import CLONE_NEWNET, setns
 

@@ -11,12 +11,18 @@ import grpc
 import pytest
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon
-from tests.integration.harness import wait_until
 from tests.integration.streaming.clients import SpdyClient, WebSocketClient, spdy_exec, ws_exec
 from tests.integration.streaming.conftest import StreamEnv
+from tests.support.wait import wait_until
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration
+# Polls the terminal until the client's resize (45 rows, 123 columns) has arrived, at most
+# 10 s, then prints its size; the tty's echo of this line cannot contain "45 123".
+AWAIT_RESIZE = (
+    'i=0; until [ "$(stty size)" = "$((40+5)) $((120+3))" ] || [ $i -ge 200 ]; '
+    "do sleep 0.05; i=$((i+1)); done; stty size"
+)
 
 HTTPD = (
     "mkdir -p /www && echo hello-from-pod > /www/index.html"
@@ -63,15 +69,13 @@ def test_exec_large_output_is_complete(env: StreamEnv, pod: tuple[str, str]) -> 
 
 def test_exec_tty_with_resize(env: StreamEnv, pod: tuple[str, str]) -> None:
     _, cid = pod
-    url = env.exec_url(cid, ["sh", "-c", "read x; stty size"], tty=True, stdin=True, stdout=True)
+    url = env.exec_url(cid, ["sh", "-c", AWAIT_RESIZE], tty=True, stdin=True, stdout=True)
     client = SpdyClient(url)
     error = client.open(streamtype="error")
-    sin = client.open(streamtype="stdin")
+    client.open(streamtype="stdin")
     sout = client.open(streamtype="stdout")
     resize = client.open(streamtype="resize")
     client.write(resize, json.dumps({"Width": 123, "Height": 45}).encode())
-    time.sleep(0.5)
-    client.write(sin, b"go\r")
     status = json.loads(client.read_all(error))
     output = client.read_all(sout)
     client.close()
@@ -258,14 +262,13 @@ def test_attach_tty_shell_runs_typed_commands_and_sees_resize(
     client, sin, sout = _attach(env, cid, tty=True)
     resize = client.open(streamtype="resize")
     client.write(resize, json.dumps({"Width": 123, "Height": 45}).encode())
-    time.sleep(0.3)
-    client.write(sin, b"stty size; echo sum-$((40+2))\r")
+    client.write(sin, AWAIT_RESIZE.encode() + b"; echo sum-$((40+2))\r")
     output = client.wait_data(sout, b"sum-42")
     assert b"sum-42" in output, output
     assert b"45 123" in output, output
     client.close()
-    time.sleep(0.3)
-    # Detached, not stopped: a second session drives the same shell.
+    # Detached, not stopped: a second session drives the same shell (a detach that
+    # killed it would fail the echo below).
     assert _state(env, cid).state == pb.CONTAINER_RUNNING
     again, sin2, sout2 = _attach(env, cid, tty=True)
     again.write(sin2, b"echo again-$((1+1))\r")
@@ -299,8 +302,8 @@ def test_attach_stdin_reaches_cat_and_its_log_and_clients_come_and_go(
     first.close()
     watcher.close()
     assert wait_until(lambda: "stdout F hello-cat" in _log(env, "cat"), 10), _log(env, "cat")
-    time.sleep(0.3)
-    assert _state(env, cid).state == pb.CONTAINER_RUNNING  # without stdin_once stdin stays open
+    # Without stdin_once stdin stays open: cat, had it seen EOF, could not echo below.
+    assert _state(env, cid).state == pb.CONTAINER_RUNNING
     request = pb.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True)
     second = WebSocketClient(str(env.runtime.Attach(request, timeout=30).url))
     assert second.answer.status == 101

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import pytest
 
-from tests.integration.harness import wait_for
+from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import mount_points
 
@@ -173,7 +171,6 @@ def test_daemon_kill9_and_restart_keeps_the_pod(vm_env: VmEnv) -> None:
     assert vm_env.pod_state(sandbox_id) == pb.SANDBOX_READY
     assert vm_env.status(cid).state == pb.CONTAINER_RUNNING
     before = vm_env.log_of("survivor", "ticker").count("tick")
-    time.sleep(3)
     wait_for(
         lambda: vm_env.log_of("survivor", "ticker").count("tick") > before + 1,
         60,

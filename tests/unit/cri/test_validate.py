@@ -157,6 +157,13 @@ def test_what_kubelet_sends_passes() -> None:
         )
     )
     check_request(pb.ExecSyncRequest(container_id=new_id()[:12], cmd=["true"], timeout=10))
+    # The check walked these requests: one bad field in the same ones is refused.
+    pod = kubelet_pod()
+    pod.config.hostname = "web-0\nnameserver 6.6.6.6"
+    assert refusal(pod).message.startswith("config.hostname:")
+    container = kubelet_container()
+    container.config.linux.resources.cpu_shares = 1
+    assert refusal(container).message.startswith("config.linux.resources.cpu_shares:")
 
 
 def test_every_rule_names_a_field_of_the_proto() -> None:
@@ -433,6 +440,8 @@ def test_what_cannot_be_an_id_names_nothing(value: str) -> None:
 def test_an_id_or_its_prefix_passes() -> None:
     check_request(pb.StopPodSandboxRequest(pod_sandbox_id=new_id()))
     check_request(pb.StopPodSandboxRequest(pod_sandbox_id="deadbeef"))
+    # One letter past the hex digits is not an ID.
+    assert isinstance(refusal(pb.StopPodSandboxRequest(pod_sandbox_id="deadbeeg")), NotFound)
 
 
 def test_filter_ids_must_be_prefixes_of_ids() -> None:
