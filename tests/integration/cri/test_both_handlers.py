@@ -35,8 +35,8 @@ class Pod:
     config: pb.PodSandboxConfig
     name: str
 
-    def container(self, name: str, command: list[str], **extra: object) -> str:
-        return self.env.create(self.sandbox_id, self.config, name, command, **extra)
+    def container(self, name: str, command: list[str]) -> str:
+        return self.env.create(self.sandbox_id, self.config, name, command)
 
     def log(self, name: str) -> str:
         return self.env.log_of(self.name, name)

@@ -58,7 +58,8 @@ def _create(env: CriEnv, sandbox_id: str, name: str, mounts: list[pb.Mount]) -> 
 
 def _exec(env: CriEnv, container_id: str, *cmd: str) -> pb.ExecSyncResponse:
     request = pb.ExecSyncRequest(container_id=container_id, cmd=list(cmd), timeout=20)
-    return env.runtime.ExecSync(request, timeout=40)
+    response: pb.ExecSyncResponse = env.runtime.ExecSync(request, timeout=40)
+    return response
 
 
 def _views(env: CriEnv) -> list[Path]:

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,7 +42,7 @@ def _udp_echo_in(netns: str, ready: threading.Event, stop: threading.Event) -> N
 
 
 @pytest.fixture
-def udp_echo(env: NetEnv) -> Iterator[callable]:  # type: ignore[valid-type]
+def udp_echo(env: NetEnv) -> Iterator[Callable[[str], None]]:
     stop = threading.Event()
     threads: list[threading.Thread] = []
 
@@ -69,7 +69,7 @@ def _udp_ask(host: str, port: int) -> bytes:
             return b""
 
 
-def test_host_ip_mappings_tcp_and_udp(env: NetEnv, udp_echo) -> None:  # type: ignore[no-untyped-def]
+def test_host_ip_mappings_tcp_and_udp(env: NetEnv, udp_echo: Callable[[str], None]) -> None:
     tcp_port, udp_port = 35000 + (hash(env.bridge) % 500), 35600 + (hash(env.bridge) % 500)
     cfg = env.pod_config(
         "host-ip",

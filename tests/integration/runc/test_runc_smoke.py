@@ -10,8 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from runc_itest_helpers import container_record, sandbox_record, stop, wait_exit
 
+from tests.integration.runc.runc_itest_helpers import (
+    container_record,
+    sandbox_record,
+    stop,
+    wait_exit,
+)
 from tests.support.wait import wait_for
 from vmcri.errors import DeadlineExceeded, InvalidArgument
 from vmcri.handlers.base import ImageInfo
@@ -269,8 +274,7 @@ def test_readonly_bind_mount_and_user(
 
 
 def test_shared_pid_namespace(backend: RuncBackend, image: ImageInfo, workdir: Path) -> None:
-    from runc_itest_helpers import new_id
-
+    from tests.integration.runc.runc_itest_helpers import new_id
     from vmcri.model import (
         ContainerSecurity,
         Metadata,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon
 from tests.integration.streaming.clients import SpdyClient, WebSocketClient, spdy_exec, ws_exec
@@ -141,10 +143,10 @@ def test_rpc_validation(env: StreamEnv, pod: tuple[str, str]) -> None:
     sandbox_id, cid = pod
     rt = env.runtime
 
-    def code(call, request) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    def code(call: Callable[..., object], request: Message) -> grpc.StatusCode:
         with pytest.raises(grpc.RpcError) as info:
             call(request, timeout=30)
-        return info.value.code()  # type: ignore[no-any-return]
+        return info.value.code()
 
     assert code(rt.Exec, pb.ExecRequest(container_id="nope", cmd=["sh"], stdout=True)) == (
         grpc.StatusCode.NOT_FOUND
@@ -214,7 +216,14 @@ def _pod_config(env: StreamEnv) -> pb.PodSandboxConfig:
 
 
 def _attachable(
-    env: StreamEnv, sandbox_id: str, name: str, command: list[str], **flags: bool
+    env: StreamEnv,
+    sandbox_id: str,
+    name: str,
+    command: list[str],
+    *,
+    tty: bool = False,
+    stdin: bool = False,
+    stdin_once: bool = False,
 ) -> str:
     """A started container with tty/stdin/stdin_once as given."""
     config = pb.ContainerConfig(
@@ -222,7 +231,9 @@ def _attachable(
         image=pb.ImageSpec(image=env.image),
         command=command,
         log_path=f"{name}.log",
-        **flags,
+        tty=tty,
+        stdin=stdin,
+        stdin_once=stdin_once,
     )
     request = pb.CreateContainerRequest(
         pod_sandbox_id=sandbox_id, config=config, sandbox_config=_pod_config(env)
@@ -251,7 +262,10 @@ def _attach(env: StreamEnv, cid: str, *, tty: bool = False) -> tuple[SpdyClient,
 
 
 def _state(env: StreamEnv, cid: str) -> pb.ContainerStatus:
-    return env.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+    response: pb.ContainerStatusResponse = env.runtime.ContainerStatus(
+        pb.ContainerStatusRequest(container_id=cid)
+    )
+    return response.status
 
 
 def test_attach_tty_shell_runs_typed_commands_and_sees_resize(

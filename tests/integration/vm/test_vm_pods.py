@@ -85,7 +85,7 @@ def test_bad_container_leaves_nothing_and_oom_is_reported(vm_env: VmEnv) -> None
     with pytest.raises(grpc.RpcError) as info:
         vm_env.create(sandbox_id, pod, "bad", ["true"], mounts=[mount])
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "mounts[0].host_path" in info.value.details()
+    assert "mounts[0].host_path" in str(info.value.details())
     containers = vm_env.runtime.ListContainers(pb.ListContainersRequest(), timeout=30)
     assert [c for c in containers.containers if c.pod_sandbox_id == sandbox_id] == []
     assert list((vm_env.state_dir(sandbox_id) / "share").rglob("*")) in (

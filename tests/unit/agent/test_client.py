@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.support.wait import wait_for
 from vmcri.agent import types
 from vmcri.agent.client import AgentClient
+from vmcri.agent.connection import SEND_TIMEOUT_S, EventCallback
 from vmcri.agent.framing import HEADER, MAGIC, Frame, FrameKind, FrameReader, encode_frame
 from vmcri.api import agent_pb2
 from vmcri.errors import AgentUnavailable, DeadlineExceeded, NotFound, ProtocolError
@@ -62,12 +63,27 @@ def guest() -> Iterator[FakeGuest]:
     fake.sock.close()
 
 
-def _client(guest: FakeGuest, **kwargs: object) -> AgentClient:
-    return AgentClient("unix:///fake", connector=guest.connector, reconnect=False, **kwargs)  # type: ignore[arg-type]
+def _client(
+    guest: FakeGuest,
+    *,
+    on_event: EventCallback | None = None,
+    connect_timeout: float = 10.0,
+    call_timeout: float = 30.0,
+    send_timeout: float = SEND_TIMEOUT_S,
+) -> AgentClient:
+    return AgentClient(
+        "unix:///fake",
+        connector=guest.connector,
+        reconnect=False,
+        on_event=on_event,
+        connect_timeout=connect_timeout,
+        call_timeout=call_timeout,
+        send_timeout=send_timeout,
+    )
 
 
-def _in_thread(fn: object) -> threading.Thread:
-    thread = threading.Thread(target=fn, daemon=True)  # type: ignore[arg-type]
+def _in_thread(fn: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=fn, daemon=True)
     thread.start()
     return thread
 

@@ -16,7 +16,11 @@ def test_a_hung_pod_delays_neither_the_round_nor_the_other_pods() -> None:
     release = threading.Event()
     done: list[str] = []
     started = time.monotonic()
-    skipped = checks.run({"hung": release.wait, "ok": lambda: done.append("ok")}, wait_s=0.2)
+
+    def hung() -> None:
+        release.wait(10)
+
+    skipped = checks.run({"hung": hung, "ok": lambda: done.append("ok")}, wait_s=0.2)
     assert time.monotonic() - started < 1.0
     assert done == ["ok"] and skipped == set()
     assert checks.busy() == {"hung"}
