@@ -313,7 +313,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--image-dir", default=os.environ.get("VMCRI_GUEST_DIR", str(REPO / "images/guest/build"))
+        "--image-dir", default=os.environ.get("VMCRI_GUEST_DIR", str(REPO / "guest/build"))
     )
     ap.add_argument("--machine", choices=["microvm", "q35", "both"], default="both")
     ap.add_argument("--mode", choices=["floor", "dryrun", "selfcheck", "agent"], default="floor")

@@ -64,16 +64,16 @@ import grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-# vmcri/testing is moving to tests/support (issue 11): only its import line below changes.
 from tests.integration.daemon.conftest import (  # noqa: E402
     RunningDaemon,
     start_daemon,
     stop_daemon,
 )
+from tests.support.push import push_busybox_image  # noqa: E402
+from tests.support.registry import LocalRegistry  # noqa: E402
 from vmcri.api import api_pb2 as pb  # noqa: E402
 from vmcri.api import api_pb2_grpc  # noqa: E402
 from vmcri.host.mounts import HostMounter  # noqa: E402
-from vmcri.testing.registry import LocalRegistry, push_busybox_image  # noqa: E402
 
 CONTAINERD = "/usr/bin/containerd"
 SHIM = "containerd-shim-runc-v2"

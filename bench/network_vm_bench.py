@@ -29,12 +29,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+# The registry helpers live in tests/support/, which is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import grpc
 
+from tests.support.push import push_busybox_image
+from tests.support.registry import LocalRegistry, registries_conf_for
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
 from vmcri.host.mounts import HostMounter
-from vmcri.testing.registry import LocalRegistry, push_busybox_image, registries_conf_for
 
 SINK_PORT = 9000
 BOOT_TIMEOUT_S = 300

@@ -27,8 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.support.layers import Layer
+from tests.support.push import push_image
+from tests.support.registry import LocalRegistry
 from vmcri.images.service import ImageService
-from vmcri.testing.registry import Layer, LocalRegistry, push_image
 
 WORDS = [b"alpha", b"beta", b"gamma", b"delta", b"kernel", b"overlay", b"registry", b"layer"]
 

@@ -38,13 +38,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon  # noqa: E402
+from tests.support.push import push_busybox_image  # noqa: E402
+from tests.support.registry import LocalRegistry  # noqa: E402
 from vmcri.api import api_pb2 as pb  # noqa: E402
 from vmcri.handlers.vm.accel import choose_accel, kvm_usable  # noqa: E402
 from vmcri.handlers.vm.domain import domain_name  # noqa: E402
 from vmcri.handlers.vm.guest_image import load_guest_image  # noqa: E402
-from vmcri.testing.registry import LocalRegistry, push_busybox_image  # noqa: E402
 
-GUEST = REPO / "images/guest/build"
+GUEST = REPO / "guest/build"
 FLOOR_MARKER = re.compile(rb"vmcri-init: reached /init at")
 GUEST_MARKERS = {
     "exec_at": re.compile(r"vmcri-init: exec agent at ([0-9.]+)"),
@@ -150,7 +151,7 @@ def main() -> int:
         "--guest-dir",
         type=Path,
         default=GUEST,
-        help="guest image to boot (default images/guest/build): compare two builds in turn",
+        help="guest image to boot (default guest/build): compare two builds in turn",
     )
     args = parser.parse_args()
     guest_dir: Path = args.guest_dir.resolve()

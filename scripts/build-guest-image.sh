@@ -3,7 +3,7 @@
 #
 # Usage: scripts/build-guest-image.sh [--force] [--check] [OUTDIR]
 #
-#   OUTDIR   default $VMCRI_GUEST_DIR, else images/guest/build/
+#   OUTDIR   default $VMCRI_GUEST_DIR, else guest/build/
 #   --force  rebuild even when OUTDIR/VERSION is current (same as VMCRI_FORCE=1)
 #   --check  build nothing; exit 0 when OUTDIR is current, 1 when a build is due
 #
@@ -11,7 +11,7 @@
 #   vmlinuz        the host's Debian kernel (newest /boot/vmlinuz-* that has /lib/modules/<ver>)
 #   vmlinux        the same kernel uncompressed (ELF with a PVH entry; QEMU -kernel boots it
 #                  directly, ~6 s faster under TCG than vmlinuz, whose XZ it skips)
-#   initrd.img     busybox + virtio/9p/overlay/vsock/virtiofs/erofs modules + images/guest/init
+#   initrd.img     busybox + virtio/9p/overlay/vsock/virtiofs/erofs modules + guest/init
 #   rootfs.img     erofs (default) or squashfs root: mmdebstrap'ed Debian with python3 and
 #                  runc, the repo's vmcri/ package in /opt/vmcri (and protobuf from $VMCRI_VENV)
 #   VERSION        sha256 over the build inputs; an equal VERSION makes a rerun a no-op
@@ -33,7 +33,7 @@ set -euo pipefail
 
 SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
 REPO=$(cd "$(dirname "$SCRIPT")/.." && pwd)
-GUEST_SRC=$REPO/images/guest
+GUEST_SRC=$REPO/guest
 
 FORCE=${VMCRI_FORCE:-0}
 CHECK_ONLY=0
@@ -404,7 +404,7 @@ mkdir -p "$TMP/modules.virtio" "$IR/etc/vmcri/modules.virtio"
 while read -r name when _; do
 	case "$name" in '' | '#'*) continue ;; esac
 	if ! deps=$(resolve_module "$name"); then
-		[ "$when" = extra ] || die "kernel $KVER has no module '$name' (images/guest/modules.txt)"
+		[ "$when" = extra ] || die "kernel $KVER has no module '$name' (guest/modules.txt)"
 		log "WARNING: kernel $KVER has no module '$name'; skipped"
 		continue
 	fi

@@ -14,11 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
+# The registry helpers live in tests/support/, which is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import grpc
 
+from tests.support.push import push_busybox_image
+from tests.support.registry import LocalRegistry
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
-from vmcri.testing.registry import LocalRegistry, push_busybox_image
 
 POD = "vmcri-demo"
 LOG_DIR = Path("/var/log/pods/vmcri-demo")

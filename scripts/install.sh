@@ -57,17 +57,17 @@ say "installing vmcri into $prefix/lib/vmcri"
 lib=$prefix/lib/vmcri
 stage=$prefix/lib/.vmcri.new
 rm -rf "$stage"
-mkdir -p "$stage/images/guest"
+mkdir -p "$stage/guest"
 cp -a vmcri templates "$stage/"
 find "$stage/vmcri" -name __pycache__ -prune -exec rm -rf {} +
-guest_src=images/guest/build
-guest_dst=$lib/images/guest/build
+guest_src=guest/build
+guest_dst=$lib/guest/build
 if [ -f "$guest_dst/VERSION" ] && cmp -s "$guest_src/VERSION" "$guest_dst/VERSION"; then
-    mv "$guest_dst" "$stage/images/guest/build"  # unchanged: keep the copy already there
+    mv "$guest_dst" "$stage/guest/build"  # unchanged: keep the copy already there
 else
     say "copying the guest image (version $(cut -c1-12 "$guest_src/VERSION"))"
-    cp -a "$guest_src" "$stage/images/guest/build"
-    rm -f "$stage/images/guest/build/"*.lock
+    cp -a "$guest_src" "$stage/guest/build"
+    rm -f "$stage/guest/build/"*.lock
 fi
 rm -rf "$lib.old"
 [ -d "$lib" ] && mv "$lib" "$lib.old"
@@ -75,7 +75,7 @@ mv "$stage" "$lib"
 rm -rf "$lib.old"
 
 # The venv finds vmcri through a .pth file; the package's parent directory is vmcri's
-# "source tree" (templates/ and images/guest/build next to it), as in the clone.
+# "source tree" (templates/ and guest/build next to it), as in the clone.
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 printf '%s\n' "$lib" >"$site/vmcri.pth"
 mkdir -p "$prefix/bin"

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Set up this machine, then run lint, type checks and the whole test suite.
-# Extra arguments go to pytest (e.g. scripts/test.sh tests/unit -x).
+# Set up this machine, then run the fast check (scripts/check.sh: ruff, format, mypy, the
+# unit tests) and every other test tier.
+# Extra arguments go to pytest (e.g. scripts/test.sh tests/integration/images -x); without
+# any, pytest runs every tier but tests/unit, which the fast check has run.
 source "$(dirname "$0")/lib.sh"
 need_root
 cd "$VMCRI_TOP"
 scripts/setup.sh
-say "ruff"
-"$VMCRI_VENV/bin/ruff" check vmcri tests bench scripts
-"$VMCRI_VENV/bin/ruff" format --check vmcri tests bench scripts
-say "mypy"
-"$VMCRI_VENV/bin/mypy" vmcri
+scripts/check.sh
 say "pytest"
+[ $# -gt 0 ] || set -- --ignore=tests/unit
 exec "$VMCRI_VENV/bin/pytest" -ra "$@"

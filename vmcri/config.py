@@ -314,7 +314,7 @@ shared_fs = "auto"
 # The agent channel: "auto" (vsock where /dev/vhost-vsock exists, else a virtio-serial
 # port), "serial" or "vsock".
 agent_transport = "auto"
-# Guest kernel, initrd and root image; "" means images/guest/build in the source tree.
+# Guest kernel, initrd and root image; "" means guest/build in the source tree.
 guest_dir = ""
 # Seconds to wait for the guest agent after the VM starts, and for a clean shutdown.
 boot_timeout_s = 60

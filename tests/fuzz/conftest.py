@@ -23,14 +23,10 @@ from tests.fuzz.seeds import pod_config
 from tests.integration.cri.conftest import SLEEPER
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
 from tests.integration.harness import NO_POD_NETWORK
+from tests.support.push import push_busybox_image
+from tests.support.registry import LocalRegistry, registries_conf_for, registry_available
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import HostMounter, mount_points
-from vmcri.testing.registry import (
-    LocalRegistry,
-    push_busybox_image,
-    registries_conf_for,
-    registry_available,
-)
 
 
 @dataclass

@@ -132,10 +132,12 @@ def mutations(
 
 
 def _mutate(draw: st.DrawFn, msg: Message, hints: Sequence[str], depth: int) -> None:
-    fields = msg.DESCRIPTOR.fields
-    if not fields:
+    descriptor = msg.DESCRIPTOR
+    # upb's descriptors register as google.protobuf.descriptor's, which the stubs do not know.
+    assert isinstance(descriptor, Descriptor)
+    if not descriptor.fields:
         return
-    field = draw(st.sampled_from(list(fields)))
+    field = draw(st.sampled_from(list(descriptor.fields)))
     is_sub = field.message_type is not None and not field.is_repeated
     if is_sub and depth < MAX_DEPTH and draw(st.booleans()):
         _mutate(draw, getattr(msg, field.name), hints, depth + 1)
@@ -189,7 +191,8 @@ def _sub(
 
 
 def _any_key(field: FieldDescriptor) -> Any:
-    key = field.message_type.fields_by_name["key"]  # type: ignore[union-attr]
+    assert field.message_type is not None  # a map field's entry
+    key = field.message_type.fields_by_name["key"]
     return "" if key.type == F.TYPE_STRING else 0
 
 
@@ -202,7 +205,8 @@ def _scalar(field: FieldDescriptor, hints: Sequence[str]) -> st.SearchStrategy[A
     if kind == F.TYPE_BYTES:
         return st.one_of(st.binary(max_size=16), _strings(hints).map(str.encode))
     if kind == F.TYPE_ENUM:
-        declared = sorted(field.enum_type.values_by_number)  # type: ignore[union-attr]
+        assert field.enum_type is not None
+        declared = sorted(field.enum_type.values_by_number)
         return st.one_of(st.sampled_from(declared), st.integers(-3, 1000))
     if kind in (F.TYPE_FLOAT, F.TYPE_DOUBLE):
         return st.floats(allow_nan=True, width=32 if kind == F.TYPE_FLOAT else 64)

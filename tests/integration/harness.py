@@ -4,7 +4,6 @@ real registry on loopback, torn down completely however a test ends, and polling
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -12,14 +11,10 @@ from typing import Protocol, TypeVar
 import grpc
 
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
+from tests.support.push import push_busybox_image
+from tests.support.registry import LocalRegistry, registries_conf_for, registry_or_skip
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import HostMounter, mount_points
-from vmcri.testing.registry import (
-    LocalRegistry,
-    push_busybox_image,
-    registries_conf_for,
-    registry_or_skip,
-)
 
 IMAGE_NAME = "test/busybox:1"
 NO_POD_NETWORK = "[network]\nenabled = false\n"
@@ -71,19 +66,3 @@ def daemon_with_busybox(
             stop_daemon(env.daemon)
             HostMounter().unmount_below(tmp)
             assert mount_points(tmp) == []
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; returns the last answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Like :func:`wait_until`, failing the test with ``what`` on a time-out."""
-    if not wait_until(predicate, timeout):
-        raise AssertionError(f"timed out waiting for {what}")

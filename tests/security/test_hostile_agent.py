@@ -16,12 +16,13 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.wait import wait_until
 from tests.unit.vm.test_backend import FakeHypervisor, make_backend
 from vmcri.agent import PROTOCOL_VERSION
 from vmcri.agent.budget import POD_EVENT_BUDGET
@@ -140,15 +141,6 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
-
 def _sandbox(store: Store, handler: str, agent_url: str = "") -> SandboxRecord:
     config = PodConfig(metadata=Metadata(name=f"pod-{handler}", uid=new_id(), namespace="n"))
     runtime = {"agent_url": agent_url} if agent_url else {}
@@ -251,20 +243,22 @@ def test_a_guest_that_stops_reading_fails_calls_in_time_and_stalls_no_other_pod(
     reaper = ContainerService(services)
     threading.Thread(target=reaper.refresh_all, daemon=True).start()
 
-    assert _wait(lambda: store.containers.get(other.id).state is ContainerState.EXITED, 3.0), (
+    assert wait_until(lambda: store.containers.get(other.id).state is ContainerState.EXITED, 3.0), (
         "the reaper recorded no exit of the other pod while the hostile pod's guest hangs"
     )
     assert store.containers.get(other.id).exit_code == 3
     assert hung.finished_at == 0.0 or healthy.checked_at < hung.finished_at, (
         "the other pod's check had to wait for the hung pod's check to end"
     )
-    assert _wait(lambda: bool(stdin_took), 2 * SEND_TIMEOUT_S + 1), "the stuck send never ended"
+    assert wait_until(lambda: bool(stdin_took), 2 * SEND_TIMEOUT_S + 1), (
+        "the stuck send never ended"
+    )
     assert stdin_took[0] < SEND_TIMEOUT_S + 1.0
     assert isinstance(stdin_error[0], AgentUnavailable)
     assert "did not take the frame" in str(stdin_error[0])
     assert not client.connected
     # The hung pod's own check is bounded too: it ends with AgentUnavailable.
-    assert _wait(lambda: hung.finished_at > 0, 2 * SEND_TIMEOUT_S + 1)
+    assert wait_until(lambda: hung.finished_at > 0, 2 * SEND_TIMEOUT_S + 1)
     assert isinstance(hung.error, AgentUnavailable)
     client.close()
     guest.close()
@@ -299,7 +293,7 @@ def test_a_guest_cannot_write_another_pods_log_or_open_writers_for_ids_it_invent
     guest.output(own.id, b"own line\n")
 
     own_log = Path(own.log_path)
-    assert _wait(lambda: own_log.exists() and b"own line" in own_log.read_bytes(), 10.0)
+    assert wait_until(lambda: own_log.exists() and b"own line" in own_log.read_bytes(), 10.0)
     assert Path(victim.log_path).read_bytes() == b"kubelet's own line\n"
     assert b"by prefix" not in own_log.read_bytes()
     victim_exit = SandboxLayout(
@@ -348,7 +342,7 @@ def test_a_flooding_guest_is_held_to_the_pods_byte_budget_and_the_pod_keeps_serv
                 guest.output(own.id, chunk[:-1] + b"\n")
         guest.output(own.id, b"done\n")
         own_log = Path(own.log_path)
-        assert _wait(lambda: own_log.exists() and b"done" in own_log.read_bytes(), 20.0)
+        assert wait_until(lambda: own_log.exists() and b"done" in own_log.read_bytes(), 20.0)
         held, peak = (n - base for n in tracemalloc.get_traced_memory())
     finally:
         tracemalloc.stop()

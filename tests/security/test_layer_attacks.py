@@ -23,15 +23,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
 from vmcri.errors import ResourceExhausted, UnsafeContent
 from vmcri.images.auth import Auth, Deadline
 from vmcri.images.content_store import ContentStore
 from vmcri.images.layer_store import LayerStore
+from vmcri.images.manifest import ACCEPT
 from vmcri.images.pull import Puller
 from vmcri.images.reference import parse_reference
 from vmcri.images.registries_conf import Endpoint, RegistriesConf
-from vmcri.images.unpack import UnpackLimits, unpack_layer
-from vmcri.testing.registry import Layer
+from vmcri.images.registry_client import BlobSink, RegistryClient
+from vmcri.images.unpack import DEFAULT_LIMITS, UnpackLimits, unpack_layer
+from vmcri.images.write_budget import DEFAULT_MAX_PULL_BYTES, FreeSpace, free_bytes
 
 
 def _digest(data: bytes) -> str:
@@ -48,16 +51,10 @@ def _tar(*entries: tuple[tarfile.TarInfo, bytes | None], fmt: int = tarfile.PAX_
     return buf.getvalue()
 
 
-def _unpack(tmp: Path, raw: bytes, **kw: object) -> Path:
+def _unpack(tmp: Path, raw: bytes, limits: UnpackLimits = DEFAULT_LIMITS) -> Path:
     dest = tmp / f"d{len(list(tmp.iterdir()))}"
     dest.mkdir()
-    unpack_layer(
-        io.BytesIO(gzip.compress(raw, 1)),
-        dest,
-        (),
-        _digest(raw),  # type: ignore[arg-type]
-        **kw,
-    )
+    unpack_layer(io.BytesIO(gzip.compress(raw, 1)), dest, (), _digest(raw), limits)
     return dest
 
 
@@ -148,10 +145,11 @@ def test_hard_link_to_a_sparse_lower_file_keeps_its_holes(tmp_path: Path) -> Non
 # -- one write budget per pull --------------------------------------------------
 
 
-class _FakeRegistry:
+class _FakeRegistry(RegistryClient):
     """Serves one image from memory, as a RegistryClient would (unit-level fake)."""
 
     def __init__(self, layers: list[Layer]) -> None:
+        super().__init__(Endpoint("registry.test", "lib/img", insecure=False, mirror=False))
         self.blobs: dict[str, bytes] = {}
         descs, diff_ids = [], []
         for layer in layers:
@@ -182,21 +180,32 @@ class _FakeRegistry:
             }
         ).encode()
 
-    def client(self, endpoint: Endpoint, auth: Auth, deadline: Deadline) -> _FakeRegistry:
+    def client(self, endpoint: Endpoint, auth: Auth, deadline: Deadline) -> RegistryClient:
         return self
 
-    def get_manifest(self, reference: str) -> tuple[bytes, str]:
+    def get_manifest(self, reference: str, accept: str = ACCEPT) -> tuple[bytes, str]:
         return self.manifest, "application/vnd.oci.image.manifest.v1+json"
 
-    def fetch_blob(self, digest: str, sink: object) -> None:
-        sink.write(self.blobs[digest])  # type: ignore[attr-defined]
+    def fetch_blob(self, digest: str, sink: BlobSink) -> None:
+        sink.write(self.blobs[digest])
 
 
-def _puller(tmp: Path, reg: _FakeRegistry, **kw: object) -> tuple[Puller, LayerStore]:
+def _puller(
+    tmp: Path,
+    reg: _FakeRegistry,
+    max_pull_bytes: int = DEFAULT_MAX_PULL_BYTES,
+    free_space: FreeSpace = free_bytes,
+) -> tuple[Puller, LayerStore]:
     layers = LayerStore(tmp)
     puller = Puller(
-        ContentStore(tmp), layers, RegistriesConf(), lambda _: lambda: None, reg.client, **kw
-    )  # type: ignore[arg-type]
+        ContentStore(tmp),
+        layers,
+        RegistriesConf(),
+        lambda _: lambda: None,
+        reg.client,
+        max_pull_bytes=max_pull_bytes,
+        free_space=free_space,
+    )
     return puller, layers
 
 

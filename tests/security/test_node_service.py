@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon
-from tests.integration.harness import NO_POD_NETWORK, wait_for
+from tests.integration.harness import NO_POD_NETWORK
 from tests.integration.service.conftest import (
     Busybox,
     free_loopback_port,
@@ -21,6 +21,7 @@ from tests.integration.service.conftest import (
     run_runc_pod,
     serve_busybox,
 )
+from tests.support.wait import wait_for
 
 PROBE = ["sh", "-c", "ls -a /run/notify 2>&1; echo NOTIFY=$NOTIFY_SOCKET; echo probed"]
 EVIL = "evil-name-0123456789abcdef"

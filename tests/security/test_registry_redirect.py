@@ -6,9 +6,10 @@ the tests see exactly which headers each hop would have carried.
 
 from __future__ import annotations
 
+import http.client
+import socket
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -20,32 +21,33 @@ from vmcri.images.registry_client import RegistryClient
 SECRET = "s3cret-token"
 
 
-@dataclass
-class _Response:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    reason: str = "fake"
-
-    def getheader(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name, default)
-
-    def read(self, n: int | None = None) -> bytes:
-        data, self.body = self.body, b""
-        return data
-
-    def readinto(self, buf: bytearray) -> int:
-        data, self.body = self.body[: len(buf)], self.body[len(buf) :]
-        buf[: len(data)] = data
-        return len(data)
+def _response(
+    status: int, headers: dict[str, str] | None = None, body: bytes = b""
+) -> http.client.HTTPResponse:
+    """A real ``HTTPResponse``, parsed from bytes the test wrote to a socket pair."""
+    head = "".join(
+        f"{k}: {v}\r\n" for k, v in {**(headers or {}), "Content-Length": str(len(body))}.items()
+    )
+    ours, theirs = socket.socketpair()
+    with ours:
+        ours.sendall(f"HTTP/1.1 {status} fake\r\n{head}\r\n".encode() + body)
+    response = http.client.HTTPResponse(theirs)
+    theirs.close()  # the response holds its own file object on the socket
+    response.begin()
+    return response
 
 
-class _Conn:
+class _Conn(http.client.HTTPConnection):
+    """Never connects: the answer is already in hand."""
+
+    def __init__(self) -> None:
+        super().__init__("registry.test")
+
     def close(self) -> None:
         pass
 
 
-Answer = Callable[[str, dict[str, str]], _Response]
+Answer = Callable[[str, dict[str, str]], http.client.HTTPResponse]
 
 
 class _Client(RegistryClient):
@@ -58,7 +60,7 @@ class _Client(RegistryClient):
 
     def _send(
         self, scheme: str, parts: urllib.parse.SplitResult, headers: dict[str, str]
-    ) -> tuple[_Conn, _Response]:  # type: ignore[override]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         url = f"{scheme}://{parts.netloc}{parts.path}"
         self.sent.append((url, headers.get("Authorization", "")))
         return _Conn(), self._answer(url, headers)
@@ -68,13 +70,13 @@ MANIFEST = "https://registry.test/v2/lib/img/manifests/x"
 PLAIN = "http://registry.test/v2/lib/img/manifests/x"
 
 
-def _redirect(to: str, status: int = 307) -> _Response:
-    return _Response(status, {"Location": to})
+def _redirect(to: str, status: int = 307) -> http.client.HTTPResponse:
+    return _response(status, {"Location": to})
 
 
 def test_redirect_down_to_http_on_the_same_host_drops_the_token() -> None:
-    def answer(url: str, headers: dict[str, str]) -> _Response:
-        return _redirect(PLAIN) if url == MANIFEST else _Response(200, body=b"{}")
+    def answer(url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+        return _redirect(PLAIN) if url == MANIFEST else _response(200, body=b"{}")
 
     client = _Client(answer, Auth(registry_token=SECRET))
     assert client.get_manifest("x")[0] == b"{}"
@@ -82,11 +84,11 @@ def test_redirect_down_to_http_on_the_same_host_drops_the_token() -> None:
 
 
 def test_basic_credentials_are_not_replayed_over_http() -> None:
-    def answer(url: str, headers: dict[str, str]) -> _Response:
+    def answer(url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
         if url == PLAIN:
-            return _Response(200, body=b"{}")
+            return _response(200, body=b"{}")
         if "Authorization" not in headers:
-            return _Response(401, {"WWW-Authenticate": 'Basic realm="r"'})
+            return _response(401, {"WWW-Authenticate": 'Basic realm="r"'})
         return _redirect(PLAIN, 302)
 
     client = _Client(answer, Auth(username="alice", password="hunter2"))
@@ -102,7 +104,7 @@ def test_credentials_stay_dropped_after_a_detour_through_another_host() -> None:
         [
             _redirect(cdn + "?x=1", 302),
             _redirect(MANIFEST + "?back", 302),
-            _Response(200, body=b"{}"),
+            _response(200, body=b"{}"),
         ]
     )
     client = _Client(lambda url, headers: next(hops), Auth(registry_token=SECRET))
@@ -113,8 +115,8 @@ def test_credentials_stay_dropped_after_a_detour_through_another_host() -> None:
 def test_same_host_https_redirect_keeps_the_token() -> None:
     moved = "https://registry.test/v2/lib/img/manifests/y"
 
-    def answer(url: str, headers: dict[str, str]) -> _Response:
-        return _redirect(moved) if url == MANIFEST else _Response(200, body=b"{}")
+    def answer(url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+        return _redirect(moved) if url == MANIFEST else _response(200, body=b"{}")
 
     client = _Client(answer, Auth(registry_token=SECRET))
     client.get_manifest("x")

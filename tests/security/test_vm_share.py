@@ -13,9 +13,9 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -30,6 +30,7 @@ from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, ContainerSecurity, Metadata, Mount, PodConfig
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.store.store import Store
+from vmcri.supervisor.link import AgentLink
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +89,8 @@ class Pod:
         self.hypervisor = FakeHypervisor()
         self.backend = VmBackend(options, context, hypervisor=self.hypervisor)
         self.link = FakeLink()
-        self.backend._containers.link = lambda sandbox: self.link  # type: ignore[method-assign,assignment,return-value]
+        # FakeLink has what run_sandbox and create_container call of an AgentLink.
+        self.backend._containers.link = lambda sandbox: cast(AgentLink, self.link)  # type: ignore[method-assign]
         config = PodConfig(metadata=Metadata(name="p", uid="u", namespace="n"))
         self.sandbox = self.store.sandboxes.add(
             SandboxRecord(id=new_id(), handler="vm", backend="vm", config=config)
@@ -156,11 +158,12 @@ def test_the_guest_cannot_plant_a_symlink_where_the_host_mounts(tmp: Path, lower
     # ... can write inside them ...
     (planted / "rootfs" / "new-file").write_text("guest data")
     # ... but cannot swap the directories that hold the mount points.
-    for attempt in (
+    attempts: list[Callable[[], None]] = [
         lambda: os.rename(planted / "volumes", planted / "moved"),
         lambda: os.symlink(victim, planted / "volumes" / "1"),
         lambda: (planted / "rootfs-2").mkdir(),
-    ):
+    ]
+    for attempt in attempts:
         with pytest.raises(OSError) as again:
             attempt()
         assert again.value.errno == errno.EROFS

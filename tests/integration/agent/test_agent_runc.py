@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.agent.conftest import AgentProcess, EventSink, make_spec
+from tests.support.wait import wait_for
 from vmcri.agent import types
 from vmcri.agent.guest.cgroups import CgroupReader
 from vmcri.agent.guest.mounts import is_mount_point
@@ -27,6 +28,10 @@ def _assert_gone(agent: AgentProcess, cid: str) -> None:
     reader = CgroupReader()
     cgroup = Path("/sys/fs/cgroup") if reader.unified else Path("/sys/fs/cgroup/memory")
     assert not (cgroup / "vmcri" / cid).exists()
+
+
+def _runc_status(agent: AgentProcess, cid: str) -> str:
+    return next((str(c["status"]) for c in agent.runc_list() if c["id"] == cid), "")
 
 
 def test_container_lifecycle(agent: AgentProcess, busybox_lower: Path) -> None:
@@ -141,7 +146,7 @@ def test_reconnect_replays_what_happened_while_away(
     )
     first.start_container(cid)
     first.close()  # the daemon goes away while the container runs
-    time.sleep(2.5)
+    wait_for(lambda: _runc_status(agent, cid) == "stopped", 30, f"{cid} to exit while away")
 
     sink = EventSink()
     second = agent.client(sink)

@@ -70,7 +70,8 @@ class CriEnv:
 
     def status(self, container_id: str) -> pb.ContainerStatus:
         request = pb.ContainerStatusRequest(container_id=container_id)
-        return self.runtime.ContainerStatus(request, timeout=30).status
+        response: pb.ContainerStatusResponse = self.runtime.ContainerStatus(request, timeout=30)
+        return response.status
 
 
 @pytest.fixture(scope="module")

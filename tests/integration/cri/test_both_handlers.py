@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import daemon_with_busybox, wait_for, wait_until
+from tests.integration.harness import daemon_with_busybox
 from tests.integration.vm.conftest import BOOT_TIMEOUT_S, VmEnv, destroy_domain
+from tests.support.wait import wait_for, wait_until
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -34,8 +35,8 @@ class Pod:
     config: pb.PodSandboxConfig
     name: str
 
-    def container(self, name: str, command: list[str], **extra: object) -> str:
-        return self.env.create(self.sandbox_id, self.config, name, command, **extra)
+    def container(self, name: str, command: list[str]) -> str:
+        return self.env.create(self.sandbox_id, self.config, name, command)
 
     def log(self, name: str) -> str:
         return self.env.log_of(self.name, name)

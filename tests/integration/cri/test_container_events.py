@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import grpc
 import pytest
 
 from tests.integration.cri.conftest import CriEnv
-from tests.integration.harness import wait_until
+from tests.support.wait import wait_for, wait_until
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -29,8 +28,18 @@ def test_lifecycle_events_arrive_in_order_with_the_pod_status(env: CriEnv) -> No
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    time.sleep(1.0)  # the server subscribes when the call reaches it
+    # The server subscribes when the call reaches it, and says nothing until an event
+    # comes: create and remove probe containers until one of theirs arrives.
+    probes: set[str] = set()
+
+    def subscribed() -> bool:
+        probe = env.create(sandbox_id, f"probe-{len(probes)}")
+        probes.add(probe)
+        env.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=probe), timeout=60)
+        return any(e.container_id in probes for e in list(received))
+
     try:
+        wait_for(subscribed, 30, "the event stream to deliver a probe's events")
         container_id = env.create(sandbox_id, "app")
         env.start(container_id)
         env.runtime.StopContainer(

@@ -15,9 +15,10 @@ import grpc
 import pytest
 
 from tests.integration.cri.conftest import CriEnv
+from tests.support.layers import Layer
+from tests.support.push import push_image
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import mount_points
-from vmcri.testing.registry import Layer, push_image
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,8 @@ def _create(env: CriEnv, sandbox_id: str, name: str, mounts: list[pb.Mount]) -> 
 
 def _exec(env: CriEnv, container_id: str, *cmd: str) -> pb.ExecSyncResponse:
     request = pb.ExecSyncRequest(container_id=container_id, cmd=list(cmd), timeout=20)
-    return env.runtime.ExecSync(request, timeout=40)
+    response: pb.ExecSyncResponse = env.runtime.ExecSync(request, timeout=40)
+    return response
 
 
 def _views(env: CriEnv) -> list[Path]:

@@ -62,14 +62,20 @@ def test_update_runtime_config_is_accepted(daemon: RunningDaemon) -> None:
     request = pb.UpdateRuntimeConfigRequest(
         runtime_config=pb.RuntimeConfig(network_config=pb.NetworkConfig(pod_cidr="10.88.0.0/16"))
     )
-    daemon.runtime().UpdateRuntimeConfig(request)
+    assert daemon.runtime().UpdateRuntimeConfig(request) == pb.UpdateRuntimeConfigResponse()
+    # The CIDR was read, not dropped: one that is not a network is refused, naming it.
+    request.runtime_config.network_config.pod_cidr = "10.88.0.0/33"
+    with pytest.raises(grpc.RpcError) as info:
+        daemon.runtime().UpdateRuntimeConfig(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pod_cidr" in str(info.value.details())
 
 
 def test_unimplemented_rpc_names_itself(daemon: RunningDaemon) -> None:
     with pytest.raises(grpc.RpcError) as info:
         daemon.runtime().CheckpointContainer(pb.CheckpointContainerRequest(container_id="x"))
     assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "CheckpointContainer" in info.value.details()
+    assert "CheckpointContainer" in str(info.value.details())
 
 
 def test_unknown_handler_is_refused_and_leaves_nothing(daemon: RunningDaemon) -> None:
@@ -79,7 +85,7 @@ def test_unknown_handler_is_refused_and_leaves_nothing(daemon: RunningDaemon) ->
             pb.RunPodSandboxRequest(config=config, runtime_handler="kata")
         )
     assert info.value.code() is grpc.StatusCode.NOT_FOUND
-    assert "kata" in info.value.details() and "'runc'" in info.value.details()
+    assert "kata" in str(info.value.details()) and "'runc'" in str(info.value.details())
     assert daemon.runtime().ListPodSandbox(pb.ListPodSandboxRequest()).items == []
 
 
@@ -87,12 +93,15 @@ def test_malformed_request_is_invalid_argument(daemon: RunningDaemon) -> None:
     with pytest.raises(grpc.RpcError) as info:
         daemon.runtime().RunPodSandbox(pb.RunPodSandboxRequest(config=pb.PodSandboxConfig()))
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "config.metadata" in info.value.details()
+    assert "config.metadata" in str(info.value.details())
 
 
 def test_garbage_bytes_are_rejected_without_crashing(daemon: RunningDaemon) -> None:
     channel = daemon.channel()
-    call = channel.unary_unary("/runtime.v1.RuntimeService/Version")
+    # No serializers: the bytes go on the wire as they are.
+    call = channel.unary_unary(
+        "/runtime.v1.RuntimeService/Version", request_serializer=None, response_deserializer=None
+    )
     with pytest.raises(grpc.RpcError) as info:
         call(b"\xff\xff\xff\xff garbage")
     assert info.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)

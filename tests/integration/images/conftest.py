@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vmcri.testing.registry import LocalRegistry, registry_or_skip
+from tests.support.registry import LocalRegistry, registry_or_skip
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.push import push_busybox_image
+from tests.support.registry import LocalRegistry
+from tests.support.token_server import TokenServer
 from vmcri.errors import PermissionDenied
 from vmcri.images.auth import Auth
 from vmcri.images.service import ImageService
-from vmcri.testing.registry import LocalRegistry, TokenServer, push_busybox_image
 
 pytestmark = pytest.mark.integration
 

@@ -7,18 +7,16 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
+from tests.support.push import push_busybox_image
+from tests.support.registry import LocalRegistry
+from tests.support.throttling_proxy import ThrottlingProxy
+from tests.support.wait import wait_until
 from vmcri.images.service import ImageService
-from vmcri.testing.registry import (
-    Layer,
-    LocalRegistry,
-    ThrottlingProxy,
-    push_busybox_image,
-)
 
 pytestmark = pytest.mark.integration
 SOURCE = Path(__file__).resolve().parents[3]
@@ -47,18 +45,17 @@ def test_kill9_mid_pull_then_repull(tmp_path: Path, registry: LocalRegistry) -> 
     try:
         child = subprocess.Popen([sys.executable, "-c", script])
         ingest = root / "images/blobs/ingest"
-        deadline = time.monotonic() + 20
-        # Wait until a layer blob is complete and another is half downloaded, with
-        # its unpack (which follows the download) under way.
         unpacking = root / "images/layers"
-        while time.monotonic() < deadline:
+
+        def half_way() -> bool:
+            """A layer blob is complete and another is half downloaded, with its unpack
+            (which follows the download) under way."""
             blobs = list((root / "images/blobs/sha256").glob("*")) if ingest.exists() else []
             partial = [p for p in ingest.glob("*") if p.stat().st_size > 0] if blobs else []
             tmp = list(unpacking.glob(".tmp-*")) if partial else []
-            if len(blobs) >= 4 and partial and tmp:
-                break
-            time.sleep(0.02)
-        else:
+            return len(blobs) >= 4 and bool(partial) and bool(tmp)
+
+        if not wait_until(half_way, 20):
             child.kill()
             pytest.fail("the throttled pull never got half way")
         os.kill(child.pid, signal.SIGKILL)

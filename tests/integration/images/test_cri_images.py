@@ -10,12 +10,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.push import push_busybox_image
+from tests.support.registry import LocalRegistry
 from vmcri.api import api_pb2, api_pb2_grpc
 from vmcri.cli import main as cli_main
 from vmcri.cri.images import ImageServicer
 from vmcri.cri.status import ErrorMappingInterceptor
 from vmcri.images.service import ImageService
-from vmcri.testing.registry import LocalRegistry, push_busybox_image
 
 pytestmark = pytest.mark.integration
 

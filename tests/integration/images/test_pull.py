@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
+from tests.support.push import push_busybox_image, push_image
+from tests.support.registry import LocalRegistry
 from vmcri.errors import DigestMismatch, FailedPrecondition, NotFound, UnsafeContent
 from vmcri.images.auth import Auth, Deadline
 from vmcri.images.registries_conf import Endpoint
-from vmcri.images.registry_client import RegistryClient
+from vmcri.images.registry_client import BlobSink, RegistryClient
 from vmcri.images.service import ImageService
-from vmcri.testing.registry import Layer, LocalRegistry, push_busybox_image, push_image
 
 pytestmark = pytest.mark.integration
 
@@ -161,10 +163,10 @@ def test_concurrent_pulls_download_each_blob_once(
     lock = threading.Lock()
 
     class Counting(RegistryClient):
-        def fetch_blob(self, digest: str, sink: object) -> None:  # type: ignore[override]
+        def fetch_blob(self, digest: str, sink: BlobSink) -> None:
             with lock:
                 fetched.append(digest)
-            super().fetch_blob(digest, sink)  # type: ignore[arg-type]
+            super().fetch_blob(digest, sink)
 
     def factory(ep: Endpoint, auth: Auth, deadline: Deadline) -> RegistryClient:
         return Counting(ep, auth, deadline)

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
+from tests.support.push import push_busybox_image
+from tests.support.registry import LocalRegistry
 from vmcri.errors import DigestMismatch
 from vmcri.images.auth import Auth, Deadline
 from vmcri.images.registries_conf import Endpoint
 from vmcri.images.registry_client import BlobSink, RegistryClient, RetryPolicy
 from vmcri.images.service import ImageService
-from vmcri.testing.registry import Layer, LocalRegistry, push_busybox_image
 
 pytestmark = pytest.mark.integration
 

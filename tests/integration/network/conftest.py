@@ -141,11 +141,13 @@ class NetEnv:
 
     def exec(self, container_id: str, cmd: list[str]) -> pb.ExecSyncResponse:
         request = pb.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=60)
-        return self.runtime.ExecSync(request, timeout=90)
+        response: pb.ExecSyncResponse = self.runtime.ExecSync(request, timeout=90)
+        return response
 
     def pod_status(self, sandbox_id: str) -> pb.PodSandboxStatus:
         request = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id)
-        return self.runtime.PodSandboxStatus(request, timeout=30).status
+        response: pb.PodSandboxStatusResponse = self.runtime.PodSandboxStatus(request, timeout=30)
+        return response.status
 
     def remove(self, sandbox_id: str) -> None:
         self.runtime.StopPodSandbox(

@@ -57,7 +57,7 @@ def test_missing_plugin_binary(net: NetEnv) -> None:
     net.write_conf(net.conflist(extra=[{"type": "vmcri-no-such-plugin"}]))
     err = _fails(net, "missing-plugin")
     assert err.code() == grpc.StatusCode.NOT_FOUND
-    assert "vmcri-no-such-plugin" in err.details() and "not found" in err.details()
+    assert "vmcri-no-such-plugin" in str(err.details()) and "not found" in str(err.details())
 
 
 @pytest.mark.parametrize(("text", "said"), [("{ nope", "not valid JSON"), ("", "is empty")])
@@ -65,7 +65,7 @@ def test_invalid_or_empty_conflist(net: NetEnv, text: str, said: str) -> None:
     net.write_conf(text)
     err = _fails(net, "bad-conf")
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert said in err.details() and "10-test.conflist" in err.details()
+    assert said in str(err.details()) and "10-test.conflist" in str(err.details())
 
 
 def test_failing_plugin_rolls_back_bridge_and_ip(net: NetEnv) -> None:
@@ -76,7 +76,7 @@ def test_failing_plugin_rolls_back_bridge_and_ip(net: NetEnv) -> None:
     )
     net.write_conf(net.conflist(extra=[fail]))
     err = _fails(net, "failing-plugin")
-    assert "boom from the test" in err.details() and "vmcri-fail" in err.details()
+    assert "boom from the test" in str(err.details()) and "vmcri-fail" in str(err.details())
 
 
 def test_plugin_past_its_timeout_is_killed(net: NetEnv) -> None:
@@ -84,7 +84,7 @@ def test_plugin_past_its_timeout_is_killed(net: NetEnv) -> None:
     net.write_conf(net.conflist(extra=[hang]))
     err = _fails(net, "hanging-plugin")
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert "vmcri-hang" in err.details() and "3s" in err.details()
+    assert "vmcri-hang" in str(err.details()) and "3s" in str(err.details())
 
 
 def test_ip_exhaustion_in_host_local(net: NetEnv) -> None:
@@ -94,7 +94,7 @@ def test_ip_exhaustion_in_host_local(net: NetEnv) -> None:
     try:
         assert net.pod_status(first).network.ip == only
         err = _fails_while_one_runs(net, "no-room")
-        assert "no IP addresses available" in err.details()
+        assert "no IP addresses available" in str(err.details())
     finally:
         net.remove(first)
     assert net.leftovers() == []
@@ -114,7 +114,7 @@ def test_host_port_taken_by_another_pod_or_the_host(net: NetEnv) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             net.run_pod(net.pod_config("port-thief", mapping))
         assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
-        assert f"{port}/tcp is used by another pod" in caught.value.details()
+        assert f"{port}/tcp is used by another pod" in str(caught.value.details())
     finally:
         net.remove(first)
     with socket.socket() as listener:
@@ -122,5 +122,5 @@ def test_host_port_taken_by_another_pod_or_the_host(net: NetEnv) -> None:
         listener.listen()
         taken = [pb.PortMapping(container_port=HTTP_PORT, host_port=port + 1)]
         err = _fails(net, "host-port-thief", taken)
-    assert f"{port + 1}/tcp is in use on the host" in err.details()
+    assert f"{port + 1}/tcp is in use on the host" in str(err.details())
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS

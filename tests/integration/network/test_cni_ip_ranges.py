@@ -22,7 +22,7 @@ def test_pod_cidr_becomes_the_ip_range(env: NetEnv) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         _update(env, "not-a-cidr")
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "pod_cidr" in caught.value.details()
+    assert "pod_cidr" in str(caught.value.details())
 
     narrow = f"{env.subnet}.128/25"
     _update(env, narrow)

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon
-from tests.integration.harness import wait_for
 from tests.integration.network.conftest import HTTP_PORT, NetEnv
+from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -137,8 +137,8 @@ def test_daemon_kill9_then_stop_and_remove_release_everything(env: NetEnv) -> No
 
 def test_network_ready_follows_the_config_dir(env: NetEnv) -> None:
     def network_ready() -> pb.RuntimeCondition:
-        status = env.runtime.Status(pb.StatusRequest(), timeout=30).status
-        return next(c for c in status.conditions if c.type == "NetworkReady")
+        response: pb.StatusResponse = env.runtime.Status(pb.StatusRequest(), timeout=30)
+        return next(c for c in response.status.conditions if c.type == "NetworkReady")
 
     assert network_ready().status is True
     good = env.conflist()

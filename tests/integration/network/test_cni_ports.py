@@ -7,15 +7,15 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import wait_for
 from tests.integration.network.conftest import HTTP_PORT, NetEnv
 from tests.integration.network.test_cni_pods import _answers, _http_get
 from tests.integration.streaming.clients import SpdyClient
+from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.host.namespaces import CLONE_NEWNET, setns
 
@@ -42,7 +42,7 @@ def _udp_echo_in(netns: str, ready: threading.Event, stop: threading.Event) -> N
 
 
 @pytest.fixture
-def udp_echo(env: NetEnv) -> Iterator[callable]:  # type: ignore[valid-type]
+def udp_echo(env: NetEnv) -> Iterator[Callable[[str], None]]:
     stop = threading.Event()
     threads: list[threading.Thread] = []
 
@@ -69,7 +69,7 @@ def _udp_ask(host: str, port: int) -> bytes:
             return b""
 
 
-def test_host_ip_mappings_tcp_and_udp(env: NetEnv, udp_echo) -> None:  # type: ignore[no-untyped-def]
+def test_host_ip_mappings_tcp_and_udp(env: NetEnv, udp_echo: Callable[[str], None]) -> None:
     tcp_port, udp_port = 35000 + (hash(env.bridge) % 500), 35600 + (hash(env.bridge) % 500)
     cfg = env.pod_config(
         "host-ip",

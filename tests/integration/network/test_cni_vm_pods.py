@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from tests.integration.harness import wait_for
 from tests.integration.network.conftest import HTTP_PORT, NetEnv
 from tests.integration.network.test_cni_pods import _answers, _http_get, _pod_get
+from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.handlers.vm.nic import tap_name
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from runc_itest_helpers import RECORDS
 
+from tests.integration.runc.runc_itest_helpers import RECORDS
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.backend import RuncBackend
 from vmcri.handlers.runc.host import RealHost

@@ -10,8 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from runc_itest_helpers import container_record, sandbox_record, stop, wait_exit
 
+from tests.integration.runc.runc_itest_helpers import (
+    container_record,
+    sandbox_record,
+    stop,
+    wait_exit,
+)
+from tests.support.wait import wait_for
 from vmcri.errors import DeadlineExceeded, InvalidArgument
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.backend import RuncBackend
@@ -205,11 +211,11 @@ def test_reopen_log_usage_and_update(backend: RuncBackend, image: ImageInfo, wor
     )
     backend.create_container(sb, c, image)
     backend.start_container(sb, c)
-    time.sleep(0.3)
-    os.rename(c.log_path, c.log_path + ".1")
+    log = Path(c.log_path)
+    wait_for(lambda: log.exists() and "line" in log.read_text(), 10, "the first lines")
+    os.rename(log, c.log_path + ".1")
     backend.reopen_log(sb, c)
-    time.sleep(0.3)
-    assert "line" in Path(c.log_path).read_text()
+    wait_for(lambda: log.exists() and "line" in log.read_text(), 10, "lines in the new log")
     usage = backend.container_usage(sb, c)
     assert usage.memory_usage_bytes > 0 and usage.process_count >= 1
     assert usage.cpu_usage_core_nano_seconds > 0
@@ -268,8 +274,7 @@ def test_readonly_bind_mount_and_user(
 
 
 def test_shared_pid_namespace(backend: RuncBackend, image: ImageInfo, workdir: Path) -> None:
-    from runc_itest_helpers import new_id
-
+    from tests.integration.runc.runc_itest_helpers import new_id
     from vmcri.model import (
         ContainerSecurity,
         Metadata,

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from runc_itest_helpers import RECORDS, container_record, new_id
 
+from tests.integration.runc.runc_itest_helpers import RECORDS, container_record, new_id
 from vmcri.errors import FailedPrecondition, InvalidArgument
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.backend import RuncBackend

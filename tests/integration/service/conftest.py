@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.push import push_busybox_image
+from tests.support.registry import registries_conf_for, registry_or_skip
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
-from vmcri.testing.registry import push_busybox_image, registries_conf_for, registry_or_skip
 
 HANDLER = "runc"
 IMAGE_NAME = "test/busybox:1"

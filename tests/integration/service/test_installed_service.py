@@ -60,9 +60,7 @@ def test_layout_is_outside_the_clone(installed: Installed) -> None:
     ).stdout.split()  # fmt: skip
     lib = installed.prefix / "lib" / "vmcri"
     assert found == [str(lib / "vmcri" / "__init__.py"), str(lib / "templates")]
-    assert (lib / "images/guest/build/VERSION").read_text() == (
-        REPO / "images/guest/build/VERSION"
-    ).read_text()
+    assert (lib / "guest/build/VERSION").read_text() == (REPO / "guest/build/VERSION").read_text()
     config = (installed.config_dir / "config.toml").read_text()
     assert (
         config

@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -142,10 +143,10 @@ class SpdyClient:
     def ping(self, ping_id: int = 1) -> None:
         self._send(sf.Ping(ping_id))
 
-    def _wait(self, predicate: object, timeout: float = TIMEOUT) -> None:
+    def _wait(self, predicate: Callable[[], object], timeout: float = TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not predicate():  # type: ignore[operator]
+            while not predicate():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("spdy test client: timed out")

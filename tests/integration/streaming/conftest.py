@@ -12,8 +12,9 @@ import pytest
 
 from tests.integration.daemon.conftest import RunningDaemon
 from tests.integration.harness import daemon_with_busybox
+from tests.support.registry import LocalRegistry
 from vmcri.api import api_pb2 as pb
-from vmcri.testing.registry import LocalRegistry
+from vmcri.api import api_pb2_grpc
 
 BOOT_TIMEOUT_S = 240
 
@@ -27,7 +28,7 @@ class StreamEnv:
     sandboxes: list[str] = field(default_factory=list)
 
     @property
-    def runtime(self):  # type: ignore[no-untyped-def]
+    def runtime(self) -> api_pb2_grpc.RuntimeServiceStub:
         return self.daemon.runtime()
 
     def run_pod(self, name: str, handler: str) -> tuple[str, pb.PodSandboxConfig]:
@@ -53,9 +54,11 @@ class StreamEnv:
         request = pb.CreateContainerRequest(
             pod_sandbox_id=sandbox_id, config=config, sandbox_config=pod
         )
-        container_id = self.runtime.CreateContainer(request, timeout=120).container_id
-        self.runtime.StartContainer(pb.StartContainerRequest(container_id=container_id), timeout=60)
-        return container_id
+        created: pb.CreateContainerResponse = self.runtime.CreateContainer(request, timeout=120)
+        self.runtime.StartContainer(
+            pb.StartContainerRequest(container_id=created.container_id), timeout=60
+        )
+        return created.container_id
 
     def exec_url(self, container_id: str, cmd: list[str], **flags: bool) -> str:
         request = pb.ExecRequest(container_id=container_id, cmd=cmd, **flags)

@@ -91,7 +91,7 @@ def test_kubectl_port_forward(apiserver: FakeApiServer, websockets: bool) -> Non
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()
         match = re.search(r"127\.0\.0\.1:(\d+) -> 8081", line)
-        assert match, (line, proc.stderr.read1().decode() if proc.stderr else "")  # type: ignore[union-attr]
+        assert match, (line, os.read(proc.stderr.fileno(), 65536) if proc.stderr else b"")
         local = int(match.group(1))
         body = b""
         deadline = time.monotonic() + 20

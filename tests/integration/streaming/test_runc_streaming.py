@@ -5,18 +5,26 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon
-from tests.integration.harness import wait_until
 from tests.integration.streaming.clients import SpdyClient, WebSocketClient, spdy_exec, ws_exec
 from tests.integration.streaming.conftest import StreamEnv
+from tests.support.wait import wait_until
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration
+# Polls the terminal until the client's resize (45 rows, 123 columns) has arrived, at most
+# 10 s, then prints its size; the tty's echo of this line cannot contain "45 123".
+AWAIT_RESIZE = (
+    'i=0; until [ "$(stty size)" = "$((40+5)) $((120+3))" ] || [ $i -ge 200 ]; '
+    "do sleep 0.05; i=$((i+1)); done; stty size"
+)
 
 HTTPD = (
     "mkdir -p /www && echo hello-from-pod > /www/index.html"
@@ -63,15 +71,13 @@ def test_exec_large_output_is_complete(env: StreamEnv, pod: tuple[str, str]) -> 
 
 def test_exec_tty_with_resize(env: StreamEnv, pod: tuple[str, str]) -> None:
     _, cid = pod
-    url = env.exec_url(cid, ["sh", "-c", "read x; stty size"], tty=True, stdin=True, stdout=True)
+    url = env.exec_url(cid, ["sh", "-c", AWAIT_RESIZE], tty=True, stdin=True, stdout=True)
     client = SpdyClient(url)
     error = client.open(streamtype="error")
-    sin = client.open(streamtype="stdin")
+    client.open(streamtype="stdin")
     sout = client.open(streamtype="stdout")
     resize = client.open(streamtype="resize")
     client.write(resize, json.dumps({"Width": 123, "Height": 45}).encode())
-    time.sleep(0.5)
-    client.write(sin, b"go\r")
     status = json.loads(client.read_all(error))
     output = client.read_all(sout)
     client.close()
@@ -137,10 +143,10 @@ def test_rpc_validation(env: StreamEnv, pod: tuple[str, str]) -> None:
     sandbox_id, cid = pod
     rt = env.runtime
 
-    def code(call, request) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    def code(call: Callable[..., object], request: Message) -> grpc.StatusCode:
         with pytest.raises(grpc.RpcError) as info:
             call(request, timeout=30)
-        return info.value.code()  # type: ignore[no-any-return]
+        return info.value.code()
 
     assert code(rt.Exec, pb.ExecRequest(container_id="nope", cmd=["sh"], stdout=True)) == (
         grpc.StatusCode.NOT_FOUND
@@ -210,7 +216,14 @@ def _pod_config(env: StreamEnv) -> pb.PodSandboxConfig:
 
 
 def _attachable(
-    env: StreamEnv, sandbox_id: str, name: str, command: list[str], **flags: bool
+    env: StreamEnv,
+    sandbox_id: str,
+    name: str,
+    command: list[str],
+    *,
+    tty: bool = False,
+    stdin: bool = False,
+    stdin_once: bool = False,
 ) -> str:
     """A started container with tty/stdin/stdin_once as given."""
     config = pb.ContainerConfig(
@@ -218,7 +231,9 @@ def _attachable(
         image=pb.ImageSpec(image=env.image),
         command=command,
         log_path=f"{name}.log",
-        **flags,
+        tty=tty,
+        stdin=stdin,
+        stdin_once=stdin_once,
     )
     request = pb.CreateContainerRequest(
         pod_sandbox_id=sandbox_id, config=config, sandbox_config=_pod_config(env)
@@ -247,7 +262,10 @@ def _attach(env: StreamEnv, cid: str, *, tty: bool = False) -> tuple[SpdyClient,
 
 
 def _state(env: StreamEnv, cid: str) -> pb.ContainerStatus:
-    return env.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+    response: pb.ContainerStatusResponse = env.runtime.ContainerStatus(
+        pb.ContainerStatusRequest(container_id=cid)
+    )
+    return response.status
 
 
 def test_attach_tty_shell_runs_typed_commands_and_sees_resize(
@@ -258,14 +276,13 @@ def test_attach_tty_shell_runs_typed_commands_and_sees_resize(
     client, sin, sout = _attach(env, cid, tty=True)
     resize = client.open(streamtype="resize")
     client.write(resize, json.dumps({"Width": 123, "Height": 45}).encode())
-    time.sleep(0.3)
-    client.write(sin, b"stty size; echo sum-$((40+2))\r")
+    client.write(sin, AWAIT_RESIZE.encode() + b"; echo sum-$((40+2))\r")
     output = client.wait_data(sout, b"sum-42")
     assert b"sum-42" in output, output
     assert b"45 123" in output, output
     client.close()
-    time.sleep(0.3)
-    # Detached, not stopped: a second session drives the same shell.
+    # Detached, not stopped: a second session drives the same shell (a detach that
+    # killed it would fail the echo below).
     assert _state(env, cid).state == pb.CONTAINER_RUNNING
     again, sin2, sout2 = _attach(env, cid, tty=True)
     again.write(sin2, b"echo again-$((1+1))\r")
@@ -299,8 +316,8 @@ def test_attach_stdin_reaches_cat_and_its_log_and_clients_come_and_go(
     first.close()
     watcher.close()
     assert wait_until(lambda: "stdout F hello-cat" in _log(env, "cat"), 10), _log(env, "cat")
-    time.sleep(0.3)
-    assert _state(env, cid).state == pb.CONTAINER_RUNNING  # without stdin_once stdin stays open
+    # Without stdin_once stdin stays open: cat, had it seen EOF, could not echo below.
+    assert _state(env, cid).state == pb.CONTAINER_RUNNING
     request = pb.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True)
     second = WebSocketClient(str(env.runtime.Attach(request, timeout=30).url))
     assert second.answer.status == 101

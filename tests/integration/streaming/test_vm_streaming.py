@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.streaming.clients import SpdyClient, spdy_exec, ws_exec
 from tests.integration.streaming.conftest import StreamEnv
+from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -102,6 +103,18 @@ def test_vm_port_forward(env: StreamEnv, vm_pod: tuple[str, str]) -> None:
     client.close()
 
 
+def _listening(env: StreamEnv, cid: str, port: int) -> bool:
+    """Whether a socket in the container listens on ``port`` (state 0A in /proc/net/tcp*)."""
+    request = pb.ExecSyncRequest(
+        container_id=cid, cmd=["cat", "/proc/net/tcp", "/proc/net/tcp6"], timeout=30
+    )
+    table = env.runtime.ExecSync(request, timeout=60).stdout.decode()
+    return any(
+        len(f) > 3 and f[1].endswith(f":{port:04X}") and f[3] == "0A"
+        for f in (line.split() for line in table.splitlines())
+    )
+
+
 def test_vm_port_forward_bulk_data_both_ways(env: StreamEnv, vm_pod: tuple[str, str]) -> None:
     """2 MiB through the agent's flow-controlled stream to nc in the pod, and back."""
     sandbox_id, cid = vm_pod
@@ -113,7 +126,7 @@ def test_vm_port_forward_bulk_data_both_ways(env: StreamEnv, vm_pod: tuple[str, 
         ),
         timeout=60,
     )
-    time.sleep(1.0)
+    wait_for(lambda: _listening(env, cid, 9000), 60, "nc to listen on port 9000")
     client = SpdyClient(env.port_forward_url(sandbox_id, []), protocols=("portforward.k8s.io",))
     refused = client.open(streamtype="error", port="9", requestid="refused")
     client.open(streamtype="data", port="9", requestid="refused")
@@ -141,7 +154,4 @@ def test_vm_client_hang_up_kills_the_exec(env: StreamEnv, vm_pod: tuple[str, str
         request = pb.ExecSyncRequest(container_id=cid, cmd=["ps"], timeout=30)
         return b"sleep 1234" not in env.runtime.ExecSync(request, timeout=60).stdout
 
-    deadline = time.monotonic() + 30
-    while not gone():
-        assert time.monotonic() < deadline, "the exec'd process outlived its client"
-        time.sleep(0.5)
+    wait_for(gone, 30, "the exec'd process to die with its client")

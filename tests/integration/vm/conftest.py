@@ -8,7 +8,7 @@ everything the daemon under test made, even when a test failed half-way.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +16,10 @@ import pytest
 
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
 from tests.integration.harness import daemon_with_busybox
+from tests.support.registry import LocalRegistry
 from vmcri.api import api_pb2 as pb
+from vmcri.api import api_pb2_grpc
 from vmcri.handlers.vm.domain import domain_name
-from vmcri.testing.registry import (
-    LocalRegistry,
-)
 
 BOOT_TIMEOUT_S = 240
 
@@ -34,7 +33,7 @@ class VmEnv:
     sandboxes: list[str] = field(default_factory=list)
 
     @property
-    def runtime(self) -> pb_grpc.RuntimeServiceStub:  # type: ignore[name-defined]  # noqa: F821
+    def runtime(self) -> api_pb2_grpc.RuntimeServiceStub:
         return self.daemon.runtime()
 
     def restart(self, kill: bool) -> None:
@@ -60,30 +59,35 @@ class VmEnv:
         pod: pb.PodSandboxConfig,
         name: str,
         command: list[str],
-        **extra: object,
+        mounts: Sequence[pb.Mount] = (),
+        linux: pb.LinuxContainerConfig | None = None,
     ) -> str:
         config = pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name),
             image=pb.ImageSpec(image=self.image),
             command=command,
             log_path=f"{name}.log",
-            **extra,  # type: ignore[arg-type]
+            mounts=mounts,
+            linux=linux,
         )
         request = pb.CreateContainerRequest(
             pod_sandbox_id=sandbox_id, config=config, sandbox_config=pod
         )
-        return self.runtime.CreateContainer(request, timeout=120).container_id
+        created: pb.CreateContainerResponse = self.runtime.CreateContainer(request, timeout=120)
+        return created.container_id
 
     def start(self, container_id: str) -> None:
         self.runtime.StartContainer(pb.StartContainerRequest(container_id=container_id), timeout=60)
 
     def status(self, container_id: str) -> pb.ContainerStatus:
         request = pb.ContainerStatusRequest(container_id=container_id)
-        return self.runtime.ContainerStatus(request, timeout=30).status
+        response: pb.ContainerStatusResponse = self.runtime.ContainerStatus(request, timeout=30)
+        return response.status
 
     def pod_state(self, sandbox_id: str) -> int:
         request = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id)
-        return self.runtime.PodSandboxStatus(request, timeout=30).status.state
+        response: pb.PodSandboxStatusResponse = self.runtime.PodSandboxStatus(request, timeout=30)
+        return response.status.state
 
     def log_of(self, pod: str, name: str) -> str:
         path = self.tmp / "logs" / pod / f"{name}.log"

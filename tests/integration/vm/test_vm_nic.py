@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import wait_for
 from tests.integration.vm.conftest import destroy_domain, domain_exists
+from tests.support.wait import wait_for
 from tests.unit.vm.test_backend import vm_context
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.vm.backend import VmBackend

@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.support.wait import wait_for
 from vmcri.agent import types
 from vmcri.agent.client import AgentClient
+from vmcri.agent.connection import SEND_TIMEOUT_S, EventCallback
 from vmcri.agent.framing import HEADER, MAGIC, Frame, FrameKind, FrameReader, encode_frame
 from vmcri.api import agent_pb2
 from vmcri.errors import AgentUnavailable, DeadlineExceeded, NotFound, ProtocolError
@@ -61,12 +63,27 @@ def guest() -> Iterator[FakeGuest]:
     fake.sock.close()
 
 
-def _client(guest: FakeGuest, **kwargs: object) -> AgentClient:
-    return AgentClient("unix:///fake", connector=guest.connector, reconnect=False, **kwargs)  # type: ignore[arg-type]
+def _client(
+    guest: FakeGuest,
+    *,
+    on_event: EventCallback | None = None,
+    connect_timeout: float = 10.0,
+    call_timeout: float = 30.0,
+    send_timeout: float = SEND_TIMEOUT_S,
+) -> AgentClient:
+    return AgentClient(
+        "unix:///fake",
+        connector=guest.connector,
+        reconnect=False,
+        on_event=on_event,
+        connect_timeout=connect_timeout,
+        call_timeout=call_timeout,
+        send_timeout=send_timeout,
+    )
 
 
-def _in_thread(fn: object) -> threading.Thread:
-    thread = threading.Thread(target=fn, daemon=True)  # type: ignore[arg-type]
+def _in_thread(fn: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=fn, daemon=True)
     thread.start()
     return thread
 
@@ -101,7 +118,10 @@ def test_call_times_out_and_a_late_answer_is_ignored(guest: FakeGuest) -> None:
         client.ping()
     frame = guest.read_frame()
     guest.send(FrameKind.RESPONSE, frame.frame_id, agent_pb2.Response(empty={}).SerializeToString())
-    time.sleep(0.1)
+    # Frames are read in order: the next call's answer comes after the late one was read.
+    ping = agent_pb2.PingResponse(agent_version="9.9", protocol_version=1)
+    _in_thread(lambda: guest.answer(agent_pb2.Response(ping=ping)))
+    assert client.ping().agent_version == "9.9"
     assert client.connected
     client.close()
 
@@ -216,8 +236,12 @@ def test_events_delivered_once_in_order_and_acked(guest: FakeGuest) -> None:
 def test_reconnect_sends_the_last_seen_seq() -> None:
     first, second = FakeGuest(), FakeGuest()
     peers = iter([first, second])
+    delivered = threading.Event()
     client = AgentClient(
-        "unix:///fake", connector=lambda url, timeout: next(peers).host, reconnect=True
+        "unix:///fake",
+        connector=lambda url, timeout: next(peers).host,
+        reconnect=True,
+        on_event=lambda event: delivered.set(),
     )
     _in_thread(first.handshake)
     client.connect()
@@ -225,16 +249,13 @@ def test_reconnect_sends_the_last_seen_seq() -> None:
     first.send(
         FrameKind.EVENT, 0, agent_pb2.Event(seq=7, container_exited=exited).SerializeToString()
     )
-    time.sleep(0.2)
+    assert delivered.wait(5)  # seen, so the reconnect must ask for what follows seq 7
     hellos: list[agent_pb2.Hello] = []
     thread = _in_thread(lambda: hellos.append(second.handshake(last_seq=7)))
     first.sock.close()  # the guest side drops: the client reconnects by itself
     thread.join(5)
     assert hellos and hellos[0].ack_seq == 7
-    deadline = time.monotonic() + 5
-    while not client.connected and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert client.connected
+    wait_for(lambda: client.connected, 5, "the client to reconnect")
     client.close()
     second.sock.close()
 
@@ -266,9 +287,7 @@ def test_a_sender_behind_a_stuck_one_gives_up_too(guest: FakeGuest) -> None:
 
     first = _in_thread(stuck)
     started = time.monotonic()
-    deadline = time.monotonic() + 2
-    while not client._send_lock.locked() and time.monotonic() < deadline:
-        time.sleep(0.005)  # until the first sender holds the send lock
+    wait_for(client._send_lock.locked, 2, "the first sender to hold the send lock")
     with pytest.raises(AgentUnavailable):
         client.ping()
     assert time.monotonic() - started < 2.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from vmcri.api import agent_pb2
 from vmcri.errors import InvalidArgument
 
 
-def _output(data: bytes):  # type: ignore[no-untyped-def]
+def _output(data: bytes) -> Callable[[agent_pb2.Event], None]:
     def fill(event: agent_pb2.Event) -> None:
         event.output.container_id = "c"
         event.output.stream = agent_pb2.OUTPUT_STREAM_STDOUT

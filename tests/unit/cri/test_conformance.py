@@ -80,7 +80,8 @@ def test_container_status_reports_the_digest_of_an_image_volume(rt: Runtime) -> 
 @pytest.mark.parametrize("which", ["pid", "ipc"])
 def test_a_vm_like_handler_refuses_host_pid_and_ipc_pods(rt: Runtime, which: str) -> None:
     rt.backend.handler_features = VM_LIKE
-    namespaces = pb.NamespaceOption(**{which: pb.NamespaceMode.NODE})
+    namespaces = pb.NamespaceOption()
+    setattr(namespaces, which, pb.NamespaceMode.NODE)
     with pytest.raises(InvalidArgument) as refused:
         _pod(rt, namespaces)
     assert f"namespace_options.{which}: NODE" in refused.value.message
@@ -92,9 +93,9 @@ def test_a_vm_like_handler_refuses_host_pid_and_ipc_pods(rt: Runtime, which: str
 def test_a_vm_like_handler_refuses_host_namespaces_of_a_container(rt: Runtime, which: str) -> None:
     sandbox_id = _pod(rt)
     rt.backend.handler_features = VM_LIKE
-    security = pb.LinuxContainerSecurityContext(
-        namespace_options=pb.NamespaceOption(**{which: pb.NamespaceMode.NODE})
-    )
+    namespaces = pb.NamespaceOption()
+    setattr(namespaces, which, pb.NamespaceMode.NODE)
+    security = pb.LinuxContainerSecurityContext(namespace_options=namespaces)
     with pytest.raises(InvalidArgument, match=rf"namespace_options\.{which}: NODE"):
         _create(rt, sandbox_id, linux=pb.LinuxContainerConfig(security_context=security))
     assert rt.services.store.containers.list() == []

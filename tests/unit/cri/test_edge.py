@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -50,19 +50,22 @@ def status_of(call: Any, request: Any) -> tuple[grpc.StatusCode, str]:
         result = call(request, timeout=10)
         if hasattr(result, "__iter__"):
             list(result)
-    return info.value.code(), info.value.details()
+    return info.value.code(), str(info.value.details())
 
 
 def test_unknown_state_in_a_filter_is_invalid_argument_not_internal(
     stub: api_pb2_grpc.RuntimeServiceStub,
 ) -> None:
-    bad = pb.ContainerFilter(state=pb.ContainerStateValue(state=999))
+    # cast(): proto3 keeps enum numbers it does not declare; the stubs admit only declared ones.
+    bad = pb.ContainerFilter(state=pb.ContainerStateValue(state=cast(pb.ContainerState, 999)))
     code, details = status_of(stub.ListContainers, pb.ListContainersRequest(filter=bad))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("filter.state.state: unknown value 999")
     code, details = status_of(stub.StreamContainers, pb.StreamContainersRequest(filter=bad))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
-    bad_pods = pb.PodSandboxFilter(state=pb.PodSandboxStateValue(state=999))
+    bad_pods = pb.PodSandboxFilter(
+        state=pb.PodSandboxStateValue(state=cast(pb.PodSandboxState, 999))
+    )
     code, details = status_of(stub.ListPodSandbox, pb.ListPodSandboxRequest(filter=bad_pods))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("filter.state.state:")

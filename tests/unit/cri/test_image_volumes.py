@@ -102,9 +102,21 @@ def test_sub_path_without_image_is_invalid() -> None:
         validate_container(_config(Mount("/a", host_path="/tmp", image_sub_path="x")))
 
 
-def test_plain_sub_paths_pass() -> None:
-    for sub_path in ("", "data", "data/sub/", "./data", "a..b"):
-        check_sub_path(sub_path, 0)
+@pytest.mark.parametrize(
+    ("plain", "escaping"),
+    [
+        ("", "/"),
+        ("data", "/data"),
+        ("data/sub/", "data/../.."),
+        ("./data", "../data"),
+        ("a..b", "a/../b"),
+    ],
+)
+def test_plain_sub_paths_pass(plain: str, escaping: str) -> None:
+    check_sub_path(plain, 0)
+    # Where the line is: one step from each plain path is refused.
+    with pytest.raises(InvalidArgument, match=r"config\.mounts\[0\]\.image_sub_path"):
+        check_sub_path(escaping, 0)
 
 
 # ---------------------------------------------------------------- the mounted view

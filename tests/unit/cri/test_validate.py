@@ -7,7 +7,7 @@ are kept here, as are those the fuzz tier in tests/fuzz finds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
@@ -17,6 +17,7 @@ from vmcri.cri import limits
 from vmcri.cri.validate import check_request
 from vmcri.errors import InvalidArgument, NotFound, VmcriError
 from vmcri.ids import new_id
+from vmcri.runtime.containers import MAX_EXEC_TIMEOUT_S
 
 MIB = 1024 * 1024
 
@@ -157,6 +158,13 @@ def test_what_kubelet_sends_passes() -> None:
         )
     )
     check_request(pb.ExecSyncRequest(container_id=new_id()[:12], cmd=["true"], timeout=10))
+    # The check walked these requests: one bad field in the same ones is refused.
+    pod = kubelet_pod()
+    pod.config.hostname = "web-0\nnameserver 6.6.6.6"
+    assert refusal(pod).message.startswith("config.hostname:")
+    container = kubelet_container()
+    container.config.linux.resources.cpu_shares = 1
+    assert refusal(container).message.startswith("config.linux.resources.cpu_shares:")
 
 
 def test_every_rule_names_a_field_of_the_proto() -> None:
@@ -196,19 +204,26 @@ def _field(name: str) -> FieldDescriptor:
 
 
 # ---------------------------------------------------------------- issue 15, as fuzzing found it
+# cast(): proto3 keeps enum numbers it does not declare; the stubs admit only declared ones.
 
 
 @pytest.mark.parametrize(
     "request_",
     [
         pb.ListContainersRequest(
-            filter=pb.ContainerFilter(state=pb.ContainerStateValue(state=999))
+            filter=pb.ContainerFilter(
+                state=pb.ContainerStateValue(state=cast(pb.ContainerState, 999))
+            )
         ),
         pb.ListPodSandboxRequest(
-            filter=pb.PodSandboxFilter(state=pb.PodSandboxStateValue(state=999))
+            filter=pb.PodSandboxFilter(
+                state=pb.PodSandboxStateValue(state=cast(pb.PodSandboxState, 999))
+            )
         ),
         pb.StreamContainersRequest(
-            filter=pb.ContainerFilter(state=pb.ContainerStateValue(state=999))
+            filter=pb.ContainerFilter(
+                state=pb.ContainerStateValue(state=cast(pb.ContainerState, 999))
+            )
         ),
     ],
 )
@@ -266,11 +281,9 @@ def test_overhead_is_checked_like_resources() -> None:
 def test_cpu_and_memory_values_outside_the_kernels_range_are_refused(
     field: str, value: int
 ) -> None:
-    error = refusal(
-        container_request(
-            linux=pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(**{field: value}))
-        )
-    )
+    resources = pb.LinuxContainerResources()
+    setattr(resources, field, value)
+    error = refusal(container_request(linux=pb.LinuxContainerConfig(resources=resources)))
     assert isinstance(error, InvalidArgument)
     assert error.message.startswith(f"config.linux.resources.{field}: {value} is out of range")
 
@@ -344,7 +357,10 @@ def test_too_many_items_or_entries_are_refused() -> None:
         ({"port_mappings": [pb.PortMapping(container_port=70000)]}, "container_port"),
         ({"port_mappings": [pb.PortMapping(container_port=80, host_port=-1)]}, "host_port"),
         ({"port_mappings": [pb.PortMapping(container_port=80, host_ip="::g")]}, "host_ip"),
-        ({"port_mappings": [pb.PortMapping(protocol=7, container_port=80)]}, "protocol"),
+        (
+            {"port_mappings": [pb.PortMapping(protocol=cast(pb.Protocol, 7), container_port=80)]},
+            "protocol",
+        ),
         ({"log_directory": "var/log/pods/x"}, "config.log_directory"),
         ({"linux": pb.LinuxPodSandboxConfig(cgroup_parent="/kubepods/../../x")}, "cgroup_parent"),
         ({"metadata": pb.PodSandboxMetadata(name="a b")}, "config.metadata.name"),
@@ -370,7 +386,9 @@ def test_uids_and_gids_outside_the_kernels_range_are_refused(value: int) -> None
 
 
 def test_unknown_namespace_mode_is_refused() -> None:
-    sec = pb.LinuxSandboxSecurityContext(namespace_options=pb.NamespaceOption(network=42))
+    sec = pb.LinuxSandboxSecurityContext(
+        namespace_options=pb.NamespaceOption(network=cast(pb.NamespaceMode, 42))
+    )
     error = refusal(pod_request(linux=pb.LinuxPodSandboxConfig(security_context=sec)))
     assert error.message.startswith(
         "config.linux.security_context.namespace_options.network: unknown value 42"
@@ -388,7 +406,18 @@ def test_unknown_namespace_mode_is_refused() -> None:
         ({"log_path": "../../etc/cron.d/x"}, "config.log_path"),
         ({"mounts": [pb.Mount(container_path="data", host_path="/d")]}, "container_path"),
         ({"mounts": [pb.Mount(container_path="/d", host_path="etc")]}, "host_path"),
-        ({"mounts": [pb.Mount(container_path="/d", host_path="/d", propagation=9)]}, "propagation"),
+        (
+            {
+                "mounts": [
+                    pb.Mount(
+                        container_path="/d",
+                        host_path="/d",
+                        propagation=cast(pb.MountPropagation, 9),
+                    )
+                ]
+            },
+            "propagation",
+        ),
         ({"devices": [pb.Device(container_path="/dev/x", host_path="sda")]}, "host_path"),
         (
             {
@@ -433,6 +462,8 @@ def test_what_cannot_be_an_id_names_nothing(value: str) -> None:
 def test_an_id_or_its_prefix_passes() -> None:
     check_request(pb.StopPodSandboxRequest(pod_sandbox_id=new_id()))
     check_request(pb.StopPodSandboxRequest(pod_sandbox_id="deadbeef"))
+    # One letter past the hex digits is not an ID.
+    assert isinstance(refusal(pb.StopPodSandboxRequest(pod_sandbox_id="deadbeeg")), NotFound)
 
 
 def test_filter_ids_must_be_prefixes_of_ids() -> None:
@@ -446,7 +477,7 @@ def test_filter_ids_must_be_prefixes_of_ids() -> None:
     [
         pb.StopContainerRequest(container_id="ab", timeout=-1),
         pb.StopContainerRequest(container_id="ab", timeout=2**62),
-        pb.ExecSyncRequest(container_id="ab", cmd=["true"], timeout=limits.MAX_EXEC_TIMEOUT_S + 1),
+        pb.ExecSyncRequest(container_id="ab", cmd=["true"], timeout=MAX_EXEC_TIMEOUT_S + 1),
         pb.ExecSyncRequest(container_id="ab", cmd=["true"], timeout=-5),
     ],
 )

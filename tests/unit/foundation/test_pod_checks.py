@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.support.wait import wait_for
 from vmcri.runtime.pod_checks import PodChecks
 
 
@@ -15,7 +16,11 @@ def test_a_hung_pod_delays_neither_the_round_nor_the_other_pods() -> None:
     release = threading.Event()
     done: list[str] = []
     started = time.monotonic()
-    skipped = checks.run({"hung": release.wait, "ok": lambda: done.append("ok")}, wait_s=0.2)
+
+    def hung() -> None:
+        release.wait(10)
+
+    skipped = checks.run({"hung": hung, "ok": lambda: done.append("ok")}, wait_s=0.2)
     assert time.monotonic() - started < 1.0
     assert done == ["ok"] and skipped == set()
     assert checks.busy() == {"hung"}
@@ -38,10 +43,7 @@ def test_a_pod_whose_previous_check_still_runs_is_skipped_not_waited_for() -> No
     assert runs == ["hung", "ok"]  # the hung pod's check did not start a second time
     assert time.monotonic() - started < 0.9  # the round waited only for what it started
     release.set()
-    deadline = time.monotonic() + 5
-    while checks.busy() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert checks.busy() == set()
+    wait_for(lambda: checks.busy() == set(), 5, "the released check to finish")
     assert checks.run({"hung": lambda: runs.append("again")}, wait_s=1.0) == set()
     assert runs[-1] == "again"
 

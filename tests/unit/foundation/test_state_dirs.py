@@ -104,6 +104,10 @@ def test_pods_in_their_own_handlers_dir_start(tmp_path: Path) -> None:
     (handler_dirs(cfg, "vm-kvm").state / other.id).mkdir(parents=True)
     (handler_dirs(cfg, "runc").state / "containers" / new_id()).mkdir(parents=True)
     check_no_kind_dir_pods(cfg, [own, other], lambda sandbox_id: [])
+    # The check did look at them: the other handler's pod in the kind's dir is refused.
+    (handler_dirs(cfg, "vm").state / other.id).mkdir()
+    with pytest.raises(ConfigError, match=f"runtimes.vm-kvm: pod sandbox {other.id} "):
+        check_no_kind_dir_pods(cfg, [own, other], lambda sandbox_id: [])
 
 
 def test_the_daemon_refuses_to_start_over_such_a_pod_and_builds_no_backend(

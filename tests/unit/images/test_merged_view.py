@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
 from tests.unit.images.test_unpack import _unpack
 from vmcri.errors import UnsafeContent
 from vmcri.images.unpack import UnpackLimits
-from vmcri.testing.registry import Layer
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts need mknod (root)")
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
 from vmcri.errors import DigestMismatch, UnsafeContent
 from vmcri.images.blob_feed import BlobFeed, FeedCancelled
 from vmcri.images.content_store import BlobWriter, ContentStore
 from vmcri.images.decompress import LayerReader
 from vmcri.images.layer_store import LayerStore
-from vmcri.testing.registry import Layer
 
 Writer = Callable[[BlobWriter], None]
 
@@ -122,13 +122,12 @@ def test_short_blob_fails_the_unpack(tmp_path: Path) -> None:
     blob, diff_id = _layer()
     content, layers = _stores(tmp_path)
     feed = BlobFeed(_digest(blob), len(blob) + 10)  # the registry promised more
-    dl = _Download(
-        content,
-        _digest(blob),
-        len(blob) + 10,
-        feed,
-        lambda w: [w.write(c) for c in _chunks(blob)] and None,
-    )
+
+    def body(w: BlobWriter) -> None:
+        for chunk in _chunks(blob):
+            w.write(chunk)
+
+    dl = _Download(content, _digest(blob), len(blob) + 10, feed, body)
     dl.start()
     with pytest.raises(DigestMismatch):
         layers.unpack(diff_id, "", diff_id, feed)
@@ -251,7 +250,7 @@ def _inflaters() -> list[object]:
     return [*mods, isal_zlib]
 
 
-@pytest.mark.parametrize("inflate", _inflaters(), ids=lambda m: m.__name__)  # type: ignore[attr-defined]
+@pytest.mark.parametrize("inflate", _inflaters(), ids=lambda m: m.__name__)
 def test_gzip_members_padding_and_corruption(
     monkeypatch: pytest.MonkeyPatch, inflate: object
 ) -> None:

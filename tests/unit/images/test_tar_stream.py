@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
 from vmcri.errors import UnsafeContent
 from vmcri.images.unpack import unpack_layer
-from vmcri.testing.registry import Layer
 
 
 def _diff_id(raw: bytes) -> str:

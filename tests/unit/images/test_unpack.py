@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.layers import Layer
 from vmcri.errors import DigestMismatch, UnsafeContent
 from vmcri.images.layer_store import LayerStore, chain_ids
 from vmcri.images.unpack import UnpackLimits, unpack_layer
-from vmcri.testing.registry import Layer
 
 root_only = pytest.mark.skipif(
     os.geteuid() != 0, reason="whiteouts need mknod and trusted.* xattrs (root)"

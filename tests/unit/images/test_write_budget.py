@@ -30,16 +30,19 @@ def test_free_space_is_read_again_while_writing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "one_byte_off"),
     [
-        b"",
-        b"12 path=abc\n",
-        b"12 path=abc\n18 uid=1700000000\n",
-        b"12 path=abc\n\0\0",
+        (b"", b"x"),
+        (b"12 path=abc\n", b"13 path=abc\n"),
+        (b"12 path=abc\n18 uid=1700000000\n", b"12 path=abc\n19 uid=1700000000\n"),
+        (b"12 path=abc\n\0\0", b"12 path=abc\nx\0"),  # NUL padding ends the records
     ],
 )
-def test_good_pax_records_pass(data: bytes) -> None:
+def test_good_pax_records_pass(data: bytes, one_byte_off: bytes) -> None:
     check_pax_records(data, "l")
+    # The check reads these records: the same with one byte wrong is refused.
+    with pytest.raises(UnsafeContent, match="malformed pax extended header record"):
+        check_pax_records(one_byte_off, "l")
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.support.wait import wait_for
 from vmcri.agent.guest.events import EventLog
 from vmcri.agent.guest.portforward import PortForwards
 from vmcri.api import agent_pb2
@@ -18,13 +19,6 @@ def _events(log: EventLog) -> list[agent_pb2.PortForwardData]:
     with log.cond:
         bodies = log.since(0)
     return [agent_pb2.Event.FromString(body).port_forward_data for _, body in bodies]
-
-
-def _wait(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -52,7 +46,7 @@ def test_relays_both_ways_and_reports_eof(echo_server: tuple[int, list[bytes]]) 
     assert opened.window > 0
     sid = opened.stream_id
     ports.write(agent_pb2.PortForwardWriteRequest(stream_id=sid, data=b"abc", close_write=True))
-    _wait(lambda: any(e.eof for e in _events(log)))
+    wait_for(lambda: any(e.eof for e in _events(log)), 5, "the EOF event")
     events = _events(log)
     assert b"".join(e.data for e in events) == b"ABC"
     assert events[-1].eof and not events[-1].error
@@ -74,12 +68,12 @@ def test_window_stops_reading_until_consumed() -> None:
     log = EventLog()
     ports = PortForwards(log, window=10_000)
     sid = ports.open(agent_pb2.PortForwardOpenRequest(port=listener.getsockname()[1])).stream_id
-    _wait(lambda: sum(len(e.data) for e in _events(log)) >= 10_000)
-    time.sleep(0.2)
+    wait_for(lambda: sum(len(e.data) for e in _events(log)) >= 10_000, 5, "a window of data")
+    time.sleep(0.2)  # what is tested: nothing more is read in this time, as nothing is consumed
     held = sum(len(e.data) for e in _events(log))
     assert held < 10_000 + 32 * 1024  # one chunk past the window at most
     ports.write(agent_pb2.PortForwardWriteRequest(stream_id=sid, consumed=held))
-    _wait(lambda: sum(len(e.data) for e in _events(log)) > held)
+    wait_for(lambda: sum(len(e.data) for e in _events(log)) > held, 5, "reading to resume")
     listener.close()
 
 

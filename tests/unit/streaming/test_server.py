@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.streaming.clients import SpdyClient, WebSocketClient, spdy_exec, ws_exec
+from tests.support.wait import wait_for
 from tests.unit.streaming.fakes import FakeRuntime
 from vmcri.streaming.requests import AttachRequest, ExecRequest, PortForwardRequest
 from vmcri.streaming.server import ServerLimits, StreamingServer
@@ -87,16 +88,15 @@ def test_protocol_negotiation_failure_is_403(server: StreamingServer) -> None:
 def test_missing_streams_time_out_and_close(server: StreamingServer) -> None:
     client = SpdyClient(server.url_for(_exec()))
     client.open(streamtype="error")
-    client.wait_closed(timeout=10)
+    client.wait_closed(timeout=10)  # raises TimeoutError if the server keeps it open
+    assert client.closed
 
 
 def test_client_hang_up_ends_the_session(server: StreamingServer, runtime: FakeRuntime) -> None:
     client = SpdyClient(server.url_for(_exec()))
     for role in ("error", "stdin", "stdout", "stderr"):
         client.open(streamtype=role)
-    deadline = time.monotonic() + 5
-    while not runtime.processes and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: runtime.processes, 5, "the session to start its process")
     client.close()
     assert runtime.processes[0].closed.wait(10)
 

@@ -182,8 +182,28 @@ def test_a_vm_dying_marks_its_containers_exited(tmp_path: Path) -> None:
 
 
 def test_foreign_domains_are_ignored(tmp_path: Path) -> None:
-    backend, _ = make_backend(tmp_path, FakeHypervisor())
-    backend._on_domain_death("some-other-vm", "destroyed")  # must not raise
+    backend, store = make_backend(tmp_path, FakeHypervisor())
+    record = store.sandboxes.add(sandbox())
+    record = store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
+    container = store.containers.add(
+        ContainerRecord(
+            id=new_id(),
+            sandbox_id=record.id,
+            config=ContainerConfig(metadata=Metadata(name="c"), image="busybox"),
+            image_id="sha256:1",
+            image_name="busybox",
+        )
+    )
+    exits = tmp_path / "state" / "backends" / "vm" / record.id / "exits"
+    exits.mkdir(parents=True)
+
+    unknown = new_id()
+    backend._on_domain_death("some-other-vm", "destroyed")  # not ours at all
+    backend._on_domain_death(domain_name(unknown), "destroyed")  # ours, but no such pod
+
+    assert list(exits.iterdir()) == []  # no exit recorded for the pod that still runs
+    assert not (tmp_path / "state" / "backends" / "vm" / unknown).exists()
+    assert store.containers.get(container.id) == container
 
 
 def test_a_vm_of_another_vm_handler_dying_leaves_this_handlers_dir_alone(tmp_path: Path) -> None:

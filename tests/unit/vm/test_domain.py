@@ -6,9 +6,11 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +33,7 @@ GOLDEN = Path(__file__).parent / "golden"
 MIB = 1024 * 1024
 
 
-def spec(**changes: object) -> DomainSpec:
+def spec(**changes: Any) -> DomainSpec:
     base = DomainSpec(
         name="vmcri-" + "ab" * 32,
         uuid=domain_uuid("ab" * 32),
@@ -51,7 +53,7 @@ def spec(**changes: object) -> DomainSpec:
         run_as_root=True,
         tcg_cache_mib=32,
     )
-    return DomainSpec(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+    return dataclasses.replace(base, **changes)
 
 
 CASES = {

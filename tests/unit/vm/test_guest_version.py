@@ -13,6 +13,8 @@ GUEST = GuestImage(Path("k"), Path("i"), Path("r"), "5422dd2d1bb5" + "0" * 52)
 
 def test_matching_image_version_passes() -> None:
     _check_guest_version("0.1.0+5422dd2d1bb5", GUEST)
+    with pytest.raises(FailedPrecondition, match="'5422dd2d1bb6' but '5422dd2d1bb5'"):
+        _check_guest_version("0.1.0+5422dd2d1bb6", GUEST)  # one digit off
 
 
 @pytest.mark.parametrize("reported", ["0.1.0", "0.1.0+aaaaaaaaaaaa", "0.1.0+"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,7 +52,7 @@ class FakeTaps:
         self.calls.append(("remove", tap, netns_path, peer))
 
 
-def network(mac: str = MAC, mtu: int = 1450, **changes: object) -> PodNetwork:
+def network(mac: str = MAC, mtu: int = 1450, **changes: Any) -> PodNetwork:
     base = PodNetwork(
         netns_path=NETNS,
         interfaces=(
@@ -66,7 +68,7 @@ def network(mac: str = MAC, mtu: int = 1450, **changes: object) -> PodNetwork:
         routes=(Route("0.0.0.0/0", "10.250.1.1"), Route("::/0", "fd00:250::1")),
         config='{"cniVersion": "1.0.0", "name": "test", "plugins": []}',
     )
-    return PodNetwork(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+    return dataclasses.replace(base, **changes)
 
 
 def test_no_network_means_no_nic() -> None:

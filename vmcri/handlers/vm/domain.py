@@ -164,7 +164,7 @@ TCG_CACHE_MIB = 32  # QEMU defaults to 1 GiB, of which a booted guest touches ~8
 def kernel_cmdline(
     debug: bool, share_target: str, vsock: bool = False, share_driver: str = "9p"
 ) -> str:
-    """The guest kernel command line; images/guest/init reads the ``vmcri.*`` keys."""
+    """The guest kernel command line; guest/init reads the ``vmcri.*`` keys."""
     agent = (
         f"vmcri.agent_vsock={AGENT_VSOCK_PORT}" if vsock else f"vmcri.agent_port={AGENT_PORT_NAME}"
     )

@@ -20,7 +20,7 @@ class VmOptions:
     default_memory_mib: int = 256  # when no container has a memory limit
     shared_fs: Literal["auto", "9p", "virtiofs"] = "auto"  # auto: virtiofs if virtiofsd exists
     agent_transport: Literal["auto", "serial", "vsock"] = "auto"  # auto: vsock if vhost-vsock
-    guest_dir: str = ""  # kernel, initrd, rootfs; "" is images/guest/build in the source tree
+    guest_dir: str = ""  # kernel, initrd, rootfs; "" is guest/build in the source tree
     boot_timeout_s: int = 60  # wait for the guest agent after the VM starts
     shutdown_timeout_s: int = 10  # clean shutdown before the VM is destroyed
     # Size of the pod's file system for its containers' writable layers (on disk, under the
@@ -42,4 +42,4 @@ class VmOptions:
 
     @property
     def guest_path(self) -> Path:
-        return Path(self.guest_dir) if self.guest_dir else SOURCE_TREE / "images/guest/build"
+        return Path(self.guest_dir) if self.guest_dir else SOURCE_TREE / "guest/build"
