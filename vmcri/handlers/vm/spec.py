@@ -15,6 +15,8 @@ from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc import pod_files as files
 from vmcri.oci import process
 from vmcri.oci.context import SpecContext
+from vmcri.oci.hostpaths import KUBELET_SECCOMP_ROOT, load_localhost_profile
+from vmcri.oci.seccomp import LOCALHOST
 from vmcri.oci.spec import Spec, build_spec
 from vmcri.oci.users import resolve_user
 from vmcri.store.records import ContainerRecord, SandboxRecord
@@ -48,6 +50,8 @@ def container_spec(
 ) -> Spec:
     """config.json for the agent. Raises InvalidArgument/Unimplemented naming the field.
 
+    A Localhost seccomp profile is read here, on the host, and goes into the spec.
+
     ``volume_paths`` maps a host-path mount's index to its guest path;
     ``image_volume_paths`` maps an image volume's reference to the guest path
     of its read-only view (sub-paths already resolved by the caller).
@@ -59,6 +63,11 @@ def container_spec(
     )
     config = dataclasses.replace(config, mounts=mounts)
     user = resolve_user(host_rootfs, process.user_request(config, image.config))
+    sec = config.security
+    seccomp = None
+    if sec.seccomp.kind == LOCALHOST and not sec.privileged:
+        # The profile is a host file (kubelet's): the host reads it, the guest gets its text.
+        seccomp = load_localhost_profile(sec.seccomp.localhost_ref, KUBELET_SECCOMP_ROOT)
     runtime = sandbox.runtime
     ctx = SpecContext(
         rootfs=guest_rootfs,
@@ -75,6 +84,7 @@ def container_spec(
         cgroups_path=f"/vmcri/{container.id}",
         cgroup_namespace=True,
         image_volume_paths=dict(image_volume_paths or {}),
+        seccomp_localhost=seccomp,
         in_vm=True,
         sandbox_id=sandbox.id,
         container_id=container.id,
