@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -47,6 +48,7 @@ class ExecSession:
         self.stdio = Stdio()
         self.pid_file = container.bundle / "execs" / f"{exec_id}.pid"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.runc: Waiter | None = None  # runc exec in the foreground (no tty)
         self.exited = threading.Event()
         self.killed = False
 
@@ -54,9 +56,8 @@ class ExecSession:
         """SIGKILL the session's process and everything it started."""
         self.killed = True
         kill_exec(self.group, self.pid_file)
-        if self.proc is not None and not self.exited.is_set():
-            with contextlib.suppress(OSError):
-                self.proc.kill()
+        if self.runc is not None:
+            self.runc.signal(signal.SIGKILL)
 
 
 def kill_exec(group: ExecGroup | None, pid_file: Path) -> None:
@@ -205,6 +206,7 @@ class ExecManager:
                 for fd in (out_w, err_w, in_r):
                     if fd >= 0:
                         os.close(fd)
+            session.runc = waiter
             if in_w >= 0:
                 session.stdio.stdin_fd = in_w
             pump_pipes(session.stdio, out_r, err_r, emit, name=f"out-{session.exec_id}")

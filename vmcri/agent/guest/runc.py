@@ -7,6 +7,7 @@ instead of the container's stderr pipe; errors are read back from that file.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,7 +58,7 @@ class Runc:
             cwd=str(bundle),
         )
         if not waiter.wait(COMMAND_TIMEOUT_S):
-            proc.kill()
+            waiter.signal(signal.SIGKILL)
             waiter.wait()
         proc.returncode = waiter.exit_code
         if waiter.exit_code != 0:
