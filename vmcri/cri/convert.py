@@ -33,7 +33,8 @@ from vmcri.model import (
     SecurityProfile,
 )
 from vmcri.runtime.containers import ContainerFilter
-from vmcri.runtime.metrics import MetricDescriptor, MetricSample, PodMetrics
+from vmcri.runtime.metric_families import MetricDescriptor, NetworkDescriptor
+from vmcri.runtime.metrics import MetricSample, PodMetrics
 from vmcri.runtime.pods import SandboxFilter
 from vmcri.store.records import (
     ContainerRecord,
@@ -520,7 +521,7 @@ def container_user(user: RunAsUser | None) -> pb.ContainerUser | None:
     )
 
 
-def metric_descriptor(d: MetricDescriptor) -> pb.MetricDescriptor:
+def metric_descriptor(d: MetricDescriptor | NetworkDescriptor) -> pb.MetricDescriptor:
     return pb.MetricDescriptor(name=d.name, help=d.help, label_keys=list(d.label_keys))
 
 

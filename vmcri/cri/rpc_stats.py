@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from vmcri.api import api_pb2 as pb
 from vmcri.cri import convert
 from vmcri.cri.rpc_common import Ctx, Rpcs, chunks
-from vmcri.runtime import metrics
+from vmcri.runtime import metric_families, metrics
 from vmcri.runtime.containers import ContainerFilter
 from vmcri.runtime.pods import SandboxFilter
 from vmcri.store.records import SandboxRecord
@@ -70,7 +70,7 @@ class StatsRpcs(Rpcs):
         self, request: pb.ListMetricDescriptorsRequest, context: Ctx
     ) -> pb.ListMetricDescriptorsResponse:
         return pb.ListMetricDescriptorsResponse(
-            descriptors=[convert.metric_descriptor(d) for d in metrics.DESCRIPTORS]
+            descriptors=[convert.metric_descriptor(d) for d in metric_families.ALL_DESCRIPTORS]
         )
 
     def ListPodSandboxMetrics(
@@ -93,6 +93,8 @@ class StatsRpcs(Rpcs):
                         self._d.containers.usage(c.id, best_effort=True)
                         for c in self._d.services.store.containers_of(sandbox.id)
                     ),
+                    self._d.pods.network_usage(sandbox),
+                    self._d.services.clock(),
                 )
             )
             for sandbox in self._d.pods.list()

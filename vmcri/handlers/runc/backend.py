@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from vmcri.agent.convert import usage_counters
+from vmcri.agent.guest.cgroups import CgroupReader, counters_message
 from vmcri.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -63,7 +65,7 @@ from vmcri.handlers.runc.rootfs import (
 )
 from vmcri.handlers.runc.runc_cli import Runc
 from vmcri.handlers.runc.sandbox import PodSandboxes, unsearchable_dir
-from vmcri.host.disk import tree_usage
+from vmcri.host.disk import capacity_of, tree_usage
 from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
 from vmcri.model import ContainerConfig, Mount, NamespaceMode, PodConfig, Resources
 from vmcri.oci import process as proc
@@ -510,7 +512,8 @@ class RuncBackend:
             sandbox, container.id
         )
         usage = self.cgroups.usage(path)
-        size, inodes = tree_usage(self.layout.layer_dir(container.id) / "upper")
+        upper = self.layout.layer_dir(container.id) / "upper"
+        size, inodes = tree_usage(upper)
         return ContainerUsage(
             timestamp=self.clock(),
             cpu_usage_core_nano_seconds=usage.cpu_ns,
@@ -520,6 +523,11 @@ class RuncBackend:
             writable_layer_bytes=size,
             writable_layer_inodes=inodes,
             process_count=usage.pids,
+            # The agent's reader and message, as the agent sends them for a VM pod.
+            counters=usage_counters(
+                counters_message(CgroupReader(Path(self.cgroups.root)).stats(path))
+            ),
+            layer_fs=capacity_of(upper),
         )
 
     # ---- streaming (vmcri.handlers.runc.streams) ------------------------------------

@@ -70,7 +70,7 @@ from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain
 from vmcri.handlers.vm.spec import container_spec, pod_files, stop_signal
-from vmcri.host.disk import tree_usage
+from vmcri.host.disk import capacity_of, tree_usage
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter
 from vmcri.metrics import families as metrics
 from vmcri.model import Resources
@@ -562,6 +562,8 @@ class VmBackend:
             writable_layer_bytes=used,
             writable_layer_inodes=inodes,
             process_count=usage.pids,
+            counters=usage.counters,
+            layer_fs=capacity_of(upper),
         )
 
     # ------------------------------------------------------------ streaming (vm/streams.py)
