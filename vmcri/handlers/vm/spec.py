@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc import pod_files as files
+from vmcri.model import Mount
 from vmcri.oci import process
 from vmcri.oci.context import SpecContext
 from vmcri.oci.hostpaths import KUBELET_SECCOMP_ROOT, load_localhost_profile
@@ -45,22 +46,20 @@ def container_spec(
     image: ImageInfo,
     host_rootfs: str,
     guest_rootfs: str,
-    volume_paths: Mapping[int, str],
+    volumes: Mapping[int, Mount],
     image_volume_paths: Mapping[str, str] | None = None,
 ) -> Spec:
     """config.json for the agent. Raises InvalidArgument/Unimplemented naming the field.
 
     A Localhost seccomp profile is read here, on the host, and goes into the spec.
 
-    ``volume_paths`` maps a host-path mount's index to its guest path;
+    ``volumes`` maps a host-path mount's index to the mount as the guest makes it
+    (``volumes.py``: its guest path, and whether the guest's bind is read-only);
     ``image_volume_paths`` maps an image volume's reference to the guest path
     of its read-only view (sub-paths already resolved by the caller).
     """
     config = container.config
-    mounts = tuple(
-        m if m.image else dataclasses.replace(m, host_path=volume_paths[i])
-        for i, m in enumerate(config.mounts)
-    )
+    mounts = tuple(m if m.image else volumes[i] for i, m in enumerate(config.mounts))
     config = dataclasses.replace(config, mounts=mounts)
     user = resolve_user(host_rootfs, process.user_request(config, image.config))
     sec = config.security
