@@ -13,7 +13,8 @@
 #                  directly, ~6 s faster under TCG than vmlinuz, whose XZ it skips)
 #   initrd.img     busybox + virtio/9p/overlay/vsock/virtiofs/erofs modules + guest/init
 #   rootfs.img     erofs (default) or squashfs root: mmdebstrap'ed Debian with python3 and
-#                  runc, the repo's vmcri/ package in /opt/vmcri (and protobuf from $VMCRI_VENV)
+#                  runc, the repo's vmcri/ package in /opt/vmcri (and protobuf from $VMCRI_VENV),
+#                  the kernel's modules of images/guest/module-trees.txt for modprobe
 #   VERSION        sha256 over the build inputs; an equal VERSION makes a rerun a no-op
 #   manifest.json  version, kernel_version, sizes, sha256s, build time, package list
 #
@@ -234,7 +235,7 @@ fi
 
 # ------------------------------------------------------------------ build
 [ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap --mode=root, device nodes in the initramfs)"
-for t in mmdebstrap modprobe cpio flock sha256sum python3; do
+for t in mmdebstrap modprobe depmod cpio flock sha256sum python3; do
 	command -v "$t" >/dev/null || die "$t not found"
 done
 if [ "$FORMAT" = erofs ]; then
@@ -537,6 +538,63 @@ if ! chroot "$RF" "/usr/bin/$PYVER" -m compileall -q -f -j 1 --invalidation-mode
 	die "compileall failed in the guest root"
 fi
 
+# ---- kernel modules for containers (images/guest/module-trees.txt): the listed trees of the
+# kernel's module tree and their dependencies, indexed by depmod, so that the guest kernel
+# loads what a container asks for through kmod's modprobe (packages.txt has kmod).
+python3 - "$MODDIR" "$RF$MODDIR" "$GUEST_SRC/module-trees.txt" "$TMP/root-modules.json" <<'PY' ||
+import json, os, shutil, sys
+moddir, dest, listing, out = sys.argv[1:]
+include, exclude = [], []
+for raw in open(listing):
+    words = raw.split("#", 1)[0].split()
+    if not words:
+        continue
+    if len(words) != 2 or words[0] not in ("include", "exclude"):
+        sys.exit(f"module-trees.txt: bad line {raw.strip()!r}")
+    (include if words[0] == "include" else exclude).append(words[1].strip("/"))
+def below(rel, prefixes):
+    return any(rel == p or rel.startswith(p + "/") for p in prefixes)
+def name_of(path):
+    return os.path.basename(path).split(".ko")[0].replace("-", "_")
+deps = {}
+for line in open(os.path.join(moddir, "modules.dep")):
+    mod, _, rest = line.partition(":")
+    deps[mod.strip()] = rest.split()
+by_name = {name_of(p): p for p in deps}
+soft = {}
+if os.path.exists(os.path.join(moddir, "modules.softdep")):
+    for line in open(os.path.join(moddir, "modules.softdep")):
+        words = line.split()
+        if len(words) > 2 and words[0] == "softdep":
+            soft[words[1]] = [w for w in words[2:] if w not in ("pre:", "post:")]
+picked = [p for p in deps if below(p.removeprefix("kernel/"), include)
+          and not below(p.removeprefix("kernel/"), exclude)]
+for prefix in include:
+    if not any(below(p.removeprefix("kernel/"), [prefix]) for p in picked):
+        print(f"build-guest-image: WARNING: module-trees.txt: nothing at {prefix}", file=sys.stderr)
+seen, todo = set(), list(picked)
+while todo:
+    path = todo.pop()
+    if path in seen or path not in deps:
+        continue
+    seen.add(path)
+    todo += deps[path]
+    todo += [by_name[s] for s in soft.get(name_of(path), []) if s in by_name]
+size = 0
+for path in sorted(seen):
+    target = os.path.join(dest, path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copy2(os.path.join(moddir, path), target)
+    size += os.path.getsize(target)
+for index in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+    if os.path.exists(os.path.join(moddir, index)):
+        shutil.copy2(os.path.join(moddir, index), os.path.join(dest, index))
+json.dump({"count": len(seen), "bytes": size}, open(out, "w"))
+PY
+	die "collecting the root image's kernel modules failed"
+depmod -b "$RF" "$KVER" >>"$BUILD_LOG" 2>&1 || die "depmod for the root image failed"
+log "root image: $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['count'], 'modules,', d['bytes'], 'bytes')" "$TMP/root-modules.json")"
+
 echo "$VERSION" >"$RF/etc/vmcri/version"
 echo "$KVER" >"$RF/etc/vmcri/kernel"
 dpkg-query --admindir="$RF/var/lib/dpkg" -W -f '${Package}=${Version}\n' >"$TMP/packages.lst"
@@ -581,6 +639,7 @@ m = {
         "extra": extra.split(),
     },
     "packages": open(os.path.join(tmp, "packages.lst")).read().split(),
+    "root_modules": json.load(open(os.path.join(tmp, "root-modules.json"))),
 }
 with open(os.path.join(tmp, "manifest.json"), "w") as f:
     json.dump(m, f, indent=2)

@@ -80,3 +80,27 @@ def test_the_file_server_can_write_rootfs_but_not_the_mount_points(env: VmEnv) -
         pb.ExecSyncRequest(container_id=container_id, cmd=fill, timeout=120), timeout=150
     )
     assert b"No space left on device" in filled.stdout, filled.stdout
+
+
+def test_the_file_server_cannot_write_a_read_only_volume_or_image_layer(
+    env: VmEnv, tmp_path: Path
+) -> None:
+    # Whatever a hostile guest asks of the share, the file server's copy of a read-only
+    # volume and of a one-layer image volume refuses writes: their flags were set before
+    # the mounts were attached, so they reached the copy in QEMU's namespace.
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    sandbox_id, pod = env.run_pod("share-ro")
+    mounts = [
+        pb.Mount(container_path="/data", host_path=str(volume), readonly=True),
+        pb.Mount(container_path="/img", image=pb.ImageSpec(image=env.image), readonly=True),
+    ]
+    container_id = env.create(sandbox_id, pod, "c", ["sleep", "600"], mounts=mounts)
+    env.start(container_id)
+    share = env.state_dir(sandbox_id) / "share" / "containers" / container_id
+    for target in (f"{share}/volumes/0/x", f"{share}/image-volumes/1/x"):
+        done = _in_qemu_namespace(sandbox_id, f"touch {target}")
+        assert "Read-only file system" in done.stderr, (target, done.stderr)
+    assert not (volume / "x").exists()
+    flags = _in_qemu_namespace(sandbox_id, f"grep ' {share}/volumes/0 ' /proc/self/mountinfo")
+    assert " ro," in flags.stdout and "nosuid" in flags.stdout and "nodev" in flags.stdout, flags

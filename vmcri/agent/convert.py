@@ -6,6 +6,7 @@ drops the connection. Error responses become the exception class of their gRPC c
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from typing import Literal
@@ -26,6 +27,7 @@ from vmcri.errors import (
     Unimplemented,
     VmcriError,
 )
+from vmcri.usage import DeviceIo, UsageCounters
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_U63 = (1 << 63) - 1
@@ -73,6 +75,34 @@ def _uint(value: int, field: str, limit: int = MAX_U63) -> int:
     if not 0 <= value <= limit:
         raise ProtocolError(f"agent sent {field}={value}, out of range")
     return value
+
+
+_COUNTER_FIELDS = tuple(
+    f.name for f in dataclasses.fields(UsageCounters) if f.name != "io"
+)  # fmt: skip
+MAX_DEVICES = 64
+DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:!-]{0,31}$")
+
+
+def usage_counters(msg: agent_pb2.UsageCounters) -> UsageCounters:
+    """The agent's counters, each bounded; the device list bounded in length and names."""
+    if len(msg.io) > MAX_DEVICES:
+        raise ProtocolError(f"agent sent I/O of {len(msg.io)} devices")
+    io = []
+    for d in msg.io:
+        if not DEVICE_RE.match(d.device):
+            raise ProtocolError(f"agent sent a bad device name {d.device[:40]!r}")
+        io.append(
+            DeviceIo(
+                d.device,
+                *(
+                    _uint(getattr(d, k), k)
+                    for k in ("read_bytes", "write_bytes", "reads", "writes")
+                ),
+            )
+        )
+    values = {name: _uint(getattr(msg, name), name) for name in _COUNTER_FIELDS}
+    return UsageCounters(**values, io=tuple(io))
 
 
 def _exit_code(value: int) -> int:
@@ -147,6 +177,7 @@ def stats(msg: agent_pb2.StatsResponse, wanted: list[str]) -> types.Stats:
                 pids=_uint(item.pids, "pids", MAX_PID),
                 oom_kills=_uint(item.oom_kills, "oom_kills"),
                 timestamp_ns=_uint(item.timestamp_ns, "timestamp_ns"),
+                counters=usage_counters(item.counters),
             )
         )
     mem = msg.vm_memory

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from vmcri.usage import UsageCounters
 
 
 class ContainerStatus(enum.Enum):
@@ -86,6 +88,7 @@ class ContainerStats:
     pids: int
     oom_kills: int
     timestamp_ns: int
+    counters: UsageCounters = field(default_factory=UsageCounters)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from vmcri.model import (
     SecurityProfile,
 )
 from vmcri.runtime.containers import ContainerFilter
-from vmcri.runtime.metrics import MetricDescriptor, MetricSample, PodMetrics
+from vmcri.runtime.metric_families import MetricDescriptor, NetworkDescriptor
+from vmcri.runtime.metrics import MetricSample, PodMetrics
 from vmcri.runtime.pods import SandboxFilter
 from vmcri.store.records import (
     ContainerRecord,
@@ -78,19 +79,34 @@ def _namespace_options(msg: pb.NamespaceOption, field: str) -> NamespaceOptions:
     )
 
 
-def _profile(msg: pb.SecurityProfile, legacy: str, field: str) -> SecurityProfile:
-    if msg.ByteSize():
+def _seccomp(
+    sec: pb.LinuxSandboxSecurityContext | pb.LinuxContainerSecurityContext, parent: str
+) -> SecurityProfile:
+    """The seccomp profile of a security context (pod or container), as containerd reads it.
+
+    A ``seccomp`` message that is set wins, even empty: its zero value is
+    RuntimeDefault. Without one, the deprecated ``seccomp_profile_path`` string
+    decides; with neither, the container runs unconfined (the CRI default).
+    """
+    field = f"{parent}.seccomp"
+    if sec.HasField("seccomp"):
+        msg = sec.seccomp
         if msg.profile_type not in (0, 1, 2):
             raise InvalidArgument(f"{field}.profile_type: unknown value {msg.profile_type}")
+        if msg.localhost_ref and msg.profile_type != 2:
+            raise InvalidArgument(
+                f"{field}.localhost_ref: may only be set when profile_type is Localhost"
+            )
         return SecurityProfile(kind=msg.profile_type, localhost_ref=msg.localhost_ref)
     # The deprecated string form: "runtime/default", "unconfined", "localhost/<path>".
+    legacy = sec.seccomp_profile_path
     if legacy in ("", "unconfined"):
         return SecurityProfile(kind=1)
     if legacy in ("runtime/default", "docker/default"):
         return SecurityProfile(kind=0)
     if legacy.startswith("localhost/"):
         return SecurityProfile(kind=2, localhost_ref=legacy.removeprefix("localhost/"))
-    raise InvalidArgument(f"{field}: unknown profile {legacy!r}")
+    raise InvalidArgument(f"{parent}.seccomp_profile_path: unknown profile {legacy!r}")
 
 
 def resources(msg: pb.LinuxContainerResources) -> Resources:
@@ -123,9 +139,7 @@ def pod_config(msg: pb.PodSandboxConfig) -> PodConfig:
         readonly_rootfs=sec.readonly_rootfs,
         supplemental_groups=tuple(sec.supplemental_groups),
         privileged=sec.privileged,
-        seccomp=_profile(
-            sec.seccomp, sec.seccomp_profile_path, "config.linux.security_context.seccomp"
-        ),
+        seccomp=_seccomp(sec, "config.linux.security_context"),
         supplemental_groups_policy=sec.supplemental_groups_policy,
     )
     return PodConfig(
@@ -182,9 +196,7 @@ def container_config(msg: pb.ContainerConfig) -> ContainerConfig:
         no_new_privs=sec.no_new_privs,
         masked_paths=tuple(sec.masked_paths) if sec.masked_paths else None,
         readonly_paths=tuple(sec.readonly_paths) if sec.readonly_paths else None,
-        seccomp=_profile(
-            sec.seccomp, sec.seccomp_profile_path, "config.linux.security_context.seccomp"
-        ),
+        seccomp=_seccomp(sec, "config.linux.security_context"),
     )
     return ContainerConfig(
         metadata=metadata(msg.metadata, "config.metadata"),
@@ -509,7 +521,7 @@ def container_user(user: RunAsUser | None) -> pb.ContainerUser | None:
     )
 
 
-def metric_descriptor(d: MetricDescriptor) -> pb.MetricDescriptor:
+def metric_descriptor(d: MetricDescriptor | NetworkDescriptor) -> pb.MetricDescriptor:
     return pb.MetricDescriptor(name=d.name, help=d.help, label_keys=list(d.label_keys))
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from vmcri.api import api_pb2 as pb
 from vmcri.cri import convert
 from vmcri.cri.rpc_common import Ctx, Rpcs, chunks
-from vmcri.runtime import metrics
+from vmcri.runtime import metric_families, metrics
 from vmcri.runtime.containers import ContainerFilter
 from vmcri.runtime.pods import SandboxFilter
 from vmcri.store.records import SandboxRecord
@@ -70,7 +71,7 @@ class StatsRpcs(Rpcs):
         self, request: pb.ListMetricDescriptorsRequest, context: Ctx
     ) -> pb.ListMetricDescriptorsResponse:
         return pb.ListMetricDescriptorsResponse(
-            descriptors=[convert.metric_descriptor(d) for d in metrics.DESCRIPTORS]
+            descriptors=[convert.metric_descriptor(d) for d in metric_families.ALL_DESCRIPTORS]
         )
 
     def ListPodSandboxMetrics(
@@ -93,6 +94,8 @@ class StatsRpcs(Rpcs):
                         self._containers.usage(c.id, best_effort=True)
                         for c in self._containers.of_sandbox(sandbox.id)
                     ),
+                    self._pods.network_usage(sandbox),
+                    time.time_ns(),
                 )
             )
             for sandbox in self._pods.list()

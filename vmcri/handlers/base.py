@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 from vmcri.handlers.exit_status import ContainerExit as ContainerExit
 from vmcri.model import Resources
 from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.usage import FsCapacity, UsageCounters
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class ContainerUsage:
     writable_layer_bytes: int = 0
     writable_layer_inodes: int = 0
     process_count: int = 0
+    counters: UsageCounters = field(default_factory=UsageCounters)  # cgroup and /proc
+    layer_fs: FsCapacity | None = None  # the writable layer's file system
 
 
 @dataclass(frozen=True)

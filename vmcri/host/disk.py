@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from vmcri.host.blockdev import device_name
+from vmcri.usage import FsCapacity
+
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 250_000  # entries looked at per walk
@@ -218,3 +221,28 @@ def tree_usage(top: Path) -> tuple[int, int]:
 
 def usage_of(top: Path) -> TreeUsage:
     return _DEFAULT_CACHE.measure(top)
+
+
+def capacity_of(top: Path) -> FsCapacity | None:
+    """Size and inodes of the file system ``top`` is on; None if ``top`` is gone.
+
+    ``top`` is opened without following a final symlink, and measured through that
+    descriptor, so a tree the guest writes cannot point the host elsewhere.
+    """
+    try:
+        fd = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        vfs = os.fstatvfs(fd)
+        dev = os.fstat(fd).st_dev
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return FsCapacity(
+        device=device_name(os.major(dev), os.minor(dev)),
+        limit_bytes=vfs.f_blocks * vfs.f_frsize,
+        inodes_total=vfs.f_files,
+        inodes_free=vfs.f_favail,
+    )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vmcri.errors import HostCommandError
+from vmcri.host import mount_api
 from vmcri.host.imagevolumes import readonly_overlay_options
 from vmcri.host.sized_fs import make_sized_fs
 
@@ -42,7 +43,25 @@ class Mounter(Protocol):
         """Mount an overlay; ``lowerdirs`` lowest first (as the image lists layers)."""
         ...
 
-    def bind(self, source: Path, target: Path, readonly: bool = False) -> None: ...
+    def bind(
+        self,
+        source: Path,
+        target: Path,
+        readonly: bool = False,
+        *,
+        recursive_readonly: bool = False,
+        follow_host: bool = False,
+    ) -> None:
+        """Bind ``source`` and the mounts below it at ``target``.
+
+        ``readonly`` makes the top mount read-only (mounts below keep their own
+        flags), ``recursive_readonly`` every one of them. ``follow_host``: mounts
+        the host makes below ``source`` later appear below ``target`` too (a slave
+        of it, when ``source`` is a shared mount); otherwise none does. The flags
+        are set before the mount is attached, so every copy propagation makes of it
+        (a VM pod's share, virtiofsd's and QEMU's namespaces) has them.
+        """
+        ...
 
     def share_readonly(self, source: Path, target: Path) -> None:
         """Expose ``source`` at ``target`` read-only; later mounts below ``source`` follow.
@@ -77,6 +96,15 @@ class Mounter(Protocol):
         never deletes files through a mount it thought was gone.
         """
         ...
+
+
+def _mount_attrs(flags: int) -> int:
+    """``MS_*`` mount flags as the ``MOUNT_ATTR_*`` bits of mount_setattr(2)."""
+    return (
+        (mount_api.MOUNT_ATTR_RDONLY if flags & MS_RDONLY else 0)
+        | (mount_api.MOUNT_ATTR_NOSUID if flags & MS_NOSUID else 0)
+        | (mount_api.MOUNT_ATTR_NODEV if flags & MS_NODEV else 0)
+    )
 
 
 def _mount(source: str, target: Path, fstype: str | None, flags: int, data: str = "") -> None:
@@ -124,12 +152,6 @@ class HostMounter:
     def __init__(self, flags: int = 0) -> None:
         self._flags = flags
 
-    def _restrict(self, target: Path, readonly: bool) -> None:
-        # A bind mount takes no flags of its own: they come with a remount.
-        flags = self._flags | (MS_RDONLY if readonly else 0)
-        if flags:
-            _mount("none", target, None, MS_BIND | MS_REMOUNT | flags)
-
     def overlay(self, lowerdirs: Sequence[str], upper: Path, work: Path, target: Path) -> None:
         if not lowerdirs:
             raise HostCommandError("overlay needs at least one lower directory")
@@ -142,14 +164,45 @@ class HostMounter:
             raise HostCommandError(f"overlay options too long for one page ({len(data)} bytes)")
         _mount("overlay", target, "overlay", self._flags, data)
 
-    def bind(self, source: Path, target: Path, readonly: bool = False) -> None:
+    def bind(
+        self,
+        source: Path,
+        target: Path,
+        readonly: bool = False,
+        *,
+        recursive_readonly: bool = False,
+        follow_host: bool = False,
+    ) -> None:
         if source.is_dir():
             target.mkdir(parents=True, exist_ok=True)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch(exist_ok=True)
-        _mount(str(source), target, None, MS_BIND | MS_REC)
-        self._restrict(target, readonly)
+        everywhere = _mount_attrs(self._flags | (MS_RDONLY if recursive_readonly else 0))
+        try:
+            tree = mount_api.clone_tree(str(source), recursive=True)
+        except OSError as exc:
+            raise HostCommandError(
+                f"open_tree {source}: {exc.strerror}", returncode=exc.errno or 0
+            ) from exc
+        try:
+            mount_api.set_attributes(
+                tree,
+                recursive=True,
+                attr_set=everywhere,
+                propagation=MS_SLAVE if follow_host else MS_PRIVATE,
+            )
+            if readonly and not recursive_readonly:
+                mount_api.set_attributes(
+                    tree, recursive=False, attr_set=mount_api.MOUNT_ATTR_RDONLY
+                )
+            mount_api.attach(tree, str(target))
+        except OSError as exc:
+            raise HostCommandError(
+                f"bind {source} on {target}: {exc.strerror}", returncode=exc.errno or 0
+            ) from exc
+        finally:
+            os.close(tree)
 
     def share_readonly(self, source: Path, target: Path) -> None:
         for d in (source, target):
@@ -171,7 +224,8 @@ class HostMounter:
         if len(lowerdirs) >= 2:
             _mount("overlay", target, "overlay", self._flags, readonly_overlay_options(lowerdirs))
         else:
-            self.bind(Path(lowerdirs[0]) if lowerdirs else target, target, readonly=True)
+            layer = Path(lowerdirs[0]) if lowerdirs else target
+            self.bind(layer, target, readonly=True, recursive_readonly=True)
 
     def unmount(self, target: Path) -> None:
         rc = _libc.umount2(os.fsencode(str(target)), MNT_DETACH | UMOUNT_NOFOLLOW)

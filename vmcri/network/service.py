@@ -24,12 +24,14 @@ from pathlib import Path
 from vmcri.config import NetworkConfig
 from vmcri.errors import FailedPrecondition, VmcriError
 from vmcri.handlers.base import Condition
+from vmcri.network import netstats
 from vmcri.network.capabilities import capability_args, cni_args
 from vmcri.network.cni import Attachment, Cni
 from vmcri.network.conflist import ConfDirState, ConfError, NetworkConfigList, load_conf_dir
 from vmcri.network.invoke import ExecRunner, PluginRunner, env_args
 from vmcri.network.model import PodNetwork
 from vmcri.network.netns import NetnsHost, PinnedNetns
+from vmcri.network.netstats import CounterReader, InterfaceCounters
 from vmcri.network.result import parse_result
 from vmcri.store.records import SandboxRecord
 
@@ -46,12 +48,14 @@ class PodNetworking:
         pod_cidr: Callable[[], str],
         runner: PluginRunner | None = None,
         netns: NetnsHost | None = None,
+        read_counters: CounterReader = netstats.read_counters,
     ) -> None:
         self.config = config
         self.netns_dir = state_dir / "netns"
         self._pod_cidr = pod_cidr
         self.cni = Cni(runner or ExecRunner(config.cni_bin_dirs, config.plugin_timeout_s))
         self.netns: NetnsHost = netns or PinnedNetns()
+        self._read_counters = read_counters
 
     # ---- readiness ---------------------------------------------------------------
 
@@ -146,6 +150,14 @@ class PodNetworking:
             attachment = dataclasses.replace(attachment, netns="")
         self.cni.delete(net, attachment, network.result)
         return dataclasses.replace(network, released=True)
+
+    def counters(self, sandbox: SandboxRecord) -> tuple[InterfaceCounters, ...]:
+        """Traffic of the pod's CNI interfaces (none for host-network pods); never raises."""
+        network = sandbox.network
+        if network is None or network.released or not network.netns_path:
+            return ()
+        names = [i.name for i in network.interfaces if i.sandbox] or [network.ifname or "eth0"]
+        return self._read_counters(network.netns_path, names)
 
     def remove_netns(self, sandbox_id: str) -> None:
         """Unpin the pod's namespace if vmcri made one; idempotent."""

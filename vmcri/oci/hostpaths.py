@@ -17,6 +17,8 @@ from vmcri.model import Device, Mount
 from vmcri.oci.context import ResolvedDevice
 
 MAX_PROFILE_BYTES = 1 << 20
+KUBELET_SECCOMP_ROOT = "/var/lib/kubelet/seccomp"  # kubelet's default seccomp directory
+_SECCOMP_FIELD = "config.linux.security_context.seccomp"
 
 
 def resolve_mounts(mounts: Sequence[Mount]) -> tuple[Mount, ...]:
@@ -119,24 +121,35 @@ def _node(path: str, container_path: str, device: Device) -> ResolvedDevice | No
     )
 
 
-def load_localhost_profile(ref: str, allowed_root: str) -> dict[str, object]:
-    """Read a localhost seccomp profile; ``ref`` may be ``localhost/<path>`` or a path.
+def load_localhost_profile(ref: str, profile_root: str) -> dict[str, object]:
+    """Read a Localhost seccomp profile: ``ref`` is a host path, ``localhost/`` optional.
 
-    Only files below ``allowed_root`` are read (kubelet's seccomp directory), so
-    a pod cannot make the runtime read an arbitrary host file.
-    Raises InvalidArgument naming ``security_context.seccomp.localhost_ref``.
+    kubelet is trusted and names profiles by absolute path (its own seccomp
+    directory, or any other it was configured with), so any absolute path to a
+    regular file is read, as containerd and CRI-O do; a relative ``ref`` (older
+    clients) is taken below ``profile_root``. The file is opened non-blocking and
+    checked to be regular before a byte is read (a FIFO would hang the caller),
+    and read with a bound. Raises InvalidArgument naming the field.
     """
-    field = "security_context.seccomp.localhost_ref"
+    field = f"{_SECCOMP_FIELD}.localhost_ref"
     path = ref.removeprefix("localhost/")
-    real = os.path.realpath(path)
-    root = os.path.realpath(allowed_root)
-    if not real.startswith(root.rstrip("/") + "/"):
-        raise InvalidArgument(f"{field}: {ref!r} is outside {allowed_root}")
+    if not path:
+        raise InvalidArgument(f"{field}: must name a profile file")
+    if not path.startswith("/"):
+        path = os.path.join(profile_root, path)
     try:
-        with open(real, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InvalidArgument(f"{field}: {ref!r}: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidArgument(f"{field}: {ref!r} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read(MAX_PROFILE_BYTES + 1)
     except OSError as exc:
         raise InvalidArgument(f"{field}: {ref!r}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
     if len(data) > MAX_PROFILE_BYTES:
         raise InvalidArgument(f"{field}: {ref!r} is larger than {MAX_PROFILE_BYTES} bytes")
     try:

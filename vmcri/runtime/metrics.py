@@ -3,85 +3,40 @@
 With ``PodAndContainerStatsFromCRI``, kubelet serves its ``/metrics/cadvisor``
 endpoint from these RPCs instead of running cAdvisor: it asks once for the
 descriptors (name, help, label keys), then for samples whose ``label_values``
-line up with those keys. So the names, help texts and label keys follow
-cAdvisor's, and only metrics computable from a backend's
-:class:`~vmcri.handlers.base.ContainerUsage` sample are described.
+line up with those keys. So the names, help texts and label keys are cAdvisor's
+(as CRI-O and containerd serve them), and the families are those kubelet's node
+conformance test requires: CPU, memory, file system, processes, OOM events, spec,
+start time and last seen per container, network per pod.
 
-The wire type carries an unsigned integer, so CPU time is reported in whole
-seconds (cAdvisor's unit for this name); the nanosecond value stays available
-through ContainerStats. Pod-level samples are the sums of the container
-samples, labelled with an empty ``container`` like cAdvisor's pod cgroup.
-Writable-layer inodes have no cAdvisor name (its ``container_fs_inodes_*``
-describe the filesystem, not the layer), so they are not offered.
+Sources: a backend's :class:`~vmcri.handlers.base.ContainerUsage` sample (the
+container's cgroup and processes, in the guest for VM pods; its writable layer's
+file system on the host), the container record (spec, start time), and the pod's
+interfaces in its network namespace on the host (``vmcri/network/netstats.py``).
+
+The wire type carries an unsigned integer, so times are whole seconds (cAdvisor's
+unit for these names; containerd truncates the same way). Pod-level samples, with an
+empty ``container`` label like containerd's, are the sums of the container samples
+for the families where a sum means something (usage, not limits or times), and the
+network families, which exist only per pod.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
 from vmcri.handlers.base import ContainerUsage
-from vmcri.store.records import ContainerRecord, SandboxRecord
-
-NS_PER_S = 1_000_000_000
-
-# cAdvisor's label keys for per-container series, in the order values are sent.
-LABEL_KEYS: tuple[str, ...] = ("container", "id", "image", "name", "namespace", "pod")
-
-
-class MetricKind(Enum):
-    COUNTER = 0
-    GAUGE = 1
-
-
-@dataclass(frozen=True)
-class MetricDescriptor:
-    name: str
-    help: str
-    kind: MetricKind
-    value: Callable[[ContainerUsage], int]
-    label_keys: tuple[str, ...] = LABEL_KEYS
-
-
-DESCRIPTORS: tuple[MetricDescriptor, ...] = (
-    MetricDescriptor(
-        "container_cpu_usage_seconds_total",
-        "Cumulative cpu time consumed in seconds.",
-        MetricKind.COUNTER,
-        lambda u: u.cpu_usage_core_nano_seconds // NS_PER_S,
-    ),
-    MetricDescriptor(
-        "container_memory_working_set_bytes",
-        "Current working set in bytes.",
-        MetricKind.GAUGE,
-        lambda u: u.memory_working_set_bytes,
-    ),
-    MetricDescriptor(
-        "container_memory_usage_bytes",
-        "Current memory usage in bytes, including all memory regardless of when it was accessed.",
-        MetricKind.GAUGE,
-        lambda u: u.memory_usage_bytes,
-    ),
-    MetricDescriptor(
-        "container_memory_rss",
-        "Size of RSS in bytes.",
-        MetricKind.GAUGE,
-        lambda u: u.memory_rss_bytes,
-    ),
-    MetricDescriptor(
-        "container_processes",
-        "Number of processes running inside the container.",
-        MetricKind.GAUGE,
-        lambda u: u.process_count,
-    ),
-    MetricDescriptor(
-        "container_fs_usage_bytes",
-        "Number of bytes that are consumed by the container on this filesystem.",
-        MetricKind.GAUGE,
-        lambda u: u.writable_layer_bytes,
-    ),
+from vmcri.network.netstats import InterfaceCounters
+from vmcri.runtime.metric_families import (
+    DESCRIPTORS,
+    NETWORK_DESCRIPTORS,
+    MetricDescriptor,
+    MetricKind,
+    Sampled,
 )
+from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.usage import DeviceIo, UsageCounters
 
 
 @dataclass(frozen=True)
@@ -120,35 +75,44 @@ def _labels(sandbox: SandboxRecord, container: ContainerRecord | None) -> tuple[
     )
 
 
-def _samples(
-    usage: ContainerUsage, labels: tuple[str, ...], timestamp: int
-) -> tuple[MetricSample, ...]:
-    return tuple(
-        MetricSample(d.name, d.kind, timestamp, labels, d.value(usage)) for d in DESCRIPTORS
-    )
-
-
-def _sum(samples: Sequence[ContainerUsage]) -> ContainerUsage:
+def _sum(usages: Sequence[ContainerUsage]) -> ContainerUsage:
+    """The pod's usage: every count summed (block I/O per device), before any unit change."""
+    io: dict[str, list[int]] = {}
+    for u in usages:
+        for d in u.counters.io:
+            totals = io.setdefault(d.device, [0, 0, 0, 0])
+            for k, v in enumerate((d.read_bytes, d.write_bytes, d.reads, d.writes)):
+                totals[k] += v
+    counters = {
+        f.name: sum(getattr(u.counters, f.name) for u in usages)
+        for f in dataclasses.fields(UsageCounters)
+        if f.name != "io"
+    }
+    plain = {
+        f.name: sum(getattr(u, f.name) for u in usages)
+        for f in dataclasses.fields(ContainerUsage)
+        if f.name not in ("timestamp", "counters", "layer_fs")
+    }
     return ContainerUsage(
-        timestamp=max(u.timestamp for u in samples),
-        cpu_usage_core_nano_seconds=sum(u.cpu_usage_core_nano_seconds for u in samples),
-        memory_working_set_bytes=sum(u.memory_working_set_bytes for u in samples),
-        memory_usage_bytes=sum(u.memory_usage_bytes for u in samples),
-        memory_rss_bytes=sum(u.memory_rss_bytes for u in samples),
-        writable_layer_bytes=sum(u.writable_layer_bytes for u in samples),
-        writable_layer_inodes=sum(u.writable_layer_inodes for u in samples),
-        process_count=sum(u.process_count for u in samples),
+        timestamp=max(u.timestamp for u in usages),
+        counters=UsageCounters(
+            **counters, io=tuple(DeviceIo(dev, *v) for dev, v in sorted(io.items()))
+        ),
+        **plain,
     )
 
 
 def pod_metrics(
     sandbox: SandboxRecord,
     containers: Iterable[tuple[ContainerRecord, ContainerUsage | None]],
+    network: Sequence[InterfaceCounters] = (),
+    now_ns: int = 0,
 ) -> PodMetrics:
-    """Samples of every container that has a usage sample, and their pod-level sums.
+    """Samples of every container that has a usage sample, and the pod's own.
 
     A container without a sample (not running, or its backend could not answer)
     is left out rather than reported as zero, which would read as a counter reset.
+    ``now_ns`` stamps the network samples when no container has a sample.
     """
     per_container: list[ContainerMetrics] = []
     usages: list[ContainerUsage] = []
@@ -156,12 +120,36 @@ def pod_metrics(
         if usage is None:
             continue
         usages.append(usage)
-        labels = _labels(sandbox, container)
         per_container.append(
-            ContainerMetrics(container.id, _samples(usage, labels, usage.timestamp))
+            ContainerMetrics(
+                container.id,
+                _samples(Sampled(usage, container), _labels(sandbox, container), DESCRIPTORS),
+            )
         )
-    pod_samples: tuple[MetricSample, ...] = ()
+    pod_labels = _labels(sandbox, None)
+    pod_samples: list[MetricSample] = []
+    stamp = now_ns
     if usages:
         total = _sum(usages)
-        pod_samples = _samples(total, _labels(sandbox, None), total.timestamp)
-    return PodMetrics(sandbox.id, pod_samples, tuple(per_container))
+        stamp = total.timestamp
+        summed = tuple(d for d in DESCRIPTORS if d.pod_sum)
+        pod_samples.extend(_samples(Sampled(total, None), pod_labels, summed))
+    for nd in NETWORK_DESCRIPTORS:
+        for iface in network:
+            pod_samples.append(
+                MetricSample(
+                    nd.name, nd.kind, stamp, (*pod_labels, iface.interface), nd.value(iface)
+                )
+            )
+    return PodMetrics(sandbox.id, tuple(pod_samples), tuple(per_container))
+
+
+def _samples(
+    sampled: Sampled, labels: tuple[str, ...], descriptors: Iterable[MetricDescriptor]
+) -> tuple[MetricSample, ...]:
+    ts = sampled.usage.timestamp
+    return tuple(
+        MetricSample(d.name, d.kind, ts, labels + extra, value)
+        for d in descriptors
+        for extra, value in d.points(sampled)
+    )

@@ -29,6 +29,7 @@ from vmcri.ids import new_id
 from vmcri.metrics import families as metrics
 from vmcri.model import NamespaceMode, PodConfig, Resources
 from vmcri.network.hostports import check_host_ports
+from vmcri.network.netstats import InterfaceCounters
 from vmcri.network.service import PodNetworking
 from vmcri.oci.userns import uses_userns
 from vmcri.runtime.containers import ContainerService, validate_resources
@@ -237,6 +238,12 @@ class PodService:
             log.warning("sandbox %s: CNI CHECK failed: %s", sandbox.id, exc.message)
             return
         log.info("sandbox %s: CNI CHECK passed", sandbox.id)
+
+    def network_usage(self, sandbox: SandboxRecord) -> tuple[InterfaceCounters, ...]:
+        """Traffic of the pod's interfaces; none without pod networking (never raises)."""
+        if self._s.networking is None:
+            return ()
+        return self._s.networking.counters(sandbox)
 
     def list(self, filt: SandboxFilter | None = None) -> list[SandboxRecord]:
         found: Iterable[SandboxRecord] = self._s.store.sandboxes.list()

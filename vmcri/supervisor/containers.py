@@ -33,7 +33,7 @@ from vmcri.handlers.base import (
     ProcessSession,
 )
 from vmcri.handlers.services import BackendServices
-from vmcri.host.disk import tree_usage
+from vmcri.host.disk import capacity_of, tree_usage
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.supervisor import streams
 from vmcri.supervisor.exits import ExitRecords
@@ -261,10 +261,14 @@ class SupervisedContainers:
     def usage(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerUsage:
         found = self.link(sandbox).client.stats([container.id]).containers
         stats = found[0] if found else None
-        used, inodes = tree_usage(self._place.writable_layer(sandbox.id, container.id))
+        upper = self._place.writable_layer(sandbox.id, container.id)
+        used, inodes = tree_usage(upper)
         if stats is None:
             return ContainerUsage(
-                timestamp=time.time_ns(), writable_layer_bytes=used, writable_layer_inodes=inodes
+                timestamp=time.time_ns(),
+                writable_layer_bytes=used,
+                writable_layer_inodes=inodes,
+                layer_fs=capacity_of(upper),
             )
         return ContainerUsage(
             timestamp=stats.timestamp_ns or time.time_ns(),
@@ -275,6 +279,8 @@ class SupervisedContainers:
             writable_layer_bytes=used,
             writable_layer_inodes=inodes,
             process_count=stats.pids,
+            counters=stats.counters,
+            layer_fs=capacity_of(upper),
         )
 
     # ---- streaming ----------------------------------------------------------------------

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from vmcri.agent.guest.cgroups import CgroupReader, read_meminfo
+from vmcri.agent.convert import usage_counters
+from vmcri.agent.guest.cgroups import (
+    CgroupReader,
+    DeviceIoStats,
+    counters_message,
+    read_meminfo,
+)
 from vmcri.agent.guest.events import EventLog
 from vmcri.agent.guest.processes import exit_code_of
 from vmcri.agent.guest.sandbox import HostSettings, Sandbox
 from vmcri.agent.transport import find_virtio_port, parse_url
 from vmcri.api import agent_pb2
-from vmcri.errors import InvalidArgument
+from vmcri.errors import InvalidArgument, ProtocolError
+from vmcri.usage import DeviceIo
 
 
 def _output(data: bytes) -> Callable[[agent_pb2.Event], None]:
@@ -62,6 +70,41 @@ def test_cgroup_v2_reader(tmp_path: Path) -> None:
     assert (stats.memory_rss_bytes, stats.pids, stats.oom_kills) == (4000, 3, 1)
 
 
+def test_cgroup_v2_reader_counters_for_cri_metrics(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids io\n")
+    cg = tmp_path / "vmcri" / "c1"
+    (cg / "vmcri-exec-1").mkdir(parents=True)  # an exec's group: its processes count too
+    (cg / "cpu.stat").write_text(
+        "usage_usec 9\nuser_usec 5\nsystem_usec 4\nnr_periods 8\nnr_throttled 2\nthrottled_usec 7\n"
+    )
+    (cg / "memory.stat").write_text(
+        "anon 1\nfile 20\nfile_mapped 3\nkernel 40\npgfault 11\npgmajfault 2\n"
+    )
+    (cg / "memory.peak").write_text("700\n")
+    (cg / "memory.swap.current").write_text("0\n")
+    (cg / "memory.events").write_text("low 0\nhigh 0\nmax 6\noom 0\noom_kill 1\n")
+    (cg / "pids.max").write_text("max\n")
+    (cg / "io.stat").write_text(
+        "253:0 rbytes=4096 wbytes=512 rios=3 wios=1 dbytes=0 dios=0\n"
+        "999:9 rbytes=1 wbytes=2 rios=3 wios=4\n"
+    )
+    (cg / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    (cg / "vmcri-exec-1" / "cgroup.procs").write_text("999999999\n")  # gone meanwhile
+    s = CgroupReader(tmp_path).stats("/vmcri/c1")
+    assert (s.cpu_user_ns, s.cpu_system_ns) == (5000, 4000)
+    assert (s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_ns) == (8, 2, 7000)
+    assert (s.memory_cache_bytes, s.memory_mapped_file_bytes, s.memory_kernel_bytes) == (20, 3, 40)
+    assert (s.memory_max_usage_bytes, s.memory_failcnt, s.threads_max) == (700, 6, 0)
+    assert (s.pgfault, s.pgmajfault, s.pgfault_hierarchy) == (11, 2, 11)
+    assert s.io[1] == DeviceIoStats("999:9", 1, 2, 3, 4)  # no such device: its numbers
+    assert (s.io[0].read_bytes, s.io[0].reads, s.io[0].writes) == (4096, 3, 1)
+    # This very process: at least one thread and its open files (the counting is real).
+    assert s.processes.processes == 1 and s.processes.threads >= 1
+    assert s.processes.file_descriptors >= 3
+    message = counters_message(s)
+    assert (message.oom_events, message.threads_max, len(message.io)) == (1, 0, 2)
+
+
 def test_cgroup_v1_reader_and_missing_cgroup(tmp_path: Path) -> None:
     for controller in ("cpuacct", "memory", "pids"):
         (tmp_path / controller / "vmcri" / "c1").mkdir(parents=True)
@@ -74,8 +117,23 @@ def test_cgroup_v1_reader_and_missing_cgroup(tmp_path: Path) -> None:
     (tmp_path / "pids/vmcri/c1/pids.current").write_text("1\n")
     reader = CgroupReader(tmp_path)
     assert not reader.unified
+    (tmp_path / "cpuacct/vmcri/c1/cpuacct.stat").write_text("user 3\nsystem 1\n")
+    (tmp_path / "memory/vmcri/c1/memory.max_usage_in_bytes").write_text("9000\n")
+    (tmp_path / "memory/vmcri/c1/memory.failcnt").write_text("4\n")
+    (tmp_path / "pids/vmcri/c1/pids.max").write_text("100\n")
+    blkio = tmp_path / "blkio/vmcri/c1"
+    blkio.mkdir(parents=True)
+    (blkio / "blkio.throttle.io_service_bytes_recursive").write_text(
+        "7:3 Read 8192\n7:3 Write 4096\n7:3 Total 12288\nTotal 12288\n"
+    )
+    (blkio / "blkio.throttle.io_serviced_recursive").write_text("7:3 Read 2\n7:3 Write 1\n")
     stats = reader.stats("/vmcri/c1")
     assert (stats.cpu_usage_ns, stats.memory_working_set_bytes, stats.oom_kills) == (123, 4000, 2)
+    tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    assert (stats.cpu_user_ns, stats.cpu_system_ns) == (3 * tick_ns, tick_ns)
+    assert (stats.memory_max_usage_bytes, stats.memory_failcnt, stats.threads_max) == (9000, 4, 100)
+    [io] = stats.io
+    assert (io.read_bytes, io.write_bytes, io.reads, io.writes) == (8192, 4096, 2, 1)
     assert reader.stats("/vmcri/gone").memory_usage_bytes == 0
 
 
@@ -168,3 +226,20 @@ def test_find_virtio_port_by_name(tmp_path: Path) -> None:
     assert find_virtio_port("vmcri.agent", tmp_path) == Path("/dev/vport1p2")
     with pytest.raises(InvalidArgument):
         find_virtio_port("other", tmp_path)
+
+
+def test_the_host_bounds_the_counters_a_guest_sends() -> None:
+    good = agent_pb2.UsageCounters(
+        cpu_user_ns=5, sockets=2, oom_events=1, io=[agent_pb2.DeviceIo(device="vda", reads=3)]
+    )
+    got = usage_counters(good)
+    assert (got.cpu_user_ns, got.sockets, got.oom_events) == (5, 2, 1)
+    assert got.io == (DeviceIo("vda", reads=3),)
+    for bad in (
+        agent_pb2.UsageCounters(threads=1 << 63),  # beyond int64: a lie
+        agent_pb2.UsageCounters(io=[agent_pb2.DeviceIo(device="../../etc")]),
+        agent_pb2.UsageCounters(io=[agent_pb2.DeviceIo(device="d")] * 65),
+        agent_pb2.UsageCounters(io=[agent_pb2.DeviceIo(device="vda", writes=1 << 63)]),
+    ):
+        with pytest.raises(ProtocolError):
+            usage_counters(bad)

@@ -7,6 +7,8 @@ features a VM reports (no host network, PID or IPC namespace to share).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,12 @@ import pytest
 
 from tests.unit.cri.fakes import Runtime, wire
 from vmcri.api import api_pb2 as pb
+from vmcri.cri import convert
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import HandlerFeatures, ImageInfo
+from vmcri.model import SecurityProfile
+from vmcri.oci.hostpaths import MAX_PROFILE_BYTES, load_localhost_profile
+from vmcri.oci.seccomp import LOCALHOST, RUNTIME_DEFAULT, UNCONFINED
 
 CTX: Any = None
 IMAGE = ImageInfo(id="sha256:" + "b" * 64, name="example.test/app:1", layer_dirs=(), config={})
@@ -106,3 +112,89 @@ def test_a_handler_that_can_share_them_gets_host_pid_and_ipc(rt: Runtime) -> Non
     rt.backend.handler_features = features
     namespaces = pb.NamespaceOption(pid=pb.NamespaceMode.NODE, ipc=pb.NamespaceMode.NODE)
     assert _pod(rt, namespaces)
+
+
+# ---- seccomp: which profile a security context asks for, and where Localhost files may be
+
+
+def _container_seccomp(**security: Any) -> SecurityProfile:
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="c"),
+        linux=pb.LinuxContainerConfig(
+            security_context=pb.LinuxContainerSecurityContext(**security)
+        ),
+    )
+    return convert.container_config(config).security.seccomp
+
+
+def test_an_empty_seccomp_message_means_runtime_default_and_none_unconfined() -> None:
+    # The message's zero value is RuntimeDefault; only a missing one is unconfined.
+    assert _container_seccomp(seccomp=pb.SecurityProfile()).kind == RUNTIME_DEFAULT
+    assert _container_seccomp().kind == UNCONFINED
+    unconfined = pb.SecurityProfile(profile_type=pb.SecurityProfile.Unconfined)
+    assert _container_seccomp(seccomp=unconfined).kind == UNCONFINED
+    pod = convert.pod_config(
+        pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name="p"),
+            linux=pb.LinuxPodSandboxConfig(
+                security_context=pb.LinuxSandboxSecurityContext(seccomp=pb.SecurityProfile())
+            ),
+        )
+    )
+    assert pod.security.seccomp.kind == RUNTIME_DEFAULT
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "ref"),
+    [
+        ("runtime/default", RUNTIME_DEFAULT, ""),
+        ("docker/default", RUNTIME_DEFAULT, ""),
+        ("unconfined", UNCONFINED, ""),
+        ("localhost//etc/p.json", LOCALHOST, "/etc/p.json"),
+    ],
+)
+def test_the_deprecated_profile_path_counts_only_without_a_message(
+    path: str, kind: int, ref: str
+) -> None:
+    assert _container_seccomp(seccomp_profile_path=path) == SecurityProfile(kind, ref)
+    message = pb.SecurityProfile(profile_type=pb.SecurityProfile.Unconfined)
+    assert _container_seccomp(seccomp=message, seccomp_profile_path=path).kind == UNCONFINED
+
+
+def test_bad_seccomp_requests_are_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidArgument, match=r"security_context\.seccomp_profile_path: unknown"):
+        _container_seccomp(seccomp_profile_path="/etc/p.json")
+    stray_ref = pb.SecurityProfile(localhost_ref="/etc/p.json")  # RuntimeDefault with a file
+    with pytest.raises(InvalidArgument, match=r"seccomp\.localhost_ref: may only be set"):
+        _container_seccomp(seccomp=stray_ref)
+
+
+def test_a_localhost_profile_is_any_regular_file_kubelet_names(tmp_path: Path) -> None:
+    profile = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}
+    anywhere = tmp_path / "elsewhere" / "p.json"  # outside kubelet's directory
+    anywhere.parent.mkdir()
+    anywhere.write_text(json.dumps(profile))
+    assert load_localhost_profile(str(anywhere), "/nonexistent") == profile
+    assert load_localhost_profile(f"localhost/{anywhere}", "/nonexistent") == profile
+    # A relative name (older clients) is below the configured profile root.
+    assert load_localhost_profile("p.json", str(anywhere.parent)) == profile
+
+
+def test_a_localhost_profile_that_is_no_bounded_json_file_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it blocking would hang the RPC
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (MAX_PROFILE_BYTES + 1))
+    (tmp_path / "list.json").write_text("[]")
+    for path, why in (
+        (fifo, "not a regular file"),
+        (tmp_path, "not a regular file"),
+        (tmp_path / "missing.json", "No such file"),
+        (big, "larger than"),
+        (tmp_path / "list.json", "not a JSON object"),
+    ):
+        with pytest.raises(InvalidArgument, match=why) as refused:
+            load_localhost_profile(str(path), str(tmp_path))
+        assert refused.value.message.startswith(
+            "config.linux.security_context.seccomp.localhost_ref: "
+        )

@@ -7,6 +7,7 @@ the VM path runs with a fake mounter and a layout in a temporary directory.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -238,7 +239,13 @@ def test_vm_spec_uses_guest_paths_of_views_and_volumes(tmp_path: Path, view: Pat
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
     spec = container_spec(
-        sandbox, resolved, APP, str(rootfs), "/guest/rootfs", {0: "/guest/volumes/0"}, views
+        sandbox,
+        resolved,
+        APP,
+        str(rootfs),
+        "/guest/rootfs",
+        {0: dataclasses.replace(config.mounts[0], host_path="/guest/volumes/0")},
+        views,
     )
     sources = {m["destination"]: (m["source"], m["options"]) for m in spec["mounts"]}  # type: ignore[attr-defined]
     assert sources["/host"][0] == "/guest/volumes/0"

@@ -59,7 +59,15 @@ class FakeMounter:
     def readonly_view(self, lowerdirs: Sequence[str], target: Path) -> None:
         self.calls.append(("view", str(target)))
 
-    def bind(self, source: Path, target: Path, readonly: bool = False) -> None:
+    def bind(
+        self,
+        source: Path,
+        target: Path,
+        readonly: bool = False,
+        *,
+        recursive_readonly: bool = False,
+        follow_host: bool = False,
+    ) -> None:
         self.calls.append(("bind", str(target)))
 
     def share_readonly(self, source: Path, target: Path) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from vmcri.agent.guest.cgroups import CgroupReader
+from vmcri.agent.guest.cgroups import CgroupReader, counters_message
 from vmcri.agent.guest.events import EventLog
 from vmcri.agent.guest.mounts import Mounter
 from vmcri.agent.guest.processes import Reaper, Waiter
@@ -421,6 +421,7 @@ class ContainerManager:
                     pids=stats.pids,
                     oom_kills=stats.oom_kills,
                     timestamp_ns=stats.timestamp_ns,
+                    counters=counters_message(stats),
                 )
             )
         return result

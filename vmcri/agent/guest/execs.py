@@ -3,6 +3,9 @@
 A session's output travels as OutputChunk events carrying its exec id, its end as one
 ExecExited event; stdin and resize arrive as WriteStdin/Resize requests. runc exec stays in the
 foreground and exits with the process's exit code, so waiting for runc is waiting for it.
+
+Each exec runs in a group of its own (``exec_group.py``): an ExecSync that times out, and a
+session that is killed, take every process they started with them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 from vmcri.agent.guest.containers import Container, ContainerManager
+from vmcri.agent.guest.exec_group import ExecGroup, kill_tree
 from vmcri.agent.guest.processes import Waiter
 from vmcri.agent.guest.stdio import ConsoleSocket, Stdio, pump_pipes, pump_pty, set_winsize
 from vmcri.api import agent_pb2
@@ -37,20 +41,42 @@ KILL_PID_WAIT_S = 2.0
 
 
 class ExecSession:
-    def __init__(self, exec_id: str, container: Container) -> None:
+    def __init__(self, exec_id: str, container: Container, group: ExecGroup | None) -> None:
         self.exec_id = exec_id
         self.container = container
+        self.group = group
         self.stdio = Stdio()
         self.pid_file = container.bundle / "execs" / f"{exec_id}.pid"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.runc: Waiter | None = None  # runc exec in the foreground (no tty)
         self.exited = threading.Event()
+        self.killed = False
 
     def kill(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(self.pid_file.read_text().strip()), signal.SIGKILL)
-        if self.proc is not None and not self.exited.is_set():
-            with contextlib.suppress(OSError):
-                self.proc.kill()
+        """SIGKILL the session's process and everything it started."""
+        self.killed = True
+        kill_exec(self.group, self.pid_file)
+        if self.runc is not None:
+            self.runc.signal(signal.SIGKILL)
+
+
+def kill_exec(group: ExecGroup | None, pid_file: Path) -> None:
+    """Kill an exec whole: its group, or (without one) its process tree from the pid file."""
+    if group is not None:
+        group.kill()
+        return
+    with contextlib.suppress(OSError, ValueError):
+        kill_tree(int(pid_file.read_text().strip()))
+
+
+def end_exec(group: ExecGroup | None, killed: bool) -> None:
+    """After the exec's process ended: remove its group (a killed one once it is empty)."""
+    if group is None:
+        return
+    if killed:
+        group.kill()  # whatever raced the first kill (runc itself was killed after it)
+        group.wait_empty()
+    group.release()
 
 
 def _check_argv(argv: list[str]) -> list[str]:
@@ -79,14 +105,24 @@ class ExecManager:
         argv = _check_argv(list(req.argv))
         limit = min(req.max_output_bytes or MAX_EXEC_OUTPUT, MAX_EXEC_OUTPUT)
         pid_file = container.bundle / "execs" / f"sync-{next(self._ids)}.pid"
+        runc = self._containers.runc
+        group = self._group(container)
+        timed_out = True
         try:
-            result = self._containers.runc.run_exec(
-                self._containers.runc.exec_argv(container.container_id, argv, pid_file=pid_file),
+            result = runc.run_exec(
+                runc.exec_argv(
+                    container.container_id,
+                    argv,
+                    pid_file=pid_file,
+                    cgroup=group.runc_arg if group is not None else "",
+                ),
                 timeout=req.timeout_ms / 1000 if req.timeout_ms else None,
                 max_output=limit,
-                pid_file=pid_file,
+                kill=lambda: kill_exec(group, pid_file),
             )
+            timed_out = result.timed_out
         finally:
+            end_exec(group, killed=timed_out)
             with contextlib.suppress(OSError):
                 pid_file.unlink()
         return agent_pb2.ExecSyncResponse(
@@ -110,15 +146,20 @@ class ExecManager:
                     del container.execs[key]
             if len(container.execs) >= MAX_SESSIONS:
                 raise ResourceExhausted(f"container {req.container_id} has too many exec sessions")
-            session = ExecSession(f"exec-{next(self._ids)}", container)
+            session = ExecSession(f"exec-{next(self._ids)}", container, self._group(container))
             container.execs[session.exec_id] = session
         try:
             self._spawn(session, argv, req)
         except BaseException:
             with self._lock:
                 container.execs.pop(session.exec_id, None)
+            end_exec(session.group, killed=True)
             raise
         return session.exec_id
+
+    def _group(self, container: Container) -> ExecGroup | None:
+        cgroups = self._containers.cgroups
+        return ExecGroup.create(cgroups.root, cgroups.unified, container.cgroup_path)
 
     def _spawn(
         self, session: ExecSession, argv: list[str], req: agent_pb2.ExecStartRequest
@@ -126,12 +167,13 @@ class ExecManager:
         runc = self._containers.runc
         cid = session.container.container_id
         emit = self._containers._output_emitter(cid, session.exec_id)
+        group = session.group.runc_arg if session.group is not None else ""
         if req.tty:
             name = f"{cid[:8]}-{session.exec_id[:12]}.tty"
             console = ConsoleSocket(self._containers.paths.console_socket(name))
             try:
                 cmd = runc.exec_argv(
-                    cid, argv, pid_file=session.pid_file, console_socket=console.path
+                    cid, argv, pid_file=session.pid_file, console_socket=console.path, cgroup=group
                 )
                 runc.run_detached_exec(cmd, f"runc exec --tty in {cid}")
                 master = console.master()
@@ -151,7 +193,7 @@ class ExecManager:
             in_r, in_w = os.pipe2(os.O_CLOEXEC) if req.stdin else (subprocess.DEVNULL, -1)
             try:
                 session.proc, waiter = runc.spawn(
-                    runc.exec_argv(cid, argv, pid_file=session.pid_file),
+                    runc.exec_argv(cid, argv, pid_file=session.pid_file, cgroup=group),
                     stdin=in_r,
                     stdout=out_w,
                     stderr=err_w,
@@ -165,6 +207,7 @@ class ExecManager:
                 for fd in (out_w, err_w, in_r):
                     if fd >= 0:
                         os.close(fd)
+            session.runc = waiter
             if in_w >= 0:
                 session.stdio.stdin_fd = in_w
             pump_pipes(session.stdio, out_r, err_r, emit, name=f"out-{session.exec_id}")
@@ -178,6 +221,7 @@ class ExecManager:
             session.proc.returncode = waiter.exit_code
         session.stdio.join_output(OUTPUT_DRAIN_S)
         session.stdio.close()
+        end_exec(session.group, killed=session.killed)
         with contextlib.suppress(OSError):
             Path(session.pid_file).unlink()
 

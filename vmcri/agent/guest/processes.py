@@ -47,9 +47,20 @@ def exit_code_of(status: int) -> int:
 class Waiter:
     """The future exit code of one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
         self._done = threading.Event()
         self.exit_code = -1
+
+    def signal(self, sig: int) -> None:
+        """Signal the process unless the reaper has collected it (its pid may be reused).
+
+        Never ``Popen.kill()``/``send_signal()``: they poll, and a poll that reaps the
+        process steals its exit from the reaper, whose waiter then never fires.
+        """
+        if not self.done:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
 
     def set(self, exit_code: int) -> None:
         self.exit_code = exit_code
@@ -79,7 +90,7 @@ class Reaper:
         with self._lock:
             waiter = self._waiters.get(pid)
             if waiter is None:
-                waiter = Waiter()
+                waiter = Waiter(pid)
                 status = self._unclaimed.pop(pid, None)
                 if status is None:
                     self._waiters[pid] = waiter
@@ -132,8 +143,7 @@ class Reaper:
             if on_timeout is not None:
                 with contextlib.suppress(Exception):
                     on_timeout()
-            with contextlib.suppress(OSError):
-                proc.send_signal(signal.SIGKILL)
+            waiter.signal(signal.SIGKILL)
             waiter.wait()
         proc.returncode = waiter.exit_code  # keeps Popen from ever waiting itself
         out.join(2.0)

@@ -7,9 +7,9 @@ instead of the container's stderr pipe; errors are read back from that file.
 from __future__ import annotations
 
 import json
-import os
+import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vmcri.agent.guest.processes import Reaper, RunResult, Waiter
@@ -58,7 +58,7 @@ class Runc:
             cwd=str(bundle),
         )
         if not waiter.wait(COMMAND_TIMEOUT_S):
-            proc.kill()
+            waiter.signal(signal.SIGKILL)
             waiter.wait()
         proc.returncode = waiter.exit_code
         if waiter.exit_code != 0:
@@ -110,14 +110,18 @@ class Runc:
         *,
         pid_file: Path,
         console_socket: Path | None = None,
+        cgroup: str = "",
     ) -> list[str]:
         """The command line of ``runc exec``.
 
         Without a console socket runc stays in the foreground and exits with the process's
         code. With one (a tty) runc must detach: the process then becomes the agent's child
-        (subreaper) and is waited for by its pid file.
+        (subreaper) and is waited for by its pid file. ``cgroup`` is a sub-cgroup of the
+        container's to run the process in (``[controller:]name``, see exec_group.py).
         """
         args = ["exec", "--pid-file", str(pid_file)]
+        if cgroup:
+            args += ["--cgroup", cgroup]
         if console_socket is not None:
             args += ["--tty", "--detach", "--console-socket", str(console_socket)]
         # runc stops parsing options at the container id: no "--" (it would be the command).
@@ -131,17 +135,15 @@ class Runc:
         return self._reaper.spawn(argv, **popen)
 
     def run_exec(
-        self, argv: Sequence[str], *, timeout: float | None, max_output: int, pid_file: Path
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None,
+        max_output: int,
+        kill: Callable[[], None],
     ) -> RunResult:
-        """Run a built exec command line; on timeout kill the exec'd process first."""
-
-        def kill_process() -> None:
-            pid = int(pid_file.read_text().strip())
-            os.kill(pid, 9)
-
-        return self._reaper.run(
-            argv, timeout=timeout, max_output=max_output, on_timeout=kill_process
-        )
+        """Run a built exec command line; on timeout ``kill`` what it started, then runc."""
+        return self._reaper.run(argv, timeout=timeout, max_output=max_output, on_timeout=kill)
 
     def _run(self, *args: str) -> RunResult:
         return self._reaper.run(self._argv(*args), timeout=COMMAND_TIMEOUT_S)

@@ -23,7 +23,6 @@ from vmcri.errors import (
     ConfigError,
     FailedPrecondition,
     HypervisorError,
-    InvalidArgument,
     Unimplemented,
     VmcriError,
 )
@@ -62,6 +61,7 @@ from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain
 from vmcri.handlers.vm.spec import container_spec, pod_files
+from vmcri.handlers.vm.volumes import mount_volumes
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter
 from vmcri.metrics import families as metrics
 from vmcri.model import Resources
@@ -362,18 +362,7 @@ class VmBackend:
             upper = layout.upper(cid)
             self._mounter.overlay(image.layer_dirs, upper / "upper", upper / "work", rootfs)
             container, views = mount_image_volumes(self._mounter, layout, container)
-            volumes: dict[int, str] = {}
-            for i, mount in enumerate(container.config.mounts):
-                if mount.image:
-                    continue
-                source = Path(mount.host_path)
-                if not source.exists():
-                    raise InvalidArgument(
-                        f"config.mounts[{i}].host_path {mount.host_path!r}: does not exist"
-                    )
-                target = layout.volume(cid, i)
-                self._mounter.bind(source.resolve(), target, readonly=mount.readonly)
-                volumes[i] = layout.guest_path(target)
+            volumes = mount_volumes(self._mounter, layout, container)
             spec = container_spec(
                 sandbox, container, image, str(rootfs), layout.guest_path(rootfs), volumes, views
             )

@@ -13,8 +13,11 @@ from collections.abc import Mapping
 
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc import pod_files as files
+from vmcri.model import Mount
 from vmcri.oci import process
 from vmcri.oci.context import SpecContext
+from vmcri.oci.hostpaths import KUBELET_SECCOMP_ROOT, load_localhost_profile
+from vmcri.oci.seccomp import LOCALHOST
 from vmcri.oci.spec import Spec, build_spec
 from vmcri.oci.users import resolve_user
 from vmcri.store.records import ContainerRecord, SandboxRecord
@@ -43,22 +46,27 @@ def container_spec(
     image: ImageInfo,
     host_rootfs: str,
     guest_rootfs: str,
-    volume_paths: Mapping[int, str],
+    volumes: Mapping[int, Mount],
     image_volume_paths: Mapping[str, str] | None = None,
 ) -> Spec:
     """config.json for the agent. Raises InvalidArgument/Unimplemented naming the field.
 
-    ``volume_paths`` maps a host-path mount's index to its guest path;
+    A Localhost seccomp profile is read here, on the host, and goes into the spec.
+
+    ``volumes`` maps a host-path mount's index to the mount as the guest makes it
+    (``volumes.py``: its guest path, and whether the guest's bind is read-only);
     ``image_volume_paths`` maps an image volume's reference to the guest path
     of its read-only view (sub-paths already resolved by the caller).
     """
     config = container.config
-    mounts = tuple(
-        m if m.image else dataclasses.replace(m, host_path=volume_paths[i])
-        for i, m in enumerate(config.mounts)
-    )
+    mounts = tuple(m if m.image else volumes[i] for i, m in enumerate(config.mounts))
     config = dataclasses.replace(config, mounts=mounts)
     user = resolve_user(host_rootfs, process.user_request(config, image.config))
+    sec = config.security
+    seccomp = None
+    if sec.seccomp.kind == LOCALHOST and not sec.privileged:
+        # The profile is a host file (kubelet's): the host reads it, the guest gets its text.
+        seccomp = load_localhost_profile(sec.seccomp.localhost_ref, KUBELET_SECCOMP_ROOT)
     runtime = sandbox.runtime
     ctx = SpecContext(
         rootfs=guest_rootfs,
@@ -75,6 +83,7 @@ def container_spec(
         cgroups_path=f"/vmcri/{container.id}",
         cgroup_namespace=True,
         image_volume_paths=dict(image_volume_paths or {}),
+        seccomp_localhost=seccomp,
         in_vm=True,
         sandbox_id=sandbox.id,
         container_id=container.id,

@@ -1,0 +1,79 @@
+"""kubelet's host-path mounts of a VM pod's container: bound on the host, seen through the share.
+
+Each volume is bound below the container's directory in ``mounts/`` with its flags and
+propagation set before it is attached (``HostMounter.bind``), so the copies the pod share,
+virtiofsd and QEMU see are read-only where kubelet asked (a guest kernel cannot write
+through them) and ``nosuid,nodev``. In the guest the whole share is one file system, so:
+
+* a read-only mount is read-only on the host. Its non-recursive form (the CRI default)
+  leaves the host's mounts below it as they are; the guest's own bind is then writable
+  when there are such mounts (now, or later with HostToContainer), since a read-only
+  guest bind would cover them too, and the host refuses writes to the top (EROFS).
+  Recursive read-only is read-only on the host throughout and in the guest.
+* Private: later host mounts below the source do not reach the pod. HostToContainer: the
+  host bind is a slave of the source, so a mount kubelet makes below it later reaches the
+  share and the container (virtiofs and 9p serve it as part of the volume).
+* Bidirectional cannot be given: a mount made in the guest cannot reach the host, so it is
+  refused, naming the field and the handler that can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from vmcri.errors import InvalidArgument
+from vmcri.handlers.vm.layout import SandboxLayout
+from vmcri.host.mounts import Mounter, mount_points
+from vmcri.model import Mount, MountPropagation
+from vmcri.store.records import ContainerRecord
+
+
+def check_volumes(mounts: tuple[Mount, ...]) -> None:
+    """Raises InvalidArgument naming ``config.mounts[i].propagation`` for what a VM cannot do."""
+    for i, mount in enumerate(mounts):
+        if mount.propagation is MountPropagation.BIDIRECTIONAL:
+            raise InvalidArgument(
+                f"config.mounts[{i}].propagation: Bidirectional is not possible in a pod VM "
+                "(a mount made in the guest cannot reach the host); use the runc handler"
+            )
+
+
+def mount_volumes(
+    mounter: Mounter, layout: SandboxLayout, container: ContainerRecord
+) -> dict[int, Mount]:
+    """Bind each host-path mount; returns mount index -> the mount as the guest makes it.
+
+    Raises InvalidArgument (a missing host path, a propagation a VM cannot give),
+    HostCommandError (mount). The caller unmounts what was mounted when this fails.
+    """
+    mounts = container.config.mounts
+    check_volumes(mounts)
+    guest: dict[int, Mount] = {}
+    for i, mount in enumerate(mounts):
+        if mount.image:
+            continue
+        source = Path(mount.host_path)
+        if not source.exists():
+            raise InvalidArgument(
+                f"config.mounts[{i}].host_path {mount.host_path!r}: does not exist"
+            )
+        source = source.resolve()
+        follow = mount.propagation is MountPropagation.HOST_TO_CONTAINER
+        target = layout.volume(container.id, i)
+        mounter.bind(
+            source,
+            target,
+            readonly=mount.readonly,
+            recursive_readonly=mount.recursive_read_only,
+            follow_host=follow,
+        )
+        # A read-only guest bind would cover the host's writable mounts below the volume.
+        covers = mount.readonly and not mount.recursive_read_only
+        covers = covers and (follow or any(p != source for p in mount_points(source)))
+        guest[i] = dataclasses.replace(
+            mount,
+            host_path=layout.guest_path(target),
+            readonly=mount.readonly and not covers,
+        )
+    return guest
