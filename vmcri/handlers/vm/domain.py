@@ -42,6 +42,25 @@ class Nic:
 
 
 @dataclass(frozen=True)
+class TemplateMemory:
+    """Guest RAM in a file: a template's (shared, written) or a clone's (private, COW).
+
+    A template VM maps ``path`` MAP_SHARED, so its RAM ends up in the file when it is
+    saved; a clone maps the same file MAP_PRIVATE (QEMU ``share=off``): the pages it
+    reads come from the page cache, shared with every other clone of the template, and
+    the pages it writes are copied into its own memory. No clone writes the file.
+    """
+
+    path: str
+    shared: bool  # True: the template being made; False: a clone restored from it
+    incoming: bool  # start paused, waiting for the saved device state (``-incoming defer``)
+
+
+TEMPLATE_MEMORY_ID = "vmcri.ram"  # the RAM block's name; the same in template and clones
+HOTPLUG_PORTS = 2  # spare PCIe root ports of a templated VM, for its NIC after restore
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     name: str
     uuid: str
@@ -62,6 +81,35 @@ class DomainSpec:
     virtiofsd: str = ""  # the virtiofsd binary, for virtiofs shares
     tcg_cache_mib: int = 0  # > 0: cap QEMU's translated-code cache (software emulation)
     nic: Nic | None = None  # None: no network device (host-network pods, no CNI)
+    # VM templates (template.py): RAM in a file, a VM generation ID (the guest reseeds its
+    # RNG when it changes, i.e. on every restore) and spare ports for the NIC hotplugged
+    # after a restore. Template and clones must have the very same devices.
+    template_memory: TemplateMemory | None = None
+
+    @property
+    def genid(self) -> bool:
+        return self.template_memory is not None
+
+    @property
+    def hotplug_ports(self) -> int:
+        return HOTPLUG_PORTS if self.template_memory is not None else 0
+
+    @property
+    def qemu_args(self) -> tuple[str, ...]:
+        """Extra QEMU arguments (``<qemu:commandline>``) that libvirt's XML cannot say."""
+        memory = self.template_memory
+        if memory is None:
+            return ()
+        path = memory.path.replace(",", ",,")  # QEMU's option syntax: a comma is doubled
+        backend = (
+            f"memory-backend-file,id={TEMPLATE_MEMORY_ID},mem-path={path},"
+            f"share={'on' if memory.shared else 'off'},size={self.memory_mib}M"
+        )
+        # libvirt's own "-machine memory-backend=pc.ram" comes first; the last one wins.
+        args = ["-object", backend, "-machine", f"memory-backend={TEMPLATE_MEMORY_ID}"]
+        if memory.incoming:
+            args += ["-incoming", "defer"]
+        return tuple(args)
 
     @property
     def shared_memory(self) -> bool:
@@ -162,9 +210,17 @@ TCG_CACHE_MIB = 32  # QEMU defaults to 1 GiB, of which a booted guest touches ~8
 
 
 def kernel_cmdline(
-    debug: bool, share_target: str, vsock: bool = False, share_driver: str = "9p"
+    debug: bool,
+    share_target: str,
+    vsock: bool = False,
+    share_driver: str = "9p",
+    template: bool = False,
 ) -> str:
-    """The guest kernel command line; images/guest/init reads the ``vmcri.*`` keys."""
+    """The guest kernel command line; images/guest/init reads the ``vmcri.*`` keys.
+
+    A template mounts no share (a 9p device the guest mounted cannot be saved; the agent
+    mounts it in SetupSandbox) and loads the virtio-net driver for the NIC added later.
+    """
     agent = (
         f"vmcri.agent_vsock={AGENT_VSOCK_PORT}" if vsock else f"vmcri.agent_port={AGENT_PORT_NAME}"
     )
@@ -174,8 +230,13 @@ def kernel_cmdline(
         "panic=-1",
         "vmcri.root=/dev/vda",
         agent,
-        f"vmcri.share={SHARE_TAG}:{share_target}"
-        + (":virtiofs" if share_driver == "virtiofs" else ""),
     ]
+    if template:
+        parts.append("vmcri.virtio_ids=1")
+    else:
+        parts.append(
+            f"vmcri.share={SHARE_TAG}:{share_target}"
+            + (":virtiofs" if share_driver == "virtiofs" else "")
+        )
     parts.append("vmcri.debug=1" if debug else "quiet")
     return " ".join(parts)
