@@ -574,8 +574,10 @@ class VmBackend:
             raise FailedPrecondition(f"the guest image is now {guest.version[:12]}")
         tag = f"{os.getpid()}-{shape.key()[:8]}"
         name = f"{TEMPLATE_DOMAIN_PREFIX}{tag}"
-        sockets = self._state / "sockets"
-        sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sockets = staging  # the build's sockets go with it, unless the path is too long
+        if len(str(staging / "agent.sock")) > MAX_SOCKET_PATH:
+            sockets = self._state / "sockets"
+            sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         agent_socket = sockets / f"tpl-{tag}.agent"
         share = staging / "share"  # empty, never mounted by the template's guest
         share.mkdir()
