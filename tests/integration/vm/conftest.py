@@ -98,7 +98,7 @@ class VmEnv:
         return self.runtime.PodSandboxStatus(request, timeout=30).status.state
 
     def started_as(self, sandbox_id: str) -> str:
-        """"restored" (from a VM template) or "cold", as PodSandboxStatus's info says."""
+        """ "restored" (from a VM template) or "cold", as PodSandboxStatus's info says."""
         request = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)
         info = self.runtime.PodSandboxStatus(request, timeout=30).info["info"]
         return str(json.loads(info)["runtime"]["start"])

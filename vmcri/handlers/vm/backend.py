@@ -12,6 +12,8 @@ container so a daemon restart loses nothing.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -34,6 +36,7 @@ from vmcri.errors import (
     HypervisorError,
     InvalidArgument,
     ProtocolError,
+    TemplateUnusable,
     Unimplemented,
     VmcriError,
 )
@@ -326,8 +329,8 @@ class VmBackend:
                         exc.message,
                     )
                     self._undo_start(sandbox)
-                    assert self._templates is not None
-                    self._templates.broken(template.shape, exc.message)
+                    if isinstance(exc, TemplateUnusable) and self._templates is not None:
+                        self._templates.broken(template.shape, exc.message)
                     spec = None
                     started = time.monotonic()
             if spec is None:
@@ -433,16 +436,20 @@ class VmBackend:
         started = time.monotonic()
         if plan is not None:
             nic.plug(self._taps, plan)
-        self._hypervisor.restore(
-            name, render_domain(spec), template.state, layout.incoming_socket, RESTORE_TIMEOUT_S
-        )
+        try:
+            self._hypervisor.restore(
+                name, render_domain(spec), template.state, layout.incoming_socket, RESTORE_TIMEOUT_S
+            )
+            link = self._link(sandbox)
+            info = link.wait_ready(RESTORE_AGENT_TIMEOUT_S, alive=lambda: self._alive(name))
+            _check_guest_version(info.agent_version, guest)
+        except (HypervisorError, AgentUnavailable, FailedPrecondition) as exc:
+            # The template itself failed (its state, its guest): it goes, the pod cold-boots.
+            raise TemplateUnusable(f"restore failed: {exc.message}") from exc
         domain_up = time.monotonic()
         if plan is not None:
             self._hypervisor.attach_device(name, render_nic(plan.nic))
             nic.attach(self._taps, plan)
-        link = self._link(sandbox)
-        info = link.wait_ready(RESTORE_AGENT_TIMEOUT_S, alive=lambda: self._alive(name))
-        _check_guest_version(info.agent_version, guest)
         timings = {
             "domain_start_s": round(domain_up - started, 3),
             "agent_ready_s": round(time.monotonic() - started, 3),
@@ -492,7 +499,7 @@ class VmBackend:
     def _shape(self, guest: GuestImage, memory_mib: int, vcpus: int) -> Shape:
         if not self._hypervisor_version:
             self._hypervisor_version = self._hypervisor.version()
-        return Shape(
+        shape = Shape(
             guest_version=guest.version,
             hypervisor=self._hypervisor_version,
             domain_type=self._accel.domain_type,
@@ -502,6 +509,15 @@ class VmBackend:
             tcg_cache_mib=TCG_CACHE_MIB if self._accel.degraded else 0,
             share_driver=self._share_driver,
         )
+        # What the saved guest saw: the domain with every per-VM value a placeholder
+        # (a change of templates/ or of the device policy makes a new template).
+        placeholder = Path("/")
+        spec = self._templated_spec(
+            shape, guest, name="n", uuid="u", agent_socket=placeholder, console_log=placeholder,
+            share=placeholder, memory=TemplateMemory("m", shared=False, incoming=False),
+        )  # fmt: skip
+        devices = hashlib.sha256(render_domain(spec).encode()).hexdigest()[:16]
+        return dataclasses.replace(shape, devices=devices)
 
     def _template_for(self, guest: GuestImage, memory_mib: int, vcpus: int) -> Template | None:
         """The verified template of the pod's shape; None: cold boot (a build is queued)."""

@@ -57,7 +57,9 @@ class TemplateMemory:
 
 
 TEMPLATE_MEMORY_ID = "vmcri.ram"  # the RAM block's name; the same in template and clones
-HOTPLUG_PORTS = 2  # spare PCIe root ports of a templated VM, for its NIC after restore
+# PCIe root ports of a templated VM: libvirt puts each PCI device (disk, serial, share,
+# USB) on one and the NIC hotplugged after a restore needs a free one.
+HOTPLUG_PORTS = 8
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ class Shape:
     vcpus: int
     tcg_cache_mib: int
     share_driver: str
+    devices: str = ""  # digest of the domain XML with placeholder paths: same devices
     format: int = FORMAT
 
     def key(self) -> str:
