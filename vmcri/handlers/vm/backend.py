@@ -12,6 +12,8 @@ container so a daemon restart loses nothing.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -152,6 +154,8 @@ class VmBackend:
             directory = Path(options.template_dir) if options.template_dir else None
             store = TemplateStore(directory or context.root / "templates")
             self._templates = Templates(store, self._build_template)
+            self._template_domain = ""  # the template VM being built, destroyed at exit
+            atexit.register(self._stop_template_build)
             threading.Thread(
                 target=self._prepare_templates, name="vm-templates-init", daemon=True
             ).start()
@@ -539,11 +543,20 @@ class VmBackend:
                 if pid.isdigit() and not Path(f"/proc/{pid}").exists():
                     log.info("VM templates: destroying %s, left by a dead daemon", name)
                     self._hypervisor.destroy(name)
-            self._templates.store.sweep()
+            guest = self._guest()
+            self._templates.store.sweep(
+                lambda shape: shape == self._shape(guest, shape.memory_mib, shape.vcpus)
+            )
             memory_mib, vcpus = size_vm([], Resources(), self._options)
-            self._template_for(self._guest(), memory_mib, vcpus)
+            self._template_for(guest, memory_mib, vcpus)
         except (VmcriError, OSError) as exc:
             log.warning("VM templates: cannot prepare the default template: %s", exc)
+
+    def _stop_template_build(self) -> None:
+        """At exit: a template VM still booting would outlive the daemon."""
+        if self._template_domain:
+            with contextlib.suppress(VmcriError):
+                self._hypervisor.destroy(self._template_domain)
 
     def _templated_spec(
         self,
@@ -611,6 +624,7 @@ class VmBackend:
             f"unix://{agent_socket}", connect_timeout=2.0, call_timeout=30.0, reconnect=False
         )
         try:
+            self._template_domain = name
             self._hypervisor.start(name, render_domain(spec))
             deadline = time.monotonic() + self._options.boot_timeout_s
             while True:
@@ -631,6 +645,7 @@ class VmBackend:
         finally:
             client.close()
             self._hypervisor.destroy(name)
+            self._template_domain = ""
             agent_socket.unlink(missing_ok=True)
         (staging / "console.log").unlink(missing_ok=True)
         share.rmdir()

@@ -151,23 +151,34 @@ class TemplateStore:
     def discard(self, shape: Shape, reason: str) -> None:
         """Remove the template of ``shape``; running clones keep their mapping of it."""
         target = self.path(shape)
-        if not target.exists():
+        if target.exists():
+            self.discard_path(target, f"{shape.label()}: {reason}")
+
+    def sweep(self, current: Callable[[Shape], bool]) -> None:
+        """Remove what builds killed half-way left, and templates that can no longer be
+        used (``current`` says no: another guest image, hypervisor or device set)."""
+        if not self.directory.is_dir():
             return
+        with self.lock(blocking=False) as held:
+            if not held:
+                return  # another daemon is building here
+            for entry in self.directory.iterdir():
+                if entry.name.startswith((".staging-", ".discarded-")):
+                    shutil.rmtree(entry, ignore_errors=True)
+                elif entry.is_dir() and not entry.is_symlink():
+                    try:
+                        shape = Shape(**json.loads((entry / META).read_text())["shape"])
+                    except (OSError, ValueError, KeyError, TypeError):
+                        shape = None
+                    if shape is None or entry.name != shape.key() or not current(shape):
+                        self.discard_path(entry, "stale")
+
+    def discard_path(self, target: Path, reason: str) -> None:
         graveyard = Path(tempfile.mkdtemp(prefix=".discarded-", dir=self.directory))
         with contextlib.suppress(FileNotFoundError):
             os.rename(target, graveyard / "t")
-            log.info("VM template %s discarded: %s", shape.label(), reason)
+            log.info("VM template %s discarded: %s", target.name, reason)
         shutil.rmtree(graveyard, ignore_errors=True)
-
-    def sweep(self) -> None:
-        """Remove what a build killed half-way left (staging dirs of dead builds)."""
-        if not self.directory.is_dir():
-            return
-        for entry in self.directory.iterdir():
-            if entry.name.startswith((".staging-", ".discarded-")):
-                with self.lock(blocking=False) as held:
-                    if held:
-                        shutil.rmtree(entry, ignore_errors=True)
 
     @contextlib.contextmanager
     def lock(self, blocking: bool = True) -> Iterator[bool]:
