@@ -188,6 +188,33 @@ def size_vm(
     return total_mib, total_vcpus
 
 
+def check_fits(
+    resources: Resources, memory_mib: int, vcpus: int, options: VmOptions, field: str
+) -> None:
+    """Refuse a container limit the pod's VM cannot honour (it cannot grow yet).
+
+    The VM has ``memory_mib`` (of which the configured overhead is the guest's own) and
+    ``vcpus``; a container whose memory limit exceeds the rest, or whose CPU limit needs
+    more vCPUs, would run with a limit the VM can never give it. ``field`` is the
+    request's resources field (e.g. ``config.linux.resources``). Raises InvalidArgument.
+    """
+    usable_mib = memory_mib - options.overhead_memory_mib
+    limit = resources.memory_limit_in_bytes
+    if limit and math.ceil(limit / MIB) > usable_mib:
+        raise InvalidArgument(
+            f"{field}.memory_limit_in_bytes: {math.ceil(limit / MIB)} MiB is more than the pod "
+            f"VM can give a container ({usable_mib} MiB of its {memory_mib} MiB; the VM "
+            f"cannot grow): size the pod with PodSandboxConfig.linux.resources"
+        )
+    if resources.cpu_quota > 0 and resources.cpu_period > 0:
+        needed = math.ceil(resources.cpu_quota / resources.cpu_period)
+        if needed > vcpus:
+            raise InvalidArgument(
+                f"{field}.cpu_quota: the limit needs {needed} vCPUs, the pod VM has {vcpus} "
+                "(the VM cannot grow): size the pod with PodSandboxConfig.linux.resources"
+            )
+
+
 AGENT_VSOCK_PORT = 1024
 FIRST_GUEST_CID = 3  # 0-2 are reserved (hypervisor, local, host)
 
