@@ -6,7 +6,11 @@ In one run, on the same kernel and initrd:
   (``vmcri.mode=floor`` prints a marker and powers off); wall time from spawn
   to the marker;
 * vmcri: RunPodSandbox until it returns (the sandbox is Ready), and until a
-  first container runs (Create + Start), through a real daemon;
+  first container runs (Create + Start), through a real daemon, for a cold-booted
+  pod (handler ``vmcold``: ``template = "off"``) and a pod restored from a VM
+  template (handler ``vm``), alternating; the template's one-time build is timed too;
+* 10 restored pods started at once: the time until all are Ready;
+* host PSS per idle restored pod with 1 and 10 (``--pss 1,10,30``) pods running;
 * host memory per pod: PSS of QEMU and of every host helper of the pod
   (virtiofsd where used), read from /proc/<pid>/smaps_rollup;
 * inside the guest, from the pod's console log: the uptime at which /init
@@ -32,7 +36,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -53,11 +59,19 @@ GUEST_MARKERS = {
 }
 HOST_MARKS = ("agent_ready_s", "agent_uptime_s")
 VM_CONFIG = """\
+[network]
+enabled = false
 [runtimes.vm]
 backend = "vm"
 [runtimes.vm.options]
 guest_dir = {guest_dir}
+[runtimes.vmcold]
+backend = "vm"
+[runtimes.vmcold.options]
+guest_dir = {guest_dir}
+template = "off"
 """
+MODES = {"cold": "vmcold", "restored": "vm"}
 
 
 def boot_floor(accel: str, kernel: Path, initrd: Path, memory_mib: int) -> float:
@@ -143,9 +157,54 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(ordered), "p90": p90, "min": ordered[0]}
 
 
+def wait_template(runtime: Any, timeout_s: float = 600) -> float:
+    """Seconds until the daemon reports a VM template (it builds one at start)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        status = runtime.Status(pb.StatusRequest(), timeout=30).status
+        if any(c.type == "VmTemplates" and c.status for c in status.conditions):
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise RuntimeError("no VM template was made")
+
+
+def pod_config(tmp: Path, name: str) -> pb.PodSandboxConfig:
+    return pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=name, uid=f"u-{name}", namespace="bench"),
+        hostname=name,
+        log_directory=str(tmp / "logs" / name),
+    )
+
+
+def run_pod(runtime: Any, tmp: Path, name: str, handler: str) -> tuple[str, float]:
+    started = time.monotonic()
+    request = pb.RunPodSandboxRequest(config=pod_config(tmp, name), runtime_handler=handler)
+    sandbox_id = runtime.RunPodSandbox(request, timeout=600).pod_sandbox_id
+    return sandbox_id, time.monotonic() - started
+
+
+def started_as(runtime: Any, sandbox_id: str) -> str:
+    request = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)
+    info = runtime.PodSandboxStatus(request, timeout=30).info["info"]
+    return str(json.loads(info)["runtime"]["start"])
+
+
+def pod_pss_mib(tmp: Path, sandbox_id: str) -> tuple[float, list[str]]:
+    pod_dir = tmp / "state/backends/vm" / sandbox_id
+    processes = pod_processes(sandbox_id, pod_dir / "share")
+    return sum(pss_kib(pid) for pid in processes.values()) / 1024, list(processes)
+
+
+def remove(runtime: Any, sandbox_ids: list[str]) -> None:
+    for sandbox_id in sandbox_ids:
+        runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=300)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--concurrent", type=int, default=10, help="pods started at once")
+    parser.add_argument("--pss", default="1,10", help="idle pod counts to read PSS at")
     parser.add_argument("--json", action="store_true", help="also print the raw numbers")
     parser.add_argument(
         "--guest-dir",
@@ -160,8 +219,12 @@ def main() -> int:
     # The floor boots the very kernel the vm handler picks for this host.
     kernel = load_guest_image(guest_dir, uncompressed_kernel=choice.degraded).kernel
 
-    floor, ready, running, memory = [], [], [], []
+    floor: list[float] = []
+    ready: dict[str, list[float]] = {mode: [] for mode in MODES}
+    running: dict[str, list[float]] = {mode: [] for mode in MODES}
+    memory: dict[str, list[float]] = {mode: [] for mode in MODES}
     stages: dict[str, list[float]] = {name: [] for name in (*GUEST_MARKERS, *HOST_MARKS)}
+    pss_at: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="vmcri-bench-") as tmp_name:
         tmp = Path(tmp_name)
         with LocalRegistry(tmp / "registry") as registry:
@@ -169,83 +232,120 @@ def main() -> int:
             image = f"{registry.host}/bench/busybox:1"
             config = tmp / "vmcri.toml"
             config.write_text(VM_CONFIG.format(guest_dir=json.dumps(str(guest_dir))))
-            # log level info: debug would slow the guest's boot
-            daemon = start_daemon(tmp, config=config, log_level="info")
+            # log level info: debug would slow the guest's boot. Own templates: timed here.
+            daemon = start_daemon(tmp, config=config, log_level="info", templates=None)
             try:
                 runtime = daemon.runtime()
+                build_s = wait_template(runtime)
+                print(f"VM template ready {build_s:.1f}s after the daemon started", flush=True)
                 daemon.images().PullImage(
                     pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=300
                 )
                 for run in range(args.runs):
                     floor.append(boot_floor(accel, kernel, guest_dir / "initrd.img", 256))
-                    pod = pb.PodSandboxConfig(
-                        metadata=pb.PodSandboxMetadata(name=f"bench-{run}", uid=f"u{run}"),
-                        log_directory=str(tmp / "logs"),
-                    )
+                    line = [f"run {run + 1}/{args.runs}: floor {floor[-1]:.2f}s"]
+                    for mode, handler in MODES.items():
+                        name = f"{mode}-{run}"
+                        sandbox_id, took = run_pod(runtime, tmp, name, handler)
+                        ready[mode].append(took)
+                        assert started_as(runtime, sandbox_id) == mode, (mode, sandbox_id)
+                        container = pb.ContainerConfig(
+                            metadata=pb.ContainerMetadata(name="c"),
+                            image=pb.ImageSpec(image=image),
+                            command=["sleep", "1000"],
+                        )
+                        started = time.monotonic() - took
+                        container_id = runtime.CreateContainer(
+                            pb.CreateContainerRequest(
+                                pod_sandbox_id=sandbox_id,
+                                config=container,
+                                sandbox_config=pod_config(tmp, name),
+                            ),
+                            timeout=300,
+                        ).container_id
+                        runtime.StartContainer(
+                            pb.StartContainerRequest(container_id=container_id), timeout=300
+                        )
+                        running[mode].append(time.monotonic() - started)
+                        time.sleep(2)  # let the guest settle before reading memory
+                        pss, processes = pod_pss_mib(tmp, sandbox_id)
+                        memory[mode].append(pss)
+                        if mode == "cold":
+                            pod_dir = tmp / "state/backends/vm" / sandbox_id
+                            marks = guest_timings(pod_dir / "console.log")
+                            marks.update(vm_up_timings(daemon.log, sandbox_id))
+                            for mark, value in marks.items():
+                                stages[mark].append(value)
+                        remove(runtime, [sandbox_id])
+                        line.append(
+                            f"{mode} ready {ready[mode][-1]:.2f}s running "
+                            f"{running[mode][-1]:.2f}s PSS {pss:.1f} MiB ({', '.join(processes)})"
+                        )
+                    print("; ".join(line), flush=True)
+
+                # N restored pods at once: until all are Ready.
+                with ThreadPoolExecutor(args.concurrent) as pool:
                     started = time.monotonic()
-                    sandbox_id = runtime.RunPodSandbox(
-                        pb.RunPodSandboxRequest(config=pod, runtime_handler="vm"), timeout=600
-                    ).pod_sandbox_id
-                    ready.append(time.monotonic() - started)
-                    container = pb.ContainerConfig(
-                        metadata=pb.ContainerMetadata(name="c"),
-                        image=pb.ImageSpec(image=image),
-                        command=["sleep", "1000"],
+                    results = list(
+                        pool.map(
+                            lambda n: run_pod(runtime, tmp, f"burst-{n}", "vm"),
+                            range(args.concurrent),
+                        )
                     )
-                    container_id = runtime.CreateContainer(
-                        pb.CreateContainerRequest(
-                            pod_sandbox_id=sandbox_id, config=container, sandbox_config=pod
-                        ),
-                        timeout=300,
-                    ).container_id
-                    runtime.StartContainer(
-                        pb.StartContainerRequest(container_id=container_id), timeout=300
-                    )
-                    running.append(time.monotonic() - started)
-                    time.sleep(2)  # let the guest settle before reading memory
-                    pod_dir = tmp / "state/backends/vm" / sandbox_id
-                    processes = pod_processes(sandbox_id, pod_dir / "share")
-                    memory.append(sum(pss_kib(pid) for pid in processes.values()) / 1024)
-                    marks = guest_timings(pod_dir / "console.log")
-                    marks.update(vm_up_timings(daemon.log, sandbox_id))
-                    for name, value in marks.items():
-                        stages[name].append(value)
-                    runtime.RemovePodSandbox(
-                        pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=300
-                    )
-                    print(
-                        f"run {run + 1}/{args.runs}: floor {floor[-1]:.2f}s, ready "
-                        f"{ready[-1]:.2f}s, running {running[-1]:.2f}s, host memory "
-                        f"{memory[-1]:.1f} MiB ({', '.join(processes)}); marks: "
-                        + ", ".join(f"{name} {value:.2f}s" for name, value in marks.items()),
-                        flush=True,
-                    )
+                    burst_s = time.monotonic() - started
+                burst_ids = [sandbox_id for sandbox_id, _ in results]
+                burst_kinds = [started_as(runtime, sandbox_id) for sandbox_id in burst_ids]
+                remove(runtime, burst_ids)
+                print(f"{args.concurrent} pods at once: all Ready in {burst_s:.2f}s "
+                      f"({burst_kinds.count('restored')} restored)", flush=True)  # fmt: skip
+
+                # PSS per idle restored pod at several pod counts.
+                idle: list[str] = []
+                for count in sorted(int(n) for n in args.pss.split(",")):
+                    while len(idle) < count:
+                        idle.append(run_pod(runtime, tmp, f"idle-{len(idle)}", "vm")[0])
+                    time.sleep(5)  # let the guests settle
+                    total = sum(pod_pss_mib(tmp, sandbox_id)[0] for sandbox_id in idle)
+                    pss_at[count] = total / count
+                    print(f"{count} idle pods: PSS {pss_at[count]:.1f} MiB per pod", flush=True)
+                remove(runtime, idle)
             finally:
                 stop_daemon(daemon)
                 subprocess.run(["umount", "-R", "-l", str(tmp / "state/backends/vm")],
                                capture_output=True)  # fmt: skip
 
-    f, r, c, m = summary(floor), summary(ready), summary(running), summary(memory)
-    print(f"\naccel {accel}, kernel {kernel.name}, {args.runs} runs, medians (p90):")
-    print(f"  bare floor (QEMU to /init)      {f['median']:6.2f}s ({f['p90']:.2f}s)")
-    print(f"  RunPodSandbox -> Ready          {r['median']:6.2f}s ({r['p90']:.2f}s)"
-          f"   {r['median'] / f['median']:.2f}x floor")  # fmt: skip
-    print(f"  -> first container running     {c['median']:6.2f}s ({c['p90']:.2f}s)"
-          f"   {c['median'] / f['median']:.2f}x floor")  # fmt: skip
-    print(f"  host memory per pod (PSS)       {m['median']:6.1f} MiB ({m['p90']:.1f} MiB)")
+    f = summary(floor)
+    print(f"\naccel {accel}, kernel {kernel.name}, {args.runs} runs each, medians (p90):")
+    print(f"  bare floor (QEMU to /init)          {f['median']:6.2f}s ({f['p90']:.2f}s)")
+    print(f"  VM template build (once per shape)  {build_s:6.2f}s")
+    for mode in MODES:
+        r, c, m = summary(ready[mode]), summary(running[mode]), summary(memory[mode])
+        print(f"  {mode:<8} RunPodSandbox -> Ready     {r['median']:6.2f}s ({r['p90']:.2f}s)"
+              f"   {r['median'] / f['median']:.2f}x floor")  # fmt: skip
+        print(f"  {mode:<8} -> first container running {c['median']:6.2f}s ({c['p90']:.2f}s)"
+              f"   {c['median'] / f['median']:.2f}x floor")  # fmt: skip
+        print(f"  {mode:<8} host PSS, one pod running   {m['median']:6.1f} MiB ({m['p90']:.1f})")
+    cold, warm = summary(ready["cold"]), summary(ready["restored"])
+    cold_c, warm_c = summary(running["cold"]), summary(running["restored"])
+    print(f"  restored/cold: Ready {warm['median'] / cold['median']:.2f}x, "
+          f"first container {warm_c['median'] / cold_c['median']:.2f}x")  # fmt: skip
+    print(f"  {args.concurrent} restored pods at once, all Ready  {burst_s:6.2f}s   "
+          f"{burst_s / warm['median']:.2f}x one")  # fmt: skip
+    for count, value in pss_at.items():
+        print(f"  PSS per idle restored pod at {count:>2} pods  {value:6.1f} MiB")
     labels = {
-        "exec_at": "guest uptime when /init execs the agent",
-        "listening": "agent listening, after its exec",
-        "agent_ready_s": "domain start to the agent's first answer",
-        "agent_uptime_s": "agent listening to its first answer",
+        "exec_at": "cold: guest uptime when /init execs the agent",
+        "listening": "cold: agent listening, after its exec",
+        "agent_ready_s": "cold: domain start to the agent's first answer",
+        "agent_uptime_s": "cold: agent listening to its first answer",
     }
     for name, values in stages.items():
         if values:
             g = summary(values)
-            print(f"  {labels[name]:<40} {g['median']:6.2f}s ({g['p90']:.2f}s)")
+            print(f"  {labels[name]:<48} {g['median']:6.2f}s ({g['p90']:.2f}s)")
     if args.json:
         raw = {"floor": floor, "ready": ready, "running": running, "pss_mib": memory}
-        print(json.dumps({**raw, "stages": stages}))
+        print(json.dumps({**raw, "stages": stages, "burst_s": burst_s, "pss_at": pss_at}))
     return 0
 
 

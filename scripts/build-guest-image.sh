@@ -14,7 +14,7 @@
 #   initrd.img     busybox + virtio/9p/overlay/vsock/virtiofs/erofs modules + guest/init
 #   rootfs.img     erofs (default) or squashfs root: mmdebstrap'ed Debian with python3 and
 #                  runc, the repo's vmcri/ package in /opt/vmcri (and protobuf from $VMCRI_VENV),
-#                  the kernel's modules of images/guest/module-trees.txt for modprobe
+#                  the kernel's modules of guest/module-trees.txt for modprobe
 #   VERSION        sha256 over the build inputs; an equal VERSION makes a rerun a no-op
 #   manifest.json  version, kernel_version, sizes, sha256s, build time, package list
 #
@@ -538,7 +538,7 @@ if ! chroot "$RF" "/usr/bin/$PYVER" -m compileall -q -f -j 1 --invalidation-mode
 	die "compileall failed in the guest root"
 fi
 
-# ---- kernel modules for containers (images/guest/module-trees.txt): the listed trees of the
+# ---- kernel modules for containers (guest/module-trees.txt): the listed trees of the
 # kernel's module tree and their dependencies, indexed by depmod, so that the guest kernel
 # loads what a container asks for through kmod's modprobe (packages.txt has kmod).
 python3 - "$MODDIR" "$RF$MODDIR" "$GUEST_SRC/module-trees.txt" "$TMP/root-modules.json" <<'PY' ||

@@ -309,7 +309,8 @@ overhead_memory_mib = 160
 overhead_vcpus = 1
 # Used when no container of the pod has a memory limit.
 default_memory_mib = 256
-# File sharing into the VM: "auto" (virtiofs where virtiofsd exists, else 9p), "9p", "virtiofs".
+# File sharing into the VM: "auto" (virtiofs where virtiofsd exists, else 9p; 9p when
+# templates are on, as a virtio-fs device cannot be saved), "9p", "virtiofs".
 shared_fs = "auto"
 # The agent channel: "auto" (vsock where /dev/vhost-vsock exists, else a virtio-serial
 # port), "serial" or "vsock".
@@ -323,6 +324,11 @@ shutdown_timeout_s = 10
 # its containers' writable layers; a guest that fills it gets ENOSPC, the host nothing.
 # 0: a plain directory under the root dir, bounded only by that file system.
 writable_layer_mib = 10240
+# VM templates: "auto" boots one VM per shape (image, memory, vCPUs) in the background,
+# saves it, and starts pods by restoring it (a cold boot when that fails); "off".
+template = "auto"
+# Where templates are kept; "" means <root>/backends/vm/templates.
+template_dir = ""
 
 [runtimes.runc]
 backend = "runc"

@@ -25,6 +25,7 @@ and can be imported by the in-guest agent too::
      │    └── DigestMismatch         (content did not match its digest)
      ├── ProtocolError               INTERNAL (a peer broke the protocol)
      ├── HypervisorError             INTERNAL (libvirt or QEMU failed)
+     │    └── TemplateUnusable       (a VM template is missing, stale or broken)
      ├── StateCorrupt                INTERNAL (a state file could not be read)
      └── HostCommandError            INTERNAL (runc, ip, mount... failed)
 """
@@ -118,6 +119,10 @@ class ProtocolError(VmcriError):
 
 class HypervisorError(VmcriError):
     """libvirt or QEMU failed."""
+
+
+class TemplateUnusable(HypervisorError):
+    """A VM template is missing, stale or broken; the pod cold-boots instead."""
 
 
 class StateCorrupt(VmcriError):

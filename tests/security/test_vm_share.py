@@ -85,6 +85,7 @@ class Pod:
             shared_fs="9p",
             boot_timeout_s=1,
             writable_layer_mib=writable_layer_mib,
+            template="off",  # the fake hypervisor boots nothing to save
         )
         self.hypervisor = FakeHypervisor()
         self.backend = VmBackend(options, context, hypervisor=self.hypervisor)

@@ -41,6 +41,8 @@ class AgentClient(AgentConnection):
         sysctls: dict[str, str] | None = None,
         mounts: Sequence[types.Mount9p] = (),
         interfaces: Sequence[types.GuestInterface] = (),
+        wall_clock_ns: int = 0,
+        nic_wait_s: int = 0,
     ) -> types.SandboxFiles:
         """Raises like :meth:`call` (InvalidArgument names the bad field)."""
         req = agent_pb2.SetupSandboxRequest(
@@ -61,6 +63,8 @@ class AgentClient(AgentConnection):
                 )
                 for i in interfaces
             ],
+            wall_clock_ns=wall_clock_ns,
+            nic_wait_s=nic_wait_s,
         )
         r = self._result(self.call(agent_pb2.Request(setup_sandbox=req)), "setup_sandbox")
         return self._checked(lambda: convert.sandbox_files(r.setup_sandbox))

@@ -16,6 +16,12 @@ import pytest
 
 from vmcri.api import api_pb2_grpc
 
+# VM templates (one boot per guest image version and VM shape, ~15 s under TCG) shared by
+# every daemon the tests start, and kept between runs: they are keyed by everything they
+# depend on and verified before each use. tests/integration/vm/test_vm_template.py makes
+# its own from scratch.
+SHARED_TEMPLATES = Path("/var/tmp/vmcri-test-templates")
+
 
 @dataclass
 class RunningDaemon:
@@ -41,11 +47,18 @@ def start_daemon(
     config: Path | None = None,
     log_level: str = "debug",
     launcher: Sequence[str] = (),
+    templates: Path | None = SHARED_TEMPLATES,
 ) -> RunningDaemon:
     """``vmcri serve`` below ``tmp``, once its socket answers; ``launcher`` runs it
-    (e.g. in a network namespace of its own: the command gets the daemon's argv)."""
+    (e.g. in a network namespace of its own: the command gets the daemon's argv).
+    ``templates``: VM templates shared with other daemons (None: the daemon's own)."""
     sock = tmp / "run" / "vmcri.sock"
     root, state, log = tmp / "root", tmp / "state", tmp / "daemon.log"
+    link = root / "backends" / "vm" / "templates"
+    if templates is not None and not link.exists():
+        templates.mkdir(parents=True, exist_ok=True, mode=0o700)
+        link.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        link.symlink_to(templates)
     args = [sys.executable, "-m", "vmcri", "serve", "--socket", str(sock), "--root", str(root)]
     args += ["--state", str(state), "--log-level", log_level, *extra]
     if config is None:

@@ -7,6 +7,7 @@ everything the daemon under test made, even when a test failed half-way.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,11 +18,23 @@ import pytest
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
 from tests.integration.harness import daemon_with_busybox
 from tests.support.registry import LocalRegistry
+from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
 from vmcri.handlers.vm.domain import domain_name
 
 BOOT_TIMEOUT_S = 240
+TEMPLATE_TIMEOUT_S = 300  # a template is one boot under TCG, once per guest image version
+
+
+def wait_for_template(daemon: RunningDaemon) -> None:
+    """Until the daemon has a VM template (so pods are restored, as in production)."""
+
+    def ready() -> bool:
+        status = daemon.runtime().Status(pb.StatusRequest(), timeout=30).status
+        return any(c.type == "VmTemplates" and c.status for c in status.conditions)
+
+    wait_for(ready, TEMPLATE_TIMEOUT_S, "a VM template")
 
 
 @dataclass
@@ -89,6 +102,12 @@ class VmEnv:
         response: pb.PodSandboxStatusResponse = self.runtime.PodSandboxStatus(request, timeout=30)
         return response.status.state
 
+    def started_as(self, sandbox_id: str) -> str:
+        """ "restored" (from a VM template) or "cold", as PodSandboxStatus's info says."""
+        request = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)
+        info = self.runtime.PodSandboxStatus(request, timeout=30).info["info"]
+        return str(json.loads(info)["runtime"]["start"])
+
     def log_of(self, pod: str, name: str) -> str:
         path = self.tmp / "logs" / pod / f"{name}.log"
         return path.read_text() if path.exists() else ""
@@ -116,6 +135,7 @@ def destroy_domain(sandbox_id: str) -> None:
 @pytest.fixture(scope="module")
 def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
     with daemon_with_busybox(tmp_path_factory.mktemp("vm"), VmEnv) as env:
+        wait_for_template(env.daemon)
         try:
             yield env
         finally:

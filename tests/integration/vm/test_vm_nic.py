@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.vm.conftest import destroy_domain, domain_exists
+from tests.integration.daemon.conftest import SHARED_TEMPLATES
+from tests.integration.vm.conftest import TEMPLATE_TIMEOUT_S, destroy_domain, domain_exists
 from tests.support.wait import wait_for
 from tests.unit.vm.test_backend import vm_context
 from vmcri.handlers.base import ImageInfo
@@ -171,8 +172,17 @@ class WatchedTaps(NetlinkTaps):
 def make_backend(tmp: Path, taps: NetlinkTaps | None = None) -> tuple[VmBackend, Store]:
     store = Store(tmp / "root")
     context = vm_context(tmp, store)
-    options = VmOptions(shared_fs="9p", boot_timeout_s=BOOT_TIMEOUT_S)
-    return VmBackend(options, context, taps=taps), store
+    options = VmOptions(
+        shared_fs="9p", boot_timeout_s=BOOT_TIMEOUT_S, template_dir=str(SHARED_TEMPLATES)
+    )
+    backend = VmBackend(options, context, taps=taps)
+
+    # Restored pods, as in production: the NIC is then hotplugged after the restore.
+    def templated() -> bool:
+        return any(c.type == "VmTemplates" and c.status for c in backend.conditions())
+
+    wait_for(templated, TEMPLATE_TIMEOUT_S, "a VM template")
+    return backend, store
 
 
 def echo(address: str, payload: bytes, timeout: float = 10.0) -> bytes:
@@ -230,7 +240,8 @@ def test_the_host_reaches_a_vm_pod_at_its_pod_ip_and_removal_leaves_nothing(
     )
     tap = tap_name(sandbox.id)
     try:
-        backend.run_sandbox(sandbox)
+        started = backend.run_sandbox(sandbox)
+        assert started.runtime["start"] == "restored"  # the NIC was hotplugged after it
         sandbox = store.sandboxes.set_state_fields(sandbox.id, state=SandboxState.READY)
         # While QEMU had it in the host netns the tap was down (libvirt leaves a managed='no'
         # tap alone), so no guest frame could reach the host's own stack; now it lives in

@@ -18,6 +18,7 @@ def test_pod_runs_a_container_that_logs_execs_reports_stats_and_goes_away(vm_env
     sandbox_id, pod = vm_env.run_pod("web")
     assert domain_exists(sandbox_id)
     assert vm_env.pod_state(sandbox_id) == pb.SANDBOX_READY
+    assert vm_env.started_as(sandbox_id) == "restored"  # from the template (conftest)
     status = vm_env.runtime.Status(pb.StatusRequest(), timeout=30)
     assert any(h.name == "vm" for h in status.runtime_handlers)
 

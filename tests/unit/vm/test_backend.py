@@ -48,6 +48,21 @@ class FakeHypervisor:
         self.destroyed.append(name)
         self.running.discard(name)
 
+    def names(self, prefix: str) -> list[str]:
+        return sorted(n for n in self.running if n.startswith(prefix))
+
+    def version(self) -> str:
+        return "fake-1"
+
+    def save_state(self, name: str, target: Path, channel: Path, timeout_s: float) -> None:
+        raise HypervisorError("the fake hypervisor saves nothing")
+
+    def restore(self, name: str, xml: str, state: Path, channel: Path, timeout_s: float) -> None:
+        raise HypervisorError("the fake hypervisor restores nothing")
+
+    def attach_device(self, name: str, xml: str) -> None:
+        raise HypervisorError("the fake hypervisor hotplugs nothing")
+
 
 class FakeMounter:
     def __init__(self) -> None:
@@ -126,7 +141,9 @@ def make_backend(
     (guest / "VERSION").write_text("abc123\n")
     store = Store(tmp / "root")
     context = vm_context(tmp, store)
-    options = VmOptions(guest_dir=str(guest), accel="tcg", shared_fs="9p", boot_timeout_s=1)
+    options = VmOptions(
+        guest_dir=str(guest), accel="tcg", shared_fs="9p", boot_timeout_s=1, template="off"
+    )
     backend = VmBackend(
         options, context, hypervisor=hypervisor, mounter=FakeMounter(), taps=taps or NoTaps()
     )
@@ -239,3 +256,53 @@ def test_a_state_dir_too_deep_for_sockets_is_refused_up_front(tmp_path: Path) ->
     with pytest.raises(FailedPrecondition, match="too deep"):
         backend.run_sandbox(sandbox())
     assert hypervisor.started_xml == ""
+
+
+class RefusingRestores(FakeHypervisor):
+    """libvirt refuses every restore (e.g. a state of another QEMU); cold boots fail too."""
+
+    def __init__(self) -> None:
+        super().__init__(fail_start=True)
+        self.restores: list[str] = []
+
+    def names(self, prefix: str) -> list[str]:
+        return []
+
+    def version(self) -> str:
+        return "fake 1"
+
+    def restore(self, name: str, xml: str, state: Path, channel: Path, timeout_s: float) -> None:
+        self.restores.append(xml)
+        channel.touch()  # QEMU had started to listen
+        raise HypervisorError("QMP migrate-incoming: load of migration failed")
+
+
+def test_a_refused_restore_falls_back_to_a_cold_boot_and_drops_the_template(
+    short_tmp: Path,
+) -> None:
+    from vmcri.handlers.vm.template import MIB, Templates, TemplateStore
+
+    hypervisor = RefusingRestores()
+    backend, _ = make_backend(short_tmp, hypervisor)
+    store = TemplateStore(short_tmp / "templates")
+    backend._templates = Templates(store, lambda shape, staging: None)
+    guest = backend._guest()
+    shape = backend._shape(guest, 416, 1)
+
+    def build(shape_: object, staging: Path) -> None:
+        with open(staging / "memory", "wb") as f:
+            f.truncate(416 * MIB)
+        (staging / "state").write_bytes(b"QEVM")
+
+    assert Templates(store, build).ensure(shape) is not None
+    record = sandbox()
+    with pytest.raises(HypervisorError, match="cannot start"):  # the cold boot's own error
+        backend.run_sandbox(record)
+    assert len(hypervisor.restores) == 1
+    assert "share=off" in hypervisor.restores[0] and "-incoming" in hypervisor.restores[0]
+    assert "<domain type='qemu'>" in hypervisor.started_xml  # then a plain cold boot
+    assert not store.path(shape).exists()  # the template that failed is gone
+    state = short_tmp / "state" / "backends" / "vm"
+    assert list((state / "sockets").iterdir()) == []
+    assert not (state / record.id).exists()
+    assert hypervisor.destroyed.count(domain_name(record.id)) >= 2

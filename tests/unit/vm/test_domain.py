@@ -20,6 +20,7 @@ from vmcri.handlers.vm.domain import (
     DomainSpec,
     Nic,
     Share,
+    TemplateMemory,
     domain_uuid,
     kernel_cmdline,
     size_vm,
@@ -71,6 +72,10 @@ CASES = {
     ),
     "tcg-q35-9p-nic": spec(
         nic=Nic(mac="0a:58:0a:fa:00:05", tap="vmtapabababab", mtu=1450, vhost=False)
+    ),
+    "tcg-q35-9p-template-clone": spec(
+        cmdline=kernel_cmdline(False, "/run/vmcri/shared", template=True),
+        template_memory=TemplateMemory("/var/lib/vmcri/templates/k/memory", False, True),
     ),
     "kvm-nic-vhost": spec(
         domain_type="kvm",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -89,13 +90,15 @@ class GuestNetwork:
         self._run = run
         self._sys = sys_class_net
 
-    def configure(self, interfaces: Sequence[agent_pb2.NetInterface]) -> None:
+    def configure(self, interfaces: Sequence[agent_pb2.NetInterface], wait_s: float = 0) -> None:
         """Apply checked interfaces; repeating the same set-up is harmless.
 
+        ``wait_s``: how long a NIC may take to appear (hotplugged into a restored VM).
         Raises FailedPrecondition (no NIC has the MAC), HostCommandError.
         """
+        deadline = time.monotonic() + wait_s
         for iface in interfaces:
-            current = self._find(iface.mac)
+            current = self._find(iface.mac, deadline)
             if current != iface.name:
                 # A name the kernel gave (eth0, eth1...) may be the one asked for by another
                 # interface later; renaming needs the link down, which it is before set-up.
@@ -112,15 +115,20 @@ class GuestNetwork:
                 family = "-6" if ":" in route.dst else "-4"
                 self._run([family, "route", "replace", route.dst, *via, "dev", iface.name])
 
-    def _find(self, mac: str) -> str:
-        try:
-            entries = sorted(self._sys.iterdir())
-        except OSError as exc:
-            raise HostCommandError(f"cannot list {self._sys}: {exc}") from exc
-        for entry in entries:
+    def _find(self, mac: str, deadline: float = 0.0) -> str:
+        while True:
             try:
-                if (entry / "address").read_text().strip().lower() == mac:
-                    return entry.name
-            except OSError:
-                continue  # an interface that went away, or one without an address
+                entries = sorted(self._sys.iterdir())
+            except OSError as exc:
+                raise HostCommandError(f"cannot list {self._sys}: {exc}") from exc
+            for entry in entries:
+                try:
+                    if (entry / "address").read_text().strip().lower() == mac:
+                        return entry.name
+                except OSError:
+                    continue  # an interface that went away, or one without an address
+            if time.monotonic() >= deadline:
+                break
+            # No netlink event loop in the agent: a hotplugged NIC is looked for again.
+            time.sleep(0.02)
         raise FailedPrecondition(f"no guest network interface has MAC {mac} (virtio_net missing?)")

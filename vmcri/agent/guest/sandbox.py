@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +24,7 @@ from vmcri.errors import HostCommandError, InvalidArgument
 MAX_FILE = 64 * 1024
 MAX_SYSCTLS = 256
 MAX_MOUNTS = 64
+MAX_NIC_WAIT_S = 30
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
 SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[A-Za-z0-9_-]+){1,8}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
@@ -36,6 +38,7 @@ class HostSettings(NamedTuple):
     proc_sys: Path = Path("/proc/sys")
     network: GuestNetwork = GuestNetwork()
     enabled: bool = True
+    set_clock: Callable[[int], None] = lambda ns: _set_wall_clock(ns)
 
 
 class Sandbox:
@@ -68,6 +71,8 @@ class Sandbox:
         for mount in req.mounts:
             _check_mount(mount)
         check_interfaces(req.interfaces)
+        if req.wall_clock_ns < 0 or req.nic_wait_s > MAX_NIC_WAIT_S:
+            raise InvalidArgument("wall_clock_ns or nic_wait_s is out of range")
 
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         files = {
@@ -78,6 +83,11 @@ class Sandbox:
         for name, content in files.items():
             _write_atomic(self.dir / name, content)
         if self._settings.enabled:
+            if req.wall_clock_ns:
+                try:
+                    self._settings.set_clock(req.wall_clock_ns)
+                except OSError as exc:
+                    raise HostCommandError(f"cannot set the wall clock: {exc}") from exc
             if req.hostname:
                 self._settings.set_hostname(req.hostname)
             for key, value in req.sysctls.items():
@@ -87,7 +97,7 @@ class Sandbox:
                 except OSError as exc:
                     raise HostCommandError(f"sysctl {key}={value}: {exc}") from exc
             # After the sysctls: a pod's net.* sysctls may shape how its addresses behave.
-            self._settings.network.configure(req.interfaces)
+            self._settings.network.configure(req.interfaces, wait_s=req.nic_wait_s)
         for mount in req.mounts:
             self._mount_9p(mount)
         return agent_pb2.SetupSandboxResponse(
@@ -119,6 +129,10 @@ def _check_mount(mount: agent_pb2.Mount9p) -> None:
     for option in mount.options:
         if not OPTION_RE.match(option):
             raise InvalidArgument(f"mounts: option {option[:80]!r} is not allowed")
+
+
+def _set_wall_clock(ns: int) -> None:
+    time.clock_settime_ns(time.CLOCK_REALTIME, ns)
 
 
 def _write_atomic(path: Path, content: bytes) -> None:

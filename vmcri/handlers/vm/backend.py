@@ -12,17 +12,30 @@ container so a daemon restart loses nothing.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import dataclasses
+import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
+import uuid as uuid_module
 from collections.abc import Sequence
 from pathlib import Path
 
+from vmcri.agent import types as agent_types
+from vmcri.agent.client import AgentClient
+from vmcri.agent.types import AgentInfo, Mount9p
 from vmcri.errors import (
+    AgentUnavailable,
     ConfigError,
+    DeadlineExceeded,
     FailedPrecondition,
     HypervisorError,
+    ProtocolError,
+    TemplateUnusable,
     Unimplemented,
     VmcriError,
 )
@@ -47,6 +60,7 @@ from vmcri.handlers.vm.domain import (
     TCG_CACHE_MIB,
     DomainSpec,
     Share,
+    TemplateMemory,
     domain_name,
     domain_uuid,
     find_virtiofsd,
@@ -59,8 +73,9 @@ from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_unt
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
 from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
-from vmcri.handlers.vm.render import render_domain
+from vmcri.handlers.vm.render import render_domain, render_nic
 from vmcri.handlers.vm.spec import container_spec, pod_files
+from vmcri.handlers.vm.template import Shape, Template, Templates, TemplateStore
 from vmcri.handlers.vm.volumes import mount_volumes
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter
 from vmcri.metrics import families as metrics
@@ -74,6 +89,16 @@ log = logging.getLogger(__name__)
 
 EXEC_OUTPUT_LIMIT = 480 * 1024  # per stream; both must fit one agent frame
 VHOST_VSOCK = "/dev/vhost-vsock"
+TEMPLATE_DOMAIN_PREFIX = "vmcritpl-"  # + daemon pid + key: not a pod's "vmcri-" domain
+RESTORE_TIMEOUT_S = 30.0  # QEMU loads a few hundred KiB of device state
+RESTORE_AGENT_TIMEOUT_S = 15.0  # a restored agent answers at once; more means it is broken
+NIC_WAIT_S = 10  # a hotplugged NIC shows up in the guest
+SAVE_TIMEOUT_S = 60.0
+GUEST_9P_OPTIONS = ("msize=262144",)  # as guest/init mounts a cold-booted pod's share
+# A restore that fails for one of these cold-boots the pod; anything else (a bad sysctl,
+# a pod the host cannot hold) would fail a cold boot the same way.
+RESTORE_FAILURES = (HypervisorError, AgentUnavailable, DeadlineExceeded, ProtocolError,
+                    FailedPrecondition)  # fmt: skip
 
 
 def create(options: VmOptions, context: BackendContext) -> VmBackend:
@@ -108,9 +133,25 @@ class VmBackend:
             raise ConfigError(
                 "options.shared_fs: 'virtiofs' was asked for but no virtiofsd binary was found"
             )
+        if options.template == "auto" and options.shared_fs == "auto":
+            self._virtiofsd = ""  # templates need 9p: a virtio-fs device cannot be saved
         self._share_driver = "virtiofs" if self._virtiofsd else "9p"
         self._containers = SupervisedContainers(self, context.services)
         self._private_ready = False
+        self._hypervisor_version = ""
+        self._templates: Templates | None = None
+        self._template_blocker = _template_blocker(options, self._vsock, self._share_driver)
+        if options.template == "auto" and self._template_blocker:
+            log.warning("vm backend: VM templates are off: %s", self._template_blocker)
+        elif not self._template_blocker:
+            directory = Path(options.template_dir) if options.template_dir else None
+            store = TemplateStore(directory or context.root / "templates")
+            self._templates = Templates(store, self._build_template)
+            self._template_domain = ""  # the template VM being built, destroyed at exit
+            atexit.register(self._stop_template_build)
+            threading.Thread(
+                target=self._prepare_templates, name="vm-templates-init", daemon=True
+            ).start()
 
     # ------------------------------------------------------------ helpers
 
@@ -186,9 +227,16 @@ class VmBackend:
         )
 
     def conditions(self) -> Sequence[Condition]:
-        if not self._accel.degraded:
-            return ()
-        return (Condition("VmAcceleration", False, "SoftwareEmulation", self._accel.reason),)
+        found: list[Condition] = []
+        if self._accel.degraded:
+            found.append(
+                Condition("VmAcceleration", False, "SoftwareEmulation", self._accel.reason)
+            )
+        if self._templates is not None:
+            found.append(Condition("VmTemplates", *self._templates.summary()))
+        elif self._options.template == "auto":
+            found.append(Condition("VmTemplates", False, "Unsupported", self._template_blocker))
+        return tuple(found)
 
     def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
         if uses_userns(sandbox.config.security.namespace_options):
@@ -209,37 +257,46 @@ class VmBackend:
         if layout.agent_socket.exists():
             raise FailedPrecondition(f"agent socket {layout.agent_socket} is already in use")
         try:
-            hostname, hosts, resolv = pod_files(sandbox)
+            hostname = pod_files(sandbox)[0]
+            memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
+            template = self._template_for(guest, memory_mib, vcpus)
             self._prepare_dirs(layout)
             plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
-            spec = self._domain_spec(sandbox, layout, guest, plan)
             started = time.monotonic()
-            if plan is not None:
-                nic.plug(self._taps, plan)
-            self._hypervisor.start(name, render_domain(spec))
-            if plan is not None:
-                nic.attach(self._taps, plan)
-            domain_up = time.monotonic()
-            link = self._containers.link(sandbox)
-            info = link.wait_ready(self._options.boot_timeout_s, alive=lambda: self._alive(name))
-            agent_up = time.monotonic()
-            _check_guest_version(info.agent_version, guest)
-            # The init already mounted the pod share (kernel command line).
-            guest_files = link.client.setup_sandbox(
-                hostname=hostname,
-                hosts=hosts,
-                resolv_conf=resolv,
-                sysctls=dict(sandbox.config.sysctls),
-                interfaces=(plan.guest,) if plan is not None else (),
-            )
+            spec: DomainSpec | None = None
+            if template is not None:
+                try:
+                    spec, info, timings = self._restore(sandbox, layout, guest, plan, template)
+                    guest_files = self._setup(sandbox, spec, plan, restored=True)
+                except RESTORE_FAILURES as exc:
+                    log.warning(
+                        "sandbox %s: restore from VM template %s failed, cold boot: %s",
+                        sandbox.id,
+                        template.shape.label(),
+                        exc.message,
+                    )
+                    self._undo_start(sandbox)
+                    if isinstance(exc, TemplateUnusable) and self._templates is not None:
+                        self._templates.broken(template.shape, exc.message)
+                    spec = None
+                    started = time.monotonic()
+            if spec is None:
+                spec, info, timings = self._cold_boot(sandbox, layout, guest, plan)
+                guest_files = self._setup(sandbox, spec, plan, restored=False)
+            restored = spec.template_memory is not None
+            if self._templates is not None:
+                self._templates.count(restored)
             log.info(
-                "sandbox %s: VM up",
+                "sandbox %s: VM up (%s)",
                 sandbox.id,
+                f"restored from template {template.shape.label()}"
+                if restored and template is not None
+                else "cold boot",
                 extra={
-                    "domain_start_s": round(domain_up - started, 3),
-                    "agent_ready_s": round(agent_up - started, 3),
+                    "start": "restored" if restored else "cold",
                     "agent_uptime_s": round(info.uptime_ns / 1e9, 3),
                     "sandbox_ready_s": round(time.monotonic() - started, 3),
+                    **timings,
                 },
             )
         except BaseException as exc:
@@ -261,6 +318,7 @@ class VmBackend:
                 "accel": spec.domain_type,
                 "memory_mib": str(spec.memory_mib),
                 "vcpus": str(spec.vcpus),
+                "start": "restored" if restored else "cold",
                 "hostname": hostname,
                 "hostname_path": guest_files.hostname_path,
                 "hosts_path": guest_files.hosts_path,
@@ -270,6 +328,270 @@ class VmBackend:
 
     def _alive(self, name: str) -> bool:
         return self._hypervisor.is_running(name)
+
+    def _cold_boot(
+        self,
+        sandbox: SandboxRecord,
+        layout: SandboxLayout,
+        guest: GuestImage,
+        plan: nic.NicPlan | None,
+    ) -> tuple[DomainSpec, AgentInfo, dict[str, float]]:
+        """Boot the pod's VM from its kernel; raises like the hypervisor and the agent."""
+        name = domain_name(sandbox.id)
+        spec = self._domain_spec(sandbox, layout, guest, plan)
+        started = time.monotonic()
+        if plan is not None:
+            nic.plug(self._taps, plan)
+        self._hypervisor.start(name, render_domain(spec))
+        if plan is not None:
+            nic.attach(self._taps, plan)
+        domain_up = time.monotonic()
+        link = self._containers.link(sandbox)
+        info = link.wait_ready(self._options.boot_timeout_s, alive=lambda: self._alive(name))
+        _check_guest_version(info.agent_version, guest)
+        timings = {
+            "domain_start_s": round(domain_up - started, 3),
+            "agent_ready_s": round(time.monotonic() - started, 3),
+        }
+        return spec, info, timings
+
+    def _restore(
+        self,
+        sandbox: SandboxRecord,
+        layout: SandboxLayout,
+        guest: GuestImage,
+        plan: nic.NicPlan | None,
+        template: Template,
+    ) -> tuple[DomainSpec, AgentInfo, dict[str, float]]:
+        """Start the pod's VM from a template: the saved guest resumes with the pod's own
+        host-side files; its NIC (with the pod's MAC) is hotplugged afterwards.
+
+        Raises HypervisorError (libvirt or QEMU refused), AgentUnavailable,
+        FailedPrecondition (the agent is of another image), the NIC's errors.
+        """
+        name = domain_name(sandbox.id)
+        spec = self._templated_spec(
+            template.shape,
+            guest,
+            name=name,
+            uuid=domain_uuid(sandbox.id),
+            agent_socket=layout.agent_socket,
+            console_log=layout.console_log,
+            share=layout.share,
+            memory=TemplateMemory(str(template.memory), shared=False, incoming=True),
+        )
+        started = time.monotonic()
+        if plan is not None:
+            nic.plug(self._taps, plan)
+        try:
+            self._hypervisor.restore(
+                name, render_domain(spec), template.state, layout.incoming_socket, RESTORE_TIMEOUT_S
+            )
+            link = self._containers.link(sandbox)
+            info = link.wait_ready(RESTORE_AGENT_TIMEOUT_S, alive=lambda: self._alive(name))
+            _check_guest_version(info.agent_version, guest)
+        except (HypervisorError, AgentUnavailable, FailedPrecondition) as exc:
+            # The template itself failed (its state, its guest): it goes, the pod cold-boots.
+            raise TemplateUnusable(f"restore failed: {exc.message}") from exc
+        domain_up = time.monotonic()
+        if plan is not None:
+            self._hypervisor.attach_device(name, render_nic(plan.nic))
+            nic.attach(self._taps, plan)
+        timings = {
+            "domain_start_s": round(domain_up - started, 3),
+            "agent_ready_s": round(time.monotonic() - started, 3),
+        }
+        return spec, info, timings
+
+    def _setup(
+        self,
+        sandbox: SandboxRecord,
+        spec: DomainSpec,
+        plan: nic.NicPlan | None,
+        restored: bool,
+    ) -> agent_types.SandboxFiles:
+        """The pod's settings in the guest. A cold-booted guest's init mounted the share
+        (kernel command line); a restored one mounts it now, sets the clock the template
+        was saved with to now, and waits for its hotplugged NIC."""
+        hostname, hosts, resolv = pod_files(sandbox)
+        return self._containers.link(sandbox).client.setup_sandbox(
+            hostname=hostname,
+            hosts=hosts,
+            resolv_conf=resolv,
+            sysctls=dict(sandbox.config.sysctls),
+            interfaces=(plan.guest,) if plan is not None else (),
+            mounts=(Mount9p(SHARE_TAG, GUEST_SHARE, GUEST_9P_OPTIONS),) if restored else (),
+            wall_clock_ns=time.time_ns() if restored else 0,
+            nic_wait_s=NIC_WAIT_S if restored and plan is not None else 0,
+        )
+
+    def _undo_start(self, sandbox: SandboxRecord) -> None:
+        """Undo a start that failed half-way (domain, agent link, tap, sockets), keeping
+        the pod's directories and mounts for the next attempt."""
+        layout = self._layout(sandbox.id)
+        self._containers.drop_link(sandbox.id)
+        try:
+            self._hypervisor.destroy(domain_name(sandbox.id))
+        except HypervisorError as exc:
+            log.error("sandbox %s: destroy failed: %s", sandbox.id, exc.message)
+        try:
+            nic.unplug(self._taps, sandbox.id, sandbox.network)
+        except VmcriError as exc:
+            log.error("sandbox %s: NIC removal failed: %s", sandbox.id, exc.message)
+        layout.agent_socket.unlink(missing_ok=True)
+        layout.incoming_socket.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ VM templates (template.py)
+
+    def _shape(self, guest: GuestImage, memory_mib: int, vcpus: int) -> Shape:
+        if not self._hypervisor_version:
+            self._hypervisor_version = self._hypervisor.version()
+        shape = Shape(
+            guest_version=guest.version,
+            hypervisor=self._hypervisor_version,
+            domain_type=self._accel.domain_type,
+            machine=self._options.machine,
+            memory_mib=memory_mib,
+            vcpus=vcpus,
+            tcg_cache_mib=TCG_CACHE_MIB if self._accel.degraded else 0,
+            share_driver=self._share_driver,
+        )
+        # What the saved guest saw: the domain with every per-VM value a placeholder
+        # (a change of templates/ or of the device policy makes a new template).
+        placeholder = Path("/")
+        spec = self._templated_spec(
+            shape, guest, name="n", uuid="u", agent_socket=placeholder, console_log=placeholder,
+            share=placeholder, memory=TemplateMemory("m", shared=False, incoming=False),
+        )  # fmt: skip
+        devices = hashlib.sha256(render_domain(spec).encode()).hexdigest()[:16]
+        return dataclasses.replace(shape, devices=devices)
+
+    def _template_for(self, guest: GuestImage, memory_mib: int, vcpus: int) -> Template | None:
+        """The verified template of the pod's shape; None: cold boot (a build is queued)."""
+        if self._templates is None:
+            return None
+        try:
+            return self._templates.get(self._shape(guest, memory_mib, vcpus))
+        except HypervisorError as exc:
+            log.warning("VM templates: %s", exc.message)
+            return None
+
+    def _prepare_templates(self) -> None:
+        """At start-up: clear what builds of dead daemons left, then build the template of
+        the default shape (a pod with no limits)."""
+        assert self._templates is not None
+        try:
+            for name in self._hypervisor.names(TEMPLATE_DOMAIN_PREFIX):
+                pid = name.removeprefix(TEMPLATE_DOMAIN_PREFIX).split("-", 1)[0]
+                if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                    log.info("VM templates: destroying %s, left by a dead daemon", name)
+                    self._hypervisor.destroy(name)
+            guest = self._guest()
+            self._templates.store.sweep(
+                lambda shape: shape == self._shape(guest, shape.memory_mib, shape.vcpus)
+            )
+            memory_mib, vcpus = size_vm([], Resources(), self._options)
+            self._template_for(guest, memory_mib, vcpus)
+        except (VmcriError, OSError) as exc:
+            log.warning("VM templates: cannot prepare the default template: %s", exc)
+
+    def _stop_template_build(self) -> None:
+        """At exit: a template VM still booting would outlive the daemon."""
+        if self._template_domain:
+            with contextlib.suppress(VmcriError):
+                self._hypervisor.destroy(self._template_domain)
+
+    def _templated_spec(
+        self,
+        shape: Shape,
+        guest: GuestImage,
+        *,
+        name: str,
+        uuid: str,
+        agent_socket: Path,
+        console_log: Path,
+        share: Path,
+        memory: TemplateMemory,
+    ) -> DomainSpec:
+        """The domain of a template or of a clone: the same devices, host-side paths apart."""
+        return DomainSpec(
+            name=name,
+            uuid=uuid,
+            domain_type=shape.domain_type,
+            machine=shape.machine,
+            memory_mib=shape.memory_mib,
+            vcpus=shape.vcpus,
+            kernel=str(guest.kernel),
+            initrd=str(guest.initrd),
+            cmdline=kernel_cmdline(False, GUEST_SHARE, template=True),
+            root_image=str(guest.root_image),
+            agent_socket=str(agent_socket),
+            agent_port_name=AGENT_PORT_NAME,
+            agent_vsock_cid=0,
+            console_log=str(console_log),
+            shares=(Share(SHARE_TAG, str(share), False, shape.share_driver),),
+            run_as_root=shape.share_driver == "9p",
+            tcg_cache_mib=shape.tcg_cache_mib,
+            template_memory=memory,
+        )
+
+    def _build_template(self, shape: Shape, staging: Path) -> None:
+        """Boot a template VM of ``shape`` with its RAM in ``staging/memory``, wait for its
+        agent, save its device state to ``staging/state``; nothing is left running.
+
+        Raises HypervisorError, AgentUnavailable, FailedPrecondition (agent of another image).
+        """
+        guest = self._guest()
+        if guest.version != shape.guest_version:
+            raise FailedPrecondition(f"the guest image is now {guest.version[:12]}")
+        tag = f"{os.getpid()}-{shape.key()[:8]}"
+        name = f"{TEMPLATE_DOMAIN_PREFIX}{tag}"
+        sockets = staging  # the build's sockets go with it, unless the path is too long
+        if len(str(staging / "agent.sock")) > MAX_SOCKET_PATH:
+            sockets = self._state / "sockets"
+            sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        agent_socket = sockets / f"tpl-{tag}.agent"
+        share = staging / "share"  # empty, never mounted by the template's guest
+        share.mkdir()
+        spec = self._templated_spec(
+            shape,
+            guest,
+            name=name,
+            uuid=str(uuid_module.uuid4()),
+            agent_socket=agent_socket,
+            console_log=staging / "console.log",
+            share=share,
+            memory=TemplateMemory(str(staging / "memory"), shared=True, incoming=False),
+        )
+        client = AgentClient(
+            f"unix://{agent_socket}", connect_timeout=2.0, call_timeout=30.0, reconnect=False
+        )
+        try:
+            self._template_domain = name
+            self._hypervisor.start(name, render_domain(spec))
+            deadline = time.monotonic() + self._options.boot_timeout_s
+            while True:
+                if not self._alive(name):
+                    raise HypervisorError(f"template VM {name} stopped while booting")
+                try:
+                    info = client.ping()
+                    break
+                except (AgentUnavailable, OSError) as exc:
+                    if time.monotonic() > deadline:
+                        raise AgentUnavailable(f"template VM {name}: no agent ({exc})") from exc
+                    time.sleep(0.2)
+            _check_guest_version(info.agent_version, guest)
+            client.close()  # the template's agent waits for a next connection: a pod's
+            self._hypervisor.save_state(
+                name, staging / "state", sockets / f"tpl-{tag}.save", SAVE_TIMEOUT_S
+            )
+        finally:
+            client.close()
+            self._hypervisor.destroy(name)
+            self._template_domain = ""
+            agent_socket.unlink(missing_ok=True)
+        (staging / "console.log").unlink(missing_ok=True)
+        share.rmdir()
 
     def _domain_spec(
         self,
@@ -343,6 +665,7 @@ class VmBackend:
         shutil.rmtree(layout.base, ignore_errors=True)
         shutil.rmtree(layout.disk, ignore_errors=True)
         layout.agent_socket.unlink(missing_ok=True)
+        layout.incoming_socket.unlink(missing_ok=True)
 
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
         alive = self._alive(domain_name(sandbox.id))
@@ -443,6 +766,17 @@ class VmBackend:
     def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
         """Raises FailedPrecondition (VM down), Unavailable (nothing listens on the port)."""
         return self._containers.port_connection(sandbox, port)
+
+
+def _template_blocker(options: VmOptions, vsock: bool, share_driver: str) -> str:
+    """Why this backend cannot use VM templates, or "" when it can."""
+    if options.template == "off":
+        return "options.template is off"
+    if vsock:
+        return "the agent uses vsock (its CID is fixed in a saved guest)"
+    if share_driver != "9p":
+        return "options.shared_fs is virtiofs (a vhost-user-fs device cannot be saved)"
+    return ""
 
 
 def _use_vsock(setting: str, device: Path) -> bool:

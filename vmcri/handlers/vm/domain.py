@@ -42,6 +42,27 @@ class Nic:
 
 
 @dataclass(frozen=True)
+class TemplateMemory:
+    """Guest RAM in a file: a template's (shared, written) or a clone's (private, COW).
+
+    A template VM maps ``path`` MAP_SHARED, so its RAM ends up in the file when it is
+    saved; a clone maps the same file MAP_PRIVATE (QEMU ``share=off``): the pages it
+    reads come from the page cache, shared with every other clone of the template, and
+    the pages it writes are copied into its own memory. No clone writes the file.
+    """
+
+    path: str
+    shared: bool  # True: the template being made; False: a clone restored from it
+    incoming: bool  # start paused, waiting for the saved device state (``-incoming defer``)
+
+
+TEMPLATE_MEMORY_ID = "vmcri.ram"  # the RAM block's name; the same in template and clones
+# PCIe root ports of a templated VM: libvirt puts each PCI device (disk, serial, share,
+# USB) on one and the NIC hotplugged after a restore needs a free one.
+HOTPLUG_PORTS = 8
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     name: str
     uuid: str
@@ -62,6 +83,35 @@ class DomainSpec:
     virtiofsd: str = ""  # the virtiofsd binary, for virtiofs shares
     tcg_cache_mib: int = 0  # > 0: cap QEMU's translated-code cache (software emulation)
     nic: Nic | None = None  # None: no network device (host-network pods, no CNI)
+    # VM templates (template.py): RAM in a file, a VM generation ID (the guest reseeds its
+    # RNG when it changes, i.e. on every restore) and spare ports for the NIC hotplugged
+    # after a restore. Template and clones must have the very same devices.
+    template_memory: TemplateMemory | None = None
+
+    @property
+    def genid(self) -> bool:
+        return self.template_memory is not None
+
+    @property
+    def hotplug_ports(self) -> int:
+        return HOTPLUG_PORTS if self.template_memory is not None else 0
+
+    @property
+    def qemu_args(self) -> tuple[str, ...]:
+        """Extra QEMU arguments (``<qemu:commandline>``) that libvirt's XML cannot say."""
+        memory = self.template_memory
+        if memory is None:
+            return ()
+        path = memory.path.replace(",", ",,")  # QEMU's option syntax: a comma is doubled
+        backend = (
+            f"memory-backend-file,id={TEMPLATE_MEMORY_ID},mem-path={path},"
+            f"share={'on' if memory.shared else 'off'},size={self.memory_mib}M"
+        )
+        # libvirt's own "-machine memory-backend=pc.ram" comes first; the last one wins.
+        args = ["-object", backend, "-machine", f"memory-backend={TEMPLATE_MEMORY_ID}"]
+        if memory.incoming:
+            args += ["-incoming", "defer"]
+        return tuple(args)
 
     @property
     def shared_memory(self) -> bool:
@@ -138,6 +188,33 @@ def size_vm(
     return total_mib, total_vcpus
 
 
+def check_fits(
+    resources: Resources, memory_mib: int, vcpus: int, options: VmOptions, field: str
+) -> None:
+    """Refuse a container limit the pod's VM cannot honour (it cannot grow yet).
+
+    The VM has ``memory_mib`` (of which the configured overhead is the guest's own) and
+    ``vcpus``; a container whose memory limit exceeds the rest, or whose CPU limit needs
+    more vCPUs, would run with a limit the VM can never give it. ``field`` is the
+    request's resources field (e.g. ``config.linux.resources``). Raises InvalidArgument.
+    """
+    usable_mib = memory_mib - options.overhead_memory_mib
+    limit = resources.memory_limit_in_bytes
+    if limit and math.ceil(limit / MIB) > usable_mib:
+        raise InvalidArgument(
+            f"{field}.memory_limit_in_bytes: {math.ceil(limit / MIB)} MiB is more than the pod "
+            f"VM can give a container ({usable_mib} MiB of its {memory_mib} MiB; the VM "
+            f"cannot grow): size the pod with PodSandboxConfig.linux.resources"
+        )
+    if resources.cpu_quota > 0 and resources.cpu_period > 0:
+        needed = math.ceil(resources.cpu_quota / resources.cpu_period)
+        if needed > vcpus:
+            raise InvalidArgument(
+                f"{field}.cpu_quota: the limit needs {needed} vCPUs, the pod VM has {vcpus} "
+                "(the VM cannot grow): size the pod with PodSandboxConfig.linux.resources"
+            )
+
+
 AGENT_VSOCK_PORT = 1024
 FIRST_GUEST_CID = 3  # 0-2 are reserved (hypervisor, local, host)
 
@@ -162,9 +239,17 @@ TCG_CACHE_MIB = 32  # QEMU defaults to 1 GiB, of which a booted guest touches ~8
 
 
 def kernel_cmdline(
-    debug: bool, share_target: str, vsock: bool = False, share_driver: str = "9p"
+    debug: bool,
+    share_target: str,
+    vsock: bool = False,
+    share_driver: str = "9p",
+    template: bool = False,
 ) -> str:
-    """The guest kernel command line; guest/init reads the ``vmcri.*`` keys."""
+    """The guest kernel command line; guest/init reads the ``vmcri.*`` keys.
+
+    A template mounts no share (a 9p device the guest mounted cannot be saved; the agent
+    mounts it in SetupSandbox) and loads the virtio-net driver for the NIC added later.
+    """
     agent = (
         f"vmcri.agent_vsock={AGENT_VSOCK_PORT}" if vsock else f"vmcri.agent_port={AGENT_PORT_NAME}"
     )
@@ -174,8 +259,13 @@ def kernel_cmdline(
         "panic=-1",
         "vmcri.root=/dev/vda",
         agent,
-        f"vmcri.share={SHARE_TAG}:{share_target}"
-        + (":virtiofs" if share_driver == "virtiofs" else ""),
     ]
+    if template:
+        parts.append("vmcri.virtio_ids=1")
+    else:
+        parts.append(
+            f"vmcri.share={SHARE_TAG}:{share_target}"
+            + (":virtiofs" if share_driver == "virtiofs" else "")
+        )
     parts.append("vmcri.debug=1" if debug else "quiet")
     return " ".join(parts)

@@ -8,10 +8,15 @@ killed from outside marks its sandbox NOTREADY without waiting for a poll.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from vmcri.errors import HypervisorError
@@ -34,6 +39,29 @@ class Hypervisor(Protocol):
 
     def destroy(self, name: str) -> None:
         """Pull the plug; a missing domain is success."""
+        ...
+
+    def names(self, prefix: str) -> list[str]:
+        """The running domains whose names start with ``prefix``."""
+        ...
+
+    def version(self) -> str:
+        """The hypervisor's version (a saved state restores only into the same one)."""
+        ...
+
+    def save_state(self, name: str, target: Path, channel: Path, timeout_s: float) -> None:
+        """Stop the domain and write its device state (not its file-backed RAM) to
+        ``target``, through a unix socket at ``channel``; raises HypervisorError."""
+        ...
+
+    def restore(self, name: str, xml: str, state: Path, channel: Path, timeout_s: float) -> None:
+        """Create a domain from ``xml`` (which waits for an incoming state) and load the
+        device state from ``state`` through ``channel``; on any failure nothing is left
+        running. Raises HypervisorError."""
+        ...
+
+    def attach_device(self, name: str, xml: str) -> None:
+        """Hotplug a device into the running domain; raises HypervisorError."""
         ...
 
 
@@ -159,6 +187,138 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() not in _gone_codes(libvirt):
                 raise HypervisorError(f"cannot destroy {name}: {exc.get_error_message()}") from exc
+
+    def names(self, prefix: str) -> list[str]:
+        import libvirt
+
+        try:
+            domains = self._connection().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"libvirt: {exc.get_error_message()}") from exc
+        return [d.name() for d in domains if d.name().startswith(prefix)]
+
+    def version(self) -> str:
+        import libvirt
+
+        try:
+            conn = self._connection()
+            return f"qemu {conn.getVersion()} libvirt {conn.getLibVersion()}"
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"libvirt: {exc.get_error_message()}") from exc
+
+    def _qmp(self, dom: Any, command: str, **arguments: Any) -> Any:
+        """One QMP command through libvirt (the domain is then marked custom-monitor)."""
+        import libvirt
+        import libvirt_qemu
+
+        message = json.dumps({"execute": command, "arguments": arguments})
+        try:
+            reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, message, 0))
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"QMP {command}: {exc.get_error_message()}") from exc
+        if "error" in reply:
+            raise HypervisorError(f"QMP {command}: {reply['error'].get('desc', reply['error'])}")
+        return reply.get("return")
+
+    def _ignore_shared(self, dom: Any) -> None:
+        # RAM in a shared file is not copied into the stream: only device state is.
+        capability = {"capability": "x-ignore-shared", "state": True}
+        self._qmp(dom, "migrate-set-capabilities", capabilities=[capability])
+
+    def _wait_migration(self, dom: Any, deadline: float, done: Callable[[Any], bool]) -> None:
+        while True:
+            status = self._qmp(dom, "query-migrate") or {}
+            if status.get("status") in ("failed", "cancelled"):
+                raise HypervisorError(
+                    f"migration {status.get('status')}: {status.get('error-desc', 'no reason')}"
+                )
+            if done(status):
+                return
+            if time.monotonic() > deadline:
+                raise HypervisorError(f"migration did not finish: {status.get('status')}")
+            time.sleep(0.01)
+
+    def save_state(self, name: str, target: Path, channel: Path, timeout_s: float) -> None:
+        dom = self._lookup(name)
+        if dom is None:
+            raise HypervisorError(f"cannot save VM {name}: it is not running")
+        deadline = time.monotonic() + timeout_s
+        channel.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        errors: list[BaseException] = []
+        try:
+            listener.bind(str(channel))
+            listener.listen(1)
+            listener.settimeout(timeout_s)
+
+            def receive() -> None:
+                try:
+                    conn, _ = listener.accept()
+                    with conn, open(target, "wb") as out:
+                        conn.settimeout(timeout_s)
+                        while chunk := conn.recv(1 << 20):
+                            out.write(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+                except BaseException as exc:  # reported by the caller
+                    errors.append(exc)
+
+            receiver = threading.Thread(target=receive, name="vm-save", daemon=True)
+            receiver.start()
+            self._ignore_shared(dom)
+            self._qmp(dom, "migrate", uri=f"unix:{channel}")
+            self._wait_migration(dom, deadline, lambda s: s.get("status") == "completed")
+            receiver.join(max(0.0, deadline - time.monotonic()))
+            if receiver.is_alive() or errors:
+                raise HypervisorError(
+                    f"cannot save VM {name}: {errors[0] if errors else 'timeout'}"
+                )
+        finally:
+            listener.close()
+            channel.unlink(missing_ok=True)
+
+    def restore(self, name: str, xml: str, state: Path, channel: Path, timeout_s: float) -> None:
+        import libvirt
+
+        deadline = time.monotonic() + timeout_s
+        try:
+            dom = self._connection().createXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot start VM {name}: {exc.get_error_message()}") from exc
+        channel.unlink(missing_ok=True)
+        try:
+            self._ignore_shared(dom)
+            self._qmp(dom, "migrate-incoming", uri=f"unix:{channel}")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sender:
+                sender.settimeout(timeout_s)
+                sender.connect(str(channel))
+                with open(state, "rb") as f:
+                    sender.sendfile(f)
+            # libvirt sent "cont" while QEMU waited: it runs once the state is loaded.
+            self._wait_migration(
+                dom, deadline, lambda _: bool((self._qmp(dom, "query-status") or {}).get("running"))
+            )
+        except BaseException as exc:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+            if isinstance(exc, OSError):
+                raise HypervisorError(f"cannot restore VM {name}: {exc}") from exc
+            raise
+        finally:
+            channel.unlink(missing_ok=True)
+
+    def attach_device(self, name: str, xml: str) -> None:
+        import libvirt
+
+        dom = self._lookup(name)
+        if dom is None:
+            raise HypervisorError(f"cannot add a device to VM {name}: it is not running")
+        try:
+            dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(
+                f"cannot add a device to {name}: {exc.get_error_message()}"
+            ) from exc
 
 
 def _gone_codes(libvirt: Any) -> tuple[int, ...]:

@@ -12,6 +12,9 @@ mount points. Per sandbox, under the backend's runtime dir::
     <state>/backends/<handler>/sockets/<first 16 hex of the id>.agent
                                     the agent's virtio-serial port (QEMU listens);
                                     kept short: unix socket paths end at 107 bytes
+    <state>/backends/<handler>/sockets/<first 16 hex of the id>.in
+                                    a template's saved state goes to QEMU through it
+                                    while the VM is restored (then removed)
     <state>/backends/<handler>/<sandbox-id>/    0700, host only
         console.log                 the guest serial console (virtlogd writes it)
         exits/<id>.json             how a container ended, written by the host
@@ -50,6 +53,11 @@ class SandboxLayout:
     @property
     def agent_socket(self) -> Path:
         return self.base.parent / "sockets" / f"{self.base.name[:16]}.agent"
+
+    @property
+    def incoming_socket(self) -> Path:
+        """Where QEMU listens for a template's saved state while the VM is restored."""
+        return self.base.parent / "sockets" / f"{self.base.name[:16]}.in"
 
     @property
     def console_log(self) -> Path:

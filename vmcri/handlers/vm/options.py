@@ -26,6 +26,11 @@ class VmOptions:
     # Size of the pod's file system for its containers' writable layers (on disk, under the
     # root dir); 0: a plain directory there, limited only by that file system.
     writable_layer_mib: int = 10240
+    # VM templates: "auto" boots one VM per shape in the background, saves it and starts
+    # pods by restoring it (cold boot whenever that is impossible or fails); "off" always
+    # cold-boots. Templates need 9p: with "auto", shared_fs "auto" means 9p.
+    template: Literal["auto", "off"] = "auto"
+    template_dir: str = ""  # where templates are kept; "" is <root>/backends/vm/templates
 
     def __post_init__(self) -> None:
         for key in ("overhead_memory_mib", "default_memory_mib", "boot_timeout_s"):
@@ -39,6 +44,8 @@ class VmOptions:
             raise ConfigError("options: overhead_vcpus and shutdown_timeout_s must not be negative")
         if self.guest_dir and not Path(self.guest_dir).is_absolute():
             raise ConfigError("options.guest_dir: must be an absolute path")
+        if self.template_dir and not Path(self.template_dir).is_absolute():
+            raise ConfigError("options.template_dir: must be an absolute path")
 
     @property
     def guest_path(self) -> Path:

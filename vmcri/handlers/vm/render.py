@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 
 from vmcri.config import SOURCE_TREE
-from vmcri.handlers.vm.domain import DomainSpec
+from vmcri.handlers.vm.domain import DomainSpec, Nic
 
 TEMPLATE_DIR = SOURCE_TREE / "templates"
 
@@ -26,3 +26,9 @@ def _environment(directory: Path) -> jinja2.Environment:
 def render_domain(spec: DomainSpec, directory: Path = TEMPLATE_DIR) -> str:
     """The domain XML; every value is XML-escaped by the environment."""
     return _environment(directory).get_template("domain.xml.j2").render(spec=spec)
+
+
+def render_nic(nic: Nic, directory: Path = TEMPLATE_DIR) -> str:
+    """The NIC's ``<interface>`` alone, to hotplug into a VM restored from a template."""
+    template = _environment(directory).get_template("devices/nic.xml.j2")
+    return template.render(spec={"nic": nic}).strip() + "\n"
