@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from vmcri.config import Config
-from vmcri.errors import FailedPrecondition, HypervisorError
+from vmcri.errors import FailedPrecondition, HypervisorError, InvalidArgument
+from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.domain import domain_name
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.ids import new_id
-from vmcri.model import ContainerConfig, Metadata, PodConfig
+from vmcri.model import ContainerConfig, Metadata, PodConfig, Resources
 from vmcri.network.model import PodNetwork
 from vmcri.network.tap import LinkInfo, TapDevices
 from vmcri.runtime.context import Services
@@ -306,3 +307,21 @@ def test_a_refused_restore_falls_back_to_a_cold_boot_and_drops_the_template(
     assert list((state / "sockets").iterdir()) == []
     assert not (state / record.id).exists()
     assert hypervisor.destroyed.count(domain_name(record.id)) >= 2
+
+
+def test_a_container_limit_the_vm_cannot_give_is_refused_naming_the_field(tmp_path: Path) -> None:
+    backend, store = make_backend(tmp_path, FakeHypervisor())
+    record = store.sandboxes.add(sandbox())
+    record = store.sandboxes.set_state_fields(
+        record.id, state=SandboxState.READY, runtime={"memory_mib": "416", "vcpus": "1"}
+    )
+    too_big = Resources(memory_limit_in_bytes=1 << 30)
+    config = ContainerConfig(metadata=Metadata(name="c"), image="busybox", resources=too_big)
+    container = ContainerRecord(
+        id=new_id(), sandbox_id=record.id, config=config, image_id="sha256:1", image_name="b"
+    )
+    image = ImageInfo(id="sha256:1", name="b", layer_dirs=(str(tmp_path),), config={})
+    with pytest.raises(InvalidArgument, match=r"config\.linux\.resources\.memory_limit_in_bytes"):
+        backend.create_container(record, container, image)
+    with pytest.raises(InvalidArgument, match=r"linux\.cpu_quota"):
+        backend.update_resources(record, container, Resources(cpu_quota=400000, cpu_period=100000))

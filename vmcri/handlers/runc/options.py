@@ -12,7 +12,7 @@ class RuncOptions:
     runc: str = "runc"  # the runc binary on the host (a name on PATH or a path)
     cgroup_parent: str = "/vmcri"  # cgroup of pods without a cgroup_parent (cgroupfs driver)
     pids_limit: int = 0  # pids.max of every container; 0 means no limit
-    seccomp_profile_root: str = "/var/lib/kubelet/seccomp"  # localhost profiles live here
+    seccomp_profile_root: str = "/var/lib/kubelet/seccomp"  # relative localhost refs resolve here
     exec_output_limit: int = 16 * 1024 * 1024  # ExecSync bytes kept per stream
 
     def __post_init__(self) -> None:

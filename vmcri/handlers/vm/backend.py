@@ -61,6 +61,7 @@ from vmcri.handlers.vm.domain import (
     DomainSpec,
     Share,
     TemplateMemory,
+    check_fits,
     domain_name,
     domain_uuid,
     find_virtiofsd,
@@ -680,6 +681,7 @@ class VmBackend:
         cid = container.id
         if not image.layer_dirs:
             raise FailedPrecondition(f"image {image.name}: has no unpacked layers")
+        self._check_fits(sandbox, container.config.resources, "config.linux.resources")
         try:
             rootfs = layout.rootfs(cid)
             upper = layout.upper(cid)
@@ -732,7 +734,17 @@ class VmBackend:
     ) -> None:
         from vmcri.oci.resources import linux_resources
 
+        self._check_fits(sandbox, resources, "linux")
         self._containers.update_resources(sandbox, container, linux_resources(resources))
+
+    def _check_fits(self, sandbox: SandboxRecord, resources: Resources, field: str) -> None:
+        """Refuse a limit the pod's VM cannot give (naming ``field``): it cannot grow."""
+        try:
+            memory_mib = int(sandbox.runtime["memory_mib"])
+            vcpus = int(sandbox.runtime["vcpus"])
+        except (KeyError, ValueError):
+            return  # a record from before the VM's size was kept
+        check_fits(resources, memory_mib, vcpus, self._options, field)
 
     def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
         self._containers.reopen_log(sandbox, container)
