@@ -13,6 +13,7 @@ the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -126,10 +127,18 @@ class RuncBackend:
 
     def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
         """Raises InvalidArgument (config) and HostCommandError; leaves nothing behind."""
-        started = self.pods.setup(sandbox)
+        agent_started = self.agents.begin(sandbox.id)
         try:
-            pid = self.agents.start(sandbox.id)
+            started = self.pods.setup(sandbox)
         except BaseException:
+            with contextlib.suppress(Exception):
+                agent_started()
+            self.agents.stop(sandbox.id)
+            raise
+        try:
+            pid = agent_started()
+        except BaseException:
+            self.agents.stop(sandbox.id)
             self.pods.teardown(sandbox.id)
             raise
         runtime = {**started.runtime, "agent_url": self.agents.url(sandbox.id)}

@@ -1,5 +1,8 @@
 """The runc backend's per-pod supervisor: the vmcri agent, run on the host.
 
+The agent starts while the pod's namespaces are made (the two are independent), with
+``-S`` and an explicit ``sys.path`` (the site scan is a fifth of a Python start).
+
 The agent that runs a VM pod's containers in its guest runs a runc pod's containers on
 the host, one process per pod (as ``containerd-shim-runc-v2`` is one per pod). It runs
 ``runc`` with a root of its own, is the subreaper of the pod's container processes,
@@ -9,9 +12,9 @@ own and outlives the daemon; a restarted daemon reconnects to it.
 
 Per pod (``<sandbox dir>`` is the runc backend's ``sandboxes/<id>/``)::
 
-    <sandbox dir>/agent/            the agent's --state-dir: bundles, runc --root
-    <sandbox dir>/agent.pid         its PID, checked against its command line before use
-    <sandbox dir>/agent.log         its log (stderr)
+    <state>/agents/<id>/state/      the agent's --state-dir: bundles, runc --root
+    <state>/agents/<id>/agent.pid   its PID, checked against its command line before use
+    <state>/agents/<id>/agent.log   its log (stderr)
     /run/vmcri/s/<12 hex>/          the agents' sockets: <16 hex>.agent, and runc's console
                                     sockets; <12 hex> names the backend's state dir
 """
@@ -23,16 +26,23 @@ import hashlib
 import logging
 import os
 import select
+import shutil
 import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from vmcri.errors import FailedPrecondition, HostCommandError
-from vmcri.handlers.runc.host import Host
-from vmcri.handlers.runc.layout import Layout
+from vmcri.handlers.runc.host import VMCRI_PATH, Host
+from vmcri.handlers.runc.layout import Layout, check_id
 
 log = logging.getLogger(__name__)
 
 MODULE = "vmcri.agent"
+BOOTSTRAP = (
+    "import sys; sys.path[:0] = sys.argv.pop(1).split(':'); "
+    "from vmcri.agent.main import main; sys.exit(main(sys.argv[1:]))"
+)
 MAX_SOCKET_PATH = 107
 SOCKET_ROOT = Path("/run/vmcri/s")
 """A unix socket path ends at 107 bytes and a state dir can be deep, so the sockets live in
@@ -61,10 +71,18 @@ class HostAgents:
         return f"unix://{self.socket(sandbox_id)}"
 
     def _dir(self, sandbox_id: str) -> Path:
-        return self._layout.sandbox_dir(sandbox_id)
+        return self._layout.state / "agents" / check_id(sandbox_id, "sandbox id")
 
     def start(self, sandbox_id: str) -> int:
         """Start the pod's agent; returns once it listens. Raises HostCommandError."""
+        return self.begin(sandbox_id)()
+
+    def begin(self, sandbox_id: str) -> Callable[[], int]:
+        """Start the pod's agent in the background; the function returned waits until it
+        listens and returns its PID (raising HostCommandError if it did not start).
+
+        Raises FailedPrecondition (socket paths too long, an agent already runs).
+        """
         sock = self.socket(sandbox_id)
         longest = self.console_dir() / ("0" * 25)
         if len(str(longest)) > MAX_SOCKET_PATH:
@@ -76,9 +94,11 @@ class HostAgents:
         if self.pid(sandbox_id):
             raise FailedPrecondition(f"sandbox {sandbox_id}: its agent already runs")
         sock.unlink(missing_ok=True)
-        state = self._dir(sandbox_id) / "agent"
+        directory = self._dir(sandbox_id)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        state = directory / "state"
         argv = [
-            self._python, "-m", MODULE,
+            self._python, "-S", "-c", BOOTSTRAP, ":".join(_import_path()),
             "--listen", self.url(sandbox_id),
             "--state-dir", str(state),
             "--runc", self._runc,
@@ -86,18 +106,36 @@ class HostAgents:
             "--socket-dir", str(self.console_dir()),
             "--no-host-settings", "--poweroff", "no", "--daemonize",
         ]  # fmt: skip
-        line = self._host.spawn_detached(
-            argv, stderr_path=str(self._dir(sandbox_id) / "agent.log")
-        ).decode(errors="replace")
-        word, _, rest = line.strip().partition(" ")
-        if word != "ready" or not rest.isdigit():
-            raise HostCommandError(
-                f"sandbox {sandbox_id}: the host agent did not start: {line.strip()[:300]!r}"
-                f" (see {self._dir(sandbox_id) / 'agent.log'})"
-            )
-        pid = int(rest)
-        (self._dir(sandbox_id) / "agent.pid").write_text(f"{pid}\n")
-        return pid
+        outcome: list[bytes | BaseException] = []
+
+        def spawn() -> None:
+            try:
+                outcome.append(
+                    self._host.spawn_detached(argv, stderr_path=str(directory / "agent.log"))
+                )
+            except BaseException as exc:  # handed to the waiter
+                outcome.append(exc)
+
+        thread = threading.Thread(target=spawn, name=f"agent-start-{sandbox_id[:12]}")
+        thread.start()
+
+        def finish() -> int:
+            thread.join()
+            result = outcome[0]
+            if isinstance(result, BaseException):
+                raise result
+            line = result.decode(errors="replace")
+            word, _, rest = line.strip().partition(" ")
+            if word != "ready" or not rest.isdigit():
+                raise HostCommandError(
+                    f"sandbox {sandbox_id}: the host agent did not start: "
+                    f"{line.strip()[:300]!r} (see {directory / 'agent.log'})"
+                )
+            pid = int(rest)
+            (directory / "agent.pid").write_text(f"{pid}\n")
+            return pid
+
+        return finish
 
     def pid(self, sandbox_id: str) -> int:
         """The agent's PID if it runs (its command line names this pod's socket), else 0."""
@@ -106,7 +144,7 @@ class HostAgents:
         except (OSError, ValueError):
             return 0
         argv = self._host.cmdline(pid)
-        if argv and MODULE in argv and self.url(sandbox_id) in argv:
+        if argv and self.url(sandbox_id) in argv and any(MODULE in a for a in argv):
             return pid
         return 0
 
@@ -122,6 +160,9 @@ class HostAgents:
                 self._host.kill(pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket(sandbox_id))
+        if not self.pid(sandbox_id):
+            # Its bundles hold no mounts (runc gets the rootfs the backend mounted).
+            shutil.rmtree(self._dir(sandbox_id), ignore_errors=True)
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
@@ -138,3 +179,11 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
         return bool(poller.poll(timeout_s * 1000))
     finally:
         os.close(fd)
+
+
+def _import_path() -> list[str]:
+    """Where the agent's imports are: vmcri and protobuf (the only package it needs)."""
+    import google.protobuf
+
+    site = Path(google.protobuf.__file__).resolve().parent.parent.parent
+    return [VMCRI_PATH, str(site)]
