@@ -26,13 +26,9 @@ from pathlib import Path
 from vmcri.errors import FailedPrecondition, InvalidArgument
 from vmcri.handlers.base import (
     Condition,
-    ContainerLiveness,
-    ContainerUsage,
-    ExecResult,
     HandlerFeatures,
     ImageInfo,
     PortConnection,
-    ProcessSession,
     SandboxStarted,
 )
 from vmcri.handlers.registry import BackendContext
@@ -67,6 +63,7 @@ from vmcri.oci.spec import build_spec
 from vmcri.oci.userns import pod_root
 from vmcri.oci.users import resolve_user
 from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.supervisor.backend_methods import SupervisedContainerMethods
 from vmcri.supervisor.containers import KILL_GRACE_S, SupervisedContainers
 
 log = logging.getLogger(__name__)
@@ -78,7 +75,7 @@ def create(options: RuncOptions, context: BackendContext) -> RuncBackend:
     return RuncBackend(options, layout, RealHost(), context.services)
 
 
-class RuncBackend:
+class RuncBackend(SupervisedContainerMethods):
     """Implements :class:`vmcri.handlers.base.SandboxBackend` with host runc."""
 
     def __init__(
@@ -100,6 +97,7 @@ class RuncBackend:
         self.pods = PodSandboxes(host, layout, python, sleep)
         self.agents = HostAgents(host, layout, python, options.runc)
         self._containers = SupervisedContainers(self, services)
+        self.exec_output_limit = options.exec_output_limit
         self._caps = hostfacts.bounding_capabilities()
         self._oom_floor = (
             None if hostfacts.has_cap_sys_resource() else hostfacts.own_oom_score_adj()
@@ -322,14 +320,6 @@ class RuncBackend:
         )
         return resolved, views
 
-    def start_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
-        return self._containers.start(sandbox, container)
-
-    def signal_container(
-        self, sandbox: SandboxRecord, container: ContainerRecord, signum: int
-    ) -> None:
-        self._containers.signal(sandbox, container, signum)
-
     def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
         """runc delete in the agent, then the rootfs and the files. Idempotent."""
         self._containers.remove(sandbox, container)
@@ -346,22 +336,6 @@ class RuncBackend:
         if directory.exists():
             raise FailedPrecondition(f"container {container_id}: its directory is still in use")
 
-    def container_liveness(
-        self, sandbox: SandboxRecord, container: ContainerRecord
-    ) -> ContainerLiveness:
-        return self._containers.liveness(sandbox, container)
-
-    def exec_sync(
-        self,
-        sandbox: SandboxRecord,
-        container: ContainerRecord,
-        cmd: Sequence[str],
-        timeout_s: int,
-    ) -> ExecResult:
-        return self._containers.exec_sync(
-            sandbox, container, cmd, timeout_s, output_limit=self.options.exec_output_limit
-        )
-
     def update_resources(
         self, sandbox: SandboxRecord, container: ContainerRecord, resources: Resources
     ) -> None:
@@ -369,32 +343,7 @@ class RuncBackend:
         body = linux_resources(resources, self.options.pids_limit)
         self._containers.update_resources(sandbox, container, body)
 
-    def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
-        self._containers.reopen_log(sandbox, container)
-
-    def container_usage(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerUsage:
-        return self._containers.usage(sandbox, container)
-
     # ---- streaming --------------------------------------------------------------
-
-    def exec_session(
-        self,
-        sandbox: SandboxRecord,
-        container: ContainerRecord,
-        cmd: Sequence[str],
-        *,
-        tty: bool,
-        stdin: bool,
-    ) -> ProcessSession:
-        return self._containers.exec_session(sandbox, container, cmd, tty=tty, stdin=stdin)
-
-    def attach_supported(self) -> bool:
-        return True
-
-    def attach_session(
-        self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
-    ) -> ProcessSession:
-        return self._containers.attach_session(sandbox, container)
 
     def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
         """Raises Unavailable (nothing listens), HostCommandError."""

@@ -41,13 +41,9 @@ from vmcri.errors import (
 )
 from vmcri.handlers.base import (
     Condition,
-    ContainerLiveness,
-    ContainerUsage,
-    ExecResult,
     HandlerFeatures,
     ImageInfo,
     PortConnection,
-    ProcessSession,
     SandboxStarted,
 )
 from vmcri.handlers.registry import BackendContext
@@ -84,6 +80,7 @@ from vmcri.model import Resources
 from vmcri.network.tap import NetlinkTaps, TapDevices
 from vmcri.oci.userns import uses_userns
 from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.supervisor.backend_methods import SupervisedContainerMethods
 from vmcri.supervisor.containers import KILL_GRACE_S, SupervisedContainers
 
 log = logging.getLogger(__name__)
@@ -106,7 +103,7 @@ def create(options: VmOptions, context: BackendContext) -> VmBackend:
     return VmBackend(options, context)
 
 
-class VmBackend:
+class VmBackend(SupervisedContainerMethods):
     def __init__(
         self,
         options: VmOptions,
@@ -703,31 +700,9 @@ class VmBackend:
         shutil.rmtree(layout.container_mounts(container_id), ignore_errors=True)
         shutil.rmtree(layout.upper(container_id), ignore_errors=True)
 
-    def start_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
-        return self._containers.start(sandbox, container)
-
-    def signal_container(
-        self, sandbox: SandboxRecord, container: ContainerRecord, signum: int
-    ) -> None:
-        self._containers.signal(sandbox, container, signum)
-
     def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
         self._containers.remove(sandbox, container)
         self._release_container(sandbox, container.id)
-
-    def container_liveness(
-        self, sandbox: SandboxRecord, container: ContainerRecord
-    ) -> ContainerLiveness:
-        return self._containers.liveness(sandbox, container)
-
-    def exec_sync(
-        self,
-        sandbox: SandboxRecord,
-        container: ContainerRecord,
-        cmd: Sequence[str],
-        timeout_s: int,
-    ) -> ExecResult:
-        return self._containers.exec_sync(sandbox, container, cmd, timeout_s)
 
     def update_resources(
         self, sandbox: SandboxRecord, container: ContainerRecord, resources: Resources
@@ -746,34 +721,7 @@ class VmBackend:
             return  # a record from before the VM's size was kept
         check_fits(resources, memory_mib, vcpus, self._options, field)
 
-    def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
-        self._containers.reopen_log(sandbox, container)
-
-    def container_usage(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerUsage:
-        return self._containers.usage(sandbox, container)
-
     # ------------------------------------------------------------ streaming
-
-    def exec_session(
-        self,
-        sandbox: SandboxRecord,
-        container: ContainerRecord,
-        cmd: Sequence[str],
-        *,
-        tty: bool,
-        stdin: bool,
-    ) -> ProcessSession:
-        """Raises FailedPrecondition (VM down), AgentUnavailable, the agent's errors."""
-        return self._containers.exec_session(sandbox, container, cmd, tty=tty, stdin=stdin)
-
-    def attach_supported(self) -> bool:
-        return True
-
-    def attach_session(
-        self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
-    ) -> ProcessSession:
-        """Raises FailedPrecondition (VM down), AgentUnavailable."""
-        return self._containers.attach_session(sandbox, container)
 
     def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
         """Raises FailedPrecondition (VM down), Unavailable (nothing listens on the port)."""
