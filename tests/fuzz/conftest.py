@@ -26,6 +26,7 @@ from tests.integration.harness import NO_POD_NETWORK
 from tests.support.push import push_busybox_image
 from tests.support.registry import LocalRegistry, registries_conf_for, registry_available
 from vmcri.api import api_pb2 as pb
+from vmcri.handlers.vm.backend import TEMPLATE_DOMAIN_PREFIX
 from vmcri.host.mounts import HostMounter, mount_points
 
 
@@ -130,7 +131,10 @@ def processes_naming(path: Path) -> list[int]:
 
 
 def domains_naming(path: Path) -> list[str]:
-    """libvirt domains whose XML mentions ``path``: this daemon's VMs, not other users'."""
+    """Pod VMs whose XML mentions ``path``: this daemon's, not other users'.
+
+    A VM template the daemon builds in the background (``vmcritpl-``) is no pod and no
+    leak; the template tests check that those go away."""
     import libvirt
 
     conn = libvirt.open("qemu:///system")
@@ -138,6 +142,8 @@ def domains_naming(path: Path) -> list[str]:
         found = []
         for domain in conn.listAllDomains():
             try:
+                if domain.name().startswith(TEMPLATE_DOMAIN_PREFIX):
+                    continue
                 if str(path) in domain.XMLDesc():
                     found.append(domain.name())
             except libvirt.libvirtError:

@@ -54,7 +54,9 @@ def _syscall(number: int, *args: object) -> int:
 def clone_tree(source: str, *, recursive: bool) -> int:
     """A detached clone of the mount at ``source`` (and those below it): a file descriptor."""
     flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-    return _syscall(SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), source.encode(), ctypes.c_uint(flags))
+    return _syscall(
+        SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), os.fsencode(source), ctypes.c_uint(flags)
+    )
 
 
 def set_attributes(
@@ -88,6 +90,6 @@ def attach(tree: int, target: str) -> None:
         ctypes.c_int(tree),
         b"",
         ctypes.c_int(AT_FDCWD),
-        target.encode(),
+        os.fsencode(target),
         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
     )
