@@ -181,7 +181,7 @@ class SandboxBackend(Protocol):
     def create_container(
         self, sandbox: SandboxRecord, container: ContainerRecord, image: ImageInfo
     ) -> dict[str, str]:
-        """Prepare the container (rootfs, spec, monitor); return facts to keep in its record."""
+        """Prepare the container (rootfs, spec, runc create); return facts to keep in its record."""
         ...
 
     def start_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:

@@ -25,10 +25,10 @@ from vmcri.errors import HostCommandError
 from vmcri.host import idmap
 from vmcri.model import IDMapping
 
-# The backend's Python helpers (monitor, podinit) need only the
-# standard library and vmcri. They start without ``site`` (``-S``: no scan of
-# site-packages and its .pth files, a fifth of their start-up) and find vmcri
-# through PYTHONPATH instead, which RealHost sets for every child.
+# The backend's Python helpers need only the standard library and vmcri (podinit) or
+# also protobuf (the host agent, which is given its import path). They start without
+# ``site`` (``-S``: no scan of site-packages and its .pth files, a fifth of their
+# start-up) and find vmcri through PYTHONPATH instead, which RealHost sets for every child.
 VMCRI_PATH = str(Path(vmcri.__file__).resolve().parent.parent)
 
 

@@ -2,16 +2,16 @@
 
 Runtime state (``BackendContext.state``, gone after a reboot like the containers)::
 
-    runc/                         runc --root (private to this backend)
     sandboxes/<id>/ns/{user,net,ipc,uts,pid}   bind-mounted namespace files
     sandboxes/<id>/{hostname,hosts,resolv.conf}
     sandboxes/<id>/shm/           the pod's /dev/shm tmpfs
     sandboxes/<id>/pause.pid      init of the pod's PID namespace, when shared
-    containers/<id>/config.json   the bundle; rootfs/ is the overlay mount point
+    sandboxes/<id>/exits/<c>.json how each container ended (vmcri.supervisor.exits)
+    agents/<id>/                  the pod's host agent: its state (bundles, runc --root),
+                                  pid and log (vmcri.handlers.runc.host_agent)
+    containers/<id>/rootfs/       the overlay mount point runc gets as the root
     containers/<id>/image-volumes/<n>   read-only views of images mounted into it
     containers/<id>/idmapped-mounts/<n> ID-mapped clones of its volumes (user namespace pods)
-    containers/<id>/{meta.json,monitor.json,pid,exit.json,monitor.log}
-    containers/<id>/attach.sock   the monitor's attach endpoint (console.sock while creating a tty)
 
 Persistent data (``BackendContext.root``): ``containers/<id>/{upper,work}``, the
 writable layer, kept on a disk file system (overlayfs cannot use every fs as upper).
@@ -39,10 +39,6 @@ def check_id(ident: str, what: str) -> str:
 class Layout:
     state: Path
     root: Path
-
-    @property
-    def runc_root(self) -> Path:
-        return self.state / "runc"
 
     def sandbox_dir(self, sandbox_id: str) -> Path:
         return self.state / "sandboxes" / check_id(sandbox_id, "sandbox id")
