@@ -160,6 +160,8 @@ class HostAgents:
                 self._host.kill(pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket(sandbox_id))
+        with contextlib.suppress(OSError):  # the last pod of this state dir: leave no dir
+            os.rmdir(self.console_dir())
         if not self.pid(sandbox_id):
             # Its bundles hold no mounts (runc gets the rootfs the backend mounted).
             shutil.rmtree(self._dir(sandbox_id), ignore_errors=True)
