@@ -224,7 +224,7 @@ class SupervisedContainers:
         """The running container's init PID as the agent sees it (0 when not running)."""
         try:
             state = self.link(sandbox).client.container_status(container_id)
-        except (NotFound, VmcriError):
+        except VmcriError:  # NotFound among them
             return 0
         return state.pid if state.status is agent_types.ContainerStatus.RUNNING else 0
 
