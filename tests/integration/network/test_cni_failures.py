@@ -106,8 +106,16 @@ def _fails_while_one_runs(env: NetEnv, name: str) -> grpc.RpcError:
     return caught.value
 
 
+def _free_port() -> int:
+    """A TCP port nothing on the host holds now (a fixed guess can meet an ephemeral one)."""
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def test_host_port_taken_by_another_pod_or_the_host(net: NetEnv) -> None:
-    port = 34000 + (hash(net.bridge) % 1000)
+    port = _free_port()
     mapping = [pb.PortMapping(container_port=HTTP_PORT, host_port=port)]
     first = net.run_pod(net.pod_config("port-owner", mapping))
     try:
@@ -118,9 +126,10 @@ def test_host_port_taken_by_another_pod_or_the_host(net: NetEnv) -> None:
     finally:
         net.remove(first)
     with socket.socket() as listener:
-        listener.bind(("0.0.0.0", port + 1))
+        listener.bind(("0.0.0.0", 0))  # a port the host holds: the kernel picks a free one
         listener.listen()
-        taken = [pb.PortMapping(container_port=HTTP_PORT, host_port=port + 1)]
+        held = listener.getsockname()[1]
+        taken = [pb.PortMapping(container_port=HTTP_PORT, host_port=held)]
         err = _fails(net, "host-port-thief", taken)
-    assert f"{port + 1}/tcp is in use on the host" in str(err.details())
+    assert f"{held}/tcp is in use on the host" in str(err.details())
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS
