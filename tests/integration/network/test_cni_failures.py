@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from tests.integration.network.conftest import HTTP_PORT, NetEnv
+from tests.support.ports import free_port
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration
@@ -106,16 +107,8 @@ def _fails_while_one_runs(env: NetEnv, name: str) -> grpc.RpcError:
     return caught.value
 
 
-def _free_port() -> int:
-    """A TCP port nothing on the host holds now (a fixed guess can meet an ephemeral one)."""
-    with socket.socket() as probe:
-        probe.bind(("0.0.0.0", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_host_port_taken_by_another_pod_or_the_host(net: NetEnv) -> None:
-    port = _free_port()
+    port = free_port()
     mapping = [pb.PortMapping(container_port=HTTP_PORT, host_port=port)]
     first = net.run_pod(net.pod_config("port-owner", mapping))
     try:

@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon
 from tests.integration.network.conftest import HTTP_PORT, NetEnv
+from tests.support.ports import free_port
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 
@@ -115,7 +116,8 @@ def test_user_namespace_pod_gets_its_network_too(env: NetEnv) -> None:
 
 
 def test_daemon_kill9_then_stop_and_remove_release_everything(env: NetEnv) -> None:
-    cfg = env.pod_config("crash", [pb.PortMapping(container_port=HTTP_PORT, host_port=33111)])
+    mapping = pb.PortMapping(container_port=HTTP_PORT, host_port=free_port())
+    cfg = env.pod_config("crash", [mapping])
     sandbox = env.run_pod(cfg)
     env.start_server(sandbox, cfg, "crash")
     ip = env.pod_status(sandbox).network.ip
