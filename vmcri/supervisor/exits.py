@@ -21,6 +21,7 @@ from pathlib import Path
 
 from vmcri.handlers.exit_status import ContainerExit
 from vmcri.ids import is_id
+from vmcri.store.atomic import fsync_dir
 
 MAX_RECORD_BYTES = 8192
 
@@ -64,6 +65,7 @@ class ExitRecords:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+        fsync_dir(self.directory)  # the record survives a crash, as write_atomic's do
         with self._changed:
             self._changed.notify_all()
         return True
