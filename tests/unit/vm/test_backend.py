@@ -156,6 +156,15 @@ def sandbox(network: PodNetwork | None = None) -> SandboxRecord:
     return SandboxRecord(id=new_id(), handler="vm", backend="vm", config=config, network=network)
 
 
+def busybox_container(sandbox_id: str, resources: Resources | None = None) -> ContainerRecord:
+    config = ContainerConfig(
+        metadata=Metadata(name="c"), image="busybox", resources=resources or Resources()
+    )
+    return ContainerRecord(
+        id=new_id(), sandbox_id=sandbox_id, config=config, image_id="sha256:1", image_name="busybox"
+    )
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """pytest's tmp_path is too deep for unix socket paths (107 bytes)."""
@@ -184,15 +193,7 @@ def test_a_vm_dying_marks_its_containers_exited(tmp_path: Path) -> None:
     backend, store = make_backend(tmp_path, hypervisor)
     record = store.sandboxes.add(sandbox())
     record = store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
-    container = store.containers.add(
-        ContainerRecord(
-            id=new_id(),
-            sandbox_id=record.id,
-            config=ContainerConfig(metadata=Metadata(name="c"), image="busybox"),
-            image_id="sha256:1",
-            image_name="busybox",
-        )
-    )
+    container = store.containers.add(busybox_container(record.id))
     (tmp_path / "state" / "backends" / "vm" / record.id / "exits").mkdir(parents=True)
     assert not backend.sandbox_alive(record)
 
@@ -211,15 +212,7 @@ def test_foreign_domains_are_ignored(tmp_path: Path) -> None:
     backend, store = make_backend(tmp_path, FakeHypervisor())
     record = store.sandboxes.add(sandbox())
     record = store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
-    container = store.containers.add(
-        ContainerRecord(
-            id=new_id(),
-            sandbox_id=record.id,
-            config=ContainerConfig(metadata=Metadata(name="c"), image="busybox"),
-            image_id="sha256:1",
-            image_name="busybox",
-        )
-    )
+    container = store.containers.add(busybox_container(record.id))
     exits = tmp_path / "state" / "backends" / "vm" / record.id / "exits"
     exits.mkdir(parents=True)
 
@@ -236,15 +229,7 @@ def test_a_vm_of_another_vm_handler_dying_leaves_this_handlers_dir_alone(tmp_pat
     # Every vm backend hears of every libvirt domain; each handler has a state dir of its own.
     backend, store = make_backend(tmp_path, FakeHypervisor())
     other = store.sandboxes.add(sandbox())
-    store.containers.add(
-        ContainerRecord(
-            id=new_id(),
-            sandbox_id=other.id,
-            config=ContainerConfig(metadata=Metadata(name="c"), image="busybox"),
-            image_id="sha256:1",
-            image_name="busybox",
-        )
-    )
+    store.containers.add(busybox_container(other.id))
     backend._on_domain_death(domain_name(other.id), "crashed")
     assert not (tmp_path / "state" / "backends" / "vm" / other.id).exists()
 
@@ -315,11 +300,7 @@ def test_a_container_limit_the_vm_cannot_give_is_refused_naming_the_field(tmp_pa
     record = store.sandboxes.set_state_fields(
         record.id, state=SandboxState.READY, runtime={"memory_mib": "416", "vcpus": "1"}
     )
-    too_big = Resources(memory_limit_in_bytes=1 << 30)
-    config = ContainerConfig(metadata=Metadata(name="c"), image="busybox", resources=too_big)
-    container = ContainerRecord(
-        id=new_id(), sandbox_id=record.id, config=config, image_id="sha256:1", image_name="b"
-    )
+    container = busybox_container(record.id, Resources(memory_limit_in_bytes=1 << 30))
     image = ImageInfo(id="sha256:1", name="b", layer_dirs=(str(tmp_path),), config={})
     with pytest.raises(InvalidArgument, match=r"config\.linux\.resources\.memory_limit_in_bytes"):
         backend.create_container(record, container, image)
