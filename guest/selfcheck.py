@@ -137,6 +137,10 @@ def c_runc_version() -> str:
     return run(["runc", "--version"]).splitlines()[0]
 
 
+def c_crun_version() -> str:
+    return run(["crun", "--version"]).splitlines()[0]
+
+
 def c_cgroup2() -> str:
     m = [x for x in mounts() if x[1] == "/sys/fs/cgroup"]
     if not m or m[0][2] != "cgroup2":
@@ -146,10 +150,18 @@ def c_cgroup2() -> str:
 
 
 def c_runc_container() -> str:
+    return _run_container("runc")
+
+
+def c_crun_container() -> str:
+    return _run_container("crun")
+
+
+def _run_container(runtime: str) -> str:
     bb = f"{WORK}/busybox"
     if not os.path.exists(bb):
         raise Skip("no busybox for the test container")
-    bundle = f"{WORK}/bundle"
+    bundle = f"{WORK}/bundle-{runtime}"
     rootfs = f"{bundle}/rootfs"
     for d in ("bin", "proc", "sys", "dev", "tmp"):
         os.makedirs(f"{rootfs}/{d}", exist_ok=True)
@@ -166,16 +178,16 @@ def c_runc_container() -> str:
         "echo hello-from-container; /bin/busybox cat /proc/self/cgroup; /bin/busybox id -u",
     ]
     spec["root"]["readonly"] = True
-    spec["linux"]["cgroupsPath"] = "/vmcri-selfcheck/c1"
+    spec["linux"]["cgroupsPath"] = f"/vmcri-selfcheck/{runtime}"
     spec["linux"]["resources"]["memory"] = {"limit": 64 * 1024 * 1024}
     spec["linux"]["resources"]["pids"] = {"limit": 64}
     with open(f"{bundle}/config.json", "w") as f:
         json.dump(spec, f)
-    out = run(["runc", "run", "--bundle", bundle, "selfcheck"], timeout=120)
+    out = run([runtime, "run", "--bundle", bundle, f"selfcheck-{runtime}"], timeout=120)
     lines = out.splitlines()
     if "hello-from-container" not in lines:
         raise RuntimeError(f"unexpected container output: {out[-300:]}")
-    return "runc run ok: " + " | ".join(lines[:3])
+    return f"{runtime} run ok: " + " | ".join(lines[:3])
 
 
 def share_tags() -> list[str]:
@@ -370,6 +382,8 @@ def main() -> None:
         ("cgroup2", c_cgroup2),
         ("runc-version", c_runc_version),
         ("runc-container", c_runc_container),
+        ("crun-version", c_crun_version),
+        ("crun-container", c_crun_container),
         ("9p", c_9p),
         ("overlay", c_overlay),
         ("virtio-serial", c_virtio_serial),

@@ -329,6 +329,9 @@ writable_layer_mib = 10240
 template = "auto"
 # Where templates are kept; "" means <root>/backends/vm/templates.
 template_dir = ""
+# The OCI runtime the agent in the VM runs containers with: "crun" (a C program, a
+# fraction of runc's start-up cost) or "runc"; the guest image carries both.
+oci_runtime = "crun"
 
 [runtimes.runc]
 backend = "runc"

@@ -228,6 +228,11 @@ class AgentClient(AgentConnection):
         req = agent_pb2.Request(shutdown=agent_pb2.ShutdownRequest())
         self._result(self.call(req), "empty")
 
+    def warm_up(self, timeout: float | None = None) -> None:
+        """A VM template's agent loads what restored pods need first; raises like :meth:`call`."""
+        req = agent_pb2.Request(warm_up=agent_pb2.WarmUpRequest())
+        self._result(self.call(req, timeout), "empty")
+
     def _state(
         self, request: agent_pb2.Request, timeout: float | None = None
     ) -> types.ContainerState:

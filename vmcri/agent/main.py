@@ -41,7 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--socket-dir", type=Path, help="runc console sockets (default STATE/sockets)"
     )
-    parser.add_argument("--runc", default="runc", help="runc binary")
+    parser.add_argument("--runc", default="runc", help="runc, or a binary with its CLI (crun)")
+    parser.add_argument(
+        "--seal-runc",
+        action="store_true",
+        help="run it from a sealed in-memory copy made at start (it then skips its own "
+        "copy per container; in a VM that copy is the template's, on a host it would cost "
+        "its size per pod)",
+    )
     parser.add_argument("--runc-root", type=Path, help="runc --root (default STATE/runc)")
     parser.add_argument("--cgroup-root", type=Path, default=Path("/sys/fs/cgroup"))
     parser.add_argument(
@@ -79,7 +86,7 @@ def main(argv: list[str]) -> int:
     from vmcri.agent.guest.execs import ExecManager
     from vmcri.agent.guest.mounts import LibcMounter
     from vmcri.agent.guest.processes import Reaper, become_subreaper
-    from vmcri.agent.guest.runc import Runc
+    from vmcri.agent.guest.runc import Runc, sealed_copy
     from vmcri.agent.guest.sandbox import HostSettings, Sandbox
     from vmcri.agent.guest.server import Agent, serve
     from vmcri.agent.transport import listen
@@ -105,7 +112,11 @@ def main(argv: list[str]) -> int:
     events = EventLog()
     mounter = LibcMounter()
     containers = ContainerManager(
-        runc=Runc(reaper, binary=args.runc, root=args.runc_root or state / "runc"),
+        runc=Runc(
+            reaper,
+            binary=sealed_copy(args.runc) if args.seal_runc else args.runc,
+            root=args.runc_root or state / "runc",
+        ),
         reaper=reaper,
         events=events,
         mounter=mounter,

@@ -71,7 +71,7 @@ class EventSink:
 
 
 class AgentProcess:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *extra: str) -> None:
         self.root = root
         self.socket = root / "agent.sock"
         self.state = root / "state"
@@ -85,7 +85,7 @@ class AgentProcess:
                 sys.executable, "-m", "vmcri.agent", "--listen", self.url,
                 "--state-dir", str(self.state), "--scratch-dir", str(self.scratch),
                 "--runc-root", str(self.runc_root), "--no-host-settings", "--poweroff", "no",
-                "--log-level", "debug",
+                "--log-level", "debug", *extra,
             ],
             cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -120,3 +120,24 @@ def test_exec_sync_output_and_exit_code(pod: Pod) -> None:
     )
     assert (result.stdout, result.stderr, result.exit_code) == (b"out\n", b"err\n", 5)
     pod.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0), timeout=60)
+
+
+def test_exec_sync_answers_when_its_process_ends_not_its_background_children(pod: Pod) -> None:
+    """``sh -c 'daemon &'`` is a common probe and start-up hook; the exec's answer is the
+    shell's exit, as with containerd (crun in the foreground would wait for the daemon)."""
+    cid = pod.create("starter", ["sleep", "1000"])
+    _start(pod, cid)
+    started = time.monotonic()
+    result = pod.runtime.ExecSync(
+        pb.ExecSyncRequest(
+            container_id=cid, cmd=["sh", "-c", "sleep 300 >/dev/null 2>&1 & exit 4"], timeout=120
+        ),
+        timeout=150,
+    )
+    assert result.exit_code == 4
+    assert time.monotonic() - started < 60  # the background sleep is still running
+    ps = pod.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=cid, cmd=["ps"], timeout=60), timeout=90
+    )
+    assert b"sleep 300" in ps.stdout  # left running, as containerd leaves it
+    pod.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0), timeout=60)

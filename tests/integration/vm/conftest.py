@@ -55,13 +55,13 @@ class VmEnv:
         stop_daemon(self.daemon, signal.SIGKILL if kill else signal.SIGTERM)
         self.daemon = start_daemon(self.tmp, config=self.tmp / "config.toml")
 
-    def run_pod(self, name: str) -> tuple[str, pb.PodSandboxConfig]:
+    def run_pod(self, name: str, handler: str = "vm") -> tuple[str, pb.PodSandboxConfig]:
         config = pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="test"),
             hostname=name,
             log_directory=str(self.tmp / "logs" / name),
         )
-        request = pb.RunPodSandboxRequest(config=config, runtime_handler="vm")
+        request = pb.RunPodSandboxRequest(config=config, runtime_handler=handler)
         sandbox_id = self.runtime.RunPodSandbox(request, timeout=BOOT_TIMEOUT_S).pod_sandbox_id
         self.sandboxes.append(sandbox_id)
         return sandbox_id, config
@@ -104,9 +104,13 @@ class VmEnv:
 
     def started_as(self, sandbox_id: str) -> str:
         """ "restored" (from a VM template) or "cold", as PodSandboxStatus's info says."""
+        return self.runtime_info(sandbox_id)["start"]
+
+    def runtime_info(self, sandbox_id: str) -> dict[str, str]:
+        """The handler's part of PodSandboxStatus's verbose info."""
         request = pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)
         info = self.runtime.PodSandboxStatus(request, timeout=30).info["info"]
-        return str(json.loads(info)["runtime"]["start"])
+        return {key: str(value) for key, value in json.loads(info)["runtime"].items()}
 
     def log_of(self, pod: str, name: str) -> str:
         path = self.tmp / "logs" / pod / f"{name}.log"

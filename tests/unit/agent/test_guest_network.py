@@ -119,6 +119,9 @@ class NoMounts:
     def is_mounted(self, target: str) -> bool:
         return False
 
+    def load(self) -> None:
+        pass
+
 
 def test_setup_sandbox_refuses_a_bad_interface_before_writing_anything(tmp_path: Path) -> None:
     run = Recorder()

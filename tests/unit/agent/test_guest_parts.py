@@ -160,6 +160,9 @@ class FakeMounter:
     def is_mounted(self, target: str) -> bool:
         return any(m[1] == target for m in self.mounts)
 
+    def load(self) -> None:
+        pass
+
 
 def test_sandbox_setup_writes_files_sysctls_and_mounts(tmp_path: Path) -> None:
     names: list[str] = []

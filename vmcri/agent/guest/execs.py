@@ -1,8 +1,8 @@
 """Processes run in a container with ``runc exec``: ExecSync and interactive sessions.
 
 A session's output travels as OutputChunk events carrying its exec id, its end as one
-ExecExited event; stdin and resize arrive as WriteStdin/Resize requests. runc exec stays in the
-foreground and exits with the process's exit code, so waiting for runc is waiting for it.
+ExecExited event; stdin and resize arrive as WriteStdin/Resize requests. runc exec always
+detaches (runc.py says why): the process is the agent's child, waited for by its pid file.
 
 Each exec runs in a group of its own (``exec_group.py``): an ExecSync that times out, and a
 session that is killed, take every process they started with them.
@@ -22,6 +22,7 @@ from pathlib import Path
 from vmcri.agent.guest.containers import Container, ContainerManager
 from vmcri.agent.guest.exec_group import ExecGroup, kill_tree
 from vmcri.agent.guest.processes import Waiter
+from vmcri.agent.guest.runc import COMMAND_TIMEOUT_S
 from vmcri.agent.guest.stdio import ConsoleSocket, Stdio, pump_pipes, pump_pty, set_winsize
 from vmcri.api import agent_pb2
 from vmcri.errors import (
@@ -47,8 +48,6 @@ class ExecSession:
         self.group = group
         self.stdio = Stdio()
         self.pid_file = container.bundle / "execs" / f"{exec_id}.pid"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runc: Waiter | None = None  # runc exec in the foreground (no tty)
         self.exited = threading.Event()
         self.killed = False
 
@@ -56,8 +55,6 @@ class ExecSession:
         """SIGKILL the session's process and everything it started."""
         self.killed = True
         kill_exec(self.group, self.pid_file)
-        if self.runc is not None:
-            self.runc.signal(signal.SIGKILL)
 
 
 def kill_exec(group: ExecGroup | None, pid_file: Path) -> None:
@@ -116,6 +113,7 @@ class ExecManager:
                     pid_file=pid_file,
                     cgroup=group.runc_arg if group is not None else "",
                 ),
+                pid_file=pid_file,
                 timeout=req.timeout_ms / 1000 if req.timeout_ms else None,
                 max_output=limit,
                 kill=lambda: kill_exec(group, pid_file),
@@ -192,7 +190,7 @@ class ExecManager:
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             in_r, in_w = os.pipe2(os.O_CLOEXEC) if req.stdin else (subprocess.DEVNULL, -1)
             try:
-                session.proc, waiter = runc.spawn(
+                proc, waiter = runc.spawn(
                     runc.exec_argv(cid, argv, pid_file=session.pid_file, cgroup=group),
                     stdin=in_r,
                     stdout=out_w,
@@ -207,18 +205,35 @@ class ExecManager:
                 for fd in (out_w, err_w, in_r):
                     if fd >= 0:
                         os.close(fd)
-            session.runc = waiter
             if in_w >= 0:
                 session.stdio.stdin_fd = in_w
+            # The runtime's own errors go to the session's stderr, like the process's.
             pump_pipes(session.stdio, out_r, err_r, emit, name=f"out-{session.exec_id}")
+            waiter = self._started(proc, waiter, session)
         threading.Thread(
             target=self._monitor, args=(session, waiter), name=session.exec_id, daemon=True
         ).start()
 
+    def _started(
+        self, proc: subprocess.Popen[bytes], starter: Waiter, session: ExecSession
+    ) -> Waiter:
+        """The waiter of the process ``runc exec --detach`` started; the runtime's own
+        when it failed (its exit code is the session's). Raises HostCommandError."""
+        if not starter.wait(COMMAND_TIMEOUT_S):
+            starter.signal(signal.SIGKILL)
+            starter.wait()
+        proc.returncode = starter.exit_code  # keeps Popen from ever waiting itself
+        if starter.exit_code != 0:
+            return starter
+        try:
+            pid = int(session.pid_file.read_text().strip())
+        except (OSError, ValueError) as exc:
+            session.stdio.close()
+            raise HostCommandError(f"runc exec wrote no pid file: {exc}") from exc
+        return self._containers.reaper.watch(pid)
+
     def _monitor(self, session: ExecSession, waiter: Waiter) -> None:
         waiter.wait()
-        if session.proc is not None:
-            session.proc.returncode = waiter.exit_code
         session.stdio.join_output(OUTPUT_DRAIN_S)
         session.stdio.close()
         end_exec(session.group, killed=session.killed)

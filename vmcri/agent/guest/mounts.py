@@ -27,6 +27,9 @@ class Mounter(Protocol):
 
     def is_mounted(self, target: str) -> bool: ...
 
+    def load(self) -> None:
+        """Load what the first mount would (a VM template's warm-up)."""
+
 
 class LibcMounter:
     """The syscalls through libc. ctypes loads at the first mount, not with the agent: under
@@ -44,6 +47,9 @@ class LibcMounter:
             self._libc = ctypes.CDLL(None, use_errno=True)
         rc = getattr(self._libc, name)(*args)
         return None if rc == 0 else ctypes.get_errno()
+
+    def load(self) -> None:
+        self._call("getpid")
 
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         err = self._call(

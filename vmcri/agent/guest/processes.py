@@ -17,6 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from vmcri.errors import HostCommandError
@@ -158,6 +159,71 @@ class Reaper:
             truncated=out.truncated or err.truncated,
         )
 
+    def run_started(
+        self,
+        argv: Sequence[str],
+        *,
+        pid_file: Path,
+        timeout: float | None,
+        max_output: int,
+        on_timeout: Callable[[], None] | None = None,
+        start_timeout: float = 60.0,
+    ) -> RunResult:
+        """Run a command that starts a process, writes its pid to ``pid_file`` and exits
+        (``runc exec --detach``), then wait for that process; its stdout and stderr are
+        collected (bounded) until it and whatever shares them close them, or briefly after.
+
+        The started process is this process's child (adopted: PID 1 or subreaper), so what
+        it leaves running in the background never delays the answer, whichever runtime
+        started it (crun, in the foreground, waits for every orphan it adopts). A starter
+        that fails answers with its own exit code and output. On timeout ``on_timeout``
+        runs (to kill what the process started), then the process is killed.
+
+        Raises HostCommandError if the command cannot start or wrote no pid file.
+        """
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            proc, starter = self.spawn(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w)
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        out = _BoundedReader(out_r, max_output, owns=True)
+        err = _BoundedReader(err_r, max_output, owns=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not starter.wait(start_timeout):
+            starter.signal(signal.SIGKILL)
+            starter.wait()
+        proc.returncode = starter.exit_code  # keeps Popen from ever waiting itself
+        waiter = starter
+        timed_out = False
+        if starter.exit_code == 0:
+            try:
+                waiter = self.watch(int(pid_file.read_text().strip()))
+            except (OSError, ValueError) as exc:
+                raise HostCommandError(f"{argv[0]} wrote no pid file: {exc}") from exc
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            timed_out = not waiter.wait(left)
+            if timed_out:
+                if on_timeout is not None:
+                    with contextlib.suppress(Exception):
+                        on_timeout()
+                waiter.signal(signal.SIGKILL)
+                waiter.wait()
+        out.join(2.0)
+        err.join(2.0)
+        return RunResult(
+            exit_code=waiter.exit_code,
+            stdout=out.data(),
+            stderr=err.data(),
+            timed_out=timed_out,
+            truncated=out.truncated or err.truncated,
+        )
+
     def _run(self) -> None:
         while True:
             try:
@@ -203,10 +269,13 @@ def _feed(pipe: object, data: bytes) -> None:
 
 
 class _BoundedReader:
-    """Reads a pipe to EOF on its own thread, keeping at most ``limit`` bytes."""
+    """Reads a pipe to EOF on its own thread, keeping at most ``limit`` bytes; ``owns``: it
+    closes the fd at the end (a caller that closed it earlier could see the number reused
+    under a read still blocked on it)."""
 
-    def __init__(self, fd: int, limit: int) -> None:
+    def __init__(self, fd: int, limit: int, owns: bool = False) -> None:
         self._fd = fd
+        self._owns = owns
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
@@ -215,6 +284,13 @@ class _BoundedReader:
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._read()
+        finally:
+            if self._owns:
+                os.close(self._fd)
+
+    def _read(self) -> None:
         while True:
             try:
                 chunk = os.read(self._fd, 65536)

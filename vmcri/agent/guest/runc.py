@@ -1,12 +1,18 @@
-"""The runc command line (runc 1.1), always with the agent's private ``--root``.
+"""The runc command line (runc 1.1, or crun, which has the same), always with the agent's
+private ``--root``.
 
 runc create hands its own stdio to the container, so its diagnostics go to a ``--log`` file
-instead of the container's stderr pipe; errors are read back from that file.
+instead of the container's stderr pipe; errors are read back from that file. The two word
+their errors differently, so "does the runtime know this container" is asked with
+``state``, never read from a message.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
@@ -16,6 +22,34 @@ from vmcri.agent.guest.processes import Reaper, RunResult, Waiter
 from vmcri.errors import HostCommandError, NotFound
 
 COMMAND_TIMEOUT_S = 60.0
+SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
+def sealed_copy(binary: str) -> str:
+    """A path that executes a sealed in-memory copy of ``binary``, made now.
+
+    runc (and crun) protect themselves from a container overwriting their binary
+    (CVE-2019-5736) by copying it into a sealed memfd before they enter a container,
+    once per create and exec, unless they already run from one with exactly these seals
+    (runc's ``memfd-bind`` uses the same rule). One copy made at the agent's start skips
+    that work; in a VM it is made in the template, so every restored pod shares it, and
+    the emulator translates the same code pages for every runtime process.
+
+    Raises HostCommandError when the binary cannot be read.
+    """
+    path = shutil.which(binary)
+    if path is None:
+        raise HostCommandError(f"{binary}: not found")
+    fd = os.memfd_create(os.path.basename(path), os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        with open(path, "rb") as src:
+            os.sendfile(fd, src.fileno(), 0, os.fstat(src.fileno()).st_size)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+    except OSError as exc:
+        os.close(fd)
+        raise HostCommandError(f"cannot copy {path} into a sealed memfd: {exc}") from exc
+    # Kept open for the agent's life; the path resolves through the agent's own fd table.
+    return f"/proc/{os.getpid()}/fd/{fd}"
 
 
 class Runc:
@@ -74,14 +108,14 @@ class Runc:
     def kill(self, container_id: str, signal: int) -> None:
         """Raises NotFound if runc does not know the container, HostCommandError otherwise."""
         result = self._run("kill", container_id, str(signal))
-        if result.exit_code != 0 and b"not exist" in result.stderr:
+        if result.exit_code != 0 and self.state(container_id) is None:
             raise NotFound(f"container {container_id} does not exist in runc")
         result.check(f"runc kill {container_id} {signal}")
 
     def delete(self, container_id: str) -> None:
         """``runc delete -f``; a container runc does not know is already deleted."""
         result = self._run("delete", "--force", container_id)
-        if result.exit_code != 0 and b"not exist" not in result.stderr:
+        if result.exit_code != 0 and self.state(container_id) is not None:
             result.check(f"runc delete {container_id}")
 
     def state(self, container_id: str) -> dict[str, object] | None:
@@ -112,23 +146,25 @@ class Runc:
         console_socket: Path | None = None,
         cgroup: str = "",
     ) -> list[str]:
-        """The command line of ``runc exec``.
+        """The command line of ``runc exec --detach``.
 
-        Without a console socket runc stays in the foreground and exits with the process's
-        code. With one (a tty) runc must detach: the process then becomes the agent's child
-        (subreaper) and is waited for by its pid file. ``cgroup`` is a sub-cgroup of the
-        container's to run the process in (``[controller:]name``, see exec_group.py).
+        The runtime starts the process, writes its pid file and exits; the process becomes
+        the agent's child (PID 1 or subreaper) and is waited for by that pid. Never in the
+        foreground: crun there adopts the process's orphans and waits for all of them, so
+        ``sh -c 'daemon &'`` would hold the exec until the daemon ends (runc does not).
+        ``cgroup`` is a sub-cgroup of the container's to run the process in
+        (``[controller:]name``, see exec_group.py).
         """
-        args = ["exec", "--pid-file", str(pid_file)]
+        args = ["exec", "--detach", "--pid-file", str(pid_file)]
         if cgroup:
             args += ["--cgroup", cgroup]
         if console_socket is not None:
-            args += ["--tty", "--detach", "--console-socket", str(console_socket)]
+            args += ["--tty", "--console-socket", str(console_socket)]
         # runc stops parsing options at the container id: no "--" (it would be the command).
         return self._argv(*args, container_id, *argv)
 
     def run_detached_exec(self, argv: Sequence[str], what: str) -> None:
-        """Run a ``--detach`` exec command line. Raises HostCommandError."""
+        """Run an exec command line whose output is not wanted. Raises HostCommandError."""
         self._reaper.run(argv, timeout=COMMAND_TIMEOUT_S).check(what)
 
     def spawn(self, argv: Sequence[str], **popen: object) -> tuple[subprocess.Popen[bytes], Waiter]:
@@ -138,12 +174,21 @@ class Runc:
         self,
         argv: Sequence[str],
         *,
+        pid_file: Path,
         timeout: float | None,
         max_output: int,
         kill: Callable[[], None],
     ) -> RunResult:
-        """Run a built exec command line; on timeout ``kill`` what it started, then runc."""
-        return self._reaper.run(argv, timeout=timeout, max_output=max_output, on_timeout=kill)
+        """Run a built exec command line and wait for its process; on timeout ``kill``
+        what it started, then the process."""
+        return self._reaper.run_started(
+            argv,
+            pid_file=pid_file,
+            timeout=timeout,
+            max_output=max_output,
+            on_timeout=kill,
+            start_timeout=COMMAND_TIMEOUT_S,
+        )
 
     def _run(self, *args: str) -> RunResult:
         return self._reaper.run(self._argv(*args), timeout=COMMAND_TIMEOUT_S)

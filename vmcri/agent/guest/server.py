@@ -31,6 +31,7 @@ from vmcri.agent.guest.events import EventLog
 from vmcri.agent.guest.execs import ExecManager
 from vmcri.agent.guest.portforward import PortForwards
 from vmcri.agent.guest.sandbox import Sandbox
+from vmcri.agent.guest.warm_up import warm_up
 from vmcri.agent.transport import GuestConnection, Listener
 from vmcri.api import agent_pb2
 from vmcri.errors import InvalidArgument, ProtocolError, Unimplemented, VmcriError
@@ -144,6 +145,9 @@ class Agent:
             return _empty()
         if call == "shutdown":
             threading.Timer(0.2, self._shutdown).start()
+            return _empty()
+        if call == "warm_up":
+            warm_up(c.runc, c.reaper, c.mounter, c.paths.scratch)
             return _empty()
         if call == "kill_exec":
             self.execs.kill(request.kill_exec)

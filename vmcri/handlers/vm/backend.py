@@ -89,6 +89,7 @@ EXEC_OUTPUT_LIMIT = 480 * 1024  # per stream; both must fit one agent frame
 VHOST_VSOCK = "/dev/vhost-vsock"
 TEMPLATE_DOMAIN_PREFIX = "vmcritpl-"  # + daemon pid + key: not a pod's "vmcri-" domain
 RESTORE_TIMEOUT_S = 30.0  # QEMU loads a few hundred KiB of device state
+WARM_UP_TIMEOUT_S = 60.0  # one throwaway container in the template, under emulation
 RESTORE_AGENT_TIMEOUT_S = 15.0  # a restored agent answers at once; more means it is broken
 NIC_WAIT_S = 10  # a hotplugged NIC shows up in the guest
 SAVE_TIMEOUT_S = 60.0
@@ -317,6 +318,7 @@ class VmBackend(SupervisedContainerMethods):
                 "memory_mib": str(spec.memory_mib),
                 "vcpus": str(spec.vcpus),
                 "start": "restored" if restored else "cold",
+                "oci_runtime": self._options.oci_runtime,
                 "hostname": hostname,
                 "hostname_path": guest_files.hostname_path,
                 "hosts_path": guest_files.hosts_path,
@@ -521,7 +523,9 @@ class VmBackend(SupervisedContainerMethods):
             vcpus=shape.vcpus,
             kernel=str(guest.kernel),
             initrd=str(guest.initrd),
-            cmdline=kernel_cmdline(False, GUEST_SHARE, template=True),
+            cmdline=kernel_cmdline(
+                False, GUEST_SHARE, template=True, oci_runtime=self._options.oci_runtime
+            ),
             root_image=str(guest.root_image),
             agent_socket=str(agent_socket),
             agent_port_name=AGENT_PORT_NAME,
@@ -579,6 +583,12 @@ class VmBackend(SupervisedContainerMethods):
                         raise AgentUnavailable(f"template VM {name}: no agent ({exc})") from exc
                     time.sleep(0.2)
             _check_guest_version(info.agent_version, guest)
+            try:
+                client.warm_up(timeout=WARM_UP_TIMEOUT_S)
+            except VmcriError as exc:
+                # Pods restored from it load these themselves; their containers would fail
+                # the same way in a cold-booted pod, with the error where it belongs.
+                log.warning("VM template %s: warm-up failed: %s", shape.label(), exc.message)
             client.close()  # the template's agent waits for a next connection: a pod's
             self._hypervisor.save_state(
                 name, staging / "state", sockets / f"tpl-{tag}.save", SAVE_TIMEOUT_S
@@ -613,6 +623,7 @@ class VmBackend(SupervisedContainerMethods):
                 GUEST_SHARE,
                 vsock=self._vsock,
                 share_driver=self._share_driver,
+                oci_runtime=self._options.oci_runtime,
             ),
             root_image=str(guest.root_image),
             agent_socket=str(layout.agent_socket),

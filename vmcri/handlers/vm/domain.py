@@ -244,6 +244,7 @@ def kernel_cmdline(
     vsock: bool = False,
     share_driver: str = "9p",
     template: bool = False,
+    oci_runtime: str = "runc",
 ) -> str:
     """The guest kernel command line; guest/init reads the ``vmcri.*`` keys.
 
@@ -259,6 +260,7 @@ def kernel_cmdline(
         "panic=-1",
         "vmcri.root=/dev/vda",
         agent,
+        f"vmcri.oci_runtime={oci_runtime}",
     ]
     if template:
         parts.append("vmcri.virtio_ids=1")

@@ -1,0 +1,63 @@
+"""The guest's OCI runtime: crun by default, runc when the handler asks for it
+(options.oci_runtime), each running the same containers through the same agent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.harness import NO_POD_NETWORK, daemon_with_busybox
+from tests.support.wait import wait_for
+from vmcri.api import api_pb2 as pb
+
+from .conftest import VmEnv, destroy_domain
+
+pytestmark = pytest.mark.integration
+
+GUEST_RUNC = """
+[runtimes.vm]
+backend = "vm"
+[runtimes.vmrunc]
+backend = "vm"
+[runtimes.vmrunc.options]
+oci_runtime = "runc"
+template = "off"
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
+    with daemon_with_busybox(
+        tmp_path_factory.mktemp("oci"), VmEnv, NO_POD_NETWORK + GUEST_RUNC
+    ) as env:
+        try:
+            yield env
+        finally:
+            for sandbox_id in env.sandboxes:
+                destroy_domain(sandbox_id)
+
+
+@pytest.mark.parametrize(("handler", "oci_runtime"), [("vm", "crun"), ("vmrunc", "runc")])
+def test_the_guest_runs_containers_with_the_runtime_the_handler_names(
+    env: VmEnv, handler: str, oci_runtime: str
+) -> None:
+    sandbox_id, pod = env.run_pod(f"oci-{oci_runtime}", handler)
+    assert env.runtime_info(sandbox_id)["oci_runtime"] == oci_runtime
+
+    first = env.create(sandbox_id, pod, "exits", ["sh", "-c", "echo out; exit 3"])
+    env.start(first)
+    wait_for(lambda: env.status(first).state == pb.CONTAINER_EXITED, 60, "the container's exit")
+    assert env.status(first).exit_code == 3
+    assert "stdout F out" in env.log_of(f"oci-{oci_runtime}", "exits")
+
+    second = env.create(sandbox_id, pod, "runs", ["sleep", "1000"])
+    env.start(second)
+    result = env.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=second, cmd=["sh", "-c", "echo e; exit 4"], timeout=60),
+        timeout=120,
+    )
+    assert (result.exit_code, result.stdout) == (4, b"e\n")
+    env.runtime.StopContainer(pb.StopContainerRequest(container_id=second, timeout=1), timeout=60)
+    assert env.status(second).exit_code == 143  # the stop signal, through the runtime
+    env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
