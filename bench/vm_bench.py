@@ -9,8 +9,12 @@ In one run, on the same kernel and initrd:
   first container runs (Create + Start), through a real daemon, for a cold-booted
   pod (handler ``vmcold``: ``template = "off"``) and a pod restored from a VM
   template (handler ``vm``), alternating; the template's one-time build is timed too;
-* 10 restored pods started at once: the time until all are Ready;
-* host PSS per idle restored pod with 1 and 10 (``--pss 1,10,30``) pods running;
+* 10 restored pods started at once: the time until all are Ready, and the CPU time a
+  restored pod's QEMU spends until Ready (N pods on C cores cannot be Ready sooner than
+  N x that / C);
+* host PSS per idle restored pod with 1, 10 and 30 (``--pss``) pods running;
+* density: more idle restored pods, one at a time, until RunPodSandbox fails or takes
+  more than 3x the restored pods' median, or ``--density-max`` (60) pods run;
 * host memory per pod: PSS of QEMU and of every host helper of the pod
   (virtiofsd where used), read from /proc/<pid>/smaps_rollup;
 * inside the guest, from the pod's console log: the uptime at which /init
@@ -39,6 +43,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -105,6 +111,13 @@ def pss_kib(pid: int) -> int:
             if line.startswith("Pss:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pod_processes(sandbox_id: str, share: Path) -> dict[str, int]:
@@ -204,7 +217,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--concurrent", type=int, default=10, help="pods started at once")
-    parser.add_argument("--pss", default="1,10", help="idle pod counts to read PSS at")
+    parser.add_argument("--pss", default="1,10,30", help="idle pod counts to read PSS at")
+    parser.add_argument(
+        "--density-max", type=int, default=60, help="stop adding idle pods here (0: skip)"
+    )
     parser.add_argument("--json", action="store_true", help="also print the raw numbers")
     parser.add_argument(
         "--guest-dir",
@@ -225,6 +241,8 @@ def main() -> int:
     memory: dict[str, list[float]] = {mode: [] for mode in MODES}
     stages: dict[str, list[float]] = {name: [] for name in (*GUEST_MARKERS, *HOST_MARKS)}
     pss_at: dict[int, float] = {}
+    qemu_cpu: list[float] = []  # CPU seconds of a restored pod's QEMU until Ready
+    density: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vmcri-bench-") as tmp_name:
         tmp = Path(tmp_name)
         with LocalRegistry(tmp / "registry") as registry:
@@ -249,6 +267,10 @@ def main() -> int:
                         sandbox_id, took = run_pod(runtime, tmp, name, handler)
                         ready[mode].append(took)
                         assert started_as(runtime, sandbox_id) == mode, (mode, sandbox_id)
+                        if mode == "restored":
+                            pod_dir = tmp / "state/backends/vm" / sandbox_id
+                            qemu = pod_processes(sandbox_id, pod_dir / "share")["qemu"]
+                            qemu_cpu.append(cpu_s(qemu))
                         container = pb.ContainerConfig(
                             metadata=pb.ContainerMetadata(name="c"),
                             image=pb.ImageSpec(image=image),
@@ -308,6 +330,26 @@ def main() -> int:
                     total = sum(pod_pss_mib(tmp, sandbox_id)[0] for sandbox_id in idle)
                     pss_at[count] = total / count
                     print(f"{count} idle pods: PSS {pss_at[count]:.1f} MiB per pod", flush=True)
+
+                # Density: more idle pods until a start fails or slows past 3x.
+                if args.density_max:
+                    limit_s = 3 * statistics.median(ready["restored"])
+                    density = {"limit_s": limit_s, "stopped": f"--density-max {args.density_max}"}
+                    while len(idle) < args.density_max:
+                        try:
+                            sandbox_id, took = run_pod(runtime, tmp, f"idle-{len(idle)}", "vm")
+                        except grpc.RpcError as exc:
+                            density["stopped"] = f"RunPodSandbox failed: {exc.code().name}"
+                            break
+                        idle.append(sandbox_id)
+                        density["last_s"] = took
+                        if took > limit_s:
+                            density["stopped"] = f"RunPodSandbox took {took:.2f}s > {limit_s:.2f}s"
+                            break
+                    density["pods"] = len(idle)
+                    if idle:
+                        density["pss_mib"] = sum(pod_pss_mib(tmp, s)[0] for s in idle) / len(idle)
+                    print(f"density: {len(idle)} idle pods ({density['stopped']})", flush=True)
                 remove(runtime, idle)
             finally:
                 stop_daemon(daemon)
@@ -331,8 +373,17 @@ def main() -> int:
           f"first container {warm_c['median'] / cold_c['median']:.2f}x")  # fmt: skip
     print(f"  {args.concurrent} restored pods at once, all Ready  {burst_s:6.2f}s   "
           f"{burst_s / warm['median']:.2f}x one")  # fmt: skip
+    cpu = statistics.median(qemu_cpu)
+    cores = os.cpu_count() or 1
+    print(f"  restored pod's QEMU CPU until Ready  {cpu:6.2f}s: {args.concurrent} pods on "
+          f"{cores} cores need >= {args.concurrent * cpu / cores:.2f}s "
+          f"({args.concurrent * cpu / cores / warm['median']:.2f}x one)")  # fmt: skip
     for count, value in pss_at.items():
         print(f"  PSS per idle restored pod at {count:>2} pods  {value:6.1f} MiB")
+    if density:
+        print(f"  density: {density.get('pods', 0)} idle VM pods ({density['stopped']}; "
+              f"3x limit {density['limit_s']:.2f}s), PSS "
+              f"{density.get('pss_mib', 0):.1f} MiB per pod")  # fmt: skip
     labels = {
         "exec_at": "cold: guest uptime when /init execs the agent",
         "listening": "cold: agent listening, after its exec",
@@ -345,7 +396,8 @@ def main() -> int:
             print(f"  {labels[name]:<48} {g['median']:6.2f}s ({g['p90']:.2f}s)")
     if args.json:
         raw = {"floor": floor, "ready": ready, "running": running, "pss_mib": memory}
-        print(json.dumps({**raw, "stages": stages, "burst_s": burst_s, "pss_at": pss_at}))
+        extra = {"burst_s": burst_s, "pss_at": pss_at, "qemu_cpu_s": qemu_cpu, "density": density}
+        print(json.dumps({**raw, "stages": stages, **extra}))
     return 0
 
 
