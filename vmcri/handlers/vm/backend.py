@@ -387,6 +387,7 @@ class VmBackend(SupervisedContainerMethods):
             self._hypervisor.restore(
                 name, render_domain(spec), template.state, layout.incoming_socket, RESTORE_TIMEOUT_S
             )
+            restored = time.monotonic()
             link = self._containers.link(sandbox)
             info = link.wait_ready(RESTORE_AGENT_TIMEOUT_S, alive=lambda: self._alive(name))
             _check_guest_version(info.agent_version, guest)
@@ -398,6 +399,7 @@ class VmBackend(SupervisedContainerMethods):
             self._hypervisor.attach_device(name, render_nic(plan.nic))
             nic.attach(self._taps, plan)
         timings = {
+            "restore_s": round(restored - started, 3),
             "domain_start_s": round(domain_up - started, 3),
             "agent_ready_s": round(time.monotonic() - started, 3),
         }
