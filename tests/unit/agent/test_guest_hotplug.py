@@ -47,6 +47,17 @@ def test_offline_cpus_and_memory_blocks_are_onlined(tmp_path: Path) -> None:
     assert (paths.system / "memory/memory32/state").read_text() == "online"
 
 
+def test_no_more_cpus_than_asked_are_onlined(tmp_path: Path) -> None:
+    # under TCG the VM's maximum is present from boot: the host says how many are the pod's
+    paths = sysfs(tmp_path, {0: None, 1: "0", 2: "0", 10: "0"}, {})
+    answer = Hotplug(enabled=True, paths=paths).online(
+        agent_pb2.OnlineResourcesRequest(cpus=2, wait_ms=1000)
+    )
+    assert answer.online_cpus == 2
+    states = [(paths.system / f"cpu/cpu{n}/online").read_text().strip() for n in (1, 2, 10)]
+    assert states == ["1", "0", "0"]
+
+
 def test_a_cpu_that_does_not_appear_in_time_is_reported_not_waited_for_forever(
     tmp_path: Path,
 ) -> None:

@@ -1,7 +1,8 @@
-"""OnlineResources: bring online the vCPUs and memory the host hotplugged into the VM.
+"""OnlineResources: bring online the vCPUs and memory the host added to the VM.
 
 A Linux guest adds a hotplugged CPU (an ACPI event) or memory block (virtio-mem) but,
-without udev, leaves a CPU offline; memory is onlined by the kernel itself
+without udev, leaves a CPU offline, as it does the CPUs beyond ``maxcpus=`` that a VM
+under TCG has from boot (``domain.plugs_vcpus``); memory is onlined by the kernel itself
 (``memhp_default_state=online`` on the command line, see ``domain.kernel_cmdline``), and
 the agent onlines any block still offline as well. The host asks after each growth and
 checks the answer before a container gets the larger limit.
@@ -53,7 +54,7 @@ class Hotplug:
         self._sleep = sleep
 
     def online(self, req: agent_pb2.OnlineResourcesRequest) -> agent_pb2.OnlineResourcesResponse:
-        """Online every offline CPU and memory block, until ``req.cpus`` CPUs are online or
+        """Online every offline memory block, and CPUs until ``req.cpus`` are online or
         ``req.wait_ms`` have passed; the answer says what is online (the host judges it).
 
         Raises InvalidArgument (a value out of range), FailedPrecondition (not in a VM).
@@ -65,7 +66,7 @@ class Hotplug:
         deadline = self._clock() + req.wait_ms / 1000
         self._online_memory()
         while True:
-            online = self._online_cpus()
+            online = self._online_cpus(req.cpus)
             if online >= req.cpus or self._clock() >= deadline:
                 break
             self._sleep(POLL_S)
@@ -73,20 +74,23 @@ class Hotplug:
             online_cpus=online, memory_total_bytes=self._memory_total()
         )
 
-    def _online_cpus(self) -> int:
-        """Online each present CPU that is offline; returns how many are online."""
+    def _online_cpus(self, wanted: int) -> int:
+        """Online offline CPUs, lowest first, until ``wanted`` are online; returns how many
+        are online. Never more: under TCG every vCPU the VM may grow to is present from
+        boot, and only the host says how many the pod has."""
         base = self._paths.system / "cpu"
-        count = 0
-        for entry in sorted(base.iterdir()) if base.is_dir() else ():
-            if not CPU_DIR_RE.match(entry.name):
+        cpus = [e for e in base.iterdir() if CPU_DIR_RE.match(e.name)] if base.is_dir() else []
+        cpus.sort(key=lambda e: int(e.name[3:]))
+        # the boot CPU cannot go offline and has no switch
+        online = [c for c in cpus if _read(c / "online") in ("1", "")]
+        count = len(online)
+        for cpu in cpus:
+            if count >= wanted:
+                break
+            if cpu in online:
                 continue
-            switch = entry / "online"
-            if not switch.exists():
-                count += 1  # the boot CPU cannot go offline and has no switch
-                continue
-            if _read(switch) != "1":
-                _write(switch, "1")
-            count += _read(switch) == "1"
+            _write(cpu / "online", "1")
+            count += _read(cpu / "online") == "1"
         return count
 
     def _online_memory(self) -> None:
