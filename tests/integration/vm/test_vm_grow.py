@@ -113,6 +113,14 @@ def test_a_container_above_the_vm_grows_it_and_gets_its_limits(
     assert probe(env, app)[3] - grown_total == 300 * MIB
     log = env.daemon.log.read_text()
     assert f"VM vmcri-{sandbox_id} grew from 416 MiB/1 vCPU to 760 MiB/2 vCPU in " in log
+
+    # The size is on disk: a daemon killed and restarted grows the VM from where it was
+    env.restart(kill=True)
+    env.runtime.UpdateContainerResources(
+        pb.UpdateContainerResourcesRequest(container_id=app, linux=limits(1, 1300)), timeout=120
+    )
+    assert size_of(env, sandbox_id) == (1300 + GUEST_MIB, 2)
+    assert probe(env, app)[2] == 1300 * MIB
     print(f"{handler}: CreateContainer with growth {created_s:.2f} s, "
           f"UpdateContainerResources +300 MiB {updated_s:.2f} s")  # fmt: skip
 
@@ -129,7 +137,7 @@ def test_a_container_above_the_vm_grows_it_and_gets_its_limits(
         assert str(info.value.details()).startswith(f"{field}: ")
     listed = env.runtime.ListContainers(pb.ListContainersRequest(), timeout=30).containers
     assert [c.id for c in listed if c.pod_sandbox_id == sandbox_id] == [app]
-    assert size_of(env, sandbox_id) == (1200 + GUEST_MIB, 2)
+    assert size_of(env, sandbox_id) == (1300 + GUEST_MIB, 2)
     assert probe(env, app)[0] == 2
 
     env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
