@@ -309,6 +309,11 @@ overhead_memory_mib = 160
 overhead_vcpus = 1
 # Used when no container of the pod has a memory limit.
 default_memory_mib = 256
+# A running VM grows (vCPU hotplug, virtio-mem) when its containers' limits need more,
+# up to these; 0 means the host's CPUs (at most 8) plus overhead_vcpus, and the host's
+# MemTotal.
+max_vcpus = 0
+max_memory_mib = 0
 # File sharing into the VM: "auto" (virtiofs where virtiofsd exists, else 9p; 9p when
 # templates are on, as a virtio-fs device cannot be saved), "9p", "virtiofs".
 shared_fs = "auto"

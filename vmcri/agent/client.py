@@ -187,6 +187,15 @@ class AgentClient(AgentConnection):
         )
         self._result(self.call(agent_pb2.Request(update_resources=req)), "empty")
 
+    def online_resources(self, cpus: int, wait_s: float) -> types.GuestResources:
+        """Have the guest online what was hotplugged, waiting up to ``wait_s`` for ``cpus``
+        CPUs; returns what is online (the caller judges it). Raises like :meth:`call`."""
+        req = agent_pb2.OnlineResourcesRequest(cpus=cpus, wait_ms=int(wait_s * 1000))
+        r = self._result(
+            self.call(agent_pb2.Request(online_resources=req), wait_s + 10), "online_resources"
+        )
+        return self._checked(lambda: convert.guest_resources(r.online_resources))
+
     def kill_exec(self, container_id: str, exec_id: str) -> None:
         """SIGKILL an interactive exec session's process; an ended session is success."""
         req = agent_pb2.KillExecRequest(container_id=container_id, exec_id=exec_id)

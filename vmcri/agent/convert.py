@@ -191,6 +191,17 @@ def stats(msg: agent_pb2.StatsResponse, wanted: list[str]) -> types.Stats:
     )
 
 
+MAX_GUEST_CPUS = 1024
+MAX_GUEST_MEMORY = 1 << 52  # x86-64's physical address limit
+
+
+def guest_resources(msg: agent_pb2.OnlineResourcesResponse) -> types.GuestResources:
+    return types.GuestResources(
+        online_cpus=_uint(msg.online_cpus, "online_cpus", MAX_GUEST_CPUS),
+        memory_total_bytes=_uint(msg.memory_total_bytes, "memory_total_bytes", MAX_GUEST_MEMORY),
+    )
+
+
 def event(msg: agent_pb2.Event) -> types.AgentEvent:
     """Raises ProtocolError for an event without a known kind or with a bad field."""
     seq = _uint(msg.seq, "seq")

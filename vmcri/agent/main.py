@@ -84,6 +84,7 @@ def main(argv: list[str]) -> int:
     from vmcri.agent.guest.containers import ContainerManager, GuestPaths
     from vmcri.agent.guest.events import EventLog
     from vmcri.agent.guest.execs import ExecManager
+    from vmcri.agent.guest.hotplug import Hotplug
     from vmcri.agent.guest.mounts import LibcMounter
     from vmcri.agent.guest.processes import Reaper, become_subreaper
     from vmcri.agent.guest.runc import Runc, sealed_copy
@@ -139,6 +140,7 @@ def main(argv: list[str]) -> int:
         sandbox=Sandbox(state, mounter, HostSettings(enabled=not args.no_host_settings)),
         events=events,
         shutdown=shutdown,
+        hotplug=Hotplug(enabled=not args.no_host_settings),
     )
     if os.getpid() != 1:
         signal.signal(signal.SIGTERM, _terminate(stop))

@@ -99,6 +99,14 @@ class VmMemory:
 
 
 @dataclass(frozen=True)
+class GuestResources:
+    """What the guest says is online after a hotplug (untrusted: it only harms itself)."""
+
+    online_cpus: int
+    memory_total_bytes: int
+
+
+@dataclass(frozen=True)
 class Stats:
     containers: tuple[ContainerStats, ...]
     vm_memory: VmMemory

@@ -214,7 +214,18 @@ class SandboxBackend(Protocol):
 
     def update_resources(
         self, sandbox: SandboxRecord, container: ContainerRecord, resources: Resources
-    ) -> None: ...
+    ) -> None:
+        """Give the container ``resources`` (UpdateContainerResources), making room for them
+        first where the backend's isolation has a size (a VM grows); raises InvalidArgument
+        naming ``linux.<field>`` when it cannot."""
+        ...
+
+    def update_sandbox_resources(self, sandbox: SandboxRecord, resources: Resources) -> None:
+        """The pod's limits become ``resources`` (UpdatePodSandboxResources): make room for
+        them, or raise InvalidArgument naming ``resources.<field>``, before they are recorded.
+        A backend whose pods have no size of their own (the runc handler: kubelet sizes the
+        pod cgroup itself) does nothing."""
+        ...
 
     def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None: ...
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -12,7 +13,7 @@ from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import HandlerRegistry
 from vmcri.network.service import PodNetworking
 from vmcri.runtime.events import EventBus
-from vmcri.store.records import ContainerRecord
+from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.store.store import Store
 
 
@@ -59,6 +60,15 @@ class Services:
     def container_exited(self, container_id: str) -> None:
         for listener in list(self.exit_listeners):
             listener(container_id)
+
+    def find_sandbox(self, sandbox_id: str) -> SandboxRecord | None:
+        found = self.store.sandboxes.find(sandbox_id)
+        return found if found is not None and found.id == sandbox_id else None
+
+    def update_sandbox_runtime(self, sandbox_id: str, values: Mapping[str, str]) -> SandboxRecord:
+        return self.store.sandboxes.update(
+            sandbox_id, lambda r: dataclasses.replace(r, runtime={**r.runtime, **values})
+        )
 
     def registry(self) -> HandlerRegistry:
         assert self.handlers is not None, "handlers are wired at start-up"

@@ -260,16 +260,20 @@ class PodService:
         the pod-level cgroup itself, to tell the runtime (and its plugins) the
         pod's new overhead and resources. containerd, the reference, changes
         no cgroup here either: it hands the values to NRI plugins and records
-        them on the sandbox. vmcri records them on the sandbox, where a later
-        VM resize can find them; an absent message leaves that part as it was.
+        them on the sandbox. vmcri records them on the sandbox after the
+        backend has made room for the new resources in a running pod (a VM
+        grows); an absent message leaves that part as it was.
 
-        Raises NotFound (sandbox), InvalidArgument (negative values, naming the field).
+        Raises NotFound (sandbox), InvalidArgument (negative values, or more
+        than the pod can grow to, naming the field), the backend's errors.
         """
         if overhead is not None:
             validate_resources(overhead, "overhead")
         if resources is not None:
             validate_resources(resources, "resources")
         sandbox = self.ready(sandbox_id)
+        if resources is not None and sandbox.state is SandboxState.READY:
+            self._s.registry().backend_for(sandbox).update_sandbox_resources(sandbox, resources)
         config = dataclasses.replace(
             sandbox.config,
             overhead=sandbox.config.overhead if overhead is None else overhead,

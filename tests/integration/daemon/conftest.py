@@ -19,8 +19,9 @@ from vmcri.api import api_pb2_grpc
 # VM templates (one boot per guest image version and VM shape, ~15 s under TCG) shared by
 # every daemon the tests start, and kept between runs: they are keyed by everything they
 # depend on and verified before each use. tests/integration/vm/test_vm_template.py makes
-# its own from scratch.
-SHARED_TEMPLATES = Path("/var/tmp/vmcri-test-templates")
+# its own from scratch. VMCRI_TEST_TEMPLATES names another directory: daemons of another
+# guest image (another worktree) would discard these as stale.
+SHARED_TEMPLATES = Path(os.environ.get("VMCRI_TEST_TEMPLATES", "/var/tmp/vmcri-test-templates"))
 
 
 @dataclass

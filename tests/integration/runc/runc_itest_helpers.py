@@ -10,8 +10,10 @@ from __future__ import annotations
 import secrets
 import signal
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
+from vmcri.errors import NotFound
 from vmcri.handlers.base import ContainerExit
 from vmcri.handlers.runc.backend import RuncBackend
 from vmcri.model import ContainerConfig, Metadata, PodConfig
@@ -35,6 +37,12 @@ class Records:
     def container_exited(self, container_id: str) -> None:
         with self._lock:
             self.exited.append(container_id)
+
+    def find_sandbox(self, sandbox_id: str) -> SandboxRecord | None:
+        return None  # the tests hand the backend its sandbox records themselves
+
+    def update_sandbox_runtime(self, sandbox_id: str, values: Mapping[str, str]) -> SandboxRecord:
+        raise NotFound(f"sandbox {sandbox_id}: the runc backend records no facts of its own")
 
 
 RECORDS = Records()

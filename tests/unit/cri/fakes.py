@@ -120,6 +120,9 @@ class FakeBackend:
     ) -> None:
         self.updates.append((container.id, resources))
 
+    def update_sandbox_resources(self, sandbox: SandboxRecord, resources: Resources) -> None:
+        self.updates.append((sandbox.id, resources))
+
     def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
         pass
 

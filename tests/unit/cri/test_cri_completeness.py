@@ -157,6 +157,8 @@ def test_update_pod_sandbox_resources_is_recorded(rt: Runtime) -> None:
     config = rt.services.store.sandboxes.get(sandbox_id).config
     assert (config.resources.cpu_quota, config.resources.cpu_period) == (50000, 100000)
     assert config.overhead.cpu_quota == 0  # absent in the request: left as it was
+    # the backend made room first (a VM grows): it was told the new pod-level limits
+    assert rt.backend.updates[-1] == (sandbox_id, config.resources)
 
 
 def test_update_pod_sandbox_resources_rejects_bad_values_and_unknown_pods(rt: Runtime) -> None:

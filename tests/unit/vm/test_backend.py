@@ -27,11 +27,16 @@ from vmcri.store.store import Store
 
 
 class FakeHypervisor:
+    """libvirt without VMs; a guest that takes what is hotplugged up to ``guest_takes_mib``."""
+
     def __init__(self, fail_start: bool = False) -> None:
         self.fail_start = fail_start
         self.running: set[str] = set()
         self.destroyed: list[str] = []
         self.started_xml = ""
+        self.vcpus: dict[str, int] = {}
+        self.plugged: dict[str, int] = {}
+        self.guest_takes_mib = 1 << 30
 
     def start(self, name: str, xml: str) -> None:
         self.started_xml = xml
@@ -63,6 +68,13 @@ class FakeHypervisor:
 
     def attach_device(self, name: str, xml: str) -> None:
         raise HypervisorError("the fake hypervisor hotplugs nothing")
+
+    def set_vcpus(self, name: str, count: int) -> None:
+        self.vcpus[name] = count
+
+    def plug_memory(self, name: str, device: str, size_bytes: int, timeout_s: float) -> int:
+        self.plugged[name] = min(size_bytes, self.guest_takes_mib << 20)
+        return self.plugged[name]
 
 
 class FakeMounter:
@@ -185,7 +197,7 @@ def test_a_vm_that_cannot_start_leaves_nothing(short_tmp: Path) -> None:
     assert not (tmp_path / "root" / "backends" / "vm" / record.id).exists()
     assert list((state / "sockets").iterdir()) == []
     assert hypervisor.destroyed == [domain_name(record.id)]
-    assert "<domain type='qemu'>" in hypervisor.started_xml  # TCG, as forced
+    assert "<domain type='qemu' " in hypervisor.started_xml  # TCG, as forced
 
 
 def test_a_vm_dying_marks_its_containers_exited(tmp_path: Path) -> None:
@@ -286,7 +298,8 @@ def test_a_refused_restore_falls_back_to_a_cold_boot_and_drops_the_template(
         backend.run_sandbox(record)
     assert len(hypervisor.restores) == 1
     assert "share=off" in hypervisor.restores[0] and "-incoming" in hypervisor.restores[0]
-    assert "<domain type='qemu'>" in hypervisor.started_xml  # then a plain cold boot
+    assert "<domain type='qemu' " in hypervisor.started_xml  # then a plain cold boot
+    assert "-incoming" not in hypervisor.started_xml
     assert not store.path(shape).exists()  # the template that failed is gone
     state = short_tmp / "state" / "backends" / "vm"
     assert list((state / "sockets").iterdir()) == []

@@ -21,17 +21,14 @@ from vmcri.handlers.vm.domain import (
     Nic,
     Share,
     TemplateMemory,
+    boot_vcpus,
     domain_uuid,
     kernel_cmdline,
-    size_vm,
     vsock_cid,
 )
-from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain
-from vmcri.model import Resources
 
 GOLDEN = Path(__file__).parent / "golden"
-MIB = 1024 * 1024
 
 
 def spec(**changes: Any) -> DomainSpec:
@@ -77,6 +74,36 @@ CASES = {
         cmdline=kernel_cmdline(False, "/run/vmcri/shared", template=True),
         template_memory=TemplateMemory("/var/lib/vmcri/templates/k/memory", False, True),
     ),
+    # Growable (sizing.py): vCPUs up to 4, a virtio-mem region of 1 GiB; with virtiofs the
+    # region is shared memory, as the boot RAM is.
+    # Under TCG all 4 vCPUs are there from boot, the kernel starts 1 (domain.plugs_vcpus).
+    "tcg-q35-9p-growable": spec(
+        max_vcpus=4,
+        hotplug_memory_mib=1024,
+        cmdline=kernel_cmdline(
+            False, "/run/vmcri/shared", memory_hotplug=True, boot_vcpus=boot_vcpus("qemu", 1, 4)
+        ),
+    ),
+    "tcg-q35-9p-template-clone-growable": spec(
+        max_vcpus=2,
+        hotplug_memory_mib=512,
+        cmdline=kernel_cmdline(
+            False, "/run/vmcri/shared", template=True, memory_hotplug=True, boot_vcpus=1
+        ),
+        template_memory=TemplateMemory("/var/lib/vmcri/templates/k/memory", False, True),
+    ),
+    "kvm-virtiofs-growable": spec(
+        domain_type="kvm",
+        max_vcpus=8,
+        hotplug_memory_mib=4096,
+        shares=(Share("vmcri-pod", "/srv/share", False, "virtiofs"),),
+        run_as_root=False,
+        cmdline=kernel_cmdline(
+            False, "/run/vmcri/shared", share_driver="virtiofs", memory_hotplug=True
+        ),
+        virtiofsd="/usr/libexec/virtiofsd",
+        tcg_cache_mib=0,
+    ),
     "kvm-nic-vhost": spec(
         domain_type="kvm",
         tcg_cache_mib=0,
@@ -93,6 +120,16 @@ def test_rendered_xml_matches_golden(case: str) -> None:
         golden.write_text(rendered)
     assert rendered == golden.read_text()
     ET.fromstring(rendered)  # well-formed
+
+
+def test_vcpus_are_hotplugged_under_kvm_and_present_from_boot_under_tcg() -> None:
+    kvm = ET.fromstring(render_domain(CASES["kvm-virtiofs-growable"])).find("vcpu")
+    assert kvm is not None and (kvm.get("current"), kvm.text) == ("1", "8")
+    assert boot_vcpus("kvm", 1, 8) == 0
+    tcg = ET.fromstring(render_domain(CASES["tcg-q35-9p-growable"])).find("vcpu")
+    assert tcg is not None and (tcg.get("current"), tcg.text) == (None, "4")
+    assert boot_vcpus("qemu", 1, 4) == 1 and boot_vcpus("qemu", 2, 2) == 0
+    assert "maxcpus=1" in CASES["tcg-q35-9p-growable"].cmdline
 
 
 def test_values_are_escaped() -> None:
@@ -116,29 +153,6 @@ def test_no_devices_the_pod_does_not_need() -> None:
     assert root.find("./devices/memballoon").get("model") == "none"  # type: ignore[union-attr]
     assert root.find("./devices/interface") is None
     assert root.find("./devices/graphics") is None
-
-
-def test_size_defaults_plus_overhead() -> None:
-    options = VmOptions()
-    assert size_vm([], Resources(), options) == (
-        options.default_memory_mib + options.overhead_memory_mib,
-        max(1, options.overhead_vcpus),
-    )
-
-
-def test_size_sums_container_limits_and_rounds_cpus_up() -> None:
-    options = VmOptions(overhead_memory_mib=100, overhead_vcpus=1)
-    limits = [
-        Resources(memory_limit_in_bytes=256 * MIB, cpu_quota=150000, cpu_period=100000),
-        Resources(memory_limit_in_bytes=128 * MIB + 1, cpu_quota=20000, cpu_period=100000),
-    ]
-    assert size_vm(limits, Resources(), options) == (256 + 129 + 100, 2 + 1)
-
-
-def test_pod_level_limits_win() -> None:
-    options = VmOptions(overhead_memory_mib=100, overhead_vcpus=0)
-    pod = Resources(memory_limit_in_bytes=512 * MIB, cpu_quota=300000, cpu_period=100000)
-    assert size_vm([Resources(memory_limit_in_bytes=MIB)], pod, options) == (612, 3)
 
 
 def test_accel_only_uses_kvm_when_usable(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from vmcri.errors import InvalidArgument
-from vmcri.handlers.vm.domain import MAX_VCPUS, MIB, host_memory_mib, size_vm
 from vmcri.handlers.vm.options import VmOptions
+from vmcri.handlers.vm.sizing import MAX_VCPUS, MIB, host_memory_mib, size_vm
 from vmcri.model import Resources
 
 
@@ -40,18 +40,3 @@ def test_host_memory_is_this_hosts_memtotal() -> None:
         first = meminfo.readline().split()
     assert first[0] == "MemTotal:"
     assert host_memory_mib() == int(first[1]) // 1024
-
-
-def test_a_container_limit_beyond_the_vm_is_refused_with_the_field() -> None:
-    from vmcri.handlers.vm.domain import check_fits
-
-    options = VmOptions(overhead_memory_mib=160)
-    memory, vcpus = size_vm([], Resources(memory_limit_in_bytes=512 * MIB), options)
-    assert (memory, vcpus) == (672, 1)
-    check_fits(Resources(memory_limit_in_bytes=512 * MIB), memory, vcpus, options, "resources")
-    check_fits(Resources(cpu_quota=100000, cpu_period=100000), memory, vcpus, options, "r")
-    with pytest.raises(InvalidArgument) as info:
-        check_fits(Resources(memory_limit_in_bytes=513 * MIB), memory, vcpus, options, "linux")
-    assert info.value.message.startswith("linux.memory_limit_in_bytes: 513 MiB")
-    with pytest.raises(InvalidArgument, match=r"^linux.cpu_quota: the limit needs 2 vCPUs"):
-        check_fits(Resources(cpu_quota=150000, cpu_period=100000), memory, vcpus, options, "linux")

@@ -29,6 +29,7 @@ from vmcri.agent.framing import FrameKind, FrameReader, encode_frame
 from vmcri.agent.guest.containers import ContainerManager
 from vmcri.agent.guest.events import EventLog
 from vmcri.agent.guest.execs import ExecManager
+from vmcri.agent.guest.hotplug import Hotplug
 from vmcri.agent.guest.portforward import PortForwards
 from vmcri.agent.guest.sandbox import Sandbox
 from vmcri.agent.guest.warm_up import warm_up
@@ -72,11 +73,13 @@ class Agent:
         sandbox: Sandbox,
         events: EventLog,
         shutdown: Callable[[], None],
+        hotplug: Hotplug | None = None,
     ) -> None:
         self.containers = containers
         self.execs = execs
         self.sandbox = sandbox
         self.events = events
+        self.hotplug = hotplug or Hotplug(enabled=False)
         self._shutdown = shutdown
         self._started = time.monotonic_ns()
         self.ports = PortForwards(events)
@@ -157,6 +160,10 @@ class Agent:
         if call == "port_forward_write":
             self.ports.write(request.port_forward_write)
             return _empty()
+        if call == "online_resources":
+            return agent_pb2.Response(
+                online_resources=self.hotplug.online(request.online_resources)
+            )
         raise Unimplemented(f"unknown call {call!r}")
 
     def _stats(self, ids: list[str]) -> agent_pb2.StatsResponse:

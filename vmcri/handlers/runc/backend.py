@@ -343,6 +343,9 @@ class RuncBackend(SupervisedContainerMethods):
         body = linux_resources(resources, self.options.pids_limit)
         self._containers.update_resources(sandbox, container, body)
 
+    def update_sandbox_resources(self, sandbox: SandboxRecord, resources: Resources) -> None:
+        """Nothing: kubelet has already resized the pod cgroup the containers run under."""
+
     # ---- streaming --------------------------------------------------------------
 
     def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:

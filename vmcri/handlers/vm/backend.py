@@ -57,20 +57,28 @@ from vmcri.handlers.vm.domain import (
     DomainSpec,
     Share,
     TemplateMemory,
-    check_fits,
+    boot_vcpus,
     domain_name,
     domain_uuid,
     find_virtiofsd,
     kernel_cmdline,
-    size_vm,
+    plugs_vcpus,
     vsock_cid,
 )
+from vmcri.handlers.vm.grow import PodLocks, grow
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
 from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain, render_nic
+from vmcri.handlers.vm.sizing import (
+    VmSize,
+    boot_size,
+    plan_growth,
+    pod_demand,
+    size_vm,
+)
 from vmcri.handlers.vm.spec import container_spec, pod_files
 from vmcri.handlers.vm.template import Shape, Template, Templates, TemplateStore
 from vmcri.handlers.vm.volumes import mount_volumes
@@ -79,7 +87,7 @@ from vmcri.metrics import families as metrics
 from vmcri.model import Resources
 from vmcri.network.tap import NetlinkTaps, TapDevices
 from vmcri.oci.userns import uses_userns
-from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord
 from vmcri.supervisor.backend_methods import SupervisedContainerMethods
 from vmcri.supervisor.containers import KILL_GRACE_S, SupervisedContainers
 
@@ -136,6 +144,7 @@ class VmBackend(SupervisedContainerMethods):
             self._virtiofsd = ""  # templates need 9p: a virtio-fs device cannot be saved
         self._share_driver = "virtiofs" if self._virtiofsd else "9p"
         self._containers = SupervisedContainers(self, context.services)
+        self._grow_locks = PodLocks()
         self._private_ready = False
         self._hypervisor_version = ""
         self._templates: Templates | None = None
@@ -258,6 +267,7 @@ class VmBackend(SupervisedContainerMethods):
         try:
             hostname = pod_files(sandbox)[0]
             memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
+            _check_overhead(sandbox, self._options)
             template = self._template_for(guest, memory_mib, vcpus)
             self._prepare_dirs(layout)
             plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
@@ -315,8 +325,7 @@ class VmBackend(SupervisedContainerMethods):
                 "agent_url": self._agent_url(sandbox.id),
                 "guest_version": guest.version,
                 "accel": spec.domain_type,
-                "memory_mib": str(spec.memory_mib),
-                "vcpus": str(spec.vcpus),
+                **_started_size(spec).runtime(),
                 "start": "restored" if restored else "cold",
                 "oci_runtime": self._options.oci_runtime,
                 "hostname": hostname,
@@ -448,6 +457,7 @@ class VmBackend(SupervisedContainerMethods):
     def _shape(self, guest: GuestImage, memory_mib: int, vcpus: int) -> Shape:
         if not self._hypervisor_version:
             self._hypervisor_version = self._hypervisor.version()
+        size = boot_size(memory_mib, vcpus, self._options)  # clones grow as cold boots do
         shape = Shape(
             guest_version=guest.version,
             hypervisor=self._hypervisor_version,
@@ -457,6 +467,8 @@ class VmBackend(SupervisedContainerMethods):
             vcpus=vcpus,
             tcg_cache_mib=TCG_CACHE_MIB if self._accel.degraded else 0,
             share_driver=self._share_driver,
+            max_vcpus=size.max_vcpus,
+            hotplug_memory_mib=size.hotplug_memory_mib,
         )
         # What the saved guest saw: the domain with every per-VM value a placeholder
         # (a change of templates/ or of the device policy makes a new template).
@@ -523,10 +535,17 @@ class VmBackend(SupervisedContainerMethods):
             machine=shape.machine,
             memory_mib=shape.memory_mib,
             vcpus=shape.vcpus,
+            max_vcpus=shape.max_vcpus,
+            hotplug_memory_mib=shape.hotplug_memory_mib,
             kernel=str(guest.kernel),
             initrd=str(guest.initrd),
             cmdline=kernel_cmdline(
-                False, GUEST_SHARE, template=True, oci_runtime=self._options.oci_runtime
+                False,
+                GUEST_SHARE,
+                template=True,
+                oci_runtime=self._options.oci_runtime,
+                memory_hotplug=shape.hotplug_memory_mib > 0,
+                boot_vcpus=boot_vcpus(shape.domain_type, shape.vcpus, shape.max_vcpus),
             ),
             root_image=str(guest.root_image),
             agent_socket=str(agent_socket),
@@ -611,6 +630,7 @@ class VmBackend(SupervisedContainerMethods):
         plan: nic.NicPlan | None = None,
     ) -> DomainSpec:
         memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
+        size = boot_size(memory_mib, vcpus, self._options)
         return DomainSpec(
             name=domain_name(sandbox.id),
             uuid=domain_uuid(sandbox.id),
@@ -618,6 +638,8 @@ class VmBackend(SupervisedContainerMethods):
             machine=self._options.machine,
             memory_mib=memory_mib,
             vcpus=vcpus,
+            max_vcpus=size.max_vcpus,
+            hotplug_memory_mib=size.hotplug_memory_mib,
             kernel=str(guest.kernel),
             initrd=str(guest.initrd),
             cmdline=kernel_cmdline(
@@ -626,6 +648,8 @@ class VmBackend(SupervisedContainerMethods):
                 vsock=self._vsock,
                 share_driver=self._share_driver,
                 oci_runtime=self._options.oci_runtime,
+                memory_hotplug=size.hotplug_memory_mib > 0,
+                boot_vcpus=boot_vcpus(self._accel.domain_type, vcpus, size.max_vcpus),
             ),
             root_image=str(guest.root_image),
             agent_socket=str(layout.agent_socket),
@@ -658,6 +682,7 @@ class VmBackend(SupervisedContainerMethods):
     def _teardown(self, sandbox_id: str, sandbox: SandboxRecord | None = None) -> None:
         """Destroy the VM and release every mount and file of the sandbox; idempotent."""
         self._containers.forget(sandbox_id)
+        self._grow_locks.forget(sandbox_id)
         name = domain_name(sandbox_id)
         try:
             self._hypervisor.destroy(name)
@@ -691,7 +716,7 @@ class VmBackend(SupervisedContainerMethods):
         cid = container.id
         if not image.layer_dirs:
             raise FailedPrecondition(f"image {image.name}: has no unpacked layers")
-        self._check_fits(sandbox, container.config.resources, "config.linux.resources")
+        self._make_room(sandbox, "config.linux.resources", container)
         try:
             rootfs = layout.rootfs(cid)
             upper = layout.upper(cid)
@@ -722,23 +747,85 @@ class VmBackend(SupervisedContainerMethods):
     ) -> None:
         from vmcri.oci.resources import linux_resources
 
-        self._check_fits(sandbox, resources, "linux")
+        self._make_room(sandbox, "linux", container, resources)
         self._containers.update_resources(sandbox, container, linux_resources(resources))
 
-    def _check_fits(self, sandbox: SandboxRecord, resources: Resources, field: str) -> None:
-        """Refuse a limit the pod's VM cannot give (naming ``field``): it cannot grow."""
-        try:
-            memory_mib = int(sandbox.runtime["memory_mib"])
-            vcpus = int(sandbox.runtime["vcpus"])
-        except (KeyError, ValueError):
-            return  # a record from before the VM's size was kept
-        check_fits(resources, memory_mib, vcpus, self._options, field)
+    def update_sandbox_resources(self, sandbox: SandboxRecord, resources: Resources) -> None:
+        self._make_room(sandbox, "resources", pod=resources)
+
+    def _make_room(
+        self,
+        sandbox: SandboxRecord,
+        field: str,
+        container: ContainerRecord | None = None,
+        resources: Resources | None = None,
+        pod: Resources | None = None,
+    ) -> None:
+        """Grow the pod's VM until the pod's limits fit, with ``container`` at ``resources``
+        (or the pod's own limits at ``pod``), before the container or the pod gets them.
+
+        Raises InvalidArgument naming ``field`` (more than the VM can grow to; nothing
+        changed), ResourceExhausted (the guest did not take what was hotplugged; the VM is
+        as it was), HypervisorError, the agent's errors.
+        """
+        with self._grow_locks.hold(sandbox.id):
+            services = self._context.services
+            current = services.find_sandbox(sandbox.id) or sandbox  # after an earlier growth
+            size = VmSize.from_runtime(current.runtime)
+            if size is None:
+                return  # a record from before the VM's size was kept
+            limits = [
+                c.config.resources
+                for c in services.containers_of(sandbox.id)
+                if c.state is not ContainerState.EXITED
+                and (container is None or c.id != container.id)
+            ]
+            if container is not None:
+                limits.append(container.config.resources if resources is None else resources)
+            demand = pod_demand(current.config.resources if pod is None else pod, limits)
+            target = plan_growth(size, demand, self._options, field)
+            if target == size:
+                return
+            name = domain_name(sandbox.id)
+            if not self._alive(name):
+                raise FailedPrecondition(f"sandbox {sandbox.id}: {self.down_message()}")
+            guest = self._containers.link(current).client
+            plug = plugs_vcpus(self._accel.domain_type)
+            grow(self._hypervisor, guest, name, size, target, plug_vcpus=plug)
+            services.update_sandbox_runtime(sandbox.id, target.runtime())
 
     # ------------------------------------------------------------ streaming
 
     def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
         """Raises FailedPrecondition (VM down), Unavailable (nothing listens on the port)."""
         return self._containers.port_connection(sandbox, port)
+
+
+def _started_size(spec: DomainSpec) -> VmSize:
+    """The size of a VM just started from ``spec`` (cold or restored), and its maxima."""
+    return VmSize(
+        memory_mib=spec.memory_mib,
+        vcpus=spec.vcpus,
+        boot_memory_mib=spec.memory_mib,
+        max_memory_mib=spec.memory_mib + spec.hotplug_memory_mib,
+        max_vcpus=spec.vcpu_max,
+    )
+
+
+def _check_overhead(sandbox: SandboxRecord, options: VmOptions) -> None:
+    """kubelet's overhead (the RuntimeClass's podFixed) is what the node sets aside for the
+    pod beyond its containers: the guest's own share and QEMU. It does not size the VM
+    (ARCHITECTURE.md, "VM sizing"); one that is smaller than the guest's share alone means
+    the node counts less than the pod uses, which is worth a warning."""
+    overhead = sandbox.config.overhead
+    if 0 < overhead.memory_limit_in_bytes < options.overhead_memory_mib * (1 << 20):
+        log.warning(
+            "sandbox %s: the pod overhead kubelet sent (%d MiB, the RuntimeClass's "
+            "podFixed) is less than the VM's own %d MiB (overhead_memory_mib), before QEMU's",
+            sandbox.id,
+            overhead.memory_limit_in_bytes >> 20,
+            options.overhead_memory_mib,
+        )
 
 
 def _template_blocker(options: VmOptions, vsock: bool, share_driver: str) -> str:

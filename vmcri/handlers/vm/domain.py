@@ -8,15 +8,10 @@ network namespace (``nic.py`` plans it).
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
-
-from vmcri.errors import InvalidArgument
-from vmcri.handlers.vm.options import VmOptions
-from vmcri.model import Resources
 
 AGENT_PORT_NAME = "vmcri.agent"
 SHARE_TAG = "vmcri-pod"
@@ -57,6 +52,15 @@ class TemplateMemory:
 
 
 TEMPLATE_MEMORY_ID = "vmcri.ram"  # the RAM block's name; the same in template and clones
+# Memory a running VM grows by: one virtio-mem device over a region of its own, plugged
+# and unplugged by QEMU's "requested-size" (``Hypervisor.plug_memory``).
+HOTPLUG_MEMORY_ID = "vmcri.hotmem"  # its memory backend
+VIRTIO_MEM_ID = "vmcri.vmem"  # the device, /machine/peripheral/<id> in QOM
+# Its PCI slot on q35's root bus, fixed: QEMU creates the devices of <qemu:commandline>
+# before libvirt's and would take the slot libvirt gave its first root port; libvirt
+# numbers root ports from 0x01 up and uses 0x1e only for a dmi-to-pci bridge (legacy PCI
+# devices, which a pod VM has none of), so this one stays ours.
+VIRTIO_MEM_SLOT = "0x1e"
 # PCIe root ports of a templated VM: libvirt puts each PCI device (disk, serial, share,
 # USB) on one and the NIC hotplugged after a restore needs a free one.
 HOTPLUG_PORTS = 8
@@ -68,8 +72,8 @@ class DomainSpec:
     uuid: str
     domain_type: str  # "kvm" or "qemu" (TCG)
     machine: str  # "q35" or "microvm"
-    memory_mib: int
-    vcpus: int
+    memory_mib: int  # boot RAM
+    vcpus: int  # vCPUs at boot
     kernel: str
     initrd: str
     cmdline: str
@@ -87,6 +91,18 @@ class DomainSpec:
     # RNG when it changes, i.e. on every restore) and spare ports for the NIC hotplugged
     # after a restore. Template and clones must have the very same devices.
     template_memory: TemplateMemory | None = None
+    # Growth (sizing.py): vCPUs up to this maximum (0: no more), hotplugged or present from
+    # boot (``plugs_vcpus``), and a virtio-mem region of this size beyond the boot RAM.
+    max_vcpus: int = 0
+    hotplug_memory_mib: int = 0
+
+    @property
+    def vcpu_max(self) -> int:
+        return max(self.vcpus, self.max_vcpus)
+
+    @property
+    def plugs_vcpus(self) -> bool:
+        return plugs_vcpus(self.domain_type)
 
     @property
     def genid(self) -> bool:
@@ -99,17 +115,30 @@ class DomainSpec:
     @property
     def qemu_args(self) -> tuple[str, ...]:
         """Extra QEMU arguments (``<qemu:commandline>``) that libvirt's XML cannot say."""
+        args: list[str] = []
         memory = self.template_memory
-        if memory is None:
-            return ()
-        path = memory.path.replace(",", ",,")  # QEMU's option syntax: a comma is doubled
-        backend = (
-            f"memory-backend-file,id={TEMPLATE_MEMORY_ID},mem-path={path},"
-            f"share={'on' if memory.shared else 'off'},size={self.memory_mib}M"
-        )
-        # libvirt's own "-machine memory-backend=pc.ram" comes first; the last one wins.
-        args = ["-object", backend, "-machine", f"memory-backend={TEMPLATE_MEMORY_ID}"]
-        if memory.incoming:
+        if memory is not None:
+            path = memory.path.replace(",", ",,")  # QEMU's option syntax: a comma is doubled
+            backend = (
+                f"memory-backend-file,id={TEMPLATE_MEMORY_ID},mem-path={path},"
+                f"share={'on' if memory.shared else 'off'},size={self.memory_mib}M"
+            )
+            # libvirt's own "-machine memory-backend=pc.ram" comes first; the last one wins.
+            args += ["-object", backend, "-machine", f"memory-backend={TEMPLATE_MEMORY_ID}"]
+        if self.hotplug_memory_mib:
+            # libvirt declares memory hotplug only with DIMM slots and a NUMA node, whose
+            # RAM would then replace the template's file-backed one; QEMU merges -m options.
+            # virtiofsd must reach all guest memory: shared then, like the boot RAM.
+            kind = "memory-backend-memfd,share=on" if self.shared_memory else "memory-backend-ram"
+            maxmem = self.memory_mib + self.hotplug_memory_mib
+            args += [
+                "-m", f"maxmem={maxmem}M",
+                "-object", f"{kind},id={HOTPLUG_MEMORY_ID},size={self.hotplug_memory_mib}M,"
+                "reserve=off",
+                "-device", f"virtio-mem-pci,id={VIRTIO_MEM_ID},memdev={HOTPLUG_MEMORY_ID},"
+                f"node=0,requested-size=0,bus=pcie.0,addr={VIRTIO_MEM_SLOT}",
+            ]  # fmt: skip
+        if memory is not None and memory.incoming:
             args += ["-incoming", "defer"]
         return tuple(args)
 
@@ -117,6 +146,25 @@ class DomainSpec:
     def shared_memory(self) -> bool:
         """virtiofs needs the guest's memory shared with virtiofsd."""
         return any(share.driver == "virtiofs" for share in self.shares)
+
+
+def plugs_vcpus(domain_type: str) -> bool:
+    """Whether vCPUs beyond the boot count are hotplugged (KVM) or present from boot.
+
+    Under TCG, QEMU 7.2 (and later) cannot hotplug a vCPU safely: each vCPU thread takes a
+    region of the translated-code cache when it starts, and aborts QEMU ("tcg_region_initial_
+    alloc__locked: assertion failed") when the running vCPUs hold every region, as they do
+    at the end of each cache cycle (the 32 MiB cache cycles within a pod's boot); a vCPU
+    unplugged and plugged again aborts it too (a TCG context is never given back). So a TCG
+    VM has its maximum of vCPUs from boot, the guest kernel starts the boot count
+    (``maxcpus=``) and the agent onlines more as the VM grows.
+    """
+    return domain_type == "kvm"
+
+
+def boot_vcpus(domain_type: str, vcpus: int, max_vcpus: int) -> int:
+    """``kernel_cmdline``'s boot_vcpus: the vCPUs to start when more are present (or 0)."""
+    return vcpus if max_vcpus > vcpus and not plugs_vcpus(domain_type) else 0
 
 
 @dataclass(frozen=True)
@@ -132,87 +180,6 @@ def domain_name(sandbox_id: str) -> str:
 
 def domain_uuid(sandbox_id: str) -> str:
     return str(uuid.UUID(hex=sandbox_id[:32]))
-
-
-def host_memory_mib() -> int:
-    """This host's MemTotal."""
-    with open("/proc/meminfo", encoding="ascii") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) // 1024
-    raise OSError("/proc/meminfo has no MemTotal")
-
-
-POD_RESOURCES = "config.linux.resources"
-# QEMU's most vCPUs for the q35 and microvm machines (7.2: 288). More vCPUs than host
-# CPUs is allowed: Kubernetes admits CPU limits above a node's count, and QEMU runs them.
-MAX_VCPUS = 288
-
-
-def size_vm(
-    container_limits: list[Resources],
-    pod_limits: Resources,
-    options: VmOptions,
-    host_memory: int | None = None,
-) -> tuple[int, int]:
-    """Memory (MiB) and vCPUs: the containers' limits plus the configured overhead.
-
-    Without any memory limit the default applies; CPU limits (quota/period) are
-    rounded up to whole vCPUs. Raises InvalidArgument naming the pod's resource field
-    when the VM would need more memory than ``host_memory`` (MiB; this host's MemTotal
-    by default) or more vCPUs than QEMU takes: the start would fail inside libvirt or
-    QEMU, after work was done, with an error that names no field.
-    """
-    memory = pod_limits.memory_limit_in_bytes or sum(
-        r.memory_limit_in_bytes for r in container_limits
-    )
-    memory_mib = math.ceil(memory / MIB) if memory else options.default_memory_mib
-    cpus = 0.0
-    for r in [pod_limits] if pod_limits.cpu_quota > 0 else container_limits:
-        if r.cpu_quota > 0 and r.cpu_period > 0:
-            cpus += r.cpu_quota / r.cpu_period
-    vcpus = max(1, math.ceil(cpus)) if cpus else 0
-    total_mib = memory_mib + options.overhead_memory_mib
-    total_vcpus = max(1, vcpus + options.overhead_vcpus)
-    limit_mib = host_memory_mib() if host_memory is None else host_memory
-    if total_mib > limit_mib:
-        raise InvalidArgument(
-            f"{POD_RESOURCES}.memory_limit_in_bytes: the VM would need {total_mib} MiB "
-            f"(with {options.overhead_memory_mib} MiB overhead), the host has {limit_mib} MiB"
-        )
-    if total_vcpus > MAX_VCPUS:
-        raise InvalidArgument(
-            f"{POD_RESOURCES}.cpu_quota: the VM would need {total_vcpus} vCPUs "
-            f"(with {options.overhead_vcpus} overhead), QEMU takes at most {MAX_VCPUS}"
-        )
-    return total_mib, total_vcpus
-
-
-def check_fits(
-    resources: Resources, memory_mib: int, vcpus: int, options: VmOptions, field: str
-) -> None:
-    """Refuse a container limit the pod's VM cannot honour (it cannot grow yet).
-
-    The VM has ``memory_mib`` (of which the configured overhead is the guest's own) and
-    ``vcpus``; a container whose memory limit exceeds the rest, or whose CPU limit needs
-    more vCPUs, would run with a limit the VM can never give it. ``field`` is the
-    request's resources field (e.g. ``config.linux.resources``). Raises InvalidArgument.
-    """
-    usable_mib = memory_mib - options.overhead_memory_mib
-    limit = resources.memory_limit_in_bytes
-    if limit and math.ceil(limit / MIB) > usable_mib:
-        raise InvalidArgument(
-            f"{field}.memory_limit_in_bytes: {math.ceil(limit / MIB)} MiB is more than the pod "
-            f"VM can give a container ({usable_mib} MiB of its {memory_mib} MiB; the VM "
-            f"cannot grow): size the pod with PodSandboxConfig.linux.resources"
-        )
-    if resources.cpu_quota > 0 and resources.cpu_period > 0:
-        needed = math.ceil(resources.cpu_quota / resources.cpu_period)
-        if needed > vcpus:
-            raise InvalidArgument(
-                f"{field}.cpu_quota: the limit needs {needed} vCPUs, the pod VM has {vcpus} "
-                "(the VM cannot grow): size the pod with PodSandboxConfig.linux.resources"
-            )
 
 
 AGENT_VSOCK_PORT = 1024
@@ -245,11 +212,18 @@ def kernel_cmdline(
     share_driver: str = "9p",
     template: bool = False,
     oci_runtime: str = "runc",
+    memory_hotplug: bool = False,
+    boot_vcpus: int = 0,
 ) -> str:
     """The guest kernel command line; guest/init reads the ``vmcri.*`` keys.
 
     A template mounts no share (a 9p device the guest mounted cannot be saved; the agent
     mounts it in SetupSandbox) and loads the virtio-net driver for the NIC added later.
+    With ``memory_hotplug`` the kernel onlines hotplugged memory itself (there is no udev
+    in the guest), and makes no bounce buffers: with a memory region above 4 GiB it would
+    reserve 64 MiB of them, which only a device limited to 32-bit DMA needs, and the VM's
+    devices are all virtio without an IOMMU, which never bounce. ``boot_vcpus`` > 0: start
+    only that many of the vCPUs present (``plugs_vcpus``: a TCG VM's others wait offline).
     """
     agent = (
         f"vmcri.agent_vsock={AGENT_VSOCK_PORT}" if vsock else f"vmcri.agent_port={AGENT_PORT_NAME}"
@@ -262,6 +236,10 @@ def kernel_cmdline(
         agent,
         f"vmcri.oci_runtime={oci_runtime}",
     ]
+    if memory_hotplug:
+        parts += ["memhp_default_state=online", "swiotlb=noforce"]
+    if boot_vcpus:
+        parts.append(f"maxcpus={boot_vcpus}")
     if template:
         parts.append("vmcri.virtio_ids=1")
     else:

@@ -64,6 +64,17 @@ class Hypervisor(Protocol):
         """Hotplug a device into the running domain; raises HypervisorError."""
         ...
 
+    def set_vcpus(self, name: str, count: int) -> None:
+        """Plug (or unplug) vCPUs of the running domain to ``count``, at most its maximum;
+        the guest must still online a new one. Raises HypervisorError."""
+        ...
+
+    def plug_memory(self, name: str, device: str, size_bytes: int, timeout_s: float) -> int:
+        """Ask the virtio-mem ``device`` for ``size_bytes`` and wait up to ``timeout_s`` for
+        the guest to plug them; returns what is plugged then (the guest decides: it may take
+        less, or nothing). Raises HypervisorError."""
+        ...
+
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -319,6 +330,32 @@ class LibvirtHypervisor:
             raise HypervisorError(
                 f"cannot add a device to {name}: {exc.get_error_message()}"
             ) from exc
+
+    def set_vcpus(self, name: str, count: int) -> None:
+        import libvirt
+
+        dom = self._lookup(name)
+        if dom is None:
+            raise HypervisorError(f"cannot set the vCPUs of VM {name}: it is not running")
+        try:
+            dom.setVcpusFlags(count, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(
+                f"cannot set {count} vCPUs in {name}: {exc.get_error_message()}"
+            ) from exc
+
+    def plug_memory(self, name: str, device: str, size_bytes: int, timeout_s: float) -> int:
+        dom = self._lookup(name)
+        if dom is None:
+            raise HypervisorError(f"cannot resize the memory of VM {name}: it is not running")
+        path = f"/machine/peripheral/{device}"
+        self._qmp(dom, "qom-set", path=path, property="requested-size", value=size_bytes)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            plugged = int(self._qmp(dom, "qom-get", path=path, property="size"))
+            if plugged == size_bytes or time.monotonic() > deadline:
+                return plugged
+            time.sleep(0.05)
 
 
 def _gone_codes(libvirt: Any) -> tuple[int, ...]:

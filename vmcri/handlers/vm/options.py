@@ -18,6 +18,11 @@ class VmOptions:
     overhead_memory_mib: int = 160  # VM memory beyond the containers' limits
     overhead_vcpus: int = 1  # vCPUs beyond the containers' CPU limits
     default_memory_mib: int = 256  # when no container has a memory limit
+    # How far a running VM grows when its containers' limits need more (vCPU hotplug,
+    # virtio-mem): 0 is limits of the host's CPUs (at most 8) plus overhead_vcpus, and the
+    # host's MemTotal.
+    max_vcpus: int = 0
+    max_memory_mib: int = 0
     shared_fs: Literal["auto", "9p", "virtiofs"] = "auto"  # auto: virtiofs if virtiofsd exists
     agent_transport: Literal["auto", "serial", "vsock"] = "auto"  # auto: vsock if vhost-vsock
     guest_dir: str = ""  # kernel, initrd, rootfs; "" is guest/build in the source tree
@@ -44,6 +49,10 @@ class VmOptions:
             raise ConfigError("options.writable_layer_mib: must be 0 (no limit) to 16 TiB")
         if 0 < self.writable_layer_mib < 64:
             raise ConfigError("options.writable_layer_mib: at least 64 MiB (or 0 for no limit)")
+        if not 0 <= self.max_vcpus <= 288:
+            raise ConfigError("options.max_vcpus: must be 0 (from the host's CPUs) to 288")
+        if not 0 <= self.max_memory_mib <= 1 << 32:
+            raise ConfigError("options.max_memory_mib: must be 0 (the host's MemTotal) to 4 PiB")
         if self.overhead_vcpus < 0 or self.shutdown_timeout_s < 0:
             raise ConfigError("options: overhead_vcpus and shutdown_timeout_s must not be negative")
         if self.guest_dir and not Path(self.guest_dir).is_absolute():

@@ -36,7 +36,7 @@ from vmcri.errors import TemplateUnusable, VmcriError
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when what a template holds changes (devices, cmdline, agent protocol)
+FORMAT = 2  # bump when what a template holds changes (devices, cmdline, agent protocol)
 MIB = 1024 * 1024
 MAX_SHAPES = 4  # templates kept; other shapes cold-boot
 MAX_BUILD_FAILURES = 2  # per shape and daemon run; then that shape always cold-boots
@@ -55,6 +55,9 @@ class Shape:
     vcpus: int
     tcg_cache_mib: int
     share_driver: str
+    # What a clone can grow to (vCPU hotplug, virtio-mem): the template has the devices.
+    max_vcpus: int = 0
+    hotplug_memory_mib: int = 0
     devices: str = ""  # digest of the domain XML with placeholder paths: same devices
     format: int = FORMAT
 
