@@ -311,7 +311,8 @@ overhead_vcpus = 1
 default_memory_mib = 256
 # A running VM grows (vCPU hotplug, virtio-mem) when its containers' limits need more,
 # up to these; 0 means the host's CPUs (at most 8) plus overhead_vcpus, and the host's
-# MemTotal.
+# MemTotal. Under software emulation (TCG) vCPUs cannot be hotplugged: max_vcpus 0 there
+# means no growth, and a larger value boots spare vCPUs (see ARCHITECTURE.md).
 max_vcpus = 0
 max_memory_mib = 0
 # File sharing into the VM: "auto" (virtiofs where virtiofsd exists, else 9p; 9p when

@@ -87,6 +87,17 @@ def test_boot_size_follows_the_options_but_never_the_host_beyond_its_memory() ->
     assert (big.max_vcpus, big.max_memory_mib, big.hotplug_memory_mib) == (12, 8192, 0)
 
 
+def test_without_vcpu_hotplug_a_vm_gets_no_spare_vcpus_unless_asked() -> None:
+    size = boot_size(416, 1, VmOptions(), host_memory=24151, host_cpus=2, hotplug_vcpus=False)
+    assert size.max_vcpus == 1 and size.max_memory_mib > 416  # memory still grows
+    with pytest.raises(InvalidArgument, match="not hotplugged under software emulation") as exc:
+        plan_growth(size, Demand(0, 2.0), VmOptions(), "config.linux.resources", False)
+    assert "config.linux.resources.cpu_quota" in exc.value.message
+    asked = boot_size(416, 1, VmOptions(max_vcpus=3), host_memory=24151, host_cpus=2,
+                      hotplug_vcpus=False)  # fmt: skip
+    assert asked.max_vcpus == 3
+
+
 def test_a_microvm_cannot_grow() -> None:
     size = boot_size(416, 1, VmOptions(machine="microvm"), host_memory=24151, host_cpus=8)
     assert (size.max_vcpus, size.max_memory_mib) == (1, 416)

@@ -457,7 +457,7 @@ class VmBackend(SupervisedContainerMethods):
     def _shape(self, guest: GuestImage, memory_mib: int, vcpus: int) -> Shape:
         if not self._hypervisor_version:
             self._hypervisor_version = self._hypervisor.version()
-        size = boot_size(memory_mib, vcpus, self._options)  # clones grow as cold boots do
+        size = self._boot_size(memory_mib, vcpus)  # clones grow as cold boots do
         shape = Shape(
             guest_version=guest.version,
             hypervisor=self._hypervisor_version,
@@ -630,7 +630,7 @@ class VmBackend(SupervisedContainerMethods):
         plan: nic.NicPlan | None = None,
     ) -> DomainSpec:
         memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
-        size = boot_size(memory_mib, vcpus, self._options)
+        size = self._boot_size(memory_mib, vcpus)
         return DomainSpec(
             name=domain_name(sandbox.id),
             uuid=domain_uuid(sandbox.id),
@@ -753,6 +753,10 @@ class VmBackend(SupervisedContainerMethods):
     def update_sandbox_resources(self, sandbox: SandboxRecord, resources: Resources) -> None:
         self._make_room(sandbox, "resources", pod=resources)
 
+    def _boot_size(self, memory_mib: int, vcpus: int) -> VmSize:
+        hotplug = plugs_vcpus(self._accel.domain_type)
+        return boot_size(memory_mib, vcpus, self._options, hotplug_vcpus=hotplug)
+
     def _make_room(
         self,
         sandbox: SandboxRecord,
@@ -783,7 +787,9 @@ class VmBackend(SupervisedContainerMethods):
             if container is not None:
                 limits.append(container.config.resources if resources is None else resources)
             demand = pod_demand(current.config.resources if pod is None else pod, limits)
-            target = plan_growth(size, demand, self._options, field)
+            target = plan_growth(
+                size, demand, self._options, field, plugs_vcpus(self._accel.domain_type)
+            )
             if target == size:
                 return
             name = domain_name(sandbox.id)

@@ -162,11 +162,15 @@ def boot_size(
     options: VmOptions,
     host_memory: int | None = None,
     host_cpus: int | None = None,
+    hotplug_vcpus: bool = True,
 ) -> VmSize:
     """A VM booted with ``memory_mib`` and ``vcpus``, and the most it may grow to.
 
     vCPUs up to ``options.max_vcpus`` (0: CPU limits of the host's CPUs, at most 8, plus
-    the guest's ``overhead_vcpus``, as a pod-level limit that large boots); memory up to
+    the guest's ``overhead_vcpus``, as a pod-level limit that large boots; without
+    ``hotplug_vcpus``, software emulation, 0 means none beyond the boot count: spare vCPUs
+    would be present from boot there, which a guest can bring online itself and which
+    cost every container creation ~0.25 s of per-CPU kernel set-up); memory up to
     ``options.max_memory_mib`` (0: the host's MemTotal), never beyond the host's MemTotal,
     in whole guest memory blocks. A VM that boots larger keeps its boot size as maximum.
     A ``microvm`` machine hotplugs nothing (no ACPI hotplug, no PCI for virtio-mem).
@@ -174,7 +178,7 @@ def boot_size(
     if options.machine == "microvm":
         return VmSize(memory_mib, vcpus, memory_mib, memory_mib, vcpus)
     cpus = host_cpus if host_cpus is not None else os.cpu_count() or 1
-    default = min(cpus, DEFAULT_MAX_VCPUS) + options.overhead_vcpus
+    default = min(cpus, DEFAULT_MAX_VCPUS) + options.overhead_vcpus if hotplug_vcpus else vcpus
     max_vcpus = min(MAX_VCPUS, options.max_vcpus or default)
     host = host_memory_mib() if host_memory is None else host_memory
     limit = min(options.max_memory_mib or host, host)
@@ -188,7 +192,9 @@ def boot_size(
     )
 
 
-def plan_growth(size: VmSize, demand: Demand, options: VmOptions, field: str) -> VmSize:
+def plan_growth(
+    size: VmSize, demand: Demand, options: VmOptions, field: str, hotplug_vcpus: bool = True
+) -> VmSize:
     """The size the VM must grow to for ``demand`` (``size`` itself when it fits).
 
     Never smaller than now; memory grows in virtio-mem blocks. Raises InvalidArgument naming
@@ -200,7 +206,7 @@ def plan_growth(size: VmSize, demand: Demand, options: VmOptions, field: str) ->
         raise InvalidArgument(
             f"{field}.cpu_quota: the pod's CPU limits need a VM of {vcpus} vCPUs (with "
             f"{options.overhead_vcpus} for the guest), more than it can have: "
-            f"{size.max_vcpus} ({_why_max(options, 'max_vcpus')})"
+            f"{size.max_vcpus} ({_why_max(options, 'max_vcpus', hotplug_vcpus)})"
         )
     if memory_mib > size.max_memory_mib:
         raise InvalidArgument(
@@ -223,9 +229,14 @@ def plan_growth(size: VmSize, demand: Demand, options: VmOptions, field: str) ->
     )
 
 
-def _why_max(options: VmOptions, key: str) -> str:
+def _why_max(options: VmOptions, key: str, hotplug_vcpus: bool = True) -> str:
     if options.machine == "microvm":
         return "a microvm machine cannot grow"
     if key == "max_memory_mib":
         return "options.max_memory_mib, at most the host's MemTotal"
+    if not hotplug_vcpus and not options.max_vcpus:
+        return (
+            "vCPUs are not hotplugged under software emulation; options.max_vcpus boots "
+            "VMs with spare ones"
+        )
     return "options.max_vcpus"
