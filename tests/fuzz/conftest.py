@@ -23,6 +23,7 @@ from tests.fuzz.seeds import pod_config
 from tests.integration.cri.conftest import SLEEPER
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
 from tests.integration.harness import NO_POD_NETWORK
+from tests.integration.vm.conftest import wait_for_template
 from tests.support.push import push_busybox_image
 from tests.support.registry import LocalRegistry, registries_conf_for, registry_available
 from vmcri.api import api_pb2 as pb
@@ -185,6 +186,9 @@ def fuzz_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEnv]:
     image = pull_busybox(tmp)
     daemon = start_isolated_daemon(tmp)
     try:
+        # The vm handler builds its VM template in the background at start: a QEMU of the
+        # daemon's, not of any request's. Fuzzed vm pods are then restored, as in production.
+        wait_for_template(daemon)
         mounts = mount_points(tmp)
         files = files_below(daemon.state)
         processes = processes_naming(tmp)

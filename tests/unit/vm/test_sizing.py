@@ -92,6 +92,8 @@ def test_without_vcpu_hotplug_a_vm_gets_no_spare_vcpus_unless_asked() -> None:
     assert size.max_vcpus == 1 and size.max_memory_mib > 416  # memory still grows
     with pytest.raises(InvalidArgument, match="not hotplugged under software emulation") as exc:
         plan_growth(size, Demand(0, 2.0), VmOptions(), "config.linux.resources", False)
+    # a limit of less than a CPU fits the 1-vCPU VM: no growth needed, nothing refused
+    assert plan_growth(size, Demand(0, 0.5), VmOptions(), "r", False) == size
     assert "config.linux.resources.cpu_quota" in exc.value.message
     asked = boot_size(416, 1, VmOptions(max_vcpus=3), host_memory=24151, host_cpus=2,
                       hotplug_vcpus=False)  # fmt: skip
@@ -131,9 +133,11 @@ def test_a_vm_never_shrinks() -> None:
 def test_limits_beyond_the_maximum_are_refused_naming_the_field() -> None:
     options = VmOptions()
     with pytest.raises(InvalidArgument) as info:
-        plan_growth(SIZE, Demand(0, 1.5), options, "config.linux.resources")
+        plan_growth(SIZE, Demand(0, 2.5), options, "config.linux.resources")
     assert info.value.message.startswith("config.linux.resources.cpu_quota: ")
-    assert "3 vCPUs" in info.value.message and "options.max_vcpus" in info.value.message
+    assert "need 3 vCPUs" in info.value.message and "options.max_vcpus" in info.value.message
+    # at its maximum the VM gives up the guest's own vCPU before it refuses a limit it can hold
+    assert plan_growth(SIZE, Demand(0, 1.5), options, "r").vcpus == SIZE.max_vcpus == 2
     with pytest.raises(InvalidArgument) as info:
         plan_growth(SIZE, Demand(2305 * MIB, 0.0), options, "resources")
     assert info.value.message.startswith("resources.memory_limit_in_bytes: ")

@@ -203,11 +203,15 @@ def plan_growth(
     """
     memory_mib, vcpus = needed(demand, options)
     if vcpus > size.max_vcpus:
-        raise InvalidArgument(
-            f"{field}.cpu_quota: the pod's CPU limits need a VM of {vcpus} vCPUs (with "
-            f"{options.overhead_vcpus} for the guest), more than it can have: "
-            f"{size.max_vcpus} ({_why_max(options, 'max_vcpus', hotplug_vcpus)})"
-        )
+        # The guest's own vCPU is wanted, not needed: a VM that cannot grow further still
+        # honours every CPU limit it has the vCPUs for (0.5 CPU in a 1-vCPU VM).
+        vcpus = max(size.max_vcpus, size.vcpus)
+        if math.ceil(demand.cpus) > vcpus:
+            raise InvalidArgument(
+                f"{field}.cpu_quota: the pod's CPU limits need {math.ceil(demand.cpus)} "
+                f"vCPUs, more than its VM can have: {vcpus} "
+                f"({_why_max(options, 'max_vcpus', hotplug_vcpus)})"
+            )
     if memory_mib > size.max_memory_mib:
         raise InvalidArgument(
             f"{field}.memory_limit_in_bytes: the pod's memory limits need a VM of "
