@@ -202,8 +202,8 @@ def started_as(runtime: Any, sandbox_id: str) -> str:
     return str(json.loads(info)["runtime"]["start"])
 
 
-def pod_pss_mib(tmp: Path, sandbox_id: str) -> tuple[float, list[str]]:
-    pod_dir = tmp / "state/backends/vm" / sandbox_id
+def pod_pss_mib(tmp: Path, sandbox_id: str, handler: str = "vm") -> tuple[float, list[str]]:
+    pod_dir = tmp / "state/backends" / handler / sandbox_id
     processes = pod_processes(sandbox_id, pod_dir / "share")
     return sum(pss_kib(pid) for pid in processes.values()) / 1024, list(processes)
 
@@ -290,10 +290,10 @@ def main() -> int:
                         )
                         running[mode].append(time.monotonic() - started)
                         time.sleep(2)  # let the guest settle before reading memory
-                        pss, processes = pod_pss_mib(tmp, sandbox_id)
+                        pss, processes = pod_pss_mib(tmp, sandbox_id, handler)
                         memory[mode].append(pss)
                         if mode == "cold":
-                            pod_dir = tmp / "state/backends/vm" / sandbox_id
+                            pod_dir = tmp / "state/backends" / handler / sandbox_id
                             marks = guest_timings(pod_dir / "console.log")
                             marks.update(vm_up_timings(daemon.log, sandbox_id))
                             for mark, value in marks.items():
@@ -344,17 +344,29 @@ def main() -> int:
                         idle.append(sandbox_id)
                         density["last_s"] = took
                         if took > limit_s:
-                            density["stopped"] = f"RunPodSandbox took {took:.2f}s > {limit_s:.2f}s"
+                            how = started_as(runtime, sandbox_id)
+                            density["stopped"] = (
+                                f"RunPodSandbox took {took:.2f}s > {limit_s:.2f}s, {how}"
+                            )
+                            if how == "cold":  # why the restore was not used
+                                density["why"] = [
+                                    line
+                                    for line in daemon.log.read_text().splitlines()
+                                    if sandbox_id in line and "cold boot" in line
+                                ][-1:]
                             break
                     density["pods"] = len(idle)
                     if idle:
                         density["pss_mib"] = sum(pod_pss_mib(tmp, s)[0] for s in idle) / len(idle)
                     print(f"density: {len(idle)} idle pods ({density['stopped']})", flush=True)
+                    for line in density.get("why", []):
+                        print(f"  {line[:400]}", flush=True)
                 remove(runtime, idle)
             finally:
                 stop_daemon(daemon)
-                subprocess.run(["umount", "-R", "-l", str(tmp / "state/backends/vm")],
-                               capture_output=True)  # fmt: skip
+                for handler in MODES.values():  # each handler has a state dir of its own
+                    subprocess.run(["umount", "-R", "-l", str(tmp / "state/backends" / handler)],
+                                   capture_output=True)  # fmt: skip
 
     f = summary(floor)
     print(f"\naccel {accel}, kernel {kernel.name}, {args.runs} runs each, medians (p90):")

@@ -23,6 +23,7 @@ from typing import NamedTuple
 from vmcri.errors import HostCommandError
 
 _MAX_UNCLAIMED = 256
+IDLE_WAKE_S = 5.0
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -229,7 +230,9 @@ class Reaper:
             try:
                 pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
-                self._wake.wait(0.2)
+                # No child: the next one comes from spawn(), whose watch() sets the event;
+                # the timeout is a backstop, kept long (an idle guest pays for wake-ups).
+                self._wake.wait(IDLE_WAKE_S)
                 self._wake.clear()
                 continue
             except InterruptedError:
