@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -209,28 +208,16 @@ class ExecManager:
                 session.stdio.stdin_fd = in_w
             # The runtime's own errors go to the session's stderr, like the process's.
             pump_pipes(session.stdio, out_r, err_r, emit, name=f"out-{session.exec_id}")
-            waiter = self._started(proc, waiter, session)
+            try:
+                waiter = self._containers.reaper.started(
+                    proc, waiter, session.pid_file, COMMAND_TIMEOUT_S
+                )
+            except HostCommandError:
+                session.stdio.close()
+                raise
         threading.Thread(
             target=self._monitor, args=(session, waiter), name=session.exec_id, daemon=True
         ).start()
-
-    def _started(
-        self, proc: subprocess.Popen[bytes], starter: Waiter, session: ExecSession
-    ) -> Waiter:
-        """The waiter of the process ``runc exec --detach`` started; the runtime's own
-        when it failed (its exit code is the session's). Raises HostCommandError."""
-        if not starter.wait(COMMAND_TIMEOUT_S):
-            starter.signal(signal.SIGKILL)
-            starter.wait()
-        proc.returncode = starter.exit_code  # keeps Popen from ever waiting itself
-        if starter.exit_code != 0:
-            return starter
-        try:
-            pid = int(session.pid_file.read_text().strip())
-        except (OSError, ValueError) as exc:
-            session.stdio.close()
-            raise HostCommandError(f"runc exec wrote no pid file: {exc}") from exc
-        return self._containers.reaper.watch(pid)
 
     def _monitor(self, session: ExecSession, waiter: Waiter) -> None:
         waiter.wait()

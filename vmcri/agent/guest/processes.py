@@ -160,6 +160,28 @@ class Reaper:
             truncated=out.truncated or err.truncated,
         )
 
+    def started(
+        self,
+        proc: subprocess.Popen[bytes],
+        starter: Waiter,
+        pid_file: Path,
+        start_timeout: float,
+    ) -> Waiter:
+        """Once ``starter`` (a spawned command that starts a process, writes its pid to
+        ``pid_file`` and exits) has ended: the started process's waiter, or the starter's
+        own when it failed (its exit code is then the answer). A starter still running
+        after ``start_timeout`` is killed. Raises HostCommandError: no pid file."""
+        if not starter.wait(start_timeout):
+            starter.signal(signal.SIGKILL)
+            starter.wait()
+        proc.returncode = starter.exit_code  # keeps Popen from ever waiting itself
+        if starter.exit_code != 0:
+            return starter
+        try:
+            return self.watch(int(pid_file.read_text().strip()))
+        except (OSError, ValueError) as exc:
+            raise HostCommandError(f"the OCI runtime wrote no pid file {pid_file}: {exc}") from exc
+
     def run_started(
         self,
         argv: Sequence[str],
@@ -196,17 +218,9 @@ class Reaper:
         out = _BoundedReader(out_r, max_output, owns=True)
         err = _BoundedReader(err_r, max_output, owns=True)
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not starter.wait(start_timeout):
-            starter.signal(signal.SIGKILL)
-            starter.wait()
-        proc.returncode = starter.exit_code  # keeps Popen from ever waiting itself
-        waiter = starter
+        waiter = self.started(proc, starter, pid_file, start_timeout)
         timed_out = False
-        if starter.exit_code == 0:
-            try:
-                waiter = self.watch(int(pid_file.read_text().strip()))
-            except (OSError, ValueError) as exc:
-                raise HostCommandError(f"{argv[0]} wrote no pid file: {exc}") from exc
+        if waiter is not starter:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             timed_out = not waiter.wait(left)
             if timed_out:
