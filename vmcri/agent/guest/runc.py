@@ -43,7 +43,12 @@ def sealed_copy(binary: str) -> str:
     fd = os.memfd_create(os.path.basename(path), os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         with open(path, "rb") as src:
-            os.sendfile(fd, src.fileno(), 0, os.fstat(src.fileno()).st_size)
+            size, sent = os.fstat(src.fileno()).st_size, 0
+            while sent < size:  # sendfile may copy less than asked
+                copied = os.sendfile(fd, src.fileno(), sent, size - sent)
+                if copied == 0:
+                    raise OSError(f"{path} shrank while it was copied")
+                sent += copied
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
     except OSError as exc:
         os.close(fd)
