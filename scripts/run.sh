@@ -27,13 +27,17 @@ fi
 
 socket=/run/vmcri/vmcri.sock
 log=/var/log/vmcri.log
-if ! "$VMCRI_VENV/bin/python" -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])" "$socket" 2>/dev/null; then
+# Answering, not merely there: a daemon that died leaves its socket file behind.
+answers() {
+    "$VMCRI_VENV/bin/python" -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])" "$socket" 2>/dev/null
+}
+if ! answers; then
     say "starting vmcri (socket $socket, log $log)"
     setsid "$VMCRI_VENV/bin/vmcri" serve >>"$log" 2>&1 </dev/null &
     for _ in $(seq 1 100); do
-        [ -S "$socket" ] && break
+        answers && break
         sleep 0.2
     done
-    [ -S "$socket" ] || { echo "vmcri did not start; see $log" >&2; tail -20 "$log" >&2; exit 1; }
+    answers || { echo "vmcri did not start; see $log" >&2; tail -20 "$log" >&2; exit 1; }
 fi
 exec "$VMCRI_VENV/bin/python" scripts/demo.py --socket "$socket" "$@"
