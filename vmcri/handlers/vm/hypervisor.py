@@ -152,6 +152,13 @@ class LibvirtHypervisor:
                 return None
             raise HypervisorError(f"libvirt: {exc.get_error_message()}") from exc
 
+    def _running(self, name: str, doing: str) -> Any:
+        """The running domain ``name``; raises HypervisorError (cannot ``doing``: not running)."""
+        dom = self._lookup(name)
+        if dom is None:
+            raise HypervisorError(f"cannot {doing}: it is not running")
+        return dom
+
     def start(self, name: str, xml: str) -> None:
         import libvirt
 
@@ -250,9 +257,7 @@ class LibvirtHypervisor:
             time.sleep(0.01)
 
     def save_state(self, name: str, target: Path, channel: Path, timeout_s: float) -> None:
-        dom = self._lookup(name)
-        if dom is None:
-            raise HypervisorError(f"cannot save VM {name}: it is not running")
+        dom = self._running(name, f"save VM {name}")
         deadline = time.monotonic() + timeout_s
         channel.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -321,9 +326,7 @@ class LibvirtHypervisor:
     def attach_device(self, name: str, xml: str) -> None:
         import libvirt
 
-        dom = self._lookup(name)
-        if dom is None:
-            raise HypervisorError(f"cannot add a device to VM {name}: it is not running")
+        dom = self._running(name, f"add a device to VM {name}")
         try:
             dom.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except libvirt.libvirtError as exc:
@@ -334,9 +337,7 @@ class LibvirtHypervisor:
     def set_vcpus(self, name: str, count: int) -> None:
         import libvirt
 
-        dom = self._lookup(name)
-        if dom is None:
-            raise HypervisorError(f"cannot set the vCPUs of VM {name}: it is not running")
+        dom = self._running(name, f"set the vCPUs of VM {name}")
         try:
             dom.setVcpusFlags(count, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except libvirt.libvirtError as exc:
@@ -345,9 +346,7 @@ class LibvirtHypervisor:
             ) from exc
 
     def plug_memory(self, name: str, device: str, size_bytes: int, timeout_s: float) -> int:
-        dom = self._lookup(name)
-        if dom is None:
-            raise HypervisorError(f"cannot resize the memory of VM {name}: it is not running")
+        dom = self._running(name, f"resize the memory of VM {name}")
         path = f"/machine/peripheral/{device}"
         self._qmp(dom, "qom-set", path=path, property="requested-size", value=size_bytes)
         deadline = time.monotonic() + timeout_s
