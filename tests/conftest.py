@@ -1,8 +1,10 @@
 """Shared test set-up.
 
 Integration tests need root; without it they say so instead of failing obscurely.
-In CI (``CI=true``) a skipped test is a failure, unless its reason names a host
-capability that these machines truly lack: a missing component must not hide.
+A failed test's report ends with the ends of its daemon's log and of its pod VMs' consoles
+(tests.support.diagnostics). In CI (``CI=true``) a skipped test is a failure, unless its
+reason names a host capability that these machines truly lack: a missing component must
+not hide.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import os
 from collections.abc import Generator
 
 import pytest
+
+from tests.support.diagnostics import failure_sections
 
 # What CI machines cannot have, whatever the project installs: no vmx/svm for KVM, no
 # vhost-vsock or vhost-net devices, and kubectl (no Debian or PyPI package).
@@ -32,6 +36,9 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed and report.when in ("setup", "call"):
+        funcargs = getattr(item, "funcargs", {})
+        report.sections.extend(failure_sections(funcargs.values()))
     if os.environ.get("CI") != "true" or not report.skipped or hasattr(report, "wasxfail"):
         return
     longrepr = report.longrepr

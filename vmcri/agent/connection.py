@@ -13,7 +13,7 @@ Trust: the guest is untrusted, and nothing it does may hold a host thread for lo
 * frames are bounded by framing.MAX_BODY, fields are validated in vmcri.agent.convert;
 * every send has a deadline (``send_timeout``, for the send lock and the bytes): a guest
   that stops reading loses its connection (AgentUnavailable), it does not block the caller;
-* every call has a timeout (DeadlineExceeded);
+* every call has a timeout (DeadlineExceeded, with ``stall_hint``'s words: a VM pod's console end);
 * events queued for the dispatcher are charged to the pod's :class:`ByteBudget`; a reader
   that finds no room within ``budget.READER_WAIT_S`` drops the connection;
 * any protocol breach (garbage, oversize frame, unknown kind, a response to a call never
@@ -92,8 +92,10 @@ class AgentConnection:
         connector: Connector = transport.connect,
         max_body: int = MAX_BODY,
         event_budget: ByteBudget | None = None,
+        stall_hint: Callable[[], str] | None = None,
     ) -> None:
         self.url = url
+        self._stall_hint = stall_hint
         self._on_event = on_event
         self._connect_timeout = connect_timeout
         self._call_timeout = call_timeout
@@ -389,6 +391,17 @@ class AgentConnection:
 
     # ---- calls --------------------------------------------------------------------------------
 
+    def _hint(self) -> str:
+        """``stall_hint``'s words on a call left unanswered (a VM pod: its console's end)."""
+        if self._stall_hint is None:
+            return ""
+        try:
+            hint = self._stall_hint()
+        except Exception:
+            log.exception("agent at %s: stall hint failed", self.url)
+            return ""
+        return f"; {hint}" if hint else ""
+
     def call(self, request: agent_pb2.Request, timeout: float | None = None) -> agent_pb2.Response:
         """Send one request and wait for its response (connecting first if needed).
 
@@ -423,7 +436,9 @@ class AgentConnection:
         if not call.done.wait(timeout):
             with self._lock:
                 self._pending.pop(request_id, None)
-            raise DeadlineExceeded(f"agent call {name} got no answer within {timeout:.1f}s")
+            raise DeadlineExceeded(
+                f"agent call {name} got no answer within {timeout:.1f}s{self._hint()}"
+            )
         if call.error is not None:
             raise call.error
         response = call.response

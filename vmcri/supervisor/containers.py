@@ -14,6 +14,7 @@ runtime is told at once (``BackendServices.container_exited``); nothing polls a 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -60,6 +61,11 @@ class Placement(Protocol):
         """Why a container of a pod whose agent is gone ended, e.g. "the pod VM died"."""
         ...
 
+    def stall_hint(self, sandbox_id: str) -> str:
+        """What may tell why the pod's agent left a call unanswered ("" for nothing): added
+        to the DeadlineExceeded message, e.g. the end of a VM's console."""
+        ...
+
     def exits_dir(self, sandbox_id: str) -> Path: ...
 
     def writable_layer(self, sandbox_id: str, container_id: str) -> Path:
@@ -85,7 +91,11 @@ class SupervisedContainers:
             found = self._links.get(sandbox.id)
             if found is None:
                 found = AgentLink(
-                    sandbox.id, self._place.agent_url(sandbox), self._on_exit, self._lookup
+                    sandbox.id,
+                    self._place.agent_url(sandbox),
+                    self._on_exit,
+                    self._lookup,
+                    stall_hint=functools.partial(self._place.stall_hint, sandbox.id),
                 )
                 self._links[sandbox.id] = found
             return found

@@ -53,6 +53,7 @@ class AgentLink:
         url: str,
         on_exit: ExitCallback,
         lookup: ContainerLookup,
+        stall_hint: Callable[[], str] | None = None,
     ) -> None:
         self.sandbox_id = sandbox_id
         self._on_exit = on_exit
@@ -70,6 +71,7 @@ class AgentLink:
             call_timeout=CALL_TIMEOUT_S,
             event_budget=self.budget,
             on_reconnect=metrics.agent_reconnected,
+            stall_hint=stall_hint,
         )
 
     @property

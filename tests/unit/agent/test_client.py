@@ -126,6 +126,22 @@ def test_call_times_out_and_a_late_answer_is_ignored(guest: FakeGuest) -> None:
     client.close()
 
 
+def test_an_unanswered_call_says_what_the_stall_hint_knows(guest: FakeGuest) -> None:
+    hints = iter(["guest console ends with: rcu: INFO: rcu_sched self-detected stall", ""])
+    client = AgentClient(
+        "unix:///fake", connector=guest.connector, reconnect=False, call_timeout=0.2,
+        stall_hint=lambda: next(hints),
+    )  # fmt: skip
+    _in_thread(guest.handshake)
+    client.connect()
+    with pytest.raises(DeadlineExceeded, match=r"within 0.2s; guest console ends with: rcu:"):
+        client.ping()
+    with pytest.raises(DeadlineExceeded) as info:  # nothing to say: the message as before
+        client.ping()
+    assert info.value.message == "agent call ping got no answer within 0.2s"
+    client.close()
+
+
 @pytest.mark.parametrize(
     "garbage",
     [

@@ -319,3 +319,20 @@ def test_a_container_limit_the_vm_cannot_give_is_refused_naming_the_field(tmp_pa
         backend.create_container(record, container, image)
     with pytest.raises(InvalidArgument, match=r"linux\.cpu_quota"):
         backend.update_resources(record, container, Resources(cpu_quota=400000, cpu_period=100000))
+
+
+def test_a_stalled_call_names_the_end_of_the_guest_console_and_only_the_end(
+    tmp_path: Path,
+) -> None:
+    backend, _ = make_backend(tmp_path, FakeHypervisor())
+    record = sandbox()
+    assert backend.stall_hint(record.id) == ""  # no console yet: nothing to add
+    console = tmp_path / "state" / "backends" / "vm" / record.id / "console.log"
+    console.parent.mkdir(parents=True)
+    # The guest writes what it likes: megabytes, binary, line breaks
+    console.write_bytes(b"\xff\x00\x1b[2Jjunk\n" * 2_000_000 + b"rcu: INFO: rcu_sched stall\r\n")
+    hint = backend.stall_hint(record.id)
+    assert hint.startswith("guest console ends with: ")
+    assert hint.endswith("rcu: INFO: rcu_sched stall")
+    assert len(hint) <= len("guest console ends with: ") + 600
+    assert hint.isprintable()  # no line breaks, NULs or terminal escapes

@@ -178,6 +178,9 @@ class RuncBackend(SupervisedContainerMethods):
     def down_message(self) -> str:
         return "the pod's vmcri agent (its container supervisor) is not running"
 
+    def stall_hint(self, sandbox_id: str) -> str:
+        return f"the pod's agent logs to {self.agents.log_path(sandbox_id)}"
+
     def exits_dir(self, sandbox_id: str) -> Path:
         return self.layout.sandbox_dir(sandbox_id) / "exits"
 

@@ -70,6 +70,9 @@ class HostAgents:
     def url(self, sandbox_id: str) -> str:
         return f"unix://{self.socket(sandbox_id)}"
 
+    def log_path(self, sandbox_id: str) -> Path:
+        return self._dir(sandbox_id) / "agent.log"
+
     def _dir(self, sandbox_id: str) -> Path:
         return self._layout.state / "agents" / check_id(sandbox_id, "sandbox id")
 
@@ -111,7 +114,7 @@ class HostAgents:
         def spawn() -> None:
             try:
                 outcome.append(
-                    self._host.spawn_detached(argv, stderr_path=str(directory / "agent.log"))
+                    self._host.spawn_detached(argv, stderr_path=str(self.log_path(sandbox_id)))
                 )
             except BaseException as exc:  # handed to the waiter
                 outcome.append(exc)
@@ -129,7 +132,7 @@ class HostAgents:
             if word != "ready" or not rest.isdigit():
                 raise HostCommandError(
                     f"sandbox {sandbox_id}: the host agent did not start: "
-                    f"{line.strip()[:300]!r} (see {directory / 'agent.log'})"
+                    f"{line.strip()[:300]!r} (see {self.log_path(sandbox_id)})"
                 )
             pid = int(rest)
             (directory / "agent.pid").write_text(f"{pid}\n")

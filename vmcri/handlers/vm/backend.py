@@ -206,6 +206,10 @@ class VmBackend(SupervisedContainerMethods):
     def down_message(self) -> str:
         return "the pod VM is not running"
 
+    def stall_hint(self, sandbox_id: str) -> str:
+        console = _tail(self._layout(sandbox_id).console_log)
+        return f"guest console ends with: {console}" if console else ""
+
     def exits_dir(self, sandbox_id: str) -> Path:
         return self._layout(sandbox_id).exits
 
@@ -870,4 +874,7 @@ def _tail(path: Path, limit: int = 600) -> str:
             data = f.read(limit)
     except OSError:
         return ""
-    return data.decode(errors="replace").strip().replace("\n", " | ")
+    lines = data.decode(errors="replace").splitlines()
+    # Terminal escapes and other controls would reach logs and kubelet's events: dropped
+    text = " | ".join("".join(c for c in line if c.isprintable()).strip() for line in lines)
+    return text.strip(" |")[-limit:]
