@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import grpc
 import pytest
 
@@ -140,6 +143,43 @@ def test_bad_container_leaves_nothing_and_oom_is_reported(vm_env: VmEnv) -> None
     assert "img-ok" in log and "sub-ok" in log and "ro-ok" in log, log
     vm_env.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=viewer), timeout=60)
     assert mount_points(vm_env.state_dir(sandbox_id) / "share" / "containers" / viewer) == []
+
+
+def test_volumes_on_two_host_filesystems_keep_distinct_inodes_in_the_guest(
+    vm_env: VmEnv,
+) -> None:
+    # Two fresh tmpfs number their files alike; through one 9p share the guest would see
+    # /a/f and /b/f as the same inode (tar, cp -a and du take them for hard links) unless
+    # QEMU remaps inode numbers per host device (multidevs=remap)
+    volumes = [vm_env.tmp / "inodes" / name for name in ("a", "b")]
+    for volume in volumes:
+        volume.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", volume], check=True)
+    try:
+        for volume in volumes:
+            (volume / "f").write_text(f"{volume.name}\n")
+        assert len({os.stat(volume / "f").st_ino for volume in volumes}) == 1  # alike on host
+        sandbox_id, pod = vm_env.run_pod("inodes")
+        mounts = [pb.Mount(container_path=f"/{v.name}", host_path=str(v)) for v in volumes]
+        cid = vm_env.create(sandbox_id, pod, "stat", ["sleep", "1000"], mounts=mounts)
+        vm_env.start(cid)
+        probe = "stat -c %i /a /b /a/f /b/f && cat /a/f /b/f"
+        result = vm_env.runtime.ExecSync(
+            pb.ExecSyncRequest(container_id=cid, cmd=["sh", "-c", probe], timeout=60), timeout=90
+        )
+        assert result.exit_code == 0, result.stderr
+        *inodes, content_a, content_b = result.stdout.decode().split()
+        assert len(set(inodes)) == 4, inodes
+        assert (content_a, content_b) == ("a", "b")
+        vm_env.runtime.StopPodSandbox(
+            pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
+        )
+        vm_env.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
+        )
+    finally:
+        for volume in volumes:
+            subprocess.run(["umount", volume], check=False)
 
 
 def test_vm_killed_from_outside_is_detected(vm_env: VmEnv) -> None:
