@@ -7,3 +7,9 @@ in the daemon and treat every byte from the guest as untrusted.
 """
 
 PROTOCOL_VERSION = 1
+
+RUNTIME_COMMAND_TIMEOUT_S = 60.0
+"""The agent's bound on one OCI runtime command (create, start, kill, delete, update)."""
+RUNTIME_CALL_TIMEOUT_S = RUNTIME_COMMAND_TIMEOUT_S + 30.0
+"""How long the host waits for a call that runs one: longer, so that the guest's own error,
+naming the command and what the runtime logged, arrives before the host gives up."""

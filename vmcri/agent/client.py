@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vmcri.agent import convert, types
+from vmcri.agent import RUNTIME_CALL_TIMEOUT_S, convert, types
 from vmcri.agent.connection import AgentConnection, Connector, EventCallback
 from vmcri.api import agent_pb2
 from vmcri.errors import InvalidArgument
@@ -81,7 +81,8 @@ class AgentClient(AgentConnection):
         tty: bool = False,
         timeout: float | None = None,
     ) -> types.ContainerState:
-        """Raises like :meth:`call`; AlreadyExists if the id is taken in the guest."""
+        """Raises like :meth:`call`; AlreadyExists if the id is taken in the guest.
+        ``timeout`` None: RUNTIME_CALL_TIMEOUT_S (the guest runs ``runc create``)."""
         req = agent_pb2.CreateContainerRequest(
             container_id=container_id,
             oci_spec=oci_spec,
@@ -91,11 +92,12 @@ class AgentClient(AgentConnection):
             stdin_once=stdin_once,
             tty=tty,
         )
-        return self._state(agent_pb2.Request(create_container=req), timeout)
+        wait = RUNTIME_CALL_TIMEOUT_S if timeout is None else timeout
+        return self._state(agent_pb2.Request(create_container=req), wait)
 
     def start_container(self, container_id: str) -> types.ContainerState:
         req = agent_pb2.StartContainerRequest(container_id=container_id)
-        return self._state(agent_pb2.Request(start_container=req))
+        return self._state(agent_pb2.Request(start_container=req), RUNTIME_CALL_TIMEOUT_S)
 
     def signal_container(self, container_id: str, signal: int) -> None:
         req = agent_pb2.SignalContainerRequest(container_id=container_id, signal=signal)

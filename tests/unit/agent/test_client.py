@@ -15,7 +15,13 @@ from vmcri.agent.client import AgentClient
 from vmcri.agent.connection import SEND_TIMEOUT_S, EventCallback
 from vmcri.agent.framing import HEADER, MAGIC, Frame, FrameKind, FrameReader, encode_frame
 from vmcri.api import agent_pb2
-from vmcri.errors import AgentUnavailable, DeadlineExceeded, NotFound, ProtocolError
+from vmcri.errors import (
+    AgentUnavailable,
+    DeadlineExceeded,
+    NotFound,
+    ProtocolError,
+    VmcriError,
+)
 
 
 class FakeGuest:
@@ -123,6 +129,30 @@ def test_call_times_out_and_a_late_answer_is_ignored(guest: FakeGuest) -> None:
     _in_thread(lambda: guest.answer(agent_pb2.Response(ping=ping)))
     assert client.ping().agent_version == "9.9"
     assert client.connected
+    client.close()
+
+
+def test_create_waits_past_the_call_timeout_for_the_guests_own_runtime_error(
+    guest: FakeGuest,
+) -> None:
+    # The guest bounds runc create itself and then says why it failed: the host must still
+    # be listening then, whatever its timeout for quick calls
+    client = _client(guest, call_timeout=0.1)
+    _in_thread(guest.handshake)
+    client.connect()
+    error = agent_pb2.Error(code="UNKNOWN", message="runc create c1 failed: timed out")
+
+    def answer_late() -> None:
+        frame = guest.read_frame()
+        time.sleep(0.4)  # the guest's runtime taking longer than call_timeout
+        guest.send(
+            FrameKind.RESPONSE, frame.frame_id, agent_pb2.Response(error=error).SerializeToString()
+        )
+
+    _in_thread(answer_late)
+    with pytest.raises(VmcriError, match="runc create c1 failed: timed out") as info:
+        client.create_container("c1", b"{}")
+    assert not isinstance(info.value, DeadlineExceeded)
     client.close()
 
 

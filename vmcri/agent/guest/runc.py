@@ -18,10 +18,11 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from vmcri.agent import RUNTIME_COMMAND_TIMEOUT_S
 from vmcri.agent.guest.processes import Reaper, RunResult, Waiter
 from vmcri.errors import HostCommandError, NotFound
 
-COMMAND_TIMEOUT_S = 60.0
+COMMAND_TIMEOUT_S = RUNTIME_COMMAND_TIMEOUT_S
 SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
