@@ -97,13 +97,15 @@ class Runc:
             stderr=stderr,
             cwd=str(bundle),
         )
-        if not waiter.wait(COMMAND_TIMEOUT_S):
+        timed_out = not waiter.wait(COMMAND_TIMEOUT_S)
+        if timed_out:
             waiter.signal(signal.SIGKILL)
             waiter.wait()
         proc.returncode = waiter.exit_code
         if waiter.exit_code != 0:
+            how = f"did not finish within {COMMAND_TIMEOUT_S:g} s" if timed_out else "failed"
             raise HostCommandError(
-                f"runc create {container_id} failed: {read_log_errors(log)}",
+                f"runc create {container_id} {how}: {read_log_errors(log)}",
                 returncode=waiter.exit_code,
             )
 
