@@ -94,11 +94,18 @@ class CriLogWriter:
         if old >= 0:
             os.close(old)
 
-    def close(self) -> None:
-        """Flush incomplete lines and close the file."""
+    def close(self, ended: bool = True) -> None:
+        """Write incomplete lines and close the file. ``ended`` False: the streams go on
+        through another writer (a new agent link appends), so an incomplete line is written
+        as a ``P`` record, which readers join with the rest that follows."""
         if self._fd < 0:
             return
         try:
+            for name in STREAMS:
+                buf = self._pending[name]
+                if buf and not ended:
+                    self._record(name, "P", bytes(buf))
+                    buf.clear()
             self.flush()
         finally:
             os.close(self._fd)

@@ -218,12 +218,18 @@ class AgentConnection:
             if reader.discarded + reader.buffered > MAX_HANDSHAKE_GARBAGE:
                 raise ProtocolError(f"agent at {self.url} sent garbage instead of a handshake")
 
-    def close(self) -> None:
-        """Disconnect for good; calls in flight fail with AgentUnavailable."""
+    def close(self, drain_s: float = 0.0) -> None:
+        """Disconnect for good; calls in flight fail with AgentUnavailable. ``drain_s`` > 0:
+        then wait that long at most for the events already received (and acknowledged, so
+        never sent again) to be handed to ``on_event``, unless called from that handler."""
         with self._lock:
             self._closed = True
         self._disconnect(AgentUnavailable("agent client closed"), self._generation)
         self._events.put(None)
+        if drain_s > 0 and threading.current_thread() is not self._dispatcher:
+            self._dispatcher.join(drain_s)
+            if self._dispatcher.is_alive():
+                log.warning("agent at %s: events still being handled after close", self.url)
 
     def _disconnect(self, error: VmcriError, generation: int) -> None:
         with self._lock:

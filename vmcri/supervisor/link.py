@@ -44,6 +44,7 @@ ContainerLookup = Callable[[str], ContainerRef | None]  # a container ID -> its 
 
 CONNECT_ATTEMPT_S = 2.0
 CALL_TIMEOUT_S = 60.0
+CLOSE_DRAIN_S = 5.0  # for the events received before a close to reach the logs
 
 
 class AgentLink:
@@ -59,7 +60,10 @@ class AgentLink:
         self._on_exit = on_exit
         self._lookup = lookup
         self._logs: dict[str, CriLogWriter] = {}
-        self._logs_lock = threading.Lock()
+        # Held for every use of a writer, not only the dict: the event handler writes while
+        # other threads reopen (ReopenContainerLog), close a container's log or the link
+        self._logs_lock = threading.RLock()
+        self._closed = False
         self._listeners: list[Callable[[types.AgentEvent], None]] = []
         self.refused = 0
         """Events dropped because they named no container of this pod."""
@@ -150,7 +154,7 @@ class AgentLink:
     def _writer(self, container_id: str) -> CriLogWriter | None:
         with self._logs_lock:
             writer = self._logs.get(container_id)
-            if writer is None:
+            if writer is None and not self._closed:
                 ref = self._own(container_id)
                 if ref is None or not ref.log_path:
                     return None
@@ -160,13 +164,14 @@ class AgentLink:
 
     def _write_log(self, chunk: types.OutputChunk) -> None:
         try:
-            writer = self._writer(chunk.container_id)
-            if writer is None:
-                return
-            if chunk.eof:
-                writer.flush(chunk.stream)
-            else:
-                writer.write(chunk.stream, chunk.data)
+            with self._logs_lock:
+                writer = self._writer(chunk.container_id)
+                if writer is None:
+                    return
+                if chunk.eof:
+                    writer.flush(chunk.stream)
+                else:
+                    writer.write(chunk.stream, chunk.data)
         except OSError as exc:
             log.error("container %s: cannot write its log: %s", chunk.container_id, exc)
 
@@ -175,20 +180,25 @@ class AgentLink:
         self._writer(container_id)
 
     def reopen_log(self, container_id: str) -> None:
-        writer = self._writer(container_id)
-        if writer is not None:
-            writer.reopen()
+        with self._logs_lock:
+            writer = self._writer(container_id)
+            if writer is not None:
+                writer.reopen()
 
     def close_log(self, container_id: str) -> None:
         with self._logs_lock:
             writer = self._logs.pop(container_id, None)
-        if writer is not None:
-            writer.close()
+            if writer is not None:
+                writer.close()
 
     def close(self) -> None:
-        self._client.close()
+        """Disconnect; the output already received still reaches the logs, then each log is
+        closed, and nothing more is written through this link. The containers may go on: a
+        line they had begun is left open (a partial record) for the next link to finish."""
+        self._client.close(drain_s=CLOSE_DRAIN_S)
         with self._logs_lock:
+            self._closed = True
             writers = list(self._logs.values())
             self._logs.clear()
-        for writer in writers:
-            writer.close()
+            for writer in writers:
+                writer.close(ended=False)
