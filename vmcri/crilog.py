@@ -81,10 +81,13 @@ class CriLogWriter:
 
     def flush(self, stream: str | None = None) -> None:
         """Write what is buffered as a final line (the stream ended without a newline)."""
-        for name in (stream,) if stream else STREAMS:
+        self._write_pending((stream,) if stream else STREAMS, "F")
+
+    def _write_pending(self, streams: tuple[str, ...], tag: str) -> None:
+        for name in streams:
             buf = self._pending[name]
             if buf:
-                self._record(name, "F", bytes(buf))
+                self._record(name, tag, bytes(buf))
                 buf.clear()
 
     def reopen(self) -> None:
@@ -101,12 +104,7 @@ class CriLogWriter:
         if self._fd < 0:
             return
         try:
-            for name in STREAMS:
-                buf = self._pending[name]
-                if buf and not ended:
-                    self._record(name, "P", bytes(buf))
-                    buf.clear()
-            self.flush()
+            self._write_pending(STREAMS, "F" if ended else "P")
         finally:
             os.close(self._fd)
             self._fd = -1

@@ -58,3 +58,16 @@ def test_reopen_after_rotation(tmp_path: Path) -> None:
     w.close()
     assert path.read_text().endswith("stdout F three\n")
     assert "two" in (tmp_path / "c.log.1").read_text()
+
+
+def test_a_writer_closed_mid_line_leaves_it_open_for_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "c.log"
+    first = CriLogWriter(str(path), clock=_clock())  # type: ignore[arg-type]
+    first.write("stdout", b"whole\nhal")
+    first.write("stderr", b"e")
+    first.close(ended=False)  # the container goes on; a new agent link takes over
+    second = CriLogWriter(str(path), clock=_clock())  # type: ignore[arg-type]
+    second.write("stdout", b"f\n")
+    second.close()
+    records = [line.split(" ", 1)[1] for line in path.read_text().splitlines()]
+    assert records == ["stdout F whole", "stdout P hal", "stderr P e", "stdout F f"]
