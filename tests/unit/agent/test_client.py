@@ -279,6 +279,32 @@ def test_events_delivered_once_in_order_and_acked(guest: FakeGuest) -> None:
     client.close()
 
 
+def test_close_drains_received_events_but_a_stuck_handler_does_not_hold_it(
+    guest: FakeGuest,
+) -> None:
+    handled: list[int] = []
+    release = threading.Event()
+
+    def on_event(event: types.AgentEvent) -> None:
+        if event.seq == 3:
+            release.wait(30)  # a handler that does not come back (a log on a hung disk)
+        handled.append(event.seq)
+
+    client = _client(guest, on_event=on_event)
+    _in_thread(guest.handshake)
+    client.connect()
+    out = agent_pb2.OutputChunk(container_id="c", stream=agent_pb2.OUTPUT_STREAM_STDOUT, data=b"x")
+    for seq in (1, 2, 3, 4):
+        guest.send(FrameKind.EVENT, 0, agent_pb2.Event(seq=seq, output=out).SerializeToString())
+    wait_for(lambda: client._last_seq == 4, 5, "the events received")
+    started = time.monotonic()
+    client.close(drain_s=1.0)
+    assert time.monotonic() - started < 5  # bounded by drain_s, not by the handler
+    assert handled == [1, 2]  # handed over before close returned; 3 is still in the handler
+    release.set()
+    wait_for(lambda: handled == [1, 2, 3, 4], 5, "the rest after the handler returned")
+
+
 def test_reconnect_sends_the_last_seen_seq() -> None:
     first, second = FakeGuest(), FakeGuest()
     peers = iter([first, second])
