@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import NO_POD_NETWORK, daemon_with_busybox
-from tests.integration.vm.conftest import VmEnv, destroy_domain
+from tests.integration.harness import NO_POD_NETWORK
+from tests.integration.vm.conftest import VmEnv, vm_daemon
 from vmcri.api import api_pb2 as pb
 from vmcri.handlers.vm.domain import domain_name
 
@@ -33,14 +33,9 @@ writable_layer_mib = 128
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
-    with daemon_with_busybox(
-        tmp_path_factory.mktemp("share"), VmEnv, NO_POD_NETWORK + NINE_P
-    ) as env:
-        try:
-            yield env
-        finally:
-            for sandbox_id in env.sandboxes:
-                destroy_domain(sandbox_id)
+    config = NO_POD_NETWORK + NINE_P
+    with vm_daemon(tmp_path_factory.mktemp("share"), config, wait_template=False) as env:
+        yield env
 
 
 def _in_qemu_namespace(sandbox_id: str, script: str) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ everything the daemon under test made, even when a test failed half-way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
-from tests.integration.harness import daemon_with_busybox
+from tests.integration.harness import NO_POD_NETWORK, daemon_with_busybox
 from tests.support.registry import LocalRegistry
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
@@ -136,12 +137,24 @@ def destroy_domain(sandbox_id: str) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
-    with daemon_with_busybox(tmp_path_factory.mktemp("vm"), VmEnv) as env:
-        wait_for_template(env.daemon)
+@contextlib.contextmanager
+def vm_daemon(
+    tmp: Path, config: str = NO_POD_NETWORK, *, wait_template: bool = True
+) -> Iterator[VmEnv]:
+    """A daemon with busybox (``config`` appended), by default once it has a VM template;
+    on the way out every pod VM the suite recorded is destroyed, whatever RemovePodSandbox
+    could not reach."""
+    with daemon_with_busybox(tmp, VmEnv, config) as env:
+        if wait_template:
+            wait_for_template(env.daemon)
         try:
             yield env
         finally:
-            for sandbox_id in env.sandboxes:  # whatever RemovePodSandbox cannot reach
+            for sandbox_id in env.sandboxes:
                 destroy_domain(sandbox_id)
+
+
+@pytest.fixture(scope="module")
+def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
+    with vm_daemon(tmp_path_factory.mktemp("vm")) as env:
+        yield env

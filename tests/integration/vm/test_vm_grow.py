@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from tests.integration.harness import NO_POD_NETWORK, daemon_with_busybox
+from tests.integration.harness import NO_POD_NETWORK
 from vmcri.api import api_pb2 as pb
 
-from .conftest import VmEnv, destroy_domain, wait_for_template
+from .conftest import VmEnv, vm_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +42,8 @@ PROBE = "nproc; cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/memory.max; grep MemTo
 
 @pytest.fixture(scope="module")
 def grow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
-    config = NO_POD_NETWORK + HANDLERS
-    with daemon_with_busybox(tmp_path_factory.mktemp("grow"), VmEnv, config) as env:
-        wait_for_template(env.daemon)
-        try:
-            yield env
-        finally:
-            for sandbox_id in env.sandboxes:
-                destroy_domain(sandbox_id)
+    with vm_daemon(tmp_path_factory.mktemp("grow"), NO_POD_NETWORK + HANDLERS) as env:
+        yield env
 
 
 def limits(cpus: float = 0, memory_mib: int = 0) -> pb.LinuxContainerResources:

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.harness import NO_POD_NETWORK, daemon_with_busybox
+from tests.integration.harness import NO_POD_NETWORK
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 
-from .conftest import VmEnv, destroy_domain
+from .conftest import VmEnv, vm_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +28,9 @@ template = "off"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
-    with daemon_with_busybox(
-        tmp_path_factory.mktemp("oci"), VmEnv, NO_POD_NETWORK + GUEST_RUNC
-    ) as env:
-        try:
-            yield env
-        finally:
-            for sandbox_id in env.sandboxes:
-                destroy_domain(sandbox_id)
+    config = NO_POD_NETWORK + GUEST_RUNC
+    with vm_daemon(tmp_path_factory.mktemp("oci"), config, wait_template=False) as env:
+        yield env
 
 
 @pytest.mark.parametrize(("handler", "oci_runtime"), [("vm", "crun"), ("vmrunc", "runc")])

@@ -18,23 +18,17 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon.conftest import start_daemon, stop_daemon
-from tests.integration.harness import daemon_with_busybox
 from vmcri.api import api_pb2 as pb
 
-from .conftest import VmEnv, destroy_domain, domain_exists, wait_for_template
+from .conftest import VmEnv, domain_exists, vm_daemon
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def template_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
-    with daemon_with_busybox(tmp_path_factory.mktemp("tpl"), VmEnv) as env:
-        wait_for_template(env.daemon)
-        try:
-            yield env
-        finally:
-            for sandbox_id in env.sandboxes:
-                destroy_domain(sandbox_id)
+    with vm_daemon(tmp_path_factory.mktemp("tpl")) as env:
+        yield env
 
 
 def domains_naming(path: Path) -> list[str]:
