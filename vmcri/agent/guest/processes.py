@@ -71,6 +71,20 @@ class Waiter:
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
 
+    def wait_or_kill(
+        self, timeout: float | None, before_kill: Callable[[], None] | None = None
+    ) -> bool:
+        """Wait up to ``timeout``; a process still running then is SIGKILLed (after
+        ``before_kill``, e.g. to kill what it started) and waited for. True: it timed out."""
+        if self.wait(timeout):
+            return False
+        if before_kill is not None:
+            with contextlib.suppress(Exception):
+                before_kill()
+        self.signal(signal.SIGKILL)
+        self.wait()
+        return True
+
     @property
     def done(self) -> bool:
         return self._done.is_set()
@@ -140,13 +154,7 @@ class Reaper:
         if input_data is not None:
             assert proc.stdin is not None
             threading.Thread(target=_feed, args=(proc.stdin, input_data), daemon=True).start()
-        timed_out = not waiter.wait(timeout)
-        if timed_out:
-            if on_timeout is not None:
-                with contextlib.suppress(Exception):
-                    on_timeout()
-            waiter.signal(signal.SIGKILL)
-            waiter.wait()
+        timed_out = waiter.wait_or_kill(timeout, on_timeout)
         proc.returncode = waiter.exit_code  # keeps Popen from ever waiting itself
         out.join(2.0)
         err.join(2.0)
@@ -171,9 +179,7 @@ class Reaper:
         ``pid_file`` and exits) has ended: the started process's waiter, or the starter's
         own when it failed (its exit code is then the answer). A starter still running
         after ``start_timeout`` is killed. Raises HostCommandError: no pid file."""
-        if not starter.wait(start_timeout):
-            starter.signal(signal.SIGKILL)
-            starter.wait()
+        starter.wait_or_kill(start_timeout)
         proc.returncode = starter.exit_code  # keeps Popen from ever waiting itself
         if starter.exit_code != 0:
             return starter
@@ -222,13 +228,7 @@ class Reaper:
         timed_out = False
         if waiter is not starter:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            timed_out = not waiter.wait(left)
-            if timed_out:
-                if on_timeout is not None:
-                    with contextlib.suppress(Exception):
-                        on_timeout()
-                waiter.signal(signal.SIGKILL)
-                waiter.wait()
+            timed_out = waiter.wait_or_kill(left, on_timeout)
         out.join(2.0)
         err.join(2.0)
         return RunResult(

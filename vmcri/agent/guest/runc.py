@@ -13,7 +13,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,10 +96,7 @@ class Runc:
             stderr=stderr,
             cwd=str(bundle),
         )
-        timed_out = not waiter.wait(COMMAND_TIMEOUT_S)
-        if timed_out:
-            waiter.signal(signal.SIGKILL)
-            waiter.wait()
+        timed_out = waiter.wait_or_kill(COMMAND_TIMEOUT_S)
         proc.returncode = waiter.exit_code
         if waiter.exit_code != 0:
             how = f"did not finish within {COMMAND_TIMEOUT_S:g} s" if timed_out else "failed"
