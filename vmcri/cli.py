@@ -7,12 +7,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 from vmcri import __version__
 from vmcri.config import DEFAULT_CONFIG_TEXT, load_config, with_overrides
 from vmcri.errors import VmcriError
 from vmcri.logs import setup_logging
+from vmcri.stop_signal import StopSignals
 
 log = logging.getLogger("vmcri")
 
@@ -70,16 +70,12 @@ def _serve(args: argparse.Namespace) -> int:
     )
     parse_options(config)
     setup_logging(config.log_level)
+    stop = StopSignals((signal.SIGTERM, signal.SIGINT))
     daemon = Daemon(config)
     daemon.start()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %s: shutting down", signal.Signals(signum).name)
-        daemon.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    daemon.wait()
+    received = stop.wait()
+    log.info("signal %s: shutting down", received.name)
+    daemon.stop()
     return 0
 
 

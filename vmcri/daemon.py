@@ -220,9 +220,6 @@ class Daemon:
         while not self._stop.wait(REAPER_INTERVAL_S):
             self.containers.refresh_all()
 
-    def wait(self) -> None:
-        self._stop.wait()
-
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop serving; in-flight RPCs get ``grace_s`` to finish. Sandboxes keep running."""
         self._stop.set()
