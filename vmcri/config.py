@@ -36,6 +36,28 @@ class StreamingConfig:
 
 
 @dataclass(frozen=True)
+class CriConfig:
+    """Bounds on CRI calls that may hold a server thread for long (``vmcri.cri.call_classes``).
+
+    kubelet's every-second calls are never limited and never wait behind these. Over a
+    bound a call is refused at once with RESOURCE_EXHAUSTED naming the pod and the key.
+    """
+
+    # Slow calls in flight on the node, each of the two kinds (work: ExecSync, PullImage,
+    # Run/Create/Start...; teardown: Stop/Remove of a live container or sandbox).
+    max_slow_calls: int = 128
+    # Of those, per pod: one pod's probes or grace periods cannot take the node's capacity.
+    max_slow_calls_per_pod: int = 16
+    # GetContainerEvents streams open at once (each holds a thread while it listens).
+    max_event_streams: int = 8
+
+    @property
+    def slow_threads(self) -> int:
+        """Server threads slow calls can hold at most, all classes together."""
+        return 2 * self.max_slow_calls + self.max_event_streams
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     """Pod networking through CNI plugins (see ``vmcri.network``)."""
 
@@ -89,6 +111,7 @@ class Config:
     default_runtime_handler: str = "vm"  # what the empty RuntimeClass handler "" means
     registries_conf: str = "/etc/containers/registries.conf"  # containers-registries.conf(5)
     cgroup_driver: CgroupDriver = "cgroupfs"  # reported by RuntimeConfig; systemd needs an init
+    cri: CriConfig = field(default_factory=CriConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -117,6 +140,15 @@ class Config:
         for key in ("root", "state", "socket"):
             if not Path(getattr(self, key)).is_absolute():
                 raise ConfigError(f"{key}: must be an absolute path")
+        cri = self.cri
+        if not 0 < cri.max_slow_calls <= 4096:
+            raise ConfigError("cri.max_slow_calls: must be between 1 and 4096")
+        if not 0 < cri.max_slow_calls_per_pod <= cri.max_slow_calls:
+            raise ConfigError(
+                "cri.max_slow_calls_per_pod: must be between 1 and cri.max_slow_calls"
+            )
+        if not 0 < cri.max_event_streams <= 1024:
+            raise ConfigError("cri.max_event_streams: must be between 1 and 1024")
         if not 0 <= self.streaming.port <= 65535:
             raise ConfigError("streaming.port: must be between 0 and 65535")
         net = self.network
@@ -261,6 +293,19 @@ default_runtime_handler = "vm"
 registries_conf = "/etc/containers/registries.conf"
 # Reported to kubelet by the RuntimeConfig RPC: cgroupfs or systemd.
 cgroup_driver = "cgroupfs"
+
+[cri]
+# CRI calls that may run for long hold a server thread each: kubelet's every-second calls
+# (List*, Status, Version, stats) never wait behind them, and over these bounds a slow call
+# is refused at once with RESOURCE_EXHAUSTED (kubelet retries; a probe refused so is
+# neither a success nor a failure). Slow calls in flight on the node, of each kind
+# (work: ExecSync, PullImage, RunPodSandbox, Create/StartContainer...; teardown: Stop and
+# Remove of a live container or sandbox).
+max_slow_calls = 128
+# Of those, per pod (its sandbox; RunPodSandbox and PullImage by the pod's UID).
+max_slow_calls_per_pod = 16
+# GetContainerEvents streams open at once.
+max_event_streams = 8
 
 [streaming]
 # Exec, Attach and PortForward URLs point at this HTTP server.

@@ -169,7 +169,7 @@ class Daemon:
             events=self.services.events,
             streaming=self.streaming,
         )
-        server = build_server(runtime, self.image_service, socket_path)
+        server = build_server(runtime, self.image_service, socket_path, config.cri)
         server.start()
         os.chmod(socket_path, 0o660)
         self._server = server

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 import grpc
 
 from vmcri.api import api_pb2, api_pb2_grpc
+from vmcri.config import CriConfig
+from vmcri.cri.admission import AdmissionInterceptor, ServiceTargets
+from vmcri.cri.call_shares import CallShares
 from vmcri.cri.metrics import MetricsInterceptor
 from vmcri.cri.rpc_common import RuntimeServices
 from vmcri.cri.runtime_service import RuntimeServicer
@@ -19,21 +22,37 @@ if TYPE_CHECKING:
     from vmcri.images.service import ImageService
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-WORKERS = 32
+# Threads for the calls that are never limited (kubelet's every-second polls and other
+# quick answers), beyond every thread slow calls may hold (``CriConfig.slow_threads``): a
+# poll never waits behind slow calls. The executor starts threads only as calls need them.
+POLL_WORKERS = 32
 
 
-def build_server(runtime: RuntimeServices, images: ImageService, socket_path: Path) -> grpc.Server:
+def build_server(
+    runtime: RuntimeServices,
+    images: ImageService,
+    socket_path: Path,
+    limits: CriConfig | None = None,
+) -> grpc.Server:
     """A server with both CRI services bound to ``socket_path`` (not yet started)."""
     from vmcri.cri.images import ImageServicer
 
+    limits = limits or CriConfig()
+    admission = AdmissionInterceptor(
+        CallShares(limits), ServiceTargets(runtime.pods, runtime.containers)
+    )
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cri"),
+        futures.ThreadPoolExecutor(
+            max_workers=POLL_WORKERS + limits.slow_threads, thread_name_prefix="cri"
+        ),
         # Outermost first: metrics see the codes errors map to, and a refusal of the
-        # validation is mapped like any other error.
+        # validation or of admission is mapped like any other error. Admission runs
+        # after validation, so the IDs it looks up are well-formed.
         interceptors=[
             MetricsInterceptor(),
             ErrorMappingInterceptor(),
             ValidatingInterceptor(_unimplemented()),
+            admission,
         ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

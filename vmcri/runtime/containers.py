@@ -408,6 +408,10 @@ class ContainerService:
             log.warning("container %s: no usage sample: %s", container.id, exc.message)
             return container, None
 
+    def find(self, container_id: str) -> ContainerRecord | None:
+        """The container record as stored (no backend is asked); None when there is none."""
+        return self._s.store.containers.find(container_id)
+
     def of_sandbox(self, sandbox_id: str) -> Sequence[ContainerRecord]:
         """The sandbox's containers as recorded (no backend is asked), oldest first."""
         return sorted(self._s.store.containers_of(sandbox_id), key=lambda c: c.created_at)
