@@ -27,12 +27,20 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 CgroupDriver = Literal["cgroupfs", "systemd"]
 
 
+STREAMING_MAX_SESSIONS = 64  # vmcri.streaming.server.ServerLimits.max_sessions
+
+
 @dataclass(frozen=True)
 class StreamingConfig:
     """The HTTP server that Exec/Attach/PortForward URLs point at."""
 
     address: str = "127.0.0.1"  # listen address; keep it on loopback unless kubelet is remote
     port: int = 0  # 0 picks a free port at start-up
+    # No traffic for this long ends a session (kubelet's --streaming-connection-idle-timeout).
+    idle_timeout_s: float = 4 * 3600.0
+    # Sessions one pod sandbox may hold at once (of 64 on the node), so one tenant's
+    # port-forwards or execs cannot turn another's away.
+    max_sessions_per_pod: int = 16
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,12 @@ class Config:
             raise ConfigError("cri.max_event_streams: must be between 1 and 1024")
         if not 0 <= self.streaming.port <= 65535:
             raise ConfigError("streaming.port: must be between 0 and 65535")
+        if not 0 < self.streaming.idle_timeout_s <= 7 * 24 * 3600:
+            raise ConfigError("streaming.idle_timeout_s: must be between 0 and 604800 seconds")
+        if not 0 < self.streaming.max_sessions_per_pod <= STREAMING_MAX_SESSIONS:
+            raise ConfigError(
+                f"streaming.max_sessions_per_pod: must be between 1 and {STREAMING_MAX_SESSIONS}"
+            )
         net = self.network
         for i, d in enumerate((net.cni_conf_dir, *net.cni_bin_dirs)):
             if not Path(d).is_absolute():
@@ -312,6 +326,12 @@ max_event_streams = 8
 address = "127.0.0.1"
 # 0 picks a free port at start-up.
 port = 0
+# Seconds without traffic after which a session ends (kubelet's
+# --streaming-connection-idle-timeout; 4 hours).
+idle_timeout_s = 14400
+# Sessions (exec, attach, port-forward) one pod may hold at once, of 64 on the node:
+# beyond it that pod's next session gets 503 naming this limit, others' still start.
+max_sessions_per_pod = 16
 
 [network]
 # false: pods get loopback only (NetworkReady stays false).

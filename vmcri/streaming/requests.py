@@ -13,6 +13,7 @@ class ExecRequest:
     stdin: bool
     stdout: bool
     stderr: bool
+    sandbox_id: str = ""  # the container's pod, filled in when the URL is issued
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class AttachRequest:
     stdin: bool
     stdout: bool
     stderr: bool
+    sandbox_id: str = ""  # the container's pod, filled in when the URL is issued
 
 
 @dataclass(frozen=True)
@@ -33,3 +35,8 @@ class PortForwardRequest:
 StreamRequest = ExecRequest | AttachRequest | PortForwardRequest
 
 KIND_OF = {ExecRequest: "exec", AttachRequest: "attach", PortForwardRequest: "portforward"}
+
+
+def pod_of(request: StreamRequest) -> str:
+    """The pod sandbox a request's session is counted against."""
+    return request.sandbox_id

@@ -9,7 +9,8 @@ are random, single-use and expire, and everything it sends is bounded.
 Two separate limits, so that a client without a token can never take what sessions need:
 request heads are read by one thread for all connections (``admission``: head deadline,
 per-peer share), and only a request with a valid token gets a session thread, at most
-``max_sessions`` of them; beyond that clients get 503 and keep their token.
+``max_sessions`` of them and ``max_sessions_per_pod`` of one pod's (``shares``); beyond
+that clients get 503 naming the limit, and keep their token.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vmcri.config import STREAMING_MAX_SESSIONS
 from vmcri.errors import ConfigError, ProtocolError, VmcriError
 from vmcri.handlers.base import PortConnection, ProcessSession
 from vmcri.streaming import command_spdy, command_websocket, portforward, portforward_websocket
@@ -38,7 +40,9 @@ from vmcri.streaming.requests import (
     ExecRequest,
     PortForwardRequest,
     StreamRequest,
+    pod_of,
 )
+from vmcri.streaming.shares import SessionShares
 from vmcri.streaming.spdy_conn import SpdyConnection
 from vmcri.streaming.tokens import TokenStore
 from vmcri.streaming.websocket import WebSocketConnection, accept_key, valid_client_key
@@ -62,7 +66,8 @@ class StreamingRuntime(Protocol):
 @dataclass(frozen=True)
 class ServerLimits:
     token_ttl_s: float = 60.0  # how long an Exec/Attach/PortForward URL stays usable
-    max_sessions: int = 64  # concurrent sessions (valid token, one thread each)
+    max_sessions: int = STREAMING_MAX_SESSIONS  # concurrent sessions (one thread each)
+    max_sessions_per_pod: int = 16  # of those, of one pod sandbox (its execs, attaches, forwards)
     idle_timeout_s: float = 4 * 3600.0  # no traffic for this long ends a session (kubelet's)
     creation_timeout_s: float = 30.0  # for the client to open its streams
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)  # before the token
@@ -81,7 +86,7 @@ class StreamingServer:
         self._port = port
         self.limits = limits or ServerLimits()
         self.tokens: TokenStore[StreamRequest] = TokenStore(self.limits.token_ttl_s)
-        self._sessions = threading.BoundedSemaphore(self.limits.max_sessions)
+        self._sessions = SessionShares(self.limits.max_sessions, self.limits.max_sessions_per_pod)
         self._reader: HeadReader | None = None
         self._active: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -149,14 +154,20 @@ class StreamingServer:
         if req.method not in ("GET", "POST"):
             refuse(sock, 405, "method not allowed\n", [("Allow", "GET, POST")])
             return
-        # A slot before the token: a client turned away keeps its single-use URL.
-        if not self._sessions.acquire(blocking=False):
-            refuse(sock, 503, f"too many streaming sessions (limit {self.limits.max_sessions})\n")
-            return
         kind, token = match.groups()
-        request = self.tokens.consume(token)
+        # The token names the pod; a slot of its share before the token is used up, so
+        # a client turned away keeps its single-use URL.
+        request = self.tokens.peek(token)
         if request is None or KIND_OF[type(request)] != kind:
-            self._sessions.release()
+            refuse(sock, 404, "streaming token not found or expired\n")
+            return
+        pod = pod_of(request)
+        refusal = self._sessions.take(pod)
+        if refusal is not None:
+            refuse(sock, 503, f"{refusal}\n")
+            return
+        if self.tokens.consume(token) is None:  # another client used it meanwhile
+            self._sessions.give_back(pod)
             refuse(sock, 404, "streaming token not found or expired\n")
             return
         thread = threading.Thread(
@@ -165,7 +176,7 @@ class StreamingServer:
         try:
             thread.start()
         except RuntimeError:
-            self._sessions.release()
+            self._sessions.give_back(pod)
             refuse(sock, 503, "cannot start a streaming session thread\n")
 
     def _session(self, sock: socket.socket, req: HttpRequest, request: StreamRequest) -> None:
@@ -180,7 +191,7 @@ class StreamingServer:
             _drain_and_close(sock)
             with self._lock:
                 self._active.discard(sock)
-            self._sessions.release()
+            self._sessions.give_back(pod_of(request))
 
     def _upgrade(self, sock: socket.socket, req: HttpRequest, request: StreamRequest) -> None:
         if _wants(req, "websocket"):

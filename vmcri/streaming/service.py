@@ -31,6 +31,10 @@ class StreamingService:
     ) -> None:
         self._s = services
         self._containers = containers
+        limits = limits or ServerLimits(
+            idle_timeout_s=config.idle_timeout_s,
+            max_sessions_per_pod=config.max_sessions_per_pod,
+        )
         self.server = StreamingServer(self, config.address, config.port, limits)
 
     def start(self) -> None:
@@ -53,8 +57,8 @@ class StreamingService:
         if any("\0" in a for a in request.cmd):
             raise InvalidArgument("cmd: arguments must not contain NUL")
         _check_stdio(request.tty, request.stdin, request.stdout, request.stderr)
-        container, _ = self._running(request.container_id)
-        return self.server.url_for(_with_id(request, container.id))
+        container, sandbox = self._running(request.container_id)
+        return self.server.url_for(_with_id(request, container.id, sandbox.id))
 
     def attach_url(self, request: AttachRequest) -> str:
         """Raises InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted."""
@@ -67,7 +71,7 @@ class StreamingService:
                 f"attach: the {sandbox.handler or 'default'!r} runtime handler cannot attach "
                 "to a container's stdio; use exec, or read the container log"
             )
-        return self.server.url_for(_with_id(request, container.id))
+        return self.server.url_for(_with_id(request, container.id, sandbox.id))
 
     def port_forward_url(self, request: PortForwardRequest) -> str:
         """Raises InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted."""
@@ -138,8 +142,8 @@ def _check_stdio(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> None:
 
 
 def _with_id(
-    request: ExecRequest | AttachRequest, container_id: str
+    request: ExecRequest | AttachRequest, container_id: str, sandbox_id: str
 ) -> ExecRequest | AttachRequest:
     from dataclasses import replace
 
-    return replace(request, container_id=container_id)
+    return replace(request, container_id=container_id, sandbox_id=sandbox_id)

@@ -57,6 +57,14 @@ class TokenStore(Generic[T]):
             return None
         return entry[1]
 
+    def peek(self, token: str) -> T | None:
+        """The request behind ``token`` without using it up; None when unknown or expired."""
+        with self._lock:
+            entry = self._entries.get(token)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
     def __len__(self) -> int:
         with self._lock:
             self._expire()

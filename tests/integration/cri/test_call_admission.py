@@ -66,7 +66,9 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
 def _refused(runtime: Any, container_id: str) -> grpc.RpcError | None:
     """An over-share probe (quick if it is admitted after all); its error when refused."""
     try:
-        runtime.ExecSync(pb.ExecSyncRequest(container_id=container_id, cmd=["true"], timeout=30))
+        runtime.ExecSync(
+            pb.ExecSyncRequest(container_id=container_id, cmd=["true"], timeout=30), timeout=30
+        )
     except grpc.RpcError as exc:
         if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
             return exc

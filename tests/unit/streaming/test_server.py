@@ -241,3 +241,34 @@ def test_websocket_portforward_needs_ports(server: StreamingServer) -> None:
     assert b"port" in client.answer.body
     limited = server.url_for(PortForwardRequest("pod1", (80,))) + "?port=81"
     assert WebSocketClient(limited, protocols=()).answer.status == 400
+
+
+def test_one_pods_sessions_cannot_turn_another_pods_away(runtime: FakeRuntime) -> None:
+    limits = ServerLimits(creation_timeout_s=2.0, max_sessions=4, max_sessions_per_pod=2)
+    srv = StreamingServer(runtime, "127.0.0.1", 0, limits)
+    srv.start()
+    forward = ("portforward.k8s.io",)
+    try:
+        held = [
+            SpdyClient(srv.url_for(PortForwardRequest("pod1", (80,))), protocols=forward)
+            for _ in range(2)
+        ]
+        assert [c.answer.status for c in held] == [101, 101]
+        url = srv.url_for(PortForwardRequest("pod1", (80,)))
+        over = SpdyClient(url, protocols=forward)
+        assert over.answer.status == 503
+        assert b"pod sandbox pod1 (limit 2 per pod" in over.answer.body
+        assert b"streaming.max_sessions_per_pod" in over.answer.body
+        result = spdy_exec(srv.url_for(_exec(sandbox_id="pod2")), stdin=b"hi\n")
+        assert result.stdout == b"hi\n"
+        held.pop().close()
+        deadline = time.monotonic() + 10
+        while (again := SpdyClient(url, protocols=forward)).answer.status == 503:
+            again.close()  # the token was kept; the slot comes back when the session ends
+            assert time.monotonic() < deadline
+        assert again.answer.status == 101
+        again.close()
+        for client in held:
+            client.close()
+    finally:
+        srv.stop()

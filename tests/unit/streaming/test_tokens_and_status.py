@@ -30,6 +30,19 @@ def test_tokens_are_single_use_random_and_url_safe() -> None:
     assert store.consume(b) == "b"
 
 
+def test_peeking_uses_no_token_and_sees_no_expired_one() -> None:
+    clock = Clock()
+    store: TokenStore[str] = TokenStore(ttl_s=60, clock=clock)
+    token = store.issue("x")
+    assert store.peek(token) == "x"
+    assert store.peek(token) == "x"
+    assert store.consume(token) == "x"
+    assert store.peek(token) is None
+    late = store.issue("y")
+    clock.now += 61
+    assert store.peek(late) is None
+
+
 def test_tokens_expire() -> None:
     clock = Clock()
     store: TokenStore[str] = TokenStore(ttl_s=60, clock=clock)
