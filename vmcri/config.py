@@ -88,6 +88,11 @@ class MetricsConfig:
 
     address: str = ""  # "host:port" to serve on; "" turns the endpoint off
     allow_non_loopback: bool = False  # anyone who reaches it reads pod names and rates
+    # Connections still sending their request, and again being answered; cut to fit an
+    # eighth of the daemon's RLIMIT_NOFILE. Beyond it the oldest unfinished one is dropped.
+    max_connections: int = 64
+    # Seconds from accept to the last byte of the answer (half of it for the request head).
+    request_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,10 @@ class Config:
             raise ConfigError("network.interface: must be a Linux interface name (1-15 bytes)")
         if self.metrics.address:
             check_metrics_address(self.metrics.address, self.metrics.allow_non_loopback)
+        if not 0 < self.metrics.max_connections <= 4096:
+            raise ConfigError("metrics.max_connections: must be between 1 and 4096")
+        if not 0 < self.metrics.request_timeout_s <= 300:
+            raise ConfigError("metrics.request_timeout_s: must be between 0 and 300 seconds")
 
     @property
     def root_dir(self) -> Path:
@@ -353,6 +362,13 @@ interface = "eth0"
 address = ""
 # Accept a non-loopback address: anyone reaching it reads the metrics.
 allow_non_loopback = false
+# Connections still sending their request, and as many being answered (two threads
+# serve them all). Cut to fit an eighth of the daemon's open-file limit; when full, the
+# oldest connection that has not finished its request is dropped.
+max_connections = 64
+# Seconds from a connection's accept to the last byte of its answer; half of it for the
+# request head, however slowly it arrives.
+request_timeout_s = 10
 
 # RuntimeClass handlers: [runtimes.<handler>] with a backend ("vm" or "runc")
 # and that backend's options. The RuntimeClass object's `handler` names one.

@@ -182,11 +182,15 @@ class Daemon:
         if not self.config.metrics.address:
             return
         from vmcri.metrics.collector import RunningCollector
-        from vmcri.metrics.server import MetricsServer
+        from vmcri.metrics.server import MetricsLimits, MetricsServer
 
         running = RunningCollector(self.services.store, list(self.config.runtimes))
+        metrics = self.config.metrics
         self.metrics = MetricsServer(
-            self.config.metrics.address, self.config.metrics.allow_non_loopback, [running]
+            metrics.address,
+            metrics.allow_non_loopback,
+            [running],
+            MetricsLimits(metrics.max_connections, metrics.request_timeout_s),
         )
         self.metrics.start()
 
