@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 CACHE_S = 0.25  # one collection serves every scrape within this long
 FD_SHARE = 8  # the endpoint's fds stay under 1/FD_SHARE of RLIMIT_NOFILE's soft limit
 SPARE_FDS = 8  # listener, selectors, wake-up pairs
+BACKLOG = 512
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,9 @@ class MetricsLimits:
             head_timeout_s=self.request_timeout_s / 2,
             max_pending=self.max_connections,
             max_pending_per_peer=per_peer,
-            backlog=min(128, self.max_connections),
+            # Not yet accepted: kernel memory, no fd of ours. A full queue drops SYNs, and
+            # a scrape's retried SYN waits a second or more, so the queue is long.
+            backlog=BACKLOG,
         )
 
 
