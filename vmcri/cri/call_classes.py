@@ -27,9 +27,11 @@ unhealthy and the node goes NotReady. So every RPC has a class:
 What kubelet does with RESOURCE_EXHAUSTED (why refusing is safe):
 
 * ExecSync of a probe: the exec prober turns an error that is neither an exit status
-  nor a time-out into ``probe.Unknown`` with an error, and the probe worker throws such
-  a result away ("Prober error, throw away the result") and probes again next period:
-  an over-share probe neither fails nor restarts the container. ExecSync of a
+  nor a time-out into ``probe.Unknown`` with an error; the prober records a warning
+  event ("Liveness probe errored and resulted in unknown state: rpc error: code =
+  ResourceExhausted desc = <our message>") and the probe worker throws the result away
+  ("Prober error, throw away the result") and probes again next period: an over-share
+  probe neither fails nor restarts the container, and the pod's owner sees why. ExecSync of a
   lifecycle hook fails the hook (postStart: the container is killed and restarted
   with back-off, as for a hook that failed for any reason).
 * StopContainer/StopPodSandbox of a live target: killContainer returns the error, the
