@@ -143,11 +143,14 @@ class PodService:
         )
 
     def _attach(self, net: PodNetworking, record: SandboxRecord, netns_path: str) -> SandboxRecord:
-        """Plan, record, ADD, record: a daemon killed in between still knows what to DEL."""
+        """Plan, record, ADD, record, guard: a daemon killed in between still knows what to
+        DEL (which also removes the guard)."""
         table = self._s.store.sandboxes
         record = table.set_state_fields(record.id, network=net.plan(record, netns_path))
         assert record.network is not None
-        return table.set_state_fields(record.id, network=net.add(record, record.network))
+        record = table.set_state_fields(record.id, network=net.add(record, record.network))
+        net.guard_pod(record)
+        return record
 
     def _undo_run(self, sandbox_id: str, backend: SandboxBackend, backend_ran: bool) -> None:
         """Undo a failed RunPodSandbox; errors are logged, the original one is raised."""
