@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,13 @@ def _free_subnet() -> str:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[NetEnv]:
+    with net_env() as made:
+        yield made
+
+
+@contextmanager
+def net_env() -> Iterator[NetEnv]:
+    """A daemon on a bridge and subnet of its own; skips where root or a tool is missing."""
     if os.geteuid() != 0:
         pytest.skip("needs root (runc, namespaces, iptables)")
     for tool in ("runc", "iptables-save", "ip"):
