@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 import socket
 import struct
 import subprocess
@@ -31,7 +32,7 @@ from tests.integration.network.conftest import HTTP_PORT, NetEnv, net_env
 from tests.integration.network.test_cni_pods import _answers, _http_get, _pod_get
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
-from vmcri.network.antispoof import table_name
+from vmcri.network.antispoof import link_local, table_name
 
 pytestmark = pytest.mark.integration
 
@@ -303,3 +304,120 @@ def test_a_vm_pods_privileged_container_cannot_take_over_another_pods_ip(env: Ne
         env.remove(sandbox_id)
     assert table_name(attacker_id) not in _tables()
     assert env.leftovers() == []
+
+
+def _icmp6(
+    src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, icmp_type: int, body: bytes
+) -> str:
+    """An ICMPv6 frame (hop limit 255, as neighbour discovery wants) as hex."""
+    src, dst = socket.inet_pton(socket.AF_INET6, src_ip), socket.inet_pton(socket.AF_INET6, dst_ip)
+    message = struct.pack("!BBH", icmp_type, 0, 0) + body
+    pseudo = src + dst + struct.pack("!I3xB", len(message), socket.IPPROTO_ICMPV6)
+    data = pseudo + message
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data + b"\0" * (len(data) % 2)))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    message = message[:2] + struct.pack("!H", ~total & 0xFFFF) + message[4:]
+    header = struct.pack("!IHBB", 0x60000000, len(message), socket.IPPROTO_ICMPV6, 255)
+    frame = _mac(dst_mac) + _mac(src_mac) + b"\x86\xdd" + header + src + dst + message
+    return frame.hex()
+
+
+def _dual_stack(env: NetEnv, prefix: str) -> str:
+    conf = json.loads(env.conflist())
+    ipam = conf["plugins"][0]["ipam"]
+    ipam["ranges"].append([{"subnet": f"{prefix}/64"}])
+    ipam["routes"].append({"dst": "::/0"})
+    return json.dumps(conf)
+
+
+def _v6(env: NetEnv, sandbox_id: str) -> str:
+    status = env.pod_status(sandbox_id).network
+    return next(ip.ip for ip in status.additional_ips if ":" in ip.ip)
+
+
+def test_a_runc_pod_cannot_advertise_another_pods_ipv6_address_or_be_a_router(
+    env: NetEnv,
+) -> None:
+    prefix = f"fd{random.randint(0, 0xFFFF):04x}:{random.randint(0, 0xFFFF):x}::"
+    env.write_conf(_dual_stack(env, prefix))
+    try:
+        victim_id, _, _, _ = _victim(env, "v6-victim")
+        victim_v6, victim_mac = _v6(env, victim_id), _pod_mac(env, victim_id)
+        config = env.pod_config("v6-attacker")
+        attacker_id = env.run_pod(config)
+        attacker = env.start_server(attacker_id, config, "attacker")
+        attacker_v6, attacker_mac = _v6(env, attacker_id), _pod_mac(env, attacker_id)
+        gateway_v6 = f"{prefix}1"
+        # The link-local address the guard allows is the one the pod has (EUI-64).
+        local = _in_pod(
+            env, attacker_id, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"
+        )
+        assert f" {link_local(attacker_mac)}/64 " in local, local
+        # Its own IPv6 works: node to pod, pod to pod, pod to node.
+        wait_for(lambda: _answers(victim_v6, HTTP_PORT, "victim"), 30, "the victim over IPv6")
+        wait_for(lambda: _answers(attacker_v6, HTTP_PORT, "attacker"), 30, "the attacker over v6")
+        assert _pod_get(env, attacker, victim_v6, HTTP_PORT) == "victim"
+        ping = ["busybox", "ping", "-6", "-c", "1", "-W", "5", gateway_v6]
+        assert env.exec(attacker, ping).exit_code == 0
+        assert _neighbour(env, victim_v6) == victim_mac
+
+        bridge_mac = json.loads(
+            subprocess.run(
+                ["ip", "-j", "link", "show", env.bridge], capture_output=True, text=True, check=True
+            ).stdout
+        )[0]["address"]
+        own_ll = link_local(attacker_mac)
+        override = struct.pack("!I", 0x20000000)  # O: replace the cached link-layer address
+        lladdr = b"\x02\x01" + _mac(attacker_mac)  # target link-layer address option
+        with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as node:
+            node.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, env.bridge.encode())
+            node.settimeout(10)
+            _send_raw(
+                env,
+                attacker_id,
+                # "The victim's address is at my MAC", from its own link-local and the victim's.
+                _icmp6(
+                    attacker_mac,
+                    "33:33:00:00:00:01",
+                    own_ll,
+                    "ff02::1",
+                    136,
+                    override + socket.inet_pton(socket.AF_INET6, victim_v6) + lladdr,
+                ),
+                _icmp6(
+                    attacker_mac,
+                    "33:33:00:00:00:01",
+                    victim_v6,
+                    "ff02::1",
+                    136,
+                    override + socket.inet_pton(socket.AF_INET6, victim_v6) + lladdr,
+                ),
+                # A router advertisement (hop limit 64, lifetime 1800 s) from its link-local.
+                _icmp6(
+                    attacker_mac,
+                    "33:33:00:00:00:01",
+                    own_ll,
+                    "ff02::1",
+                    134,
+                    struct.pack("!BBHII", 64, 0, 1800, 0, 0) + b"\x01\x01" + _mac(attacker_mac),
+                ),
+                # The marker: an echo request from its own address.
+                _icmp6(attacker_mac, bridge_mac, attacker_v6, gateway_v6, 128, b"\0\1\0\1mark"),
+            )
+            seen: list[tuple[int, str, str]] = []  # type, source, NA target
+            while not [entry for entry in seen if entry[:2] == (128, attacker_v6)]:
+                data, source = node.recvfrom(2048)
+                sender = source[0].split("%")[0]
+                if sender in (own_ll, attacker_v6, victim_v6):
+                    target = socket.inet_ntop(socket.AF_INET6, data[8:24]) if data[0] == 136 else ""
+                    seen.append((data[0], sender, target))
+        # No advertisement of the victim's address and no router advertisement got through.
+        assert [entry for entry in seen if entry[0] == 134 or entry[2] == victim_v6] == []
+        assert _neighbour(env, victim_v6) == victim_mac
+        assert _http_get(victim_v6, HTTP_PORT) == "victim"
+        for sandbox_id in (attacker_id, victim_id):
+            env.remove(sandbox_id)
+        assert env.leftovers() == []
+    finally:
+        env.write_conf(env.conflist())
