@@ -339,7 +339,7 @@ def _v6(env: NetEnv, sandbox_id: str) -> str:
 def test_a_runc_pod_cannot_advertise_another_pods_ipv6_address_or_be_a_router(
     env: NetEnv,
 ) -> None:
-    prefix = f"fd{random.randint(0, 0xFFFF):04x}:{random.randint(0, 0xFFFF):x}::"
+    prefix = f"fd{random.randint(0, 0xFF):02x}:{random.randint(0, 0xFFFF):x}::"
     env.write_conf(_dual_stack(env, prefix))
     try:
         victim_id, _, _, _ = _victim(env, "v6-victim")
