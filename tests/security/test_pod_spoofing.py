@@ -292,6 +292,9 @@ def test_a_vm_pods_privileged_container_cannot_take_over_another_pods_ip(env: Ne
     # Its own traffic works, both ways.
     assert _pod_get(env, attacker, victim_ip, HTTP_PORT) == "victim"
     assert env.exec(attacker, ["busybox", "ping", "-c", "1", "-W", "5", env.gateway]).exit_code == 0
+    # The guest's link-local address is the one the guard allows (EUI-64 of the pod MAC).
+    local = env.exec(attacker, ["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"])
+    assert f" {link_local(_pod_mac(env, attacker_id))}/64 " in local.stdout.decode(), local
     # The guest takes no router advertisements either.
     for scope in ("all", "eth0"):
         path = f"/proc/sys/net/ipv6/conf/{scope}/accept_ra"
