@@ -86,9 +86,9 @@ class NftSpoofGuard:
 
     def install(self, sandbox_id: str, network: PodNetwork, sysctls: Mapping[str, str]) -> bool:
         pod_if = network.pod_interface()
-        if pod_if is None:
-            return False
-        link = pod_link(network.netns_path, pod_if.name)
+        # A result that names no interface in the pod: the one CNI was asked to make.
+        name = pod_if.name if pod_if is not None else network.ifname or "eth0"
+        link = pod_link(network.netns_path, name)
         _refuse_router_ads(network.netns_path, link.name, sysctls)
         if not link.host_peer:
             log.warning(
@@ -99,7 +99,7 @@ class NftSpoofGuard:
             )
             return False
         try:
-            pod = pod_addresses(network, pod_if.mac or link.mac)
+            pod = pod_addresses(network, (pod_if.mac if pod_if is not None else "") or link.mac)
         except ValueError as exc:
             raise HostCommandError(f"sandbox {sandbox_id}: {exc}") from exc
         run_nft(ruleset(sandbox_id, link.host_peer, pod))
