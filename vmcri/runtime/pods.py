@@ -230,11 +230,17 @@ class PodService:
         """CNI CHECK of a READY pod (after a restart): a broken network is logged, not fixed.
 
         kubelet sees the pod as it is; repairing it is the plugin's or a restart's job.
+        The pod's anti-spoofing table is put back first: a firewall reload (``flush
+        ruleset``) or an older vmcri may have left the pod without one.
         """
         sandbox = self._s.store.sandboxes.find(sandbox_id)
         net = self._s.networking
         if net is None or sandbox is None or sandbox.state is not SandboxState.READY:
             return
+        try:
+            net.guard_pod(sandbox)
+        except VmcriError as exc:
+            log.error("sandbox %s: anti-spoofing table not restored: %s", sandbox.id, exc.message)
         try:
             net.check(sandbox)
         except VmcriError as exc:

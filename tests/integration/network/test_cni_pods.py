@@ -128,6 +128,8 @@ def test_daemon_kill9_then_stop_and_remove_release_everything(env: NetEnv) -> No
     wait_for(lambda: _answers(ip, HTTP_PORT, "crash"), 20, "the pod's server")
 
     stop_daemon(env.daemon, signal.SIGKILL)
+    # A firewall reload (nftables.service: "flush ruleset") took the anti-spoofing table.
+    subprocess.run(["nft", "delete", "table", "netdev", table_name(sandbox)], check=True)
     env.daemon = start_daemon(env.tmp, config=env.tmp / "config.toml")
     assert env.pod_status(sandbox).network.ip == ip
     assert _answers(ip, HTTP_PORT, "crash")
@@ -136,6 +138,8 @@ def test_daemon_kill9_then_stop_and_remove_release_everything(env: NetEnv) -> No
     log = env.daemon.log.read_text()
     assert f"sandbox {sandbox}: CNI CHECK" in log
     assert env.pod_status(sandbox).state == pb.SANDBOX_READY
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert f"table netdev {table_name(sandbox)}" in tables  # put back by the restart
 
     env.remove(sandbox)
     assert env.leftovers() == []

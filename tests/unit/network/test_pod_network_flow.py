@@ -89,6 +89,15 @@ def test_the_pod_is_guarded_after_add_and_unguarded_before_del(tmp_path: Path) -
     assert guard.calls == [("install", sandbox_id), ("remove", sandbox_id)]
 
 
+def test_a_restart_puts_a_ready_pods_guard_back(tmp_path: Path) -> None:
+    guard = FakeSpoofGuard()
+    rt, _ = _networked(tmp_path, FakeRunner(), guard)
+    sandbox_id = rt.pods.run(_pod(), "runc")
+    guard.guarded.clear()  # flushed by a firewall reload, say
+    rt.pods.check_network(sandbox_id)
+    assert list(guard.guarded) == [sandbox_id]
+
+
 def test_a_guard_that_fails_undoes_the_pod_and_its_add(tmp_path: Path) -> None:
     runner = FakeRunner()
     guard = FakeSpoofGuard(fail=HostCommandError("nft: Could not process rule"))
