@@ -33,3 +33,6 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # pyroute2 logs every netlink message at debug (kilobytes per pod start, see
+    # network/netlink.py): vmcri's own debug lines would drown in them.
+    logging.getLogger("pyroute2").setLevel(logging.INFO)

@@ -1,4 +1,4 @@
-"""Host-wide checks: cgroups, CNI, free disk."""
+"""Host-wide checks: cgroups, CNI, anti-spoofing (nft), free disk."""
 
 from __future__ import annotations
 
@@ -104,6 +104,23 @@ def check_cni(conf_dir: Path, bin_dirs: Sequence[Path]) -> Check:
             "apt-get install containernetworking-plugins, or fix cni_bin_dirs",
         )
     return Check("cni", Status.OK, found, "pods join this network")
+
+
+def check_nft(networking: bool, binary: str | None = None) -> Check:
+    """``nft`` keeps each pod to its own addresses (``vmcri/network/spoofguard.py``)."""
+    path = binary if binary is not None else shutil.which("nft")
+    if not networking:
+        return Check("nft", Status.INFO, path or "not installed", "pod networking is disabled")
+    if not path:
+        return Check(
+            "nft",
+            Status.FAIL,
+            "nft is not installed",
+            "pods with a CNI network cannot start: nothing would keep them from "
+            "spoofing other pods' addresses",
+            "apt-get install nftables",
+        )
+    return Check("nft", Status.OK, path, "pods send only from their own MAC and IPs")
 
 
 def check_disk(root_dir: Path) -> Check:

@@ -46,6 +46,7 @@ def run_checks(config: Config) -> list[Check]:
     checks = [
         host_checks.check_cgroups(config.cgroup_driver),
         host_checks.check_cni(conf_dir, bin_dirs),
+        host_checks.check_nft(getattr(getattr(config, "network", None), "enabled", True)),
         host_checks.check_disk(config.root_dir),
     ]
     for handler, options in parse_options(config).items():

@@ -5,9 +5,9 @@ in the sandbox record; backends only read ``SandboxRecord.network``. The
 steps of a pod, each recorded before the next so that a daemon killed at any
 point still finds what to undo::
 
-    create_netns ──▶ plan (record.network: config, no result) ──▶ add (result)
-         ▲                                                           │
-    remove_netns ◀── release (DEL; released=True) ◀───────────────────┘
+    create_netns ──▶ plan (record.network: config, no result) ──▶ add (result) ──▶ guard_pod
+         ▲                                                                           │
+    remove_netns ◀── release (guard removed, DEL; released=True) ◀────────────────────┘
 
 DEL is safe to repeat and also works when the namespace is already gone
 (plugins release IPAM and host rules without it), so the IP is always freed.
@@ -33,6 +33,7 @@ from vmcri.network.model import PodNetwork
 from vmcri.network.netns import NetnsHost, PinnedNetns
 from vmcri.network.netstats import CounterReader, InterfaceCounters
 from vmcri.network.result import parse_result
+from vmcri.network.spoofguard import NftSpoofGuard, SpoofGuard
 from vmcri.store.records import SandboxRecord
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class PodNetworking:
         runner: PluginRunner | None = None,
         netns: NetnsHost | None = None,
         read_counters: CounterReader = netstats.read_counters,
+        guard: SpoofGuard | None = None,
     ) -> None:
         self.config = config
         self.netns_dir = state_dir / "netns"
@@ -56,6 +58,7 @@ class PodNetworking:
         self.cni = Cni(runner or ExecRunner(config.cni_bin_dirs, config.plugin_timeout_s))
         self.netns: NetnsHost = netns or PinnedNetns()
         self._read_counters = read_counters
+        self.guard: SpoofGuard = guard or NftSpoofGuard()
 
     # ---- readiness ---------------------------------------------------------------
 
@@ -125,6 +128,17 @@ class PodNetworking:
             cni_version=parsed.cni_version or planned.cni_version,
         )
 
+    def guard_pod(self, sandbox: SandboxRecord) -> None:
+        """Let the pod send only from its own MAC and IPs (``spoofguard.py``); run once
+        ADD's result is recorded, so that a failure here is undone by DEL like any other.
+
+        Raises FailedPrecondition (no ``nft``), NotFound, HostCommandError.
+        """
+        network = sandbox.network
+        if network is None or not network.config or network.released or not network.result:
+            return
+        self.guard.install(sandbox.id, network, sandbox.config.sysctls)
+
     def check(self, sandbox: SandboxRecord) -> None:
         """CHECK a READY pod after a restart; raises the plugin's error."""
         network = sandbox.network
@@ -142,6 +156,8 @@ class PodNetworking:
             net = NetworkConfigList.from_json(network.config)
         except ConfError as exc:
             raise FailedPrecondition(f"sandbox {sandbox.id}: stored network config: {exc}") from exc
+        # Before DEL, which may free the pod's IP for the next pod: the table goes with it.
+        self.guard.remove(sandbox.id)
         alive = self.netns.exists(Path(network.netns_path))
         attachment = self._attachment(sandbox, network)
         if not alive:

@@ -19,10 +19,7 @@ The tap is persistent (it outlives QEMU's file descriptor) so that a VM that die
 leaves a device :meth:`TapDevices.remove` deletes; deleting the pod namespace also
 unregisters it (the kernel does not move tun devices back to the host).
 
-Netlink in the pod namespace goes through a socket made by a throwaway thread that
-has joined it (``setns`` moves only the calling thread; a socket stays in the
-namespace it was made in). pyroute2's own ``netns=`` forks a helper process,
-which dies in a daemon whose gRPC threads hold locks across the fork.
+Netlink in the pod namespace goes through :func:`vmcri.network.netlink.in_netns`.
 
 The u32 match-all classifier is used rather than ``matchall``: it is what Kata
 uses and is built into kernels that lack ``cls_matchall`` (this host's is one).
@@ -32,16 +29,11 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from vmcri.errors import HostCommandError, NotFound
-from vmcri.host.namespaces import CLONE_NEWNET, setns
-
-T = TypeVar("T")
+from vmcri.network.netlink import in_netns, link_index, netlink
 
 INGRESS = "ffff:"
 ETH_P_ALL = 0x0003
@@ -82,74 +74,13 @@ class TapDevices(Protocol):
         """
 
 
-@contextmanager
-def _netlink(what: str) -> Iterator[Any]:
-    """An rtnetlink socket in the calling thread's network namespace."""
-    # Imported late: the in-guest agent imports vmcri.network.model, never this.
-    from pyroute2 import IPRoute, NetlinkError
-
-    try:
-        ipr = IPRoute()
-    except OSError as exc:
-        raise HostCommandError(f"{what}: cannot open netlink: {exc}") from exc
-    try:
-        yield ipr
-    except NetlinkError as exc:
-        raise HostCommandError(f"{what}: {exc}") from exc
-    finally:
-        ipr.close()
-
-
-def _in(netns_path: str, what: str, fn: Callable[[Any], T]) -> T:
-    """``fn(ipr)`` with an rtnetlink socket in ``netns_path`` ("": the host's).
-
-    Raises NotFound when the namespace does not exist, HostCommandError.
-    """
-    if not netns_path:
-        with _netlink(what) as ipr:
-            return fn(ipr)
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            failure.append(NotFound(f"{what}: network namespace {netns_path} does not exist"))
-            failure[0].__cause__ = exc
-            return
-        except OSError as exc:
-            failure.append(HostCommandError(f"{what}: {exc}"))
-            return
-        try:
-            setns(fd, CLONE_NEWNET)  # this thread only, and it ends right after
-            with _netlink(what) as ipr:
-                outcome.append(fn(ipr))
-        except BaseException as exc:
-            failure.append(exc)
-        finally:
-            os.close(fd)
-
-    worker = threading.Thread(target=run, name="netns-netlink", daemon=True)
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
-
-
-def _index(ipr: Any, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return int(found[0]) if found else None
-
-
 class NetlinkTaps:
     """:class:`TapDevices` over rtnetlink with pyroute2 (no ``ip``/``tc`` per call)."""
 
     def create(self, tap: str) -> None:
         check_name(tap)
-        with _netlink(f"create tap {tap}") as ipr:
-            if _index(ipr, tap) is None:
+        with netlink(f"create tap {tap}") as ipr:
+            if link_index(ipr, tap) is None:
                 ipr.link("add", ifname=tap, kind="tuntap", mode="tap")
 
     def attach(self, tap: str, netns_path: str, peer: str, mtu: int) -> None:
@@ -161,16 +92,16 @@ class NetlinkTaps:
         except OSError as exc:
             raise HostCommandError(f"{what}: {exc}") from exc
         try:
-            with _netlink(what) as ipr:
-                index = _index(ipr, tap)
+            with netlink(what) as ipr:
+                index = link_index(ipr, tap)
                 if index is not None:
                     ipr.link("set", index=index, net_ns_fd=ns_fd)
         finally:
             os.close(ns_fd)
 
         def join(ns: Any) -> None:
-            tap_index = _index(ns, tap)
-            peer_index = _index(ns, peer)
+            tap_index = link_index(ns, tap)
+            peer_index = link_index(ns, peer)
             if tap_index is None:
                 raise NotFound(f"{what}: tap {tap} is in neither namespace")
             if peer_index is None:
@@ -181,34 +112,34 @@ class NetlinkTaps:
             for source, target in ((peer_index, tap_index), (tap_index, peer_index)):
                 _redirect(ns, source, target)
 
-        _in(netns_path, what, join)
+        in_netns(netns_path, what, join)
 
     def link(self, netns_path: str, name: str) -> LinkInfo:
         def read(ns: Any) -> LinkInfo:
-            index = _index(ns, name)
+            index = link_index(ns, name)
             if index is None:
                 raise NotFound(f"interface {name} is not in {netns_path}")
             msg = ns.get_links(index)[0]
             return LinkInfo(name, str(msg.get_attr("IFLA_ADDRESS")), int(msg.get_attr("IFLA_MTU")))
 
-        return _in(netns_path, f"read {name} in {netns_path}", read)
+        return in_netns(netns_path, f"read {name} in {netns_path}", read)
 
     def remove(self, tap: str, netns_path: str, peer: str) -> None:
         places = [netns_path, ""] if netns_path else [""]
         for place in places:
 
             def delete(ipr: Any, place: str = place) -> None:
-                index = _index(ipr, tap)
+                index = link_index(ipr, tap)
                 if index is not None:
                     ipr.link("del", index=index)
                 # Even without the tap (deleted by hand, or never moved): the redirect on
                 # the peer must not outlive the pod's NIC.
-                peer_index = _index(ipr, peer) if place and peer else None
+                peer_index = link_index(ipr, peer) if place and peer else None
                 if peer_index is not None:
                     _drop_ingress(ipr, peer_index)
 
             try:
-                _in(place, f"remove tap {tap}", delete)
+                in_netns(place, f"remove tap {tap}", delete)
             except NotFound:
                 continue  # the namespace is gone, and the tap with it
 

@@ -143,11 +143,14 @@ class PodService:
         )
 
     def _attach(self, net: PodNetworking, record: SandboxRecord, netns_path: str) -> SandboxRecord:
-        """Plan, record, ADD, record: a daemon killed in between still knows what to DEL."""
+        """Plan, record, ADD, record, guard: a daemon killed in between still knows what to
+        DEL (which also removes the guard)."""
         table = self._s.store.sandboxes
         record = table.set_state_fields(record.id, network=net.plan(record, netns_path))
         assert record.network is not None
-        return table.set_state_fields(record.id, network=net.add(record, record.network))
+        record = table.set_state_fields(record.id, network=net.add(record, record.network))
+        net.guard_pod(record)
+        return record
 
     def _undo_run(self, sandbox_id: str, backend: SandboxBackend, backend_ran: bool) -> None:
         """Undo a failed RunPodSandbox; errors are logged, the original one is raised."""
@@ -227,11 +230,17 @@ class PodService:
         """CNI CHECK of a READY pod (after a restart): a broken network is logged, not fixed.
 
         kubelet sees the pod as it is; repairing it is the plugin's or a restart's job.
+        The pod's anti-spoofing table is put back first: a firewall reload (``flush
+        ruleset``) or an older vmcri may have left the pod without one.
         """
         sandbox = self._s.store.sandboxes.find(sandbox_id)
         net = self._s.networking
         if net is None or sandbox is None or sandbox.state is not SandboxState.READY:
             return
+        try:
+            net.guard_pod(sandbox)
+        except VmcriError as exc:
+            log.error("sandbox %s: anti-spoofing table not restored: %s", sandbox.id, exc.message)
         try:
             net.check(sandbox)
         except VmcriError as exc:

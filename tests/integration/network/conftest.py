@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tests.integration.daemon.conftest import RunningDaemon
 from tests.integration.harness import daemon_with_busybox
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
+from vmcri.network.antispoof import table_name
 
 PLUGIN_DIR = Path("/usr/lib/cni")
 HANDLER = "runc"
@@ -38,6 +40,7 @@ class NetEnv:
     bridge: str
     subnet: str  # "10.x.y"
     sandboxes: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # every pod run, removed or not
 
     @property
     def runtime(self) -> api_pb2_grpc.RuntimeServiceStub:
@@ -121,6 +124,7 @@ class NetEnv:
         timeout = 60 if handler == HANDLER else 300
         sandbox_id = str(self.runtime.RunPodSandbox(request, timeout=timeout).pod_sandbox_id)
         self.sandboxes.append(sandbox_id)
+        self.started.append(sandbox_id)
         return sandbox_id
 
     def start_server(self, sandbox_id: str, config: pb.PodSandboxConfig, text: str) -> str:
@@ -174,6 +178,10 @@ class NetEnv:
             found.append(f"veth on {self.bridge}: {links}")
         rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
         found += [f"iptables: {line}" for line in rules.splitlines() if self.subnet + "." in line]
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        # A pod's anti-spoofing table (vmcri/network/spoofguard.py) goes with its network.
+        gone = {table_name(s) for s in self.started if s not in self.sandboxes}
+        found += [f"nft: {t}" for t in tables.split() if t in gone]
         network_dir = self.ipam_dir / "vmcri-test"
         if network_dir.exists():
             found += [
@@ -195,6 +203,13 @@ def _free_subnet() -> str:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[NetEnv]:
+    with net_env() as made:
+        yield made
+
+
+@contextmanager
+def net_env() -> Iterator[NetEnv]:
+    """A daemon on a bridge and subnet of its own; skips where root or a tool is missing."""
     if os.geteuid() != 0:
         pytest.skip("needs root (runc, namespaces, iptables)")
     for tool in ("runc", "iptables-save", "ip"):

@@ -7,6 +7,8 @@ a taken port) in the suite's own config dir, which the daemon re-reads on every 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import grpc
@@ -126,3 +128,33 @@ def test_host_port_taken_by_another_pod_or_the_host(net: NetEnv) -> None:
         err = _fails(net, "host-port-thief", taken)
     assert f"{held}/tcp is in use on the host" in str(err.details())
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def _guard_tables() -> set[str]:
+    listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return {line.split()[-1] for line in listed.splitlines() if "vmcri-pod-" in line}
+
+
+def test_a_result_the_spoof_guard_cannot_use_rolls_back_everything(net: NetEnv) -> None:
+    # A plugin after bridge that hands on its result with a multicast MAC for eth0: ADD
+    # succeeds, the guard refuses to build rules from it, and ADD must be undone.
+    path = net.tmp / "bin" / "vmcri-bad-mac"
+    path.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "conf = json.load(sys.stdin)\n"
+        "if os.environ['CNI_COMMAND'] == 'VERSION':\n"
+        "    print(json.dumps({'cniVersion': '1.0.0', 'supportedVersions': ['1.0.0']}))\n"
+        "elif os.environ['CNI_COMMAND'] == 'ADD':\n"
+        "    result = conf['prevResult']\n"
+        "    for iface in result['interfaces']:\n"
+        "        if iface.get('sandbox'):\n"
+        "            iface['mac'] = '01:00:5e:00:00:01'\n"
+        "    print(json.dumps(result))\n"
+    )
+    path.chmod(0o755)
+    before = _guard_tables()
+    net.write_conf(net.conflist(extra=[{"type": "vmcri-bad-mac"}]))
+    err = _fails(net, "bad-mac")
+    assert "01:00:5e:00:00:01" in str(err.details()) and "unicast" in str(err.details())
+    assert _guard_tables() == before

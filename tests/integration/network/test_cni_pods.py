@@ -15,6 +15,7 @@ from tests.integration.network.conftest import HTTP_PORT, NetEnv
 from tests.support.ports import free_port
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
+from vmcri.network.antispoof import table_name
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +112,9 @@ def test_user_namespace_pod_gets_its_network_too(env: NetEnv) -> None:
     ip = env.pod_status(sandbox).network.ip
     assert ipaddress.ip_address(ip) in ipaddress.ip_network(f"{env.subnet}.0/24")
     wait_for(lambda: _answers(ip, HTTP_PORT, "userns"), 20, "the user-namespaced pod's server")
+    # Its network namespace is made late (inside its user namespace): it is guarded all the same.
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert f"table netdev {table_name(sandbox)}" in tables
     env.remove(sandbox)
     assert env.leftovers() == []
 
@@ -124,6 +128,8 @@ def test_daemon_kill9_then_stop_and_remove_release_everything(env: NetEnv) -> No
     wait_for(lambda: _answers(ip, HTTP_PORT, "crash"), 20, "the pod's server")
 
     stop_daemon(env.daemon, signal.SIGKILL)
+    # A firewall reload (nftables.service: "flush ruleset") took the anti-spoofing table.
+    subprocess.run(["nft", "delete", "table", "netdev", table_name(sandbox)], check=True)
     env.daemon = start_daemon(env.tmp, config=env.tmp / "config.toml")
     assert env.pod_status(sandbox).network.ip == ip
     assert _answers(ip, HTTP_PORT, "crash")
@@ -132,6 +138,8 @@ def test_daemon_kill9_then_stop_and_remove_release_everything(env: NetEnv) -> No
     log = env.daemon.log.read_text()
     assert f"sandbox {sandbox}: CNI CHECK" in log
     assert env.pod_status(sandbox).state == pb.SANDBOX_READY
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert f"table netdev {table_name(sandbox)}" in tables  # put back by the restart
 
     env.remove(sandbox)
     assert env.leftovers() == []

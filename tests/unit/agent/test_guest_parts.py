@@ -170,6 +170,9 @@ def test_sandbox_setup_writes_files_sysctls_and_mounts(tmp_path: Path) -> None:
     names: list[str] = []
     proc_sys = tmp_path / "sys"
     (proc_sys / "net" / "ipv4").mkdir(parents=True)
+    for scope in ("all", "default", "eth0"):
+        (proc_sys / "net" / "ipv6" / "conf" / scope).mkdir(parents=True)
+        (proc_sys / "net" / "ipv6" / "conf" / scope / "accept_ra").write_text("1")
     mounter = FakeMounter()
     sandbox = Sandbox(tmp_path / "state", mounter, HostSettings(names.append, proc_sys))
     target = str(tmp_path / "shares" / "vol")
@@ -177,7 +180,7 @@ def test_sandbox_setup_writes_files_sysctls_and_mounts(tmp_path: Path) -> None:
         hostname="pod-a",
         hosts=b"127.0.0.1 localhost\n",
         resolv_conf=b"nameserver 10.0.0.10\n",
-        sysctls={"net.ipv4.ip_forward": "1"},
+        sysctls={"net.ipv4.ip_forward": "1", "net.ipv6.conf.eth0.accept_ra": "1"},
         mounts=[agent_pb2.Mount9p(tag="vol0", target=target, options=["ro", "msize=262144"])],
     )
     files = sandbox.setup(request)
@@ -186,6 +189,14 @@ def test_sandbox_setup_writes_files_sysctls_and_mounts(tmp_path: Path) -> None:
     assert Path(files.hostname_path).read_text() == "pod-a\n"
     assert names == ["pod-a", "pod-a"]
     assert (proc_sys / "net/ipv4/ip_forward").read_text() == "1"
+    # No router advertisements: all, default (a NIC hotplugged later) and the NICs there;
+    # the pod's own sysctls come after and win.
+    conf = proc_sys / "net/ipv6/conf"
+    assert {d.name: (d / "accept_ra").read_text() for d in conf.iterdir()} == {
+        "all": "0",
+        "default": "0",
+        "eth0": "1",
+    }
     assert mounter.mounts == [
         ("vol0", target, "9p", 1, "trans=virtio,version=9p2000.L,msize=262144")
     ]

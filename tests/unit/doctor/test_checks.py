@@ -41,6 +41,14 @@ def test_cni_config_with_plugins_is_ok(tmp_path: Path) -> None:
     assert host_checks.check_cni(tmp_path / "net.d", [tmp_path / "bin"]).status is Status.OK
 
 
+def test_a_host_without_nft_fails_and_says_which_package() -> None:
+    check = host_checks.check_nft(True, "")
+    assert check.status is Status.FAIL
+    assert check.fix == "apt-get install nftables"
+    assert host_checks.check_nft(True, "/usr/sbin/nft").status is Status.OK
+    assert host_checks.check_nft(False, "").status is Status.INFO  # networking disabled
+
+
 def test_unparsable_cni_config_fails(tmp_path: Path) -> None:
     (tmp_path / "net.d").mkdir()
     (tmp_path / "net.d" / "10-pods.conflist").write_text("{not json")

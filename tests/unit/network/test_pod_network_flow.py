@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.spoofguard import FakeSpoofGuard
 from tests.unit.cri.fakes import Runtime, wire
 from tests.unit.network.test_cni_logic import BRIDGE, FakeRunner
 from vmcri.config import NetworkConfig, parse_config_text
@@ -34,7 +35,9 @@ class FakeNetns:
         return path in self.pinned
 
 
-def _networked(tmp: Path, runner: FakeRunner) -> tuple[Runtime, FakeNetns]:
+def _networked(
+    tmp: Path, runner: FakeRunner, guard: FakeSpoofGuard | None = None
+) -> tuple[Runtime, FakeNetns]:
     rt = wire(tmp, IMAGE)
     conf = tmp / "net.d"
     conf.mkdir()
@@ -43,7 +46,12 @@ def _networked(tmp: Path, runner: FakeRunner) -> tuple[Runtime, FakeNetns]:
     )
     netns = FakeNetns()
     rt.services.networking = PodNetworking(
-        NetworkConfig(cni_conf_dir=str(conf)), tmp / "state", lambda: "", runner, netns
+        NetworkConfig(cni_conf_dir=str(conf)),
+        tmp / "state",
+        lambda: "",
+        runner,
+        netns,
+        guard=guard or FakeSpoofGuard(),
     )
     return rt, netns
 
@@ -67,6 +75,47 @@ def test_add_result_is_recorded_and_stop_remove_del_once(tmp_path: Path) -> None
     rt.pods.remove(sandbox_id)
     assert [c for c, _, _ in runner.calls] == ["ADD", "DEL"]
     assert netns.pinned == set()
+
+
+def test_the_pod_is_guarded_after_add_and_unguarded_before_del(tmp_path: Path) -> None:
+    runner, guard = FakeRunner(), FakeSpoofGuard()
+    rt, _ = _networked(tmp_path, runner, guard)
+    sandbox_id = rt.pods.run(_pod(), "runc")
+    assert list(guard.guarded) == [sandbox_id]
+    assert guard.guarded[sandbox_id].result  # installed from the recorded ADD result
+    rt.pods.stop(sandbox_id)
+    assert guard.guarded == {}
+    rt.pods.remove(sandbox_id)
+    assert guard.calls == [("install", sandbox_id), ("remove", sandbox_id)]
+
+
+def test_a_restart_puts_a_ready_pods_guard_back(tmp_path: Path) -> None:
+    guard = FakeSpoofGuard()
+    rt, _ = _networked(tmp_path, FakeRunner(), guard)
+    sandbox_id = rt.pods.run(_pod(), "runc")
+    guard.guarded.clear()  # flushed by a firewall reload, say
+    rt.pods.check_network(sandbox_id)
+    assert list(guard.guarded) == [sandbox_id]
+
+
+def test_a_guard_that_fails_undoes_the_pod_and_its_add(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    guard = FakeSpoofGuard(fail=HostCommandError("nft: Could not process rule"))
+    rt, netns = _networked(tmp_path, runner, guard)
+    with pytest.raises(HostCommandError, match="nft"):
+        rt.pods.run(_pod(), "runc")
+    assert rt.services.store.sandboxes.list() == []
+    assert netns.pinned == set()
+    assert [c for c, _, _ in runner.calls] == ["ADD", "DEL"]
+    assert [call for call, _ in guard.calls] == ["install", "remove"]
+
+
+def test_a_host_network_pod_is_not_guarded(tmp_path: Path) -> None:
+    guard = FakeSpoofGuard()
+    rt, _ = _networked(tmp_path, FakeRunner(), guard)
+    sandbox_id = rt.pods.run(_pod(NamespaceMode.NODE), "runc")
+    rt.pods.remove(sandbox_id)
+    assert guard.calls == []
 
 
 def test_failed_add_undoes_everything(tmp_path: Path) -> None:

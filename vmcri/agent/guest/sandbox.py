@@ -90,6 +90,7 @@ class Sandbox:
                     raise HostCommandError(f"cannot set the wall clock: {exc}") from exc
             if req.hostname:
                 self._settings.set_hostname(req.hostname)
+            _refuse_router_ads(self._settings.proc_sys)
             for key, value in req.sysctls.items():
                 path = self._settings.proc_sys / key.replace(".", "/")
                 try:
@@ -118,6 +119,29 @@ class Sandbox:
             else:
                 options.append(option)
         self._mounter.mount(mount.tag, mount.target, "9p", flags, ",".join(options))
+
+
+def _refuse_router_ads(proc_sys: Path) -> None:
+    """``accept_ra = 0`` for all, default (a NIC hotplugged later) and every NIC there now.
+
+    The pod's addresses and routes come from CNI; an advertisement from another station
+    on the bridge must not add its own (the host drops those a pod sends, but not every
+    node's bridge carries only vmcri pods). Written before the pod's sysctls, which win.
+    """
+    conf = proc_sys / "net" / "ipv6" / "conf"
+    try:
+        scopes = sorted(entry.name for entry in conf.iterdir())
+    except FileNotFoundError:
+        return  # a kernel without IPv6
+    except OSError as exc:
+        raise HostCommandError(f"cannot list {conf}: {exc}") from exc
+    for scope in scopes:
+        try:
+            (conf / scope / "accept_ra").write_text("0")
+        except FileNotFoundError:
+            continue  # an interface that went away
+        except OSError as exc:
+            raise HostCommandError(f"{conf / scope / 'accept_ra'}: {exc}") from exc
 
 
 def _check_mount(mount: agent_pb2.Mount9p) -> None:
