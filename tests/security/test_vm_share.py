@@ -19,11 +19,13 @@ from typing import Any, cast
 
 import pytest
 
+from tests.support.cgroups import hybrid_root
 from tests.unit.vm.test_backend import FakeHypervisor, vm_context
 from vmcri.agent import types as agent_types
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.vm.backend import VmBackend
+from vmcri.handlers.vm.cgroup import VmCgroups
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.host.mounts import HostMounter, mount_points
 from vmcri.ids import new_id
@@ -88,7 +90,8 @@ class Pod:
             template="off",  # the fake hypervisor boots nothing to save
         )
         self.hypervisor = FakeHypervisor()
-        self.backend = VmBackend(options, context, hypervisor=self.hypervisor)
+        cgroups = VmCgroups("cgroupfs", options, hybrid_root(tmp))
+        self.backend = VmBackend(options, context, hypervisor=self.hypervisor, cgroups=cgroups)
         self.link = FakeLink()
         # FakeLink has what run_sandbox and create_container call of an AgentLink.
         self.backend._containers.link = lambda sandbox: cast(AgentLink, self.link)  # type: ignore[method-assign]

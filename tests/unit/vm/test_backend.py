@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cgroups import FAKE_QEMU_PID, hybrid_root
 from vmcri.config import Config
 from vmcri.errors import FailedPrecondition, HypervisorError, InvalidArgument
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.backend import VmBackend
+from vmcri.handlers.vm.cgroup import VmCgroups
 from vmcri.handlers.vm.domain import domain_name
+from vmcri.handlers.vm.hypervisor import BeforeRun
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig, Resources
@@ -38,11 +41,18 @@ class FakeHypervisor:
         self.plugged: dict[str, int] = {}
         self.guest_takes_mib = 1 << 30
 
-    def start(self, name: str, xml: str) -> None:
+    def start(self, name: str, xml: str, before_run: BeforeRun | None = None) -> None:
         self.started_xml = xml
         if self.fail_start:
             raise HypervisorError(f"cannot start VM {name}: no")
+        if before_run is not None:
+            before_run(FAKE_QEMU_PID)
         self.running.add(name)
+
+    def qemu_pid(self, name: str) -> int:
+        if name not in self.running:
+            raise HypervisorError(f"cannot find the QEMU process of VM {name}")
+        return FAKE_QEMU_PID
 
     def is_running(self, name: str) -> bool:
         return name in self.running
@@ -63,7 +73,15 @@ class FakeHypervisor:
     def save_state(self, name: str, target: Path, channel: Path, timeout_s: float) -> None:
         raise HypervisorError("the fake hypervisor saves nothing")
 
-    def restore(self, name: str, xml: str, state: Path, channel: Path, timeout_s: float) -> None:
+    def restore(
+        self,
+        name: str,
+        xml: str,
+        state: Path,
+        channel: Path,
+        timeout_s: float,
+        before_run: BeforeRun | None = None,
+    ) -> None:
         raise HypervisorError("the fake hypervisor restores nothing")
 
     def attach_device(self, name: str, xml: str) -> None:
@@ -158,7 +176,12 @@ def make_backend(
         guest_dir=str(guest), accel="tcg", shared_fs="9p", boot_timeout_s=1, template="off"
     )
     backend = VmBackend(
-        options, context, hypervisor=hypervisor, mounter=FakeMounter(), taps=taps or NoTaps()
+        options,
+        context,
+        hypervisor=hypervisor,
+        mounter=FakeMounter(),
+        taps=taps or NoTaps(),
+        cgroups=VmCgroups("cgroupfs", options, hybrid_root(tmp)),
     )
     return backend, store
 
@@ -269,7 +292,15 @@ class RefusingRestores(FakeHypervisor):
     def version(self) -> str:
         return "fake 1"
 
-    def restore(self, name: str, xml: str, state: Path, channel: Path, timeout_s: float) -> None:
+    def restore(
+        self,
+        name: str,
+        xml: str,
+        state: Path,
+        channel: Path,
+        timeout_s: float,
+        before_run: BeforeRun | None = None,
+    ) -> None:
         self.restores.append(xml)
         channel.touch()  # QEMU had started to listen
         raise HypervisorError("QMP migrate-incoming: load of migration failed")
