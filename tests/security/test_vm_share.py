@@ -19,13 +19,12 @@ from typing import Any, cast
 
 import pytest
 
-from tests.support.cgroups import hybrid_root
+from tests.support.cgroups import FakePodCgroups
 from tests.unit.vm.test_backend import FakeHypervisor, vm_context
 from vmcri.agent import types as agent_types
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.vm.backend import VmBackend
-from vmcri.handlers.vm.cgroup import VmCgroups
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.host.mounts import HostMounter, mount_points
 from vmcri.ids import new_id
@@ -90,8 +89,9 @@ class Pod:
             template="off",  # the fake hypervisor boots nothing to save
         )
         self.hypervisor = FakeHypervisor()
-        cgroups = VmCgroups("cgroupfs", options, hybrid_root(tmp))
-        self.backend = VmBackend(options, context, hypervisor=self.hypervisor, cgroups=cgroups)
+        self.backend = VmBackend(
+            options, context, hypervisor=self.hypervisor, cgroups=FakePodCgroups()
+        )
         self.link = FakeLink()
         # FakeLink has what run_sandbox and create_container call of an AgentLink.
         self.backend._containers.link = lambda sandbox: cast(AgentLink, self.link)  # type: ignore[method-assign]

@@ -127,3 +127,18 @@ def test_without_a_cgroup_parent_a_pod_runs_under_vmcri_s_own_parent(env: VmEnv)
     assert cgroups.memory_usage(pod_cgroup)[1] == (most + ALLOWANCE_MIB) * MIB
     remove_pod(env, sandbox_id)
     assert not any(os.path.isdir(d) for d in cgroups.dirs(pod_cgroup))
+
+
+def test_a_restarted_daemon_places_a_running_vm_again(env: VmEnv) -> None:
+    sandbox_id, _pod = env.run_pod("cg-restart", "vm")
+    leaf = env.runtime_info(sandbox_id)["cgroup"]
+    pid = qemu_pid(sandbox_id)
+    env.restart(kill=True)
+    # what libvirt does on a vCPU hotplug (v1): a thread moved into a cgroup of its own
+    cpu = next(h for h in cgroups.hierarchies() if h.name.split(",")[0] == "cpu" or h.v2)
+    with open(os.path.join(cpu.mount, "cgroup.procs"), "w") as procs:
+        procs.write(str(pid))
+    assert misplaced_threads(pid, leaf) != []
+    assert env.pod_state(sandbox_id) == pb.SANDBOX_READY  # the restarted daemon looks at it
+    assert misplaced_threads(pid, leaf) == []
+    remove_pod(env, sandbox_id)

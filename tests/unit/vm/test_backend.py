@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cgroups import FAKE_QEMU_PID, hybrid_root
+from tests.support.cgroups import FAKE_QEMU_PID, FakePodCgroups
+from vmcri.agent.types import AgentInfo, SandboxFiles
 from vmcri.config import Config
 from vmcri.errors import FailedPrecondition, HypervisorError, InvalidArgument
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.backend import VmBackend
-from vmcri.handlers.vm.cgroup import VmCgroups
 from vmcri.handlers.vm.domain import domain_name
 from vmcri.handlers.vm.hypervisor import BeforeRun
 from vmcri.handlers.vm.options import VmOptions
@@ -163,7 +163,10 @@ def vm_context(tmp: Path, store: Store) -> BackendContext:
 
 
 def make_backend(
-    tmp: Path, hypervisor: FakeHypervisor, taps: TapDevices | None = None
+    tmp: Path,
+    hypervisor: FakeHypervisor,
+    taps: TapDevices | None = None,
+    cgroups: FakePodCgroups | None = None,
 ) -> tuple[VmBackend, Store]:
     guest = tmp / "guest"
     guest.mkdir()
@@ -181,7 +184,7 @@ def make_backend(
         hypervisor=hypervisor,
         mounter=FakeMounter(),
         taps=taps or NoTaps(),
-        cgroups=VmCgroups("cgroupfs", options, hybrid_root(tmp)),
+        cgroups=cgroups or FakePodCgroups(),
     )
     return backend, store
 
@@ -367,3 +370,48 @@ def test_a_stalled_call_names_the_end_of_the_guest_console_and_only_the_end(
     assert hint.endswith("rcu: INFO: rcu_sched stall")
     assert len(hint) <= len("guest console ends with: ") + 600
     assert hint.isprintable()  # no line breaks, NULs or terminal escapes
+
+
+class ReadyLink:
+    """An agent link whose guest answers at once (agent of the fake image "abc123")."""
+
+    class Client:
+        def setup_sandbox(self, **_: object) -> SandboxFiles:
+            return SandboxFiles("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+    client = Client()
+
+    def wait_ready(self, timeout_s: float, alive: object) -> AgentInfo:
+        return AgentInfo("1+abc123", 1, 0, 0, 0)
+
+
+def test_a_pod_vm_is_placed_before_it_runs_and_its_cgroup_goes_with_it(short_tmp: Path) -> None:
+    cgroups = FakePodCgroups()
+    backend, store = make_backend(short_tmp, FakeHypervisor(), cgroups=cgroups)
+    record = store.sandboxes.add(sandbox())
+    backend._containers.link = lambda sandbox: ReadyLink()  # type: ignore[method-assign,assignment,return-value]
+    started = backend.run_sandbox(record)
+    # the cgroup is made for the VM's most memory, QEMU placed (the fake calls before_run
+    # before it marks the domain running), and the record keeps where
+    assert cgroups.calls == ["prepare 4000", f"place {FAKE_QEMU_PID}"]
+    assert started.runtime["cgroup"] == f"/vmcri/{record.id}/vmcri-{record.id}"
+    record = store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
+    record = store.sandboxes.set_state_fields(record.id, runtime=started.runtime)
+    # a restarted daemon places it again, once
+    (short_tmp / "again").mkdir()
+    restarted, _ = make_backend(short_tmp / "again", FakeHypervisor(), cgroups=cgroups)
+    restarted._hypervisor.running.add(domain_name(record.id))  # type: ignore[attr-defined]
+    restarted._containers.reconnect = lambda sandbox: None  # type: ignore[method-assign]
+    assert restarted.sandbox_alive(record) and restarted.sandbox_alive(record)
+    assert cgroups.calls[2:] == [f"place {FAKE_QEMU_PID}"]
+    restarted.remove_sandbox(record)
+    assert cgroups.calls[-1] == "remove" and cgroups.live == set()
+
+
+def test_a_vm_that_cannot_start_leaves_no_cgroup(short_tmp: Path) -> None:
+    cgroups = FakePodCgroups()
+    backend, _ = make_backend(short_tmp, FakeHypervisor(fail_start=True), cgroups=cgroups)
+    with pytest.raises(HypervisorError):
+        backend.run_sandbox(sandbox())
+    assert cgroups.calls[0].startswith("prepare") and cgroups.calls[-1] == "remove"
+    assert cgroups.live == set()

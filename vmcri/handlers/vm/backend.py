@@ -49,7 +49,7 @@ from vmcri.handlers.base import (
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
-from vmcri.handlers.vm.cgroup import Placement, VmCgroups
+from vmcri.handlers.vm.cgroup import Placement, PodCgroups, VmCgroups
 from vmcri.handlers.vm.domain import (
     AGENT_PORT_NAME,
     AGENT_VSOCK_PORT,
@@ -121,7 +121,7 @@ class VmBackend(SupervisedContainerMethods):
         hypervisor: Hypervisor | None = None,
         mounter: Mounter | None = None,
         taps: TapDevices | None = None,
-        cgroups: VmCgroups | None = None,
+        cgroups: PodCgroups | None = None,
     ) -> None:
         self._options = options
         self._context = context
@@ -147,7 +147,7 @@ class VmBackend(SupervisedContainerMethods):
         self._share_driver = "virtiofs" if self._virtiofsd else "9p"
         self._containers = SupervisedContainers(self, context.services)
         self._grow_locks = PodLocks()
-        self._cgroups = cgroups or VmCgroups(context.config.cgroup_driver, options)
+        self._cgroups: PodCgroups = cgroups or VmCgroups(context.config.cgroup_driver, options)
         # Each pod's cgroups from its start on (the record has them once it is READY),
         # and the pods this daemon run has placed (again, after a restart) already.
         self._placements: dict[str, Placement] = {}

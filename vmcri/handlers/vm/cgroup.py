@@ -33,6 +33,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from vmcri.errors import HostCommandError
 from vmcri.handlers.vm.options import VmOptions
@@ -76,6 +77,20 @@ class Placement:
             made_pod=runtime.get("cgroup_pod_made") == "1",
             libvirt_v2=runtime.get("cgroup_libvirt_v2", ""),
         )
+
+
+class PodCgroups(Protocol):
+    """The seam the backend uses (a fake in unit tests: ``tests/support/cgroups.py``)."""
+
+    def prepare(self, sandbox: SandboxRecord, max_memory_mib: int) -> Placement: ...
+
+    def place(self, placement: Placement, qemu_pid: int, domain: str) -> Placement: ...
+
+    def hotplug(
+        self, placement: Placement, qemu_pid: int, domain: str
+    ) -> contextlib.AbstractContextManager[None]: ...
+
+    def remove(self, placement: Placement) -> bool: ...
 
 
 class VmCgroups:
