@@ -11,11 +11,13 @@ Every cgroup path is unique to the test run and removed afterwards.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.daemon.conftest import start_daemon, stop_daemon
 from tests.integration.harness import NO_POD_NETWORK
 from tests.support.host_cgroups import comm, misplaced_threads, qemu_pid, remove_tree
 from vmcri.api import api_pb2 as pb
@@ -133,12 +135,13 @@ def test_a_restarted_daemon_places_a_running_vm_again(env: VmEnv) -> None:
     sandbox_id, _pod = env.run_pod("cg-restart", "vm")
     leaf = env.runtime_info(sandbox_id)["cgroup"]
     pid = qemu_pid(sandbox_id)
-    env.restart(kill=True)
-    # what libvirt does on a vCPU hotplug (v1): a thread moved into a cgroup of its own
+    stop_daemon(env.daemon, signal.SIGKILL)
+    # while no daemon runs, QEMU's threads leave the leaf, as a vCPU hotplug moves them (v1)
     cpu = next(h for h in cgroups.hierarchies() if h.name.split(",")[0] == "cpu" or h.v2)
     with open(os.path.join(cpu.mount, "cgroup.procs"), "w") as procs:
         procs.write(str(pid))
     assert misplaced_threads(pid, leaf) != []
+    env.daemon = start_daemon(env.tmp, config=env.tmp / "config.toml")
     assert env.pod_state(sandbox_id) == pb.SANDBOX_READY  # the restarted daemon looks at it
     assert misplaced_threads(pid, leaf) == []
     remove_pod(env, sandbox_id)
