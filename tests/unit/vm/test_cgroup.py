@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.cgroups import hybrid_root
+from tests.support.cgroups import hybrid_root, v2_root
 from vmcri.handlers.vm.cgroup import Placement, VmCgroups, _libvirt_domain_cgroup
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.ids import new_id
@@ -86,3 +86,20 @@ def test_libvirt_s_domain_cgroup_is_recognised_and_ours_is_not() -> None:
     assert _libvirt_domain_cgroup(f"/vmcri/{name[6:]}/{name}", name) == ""  # our leaf
     assert _libvirt_domain_cgroup("/", name) == ""
     assert _libvirt_domain_cgroup("/machine/qemu-4-vmcri-other.libvirt-qemu", name) == ""
+
+
+def test_kubelet_s_cgroup_in_only_some_hierarchies_is_still_kubelet_s(tmp_path: Path) -> None:
+    root = hybrid_root(tmp_path)
+    Path(root, "memory/kubepods/podY").mkdir(parents=True)
+    placement = VmCgroups("cgroupfs", VmOptions(), root).prepare(record("/kubepods/podY"), 500)
+    assert not placement.made_pod  # neither limited nor removed by vmcri
+    assert Path(root, "cpu/kubepods/podY", placement.leaf.rsplit("/", 1)[1]).is_dir()
+
+
+def test_on_pure_v2_qemu_joins_the_one_tree(tmp_path: Path) -> None:
+    root = v2_root(tmp_path)
+    vm = VmCgroups("cgroupfs", VmOptions(), root)
+    placement = vm.prepare(record(), max_memory_mib=500)
+    vm.place(placement, 4194305, "vmcri-x")
+    assert Path(root, placement.leaf.lstrip("/"), "cgroup.procs").read_text() == "4194305"
+    assert Path(root, placement.pod.lstrip("/"), "memory.max").read_text() == str(692 * MIB)

@@ -113,8 +113,11 @@ class VmCgroups:
         kubelet made keeps kubelet's limit. Raises InvalidArgument, HostCommandError."""
         pod = self.pod_cgroup(sandbox)
         leaf = f"{pod.path.rstrip('/')}/{LEAF_PREFIX}{sandbox.id}"
+        # kubelet's if it exists in any hierarchy (vmcri then neither limits nor removes it)
+        existed = any(os.path.isdir(d) for d in cgroups.dirs(pod.path, self._root))
         try:
-            made = cgroups.make(pod.path, self._root) or pod.vmcri_parent
+            cgroups.make(pod.path, self._root)
+            made = pod.vmcri_parent or not existed
             placement = Placement(pod.path, leaf, made)
             if made and cgroups.memory_hierarchy(self._root) is not None:
                 limit = (max_memory_mib + self._options.qemu_memory_allowance_mib) * MIB
