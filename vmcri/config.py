@@ -391,11 +391,18 @@ overhead_vcpus = 1
 # Used when no container of the pod has a memory limit.
 default_memory_mib = 256
 # A running VM grows (vCPU hotplug, virtio-mem) when its containers' limits need more,
-# up to these; 0 means the host's CPUs (at most 8) plus overhead_vcpus, and the host's
-# MemTotal. Under software emulation (TCG) vCPUs cannot be hotplugged: max_vcpus 0 there
-# means no growth, and a larger value boots spare vCPUs (see ARCHITECTURE.md).
+# up to these; max_vcpus 0 means the host's CPUs (at most 8) plus overhead_vcpus. Under
+# software emulation (TCG) vCPUs cannot be hotplugged: max_vcpus 0 there means no growth,
+# and a larger value boots spare vCPUs (see ARCHITECTURE.md). max_memory_mib bounds pods
+# without a pod-level memory limit (never beyond the host's MemTotal; 0: MemTotal); a pod
+# with one never grows past it.
 max_vcpus = 0
-max_memory_mib = 0
+max_memory_mib = 4096
+# The cgroup of VM pods kubelet sent no cgroup_parent for: <cgroup_parent>/<sandbox id>,
+# made and removed by vmcri and limited to the VM's maximum memory plus
+# qemu_memory_allowance_mib (QEMU's and virtiofsd's own memory).
+cgroup_parent = "/vmcri"
+qemu_memory_allowance_mib = 192
 # File sharing into the VM: "auto" (virtiofs where virtiofsd exists, else 9p; 9p when
 # templates are on, as a virtio-fs device cannot be saved), "9p", "virtiofs".
 shared_fs = "auto"

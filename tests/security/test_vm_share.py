@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import pytest
 
+from tests.support.cgroups import FakePodCgroups
 from tests.unit.vm.test_backend import FakeHypervisor, vm_context
 from vmcri.agent import types as agent_types
 from vmcri.errors import InvalidArgument
@@ -88,7 +89,9 @@ class Pod:
             template="off",  # the fake hypervisor boots nothing to save
         )
         self.hypervisor = FakeHypervisor()
-        self.backend = VmBackend(options, context, hypervisor=self.hypervisor)
+        self.backend = VmBackend(
+            options, context, hypervisor=self.hypervisor, cgroups=FakePodCgroups()
+        )
         self.link = FakeLink()
         # FakeLink has what run_sandbox and create_container call of an AgentLink.
         self.backend._containers.link = lambda sandbox: cast(AgentLink, self.link)  # type: ignore[method-assign]

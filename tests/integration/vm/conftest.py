@@ -56,11 +56,14 @@ class VmEnv:
         stop_daemon(self.daemon, signal.SIGKILL if kill else signal.SIGTERM)
         self.daemon = start_daemon(self.tmp, config=self.tmp / "config.toml")
 
-    def run_pod(self, name: str, handler: str = "vm") -> tuple[str, pb.PodSandboxConfig]:
+    def run_pod(
+        self, name: str, handler: str = "vm", linux: pb.LinuxPodSandboxConfig | None = None
+    ) -> tuple[str, pb.PodSandboxConfig]:
         config = pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="test"),
             hostname=name,
             log_directory=str(self.tmp / "logs" / name),
+            linux=linux,
         )
         request = pb.RunPodSandboxRequest(config=config, runtime_handler=handler)
         sandbox_id = self.runtime.RunPodSandbox(request, timeout=BOOT_TIMEOUT_S).pod_sandbox_id

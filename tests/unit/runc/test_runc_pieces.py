@@ -8,11 +8,11 @@ import pytest
 
 from vmcri.agent.guest.cgroups import CgroupReader
 from vmcri.errors import ConfigError, FailedPrecondition, InvalidArgument
-from vmcri.handlers.runc.cgroups import kill_all_in, remove_tree
 from vmcri.handlers.runc.layout import Layout, check_id
 from vmcri.handlers.runc.options import RuncOptions
 from vmcri.handlers.runc.pod_files import hosts_file, resolv_conf
 from vmcri.handlers.runc.rootfs import overlay_options
+from vmcri.host.cgroups import kill_all_in, remove_tree
 from vmcri.model import DNSConfig
 
 

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cgroups import FAKE_QEMU_PID, FakePodCgroups
+from vmcri.agent.types import AgentInfo, SandboxFiles
 from vmcri.config import Config
 from vmcri.errors import FailedPrecondition, HypervisorError, InvalidArgument
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.domain import domain_name
+from vmcri.handlers.vm.hypervisor import BeforeRun
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig, Resources
@@ -38,11 +41,18 @@ class FakeHypervisor:
         self.plugged: dict[str, int] = {}
         self.guest_takes_mib = 1 << 30
 
-    def start(self, name: str, xml: str) -> None:
+    def start(self, name: str, xml: str, before_run: BeforeRun | None = None) -> None:
         self.started_xml = xml
         if self.fail_start:
             raise HypervisorError(f"cannot start VM {name}: no")
+        if before_run is not None:
+            before_run(FAKE_QEMU_PID)
         self.running.add(name)
+
+    def qemu_pid(self, name: str) -> int:
+        if name not in self.running:
+            raise HypervisorError(f"cannot find the QEMU process of VM {name}")
+        return FAKE_QEMU_PID
 
     def is_running(self, name: str) -> bool:
         return name in self.running
@@ -63,7 +73,15 @@ class FakeHypervisor:
     def save_state(self, name: str, target: Path, channel: Path, timeout_s: float) -> None:
         raise HypervisorError("the fake hypervisor saves nothing")
 
-    def restore(self, name: str, xml: str, state: Path, channel: Path, timeout_s: float) -> None:
+    def restore(
+        self,
+        name: str,
+        xml: str,
+        state: Path,
+        channel: Path,
+        timeout_s: float,
+        before_run: BeforeRun | None = None,
+    ) -> None:
         raise HypervisorError("the fake hypervisor restores nothing")
 
     def attach_device(self, name: str, xml: str) -> None:
@@ -145,7 +163,10 @@ def vm_context(tmp: Path, store: Store) -> BackendContext:
 
 
 def make_backend(
-    tmp: Path, hypervisor: FakeHypervisor, taps: TapDevices | None = None
+    tmp: Path,
+    hypervisor: FakeHypervisor,
+    taps: TapDevices | None = None,
+    cgroups: FakePodCgroups | None = None,
 ) -> tuple[VmBackend, Store]:
     guest = tmp / "guest"
     guest.mkdir()
@@ -158,7 +179,12 @@ def make_backend(
         guest_dir=str(guest), accel="tcg", shared_fs="9p", boot_timeout_s=1, template="off"
     )
     backend = VmBackend(
-        options, context, hypervisor=hypervisor, mounter=FakeMounter(), taps=taps or NoTaps()
+        options,
+        context,
+        hypervisor=hypervisor,
+        mounter=FakeMounter(),
+        taps=taps or NoTaps(),
+        cgroups=cgroups or FakePodCgroups(),
     )
     return backend, store
 
@@ -269,7 +295,15 @@ class RefusingRestores(FakeHypervisor):
     def version(self) -> str:
         return "fake 1"
 
-    def restore(self, name: str, xml: str, state: Path, channel: Path, timeout_s: float) -> None:
+    def restore(
+        self,
+        name: str,
+        xml: str,
+        state: Path,
+        channel: Path,
+        timeout_s: float,
+        before_run: BeforeRun | None = None,
+    ) -> None:
         self.restores.append(xml)
         channel.touch()  # QEMU had started to listen
         raise HypervisorError("QMP migrate-incoming: load of migration failed")
@@ -336,3 +370,48 @@ def test_a_stalled_call_names_the_end_of_the_guest_console_and_only_the_end(
     assert hint.endswith("rcu: INFO: rcu_sched stall")
     assert len(hint) <= len("guest console ends with: ") + 600
     assert hint.isprintable()  # no line breaks, NULs or terminal escapes
+
+
+class ReadyLink:
+    """An agent link whose guest answers at once (agent of the fake image "abc123")."""
+
+    class Client:
+        def setup_sandbox(self, **_: object) -> SandboxFiles:
+            return SandboxFiles("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+    client = Client()
+
+    def wait_ready(self, timeout_s: float, alive: object) -> AgentInfo:
+        return AgentInfo("1+abc123", 1, 0, 0, 0)
+
+
+def test_a_pod_vm_is_placed_before_it_runs_and_its_cgroup_goes_with_it(short_tmp: Path) -> None:
+    cgroups = FakePodCgroups()
+    backend, store = make_backend(short_tmp, FakeHypervisor(), cgroups=cgroups)
+    record = store.sandboxes.add(sandbox())
+    backend._containers.link = lambda sandbox: ReadyLink()  # type: ignore[method-assign,assignment,return-value]
+    started = backend.run_sandbox(record)
+    # the cgroup is made for the VM's most memory, QEMU placed (the fake calls before_run
+    # before it marks the domain running), and the record keeps where
+    assert cgroups.calls == ["prepare 4000", f"place {FAKE_QEMU_PID}"]
+    assert started.runtime["cgroup"] == f"/vmcri/{record.id}/vmcri-{record.id}"
+    record = store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
+    record = store.sandboxes.set_state_fields(record.id, runtime=started.runtime)
+    # a restarted daemon places it again, once
+    (short_tmp / "again").mkdir()
+    restarted, _ = make_backend(short_tmp / "again", FakeHypervisor(), cgroups=cgroups)
+    restarted._hypervisor.running.add(domain_name(record.id))  # type: ignore[attr-defined]
+    restarted._containers.reconnect = lambda sandbox: None  # type: ignore[method-assign]
+    assert restarted.sandbox_alive(record) and restarted.sandbox_alive(record)
+    assert cgroups.calls[2:] == [f"place {FAKE_QEMU_PID}"]
+    restarted.remove_sandbox(record)
+    assert cgroups.calls[-1] == "remove" and cgroups.live == set()
+
+
+def test_a_vm_that_cannot_start_leaves_no_cgroup(short_tmp: Path) -> None:
+    cgroups = FakePodCgroups()
+    backend, _ = make_backend(short_tmp, FakeHypervisor(fail_start=True), cgroups=cgroups)
+    with pytest.raises(HypervisorError):
+        backend.run_sandbox(sandbox())
+    assert cgroups.calls[0].startswith("prepare") and cgroups.calls[-1] == "remove"
+    assert cgroups.live == set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -172,3 +173,20 @@ def test_kubelets_overhead_does_not_size_the_vm_but_one_too_small_is_a_warning(
     caplog.clear()
     _check_overhead(sandbox(), backend._options)  # kubelet sent none (crictl): no warning
     assert caplog.text == ""
+
+
+def test_each_vcpu_hotplug_is_held_inside_the_guard() -> None:
+    # vm/cgroup.py hands QEMU to libvirt's cgroup2 group for a hotplug, then places it again
+    hypervisor, guest = FakeHypervisor(), FakeGuest(onlines=1)
+    held: list[str] = []
+
+    @contextlib.contextmanager
+    def guard() -> Iterator[None]:
+        held.append(f"in {hypervisor.vcpus.get('vm')}")
+        yield
+        held.append(f"out {hypervisor.vcpus.get('vm')}")
+
+    with pytest.raises(ResourceExhausted):
+        grow(hypervisor, guest, "vm", SIZE, BIGGER, hotplug_guard=guard)
+    # plugged to 2 inside it, and taken back to 1 inside it again
+    assert held == ["in None", "out 2", "in 2", "out 1"]

@@ -71,9 +71,21 @@ def test_boot_size_declares_what_the_vm_may_grow_to() -> None:
     assert (size.memory_mib, size.vcpus, size.boot_memory_mib) == (416, 1, 416)
     assert size.max_vcpus == 3  # limits of the host's 2 CPUs, and the guest's own vCPU
     assert boot_size(416, 1, options, host_memory=24151, host_cpus=64).max_vcpus == 9
-    # memory up to MemTotal, in whole guest memory blocks of 128 MiB
-    assert size.max_memory_mib == 416 + (24151 - 416) // 128 * 128
-    assert size.hotplug_memory_mib % 128 == 0 and size.max_memory_mib <= 24151
+    # memory up to max_memory_mib (4 GiB by default), in whole guest memory blocks of 128 MiB
+    assert size.max_memory_mib == 416 + (4096 - 416) // 128 * 128
+    assert size.hotplug_memory_mib % 128 == 0
+    # 0: up to MemTotal, as large as the host (a guest can make QEMU back all of it)
+    whole = boot_size(416, 1, VmOptions(max_memory_mib=0), host_memory=24151, host_cpus=2)
+    assert whole.max_memory_mib == 416 + (24151 - 416) // 128 * 128
+
+
+def test_a_pod_with_a_pod_level_memory_limit_gets_no_room_beyond_it() -> None:
+    # kubelet sent the pod's limit: the VM boots at it plus the guest's share and has no
+    # virtio-mem region a guest could make QEMU fill beyond what the pod may use.
+    size = boot_size(672, 1, VmOptions(), host_memory=24151, host_cpus=2, pod_memory_limit=True)
+    assert (size.max_memory_mib, size.hotplug_memory_mib) == (672, 0)
+    with pytest.raises(InvalidArgument, match="pod-level memory limit it was started with"):
+        plan_growth(size, Demand(600 * MIB, 0), VmOptions(), "resources")
 
 
 def test_boot_size_follows_the_options_but_never_the_host_beyond_its_memory() -> None:

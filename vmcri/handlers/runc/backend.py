@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from vmcri.errors import FailedPrecondition, InvalidArgument
+from vmcri.errors import FailedPrecondition
 from vmcri.handlers.base import (
     Condition,
     HandlerFeatures,
@@ -33,7 +33,6 @@ from vmcri.handlers.base import (
 )
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.runc import hostfacts
-from vmcri.handlers.runc.cgroups import kill_all_in, remove_tree
 from vmcri.handlers.runc.host import Host, RealHost
 from vmcri.handlers.runc.host_agent import HostAgents
 from vmcri.handlers.runc.layout import Layout
@@ -47,6 +46,7 @@ from vmcri.handlers.runc.rootfs import (
 )
 from vmcri.handlers.runc.sandbox import PodSandboxes, unsearchable_dir
 from vmcri.handlers.services import BackendServices
+from vmcri.host.cgroups import PodCgroup, kill_all_in, pod_cgroup, remove_tree
 from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
 from vmcri.model import ContainerConfig, Mount, NamespaceMode, PodConfig, Resources
 from vmcri.oci import process as proc
@@ -72,7 +72,9 @@ log = logging.getLogger(__name__)
 def create(options: RuncOptions, context: BackendContext) -> RuncBackend:
     """Factory named in :data:`vmcri.handlers.registry.BACKENDS`."""
     layout = Layout(Path(context.state), Path(context.root))
-    return RuncBackend(options, layout, RealHost(), context.services)
+    return RuncBackend(
+        options, layout, RealHost(), context.services, cgroup_driver=context.config.cgroup_driver
+    )
 
 
 class RuncBackend(SupervisedContainerMethods):
@@ -85,6 +87,7 @@ class RuncBackend(SupervisedContainerMethods):
         host: Host,
         services: BackendServices,
         python: str = sys.executable,
+        cgroup_driver: str = "cgroupfs",
         clock: Callable[[], int] = time.time_ns,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -92,6 +95,7 @@ class RuncBackend(SupervisedContainerMethods):
         self.layout = layout
         self.host = host
         self.python = python
+        self.cgroup_driver = cgroup_driver  # how kubelet spells cgroup_parent (RuntimeConfig)
         self.clock = clock
         self._services = services
         self.pods = PodSandboxes(host, layout, python, sleep)
@@ -155,8 +159,9 @@ class RuncBackend(SupervisedContainerMethods):
         self.agents.stop(sandbox.id)
         self._kill_orphans(sandbox.id)
         self.pods.teardown(sandbox.id)
-        if not sandbox.config.cgroup_parent:
-            remove_tree(f"{self.options.cgroup_parent.rstrip('/')}/{sandbox.id}")
+        pod = self._pod_cgroup(sandbox)
+        if pod.vmcri_parent:
+            remove_tree(pod.path)
 
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
         alive = self.pods.alive(sandbox) and bool(self.agents.pid(sandbox.id))
@@ -196,15 +201,17 @@ class RuncBackend(SupervisedContainerMethods):
 
     # ---- containers ---------------------------------------------------------------
 
+    def _pod_cgroup(self, sandbox: SandboxRecord) -> PodCgroup:
+        """Raises InvalidArgument naming ``config.linux.cgroup_parent``."""
+        return pod_cgroup(
+            sandbox.config.cgroup_parent, self.cgroup_driver, self.options.cgroup_parent, sandbox.id
+        )
+
     def _cgroups_path(self, sandbox: SandboxRecord, container_id: str) -> str:
-        parent = sandbox.config.cgroup_parent
-        if parent:
-            if not parent.startswith("/") or ".." in parent.split("/"):
-                raise InvalidArgument(
-                    f"config.linux.cgroup_parent: {parent!r} must be an absolute cgroup path"
-                )
-            return f"{parent.rstrip('/')}/vmcri-{container_id}"
-        return f"{self.options.cgroup_parent.rstrip('/')}/{sandbox.id}/{container_id}"
+        """runc's cgroupfs driver takes it as is: a systemd slice is already expanded."""
+        pod = self._pod_cgroup(sandbox)
+        name = container_id if pod.vmcri_parent else f"vmcri-{container_id}"
+        return f"{pod.path.rstrip('/')}/{name}"
 
     def _spec_context(
         self,

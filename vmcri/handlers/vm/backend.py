@@ -22,7 +22,7 @@ import shutil
 import threading
 import time
 import uuid as uuid_module
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vmcri.agent import types as agent_types
@@ -49,6 +49,7 @@ from vmcri.handlers.base import (
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
+from vmcri.handlers.vm.cgroup import Placement, PodCgroups, VmCgroups
 from vmcri.handlers.vm.domain import (
     AGENT_PORT_NAME,
     AGENT_VSOCK_PORT,
@@ -65,7 +66,7 @@ from vmcri.handlers.vm.domain import (
     plugs_vcpus,
     vsock_cid,
 )
-from vmcri.handlers.vm.grow import PodLocks, grow
+from vmcri.handlers.vm.grow import HotplugGuard, PodLocks, grow
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
@@ -120,6 +121,7 @@ class VmBackend(SupervisedContainerMethods):
         hypervisor: Hypervisor | None = None,
         mounter: Mounter | None = None,
         taps: TapDevices | None = None,
+        cgroups: PodCgroups | None = None,
     ) -> None:
         self._options = options
         self._context = context
@@ -145,6 +147,11 @@ class VmBackend(SupervisedContainerMethods):
         self._share_driver = "virtiofs" if self._virtiofsd else "9p"
         self._containers = SupervisedContainers(self, context.services)
         self._grow_locks = PodLocks()
+        self._cgroups: PodCgroups = cgroups or VmCgroups(context.config.cgroup_driver, options)
+        # Each pod's cgroups from its start on (the record has them once it is READY),
+        # and the pods this daemon run has placed (again, after a restart) already.
+        self._placements: dict[str, Placement] = {}
+        self._placed: set[str] = set()
         self._private_ready = False
         self._hypervisor_version = ""
         self._templates: Templates | None = None
@@ -272,7 +279,10 @@ class VmBackend(SupervisedContainerMethods):
             hostname = pod_files(sandbox)[0]
             memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
             _check_overhead(sandbox, self._options)
-            template = self._template_for(guest, memory_mib, vcpus)
+            limited = _pod_memory_limited(sandbox)
+            template = self._template_for(guest, memory_mib, vcpus, limited)
+            most = self._boot_size(memory_mib, vcpus, limited).max_memory_mib
+            self._placements[sandbox.id] = self._cgroups.prepare(sandbox, most)
             self._prepare_dirs(layout)
             plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
             started = time.monotonic()
@@ -330,6 +340,7 @@ class VmBackend(SupervisedContainerMethods):
                 "guest_version": guest.version,
                 "accel": spec.domain_type,
                 **_started_size(spec).runtime(),
+                **self._placements[sandbox.id].runtime(),
                 "start": "restored" if restored else "cold",
                 "oci_runtime": self._options.oci_runtime,
                 "hostname": hostname,
@@ -355,7 +366,7 @@ class VmBackend(SupervisedContainerMethods):
         started = time.monotonic()
         if plan is not None:
             nic.plug(self._taps, plan)
-        self._hypervisor.start(name, render_domain(spec))
+        self._hypervisor.start(name, render_domain(spec), self._placer(sandbox.id))
         if plan is not None:
             nic.attach(self._taps, plan)
         domain_up = time.monotonic()
@@ -398,7 +409,12 @@ class VmBackend(SupervisedContainerMethods):
             nic.plug(self._taps, plan)
         try:
             self._hypervisor.restore(
-                name, render_domain(spec), template.state, layout.incoming_socket, RESTORE_TIMEOUT_S
+                name,
+                render_domain(spec),
+                template.state,
+                layout.incoming_socket,
+                RESTORE_TIMEOUT_S,
+                self._placer(sandbox.id),
             )
             restored = time.monotonic()
             link = self._containers.link(sandbox)
@@ -440,6 +456,17 @@ class VmBackend(SupervisedContainerMethods):
             nic_wait_s=NIC_WAIT_S if restored and plan is not None else 0,
         )
 
+    def _placer(self, sandbox_id: str) -> Callable[[int], None]:
+        """Moves a starting VM's processes into the pod's cgroup, before the guest runs."""
+
+        def place(qemu_pid: int) -> None:
+            placement = self._placements[sandbox_id]
+            name = domain_name(sandbox_id)
+            self._placements[sandbox_id] = self._cgroups.place(placement, qemu_pid, name)
+            self._placed.add(sandbox_id)
+
+        return place
+
     def _undo_start(self, sandbox: SandboxRecord) -> None:
         """Undo a start that failed half-way (domain, agent link, tap, sockets), keeping
         the pod's directories and mounts for the next attempt."""
@@ -458,10 +485,14 @@ class VmBackend(SupervisedContainerMethods):
 
     # ------------------------------------------------------------ VM templates (template.py)
 
-    def _shape(self, guest: GuestImage, memory_mib: int, vcpus: int) -> Shape:
+    def _shape(
+        self, guest: GuestImage, memory_mib: int, vcpus: int, pod_limited: bool = False
+    ) -> Shape:
+        """``pod_limited``: a pod-level memory limit, which the VM boots at and never
+        outgrows (no virtio-mem region: a shape of its own)."""
         if not self._hypervisor_version:
             self._hypervisor_version = self._hypervisor.version()
-        size = self._boot_size(memory_mib, vcpus)  # clones grow as cold boots do
+        size = self._boot_size(memory_mib, vcpus, pod_limited)  # clones grow as cold boots do
         shape = Shape(
             guest_version=guest.version,
             hypervisor=self._hypervisor_version,
@@ -484,12 +515,14 @@ class VmBackend(SupervisedContainerMethods):
         devices = hashlib.sha256(render_domain(spec).encode()).hexdigest()[:16]
         return dataclasses.replace(shape, devices=devices)
 
-    def _template_for(self, guest: GuestImage, memory_mib: int, vcpus: int) -> Template | None:
+    def _template_for(
+        self, guest: GuestImage, memory_mib: int, vcpus: int, pod_limited: bool = False
+    ) -> Template | None:
         """The verified template of the pod's shape; None: cold boot (a build is queued)."""
         if self._templates is None:
             return None
         try:
-            return self._templates.get(self._shape(guest, memory_mib, vcpus))
+            return self._templates.get(self._shape(guest, memory_mib, vcpus, pod_limited))
         except HypervisorError as exc:
             log.warning("VM templates: %s", exc.message)
             return None
@@ -506,7 +539,13 @@ class VmBackend(SupervisedContainerMethods):
                     self._hypervisor.destroy(name)
             guest = self._guest()
             self._templates.store.sweep(
-                lambda shape: shape == self._shape(guest, shape.memory_mib, shape.vcpus)
+                lambda shape: (
+                    shape
+                    in (
+                        self._shape(guest, shape.memory_mib, shape.vcpus),
+                        self._shape(guest, shape.memory_mib, shape.vcpus, pod_limited=True),
+                    )
+                )
             )
             memory_mib, vcpus = size_vm([], Resources(), self._options)
             self._template_for(guest, memory_mib, vcpus)
@@ -634,7 +673,7 @@ class VmBackend(SupervisedContainerMethods):
         plan: nic.NicPlan | None = None,
     ) -> DomainSpec:
         memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
-        size = self._boot_size(memory_mib, vcpus)
+        size = self._boot_size(memory_mib, vcpus, _pod_memory_limited(sandbox))
         return DomainSpec(
             name=domain_name(sandbox.id),
             uuid=domain_uuid(sandbox.id),
@@ -706,12 +745,43 @@ class VmBackend(SupervisedContainerMethods):
         shutil.rmtree(layout.disk, ignore_errors=True)
         layout.agent_socket.unlink(missing_ok=True)
         layout.incoming_socket.unlink(missing_ok=True)
+        self._remove_cgroups(sandbox_id, sandbox)
+
+    def _remove_cgroups(self, sandbox_id: str, sandbox: SandboxRecord | None) -> None:
+        """After the VM is gone: its leaf, and the pod's cgroup if vmcri made it. libvirt
+        ends QEMU and virtiofsd before destroy returns; their exit may take a moment."""
+        placement = self._placements.pop(sandbox_id, None)
+        self._placed.discard(sandbox_id)
+        if placement is None and sandbox is not None:
+            placement = Placement.from_runtime(sandbox.runtime)
+        if placement is not None and not wait_until(
+            lambda: self._cgroups.remove(placement), 5.0, 0.05
+        ):
+            log.warning("sandbox %s: cgroup %s is still in use", sandbox_id, placement.leaf)
 
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
         alive = self._alive(domain_name(sandbox.id))
         if alive:
             self._containers.reconnect(sandbox)  # after a restart: the events flow again
+            if sandbox.id not in self._placed:
+                self._reconcile_cgroups(sandbox)
         return alive
+
+    def _reconcile_cgroups(self, sandbox: SandboxRecord) -> None:
+        """Once per daemon run: a VM that runs (a restart found it) is placed again, in
+        case a growth ended with its threads where libvirt put them."""
+        placement = Placement.from_runtime(sandbox.runtime)
+        self._placed.add(sandbox.id)
+        if placement is None:
+            return  # a pod from before VM pods had cgroups
+        name = domain_name(sandbox.id)
+        try:
+            placed = self._cgroups.place(placement, self._hypervisor.qemu_pid(name), name)
+        except VmcriError as exc:
+            log.warning("sandbox %s: cannot place its VM in %s: %s", sandbox.id, placement.leaf,
+                        exc.message)  # fmt: skip
+            return
+        self._placements[sandbox.id] = placed
 
     def create_container(
         self, sandbox: SandboxRecord, container: ContainerRecord, image: ImageInfo
@@ -757,9 +827,11 @@ class VmBackend(SupervisedContainerMethods):
     def update_sandbox_resources(self, sandbox: SandboxRecord, resources: Resources) -> None:
         self._make_room(sandbox, "resources", pod=resources)
 
-    def _boot_size(self, memory_mib: int, vcpus: int) -> VmSize:
+    def _boot_size(self, memory_mib: int, vcpus: int, pod_limited: bool = False) -> VmSize:
         hotplug = plugs_vcpus(self._accel.domain_type)
-        return boot_size(memory_mib, vcpus, self._options, hotplug_vcpus=hotplug)
+        return boot_size(
+            memory_mib, vcpus, self._options, hotplug_vcpus=hotplug, pod_memory_limit=pod_limited
+        )
 
     def _make_room(
         self,
@@ -801,8 +873,23 @@ class VmBackend(SupervisedContainerMethods):
                 raise FailedPrecondition(f"sandbox {sandbox.id}: {self.down_message()}")
             guest = self._containers.link(current).client
             plug = plugs_vcpus(self._accel.domain_type)
-            grow(self._hypervisor, guest, name, size, target, plug_vcpus=plug)
+            grow(
+                self._hypervisor, guest, name, size, target, plug_vcpus=plug,
+                hotplug_guard=self._hotplug_guard(current),
+            )  # fmt: skip
             services.update_sandbox_runtime(sandbox.id, target.runtime())
+
+    def _hotplug_guard(self, sandbox: SandboxRecord) -> HotplugGuard:
+        """QEMU in libvirt's cgroup2 group while libvirt plugs a vCPU, then placed again."""
+        placement = self._placements.get(sandbox.id) or Placement.from_runtime(sandbox.runtime)
+        if placement is None:
+            return contextlib.nullcontext
+        name = domain_name(sandbox.id)
+
+        def guard() -> contextlib.AbstractContextManager[None]:
+            return self._cgroups.hotplug(placement, self._hypervisor.qemu_pid(name), name)
+
+        return guard
 
     # ------------------------------------------------------------ streaming
 
@@ -820,6 +907,11 @@ def _started_size(spec: DomainSpec) -> VmSize:
         max_memory_mib=spec.memory_mib + spec.hotplug_memory_mib,
         max_vcpus=spec.vcpu_max,
     )
+
+
+def _pod_memory_limited(sandbox: SandboxRecord) -> bool:
+    """kubelet sent a pod-level memory limit: the VM boots at it and never outgrows it."""
+    return sandbox.config.resources.memory_limit_in_bytes > 0
 
 
 def _check_overhead(sandbox: SandboxRecord, options: VmOptions) -> None:

@@ -129,6 +129,10 @@ class DomainSpec:
             # libvirt declares memory hotplug only with DIMM slots and a NUMA node, whose
             # RAM would then replace the template's file-backed one; QEMU merges -m options.
             # virtiofsd must reach all guest memory: shared then, like the boot RAM.
+            # unplugged-inaccessible=on: the guest must not touch what is not plugged (its
+            # driver acks this; Linux has since 5.16). QEMU 7.2 does not enforce it: the
+            # region stays mapped, so a guest that drops its driver can still write all of
+            # it. What bounds that is the region's size and the pod's cgroup (sizing.py).
             kind = "memory-backend-memfd,share=on" if self.shared_memory else "memory-backend-ram"
             maxmem = self.memory_mib + self.hotplug_memory_mib
             args += [
@@ -136,7 +140,8 @@ class DomainSpec:
                 "-object", f"{kind},id={HOTPLUG_MEMORY_ID},size={self.hotplug_memory_mib}M,"
                 "reserve=off",
                 "-device", f"virtio-mem-pci,id={VIRTIO_MEM_ID},memdev={HOTPLUG_MEMORY_ID},"
-                f"node=0,requested-size=0,bus=pcie.0,addr={VIRTIO_MEM_SLOT}",
+                "node=0,requested-size=0,unplugged-inaccessible=on,"
+                f"bus=pcie.0,addr={VIRTIO_MEM_SLOT}",
             ]  # fmt: skip
         if memory is not None and memory.incoming:
             args += ["-incoming", "defer"]

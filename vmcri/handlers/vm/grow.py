@@ -20,7 +20,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from vmcri.agent.types import GuestResources
@@ -31,6 +32,9 @@ from vmcri.handlers.vm.sizing import MIB, VmSize
 
 log = logging.getLogger(__name__)
 
+# Held around each vCPU hotplug: the pod's QEMU where libvirt can move the new vCPU
+# thread, and back in the pod's cgroup afterwards (cgroup.py).
+HotplugGuard = Callable[[], AbstractContextManager[None]]
 PLUG_TIMEOUT_S = 60.0  # the guest plugs and onlines memory (TCG: ~1 s per GiB here)
 ONLINE_TIMEOUT_S = 30.0  # a hotplugged vCPU appears in the guest and comes online
 
@@ -49,9 +53,11 @@ def grow(
     target: VmSize,
     *,
     plug_vcpus: bool = True,
+    hotplug_guard: HotplugGuard = contextlib.nullcontext,
 ) -> None:
     """Grow the running domain ``name`` from ``size`` to ``target`` (both from sizing.py);
-    ``plug_vcpus`` False: its vCPUs are all present, the guest only onlines them.
+    ``plug_vcpus`` False: its vCPUs are all present, the guest only onlines them;
+    ``hotplug_guard`` is held around each call that plugs or unplugs vCPUs.
 
     Raises ResourceExhausted (the guest did not take the vCPUs or the memory in time),
     HypervisorError (libvirt or QEMU refused), the agent's errors; the VM is then back at
@@ -63,7 +69,8 @@ def grow(
     try:
         if target.vcpus > size.vcpus and plug_vcpus:
             cpus_added = True
-            hypervisor.set_vcpus(name, target.vcpus)
+            with hotplug_guard():
+                hypervisor.set_vcpus(name, target.vcpus)
         if target.memory_mib > size.memory_mib:
             memory_added = True
             wanted = target.plugged_mib * MIB
@@ -80,7 +87,7 @@ def grow(
                 f"within {ONLINE_TIMEOUT_S:.0f} s"
             )
     except BaseException:
-        _undo(hypervisor, name, size, cpus_added, memory_added)
+        _undo(hypervisor, name, size, cpus_added, memory_added, hotplug_guard)
         raise
     log.info(
         "VM %s grew from %s to %s in %.2f s (guest MemTotal %d MiB)",
@@ -93,7 +100,14 @@ def grow(
     )
 
 
-def _undo(hypervisor: Hypervisor, name: str, size: VmSize, cpus: bool, memory: bool) -> None:
+def _undo(
+    hypervisor: Hypervisor,
+    name: str,
+    size: VmSize,
+    cpus: bool,
+    memory: bool,
+    hotplug_guard: HotplugGuard,
+) -> None:
     """Best effort: the record keeps ``size``, so what the guest keeps is merely unused."""
     if memory:
         try:
@@ -102,7 +116,8 @@ def _undo(hypervisor: Hypervisor, name: str, size: VmSize, cpus: bool, memory: b
             log.warning("VM %s: cannot take back the memory offered: %s", name, exc.message)
     if cpus:
         try:
-            hypervisor.set_vcpus(name, size.vcpus)
+            with hotplug_guard():
+                hypervisor.set_vcpus(name, size.vcpus)
         except VmcriError as exc:
             log.warning("VM %s: cannot take back the vCPUs offered: %s", name, exc.message)
 

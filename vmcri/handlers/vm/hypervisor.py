@@ -24,11 +24,20 @@ from vmcri.errors import HypervisorError
 log = logging.getLogger(__name__)
 
 DeathCallback = Callable[[str, str], None]  # (domain name, reason)
+# Called with QEMU's pid once its process exists and before the guest runs (a cold boot
+# starts paused; a restore has not loaded its state): it may place the process. What it
+# raises is raised after the domain is destroyed.
+BeforeRun = Callable[[int], None]
+QEMU_RUN_DIR = Path("/run/libvirt/qemu")  # libvirt's qemu:///system state: <name>.pid
 
 
 class Hypervisor(Protocol):
-    def start(self, name: str, xml: str) -> None:
+    def start(self, name: str, xml: str, before_run: BeforeRun | None = None) -> None:
         """Create and boot a transient domain; raises HypervisorError."""
+        ...
+
+    def qemu_pid(self, name: str) -> int:
+        """The running domain's QEMU process; raises HypervisorError."""
         ...
 
     def is_running(self, name: str) -> bool: ...
@@ -54,7 +63,15 @@ class Hypervisor(Protocol):
         ``target``, through a unix socket at ``channel``; raises HypervisorError."""
         ...
 
-    def restore(self, name: str, xml: str, state: Path, channel: Path, timeout_s: float) -> None:
+    def restore(
+        self,
+        name: str,
+        xml: str,
+        state: Path,
+        channel: Path,
+        timeout_s: float,
+        before_run: BeforeRun | None = None,
+    ) -> None:
         """Create a domain from ``xml`` (which waits for an incoming state) and load the
         device state from ``state`` through ``channel``; on any failure nothing is left
         running. Raises HypervisorError."""
@@ -159,13 +176,38 @@ class LibvirtHypervisor:
             raise HypervisorError(f"cannot {doing}: it is not running")
         return dom
 
-    def start(self, name: str, xml: str) -> None:
+    def start(self, name: str, xml: str, before_run: BeforeRun | None = None) -> None:
         import libvirt
 
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if before_run is not None else 0
         try:
-            self._connection().createXML(xml, 0)
+            dom = self._connection().createXML(xml, flags)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"cannot start VM {name}: {exc.get_error_message()}") from exc
+        if before_run is None:
+            return
+        try:
+            before_run(self.qemu_pid(name))
+            dom.resume()
+        except BaseException as exc:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+            if isinstance(exc, libvirt.libvirtError):
+                raise HypervisorError(f"cannot start VM {name}: {exc.get_error_message()}") from exc
+            raise
+
+    def qemu_pid(self, name: str) -> int:
+        """From the pid file libvirt has QEMU write, checked against the process's own
+        command line (``-name guest=<name>,...``): a stale file names another process."""
+        try:
+            pid = int((QEMU_RUN_DIR / f"{name}.pid").read_text().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read(1 << 20).split(b"\0")
+        except (OSError, ValueError) as exc:
+            raise HypervisorError(f"cannot find the QEMU process of VM {name}: {exc}") from exc
+        if f"guest={name},".encode() not in {a[: len(name) + 7] for a in argv}:
+            raise HypervisorError(f"cannot find the QEMU process of VM {name}: pid {pid} is not")
+        return pid
 
     def is_running(self, name: str) -> bool:
         import libvirt
@@ -293,7 +335,15 @@ class LibvirtHypervisor:
             listener.close()
             channel.unlink(missing_ok=True)
 
-    def restore(self, name: str, xml: str, state: Path, channel: Path, timeout_s: float) -> None:
+    def restore(
+        self,
+        name: str,
+        xml: str,
+        state: Path,
+        channel: Path,
+        timeout_s: float,
+        before_run: BeforeRun | None = None,
+    ) -> None:
         import libvirt
 
         deadline = time.monotonic() + timeout_s
@@ -303,6 +353,8 @@ class LibvirtHypervisor:
             raise HypervisorError(f"cannot start VM {name}: {exc.get_error_message()}") from exc
         channel.unlink(missing_ok=True)
         try:
+            if before_run is not None:
+                before_run(self.qemu_pid(name))  # the guest runs once its state is in
             self._ignore_shared(dom)
             self._qmp(dom, "migrate-incoming", uri=f"unix:{channel}")
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sender:

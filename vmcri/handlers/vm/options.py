@@ -19,10 +19,19 @@ class VmOptions:
     overhead_vcpus: int = 1  # vCPUs beyond the containers' CPU limits
     default_memory_mib: int = 256  # when no container has a memory limit
     # How far a running VM grows when its containers' limits need more (vCPU hotplug,
-    # virtio-mem): 0 is limits of the host's CPUs (at most 8) plus overhead_vcpus, and the
-    # host's MemTotal.
+    # virtio-mem): max_vcpus 0 is limits of the host's CPUs (at most 8) plus
+    # overhead_vcpus. max_memory_mib bounds the VM of a pod without a pod-level memory
+    # limit (one with a limit never grows past it), never beyond the host's MemTotal; its
+    # virtio-mem region is that large, and a guest can make QEMU back all of it
+    # (ARCHITECTURE.md, "VM sizing"); 0 is the host's MemTotal.
     max_vcpus: int = 0
-    max_memory_mib: int = 0
+    max_memory_mib: int = 4096
+    # The cgroup of pods without a cgroup_parent (crictl): <cgroup_parent>/<sandbox id>.
+    cgroup_parent: str = "/vmcri"
+    # What QEMU (and virtiofsd) hold beyond the guest's RAM: code cache, heap, page
+    # tables, the root image's page cache. A pod cgroup vmcri makes itself is limited to
+    # the VM's maximum memory plus this (ARCHITECTURE.md, "Where a VM pod's processes run").
+    qemu_memory_allowance_mib: int = 192
     shared_fs: Literal["auto", "9p", "virtiofs"] = "auto"  # auto: virtiofs if virtiofsd exists
     agent_transport: Literal["auto", "serial", "vsock"] = "auto"  # auto: vsock if vhost-vsock
     guest_dir: str = ""  # kernel, initrd, rootfs; "" is guest/build in the source tree
@@ -42,7 +51,12 @@ class VmOptions:
     oci_runtime: Literal["crun", "runc"] = "crun"
 
     def __post_init__(self) -> None:
-        for key in ("overhead_memory_mib", "default_memory_mib", "boot_timeout_s"):
+        for key in (
+            "overhead_memory_mib",
+            "default_memory_mib",
+            "boot_timeout_s",
+            "qemu_memory_allowance_mib",
+        ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"options.{key}: must be positive")
         if not 0 <= self.writable_layer_mib <= 1 << 24:
@@ -55,6 +69,8 @@ class VmOptions:
             raise ConfigError("options.max_memory_mib: must be 0 (the host's MemTotal) to 4 PiB")
         if self.overhead_vcpus < 0 or self.shutdown_timeout_s < 0:
             raise ConfigError("options: overhead_vcpus and shutdown_timeout_s must not be negative")
+        if not self.cgroup_parent.startswith("/") or ".." in self.cgroup_parent.split("/"):
+            raise ConfigError("options.cgroup_parent: must be an absolute cgroup path")
         if self.guest_dir and not Path(self.guest_dir).is_absolute():
             raise ConfigError("options.guest_dir: must be an absolute path")
         if self.template_dir and not Path(self.template_dir).is_absolute():

@@ -163,6 +163,7 @@ def boot_size(
     host_memory: int | None = None,
     host_cpus: int | None = None,
     hotplug_vcpus: bool = True,
+    pod_memory_limit: bool = False,
 ) -> VmSize:
     """A VM booted with ``memory_mib`` and ``vcpus``, and the most it may grow to.
 
@@ -172,7 +173,11 @@ def boot_size(
     would be present from boot there, which a guest can bring online itself and which
     cost every container creation ~0.25 s of per-CPU kernel set-up); memory up to
     ``options.max_memory_mib`` (0: the host's MemTotal), never beyond the host's MemTotal,
-    in whole guest memory blocks. A VM that boots larger keeps its boot size as maximum.
+    in whole guest memory blocks; with ``pod_memory_limit`` (kubelet sent one, and the VM
+    boots at it) not at all. The virtio-mem region is exactly the room to grow: a guest
+    that unloads its driver can make QEMU back all of it (ARCHITECTURE.md, "VM sizing"),
+    so it is never larger than the pod may ever use. A VM that boots larger keeps its
+    boot size as maximum.
     A ``microvm`` machine hotplugs nothing (no ACPI hotplug, no PCI for virtio-mem).
     """
     if options.machine == "microvm":
@@ -181,7 +186,7 @@ def boot_size(
     default = min(cpus, DEFAULT_MAX_VCPUS) + options.overhead_vcpus if hotplug_vcpus else vcpus
     max_vcpus = min(MAX_VCPUS, options.max_vcpus or default)
     host = host_memory_mib() if host_memory is None else host_memory
-    limit = min(options.max_memory_mib or host, host)
+    limit = memory_mib if pod_memory_limit else min(options.max_memory_mib or host, host)
     region = max(0, limit - memory_mib) // MEMORY_BLOCK_MIB * MEMORY_BLOCK_MIB
     return VmSize(
         memory_mib=memory_mib,
@@ -237,7 +242,10 @@ def _why_max(options: VmOptions, key: str, hotplug_vcpus: bool = True) -> str:
     if options.machine == "microvm":
         return "a microvm machine cannot grow"
     if key == "max_memory_mib":
-        return "options.max_memory_mib, at most the host's MemTotal"
+        return (
+            "the pod-level memory limit it was started with, else options.max_memory_mib, "
+            "at most the host's MemTotal"
+        )
     if not hotplug_vcpus and not options.max_vcpus:
         return (
             "vCPUs are not hotplugged under software emulation; options.max_vcpus boots "
