@@ -98,3 +98,38 @@ def test_a_read_only_volume_stays_read_only_whatever_the_guest_does(
     assert attack.exit_code != 0 and b"Read-only file system" in attack.stderr, attack
     assert not (shared_dir / "x").exists()
     vm_pod.remove(container_id)
+
+
+def test_a_volume_submount_can_be_removed_on_the_node_while_the_pod_runs(
+    pod: Pod, tmp_path: Path
+) -> None:
+    # A node removes a directory a pod's hostPath holds a mount on (unmount, then rmdir).
+    # The host's own copies of a VM pod's volume mounts sat on that directory in the host's
+    # namespace and made the rmdir fail with EBUSY; copies in other namespaces (a runc
+    # container's, a VM pod's own, QEMU's) are detached by it.
+    volume = tmp_path / "volume"
+    sub = volume / "sub"
+    sub.mkdir(parents=True)
+    (volume / "hello.txt").write_text("hello\n")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(sub)], check=True)
+    try:
+        (sub / "in-sub.txt").write_text("in the submount\n")
+        mount = pb.Mount(container_path="/data", host_path=str(volume))
+        container_id = pod.run("submount-rmdir", SLEEP, mounts=[mount])
+        seen = pod.exec(container_id, ["cat", "/data/sub/in-sub.txt"])
+        assert (seen.exit_code, seen.stdout) == (0, b"in the submount\n"), seen.stderr
+    finally:
+        subprocess.run(["umount", str(sub)], check=True)
+
+    sub.rmdir()  # EBUSY while a copy of the tmpfs sat on it in the host's namespace
+
+    assert not sub.exists()
+    # The pod's view of the volume keeps working; the removed directory is gone, cleanly.
+    read = pod.exec(container_id, ["cat", "/data/hello.txt"])
+    assert (read.exit_code, read.stdout) == (0, b"hello\n"), read.stderr
+    gone = pod.exec(container_id, ["cat", "/data/sub/in-sub.txt"])
+    assert gone.exit_code != 0 and b"No such file or directory" in gone.stderr, gone
+    write = pod.exec(container_id, ["sh", "-c", "echo still > /data/after.txt"])
+    assert write.exit_code == 0, write.stderr
+    assert (volume / "after.txt").read_text() == "still\n"
+    pod.remove(container_id)

@@ -82,7 +82,7 @@ from vmcri.handlers.vm.sizing import (
 from vmcri.handlers.vm.spec import container_spec, pod_files
 from vmcri.handlers.vm.template import Shape, Template, Templates, TemplateStore
 from vmcri.handlers.vm.volumes import mount_volumes
-from vmcri.host.mounts import HARDENED, HostMounter, Mounter
+from vmcri.host.mounts import HARDENED, HostMounter, Mounter, mount_points
 from vmcri.metrics import families as metrics
 from vmcri.model import Resources
 from vmcri.network.tap import NetlinkTaps, TapDevices
@@ -179,13 +179,37 @@ class VmBackend(SupervisedContainerMethods):
         for d in (layout.base, layout.exits, layout.disk):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         layout.agent_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._mounter.share_readonly(layout.mounts, layout.share)
+        self._mounter.share_readonly(layout.mounts, layout.share, layout.mount_namespace)
         if self._options.writable_layer_mib:
             self._mounter.sized_fs(
                 layout.writable_image, layout.writable, self._options.writable_layer_mib
             )
         else:
             layout.writable.mkdir(exist_ok=True, mode=0o700)
+
+    def _release_share(self, sandbox_id: str, layout: SandboxLayout) -> None:
+        """Once the pod's file server runs, the host's own copy of the share stops following
+        the pod's mounts: the copies in the namespaces libvirt gave QEMU (and virtiofsd)
+        still do, so a volume's mounts (a tmpfs in a hostPath) never sit on a node
+        directory in the host's namespace, where they would keep it busy (EBUSY). A QEMU in
+        the host's own namespace (libvirt's ``namespaces`` off) serves the host's copy,
+        which then keeps following."""
+        qemu = self._hypervisor.mount_namespace(domain_name(sandbox_id))
+        if qemu and qemu != os.readlink("/proc/self/ns/mnt"):
+            self._mounter.release_share(layout.share)
+        else:
+            log.warning(
+                "sandbox %s: QEMU runs in the host's mount namespace (or its namespace is "
+                "unknown): the host keeps copies of the pod's volume mounts, which keep the "
+                "node's directories below a hostPath busy",
+                sandbox_id,
+            )
+
+    def _pod_namespace(self, layout: SandboxLayout) -> Path | None:
+        """The pod's mount namespace, where its volumes are bound; None for a pod made
+        before pods had one (its volumes are bound here, as they were)."""
+        pin = layout.mount_namespace
+        return pin if pin in mount_points(pin) else None
 
     def _guest(self) -> GuestImage:
         return load_guest_image(self._options.guest_path, uncompressed_kernel=self._accel.degraded)
@@ -297,6 +321,7 @@ class VmBackend(SupervisedContainerMethods):
                 spec, info, timings = self._cold_boot(sandbox, layout, guest, plan)
                 guest_files = self._setup(sandbox, spec, plan, restored=False)
             restored = spec.template_memory is not None
+            self._release_share(sandbox.id, layout)
             if self._templates is not None:
                 self._templates.count(restored)
             log.info(
@@ -698,7 +723,11 @@ class VmBackend(SupervisedContainerMethods):
             log.error("sandbox %s: NIC removal failed: %s", sandbox_id, exc.message)
         layout = self._layout(sandbox_id)
         # Raises (and deletes nothing) while anything is still mounted: never delete through
-        # a mount, a volume's files least of all.
+        # a mount, a volume's files least of all. The pod's namespace first: its pin goes
+        # with the rest below base.
+        namespace = self._pod_namespace(layout)
+        if namespace is not None:
+            self._mounter.unmount_below(layout.mounts, namespace)
         self._mounter.unmount_below(layout.base)
         self._mounter.unmount_below(layout.disk)
         # rmtree works through directory fds and never follows the guest's symlinks.
@@ -726,7 +755,7 @@ class VmBackend(SupervisedContainerMethods):
             upper = layout.upper(cid)
             self._mounter.overlay(image.layer_dirs, upper / "upper", upper / "work", rootfs)
             container, views = mount_image_volumes(self._mounter, layout, container)
-            volumes = mount_volumes(self._mounter, layout, container)
+            volumes = mount_volumes(self._mounter, layout, container, self._pod_namespace(layout))
             spec = container_spec(
                 sandbox, container, image, str(rootfs), layout.guest_path(rootfs), volumes, views
             )
@@ -738,6 +767,9 @@ class VmBackend(SupervisedContainerMethods):
 
     def _release_container(self, sandbox: SandboxRecord, container_id: str) -> None:
         layout = self._layout(sandbox.id)
+        namespace = self._pod_namespace(layout)
+        if namespace is not None:
+            self._mounter.unmount_below(layout.container_mounts(container_id), namespace)
         self._mounter.unmount_below(layout.container_mounts(container_id))
         shutil.rmtree(layout.container_mounts(container_id), ignore_errors=True)
         shutil.rmtree(layout.upper(container_id), ignore_errors=True)

@@ -24,6 +24,8 @@ from vmcri.errors import HypervisorError
 log = logging.getLogger(__name__)
 
 DeathCallback = Callable[[str, str], None]  # (domain name, reason)
+SYSTEM_URI = "qemu:///system"
+QEMU_PID_DIR = "/run/libvirt/qemu"  # libvirt's system instance: <domain>.pid
 
 
 class Hypervisor(Protocol):
@@ -73,6 +75,11 @@ class Hypervisor(Protocol):
         """Ask the virtio-mem ``device`` for ``size_bytes`` and wait up to ``timeout_s`` for
         the guest to plug them; returns what is plugged then (the guest decides: it may take
         less, or nothing). Raises HypervisorError."""
+        ...
+
+    def mount_namespace(self, name: str) -> str:
+        """The mount namespace the running domain's QEMU is in (``mnt:[inode]``, as
+        ``/proc/<pid>/ns/mnt`` reads), or "" when that cannot be known."""
         ...
 
 
@@ -223,6 +230,16 @@ class LibvirtHypervisor:
             return f"qemu {conn.getVersion()} libvirt {conn.getLibVersion()}"
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"libvirt: {exc.get_error_message()}") from exc
+
+    def mount_namespace(self, name: str) -> str:
+        # libvirt has no call for QEMU's pid; its system instance writes this file.
+        if self._uri != SYSTEM_URI:
+            return ""
+        try:
+            pid = int(Path(QEMU_PID_DIR, f"{name}.pid").read_text().strip())
+            return os.readlink(f"/proc/{pid}/ns/mnt")
+        except (OSError, ValueError):
+            return ""
 
     def _qmp(self, dom: Any, command: str, **arguments: Any) -> Any:
         """One QMP command through libvirt (the domain is then marked custom-monitor)."""

@@ -15,6 +15,14 @@ through them) and ``nosuid,nodev``. In the guest the whole share is one file sys
   share and the container (virtiofs and 9p serve it as part of the volume).
 * Bidirectional cannot be given: a mount made in the guest cannot reach the host, so it is
   refused, naming the field and the handler that can.
+
+The binds are attached in the pod's own mount namespace (``layout.mount_namespace``),
+never in the host's: a bind carries copies of the mounts below its source, set on the
+node's directories, and a copy in the host's namespace would keep such a directory busy
+(its rmdir fails with EBUSY once the mount on it is gone), where a copy in another
+namespace is detached by that rmdir, as with a runc container's binds. The source is
+still looked up in the host's namespace (kubelet's view); the copies propagation makes
+into the file server's namespace carry the volume to the guest (``share_readonly``).
 """
 
 from __future__ import annotations
@@ -40,9 +48,13 @@ def check_volumes(mounts: tuple[Mount, ...]) -> None:
 
 
 def mount_volumes(
-    mounter: Mounter, layout: SandboxLayout, container: ContainerRecord
+    mounter: Mounter,
+    layout: SandboxLayout,
+    container: ContainerRecord,
+    namespace: Path | None = None,
 ) -> dict[int, Mount]:
-    """Bind each host-path mount; returns mount index -> the mount as the guest makes it.
+    """Bind each host-path mount, attached in the pod's mount ``namespace`` (the host's
+    when None); returns mount index -> the mount as the guest makes it.
 
     Raises InvalidArgument (a missing host path, a propagation a VM cannot give),
     HostCommandError (mount). The caller unmounts what was mounted when this fails.
@@ -67,6 +79,7 @@ def mount_volumes(
             readonly=mount.readonly,
             recursive_readonly=mount.recursive_read_only,
             follow_host=follow,
+            namespace=namespace,
         )
         # A read-only guest bind would cover the host's writable mounts below the volume.
         covers = mount.readonly and not mount.recursive_read_only
