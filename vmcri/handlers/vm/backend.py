@@ -599,7 +599,7 @@ class VmBackend(SupervisedContainerMethods):
         tag = f"{os.getpid()}-{shape.key()[:8]}"
         name = f"{TEMPLATE_DOMAIN_PREFIX}{tag}"
         sockets = staging  # the build's sockets go with it, unless the path is too long
-        if len(str(staging / "agent.sock")) > MAX_SOCKET_PATH:
+        if len(str(staging / f"tpl-{tag}.agent")) > MAX_SOCKET_PATH:  # .save: as long
             sockets = self._state / "sockets"
             sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         agent_socket = sockets / f"tpl-{tag}.agent"
