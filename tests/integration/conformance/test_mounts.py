@@ -133,3 +133,29 @@ def test_a_volume_submount_can_be_removed_on_the_node_while_the_pod_runs(
     assert write.exit_code == 0, write.stderr
     assert (volume / "after.txt").read_text() == "still\n"
     pod.remove(container_id)
+
+
+def test_a_recursive_read_only_mount_is_read_only_below_too(pod: Pod, tmp_path: Path) -> None:
+    # kubelet sends recursiveReadOnly: Enabled only to a handler that announces it.
+    status = pod.runtime.Status(pb.StatusRequest(), timeout=30)
+    announced = {h.name: h.features.recursive_read_only_mounts for h in status.runtime_handlers}
+    assert announced[pod.handler], announced
+    volume = tmp_path / "volume"
+    sub = volume / "sub"
+    sub.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(sub)], check=True)
+    try:
+        (sub / "in-sub.txt").write_text("in the submount\n")
+        mount = pb.Mount(
+            container_path="/data", host_path=str(volume), readonly=True, recursive_read_only=True
+        )
+        container_id = pod.run("rro-mount", SLEEP, mounts=[mount])
+        read = pod.exec(container_id, ["cat", "/data/sub/in-sub.txt"])
+        assert (read.exit_code, read.stdout) == (0, b"in the submount\n"), read.stderr
+        for target in ("/data/sub/new", "/data/new"):
+            write = pod.exec(container_id, ["touch", target])
+            assert write.exit_code != 0 and b"Read-only file system" in write.stderr, write
+        assert not (sub / "new").exists() and not (volume / "new").exists()
+        pod.remove(container_id)
+    finally:
+        subprocess.run(["umount", str(sub)], check=True)

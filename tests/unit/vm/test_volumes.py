@@ -68,3 +68,23 @@ def test_bidirectional_and_missing_paths_are_refused_before_any_mount(tmp_path: 
     gone = Mount("/g", host_path=str(tmp_path / "gone"))
     with pytest.raises(InvalidArgument, match=r"config\.mounts\[0\]\.host_path"):
         mount_volumes(mounter, layout, _container(gone))
+
+
+def test_a_recursive_read_only_mount_the_cri_does_not_allow_is_refused_before_any_mount(
+    tmp_path: Path,
+) -> None:
+    layout = SandboxLayout(tmp_path / "pod", tmp_path / "disk")
+    mounter: Any = RecordingMounter()
+    writable = Mount("/w", host_path=str(tmp_path), recursive_read_only=True)
+    with pytest.raises(InvalidArgument, match=r"mounts\[0\]\.recursive_read_only: needs readonly"):
+        mount_volumes(mounter, layout, _container(writable))
+    h2c = Mount(
+        "/h",
+        host_path=str(tmp_path),
+        readonly=True,
+        recursive_read_only=True,
+        propagation=MountPropagation.HOST_TO_CONTAINER,
+    )
+    with pytest.raises(InvalidArgument, match=r"mounts\[1\]\.recursive_read_only: needs propa"):
+        mount_volumes(mounter, layout, _container(Mount("/a", host_path=str(tmp_path)), h2c))
+    assert mounter.binds == []

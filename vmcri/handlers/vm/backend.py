@@ -256,7 +256,10 @@ class VmBackend(SupervisedContainerMethods):
 
     def features(self) -> HandlerFeatures:
         return HandlerFeatures(
-            recursive_read_only_mounts=False,
+            # The host makes every volume bind read-only throughout before attaching it
+            # (volumes.py), whatever runtime the guest runs: the new mount API each VM pod
+            # needs anyway.
+            recursive_read_only_mounts=True,
             user_namespaces=False,
             host_network=False,
             host_pid_ipc=False,

@@ -9,7 +9,12 @@ through them) and ``nosuid,nodev``. In the guest the whole share is one file sys
   leaves the host's mounts below it as they are; the guest's own bind is then writable
   when there are such mounts (now, or later with HostToContainer), since a read-only
   guest bind would cover them too, and the host refuses writes to the top (EROFS).
-  Recursive read-only is read-only on the host throughout and in the guest.
+  Recursive read-only is read-only on the host throughout (``mount_setattr`` with
+  ``AT_RECURSIVE`` on the detached clone, before it is attached), whatever the guest's
+  OCI runtime does; the guest's bind is ``rro`` as well (crun and runc 1.1.5 both
+  honour it, and in the guest the whole share is one file system anyway). The host
+  needs the new mount API (Linux 5.12) for every bind of a VM pod, so the handler
+  announces ``recursive_read_only_mounts`` wherever it runs.
 * Private: later host mounts below the source do not reach the pod. HostToContainer: the
   host bind is a slave of the source, so a mount kubelet makes below it later reaches the
   share and the container (virtiofs and 9p serve it as part of the volume).
@@ -34,12 +39,15 @@ from vmcri.errors import InvalidArgument
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.host.mounts import Mounter, mount_points
 from vmcri.model import Mount, MountPropagation
+from vmcri.oci.mounts import check_recursive_read_only
 from vmcri.store.records import ContainerRecord
 
 
 def check_volumes(mounts: tuple[Mount, ...]) -> None:
-    """Raises InvalidArgument naming ``config.mounts[i].propagation`` for what a VM cannot do."""
+    """Raises InvalidArgument naming ``config.mounts[i].propagation`` for what a VM cannot do,
+    ``mounts[i].recursive_read_only`` for what the CRI does not allow (before any mount)."""
     for i, mount in enumerate(mounts):
+        check_recursive_read_only(mount, i, supported=True)
         if mount.propagation is MountPropagation.BIDIRECTIONAL:
             raise InvalidArgument(
                 f"config.mounts[{i}].propagation: Bidirectional is not possible in a pod VM "
