@@ -33,6 +33,7 @@ from vmcri.errors import (
     ConfigError,
     DeadlineExceeded,
     FailedPrecondition,
+    HostCommandError,
     HypervisorError,
     ProtocolError,
     TemplateUnusable,
@@ -69,6 +70,7 @@ from vmcri.handlers.vm.grow import PodLocks, grow
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
+from vmcri.handlers.vm.layer_budget import layer_size
 from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain, render_nic
@@ -82,6 +84,7 @@ from vmcri.handlers.vm.sizing import (
 from vmcri.handlers.vm.spec import container_spec, pod_files
 from vmcri.handlers.vm.template import Shape, Template, Templates, TemplateStore
 from vmcri.handlers.vm.volumes import mount_volumes
+from vmcri.host import layer_space
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter, mount_points
 from vmcri.metrics import families as metrics
 from vmcri.model import Resources
@@ -174,18 +177,37 @@ class VmBackend(SupervisedContainerMethods):
             self._mounter.make_private(self._state)
             self._private_ready = True
 
-    def _prepare_dirs(self, layout: SandboxLayout) -> None:
-        """The pod's host-only directories, its share, and its sized writable file system."""
+    def _prepare_dirs(self, layout: SandboxLayout) -> int:
+        """The pod's host-only directories, its share, and its sized writable file system;
+        returns that file system's size in MiB (0: none). Raises ResourceExhausted (no
+        disk left for it, see layer_budget.py), HostCommandError."""
         for d in (layout.base, layout.exits, layout.disk):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         layout.agent_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._mounter.share_readonly(layout.mounts, layout.share, layout.mount_namespace)
-        if self._options.writable_layer_mib:
-            self._mounter.sized_fs(
-                layout.writable_image, layout.writable, self._options.writable_layer_mib
-            )
-        else:
+        if not self._options.writable_layer_mib:
             layout.writable.mkdir(exist_ok=True, mode=0o700)
+            return 0
+        wanted = self._options.writable_layer_mib
+        with layer_space.ALLOCATION:  # until the new layer's file exists, and counts
+            space = self._layer_space()
+            size = layer_size(space, wanted, self._options.writable_layer_reserve_mib)
+            if size < wanted:
+                log.warning(
+                    "pod writable layer sized down to %d MiB (writable_layer_mib = %d): "
+                    "%d MiB free, %d MiB still promised to %d pods' layers, %d MiB reserve",
+                    size, wanted, space.free_bytes >> 20, space.claimable_bytes >> 20,
+                    space.layers, self._options.writable_layer_reserve_mib,
+                )  # fmt: skip
+            self._mounter.sized_fs(layout.writable_image, layout.writable, size)
+        return size
+
+    def _layer_space(self) -> layer_space.LayerSpace:
+        """The pods' layers (every handler's: ``<root>/backends``) against the free disk."""
+        try:
+            return layer_space.measure(self._context.root.parent)
+        except OSError as exc:
+            raise HostCommandError(f"disk space under {self._context.root}: {exc}") from exc
 
     def _release_share(self, sandbox_id: str, layout: SandboxLayout) -> None:
         """Once the pod's file server runs, the host's own copy of the share stops following
@@ -300,7 +322,7 @@ class VmBackend(SupervisedContainerMethods):
             memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
             _check_overhead(sandbox, self._options)
             template = self._template_for(guest, memory_mib, vcpus)
-            self._prepare_dirs(layout)
+            layer_mib = self._prepare_dirs(layout)
             plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
             started = time.monotonic()
             spec: DomainSpec | None = None
@@ -360,6 +382,7 @@ class VmBackend(SupervisedContainerMethods):
                 **_started_size(spec).runtime(),
                 "start": "restored" if restored else "cold",
                 "oci_runtime": self._options.oci_runtime,
+                "writable_layer_mib": str(layer_mib),
                 "hostname": hostname,
                 "hostname_path": guest_files.hostname_path,
                 "hosts_path": guest_files.hosts_path,
