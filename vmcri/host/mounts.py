@@ -102,8 +102,10 @@ class Mounter(Protocol):
         ...
 
     def unmount_below(self, root: Path, namespace: Path | None = None) -> None:
-        """Detach every mount at or below ``root``, deepest first, and check none is left;
-        in the mount namespace pinned at ``namespace`` when one is given.
+        """Detach every mount at or below ``root`` and check none is left; in the mount
+        namespace pinned at ``namespace`` when one is given. Only the outermost mounts are
+        named (a lazy detach takes those below with it), so no path below one is walked:
+        inside a volume or a rootfs, the guest may have swapped a directory for a symlink.
 
         Raises HostCommandError naming what is still mounted, so that a caller
         never deletes files through a mount it thought was gone.
@@ -158,6 +160,12 @@ def mount_points(root: Path) -> list[Path]:
             if target == prefix or target.startswith(prefix + b"/"):
                 found.append(Path(os.fsdecode(target)))
     return found
+
+
+def _outermost(points: list[Path]) -> list[Path]:
+    """The mount points of ``points`` with none of the others above them, once each."""
+    found = set(points)
+    return sorted(p for p in found if not any(a in found for a in p.parents))
 
 
 class HostMounter:
@@ -303,7 +311,7 @@ class HostMounter:
             left = mount_points(root)
             if not left:
                 return
-            for target in sorted(left, key=lambda p: len(p.parts), reverse=True):
+            for target in _outermost(left):
                 self.unmount(target)
         left = mount_points(root)
         if left:
