@@ -159,3 +159,30 @@ def test_a_recursive_read_only_mount_is_read_only_below_too(pod: Pod, tmp_path: 
         pod.remove(container_id)
     finally:
         subprocess.run(["umount", str(sub)], check=True)
+
+
+def test_a_recursive_read_only_volume_stays_so_below_whatever_the_guest_does(
+    vm_pod: Pod, tmp_path: Path
+) -> None:
+    # Root in a privileged container remounts its view writable: the host's copy of the
+    # submount that the file server serves was made read-only before it was attached.
+    volume = tmp_path / "volume"
+    sub = volume / "sub"
+    sub.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(sub)], check=True)
+    try:
+        mount = pb.Mount(
+            container_path="/data", host_path=str(volume), readonly=True, recursive_read_only=True
+        )
+        security = pb.LinuxContainerSecurityContext(privileged=True)
+        container_id = vm_pod.run("rro-attacker", SLEEP, security=security, mounts=[mount])
+        script = (
+            "mount -o remount,rw,bind /data && grep ' /data ' /proc/mounts && touch /data/sub/x"
+        )
+        attack = vm_pod.exec(container_id, ["sh", "-c", script])
+        assert b" rw," in attack.stdout, attack  # the guest's own mount did become writable
+        assert attack.exit_code != 0 and b"Read-only file system" in attack.stderr, attack
+        assert not (sub / "x").exists()
+        vm_pod.remove(container_id)
+    finally:
+        subprocess.run(["umount", str(sub)], check=True)
