@@ -418,6 +418,10 @@ shutdown_timeout_s = 10
 # its containers' writable layers; a guest that fills it gets ENOSPC, the host nothing.
 # 0: a plain directory under the root dir, bounded only by that file system.
 writable_layer_mib = 10240
+# MiB kept free on the root dir's file system when every pod's layer is full: a new pod's
+# layer is sized down to what is left above it, and RunPodSandbox is refused
+# (RESOURCE_EXHAUSTED) when less than 64 MiB is left.
+writable_layer_reserve_mib = 1024
 # VM templates: "auto" boots one VM per shape (image, memory, vCPUs) in the background,
 # saves it, and starts pods by restoring it (a cold boot when that fails); "off".
 template = "auto"

@@ -21,7 +21,7 @@ from vmcri.config import Config
 from vmcri.control import LOCK_NAME
 from vmcri.errors import ConfigError, VmcriError
 from vmcri.handlers.registry import BackendContext, HandlerRegistry
-from vmcri.handlers.state_dirs import check_no_kind_dir_pods, handler_dirs
+from vmcri.handlers.state_dirs import BACKENDS_DIR, check_no_kind_dir_pods, handler_dirs
 from vmcri.host import sdnotify
 from vmcri.network.service import PodNetworking
 from vmcri.runtime.containers import ContainerService
@@ -181,15 +181,16 @@ class Daemon:
     def _start_metrics(self) -> None:
         if not self.config.metrics.address:
             return
-        from vmcri.metrics.collector import RunningCollector
+        from vmcri.metrics.collector import LayerSpaceCollector, RunningCollector
         from vmcri.metrics.server import MetricsLimits, MetricsServer
 
         running = RunningCollector(self.services.store, list(self.config.runtimes))
+        layers = LayerSpaceCollector(self.config.root_dir / BACKENDS_DIR)
         metrics = self.config.metrics
         self.metrics = MetricsServer(
             metrics.address,
             metrics.allow_non_loopback,
-            [running],
+            [running, layers],
             MetricsLimits(metrics.max_connections, metrics.request_timeout_s),
         )
         self.metrics.start()

@@ -46,3 +46,29 @@ def test_a_mount_that_will_not_go_is_reported_not_ignored(
     monkeypatch.setattr(HostMounter, "unmount", lambda self, target: None)  # ENOENT-like
     with pytest.raises(HostCommandError, match=r"still mounted below .*volume"):
         HostMounter().unmount_below(tmp_path / "pod")
+
+
+@pytest.mark.integration
+def test_teardown_never_walks_below_the_outermost_mounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A guest can swap a directory inside its volume for a symlink between the host's read
+    # of mountinfo and its umount: only the outermost mounts (paths the host made) are named.
+    mounter = HostMounter()
+    volume = tmp_path / "volume"
+    (volume / "a" / "sub").mkdir(parents=True)
+    mounter.bind(tmp_path / "volume", volume)  # a mount point of its own, as kubelet's are
+    mounter.bind(tmp_path / "volume", volume / "a" / "sub")
+    mounter.bind(volume, tmp_path / "pod" / "volumes" / "0")  # carries a copy of a/sub
+    named: list[Path] = []
+    real = HostMounter.unmount
+
+    def unmount(self: HostMounter, target: Path) -> None:
+        named.append(target)
+        real(self, target)
+
+    monkeypatch.setattr(HostMounter, "unmount", unmount)
+    mounter.unmount_below(tmp_path / "pod")
+    assert named == [tmp_path / "pod" / "volumes" / "0"]
+    assert mount_points(tmp_path / "pod") == []
+    mounter.unmount_below(tmp_path)

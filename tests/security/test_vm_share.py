@@ -1,9 +1,11 @@
 """A hostile guest against the host side of its pod share (the class of CVE-2020-2026).
 
 No VM boots here: the attacker is this test, writing into the pod's share
-directory as QEMU or virtiofsd would on the guest's behalf (as root). The real
-backend does the real mounts (overlayfs, binds, the read-only slave share);
-only libvirt and the agent are fakes.
+directory as QEMU or virtiofsd would on the guest's behalf (as root), in the
+file server's mount namespace (a process of the test's own that stands for
+QEMU, in a slave copy of the host's namespace, as libvirt makes one). The real
+backend does the real mounts (overlayfs, binds, the read-only slave share, the
+pod's mount namespace); only libvirt and the agent are fakes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -20,12 +23,16 @@ from typing import Any, cast
 import pytest
 
 from tests.support.cgroups import FakePodCgroups
+from tests.support.wait import wait_for
 from tests.unit.vm.test_backend import FakeHypervisor, vm_context
 from vmcri.agent import types as agent_types
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.vm.backend import VmBackend
+from vmcri.handlers.vm.domain import domain_name
+from vmcri.handlers.vm.hypervisor import BeforeRun
 from vmcri.handlers.vm.options import VmOptions
+from vmcri.host import mount_ns
 from vmcri.host.mounts import HostMounter, mount_points
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, ContainerSecurity, Metadata, Mount, PodConfig
@@ -69,6 +76,42 @@ class FakeLink:
         pass
 
 
+class FileServerHypervisor(FakeHypervisor):
+    """libvirt without VMs, but each "VM" has the mount namespace libvirt gives QEMU:
+    a process in a copy of the host's, a slave of it, where the guest's file server works."""
+
+    everyone: list[subprocess.Popen[bytes]] = []  # killed after each test
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.servers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, xml: str, before_run: BeforeRun | None = None) -> None:
+        super().start(name, xml, before_run)
+        server = subprocess.Popen(["unshare", "--mount", "--propagation", "slave", "sleep", "600"])
+        self.servers[name] = server
+        self.everyone.append(server)
+        host = os.readlink("/proc/self/ns/mnt")
+        wait_for(lambda: self.mount_namespace(name) not in ("", host), 10, "the unshare")
+
+    def mount_namespace(self, name: str) -> str:
+        try:
+            return os.readlink(f"/proc/{self.servers[name].pid}/ns/mnt")
+        except (KeyError, OSError):
+            return ""
+
+    def destroy(self, name: str) -> None:
+        super().destroy(name)
+        server = self.servers.pop(name, None)
+        if server is not None:
+            server.kill()
+            server.wait()
+
+    def root(self, name: str) -> Path:
+        """The file server's view of the host's files."""
+        return Path(f"/proc/{self.servers[name].pid}/root")
+
+
 class Pod:
     def __init__(self, tmp: Path, writable_layer_mib: int = 0) -> None:
         guest = tmp / "guest"
@@ -88,7 +131,7 @@ class Pod:
             writable_layer_mib=writable_layer_mib,
             template="off",  # the fake hypervisor boots nothing to save
         )
-        self.hypervisor = FakeHypervisor()
+        self.hypervisor = FileServerHypervisor()
         self.backend = VmBackend(
             options, context, hypervisor=self.hypervisor, cgroups=FakePodCgroups()
         )
@@ -100,7 +143,10 @@ class Pod:
             SandboxRecord(id=new_id(), handler="vm", backend="vm", config=config)
         )
         self.backend.run_sandbox(self.sandbox)
-        self.share = self.state / self.sandbox.id / "share"
+        self.host_share = self.state / self.sandbox.id / "share"
+        # What the guest reaches: the share in the file server's namespace.
+        server = self.hypervisor.root(domain_name(self.sandbox.id))
+        self.share = server / self.host_share.relative_to("/")
 
     def container(self, mounts: tuple[Mount, ...] = (), user: str = "") -> ContainerRecord:
         config = ContainerConfig(
@@ -124,6 +170,10 @@ def image(lower: Path) -> ImageInfo:
 def tmp() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="vmcri-sec-", dir="/tmp"))  # short: socket paths
     yield path
+    for server in FileServerHypervisor.everyone:
+        server.kill()
+        server.wait()
+    FileServerHypervisor.everyone.clear()
     HostMounter().unmount_below(path)
     shutil.rmtree(path, ignore_errors=True)
 
@@ -175,12 +225,15 @@ def test_the_guest_cannot_plant_a_symlink_where_the_host_mounts(tmp: Path, lower
 
 def test_host_mounts_of_a_vm_pod_are_nosuid_nodev(tmp: Path, lower: Path) -> None:
     pod = Pod(tmp)
-    container = pod.container()
+    volume = tmp / "volume"
+    volume.mkdir()
+    container = pod.container(mounts=(Mount(container_path="/data", host_path=str(volume)),))
     pod.backend.create_container(pod.sandbox, container, image(lower))
     base = pod.state / pod.sandbox.id
-    options = _mount_options(base)
-    assert options, "no mounts found below the pod's directory"
-    for target, opts in options.items():
+    here = _mount_options(base)
+    there = mount_ns.run_in(base / "mountns", lambda: _mount_options(base))
+    assert here and any("/volumes/" in t for t in there), "no mounts found below the pod"
+    for target, opts in [*here.items(), *there.items()]:
         assert "nosuid" in opts and "nodev" in opts, (target, opts)
     assert os.stat(base).st_mode & 0o077 == 0
     assert os.stat(pod.root / pod.sandbox.id).st_mode & 0o077 == 0
@@ -259,7 +312,7 @@ def test_a_guest_filling_its_rootfs_hits_the_pod_limit_not_host_memory(
 def _mount_options(root: Path) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     prefix = str(root)
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/thread-self/mountinfo") as f:
         for line in f:
             fields = line.split()
             if fields[4] == prefix or fields[4].startswith(prefix + "/"):

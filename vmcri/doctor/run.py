@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from vmcri.config import Config
-from vmcri.doctor import devices, guest_checks, host_checks, kvm, libvirt_checks, runc_checks
+from vmcri.doctor import (
+    devices,
+    guest_checks,
+    host_checks,
+    kvm,
+    layer_checks,
+    libvirt_checks,
+    runc_checks,
+)
 from vmcri.doctor.model import Check
 from vmcri.handlers.registry import parse_options
 from vmcri.handlers.runc.options import RuncOptions
+from vmcri.handlers.state_dirs import BACKENDS_DIR
 from vmcri.handlers.vm.options import VmOptions
 
 
@@ -20,7 +29,7 @@ def _cni_dirs(config: Config) -> tuple[Path, list[Path]]:
     return Path(conf_dir), [Path(d) for d in bin_dirs]
 
 
-def vm_checks(handler: str, options: VmOptions) -> list[Check]:
+def vm_checks(handler: str, options: VmOptions, backends: Path) -> list[Check]:
     return [
         kvm.check_kvm(options.accel, handler),
         devices.check_vhost_vsock(options.agent_transport, handler),
@@ -30,6 +39,9 @@ def vm_checks(handler: str, options: VmOptions) -> list[Check]:
         libvirt_checks.check_machine_types(options.libvirt_uri, options.machine, handler),
         guest_checks.check_guest_image(options.guest_path, handler),
         guest_checks.check_templates(handler),
+        layer_checks.check_layer_space(
+            backends, handler, options.writable_layer_mib, options.writable_layer_reserve_mib
+        ),
     ]
 
 
@@ -51,7 +63,7 @@ def run_checks(config: Config) -> list[Check]:
     ]
     for handler, options in parse_options(config).items():
         if isinstance(options, VmOptions):
-            checks += vm_checks(handler, options)
+            checks += vm_checks(handler, options, config.root_dir / BACKENDS_DIR)
         elif isinstance(options, RuncOptions):
             checks += runc_checks_for(handler, options)
     return checks

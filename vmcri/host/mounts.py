@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vmcri.errors import HostCommandError
-from vmcri.host import mount_api
+from vmcri.host import mount_api, mount_ns
 from vmcri.host.imagevolumes import readonly_overlay_options
 from vmcri.host.sized_fs import make_sized_fs
 
@@ -51,6 +51,7 @@ class Mounter(Protocol):
         *,
         recursive_readonly: bool = False,
         follow_host: bool = False,
+        namespace: Path | None = None,
     ) -> None:
         """Bind ``source`` and the mounts below it at ``target``.
 
@@ -59,18 +60,29 @@ class Mounter(Protocol):
         the host makes below ``source`` later appear below ``target`` too (a slave
         of it, when ``source`` is a shared mount); otherwise none does. The flags
         are set before the mount is attached, so every copy propagation makes of it
-        (a VM pod's share, virtiofsd's and QEMU's namespaces) has them.
+        (a VM pod's share, virtiofsd's and QEMU's namespaces) has them. ``source``
+        is looked up in the caller's mount namespace; ``namespace`` (a pin that
+        :meth:`share_readonly` made): the bind is attached there, not here.
         """
         ...
 
-    def share_readonly(self, source: Path, target: Path) -> None:
-        """Expose ``source`` at ``target`` read-only; later mounts below ``source`` follow.
+    def share_readonly(self, source: Path, target: Path, namespace: Path) -> None:
+        """Expose ``source`` at ``target`` read-only; later mounts below ``source`` follow,
+        and so do mounts made below ``source`` in a new mount namespace pinned at
+        ``namespace`` (see :mod:`vmcri.host.mount_ns`), which never reach the caller's.
 
-        ``source`` becomes a shared mount point and ``target`` a read-only slave
-        bind of it: what is mounted below ``source`` afterwards appears below
-        ``target`` with its own flags, but the directories of ``source`` itself
-        cannot be changed through ``target``.
+        ``source`` becomes a shared mount point; the new namespace's copy of it a
+        slave of it that is shared with its own peer group; ``target`` (there, and
+        here until :meth:`release_share`) a read-only slave bind of that copy: what is
+        mounted below ``source`` afterwards, here or there, appears below ``target``
+        with its own flags, but the directories of ``source`` itself cannot be
+        changed through ``target``.
         """
+        ...
+
+    def release_share(self, target: Path) -> None:
+        """This namespace's ``target`` of :meth:`share_readonly` stops following: the
+        copies made of it meanwhile (a file server's namespace) still do."""
         ...
 
     def sized_fs(self, image: Path, target: Path, size_mib: int) -> None:
@@ -89,8 +101,11 @@ class Mounter(Protocol):
         """Detach ``target``; not mounted is success."""
         ...
 
-    def unmount_below(self, root: Path) -> None:
-        """Detach every mount at or below ``root``, deepest first, and check none is left.
+    def unmount_below(self, root: Path, namespace: Path | None = None) -> None:
+        """Detach every mount at or below ``root`` and check none is left; in the mount
+        namespace pinned at ``namespace`` when one is given. Only the outermost mounts are
+        named (a lazy detach takes those below with it), so no path below one is walked:
+        inside a volume or a rootfs, the guest may have swapped a directory for a symlink.
 
         Raises HostCommandError naming what is still mounted, so that a caller
         never deletes files through a mount it thought was gone.
@@ -135,15 +150,22 @@ def decode_mountinfo_path(field: bytes) -> bytes:
 
 
 def mount_points(root: Path) -> list[Path]:
-    """Mount points at or below ``root``, from /proc/self/mountinfo (stacked ones repeat)."""
+    """Mount points at or below ``root``, in the calling thread's mount namespace (which
+    may not be the process's: :mod:`vmcri.host.mount_ns`); stacked ones repeat."""
     prefix = os.fsencode(str(root)).rstrip(b"/")
     found: list[Path] = []
-    with open("/proc/self/mountinfo", "rb") as f:
+    with open("/proc/thread-self/mountinfo", "rb") as f:
         for line in f:
             target = decode_mountinfo_path(line.split(b" ")[4])
             if target == prefix or target.startswith(prefix + b"/"):
                 found.append(Path(os.fsdecode(target)))
     return found
+
+
+def _outermost(points: list[Path]) -> list[Path]:
+    """The mount points of ``points`` with none of the others above them, once each."""
+    found = set(points)
+    return sorted(p for p in found if not any(a in found for a in p.parents))
 
 
 class HostMounter:
@@ -172,6 +194,7 @@ class HostMounter:
         *,
         recursive_readonly: bool = False,
         follow_host: bool = False,
+        namespace: Path | None = None,
     ) -> None:
         if source.is_dir():
             target.mkdir(parents=True, exist_ok=True)
@@ -196,7 +219,10 @@ class HostMounter:
                 mount_api.set_attributes(
                     tree, recursive=False, attr_set=mount_api.MOUNT_ATTR_RDONLY
                 )
-            mount_api.attach(tree, str(target))
+            if namespace is None:
+                mount_api.attach(tree, str(target))
+            else:
+                mount_ns.run_in(namespace, lambda: mount_api.attach(tree, str(target)))
         except OSError as exc:
             raise HostCommandError(
                 f"bind {source} on {target}: {exc.strerror}", returncode=exc.errno or 0
@@ -204,16 +230,45 @@ class HostMounter:
         finally:
             os.close(tree)
 
-    def share_readonly(self, source: Path, target: Path) -> None:
+    def share_readonly(self, source: Path, target: Path, namespace: Path) -> None:
         for d in (source, target):
             d.mkdir(parents=True, exist_ok=True)
+        namespace.touch(exist_ok=True)
         if source not in mount_points(source):
             _mount(str(source), source, None, MS_BIND)
             _mount("none", source, None, MS_BIND | MS_REMOUNT | HARDENED)
         _mount("none", source, None, MS_SHARED)
-        _mount(str(source), target, None, MS_BIND)
-        _mount("none", target, None, MS_SLAVE)
-        _mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | HARDENED)
+
+        def inside() -> int:
+            # Nothing mounted in the new namespace reaches the host's ...
+            _mount("none", Path("/"), None, MS_REC | MS_SLAVE)
+            # ... but what is mounted below source there reaches its own peers' slaves.
+            _mount("none", source, None, MS_SHARED)
+            _mount(str(source), target, None, MS_BIND)
+            _mount("none", target, None, MS_SLAVE)
+            _mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | HARDENED)
+            return mount_api.clone_tree(str(target), recursive=False)
+
+        try:
+            ns, tree = mount_ns.create(inside)
+        except OSError as exc:
+            raise HostCommandError(
+                f"mount namespace for {source}: {exc.strerror}", returncode=exc.errno or 0
+            ) from exc
+        try:
+            mount_api.attach(tree, str(target))  # a slave of the copy there, read-only
+            _mount(f"/proc/self/fd/{ns}", namespace, None, MS_BIND)
+            _mount("none", namespace, None, MS_BIND | MS_REMOUNT | HARDENED)
+        except OSError as exc:
+            raise HostCommandError(
+                f"share {source} on {target}: {exc.strerror}", returncode=exc.errno or 0
+            ) from exc
+        finally:
+            os.close(tree)
+            os.close(ns)
+
+    def release_share(self, target: Path) -> None:
+        _mount("none", target, None, MS_PRIVATE)
 
     def sized_fs(self, image: Path, target: Path, size_mib: int) -> None:
         make_sized_fs(image, target, size_mib)
@@ -242,12 +297,21 @@ class HostMounter:
             _mount(str(path), path, None, MS_BIND)
         _mount("none", path, None, MS_PRIVATE)
 
-    def unmount_below(self, root: Path) -> None:
+    def unmount_below(self, root: Path, namespace: Path | None = None) -> None:
+        if namespace is not None:
+            try:
+                mount_ns.run_in(namespace, lambda: self.unmount_below(root))
+            except OSError as exc:
+                raise HostCommandError(
+                    f"umount below {root} in {namespace}: {exc.strerror}",
+                    returncode=exc.errno or 0,
+                ) from exc
+            return
         for _ in range(UNMOUNT_ROUNDS):
             left = mount_points(root)
             if not left:
                 return
-            for target in sorted(left, key=lambda p: len(p.parts), reverse=True):
+            for target in _outermost(left):
                 self.unmount(target)
         left = mount_points(root)
         if left:

@@ -157,6 +157,21 @@ def _image_source(mount: Mount, images: Mapping[str, str], i: int) -> str:
     return posixpath.join(root, sub)
 
 
+def check_recursive_read_only(mount: Mount, i: int, supported: bool) -> None:
+    """A recursive read-only mount as the CRI allows it (kubelet sends it read-only and
+    private); raises InvalidArgument naming ``mounts[i].recursive_read_only``."""
+    if not mount.recursive_read_only:
+        return
+    if not mount.readonly:
+        raise InvalidArgument(f"mounts[{i}].recursive_read_only: needs readonly to be set")
+    if mount.propagation is not MountPropagation.PRIVATE:
+        raise InvalidArgument(f"mounts[{i}].recursive_read_only: needs propagation PRIVATE")
+    if not supported:
+        raise InvalidArgument(
+            f"mounts[{i}].recursive_read_only: not supported by this kernel or runtime"
+        )
+
+
 def user_mounts(mounts: Sequence[Mount], ctx: SpecContext) -> tuple[list[Spec], str]:
     """kubelet's mounts as OCI bind mounts, and the rootfs propagation they need.
 
@@ -188,14 +203,7 @@ def user_mounts(mounts: Sequence[Mount], ctx: SpecContext) -> tuple[list[Spec], 
             raise InvalidArgument(f"mounts[{i}].propagation: unknown value {mount.propagation}")
         options = ["rbind", propagation]
         if mount.recursive_read_only:
-            if not mount.readonly:
-                raise InvalidArgument(f"mounts[{i}].recursive_read_only: needs readonly to be set")
-            if mount.propagation is not MountPropagation.PRIVATE:
-                raise InvalidArgument(f"mounts[{i}].recursive_read_only: needs propagation PRIVATE")
-            if not ctx.recursive_read_only_supported:
-                raise InvalidArgument(
-                    f"mounts[{i}].recursive_read_only: not supported by this kernel or runtime"
-                )
+            check_recursive_read_only(mount, i, ctx.recursive_read_only_supported)
             options.append("rro")
         else:
             options.append("ro" if readonly else "rw")

@@ -58,7 +58,7 @@ def test_doctor_table_has_every_area(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("kvm (vm)", "vhost-vsock", "vhost-net", "virtiofsd", "libvirt (vm)",
                  "qemu machine", "guest image", "templates", "runc (runc)", "idmapped mounts",
-                 "cgroups", "cni", "disk"):  # fmt: skip
+                 "cgroups", "cni", "disk", "writable layers (vm)"):  # fmt: skip
         assert name in result.stdout, name
     assert "not built (not supported yet)" in result.stdout
     assert "pods can run" in result.stdout

@@ -87,6 +87,13 @@ def test_running_pods_and_containers_per_handler(scraped: dict[str, Metric]) -> 
     assert _value(scraped["vmcri_running_pods"], handler="vm") == 0
 
 
+def test_writable_layers_promised_against_free(scraped: dict[str, Metric]) -> None:
+    # No VM pod ran here: nothing promised, the root dir's file system has room.
+    assert _value(scraped["vmcri_writable_layers_promised_bytes"]) == 0
+    assert _value(scraped["vmcri_writable_layers_claimable_bytes"]) == 0
+    assert _value(scraped["vmcri_writable_layers_free_bytes"]) > 0
+
+
 def test_image_pull_bytes_and_duration(scraped: dict[str, Metric]) -> None:
     assert _value(scraped["vmcri_image_pull_bytes"], "_total") > 0
     assert _value(scraped["vmcri_image_pull_duration_seconds"], "_count") == 1

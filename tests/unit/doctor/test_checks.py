@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from vmcri.doctor import devices, host_checks, libvirt_checks, runc_checks
@@ -140,3 +141,29 @@ def test_one_failure_makes_the_verdict_and_json_say_so() -> None:
         "fix": "install",
         "handler": "runc",
     }
+
+
+def _layer(backends: Path, pod: str, size_mib: int) -> None:
+    (backends / "vm" / pod).mkdir(parents=True)
+    with open(backends / "vm" / pod / "writable.img", "wb") as image:
+        image.truncate(size_mib << 20)  # sparse: all of it still claimable
+
+
+def test_writable_layers_report_promised_against_free(tmp_path: Path) -> None:
+    from vmcri.doctor.layer_checks import check_layer_space
+
+    backends = tmp_path / "backends"
+    before = check_layer_space(backends, "vm", 64, reserve_mib=0)  # before the first start
+    assert before.status is Status.OK and "0 pods' layers" in before.found
+    free_mib = (lambda fs: fs.f_bavail * fs.f_frsize >> 20)(os.statvfs(tmp_path))
+    _layer(backends, "a", free_mib // 2)
+    ok = check_layer_space(backends, "vm", 64, reserve_mib=0)
+    assert ok.status is Status.OK, ok
+    assert f"promised {free_mib // 2} MiB" in ok.found and "1 pods' layers" in ok.found
+    down = check_layer_space(backends, "vm", free_mib, reserve_mib=0)
+    assert down.status is Status.DEGRADED and "sized down" in down.consequence, down
+    _layer(backends, "b", free_mib)  # promised more than is free (before this limit)
+    full = check_layer_space(backends, "vm", 64, reserve_mib=0)
+    assert full.status is Status.FAIL and "RESOURCE_EXHAUSTED" in full.consequence, full
+    off = check_layer_space(backends, "vm", 0, reserve_mib=0)
+    assert off.status is Status.INFO

@@ -36,3 +36,19 @@ def test_counts_follow_the_store(tmp_path: Path) -> None:
 
     store.sandboxes.set_state_fields(ready.id, state=SandboxState.NOTREADY)
     assert value("vmcri_running_pods", "vm") == 0
+
+
+def test_writable_layers_promised_and_free_are_measured_at_scrape_time(tmp_path: Path) -> None:
+    from vmcri.metrics.collector import LayerSpaceCollector
+
+    backends = tmp_path / "backends"
+    registry = CollectorRegistry()
+    registry.register(LayerSpaceCollector(backends))
+    assert registry.get_sample_value("vmcri_writable_layers_promised_bytes") is None  # no dir
+    (backends / "vm" / "pod").mkdir(parents=True)
+    with open(backends / "vm" / "pod" / "writable.img", "wb") as image:
+        image.truncate(64 << 20)
+    assert registry.get_sample_value("vmcri_writable_layers_promised_bytes") == 64 << 20
+    assert registry.get_sample_value("vmcri_writable_layers_claimable_bytes") == 64 << 20
+    free = registry.get_sample_value("vmcri_writable_layers_free_bytes")
+    assert free is not None and free > 0

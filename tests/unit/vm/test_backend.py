@@ -94,6 +94,9 @@ class FakeHypervisor:
         self.plugged[name] = min(size_bytes, self.guest_takes_mib << 20)
         return self.plugged[name]
 
+    def mount_namespace(self, name: str) -> str:
+        return ""  # unknown: the host's share keeps following
+
 
 class FakeMounter:
     def __init__(self) -> None:
@@ -113,13 +116,17 @@ class FakeMounter:
         *,
         recursive_readonly: bool = False,
         follow_host: bool = False,
+        namespace: Path | None = None,
     ) -> None:
         self.calls.append(("bind", str(target)))
 
-    def share_readonly(self, source: Path, target: Path) -> None:
+    def share_readonly(self, source: Path, target: Path, namespace: Path) -> None:
         source.mkdir(parents=True, exist_ok=True)
         target.mkdir(parents=True, exist_ok=True)
         self.calls.append(("share", str(target)))
+
+    def release_share(self, target: Path) -> None:
+        self.calls.append(("release", str(target)))
 
     def sized_fs(self, image: Path, target: Path, size_mib: int) -> None:
         image.write_bytes(b"")
@@ -132,7 +139,7 @@ class FakeMounter:
     def unmount(self, target: Path) -> None:
         self.calls.append(("unmount", str(target)))
 
-    def unmount_below(self, root: Path) -> None:
+    def unmount_below(self, root: Path, namespace: Path | None = None) -> None:
         self.calls.append(("unmount_below", str(root)))
 
 

@@ -18,9 +18,9 @@ from vmcri.store.records import ContainerRecord
 
 class RecordingMounter:
     def __init__(self) -> None:
-        self.binds: list[tuple[Path, dict[str, bool]]] = []
+        self.binds: list[tuple[Path, dict[str, object]]] = []
 
-    def bind(self, source: Path, target: Path, readonly: bool = False, **flags: bool) -> None:
+    def bind(self, source: Path, target: Path, readonly: bool = False, **flags: object) -> None:
         self.binds.append((source, {"readonly": readonly, **flags}))
 
 
@@ -44,11 +44,12 @@ def test_flags_and_propagation_are_the_hosts_and_the_guest_bind_follows(tmp_path
     )
     container = _container(*mounts)
     mounter: Any = RecordingMounter()
-    guest = mount_volumes(mounter, layout, container)
+    guest = mount_volumes(mounter, layout, container, layout.mount_namespace)
+    pod = {"namespace": layout.mount_namespace}  # attached in the pod's namespace, each one
     assert [flags for _, flags in mounter.binds] == [
-        {"readonly": True, "recursive_readonly": False, "follow_host": False},
-        {"readonly": True, "recursive_readonly": True, "follow_host": False},
-        {"readonly": True, "recursive_readonly": False, "follow_host": True},
+        {"readonly": True, "recursive_readonly": False, "follow_host": False, **pod},
+        {"readonly": True, "recursive_readonly": True, "follow_host": False, **pod},
+        {"readonly": True, "recursive_readonly": False, "follow_host": True, **pod},
     ]
     assert sorted(guest) == [0, 1, 2]  # image volumes are not host paths
     assert guest[0].host_path == f"{GUEST_SHARE}/containers/{container.id}/volumes/0"
@@ -67,3 +68,23 @@ def test_bidirectional_and_missing_paths_are_refused_before_any_mount(tmp_path: 
     gone = Mount("/g", host_path=str(tmp_path / "gone"))
     with pytest.raises(InvalidArgument, match=r"config\.mounts\[0\]\.host_path"):
         mount_volumes(mounter, layout, _container(gone))
+
+
+def test_a_recursive_read_only_mount_the_cri_does_not_allow_is_refused_before_any_mount(
+    tmp_path: Path,
+) -> None:
+    layout = SandboxLayout(tmp_path / "pod", tmp_path / "disk")
+    mounter: Any = RecordingMounter()
+    writable = Mount("/w", host_path=str(tmp_path), recursive_read_only=True)
+    with pytest.raises(InvalidArgument, match=r"mounts\[0\]\.recursive_read_only: needs readonly"):
+        mount_volumes(mounter, layout, _container(writable))
+    h2c = Mount(
+        "/h",
+        host_path=str(tmp_path),
+        readonly=True,
+        recursive_read_only=True,
+        propagation=MountPropagation.HOST_TO_CONTAINER,
+    )
+    with pytest.raises(InvalidArgument, match=r"mounts\[1\]\.recursive_read_only: needs propa"):
+        mount_volumes(mounter, layout, _container(Mount("/a", host_path=str(tmp_path)), h2c))
+    assert mounter.binds == []

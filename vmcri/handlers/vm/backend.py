@@ -33,6 +33,7 @@ from vmcri.errors import (
     ConfigError,
     DeadlineExceeded,
     FailedPrecondition,
+    HostCommandError,
     HypervisorError,
     ProtocolError,
     TemplateUnusable,
@@ -70,6 +71,7 @@ from vmcri.handlers.vm.grow import HotplugGuard, PodLocks, grow
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
+from vmcri.handlers.vm.layer_budget import layer_size
 from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain, render_nic
@@ -83,7 +85,8 @@ from vmcri.handlers.vm.sizing import (
 from vmcri.handlers.vm.spec import container_spec, pod_files
 from vmcri.handlers.vm.template import Shape, Template, Templates, TemplateStore
 from vmcri.handlers.vm.volumes import mount_volumes
-from vmcri.host.mounts import HARDENED, HostMounter, Mounter
+from vmcri.host import layer_space
+from vmcri.host.mounts import HARDENED, HostMounter, Mounter, mount_points
 from vmcri.metrics import families as metrics
 from vmcri.model import Resources
 from vmcri.network.tap import NetlinkTaps, TapDevices
@@ -181,18 +184,61 @@ class VmBackend(SupervisedContainerMethods):
             self._mounter.make_private(self._state)
             self._private_ready = True
 
-    def _prepare_dirs(self, layout: SandboxLayout) -> None:
-        """The pod's host-only directories, its share, and its sized writable file system."""
+    def _prepare_dirs(self, layout: SandboxLayout) -> int:
+        """The pod's host-only directories, its share, and its sized writable file system;
+        returns that file system's size in MiB (0: none). Raises ResourceExhausted (no
+        disk left for it, see layer_budget.py), HostCommandError."""
         for d in (layout.base, layout.exits, layout.disk):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         layout.agent_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._mounter.share_readonly(layout.mounts, layout.share)
-        if self._options.writable_layer_mib:
-            self._mounter.sized_fs(
-                layout.writable_image, layout.writable, self._options.writable_layer_mib
-            )
-        else:
+        self._mounter.share_readonly(layout.mounts, layout.share, layout.mount_namespace)
+        if not self._options.writable_layer_mib:
             layout.writable.mkdir(exist_ok=True, mode=0o700)
+            return 0
+        wanted = self._options.writable_layer_mib
+        with layer_space.ALLOCATION:  # until the new layer's file exists, and counts
+            space = self._layer_space()
+            size = layer_size(space, wanted, self._options.writable_layer_reserve_mib)
+            if size < wanted:
+                log.warning(
+                    "pod writable layer sized down to %d MiB (writable_layer_mib = %d): "
+                    "%d MiB free, %d MiB still promised to %d pods' layers, %d MiB reserve",
+                    size, wanted, space.free_bytes >> 20, space.claimable_bytes >> 20,
+                    space.layers, self._options.writable_layer_reserve_mib,
+                )  # fmt: skip
+            self._mounter.sized_fs(layout.writable_image, layout.writable, size)
+        return size
+
+    def _layer_space(self) -> layer_space.LayerSpace:
+        """The pods' layers (every handler's: ``<root>/backends``) against the free disk."""
+        try:
+            return layer_space.measure(self._context.root.parent)
+        except OSError as exc:
+            raise HostCommandError(f"disk space under {self._context.root}: {exc}") from exc
+
+    def _release_share(self, sandbox_id: str, layout: SandboxLayout) -> None:
+        """Once the pod's file server runs, the host's own copy of the share stops following
+        the pod's mounts: the copies in the namespaces libvirt gave QEMU (and virtiofsd)
+        still do, so a volume's mounts (a tmpfs in a hostPath) never sit on a node
+        directory in the host's namespace, where they would keep it busy (EBUSY). A QEMU in
+        the host's own namespace (libvirt's ``namespaces`` off) serves the host's copy,
+        which then keeps following."""
+        qemu = self._hypervisor.mount_namespace(domain_name(sandbox_id))
+        if qemu and qemu != os.readlink("/proc/self/ns/mnt"):
+            self._mounter.release_share(layout.share)
+        else:
+            log.warning(
+                "sandbox %s: QEMU runs in the host's mount namespace (or its namespace is "
+                "unknown): the host keeps copies of the pod's volume mounts, which keep the "
+                "node's directories below a hostPath busy",
+                sandbox_id,
+            )
+
+    def _pod_namespace(self, layout: SandboxLayout) -> Path | None:
+        """The pod's mount namespace, where its volumes are bound; None for a pod made
+        before pods had one (its volumes are bound here, as they were)."""
+        pin = layout.mount_namespace
+        return pin if pin in mount_points(pin) else None
 
     def _guest(self) -> GuestImage:
         return load_guest_image(self._options.guest_path, uncompressed_kernel=self._accel.degraded)
@@ -239,7 +285,10 @@ class VmBackend(SupervisedContainerMethods):
 
     def features(self) -> HandlerFeatures:
         return HandlerFeatures(
-            recursive_read_only_mounts=False,
+            # The host makes every volume bind read-only throughout before attaching it
+            # (volumes.py), whatever runtime the guest runs: the new mount API each VM pod
+            # needs anyway.
+            recursive_read_only_mounts=True,
             user_namespaces=False,
             host_network=False,
             host_pid_ipc=False,
@@ -283,7 +332,7 @@ class VmBackend(SupervisedContainerMethods):
             template = self._template_for(guest, memory_mib, vcpus, limited)
             most = self._boot_size(memory_mib, vcpus, limited).max_memory_mib
             self._placements[sandbox.id] = self._cgroups.prepare(sandbox, most)
-            self._prepare_dirs(layout)
+            layer_mib = self._prepare_dirs(layout)
             plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
             started = time.monotonic()
             spec: DomainSpec | None = None
@@ -307,6 +356,7 @@ class VmBackend(SupervisedContainerMethods):
                 spec, info, timings = self._cold_boot(sandbox, layout, guest, plan)
                 guest_files = self._setup(sandbox, spec, plan, restored=False)
             restored = spec.template_memory is not None
+            self._release_share(sandbox.id, layout)
             if self._templates is not None:
                 self._templates.count(restored)
             log.info(
@@ -343,6 +393,7 @@ class VmBackend(SupervisedContainerMethods):
                 **self._placements[sandbox.id].runtime(),
                 "start": "restored" if restored else "cold",
                 "oci_runtime": self._options.oci_runtime,
+                "writable_layer_mib": str(layer_mib),
                 "hostname": hostname,
                 "hostname_path": guest_files.hostname_path,
                 "hosts_path": guest_files.hosts_path,
@@ -613,7 +664,7 @@ class VmBackend(SupervisedContainerMethods):
         tag = f"{os.getpid()}-{shape.key()[:8]}"
         name = f"{TEMPLATE_DOMAIN_PREFIX}{tag}"
         sockets = staging  # the build's sockets go with it, unless the path is too long
-        if len(str(staging / "agent.sock")) > MAX_SOCKET_PATH:
+        if len(str(staging / f"tpl-{tag}.agent")) > MAX_SOCKET_PATH:  # .save: as long
             sockets = self._state / "sockets"
             sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         agent_socket = sockets / f"tpl-{tag}.agent"
@@ -737,7 +788,11 @@ class VmBackend(SupervisedContainerMethods):
             log.error("sandbox %s: NIC removal failed: %s", sandbox_id, exc.message)
         layout = self._layout(sandbox_id)
         # Raises (and deletes nothing) while anything is still mounted: never delete through
-        # a mount, a volume's files least of all.
+        # a mount, a volume's files least of all. The pod's namespace first: its pin goes
+        # with the rest below base.
+        namespace = self._pod_namespace(layout)
+        if namespace is not None:
+            self._mounter.unmount_below(layout.mounts, namespace)
         self._mounter.unmount_below(layout.base)
         self._mounter.unmount_below(layout.disk)
         # rmtree works through directory fds and never follows the guest's symlinks.
@@ -796,7 +851,7 @@ class VmBackend(SupervisedContainerMethods):
             upper = layout.upper(cid)
             self._mounter.overlay(image.layer_dirs, upper / "upper", upper / "work", rootfs)
             container, views = mount_image_volumes(self._mounter, layout, container)
-            volumes = mount_volumes(self._mounter, layout, container)
+            volumes = mount_volumes(self._mounter, layout, container, self._pod_namespace(layout))
             spec = container_spec(
                 sandbox, container, image, str(rootfs), layout.guest_path(rootfs), volumes, views
             )
@@ -808,6 +863,9 @@ class VmBackend(SupervisedContainerMethods):
 
     def _release_container(self, sandbox: SandboxRecord, container_id: str) -> None:
         layout = self._layout(sandbox.id)
+        namespace = self._pod_namespace(layout)
+        if namespace is not None:
+            self._mounter.unmount_below(layout.container_mounts(container_id), namespace)
         self._mounter.unmount_below(layout.container_mounts(container_id))
         shutil.rmtree(layout.container_mounts(container_id), ignore_errors=True)
         shutil.rmtree(layout.upper(container_id), ignore_errors=True)

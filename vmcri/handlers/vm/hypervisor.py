@@ -28,6 +28,7 @@ DeathCallback = Callable[[str, str], None]  # (domain name, reason)
 # starts paused; a restore has not loaded its state): it may place the process. What it
 # raises is raised after the domain is destroyed.
 BeforeRun = Callable[[int], None]
+SYSTEM_URI = "qemu:///system"
 QEMU_RUN_DIR = Path("/run/libvirt/qemu")  # libvirt's qemu:///system state: <name>.pid
 
 
@@ -90,6 +91,11 @@ class Hypervisor(Protocol):
         """Ask the virtio-mem ``device`` for ``size_bytes`` and wait up to ``timeout_s`` for
         the guest to plug them; returns what is plugged then (the guest decides: it may take
         less, or nothing). Raises HypervisorError."""
+        ...
+
+    def mount_namespace(self, name: str) -> str:
+        """The mount namespace the running domain's QEMU is in (``mnt:[inode]``, as
+        ``/proc/<pid>/ns/mnt`` reads), or "" when that cannot be known."""
         ...
 
 
@@ -265,6 +271,15 @@ class LibvirtHypervisor:
             return f"qemu {conn.getVersion()} libvirt {conn.getLibVersion()}"
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"libvirt: {exc.get_error_message()}") from exc
+
+    def mount_namespace(self, name: str) -> str:
+        # libvirt has no call for QEMU's pid; its system instance writes a pid file.
+        if self._uri != SYSTEM_URI:
+            return ""
+        try:
+            return os.readlink(f"/proc/{self.qemu_pid(name)}/ns/mnt")
+        except (OSError, HypervisorError):
+            return ""
 
     def _qmp(self, dom: Any, command: str, **arguments: Any) -> Any:
         """One QMP command through libvirt (the domain is then marked custom-monitor)."""

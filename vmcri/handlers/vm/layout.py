@@ -24,6 +24,8 @@ mount points. Per sandbox, under the backend's runtime dir::
             containers/<id>/image-volumes/<n>   read-only views of images it mounts
         share/                      the ONLY host directory shared into the VM:
                                     mounts/ again, read-only, nosuid, nodev
+        mountns                     pins the pod's mount namespace, where its
+                                    volumes are bound (``volumes.py``)
 
 and under the backend's persistent dir (on disk: a guest that fills its rootfs
 must not eat host memory, as it would on the tmpfs of ``/run``)::
@@ -74,6 +76,10 @@ class SandboxLayout:
     @property
     def share(self) -> Path:
         return self.base / "share"
+
+    @property
+    def mount_namespace(self) -> Path:
+        return self.base / "mountns"
 
     def container_mounts(self, container_id: str) -> Path:
         return self.mounts / "containers" / container_id

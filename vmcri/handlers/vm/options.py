@@ -40,6 +40,10 @@ class VmOptions:
     # Size of the pod's file system for its containers' writable layers (on disk, under the
     # root dir); 0: a plain directory there, limited only by that file system.
     writable_layer_mib: int = 10240
+    # Disk kept free when the pods' layers are full: a new pod's layer is sized down to what
+    # is left above it once every earlier pod's layer is full, and refused under 64 MiB
+    # (layer_budget.py).
+    writable_layer_reserve_mib: int = 1024
     # VM templates: "auto" boots one VM per shape in the background, saves it and starts
     # pods by restoring it (cold boot whenever that is impossible or fails); "off" always
     # cold-boots. Templates need 9p: with "auto", shared_fs "auto" means 9p.
@@ -63,6 +67,8 @@ class VmOptions:
             raise ConfigError("options.writable_layer_mib: must be 0 (no limit) to 16 TiB")
         if 0 < self.writable_layer_mib < 64:
             raise ConfigError("options.writable_layer_mib: at least 64 MiB (or 0 for no limit)")
+        if not 0 <= self.writable_layer_reserve_mib <= 1 << 24:
+            raise ConfigError("options.writable_layer_reserve_mib: must be 0 to 16 TiB")
         if not 0 <= self.max_vcpus <= 288:
             raise ConfigError("options.max_vcpus: must be 0 (from the host's CPUs) to 288")
         if not 0 <= self.max_memory_mib <= 1 << 32:

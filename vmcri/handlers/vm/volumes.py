@@ -9,12 +9,25 @@ through them) and ``nosuid,nodev``. In the guest the whole share is one file sys
   leaves the host's mounts below it as they are; the guest's own bind is then writable
   when there are such mounts (now, or later with HostToContainer), since a read-only
   guest bind would cover them too, and the host refuses writes to the top (EROFS).
-  Recursive read-only is read-only on the host throughout and in the guest.
+  Recursive read-only is read-only on the host throughout (``mount_setattr`` with
+  ``AT_RECURSIVE`` on the detached clone, before it is attached), whatever the guest's
+  OCI runtime does; the guest's bind is ``rro`` as well (crun and runc 1.1.5 both
+  honour it, and in the guest the whole share is one file system anyway). The host
+  needs the new mount API (Linux 5.12) for every bind of a VM pod, so the handler
+  announces ``recursive_read_only_mounts`` wherever it runs.
 * Private: later host mounts below the source do not reach the pod. HostToContainer: the
   host bind is a slave of the source, so a mount kubelet makes below it later reaches the
   share and the container (virtiofs and 9p serve it as part of the volume).
 * Bidirectional cannot be given: a mount made in the guest cannot reach the host, so it is
   refused, naming the field and the handler that can.
+
+The binds are attached in the pod's own mount namespace (``layout.mount_namespace``),
+never in the host's: a bind carries copies of the mounts below its source, set on the
+node's directories, and a copy in the host's namespace would keep such a directory busy
+(its rmdir fails with EBUSY once the mount on it is gone), where a copy in another
+namespace is detached by that rmdir, as with a runc container's binds. The source is
+still looked up in the host's namespace (kubelet's view); the copies propagation makes
+into the file server's namespace carry the volume to the guest (``share_readonly``).
 """
 
 from __future__ import annotations
@@ -26,12 +39,15 @@ from vmcri.errors import InvalidArgument
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.host.mounts import Mounter, mount_points
 from vmcri.model import Mount, MountPropagation
+from vmcri.oci.mounts import check_recursive_read_only
 from vmcri.store.records import ContainerRecord
 
 
 def check_volumes(mounts: tuple[Mount, ...]) -> None:
-    """Raises InvalidArgument naming ``config.mounts[i].propagation`` for what a VM cannot do."""
+    """Raises InvalidArgument naming ``config.mounts[i].propagation`` for what a VM cannot do,
+    ``mounts[i].recursive_read_only`` for what the CRI does not allow (before any mount)."""
     for i, mount in enumerate(mounts):
+        check_recursive_read_only(mount, i, supported=True)
         if mount.propagation is MountPropagation.BIDIRECTIONAL:
             raise InvalidArgument(
                 f"config.mounts[{i}].propagation: Bidirectional is not possible in a pod VM "
@@ -40,9 +56,13 @@ def check_volumes(mounts: tuple[Mount, ...]) -> None:
 
 
 def mount_volumes(
-    mounter: Mounter, layout: SandboxLayout, container: ContainerRecord
+    mounter: Mounter,
+    layout: SandboxLayout,
+    container: ContainerRecord,
+    namespace: Path | None = None,
 ) -> dict[int, Mount]:
-    """Bind each host-path mount; returns mount index -> the mount as the guest makes it.
+    """Bind each host-path mount, attached in the pod's mount ``namespace`` (the host's
+    when None); returns mount index -> the mount as the guest makes it.
 
     Raises InvalidArgument (a missing host path, a propagation a VM cannot give),
     HostCommandError (mount). The caller unmounts what was mounted when this fails.
@@ -67,6 +87,7 @@ def mount_volumes(
             readonly=mount.readonly,
             recursive_readonly=mount.recursive_read_only,
             follow_host=follow,
+            namespace=namespace,
         )
         # A read-only guest bind would cover the host's writable mounts below the volume.
         covers = mount.readonly and not mount.recursive_read_only
