@@ -23,6 +23,7 @@ from vmcri.errors import ConfigError, VmcriError
 from vmcri.handlers.registry import BackendContext, HandlerRegistry
 from vmcri.handlers.state_dirs import check_no_kind_dir_pods, handler_dirs
 from vmcri.host import sdnotify
+from vmcri.host.meminfo import host_memory_bytes
 from vmcri.network.service import PodNetworking
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
@@ -113,7 +114,12 @@ class Daemon:
         self._server: object | None = None
         self._reaper: threading.Thread | None = None
         self.image_service: ImageService | None = None
-        self.services = Services(config=config, store=Store(config.root_dir), events=EventBus())
+        self.services = Services(
+            config=config,
+            store=Store(config.root_dir),
+            events=EventBus(),
+            memory_bound=host_memory_bytes(),
+        )
         self.services.networking = PodNetworking(
             config.network, config.state_dir, lambda: self.services.network.pod_cidr
         )

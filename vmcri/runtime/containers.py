@@ -36,6 +36,7 @@ from vmcri.runtime.context import Services
 from vmcri.runtime.events import ContainerEvent, EventType
 from vmcri.runtime.host_namespaces import check_host_namespaces
 from vmcri.runtime.pod_checks import PodChecks
+from vmcri.runtime.usage_bounds import bounded
 from vmcri.store.records import (
     ContainerRecord,
     ContainerState,
@@ -407,7 +408,8 @@ class ContainerService:
             return container, None
         sandbox = self._sandbox(container.sandbox_id)
         try:
-            return container, self._backend(sandbox).container_usage(sandbox, container)
+            sample = self._backend(sandbox).container_usage(sandbox, container)
+            return container, bounded(sample, self._s.memory_bound, self._s.clock())
         except VmcriError as exc:
             if not best_effort:
                 raise
