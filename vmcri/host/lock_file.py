@@ -27,7 +27,10 @@ FILE_MODE = 0o600
 def _private_dir(directory: Path, mode: int | None) -> int:
     """A descriptor of ``directory`` (made if missing), checked to be the caller's own."""
     directory.mkdir(parents=True, exist_ok=True, mode=mode if mode is not None else 0o755)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    # A directory of the lock's own is never a symlink; one the operator configured (the
+    # VM templates') may be, as any configured path may.
+    nofollow = os.O_NOFOLLOW if mode is not None else 0
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | nofollow | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid():
@@ -43,8 +46,9 @@ def _private_dir(directory: Path, mode: int | None) -> int:
 def open_lock_file(path: Path, *, dir_mode: int | None = DIR_MODE) -> int:
     """An O_RDWR descriptor of the lock file ``path``, private to the caller (see above).
 
-    ``dir_mode`` None leaves the directory's mode alone (a directory others must read,
-    such as the VM templates' for QEMU); the file is still 0600 and not a symlink.
+    ``dir_mode`` None leaves the directory alone (its mode, and a symlink to it: the VM
+    templates' directory is the operator's to place); the file is still 0600 and not a
+    symlink.
     Raises OSError (PermissionError when the directory or file is someone else's, or
     the file is not a regular file; ELOOP when it is a symlink).
     """

@@ -52,6 +52,9 @@ def test_a_symlinked_file_or_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         open_lock_file(tmp_path / "dirlink" / "y.lock")
     assert not (tmp_path / "lock" / "y.lock").exists()
+    # A configured directory (dir_mode None) may be a symlink; the file still may not.
+    os.close(open_lock_file(tmp_path / "dirlink" / "y.lock", dir_mode=None))
+    assert _mode(tmp_path / "lock" / "y.lock") == 0o600
 
 
 def test_the_state_lock_is_exclusive_and_names_its_holder(tmp_path: Path) -> None:
