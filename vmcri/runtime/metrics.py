@@ -80,10 +80,10 @@ def _labels(sandbox: SandboxRecord, container: ContainerRecord | None) -> tuple[
 def _sum(usages: Sequence[ContainerUsage]) -> ContainerUsage:
     """The pod's usage: every count summed (block I/O per device), before any unit change;
     each sum saturates at the wire's 2^64-1 (vmcri.runtime.usage_bounds)."""
-    io: dict[str, list[int]] = {}
+    io: dict[tuple[str, int, int], list[int]] = {}
     for u in usages:
         for d in u.counters.io:
-            totals = io.setdefault(d.device, [0, 0, 0, 0])
+            totals = io.setdefault((d.device, d.major, d.minor), [0, 0, 0, 0])
             for k, v in enumerate((d.read_bytes, d.write_bytes, d.reads, d.writes)):
                 totals[k] = saturating_sum((totals[k], v))
     counters = {
@@ -99,7 +99,11 @@ def _sum(usages: Sequence[ContainerUsage]) -> ContainerUsage:
     return ContainerUsage(
         timestamp=max(u.timestamp for u in usages),
         counters=UsageCounters(
-            **counters, io=tuple(DeviceIo(dev, *v) for dev, v in sorted(io.items()))
+            **counters,
+            io=tuple(
+                DeviceIo(dev, v[0], v[1], v[2], v[3], major=major, minor=minor)
+                for (dev, major, minor), v in sorted(io.items())
+            ),
         ),
         **plain,
     )

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from vmcri.handlers.base import ContainerUsage
-from vmcri.usage import DeviceIo, UsageCounters
+from vmcri.usage import UsageCounters
 
 MAX_U64 = (1 << 64) - 1
 MAX_MEMORY_BYTES = 1 << 52
@@ -65,7 +65,13 @@ def bounded(usage: ContainerUsage, memory_bound: int, now_ns: int) -> ContainerU
         if f.name != "io"
     }
     io = tuple(
-        DeviceIo(d.device, *(clamp(v) for v in (d.read_bytes, d.write_bytes, d.reads, d.writes)))
+        dataclasses.replace(
+            d,
+            read_bytes=clamp(d.read_bytes),
+            write_bytes=clamp(d.write_bytes),
+            reads=clamp(d.reads),
+            writes=clamp(d.writes),
+        )
         for d in c.io
     )
     plain: dict[str, Any] = {
