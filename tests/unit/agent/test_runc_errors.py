@@ -28,6 +28,10 @@ START = "runc create failed: unable to start container process: "
             "working directory '/data'",
         ),
         ("executable file `nope` not found in $PATH: No such file or directory", "'nope'"),
+        (
+            "executable file `/no/such` not found in $PATH: No such file or directory",
+            "'/no/such' does not exist in the image",
+        ),
         ("chdir to `/etc/hosts`: Not a directory", "working directory '/etc/hosts'"),
     ],
 )

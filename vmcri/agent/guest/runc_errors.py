@@ -33,6 +33,9 @@ _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
     # runc: error during container init: mkdir /etc/passwd: not a directory (the cwd)
     (re.compile(r"container init: mkdir (?P<what>\S+): (?P<why>not a directory)"),
      "{what!r} in the image is a file where a directory is needed ({why})"),
+    # crun: executable file `/no/such` not found in $PATH (an absolute path: no $PATH used)
+    (re.compile(r"executable file `(?P<what>/[^`]*)` not found"),
+     "{what!r} does not exist in the image"),
     # crun: executable file `nope` not found in $PATH
     (re.compile(r"executable file `(?P<what>[^`]*)` not found"),
      "the image has no executable {what!r} in the container's $PATH"),
