@@ -246,7 +246,13 @@ fi
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+# The lock file is root's alone: a user who could open it could hold its lock and stall
+# every build (the daemon's own lock files follow the same rule, vmcri/host/lock_file.py).
+umask_was=$(umask)
+umask 077
 exec 9>"$OUT/.lock"
+umask "$umask_was"
+chmod 600 "$OUT/.lock"
 flock 9
 # Another build may have finished while we waited for the lock.
 if [ "$FORCE" != 1 ] && is_current; then

@@ -18,12 +18,20 @@ from pathlib import Path
 from vmcri.errors import DeadlineExceeded, FailedPrecondition
 
 LOCK_NAME = "vmcri.lock"  # vmcri.daemon.StateLock's file
+LOCK_DIR = "lock"  # private to root (0700), so no other user can lock the file
+
+
+def lock_path(state_dir: Path) -> Path:
+    """Where the daemon of ``state_dir`` holds its lock (vmcri.daemon.StateLock)."""
+    return state_dir / LOCK_DIR / LOCK_NAME
+
+
 POLL_S = 0.05
 
 
 def _lock_is_held(path: Path) -> bool:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
@@ -40,7 +48,7 @@ def daemon_pid(state_dir: Path) -> int | None:
 
     Raises FailedPrecondition when the lock is held but names no pid.
     """
-    path = state_dir / LOCK_NAME
+    path = lock_path(state_dir)
     if not _lock_is_held(path):
         return None
     text = path.read_text().strip()
@@ -64,7 +72,7 @@ def stop_daemon(state_dir: Path, timeout_s: float = 30.0) -> int | None:
         return pid  # exited between the check and the signal
     deadline = time.monotonic() + timeout_s
     # The lock goes first (the daemon stopped serving), then the process exits.
-    while _lock_is_held(state_dir / LOCK_NAME) or _running(pid):
+    while _lock_is_held(lock_path(state_dir)) or _running(pid):
         if time.monotonic() > deadline:
             raise DeadlineExceeded(f"vmcri (pid {pid}) has not exited after {timeout_s:g} s")
         time.sleep(POLL_S)

@@ -15,14 +15,16 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from vmcri.config import Config
-from vmcri.control import LOCK_NAME
+from vmcri.control import lock_path
 from vmcri.errors import ConfigError, VmcriError
 from vmcri.handlers.registry import BackendContext, HandlerRegistry
 from vmcri.handlers.state_dirs import BACKENDS_DIR, check_no_kind_dir_pods, handler_dirs
 from vmcri.host import sdnotify
+from vmcri.host.lock_file import open_lock_file
+from vmcri.host.meminfo import host_memory_bytes
 from vmcri.network.service import PodNetworking
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
@@ -45,35 +47,39 @@ guest cannot keep the daemon from starting; its pod is checked again by the reap
 
 
 class StateLock:
-    """An exclusive flock on ``<state>/vmcri.lock``, held for the daemon's life."""
+    """An exclusive flock on ``<state>/lock/vmcri.lock``, held for the daemon's life.
+
+    The file and its directory are private (vmcri.host.lock_file): a lock another user
+    could open, they could hold, and no daemon could start on this state dir.
+    """
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / LOCK_NAME
-        self._file: IO[str] | None = None
+        self.path = lock_path(state_dir)
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Raises ConfigError when another daemon holds the lock."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open until release()
+        """Raises ConfigError when another daemon holds the lock, or it cannot be opened."""
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = open_lock_file(self.path)
+        except OSError as exc:
+            raise ConfigError(f"state dir lock {self.path}: cannot open it: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise ConfigError(
-                f"state dir {self.path.parent} is in use by another vmcri daemon (pid {holder})"
+                f"state dir {self.path.parent.parent} is in use by another vmcri daemon "
+                f"(pid {holder})"
             ) from exc
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def claim_socket_path(path: Path) -> None:
@@ -113,7 +119,12 @@ class Daemon:
         self._server: object | None = None
         self._reaper: threading.Thread | None = None
         self.image_service: ImageService | None = None
-        self.services = Services(config=config, store=Store(config.root_dir), events=EventBus())
+        self.services = Services(
+            config=config,
+            store=Store(config.root_dir),
+            events=EventBus(),
+            memory_bound=host_memory_bytes(),
+        )
         self.services.networking = PodNetworking(
             config.network, config.state_dir, lambda: self.services.network.pod_cidr
         )

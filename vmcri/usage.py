@@ -20,6 +20,8 @@ class DeviceIo:
     write_bytes: int = 0
     reads: int = 0
     writes: int = 0
+    major: int = 0  # the device's numbers; 0 and 0 when unknown (an older agent)
+    minor: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ from vmcri.runtime.events import EventBus
 from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 from vmcri.supervisor import streams
+
+Answer = Callable[[agent_pb2.Request], "agent_pb2.Response | None"]
 
 
 class HostileGuest:
@@ -84,8 +86,9 @@ class HostileGuest:
             self._reader.feed(data)
         return frame
 
-    def serve(self) -> None:
-        """Read from now on: drain Acks, answer every call (a ping with a PingResponse)."""
+    def serve(self, answer: Answer | None = None) -> None:
+        """Read from now on: drain Acks, answer every call (a ping with a PingResponse);
+        ``answer`` decides first (None from it: the call is never answered)."""
 
         def loop() -> None:
             try:
@@ -94,7 +97,11 @@ class HostileGuest:
                     if frame.kind != FrameKind.REQUEST:
                         continue
                     request = agent_pb2.Request.FromString(frame.body)
-                    if request.WhichOneof("call") == "ping":
+                    if answer is not None:
+                        response = answer(request)
+                        if response is None:
+                            continue
+                    elif request.WhichOneof("call") == "ping":
                         ping = agent_pb2.PingResponse(protocol_version=PROTOCOL_VERSION)
                         response = agent_pb2.Response(ping=ping)
                     else:
@@ -355,3 +362,125 @@ def test_a_flooding_guest_is_held_to_the_pods_byte_budget_and_the_pod_keeps_serv
     assert client.ping(timeout=5.0).protocol_version == PROTOCOL_VERSION
     backend._containers.drop_link(pod.id)
     guest.close()
+
+
+# ---- (d) a guest that freezes, or lies in its stats ----------------------------------------
+
+LIE = (1 << 63) - 1
+HOST_MEMORY = 16 << 30
+
+
+def _stats_answer(figure: Callable[[int], int]) -> Answer:
+    """Stats of every container asked for, each figure ``figure(i)``; every other call: empty."""
+
+    def answer(request: agent_pb2.Request) -> agent_pb2.Response:
+        if request.WhichOneof("call") != "stats":
+            return agent_pb2.Response(empty={})
+        n = figure(1)
+        items = [
+            agent_pb2.ContainerStats(
+                container_id=cid,
+                cpu_usage_ns=n,
+                memory_usage_bytes=n,
+                memory_working_set_bytes=n,
+                memory_rss_bytes=n,
+                pids=3,
+                timestamp_ns=min(n, time.time_ns()),
+                counters=agent_pb2.UsageCounters(
+                    memory_cache_bytes=n,
+                    threads=n,
+                    io=[agent_pb2.DeviceIo(device="vda", read_bytes=n, write_bytes=n)],
+                ),
+            )
+            for cid in request.stats.container_ids
+        ]
+        return agent_pb2.Response(stats=agent_pb2.StatsResponse(containers=items))
+
+    return answer
+
+
+def test_a_frozen_or_lying_guest_leaves_other_pods_stats_prompt_and_exact(
+    short_tmp: Path,
+) -> None:
+    from vmcri.api import api_pb2 as pb
+    from vmcri.cri.rpc_common import RuntimeServices
+    from vmcri.cri.runtime_service import RuntimeServicer
+    from vmcri.runtime.info import RuntimeInfo
+    from vmcri.runtime.pods import PodService
+    from vmcri.streaming.service import StreamingService
+    from vmcri.supervisor.containers import STATS_CALL_TIMEOUT_S
+
+    backend, store = make_backend(short_tmp, FakeHypervisor())
+    guests = {name: HostileGuest(short_tmp / f"{name}.sock") for name in ("frz", "liar", "ok")}
+    pods = {name: _sandbox(store, "vm", g.url) for name, g in guests.items()}
+    containers = {name: [_container(store, pod) for _ in range(3)] for name, pod in pods.items()}
+    for name, guest in guests.items():
+        assert backend._containers.link(pods[name]).client.connected
+        guest.wait_connected()
+    guests["frz"].serve(lambda request: None)  # reads every call, answers none
+    guests["liar"].serve(_stats_answer(lambda _: LIE))
+    guests["ok"].serve(_stats_answer(lambda _: 4096))
+
+    services = Services(
+        config=Config(),
+        store=store,
+        events=EventBus(),
+        handlers=HandlerRegistry({"vm": Handler("vm", "vm", backend)}, "vm"),
+        memory_bound=HOST_MEMORY,
+    )
+    container_service = ContainerService(services)
+    servicer = RuntimeServicer(
+        RuntimeServices(
+            pods=PodService(services, container_service),
+            containers=container_service,
+            info=RuntimeInfo(services),
+            events=services.events,
+            streaming=StreamingService(services, container_service, services.config.streaming),
+        )
+    )
+    ctx: Any = None
+    ok = pods["ok"].id
+    started = time.monotonic()
+    listed = servicer.ListContainerStats(pb.ListContainerStatsRequest(), ctx).stats
+    took = time.monotonic() - started
+    # One bounded wait for the frozen pod, not one per container (nor 60 s each).
+    assert took < STATS_CALL_TIMEOUT_S + 3, f"ListContainerStats took {took:.1f}s"
+    by_id = {s.attributes.id: s for s in listed}
+    assert len(by_id) == 9
+    for c in containers["ok"]:
+        assert by_id[c.id].memory.working_set_bytes.value == 4096
+    for c in containers["frz"]:
+        assert not by_id[c.id].HasField("memory")  # reported, without numbers
+    for c in containers["liar"]:
+        assert by_id[c.id].memory.usage_bytes.value == HOST_MEMORY
+
+    started = time.monotonic()
+    pod_stats = servicer.ListPodSandboxStats(pb.ListPodSandboxStatsRequest(), ctx).stats
+    assert time.monotonic() - started < STATS_CALL_TIMEOUT_S + 3
+    by_pod = {s.attributes.id: s.linux for s in pod_stats}
+    assert by_pod[ok].memory.working_set_bytes.value == 3 * 4096
+    assert by_pod[ok].cpu.usage_core_nano_seconds.value == 3 * 4096
+    assert by_pod[pods["liar"].id].cpu.usage_core_nano_seconds.value == (1 << 64) - 1
+    assert not by_pod[pods["frz"].id].HasField("cpu")
+
+    started = time.monotonic()
+    metrics = servicer.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), ctx).pod_metrics
+    assert time.monotonic() - started < STATS_CALL_TIMEOUT_S + 3
+    by_pod_m = {m.pod_sandbox_id: m for m in metrics}
+    ws = [m for m in by_pod_m[ok].metrics if m.name == "container_memory_working_set_bytes"]
+    assert [m.value.value for m in ws] == [3 * 4096]
+    assert not by_pod_m[pods["frz"].id].container_metrics
+    reads = [
+        m for m in by_pod_m[pods["liar"].id].metrics if m.name == "container_fs_reads_bytes_total"
+    ]
+    assert [m.value.value for m in reads] == [(1 << 64) - 1]
+
+    # Asked for itself, the healthy pod answers at once while the frozen one still hangs.
+    started = time.monotonic()
+    request = pb.ListContainerStatsRequest(filter=pb.ContainerStatsFilter(pod_sandbox_id=ok))
+    assert len(servicer.ListContainerStats(request, ctx).stats) == 3
+    assert time.monotonic() - started < 1.0
+    for pod in pods.values():
+        backend._containers.drop_link(pod.id)
+    for guest in guests.values():
+        guest.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -62,3 +63,57 @@ def test_layers_rootfs_and_writable_layers_are_out_of_reach(env: CriEnv) -> None
         assert os.path.exists(target)  # root sees it ...
         seen = _as_nobody(target)  # ... another user does not
         assert seen.returncode != 0 and "Permission denied" in seen.stderr, (target, seen)
+
+
+# A local user who can open the daemon's lock file can hold a shared lock on it for ever:
+# the restarted daemon then refused to start ("in use by another vmcri daemon").
+LOCKER = """
+import fcntl, os, sys, time
+tries = 0
+while True:
+    for path in sys.argv[1:]:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            tries += 1
+            if tries == 1:
+                print("refused:", exc, flush=True)
+            continue
+        print("locked", path, flush=True)
+        time.sleep(3600)
+    time.sleep(0.01)  # the attacker's own pace, not the test's synchronisation
+"""
+
+
+def _daemon_locks(env: CriEnv) -> list[str]:
+    return glob.glob(f"{env.daemon.state}/**/vmcri.lock", recursive=True)
+
+
+def test_a_local_user_cannot_hold_the_daemons_lock_and_a_restart_works(env: CriEnv) -> None:
+    locks = _daemon_locks(env)
+    assert locks, "the daemon holds a lock file in its state dir"
+    for path in locks:
+        tried = subprocess.run(
+            [*NOBODY, "flock", "--shared", "--nonblock", path, "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert tried.returncode != 0 and "Permission denied" in tried.stderr, (path, tried)
+    attacker = subprocess.Popen(
+        [*NOBODY, "/usr/bin/python3", "-c", LOCKER, *locks],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert attacker.stdout is not None
+        first = attacker.stdout.readline()
+        assert first.startswith("refused:"), first
+        env.restart(signal.SIGTERM)  # the new daemon takes the lock while nobody tries
+        assert env.runtime.Version(pb.VersionRequest(), timeout=30).runtime_name == "vmcri"
+        assert attacker.poll() is None  # still trying, never got it
+    finally:
+        attacker.kill()
+        attacker.wait()
+    assert set(_daemon_locks(env)) == set(locks)

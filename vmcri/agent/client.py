@@ -177,10 +177,10 @@ class AgentClient(AgentConnection):
         )
         self._result(self.call(agent_pb2.Request(resize=req)), "empty")
 
-    def stats(self, container_ids: Sequence[str] = ()) -> types.Stats:
+    def stats(self, container_ids: Sequence[str] = (), timeout: float | None = None) -> types.Stats:
         wanted = list(container_ids)
         req = agent_pb2.Request(stats=agent_pb2.StatsRequest(container_ids=wanted))
-        r = self._result(self.call(req), "stats")
+        r = self._result(self.call(req, timeout), "stats")
         return self._checked(lambda: convert.stats(r.stats, wanted))
 
     def update_resources(self, container_id: str, resources_json: bytes) -> None:

@@ -255,22 +255,36 @@ class AgentConnection:
             ).start()
 
     def _reconnect_loop(self) -> None:
+        """Connect until connected, with backoff; the one reconnector while it runs.
+
+        The loop leaves ``_reconnecting`` only under the lock and only while connected,
+        in the same step as it looks: a guest that breaks the protocol right after the
+        handshake is dropped by the reader either before that look (``_disconnect`` sees
+        a reconnector still running, and this loop goes round again) or after it (the
+        flag is down, so ``_disconnect`` starts a new one). Clearing the flag after
+        ``connect()`` returned, outside that step, left such a pod disconnected for good.
+        """
         delay = 0.1
         try:
-            while not self._closed and not self._connected.is_set():
+            while True:
+                with self._lock:
+                    if self._closed or self._connected.is_set():
+                        self._reconnecting = False
+                        return
                 try:
                     self.connect()
-                    log.info("reconnected to the agent at %s", self.url)
-                    if self._on_reconnect is not None:
-                        self._on_reconnect()
-                    return
                 except VmcriError as exc:
                     self.last_error = exc
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
-        finally:
+                    continue
+                log.info("reconnected to the agent at %s", self.url)
+                if self._on_reconnect is not None:
+                    self._on_reconnect()
+        except BaseException:
             with self._lock:
                 self._reconnecting = False
+            raise
 
     def _send(self, sock: socket.socket, generation: int, data: bytes, what: str) -> None:
         """Send one whole frame within the send deadline, or drop the connection.

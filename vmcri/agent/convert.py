@@ -81,6 +81,8 @@ _COUNTER_FIELDS = tuple(
     f.name for f in dataclasses.fields(UsageCounters) if f.name != "io"
 )  # fmt: skip
 MAX_DEVICES = 64
+MAX_MAJOR = (1 << 12) - 1  # dev_t: 12 bits of major, 20 of minor (linux/kdev_t.h)
+MAX_MINOR = (1 << 20) - 1
 DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:!-]{0,31}$")
 
 
@@ -95,10 +97,12 @@ def usage_counters(msg: agent_pb2.UsageCounters) -> UsageCounters:
         io.append(
             DeviceIo(
                 d.device,
-                *(
-                    _uint(getattr(d, k), k)
-                    for k in ("read_bytes", "write_bytes", "reads", "writes")
-                ),
+                read_bytes=_uint(d.read_bytes, "read_bytes"),
+                write_bytes=_uint(d.write_bytes, "write_bytes"),
+                reads=_uint(d.reads, "reads"),
+                writes=_uint(d.writes, "writes"),
+                major=_uint(d.major, "major", MAX_MAJOR),
+                minor=_uint(d.minor, "minor", MAX_MINOR),
             )
         )
     values = {name: _uint(getattr(msg, name), name) for name in _COUNTER_FIELDS}

@@ -36,6 +36,7 @@ from vmcri.runtime.containers import ContainerFilter
 from vmcri.runtime.metric_families import MetricDescriptor, NetworkDescriptor
 from vmcri.runtime.metrics import MetricSample, PodMetrics
 from vmcri.runtime.pods import SandboxFilter
+from vmcri.runtime.usage_bounds import saturating_sum
 from vmcri.store.records import (
     ContainerRecord,
     ContainerState,
@@ -453,7 +454,7 @@ def container_stats(record: ContainerRecord, usage: ContainerUsage | None) -> pb
 def pod_sandbox_stats(
     record: SandboxRecord, containers: list[tuple[ContainerRecord, ContainerUsage | None]]
 ) -> pb.PodSandboxStats:
-    """Pod stats as the sum of its running containers' samples."""
+    """Pod stats as the sum of its running containers' samples, saturating at 2^64-1."""
     stats = [container_stats(c, u) for c, u in containers]
     samples = [u for _, u in containers if u is not None]
     ts = max((u.timestamp for u in samples), default=0)
@@ -469,7 +470,7 @@ def pod_sandbox_stats(
             pb.CpuUsage(
                 timestamp=ts,
                 usage_core_nano_seconds=pb.UInt64Value(
-                    value=sum(u.cpu_usage_core_nano_seconds for u in samples)
+                    value=saturating_sum(u.cpu_usage_core_nano_seconds for u in samples)
                 ),
             )
         )
@@ -477,16 +478,20 @@ def pod_sandbox_stats(
             pb.MemoryUsage(
                 timestamp=ts,
                 working_set_bytes=pb.UInt64Value(
-                    value=sum(u.memory_working_set_bytes for u in samples)
+                    value=saturating_sum(u.memory_working_set_bytes for u in samples)
                 ),
-                usage_bytes=pb.UInt64Value(value=sum(u.memory_usage_bytes for u in samples)),
-                rss_bytes=pb.UInt64Value(value=sum(u.memory_rss_bytes for u in samples)),
+                usage_bytes=pb.UInt64Value(
+                    value=saturating_sum(u.memory_usage_bytes for u in samples)
+                ),
+                rss_bytes=pb.UInt64Value(value=saturating_sum(u.memory_rss_bytes for u in samples)),
             )
         )
         linux.process.CopyFrom(
             pb.ProcessUsage(
                 timestamp=ts,
-                process_count=pb.UInt64Value(value=sum(u.process_count for u in samples)),
+                process_count=pb.UInt64Value(
+                    value=saturating_sum(u.process_count for u in samples)
+                ),
             )
         )
     return pb.PodSandboxStats(attributes=attributes, linux=linux)

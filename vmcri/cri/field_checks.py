@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from vmcri.errors import InvalidArgument, NotFound
+from vmcri.ids import could_name
 
 Check = Callable[[Any, str], None]
 
-_ID_PREFIX_RE = re.compile(r"^[0-9a-f]{1,64}$")
 # RFC 1123 labels joined by dots; underscores as kubelet's own hostnames allow.
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 # A printable word: no whitespace or control characters (resolv.conf, /etc/hosts lines).
@@ -53,12 +53,12 @@ def lookup_id(value: str, where: str) -> None:
     What cannot be one names nothing: NOT_FOUND, as for a well-formed unknown ID, so
     that a client sees the same answer for both and nothing further looks for it.
     """
-    if not _ID_PREFIX_RE.match(value):
+    if not could_name(value):
         raise NotFound(f"{where}: {_show(value)} names nothing (IDs are 64 lowercase hex digits)")
 
 
 def id_prefix(value: str, where: str) -> None:
-    if not _ID_PREFIX_RE.match(value):
+    if not could_name(value):
         raise InvalidArgument(f"{where}: {_show(value)} is not an ID or an ID prefix")
 
 

@@ -84,9 +84,18 @@ class Rule:
     max_bytes: int | None = None  # strings and bytes
     max_items: int | None = None  # repeated fields and maps
     check: c.Check | None = None  # each value (each item of a repeated field)
+    required: bool = False  # a scalar that must be set (proto3 cannot say so itself)
 
 
 _ID = Rule(check=c.lookup_id)
+# The four teardown RPCs are idempotent (CRI: "must not return an error if ... already
+# removed"), so an ID of any shape that names nothing is success, as it is in containerd
+# (a NotFound there is success); the runtime looks nothing up and builds nothing from one
+# that cannot be an ID (vmcri.ids.could_name). The generic limits still bound it (4 KiB,
+# no NUL). An empty ID is no ID at all but a request without its one field: refused, as
+# containerd ("prefix can't be empty") and CRI-O ("PodSandboxId should not be empty") do,
+# since as a prefix it would match every record.
+_TEARDOWN_ID = Rule(required=True)
 _ID_PREFIX = Rule(check=c.id_prefix)
 _ABSOLUTE = Rule(check=c.absolute_path)
 _NAME = Rule(max_bytes=MAX_NAME_BYTES, check=c.word)
@@ -98,9 +107,11 @@ _CREDENTIAL = Rule(max_bytes=MAX_CREDENTIAL_BYTES)
 _BYTES = Rule(check=c.in_range(0, MAX_MEMORY_BYTES))
 
 RULES: dict[str, Rule] = {
+    "StopPodSandboxRequest.pod_sandbox_id": _TEARDOWN_ID,
+    "RemovePodSandboxRequest.pod_sandbox_id": _TEARDOWN_ID,
+    "StopContainerRequest.container_id": _TEARDOWN_ID,
+    "RemoveContainerRequest.container_id": _TEARDOWN_ID,
     # IDs vmcri gave out (or a prefix of one, as the store resolves); filters match on a prefix.
-    "StopPodSandboxRequest.pod_sandbox_id": _ID,
-    "RemovePodSandboxRequest.pod_sandbox_id": _ID,
     "PodSandboxStatusRequest.pod_sandbox_id": _ID,
     "UpdatePodSandboxResourcesRequest.pod_sandbox_id": _ID,
     "CreateContainerRequest.pod_sandbox_id": _ID,
@@ -109,8 +120,6 @@ RULES: dict[str, Rule] = {
     "CheckpointPodRequest.pod_sandbox_id": _ID,
     "CheckpointPodRequest.container_ids": _ID,
     "StartContainerRequest.container_id": _ID,
-    "StopContainerRequest.container_id": _ID,
-    "RemoveContainerRequest.container_id": _ID,
     "ContainerStatusRequest.container_id": _ID,
     "UpdateContainerResourcesRequest.container_id": _ID,
     "ReopenContainerLogRequest.container_id": _ID,

@@ -47,9 +47,25 @@ def _short_name(field: FieldDescriptor) -> str:
     return field.full_name.removeprefix(f"{package}.") if package else field.full_name
 
 
+def _required(owner: Any) -> tuple[str, ...]:
+    """The fields of ``owner`` whose rule says they must be set."""
+    return tuple(f.name for f in owner.fields if rule_for(f).required)
+
+
+_REQUIRED: dict[str, tuple[str, ...]] = {}
+
+
 def _message(msg: Message, path: str, depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise InvalidArgument(f"{path}: nested too deep")
+    owner = msg.DESCRIPTOR
+    required = _REQUIRED.get(owner.full_name)
+    if required is None:
+        required = _REQUIRED[owner.full_name] = _required(owner)
+    for name in required:
+        if not getattr(msg, name):
+            where = f"{path}.{name}" if path else name
+            raise InvalidArgument(f"{where}: must not be empty")
     for field, value in msg.ListFields():
         where = f"{path}.{field.name}" if path else field.name
         rule = rule_for(field)

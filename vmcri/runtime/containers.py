@@ -29,13 +29,14 @@ from vmcri.errors import (
 )
 from vmcri.handlers.base import ContainerUsage, ExecResult, SandboxBackend
 from vmcri.host.imagevolumes import check_sub_path
-from vmcri.ids import new_id
+from vmcri.ids import could_name, new_id
 from vmcri.model import ContainerConfig, Resources
 from vmcri.runtime import identity
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import ContainerEvent, EventType
 from vmcri.runtime.host_namespaces import check_host_namespaces
 from vmcri.runtime.pod_checks import PodChecks
+from vmcri.runtime.usage_bounds import bounded
 from vmcri.store.records import (
     ContainerRecord,
     ContainerState,
@@ -188,10 +189,13 @@ class ContainerService:
         ``deadline`` (``time.monotonic()``) is the RPC's: no wait goes past it. A stopped
         or unknown container is success: the CRI makes StopContainer idempotent, and
         kubelet repeats it after restarts for containers that are gone. Raises
-        DeadlineExceeded when the container is still running after SIGKILL.
+        DeadlineExceeded when the container is still running after SIGKILL. An ID of any
+        shape that cannot name a container is success too (nothing is looked up from it).
         """
         if timeout_s < 0:
             raise InvalidArgument("timeout: must not be negative")
+        if not could_name(container_id):
+            return
         container = self._s.store.containers.find(container_id)
         if container is None or container.state is ContainerState.EXITED:
             return
@@ -256,7 +260,10 @@ class ContainerService:
             self._exited.notify_all()
 
     def remove(self, container_id: str) -> None:
-        """Remove it, stopping it first if it runs; an unknown container is success."""
+        """Remove it, stopping it first if it runs; an unknown container is success, so is
+        an ID of any shape that cannot name one (nothing is looked up from it)."""
+        if not could_name(container_id):
+            return
         container = self._s.store.containers.find(container_id)
         if container is None:
             return
@@ -401,7 +408,8 @@ class ContainerService:
             return container, None
         sandbox = self._sandbox(container.sandbox_id)
         try:
-            return container, self._backend(sandbox).container_usage(sandbox, container)
+            sample = self._backend(sandbox).container_usage(sandbox, container)
+            return container, bounded(sample, self._s.memory_bound, self._s.clock())
         except VmcriError as exc:
             if not best_effort:
                 raise

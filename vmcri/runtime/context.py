@@ -13,6 +13,7 @@ from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import HandlerRegistry
 from vmcri.network.service import PodNetworking
 from vmcri.runtime.events import EventBus
+from vmcri.runtime.usage_bounds import MAX_MEMORY_BYTES
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.store.store import Store
 
@@ -44,6 +45,9 @@ class Services:
     # (unit tests with fake backends).
     networking: PodNetworking | None = None
     clock: Callable[[], int] = time.time_ns
+    # No memory figure of a usage sample may pass it (vmcri.runtime.usage_bounds): the
+    # daemon sets the host's MemTotal, which no pod (runc or VM) can have more than.
+    memory_bound: int = MAX_MEMORY_BYTES
     # Called with a container ID when a backend has recorded its exit (the container
     # service folds it into the record and wakes a waiting StopContainer).
     exit_listeners: list[Callable[[str], None]] = field(default_factory=list)

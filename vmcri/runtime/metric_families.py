@@ -94,6 +94,16 @@ def _io(field: str) -> Callable[[Sampled], Points]:
     return points
 
 
+def _blkio(s: Sampled) -> Points:
+    """cAdvisor's device label is the device node ("/dev/vda"), "" when it has no name;
+    major and minor are its numbers; the operations of io.stat are Read and Write."""
+    for d in s.usage.counters.io:
+        node = "" if ":" in d.device else f"/dev/{d.device}"
+        numbers = (str(d.major), str(d.minor))
+        yield ((node, *numbers, "Read"), d.read_bytes)
+        yield ((node, *numbers, "Write"), d.write_bytes)
+
+
 def _failures(s: Sampled) -> Points:
     c = s.usage.counters
     return (
@@ -278,6 +288,13 @@ DESCRIPTORS: tuple[MetricDescriptor, ...] = (
         C,
         _io("writes"),
         extra_labels=DEVICE,
+    ),
+    MetricDescriptor(
+        "container_blkio_device_usage_total",
+        "Blkio Device bytes usage",
+        C,
+        _blkio,
+        extra_labels=("device", "major", "minor", "operation"),
     ),
     # Processes
     MetricDescriptor(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from vmcri.handlers.base import ContainerUsage
 from vmcri.network.netstats import InterfaceCounters
@@ -35,6 +36,7 @@ from vmcri.runtime.metric_families import (
     MetricKind,
     Sampled,
 )
+from vmcri.runtime.usage_bounds import saturating_sum
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.usage import DeviceIo, UsageCounters
 
@@ -76,27 +78,32 @@ def _labels(sandbox: SandboxRecord, container: ContainerRecord | None) -> tuple[
 
 
 def _sum(usages: Sequence[ContainerUsage]) -> ContainerUsage:
-    """The pod's usage: every count summed (block I/O per device), before any unit change."""
-    io: dict[str, list[int]] = {}
+    """The pod's usage: every count summed (block I/O per device), before any unit change;
+    each sum saturates at the wire's 2^64-1 (vmcri.runtime.usage_bounds)."""
+    io: dict[tuple[str, int, int], list[int]] = {}
     for u in usages:
         for d in u.counters.io:
-            totals = io.setdefault(d.device, [0, 0, 0, 0])
+            totals = io.setdefault((d.device, d.major, d.minor), [0, 0, 0, 0])
             for k, v in enumerate((d.read_bytes, d.write_bytes, d.reads, d.writes)):
-                totals[k] += v
+                totals[k] = saturating_sum((totals[k], v))
     counters = {
-        f.name: sum(getattr(u.counters, f.name) for u in usages)
+        f.name: saturating_sum(getattr(u.counters, f.name) for u in usages)
         for f in dataclasses.fields(UsageCounters)
         if f.name != "io"
     }
-    plain = {
-        f.name: sum(getattr(u, f.name) for u in usages)
+    plain: dict[str, Any] = {
+        f.name: saturating_sum(getattr(u, f.name) for u in usages)
         for f in dataclasses.fields(ContainerUsage)
         if f.name not in ("timestamp", "counters", "layer_fs")
     }
     return ContainerUsage(
         timestamp=max(u.timestamp for u in usages),
         counters=UsageCounters(
-            **counters, io=tuple(DeviceIo(dev, *v) for dev, v in sorted(io.items()))
+            **counters,
+            io=tuple(
+                DeviceIo(dev, v[0], v[1], v[2], v[3], major=major, minor=minor)
+                for (dev, major, minor), v in sorted(io.items())
+            ),
         ),
         **plain,
     )

@@ -25,7 +25,7 @@ from vmcri.errors import InvalidArgument, NotFound, VmcriError
 from vmcri.handlers.base import SandboxBackend
 from vmcri.handlers.registry import Handler
 from vmcri.handlers.runc.pod_files import pod_hostname
-from vmcri.ids import new_id
+from vmcri.ids import could_name, new_id
 from vmcri.metrics import families as metrics
 from vmcri.model import NamespaceMode, PodConfig, Resources
 from vmcri.network.hostports import check_host_ports
@@ -177,7 +177,10 @@ class PodService:
         return self._s.store.sandboxes.set_state_fields(sandbox.id, network=released)
 
     def stop(self, sandbox_id: str) -> None:
-        """Stop every container and the sandbox. Unknown or stopped sandboxes are success."""
+        """Stop every container and the sandbox. Unknown or stopped sandboxes are success,
+        so is an ID of any shape that cannot name one (nothing is looked up from it)."""
+        if not could_name(sandbox_id):
+            return
         sandbox = self._s.store.sandboxes.find(sandbox_id)
         if sandbox is None:
             return
@@ -191,7 +194,10 @@ class PodService:
         self._s.store.sandboxes.set_state_fields(sandbox.id, state=SandboxState.NOTREADY)
 
     def remove(self, sandbox_id: str) -> None:
-        """Stop it if needed, remove its containers and everything it held; idempotent."""
+        """Stop it if needed, remove its containers and everything it held; idempotent
+        (an unknown ID, or one of any shape that cannot name a sandbox, is success)."""
+        if not could_name(sandbox_id):
+            return
         sandbox = self._s.store.sandboxes.find(sandbox_id)
         if sandbox is None:
             return

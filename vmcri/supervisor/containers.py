@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 10.0
 """How long StopPodSandbox waits for its containers' exits after SIGKILL."""
+STATS_CALL_TIMEOUT_S = 2.0
+"""Longest wait for an agent's stats answer: a healthy agent reads a few cgroup files in
+milliseconds, even under TCG; a frozen one must not hold kubelet's stats calls (it asks
+every pod in one call, with a 2 minute deadline) for the call timeout of 60 s."""
 EXEC_OUTPUT_LIMIT = 480 * 1024
 """Per stream, for ExecSync: both streams must fit one agent frame (1 MiB)."""
 
@@ -269,7 +273,9 @@ class SupervisedContainers:
         self.link(sandbox).reopen_log(container.id)
 
     def usage(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerUsage:
-        found = self.link(sandbox).client.stats([container.id]).containers
+        """Raises DeadlineExceeded after STATS_CALL_TIMEOUT_S, AgentUnavailable, ..."""
+        client = self.link(sandbox).client
+        found = client.stats([container.id], timeout=STATS_CALL_TIMEOUT_S).containers
         stats = found[0] if found else None
         upper = self._place.writable_layer(sandbox.id, container.id)
         used, inodes = tree_usage(upper)

@@ -53,6 +53,30 @@ def test_pod_runs_a_container_that_logs_execs_reports_stats_and_goes_away(vm_env
     )
     assert [c.attributes.id for c in pod_stats.stats.linux.containers] == [cid]
 
+    # Block I/O of the container's cgroup in the guest (io.stat), with cAdvisor's labels.
+    # Its file systems are the pod share (9p), not a disk of the guest: what it writes is
+    # no block I/O of its own, and no series may be invented for it.
+    keys = {
+        d.name: list(d.label_keys)
+        for d in vm_env.runtime.ListMetricDescriptors(
+            pb.ListMetricDescriptorsRequest(), timeout=30
+        ).descriptors
+    }
+    assert keys["container_blkio_device_usage_total"][6:] == [
+        "device", "major", "minor", "operation"
+    ]  # fmt: skip
+    write = ["dd", "if=/dev/zero", "of=/blk", "bs=64k", "count=16", "conv=fsync"]
+    wrote = vm_env.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=cid, cmd=write, timeout=60), timeout=90
+    )
+    assert wrote.exit_code == 0, wrote.stderr
+    response = vm_env.runtime.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), timeout=30)
+    [metrics] = [m for m in response.pod_metrics if m.pod_sandbox_id == sandbox_id]
+    [container] = metrics.container_metrics
+    names = {m.name for m in container.metrics}
+    assert "container_fs_writes_bytes_total" in names
+    assert "container_blkio_device_usage_total" not in names
+
     vm_env.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10), timeout=60)
     stopped = vm_env.status(cid)
     assert stopped.state == pb.CONTAINER_EXITED
@@ -223,3 +247,30 @@ def test_daemon_kill9_and_restart_keeps_the_pod(vm_env: VmEnv) -> None:
     assert result.stdout == b"still here\n"
     vm_env.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=2), timeout=60)
     assert vm_env.status(cid).state == pb.CONTAINER_EXITED
+
+
+def test_a_process_the_image_cannot_run_and_teardowns_of_ids_of_any_shape(
+    vm_env: VmEnv,
+) -> None:
+    sandbox_id, pod = vm_env.run_pod("refusals")
+    with pytest.raises(grpc.RpcError) as info:
+        vm_env.create(sandbox_id, pod, "nope", ["/no/such/binary"])
+    # The guest's runc refused it because of the image: named, and not INTERNAL.
+    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION, info.value.details()
+    assert "'/no/such/binary' does not exist in the image" in str(info.value.details())
+    listed = vm_env.runtime.ListContainers(pb.ListContainersRequest(), timeout=30)
+    assert [c for c in listed.containers if c.pod_sandbox_id == sandbox_id] == []
+
+    # CRI: the four teardowns are idempotent, whatever the shape of an ID naming nothing.
+    runtime = vm_env.runtime
+    before = sorted(vm_env.state_dir(sandbox_id).rglob("*"))
+    for gone in ("3f2504e0-4f89-11d3-9a0c-0305e82c3301", "../" + sandbox_id, "a" * 65, "\u00e9"):
+        runtime.StopContainer(pb.StopContainerRequest(container_id=gone, timeout=1), timeout=30)
+        runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=gone), timeout=30)
+        runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=gone), timeout=30)
+        runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=gone), timeout=30)
+    assert vm_env.pod_state(sandbox_id) == pb.SANDBOX_READY
+    assert sorted(vm_env.state_dir(sandbox_id).rglob("*")) == before
+    assert domain_exists(sandbox_id)
+    runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+    runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)

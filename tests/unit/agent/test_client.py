@@ -379,3 +379,38 @@ def test_a_quiet_guest_is_not_a_send_timeout(guest: FakeGuest) -> None:
     _in_thread(lambda: guest.answer(agent_pb2.Response(ping=agent_pb2.PingResponse())))
     client.ping()
     client.close()
+
+
+def test_a_guest_that_breaks_the_protocol_right_after_the_handshake_is_reconnected() -> None:
+    """The race on the reconnect flag, made certain: the reconnector's connect() succeeds,
+    and before that loop ends the reader drops the new connection (the guest sent a frame
+    of an unknown kind at once). The client must connect again, not stay disconnected."""
+    first, breaker, third = FakeGuest(), FakeGuest(), FakeGuest()
+    peers = iter([first, breaker, third])
+    reconnects: list[bool] = []
+
+    def on_reconnect() -> None:
+        # Runs in the reconnector after its connect() succeeded: hold it there until the
+        # reader has dropped the connection, which is the losing order of the race.
+        if not reconnects:
+            breaker.send(FrameKind.HELLO, 0, b"")  # a HELLO from the guest: a breach
+            wait_for(lambda: isinstance(client.last_error, ProtocolError), 5, "the breach")
+        reconnects.append(client.connected)
+
+    client = AgentClient(
+        "unix:///fake",
+        connector=lambda url, timeout: next(peers).host,
+        reconnect=True,
+        on_reconnect=on_reconnect,
+    )
+    _in_thread(first.handshake)
+    client.connect()
+    _in_thread(breaker.handshake)
+    third_hello = _in_thread(third.handshake)
+    first.sock.close()  # the guest drops: the client reconnects, to the breaker
+    third_hello.join(5)
+    wait_for(lambda: client.connected, 5, "a reconnect after the breach")
+    assert reconnects[0] is False  # the breaker's connection was gone when the loop looked
+    client.close()
+    for peer in (first, breaker, third):
+        peer.sock.close()

@@ -98,7 +98,8 @@ def test_cgroup_v2_reader_counters_for_cri_metrics(tmp_path: Path) -> None:
     assert (s.memory_cache_bytes, s.memory_mapped_file_bytes, s.memory_kernel_bytes) == (20, 3, 40)
     assert (s.memory_max_usage_bytes, s.memory_failcnt, s.threads_max) == (700, 6, 0)
     assert (s.pgfault, s.pgmajfault, s.pgfault_hierarchy) == (11, 2, 11)
-    assert s.io[1] == DeviceIoStats("999:9", 1, 2, 3, 4)  # no such device: its numbers
+    assert s.io[1] == DeviceIoStats("999:9", 1, 2, 3, 4, major=999, minor=9)  # no such device
+    assert (s.io[0].major, s.io[0].minor) == (253, 0)
     assert (s.io[0].read_bytes, s.io[0].reads, s.io[0].writes) == (4096, 3, 1)
     # This very process: at least one thread and its open files (the counting is real).
     assert s.processes.processes == 1 and s.processes.threads >= 1
@@ -246,14 +247,19 @@ def test_find_virtio_port_by_name(tmp_path: Path) -> None:
 
 def test_the_host_bounds_the_counters_a_guest_sends() -> None:
     good = agent_pb2.UsageCounters(
-        cpu_user_ns=5, sockets=2, oom_events=1, io=[agent_pb2.DeviceIo(device="vda", reads=3)]
+        cpu_user_ns=5,
+        sockets=2,
+        oom_events=1,
+        io=[agent_pb2.DeviceIo(device="vda", reads=3, major=253, minor=16)],
     )
     got = usage_counters(good)
     assert (got.cpu_user_ns, got.sockets, got.oom_events) == (5, 2, 1)
-    assert got.io == (DeviceIo("vda", reads=3),)
+    assert got.io == (DeviceIo("vda", reads=3, major=253, minor=16),)
     for bad in (
         agent_pb2.UsageCounters(threads=1 << 63),  # beyond int64: a lie
         agent_pb2.UsageCounters(io=[agent_pb2.DeviceIo(device="../../etc")]),
+        agent_pb2.UsageCounters(io=[agent_pb2.DeviceIo(device="vda", major=1 << 12)]),
+        agent_pb2.UsageCounters(io=[agent_pb2.DeviceIo(device="vda", minor=1 << 20)]),
         agent_pb2.UsageCounters(io=[agent_pb2.DeviceIo(device="d")] * 65),
         agent_pb2.UsageCounters(io=[agent_pb2.DeviceIo(device="vda", writes=1 << 63)]),
     ):

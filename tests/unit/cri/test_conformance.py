@@ -61,6 +61,25 @@ def test_stop_of_unknown_container_and_sandbox_succeeds(rt: Runtime) -> None:
     assert rt.services.store.containers.list() == []
 
 
+@pytest.mark.parametrize(
+    "gone",
+    ["3f2504e0-4f89-11d3-9a0c-0305e82c3301", "../../x", "a" * 65, "ABC", "d\u00e9j\u00e0/vu"],
+)
+def test_stop_and_remove_of_an_id_of_any_shape_succeed_and_touch_nothing(
+    rt: Runtime, tmp_path: Path, gone: str
+) -> None:
+    sandbox_id = _pod(rt)
+    container_id = _create(rt, sandbox_id)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    rt.servicer.StopContainer(pb.StopContainerRequest(container_id=gone, timeout=1), CTX)
+    rt.servicer.RemoveContainer(pb.RemoveContainerRequest(container_id=gone), CTX)
+    rt.servicer.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=gone), CTX)
+    rt.servicer.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=gone), CTX)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert [c.id for c in rt.services.store.containers.list()] == [container_id]
+    assert rt.services.store.sandboxes.get(sandbox_id).state.name == "READY"
+
+
 def test_a_writable_image_volume_is_refused_naming_the_field(rt: Runtime) -> None:
     mount = pb.Mount(container_path="/data", image=pb.ImageSpec(image="app:1"), readonly=False)
     sandbox_id = _pod(rt)

@@ -42,7 +42,8 @@ NETWORK = {
     for what in ("bytes", "packets", "packets_dropped", "errors")
 }
 ALSO = {"container_memory_kernel_usage", "container_memory_failcnt", "container_spec_cpu_quota",
-        "container_fs_inodes_total", "container_fs_inodes_free"}  # fmt: skip
+        "container_fs_inodes_total", "container_fs_inodes_free",
+        "container_blkio_device_usage_total"}  # fmt: skip
 
 
 def test_every_family_of_the_issue_and_kubelets_conformance_test_is_described() -> None:
@@ -52,6 +53,10 @@ def test_every_family_of_the_issue_and_kubelets_conformance_test_is_described() 
     assert all(k[: len(LABEL_KEYS)] == LABEL_KEYS for k in keys.values())
     assert keys["container_memory_failures_total"][6:] == ("failure_type", "scope")
     assert keys["container_fs_reads_total"][6:] == ("device",)
+    # cAdvisor's: kubelet's cAdvisor-from-CRI path reads these labels.
+    assert keys["container_blkio_device_usage_total"][6:] == (
+        "device", "major", "minor", "operation"
+    )  # fmt: skip
     assert all(keys[n][6:] == ("interface",) for n in NETWORK)
     assert all(d.help for d in ALL_DESCRIPTORS)
 
@@ -104,7 +109,10 @@ def _values(samples: tuple[MetricSample, ...], name: str) -> dict[tuple[str, ...
 
 def _metrics() -> tuple[PodMetrics, ContainerRecord]:
     sandbox, a, b = _records(started_at=1_700_000_000 * S + 5)
-    io = (DeviceIo("vda", 4096, 0, 1, 0), DeviceIo("vdb", 10, 20, 1, 2))
+    io = (
+        DeviceIo("vda", 4096, 0, 1, 0, major=253, minor=0),
+        DeviceIo("vdb", 10, 20, 1, 2, major=253, minor=16),
+    )
     eth0 = InterfaceCounters("eth0", 1000, 10, 1, 2, 500, 5, 0, 3)
     got = pod_metrics(
         sandbox,
@@ -127,6 +135,10 @@ def test_container_values_come_from_the_sample_and_the_record() -> None:
     assert _values(ca, "container_fs_usage_bytes") == {("loop3",): 4096}
     assert _values(ca, "container_fs_limit_bytes") == {("loop3",): 10 << 30}
     assert _values(ca, "container_fs_reads_bytes_total") == {("vda",): 4096, ("vdb",): 10}
+    assert _values(ca, "container_blkio_device_usage_total") == {
+        ("/dev/vda", "253", "0", "Read"): 4096, ("/dev/vda", "253", "0", "Write"): 0,
+        ("/dev/vdb", "253", "16", "Read"): 10, ("/dev/vdb", "253", "16", "Write"): 20,
+    }  # fmt: skip
     assert _values(ca, "container_processes") == {(): 2}
     assert _values(ca, "container_spec_cpu_period") == {(): 50_000}
     assert _values(ca, "container_spec_cpu_quota") == {(): 25_000}
@@ -156,6 +168,9 @@ def test_pod_samples_sum_usage_before_units_change_and_carry_the_network() -> No
     assert _values(pod, "container_cpu_usage_seconds_total") == {(): 5}  # 5.1 s, not 3 + 1
     assert _values(pod, "container_memory_working_set_bytes") == {(): 800}
     assert _values(pod, "container_fs_reads_total") == {("vda",): 1, ("vdb",): 1}
+    assert _values(pod, "container_blkio_device_usage_total")[
+        ("/dev/vdb", "253", "16", "Write")
+    ] == 20  # fmt: skip
     per_container_only = ("container_spec_cpu_period", "container_fs_limit_bytes",
                           "container_start_time_seconds", "container_threads_max")  # fmt: skip
     for name in per_container_only:

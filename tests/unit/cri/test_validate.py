@@ -452,18 +452,57 @@ def test_capability_names_and_masked_paths_are_checked() -> None:
 # ---------------------------------------------------------------- IDs and times
 
 
-@pytest.mark.parametrize("value", ["../../etc/passwd", "ABCDEF", "x" * 65, "a" * 65, "nope"])
+MALFORMED_IDS = [
+    "../../etc/passwd",
+    "ABCDEF",
+    "x" * 65,
+    "a" * 65,
+    "nope",
+    "3f2504e0-4f89-11d3-9a0c-0305e82c3301",  # a UUID
+    "a/b",
+    "..",
+    "\u00e9t\u00e9-\U0001f600",
+    "z" * limits.MAX_STRING_BYTES,
+]
+
+
+@pytest.mark.parametrize("value", MALFORMED_IDS)
 def test_what_cannot_be_an_id_names_nothing(value: str) -> None:
-    error = refusal(pb.RemoveContainerRequest(container_id=value))
+    error = refusal(pb.ContainerStatusRequest(container_id=value))
     assert isinstance(error, NotFound)
     assert error.message.startswith("container_id:")
 
 
+TEARDOWNS = [
+    lambda v: pb.StopPodSandboxRequest(pod_sandbox_id=v),
+    lambda v: pb.RemovePodSandboxRequest(pod_sandbox_id=v),
+    lambda v: pb.StopContainerRequest(container_id=v, timeout=1),
+    lambda v: pb.RemoveContainerRequest(container_id=v),
+]
+
+
+@pytest.mark.parametrize("value", MALFORMED_IDS)
+@pytest.mark.parametrize("teardown", TEARDOWNS)
+def test_the_idempotent_teardowns_take_an_id_of_any_shape(value: str, teardown: Any) -> None:
+    # CRI: Stop and Remove succeed for what names nothing; the runtime decides, the edge
+    # lets them through (vmcri.ids.could_name keeps the store and paths out of it).
+    check_request(teardown(value))
+
+
+@pytest.mark.parametrize("teardown", TEARDOWNS)
+def test_the_idempotent_teardowns_still_refuse_an_empty_id_or_a_nul(teardown: Any) -> None:
+    error = refusal(teardown(""))
+    assert isinstance(error, InvalidArgument)
+    assert error.message.endswith("_id: must not be empty")
+    assert isinstance(refusal(teardown("ab\x00cd")), InvalidArgument)
+    assert isinstance(refusal(teardown("a" * (limits.MAX_STRING_BYTES + 1))), InvalidArgument)
+
+
 def test_an_id_or_its_prefix_passes() -> None:
-    check_request(pb.StopPodSandboxRequest(pod_sandbox_id=new_id()))
-    check_request(pb.StopPodSandboxRequest(pod_sandbox_id="deadbeef"))
+    check_request(pb.PodSandboxStatusRequest(pod_sandbox_id=new_id()))
+    check_request(pb.PodSandboxStatusRequest(pod_sandbox_id="deadbeef"))
     # One letter past the hex digits is not an ID.
-    assert isinstance(refusal(pb.StopPodSandboxRequest(pod_sandbox_id="deadbeeg")), NotFound)
+    assert isinstance(refusal(pb.PodSandboxStatusRequest(pod_sandbox_id="deadbeeg")), NotFound)
 
 
 def test_filter_ids_must_be_prefixes_of_ids() -> None:

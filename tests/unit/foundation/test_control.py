@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vmcri.control import LOCK_NAME, daemon_pid, stop_daemon
+from vmcri.control import daemon_pid, lock_path, stop_daemon
 
 # A stand-in daemon: takes the lock the way Daemon does, releases it on SIGTERM.
 HOLDER = """
@@ -41,7 +41,8 @@ def test_stop_signals_the_lock_holder_and_waits_for_it(tmp_path: Path) -> None:
 
 def test_stale_lock_file_naming_a_live_process_is_not_signalled(tmp_path: Path) -> None:
     # The pid of a daemon long gone may now be anyone's: here it is the test itself.
-    (tmp_path / LOCK_NAME).write_text(str(os.getpid()))
+    lock_path(tmp_path).parent.mkdir()
+    lock_path(tmp_path).write_text(str(os.getpid()))
     assert stop_daemon(tmp_path, timeout_s=1) is None
 
 

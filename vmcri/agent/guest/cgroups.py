@@ -42,6 +42,8 @@ class DeviceIoStats(NamedTuple):
     write_bytes: int = 0
     reads: int = 0
     writes: int = 0
+    major: int = 0  # the device's numbers, for the metrics' major and minor labels
+    minor: int = 0
 
 
 class CgroupStats(NamedTuple):
@@ -221,6 +223,7 @@ def _io_v2(path: Path) -> tuple[DeviceIoStats, ...]:
                 write_bytes=_num(fields.get("wbytes")),
                 reads=_num(fields.get("rios")),
                 writes=_num(fields.get("wios")),
+                **_numbers(dev),
             )
         )
     return tuple(out)
@@ -241,9 +244,18 @@ def _io_v1(blkio: Path) -> tuple[DeviceIoStats, ...]:
             write_bytes=v.get("Write_bytes", 0),
             reads=v.get("Read_ops", 0),
             writes=v.get("Write_ops", 0),
+            **_numbers(dev),
         )
         for dev, v in list(totals.items())[:MAX_DEVICES]
     )
+
+
+def _numbers(dev: str) -> dict[str, int]:
+    """``major`` and ``minor`` of a "MAJ:MIN" key (0 and 0 when it is not one)."""
+    major, _, minor = dev.partition(":")
+    if major.isdigit() and minor.isdigit():
+        return {"major": int(major), "minor": int(minor)}
+    return {"major": 0, "minor": 0}
 
 
 def _name(dev: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vmcri.agent import RUNTIME_COMMAND_TIMEOUT_S
 from vmcri.agent.guest.processes import Reaper, RunResult, Waiter
+from vmcri.agent.guest.runc_errors import image_refusal
 from vmcri.errors import HostCommandError, NotFound
 
 COMMAND_TIMEOUT_S = RUNTIME_COMMAND_TIMEOUT_S
@@ -84,7 +85,8 @@ class Runc:
         """``runc create``; the container's stdio are the given fds (or its console socket).
 
         Raises:
-            HostCommandError: runc failed.
+            FailedPrecondition: the image cannot run the process (runc_errors).
+            HostCommandError: runc failed otherwise.
         """
         args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
         if console_socket is not None:
@@ -99,10 +101,13 @@ class Runc:
         timed_out = waiter.wait_or_kill(COMMAND_TIMEOUT_S)
         proc.returncode = waiter.exit_code
         if waiter.exit_code != 0:
+            errors = read_log_errors(log)
+            refusal = None if timed_out else image_refusal(container_id, errors)
+            if refusal is not None:
+                raise refusal
             how = f"did not finish within {COMMAND_TIMEOUT_S:g} s" if timed_out else "failed"
             raise HostCommandError(
-                f"runc create {container_id} {how}: {read_log_errors(log)}",
-                returncode=waiter.exit_code,
+                f"runc create {container_id} {how}: {errors}", returncode=waiter.exit_code
             )
 
     def start(self, container_id: str) -> None:

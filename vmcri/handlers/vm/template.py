@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vmcri.errors import TemplateUnusable, VmcriError
+from vmcri.host.lock_file import open_lock_file
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +186,11 @@ class TemplateStore:
 
     @contextlib.contextmanager
     def lock(self, blocking: bool = True) -> Iterator[bool]:
-        """Builds of daemons sharing the directory take turns (an flock on ``.lock``)."""
+        """Builds of daemons sharing the directory take turns (an flock on ``.lock``),
+        a file only root can open (vmcri.host.lock_file): a user who could open it could
+        hold it and stop every build."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_lock_file(self.directory / ".lock", dir_mode=None)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
