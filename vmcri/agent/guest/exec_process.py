@@ -7,12 +7,12 @@ environment; the exec sets ``args``, ``terminal`` and ``consoleSize``, and a tty
 ``TERM=xterm`` on top of the container's environment (containerd's ``WithEnv``: an entry
 replaces the container's of the same name, a new one is appended).
 
-The agent hands the result to the runtime with ``exec --process FILE``. Without one,
-runc 1.1 copies the container's process itself, but crun (the guest's default) starts
-the exec as root with its own defaults: no supplemental groups, every capability of the
-bounding set, no ``noNewPrivileges``. Neither takes a file's process and the container's
-mixed: the file is the whole process. The container's ``linux.seccomp`` is not part of
-it; both runtimes apply the container's filter to every exec.
+The agent hands the result to the runtime with ``exec --process FILE``, which both runc
+and crun take as the whole process (nothing of the container's is merged in). Without
+one, runc 1.1 copies the container's process itself, but crun (the guest's default)
+starts the exec as root with its own defaults: no supplemental groups, every capability
+of the bounding set. The container's ``linux.seccomp`` is not part of the process; both
+runtimes apply the container's filter to every exec.
 
 crun 1.8 also ignores a file's ``oomScoreAdj`` in an exec (it sets it only at create):
 the exec inherits the runtime's own score, so the runtime is started with the
