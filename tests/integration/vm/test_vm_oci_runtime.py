@@ -1,5 +1,6 @@
 """The guest's OCI runtime: crun by default, runc when the handler asks for it
-(options.oci_runtime), each running the same containers through the same agent."""
+(options.oci_runtime), each running the same containers through the same agent, and
+each running an exec as the container's own process (user, groups, capabilities)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,15 @@ backend = "vm"
 oci_runtime = "runc"
 template = "off"
 """
+AS_USER = pb.LinuxContainerConfig(
+    security_context=pb.LinuxContainerSecurityContext(
+        run_as_user=pb.Int64Value(value=1001),
+        supplemental_groups=[1234],
+        # PID 1 of its own namespace is the container's process, to compare an exec with.
+        namespace_options=pb.NamespaceOption(pid=pb.NamespaceMode.CONTAINER),
+    )
+)
+IDENTITY = "grep -E '^(Uid|Gid|Groups|Cap...|NoNewPrivs):' /proc/{pid}/status"
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +58,22 @@ def test_the_guest_runs_containers_with_the_runtime_the_handler_names(
 
     second = env.create(sandbox_id, pod, "runs", ["sleep", "1000"])
     env.start(second)
-    result = env.runtime.ExecSync(
-        pb.ExecSyncRequest(container_id=second, cmd=["sh", "-c", "echo e; exit 4"], timeout=60),
-        timeout=120,
-    )
+    result = _exec(env, second, "echo e; exit 4")
     assert (result.exit_code, result.stdout) == (4, b"e\n")
     env.runtime.StopContainer(pb.StopContainerRequest(container_id=second, timeout=1), timeout=60)
     assert env.status(second).exit_code == 143  # the stop signal, through the runtime
+
+    third = env.create(sandbox_id, pod, "user", ["sleep", "1000"], linux=AS_USER)
+    env.start(third)
+    execd = _exec(env, third, IDENTITY.format(pid="$$")).stdout.decode()
+    main = _exec(env, third, IDENTITY.format(pid="1")).stdout.decode()
+    fields = dict(line.split(":", 1) for line in execd.splitlines())
+    assert fields["Uid"].split()[0] == "1001" and "1234" in fields["Groups"].split()
+    assert execd == main  # the container's own process, whichever runtime started the exec
     env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+
+
+def _exec(env: VmEnv, container_id: str, script: str) -> pb.ExecSyncResponse:
+    request = pb.ExecSyncRequest(container_id=container_id, cmd=["sh", "-c", script], timeout=60)
+    response: pb.ExecSyncResponse = env.runtime.ExecSync(request, timeout=120)
+    return response

@@ -3,7 +3,7 @@
 Per container ``<id>``::
 
     <state>/containers/<id>/            bundle: config.json, rootfs/ (overlay mount point), runc.log
-    <state>/containers/<id>/execs/      pid files of exec sessions
+    <state>/containers/<id>/execs/      pid and process files of execs
     <scratch>/<id>/upper, work          overlay upper and work dirs on guest-local storage
 
 Life cycle (``status``), changed only by this module::
@@ -91,6 +91,9 @@ class Container:
         self.stdin_once = False
         self.exited = threading.Event()
         self.execs: dict[str, object] = {}
+        self.process: dict[str, object] = {}
+        """The OCI process of its config.json, which every exec copies (exec_process.py);
+        kept from the spec the agent wrote, never read back from the bundle."""
 
     @property
     def rootfs(self) -> Path:
@@ -205,6 +208,7 @@ class ContainerManager:
         process = spec["process"]
         assert isinstance(process, dict)
         process["terminal"] = bool(req.tty)
+        container.process = process
         root = spec.get("root")
         readonly = bool(root.get("readonly", False)) if isinstance(root, dict) else False
         spec["root"] = {"path": container.root_path, "readonly": readonly}

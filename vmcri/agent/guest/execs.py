@@ -1,5 +1,7 @@
 """Processes run in a container with ``runc exec``: ExecSync and interactive sessions.
 
+Every exec runs as the container's own process with another command (exec_process.py),
+handed to the runtime as a process file next to its pid file in the bundle's ``execs/``.
 A session's output travels as OutputChunk events carrying its exec id, its end as one
 ExecExited event; stdin and resize arrive as WriteStdin/Resize requests. runc exec always
 detaches (runc.py says why): the process is the agent's child, waited for by its pid file.
@@ -12,14 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import subprocess
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from vmcri.agent.guest.containers import Container, ContainerManager
 from vmcri.agent.guest.exec_group import ExecGroup, kill_tree
+from vmcri.agent.guest.exec_process import exec_process, oom_score_adj
 from vmcri.agent.guest.processes import Waiter
 from vmcri.agent.guest.runc import COMMAND_TIMEOUT_S
 from vmcri.agent.guest.stdio import ConsoleSocket, Stdio, pump_pipes, pump_pty, set_winsize
@@ -47,6 +52,7 @@ class ExecSession:
         self.group = group
         self.stdio = Stdio()
         self.pid_file = container.bundle / "execs" / f"{exec_id}.pid"
+        self.process_file = container.bundle / "execs" / f"{exec_id}.json"
         self.exited = threading.Event()
         self.killed = False
 
@@ -75,6 +81,36 @@ def end_exec(group: ExecGroup | None, killed: bool) -> None:
     group.release()
 
 
+@contextlib.contextmanager
+def process_file(path: Path, process: Mapping[str, object]) -> Iterator[Path]:
+    """The exec's OCI process written to ``path`` (a new file) until the block ends.
+
+    ``path`` is in the agent's own bundle, never below the rootfs; still, a name that
+    exists already (or is a link) is refused rather than followed or overwritten.
+    Raises HostCommandError.
+    """
+    data = json.dumps(process).encode()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise HostCommandError(f"cannot write the exec's process file {path}: {exc}") from exc
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        except OSError as exc:
+            raise HostCommandError(f"cannot write the exec's process file {path}: {exc}") from exc
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _runc_cgroup(group: ExecGroup | None) -> str:
+    return group.runc_arg if group is not None else ""
+
+
 def _check_argv(argv: list[str]) -> list[str]:
     if not argv or not argv[0]:
         raise InvalidArgument("argv must not be empty")
@@ -100,23 +136,27 @@ class ExecManager:
         container = self._running(req.container_id)
         argv = _check_argv(list(req.argv))
         limit = min(req.max_output_bytes or MAX_EXEC_OUTPUT, MAX_EXEC_OUTPUT)
-        pid_file = container.bundle / "execs" / f"sync-{next(self._ids)}.pid"
+        name = f"sync-{next(self._ids)}"
+        pid_file = container.bundle / "execs" / f"{name}.pid"
+        process = exec_process(container.process, argv, tty=False)
         runc = self._containers.runc
         group = self._group(container)
         timed_out = True
         try:
-            result = runc.run_exec(
-                runc.exec_argv(
-                    container.container_id,
-                    argv,
+            with process_file(container.bundle / "execs" / f"{name}.json", process) as path:
+                result = runc.run_exec(
+                    runc.exec_argv(
+                        container.container_id,
+                        process_file=path,
+                        pid_file=pid_file,
+                        cgroup=_runc_cgroup(group),
+                        oom_score_adj=oom_score_adj(process),
+                    ),
                     pid_file=pid_file,
-                    cgroup=group.runc_arg if group is not None else "",
-                ),
-                pid_file=pid_file,
-                timeout=req.timeout_ms / 1000 if req.timeout_ms else None,
-                max_output=limit,
-                kill=lambda: kill_exec(group, pid_file),
-            )
+                    timeout=req.timeout_ms / 1000 if req.timeout_ms else None,
+                    max_output=limit,
+                    kill=lambda: kill_exec(group, pid_file),
+                )
             timed_out = result.timed_out
         finally:
             end_exec(group, killed=timed_out)
@@ -161,63 +201,92 @@ class ExecManager:
     def _spawn(
         self, session: ExecSession, argv: list[str], req: agent_pb2.ExecStartRequest
     ) -> None:
-        runc = self._containers.runc
-        cid = session.container.container_id
-        emit = self._containers._output_emitter(cid, session.exec_id)
-        group = session.group.runc_arg if session.group is not None else ""
-        if req.tty:
-            name = f"{cid[:8]}-{session.exec_id[:12]}.tty"
-            console = ConsoleSocket(self._containers.paths.console_socket(name))
-            try:
-                cmd = runc.exec_argv(
-                    cid, argv, pid_file=session.pid_file, console_socket=console.path, cgroup=group
-                )
-                runc.run_detached_exec(cmd, f"runc exec --tty in {cid}")
-                master = console.master()
-            finally:
-                console.close()
-            try:
-                pid = int(session.pid_file.read_text().strip())
-            except (OSError, ValueError) as exc:
-                os.close(master)
-                raise HostCommandError(f"runc exec in {cid} wrote no pid file: {exc}") from exc
-            waiter = self._containers.reaper.watch(pid)
-            set_winsize(master, req.rows, req.cols)
-            pump_pty(session.stdio, master, emit, name=f"tty-{session.exec_id}")
-        else:
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            in_r, in_w = os.pipe2(os.O_CLOEXEC) if req.stdin else (subprocess.DEVNULL, -1)
-            try:
-                proc, waiter = runc.spawn(
-                    runc.exec_argv(cid, argv, pid_file=session.pid_file, cgroup=group),
-                    stdin=in_r,
-                    stdout=out_w,
-                    stderr=err_w,
-                )
-            except BaseException:
-                for fd in (out_r, err_r, in_w):
-                    if fd >= 0:
-                        os.close(fd)
-                raise
-            finally:
-                for fd in (out_w, err_w, in_r):
-                    if fd >= 0:
-                        os.close(fd)
-            if in_w >= 0:
-                session.stdio.stdin_fd = in_w
-            # The runtime's own errors go to the session's stderr, like the process's.
-            pump_pipes(session.stdio, out_r, err_r, emit, name=f"out-{session.exec_id}")
-            try:
-                waiter = self._containers.reaper.started(
-                    proc, waiter, session.pid_file, COMMAND_TIMEOUT_S
-                )
-            except HostCommandError:
-                session.stdio.close()
-                raise
+        process = exec_process(
+            session.container.process, argv, tty=req.tty, rows=req.rows, cols=req.cols
+        )
+        # The runtime has read the file once it has started the process (or failed).
+        with process_file(session.process_file, process) as path:
+            if req.tty:
+                waiter = self._start_tty(session, path, oom_score_adj(process), req)
+            else:
+                waiter = self._start_pipes(session, path, oom_score_adj(process), req)
         threading.Thread(
             target=self._monitor, args=(session, waiter), name=session.exec_id, daemon=True
         ).start()
+
+    def _start_tty(
+        self,
+        session: ExecSession,
+        path: Path,
+        oom_adj: int | None,
+        req: agent_pb2.ExecStartRequest,
+    ) -> Waiter:
+        runc = self._containers.runc
+        cid = session.container.container_id
+        name = f"{cid[:8]}-{session.exec_id[:12]}.tty"
+        console = ConsoleSocket(self._containers.paths.console_socket(name))
+        try:
+            cmd = runc.exec_argv(
+                cid, process_file=path, pid_file=session.pid_file,
+                console_socket=console.path, cgroup=_runc_cgroup(session.group),
+                oom_score_adj=oom_adj,
+            )  # fmt: skip
+            runc.run_detached_exec(cmd, f"runc exec --tty in {cid}")
+            master = console.master()
+        finally:
+            console.close()
+        try:
+            pid = int(session.pid_file.read_text().strip())
+        except (OSError, ValueError) as exc:
+            os.close(master)
+            raise HostCommandError(f"runc exec in {cid} wrote no pid file: {exc}") from exc
+        waiter = self._containers.reaper.watch(pid)
+        # The process file's consoleSize sized it already; this covers a runtime that
+        # ignores it.
+        set_winsize(master, req.rows, req.cols)
+        emit = self._containers._output_emitter(cid, session.exec_id)
+        pump_pty(session.stdio, master, emit, name=f"tty-{session.exec_id}")
+        return waiter
+
+    def _start_pipes(
+        self,
+        session: ExecSession,
+        path: Path,
+        oom_adj: int | None,
+        req: agent_pb2.ExecStartRequest,
+    ) -> Waiter:
+        runc = self._containers.runc
+        cid = session.container.container_id
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        in_r, in_w = os.pipe2(os.O_CLOEXEC) if req.stdin else (subprocess.DEVNULL, -1)
+        try:
+            cmd = runc.exec_argv(
+                cid, process_file=path, pid_file=session.pid_file,
+                cgroup=_runc_cgroup(session.group), oom_score_adj=oom_adj,
+            )  # fmt: skip
+            proc, waiter = runc.spawn(cmd, stdin=in_r, stdout=out_w, stderr=err_w)
+        except BaseException:
+            for fd in (out_r, err_r, in_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        finally:
+            for fd in (out_w, err_w, in_r):
+                if fd >= 0:
+                    os.close(fd)
+        if in_w >= 0:
+            session.stdio.stdin_fd = in_w
+        # The runtime's own errors go to the session's stderr, like the process's.
+        emit = self._containers._output_emitter(cid, session.exec_id)
+        pump_pipes(session.stdio, out_r, err_r, emit, name=f"out-{session.exec_id}")
+        try:
+            return self._containers.reaper.started(
+                proc, waiter, session.pid_file, COMMAND_TIMEOUT_S
+            )
+        except HostCommandError:
+            session.stdio.close()
+            raise
 
     def _monitor(self, session: ExecSession, waiter: Waiter) -> None:
         waiter.wait()

@@ -23,6 +23,8 @@ from vmcri.agent.guest.runc_errors import image_refusal
 from vmcri.errors import HostCommandError, NotFound
 
 COMMAND_TIMEOUT_S = RUNTIME_COMMAND_TIMEOUT_S
+CHOOM = "choom"
+"""util-linux's, Essential in Debian: on the host and in the guest image."""
 SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
 
@@ -149,28 +151,36 @@ class Runc:
     def exec_argv(
         self,
         container_id: str,
-        argv: Sequence[str],
         *,
+        process_file: Path,
         pid_file: Path,
         console_socket: Path | None = None,
         cgroup: str = "",
+        oom_score_adj: int | None = None,
     ) -> list[str]:
-        """The command line of ``runc exec --detach``.
+        """The command line of ``runc exec --detach --process FILE``.
 
-        The runtime starts the process, writes its pid file and exits; the process becomes
-        the agent's child (PID 1 or subreaper) and is waited for by that pid. Never in the
-        foreground: crun there adopts the process's orphans and waits for all of them, so
-        ``sh -c 'daemon &'`` would hold the exec until the daemon ends (runc does not).
-        ``cgroup`` is a sub-cgroup of the container's to run the process in
-        (``[controller:]name``, see exec_group.py).
+        ``process_file`` is the exec's whole OCI process (exec_process.py): its command,
+        identity, terminal and console size. The runtime starts the process, writes its
+        pid file and exits; the process becomes the agent's child (PID 1 or subreaper)
+        and is waited for by that pid. Never in the foreground: crun there adopts the
+        process's orphans and waits for all of them, so ``sh -c 'daemon &'`` would hold
+        the exec until the daemon ends (runc does not). ``cgroup`` is a sub-cgroup of the
+        container's to run the process in (``[controller:]name``, see exec_group.py).
+
+        With ``oom_score_adj`` the runtime runs under ``choom`` with that score, which
+        the exec inherits: crun 1.8 does not apply the file's ``oomScoreAdj`` to an exec
+        (runc does, to the same value).
         """
-        args = ["exec", "--detach", "--pid-file", str(pid_file)]
+        args = ["exec", "--detach", "--pid-file", str(pid_file), "--process", str(process_file)]
         if cgroup:
             args += ["--cgroup", cgroup]
         if console_socket is not None:
-            args += ["--tty", "--console-socket", str(console_socket)]
-        # runc stops parsing options at the container id: no "--" (it would be the command).
-        return self._argv(*args, container_id, *argv)
+            args += ["--console-socket", str(console_socket)]
+        argv = self._argv(*args, container_id)
+        if oom_score_adj is not None:
+            argv = [CHOOM, "-n", str(oom_score_adj), "--", *argv]
+        return argv
 
     def run_detached_exec(self, argv: Sequence[str], what: str) -> None:
         """Run an exec command line whose output is not wanted. Raises HostCommandError."""
