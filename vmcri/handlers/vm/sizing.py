@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.vm.options import VmOptions
+from vmcri.host.meminfo import host_memory_bytes
 from vmcri.model import Resources
 
 MIB = 1024 * 1024
@@ -70,12 +71,8 @@ def needed(demand: Demand, options: VmOptions) -> tuple[int, int]:
 
 
 def host_memory_mib() -> int:
-    """This host's MemTotal."""
-    with open("/proc/meminfo", encoding="ascii") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) // 1024
-    raise OSError("/proc/meminfo has no MemTotal")
+    """This host's MemTotal, in MiB."""
+    return host_memory_bytes() // MIB
 
 
 def size_vm(
