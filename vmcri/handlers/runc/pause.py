@@ -6,6 +6,12 @@ forks it as PID 1 of the new namespace and calls :func:`hold` there, without
 an exec: in a pod with its own user namespace an exec would drop the
 capabilities it needs to become the pod's root, and would need the
 interpreter to be readable by that ID. The daemon ends it with SIGKILL.
+
+It handles SIGCHLD only. The kernel drops a signal sent to a PID namespace's init from inside
+the namespace unless the init handles it, so with SIGTERM and SIGINT left at their default
+(Python's own SIGINT handler undone) no container of the pod, root or not, can end it and
+with it the pod's namespace: a shared-PID pod's ``kill -TERM 1`` or ``kill -9 1`` does
+nothing. The VM pods' agent runs the same process in the guest (``agent/guest/pod_pid.py``).
 """
 
 from __future__ import annotations
@@ -44,8 +50,8 @@ def _name_process(name: bytes) -> None:
 def hold(pid_file: str, as_pod_root: bool) -> NoReturn:
     """Write our host pid to ``pid_file``, then sleep and reap until killed."""
     signal.signal(signal.SIGCHLD, _reap)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     _name_process(b"vmcri-pause")
     # /proc is still the host's here, so /proc/self names our pid in the host's terms.
     host_pid = os.readlink("/proc/self")
