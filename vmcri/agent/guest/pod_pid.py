@@ -66,6 +66,7 @@ class PodPidNamespace:
         from vmcri.handlers.runc import podinit  # the helper's plan; imported only when needed
 
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        (self._dir / "pause.pid").unlink(missing_ok=True)  # an earlier, failed attempt's
         plan = podinit.plan({"pid": True}, "", {}, str(self._dir / "pause.pid"))
         with open(self._dir / "podinit.log", "wb") as log:
             proc, waiter = self._reaper.spawn(
@@ -96,6 +97,34 @@ class PodPidNamespace:
             proc.returncode = waiter.exit_code  # keeps Popen from ever waiting itself
         if waiter.exit_code != 0:
             raise HostCommandError(f"pod PID namespace: helper exited with {waiter.exit_code}")
+        self._wait_for_pause(pause)
+
+    def _wait_for_pause(self, pause: int) -> None:
+        """Until the pause has written its pid file, which it does once it is set up (an
+        empty root, no capabilities); one that died or hangs is killed, the pin undone."""
+        pid_file = self._dir / "pause.pid"
+        deadline = time.monotonic() + HELPER_WAIT_S
+        while not pid_file.exists():
+            gone = not _alive(pause)
+            if gone or time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pause, signal.SIGKILL)
+                self._mounter.umount(str(self.path), detach=True)
+                raise HostCommandError(
+                    "pod PID namespace: its infra process "
+                    + ("exited while setting up" if gone else "did not set up in time")
+                    + f" (see {self._dir / 'podinit.log'})"
+                )
+            time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (the agent's reaper collects a dead one)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _readline(fd: int, timeout: float) -> str:

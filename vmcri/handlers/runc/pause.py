@@ -12,6 +12,15 @@ the namespace unless the init handles it, so with SIGTERM and SIGINT left at the
 (Python's own SIGINT handler undone) no container of the pod, root or not, can end it and
 with it the pod's namespace: a shared-PID pod's ``kill -TERM 1`` or ``kill -9 1`` does
 nothing. The VM pods' agent runs the same process in the guest (``agent/guest/pod_pid.py``).
+
+It is no way out of the pod either. A container that shares its PID namespace, given
+CAP_SYS_PTRACE, may read ``/proc/1/root`` and open ``/proc/1/ns/*`` of it; were it in the
+host's (or the guest's) mount namespace, that would be the host's files, or the guest's
+``/proc`` with the agent in it. So, once it has written its pid, it moves into a mount
+namespace of its own whose root is an empty read-only tmpfs (the old tree is under it,
+unreachable: ``setns`` lands on the mount on top of the namespace's root) and gives up every
+capability: code a tracer puts into it can do no more than the tracer. It writes its pid
+file once that is done; if it cannot be done, it exits without one.
 """
 
 from __future__ import annotations
@@ -23,6 +32,18 @@ import sys
 from typing import NoReturn
 
 PR_SET_NAME = 15
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAPBSET_DROP = 24
+LAST_CAP = 63
+CAPABILITY_VERSION_3 = 0x20080522
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
 
 
 def _reap(*_: object) -> None:
@@ -42,9 +63,54 @@ def _become_pod_root() -> None:
     os.setresuid(0, 0, 0)
 
 
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)  # libc: the interpreter links it
+
+
 def _name_process(name: bytes) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)  # libc: the interpreter links it
-    libc.prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+    _libc().prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _empty_root() -> None:
+    """A mount namespace of our own whose root is an empty read-only tmpfs.
+
+    The tmpfs is mounted on an existing directory (``/proc`` is one everywhere), then moved
+    onto ``/`` and chrooted into, as switch_root does: no directory needs creating.
+    """
+    libc = _libc()
+    _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    _check(libc.mount(b"none", b"/proc", b"tmpfs", flags, b"size=4k,mode=0555"), "mount tmpfs")
+    os.chdir("/proc")
+    _check(libc.mount(b".", b"/", None, MS_MOVE, None), "mount --move . /")
+    os.chroot(".")
+    os.chdir("/")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+
+
+def _drop_capabilities() -> None:
+    """No capability, now or after an exec (bounding set emptied, no new privileges)."""
+    libc = _libc()
+    for cap in range(LAST_CAP + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last one
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    header = _CapHeader(CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(libc.capset(ctypes.byref(header), data), "capset")
 
 
 def hold(pid_file: str, as_pod_root: bool) -> NoReturn:
@@ -55,12 +121,18 @@ def hold(pid_file: str, as_pod_root: bool) -> NoReturn:
     _name_process(b"vmcri-pause")
     # /proc is still the host's here, so /proc/self names our pid in the host's terms.
     host_pid = os.readlink("/proc/self")
-    tmp = pid_file + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(host_pid)
-    os.replace(tmp, pid_file)
+    directory = os.open(os.path.dirname(pid_file) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    _empty_root()
+    # The pid file last, through the directory opened before: it says we are set up.
+    name = os.path.basename(pid_file)
+    fd = os.open(name + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=directory)
+    os.write(fd, host_pid.encode())
+    os.close(fd)
+    os.replace(name + ".tmp", name, src_dir_fd=directory, dst_dir_fd=directory)
+    os.close(directory)
     if as_pod_root:
         _become_pod_root()
+    _drop_capabilities()
     while True:
         signal.pause()
 
