@@ -18,6 +18,7 @@ from tests.support.pid_namespaces import (
     container_linux,
     pid_pod,
     processes,
+    run,
 )
 from vmcri.api import api_pb2 as pb
 
@@ -93,3 +94,35 @@ def test_a_container_pid_pod_gives_each_container_its_own_and_target_joins_one(
         )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND, raised.value.details()
     assert "target_id" in (raised.value.details() or "")
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_the_shared_namespace_and_its_infra_outlive_a_daemon_restart(
+    vm_env: VmEnv, handler: str
+) -> None:
+    sandbox_id, pod = pid_pod(vm_env, f"restart-{handler}", handler, pb.POD)
+    before = vm_env.create(
+        sandbox_id, pod, "before", ["sleep", "3607"], linux=container_linux(pb.POD)
+    )
+    vm_env.start(before)
+    assert processes(vm_env, before)[1].comm == PAUSE
+    started = _infra_start_time(vm_env, before)
+
+    vm_env.restart(kill=True)
+    assert vm_env.pod_state(sandbox_id) == pb.SANDBOX_READY
+    after = vm_env.create(
+        sandbox_id, pod, "after", ["sleep", "3608"], linux=container_linux(pb.POD)
+    )
+    vm_env.start(after)
+    seen = processes(vm_env, after)
+    assert seen[1].comm == PAUSE, seen
+    assert _infra_start_time(vm_env, after) == started  # the same infra, the same namespace
+    assert {"sleep 3607", "sleep 3608"} <= {p.cmdline for p in seen.values()}, seen
+    assert_no_agent_nor_kernel_threads(seen)
+
+
+def _infra_start_time(env: VmEnv, container_id: str) -> bytes:
+    """PID 1's start time (clock ticks since boot, /proc/PID/stat field 22): which one it is."""
+    result = run(env, container_id, "cut -d' ' -f22 /proc/1/stat")
+    assert result.exit_code == 0 and result.stdout.strip(), result
+    return result.stdout
