@@ -1,11 +1,16 @@
 """PID 1 of a pod's shared PID namespace: keeps the namespace alive and reaps orphans.
 
 A PID namespace whose init has exited cannot get new processes, so a pod that
-shares one needs a process to hold it. :mod:`vmcri.handlers.runc.podinit`
-forks it as PID 1 of the new namespace and calls :func:`hold` there, without
+shares one needs a process to hold it. Whoever has just unshared the namespace
+calls :func:`start`, which forks its PID 1 and calls :func:`hold` there, without
 an exec: in a pod with its own user namespace an exec would drop the
 capabilities it needs to become the pod's root, and would need the
-interpreter to be readable by that ID. The daemon ends it with SIGKILL.
+interpreter to be readable by that ID. On a host that is
+:mod:`vmcri.handlers.runc.podinit`, which the daemon ends with SIGKILL; in a VM
+pod's guest, a fork of the agent (``agent/guest/pod_pid.py``), since starting an
+interpreter there costs seconds under emulation. Nothing here imports or loads a
+library after the fork (libc is loaded with the module), so a fork of a process
+with threads is safe to run it.
 
 It handles SIGCHLD only. The kernel drops a signal sent to a PID namespace's init from inside
 the namespace unless the init handles it, so with SIGTERM and SIGINT left at their default
@@ -32,6 +37,8 @@ import sys
 from typing import NoReturn
 
 PR_SET_NAME = 15
+NAME = b"vmcri-pause"
+ARG_START_FIELD = 48  # of /proc/PID/stat; arg_end follows
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
 LAST_CAP = 63
@@ -63,12 +70,27 @@ def _become_pod_root() -> None:
     os.setresuid(0, 0, 0)
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)  # libc: the interpreter links it
+
+
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)  # libc: the interpreter links it
+    return _LIBC
 
 
 def _name_process(name: bytes) -> None:
+    """``name`` as our comm and our command line, so that ``ps`` shows the pause as what it is
+    rather than as the command that forked it (the agent's in a VM pod; podinit's, with the
+    pod's plan, on a host). The command line is overwritten where the kernel keeps it, the
+    initial stack's argument area (/proc/self/stat's arg_start, arg_end), as setproctitle
+    does; Python keeps its own copy of argv."""
     _libc().prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+    with open("/proc/self/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(b")") + 2 :].split()  # from field 3 (state) on
+    start, end = int(fields[ARG_START_FIELD - 3]), int(fields[ARG_START_FIELD - 2])
+    size = end - start
+    if 0 < size <= 1 << 20:
+        ctypes.memmove(start, name[: size - 1].ljust(size, b"\0"), size)
 
 
 def _check(rc: int, what: str) -> None:
@@ -113,12 +135,30 @@ def _drop_capabilities() -> None:
     _check(libc.capset(ctypes.byref(header), data), "capset")
 
 
+def start(pid_file: str, as_pod_root: bool) -> int:
+    """Fork the pause process, PID 1 of the PID namespace the caller has just unshared;
+    returns its pid in the caller's terms. It keeps none of the caller's descriptors (a
+    tracer could use them): 0, 1 and 2 are /dev/null, the rest closed."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        hold(pid_file, as_pod_root)
+    finally:
+        os._exit(127)
+
+
 def hold(pid_file: str, as_pod_root: bool) -> NoReturn:
     """Write our host pid to ``pid_file``, then sleep and reap until killed."""
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    _name_process(b"vmcri-pause")
+    _name_process(NAME)
     # /proc is still the host's here, so /proc/self names our pid in the host's terms.
     host_pid = os.readlink("/proc/self")
     directory = os.open(os.path.dirname(pid_file) or ".", os.O_RDONLY | os.O_DIRECTORY)
