@@ -21,11 +21,11 @@ nothing. The VM pods' agent runs the same process in the guest (``agent/guest/po
 It is no way out of the pod either. A container that shares its PID namespace, given
 CAP_SYS_PTRACE, may read ``/proc/1/root`` and open ``/proc/1/ns/*`` of it; were it in the
 host's (or the guest's) mount namespace, that would be the host's files, or the guest's
-``/proc`` with the agent in it. So, once it has written its pid, it moves into a mount
-namespace of its own whose root is an empty read-only tmpfs (the old tree is under it,
-unreachable: ``setns`` lands on the mount on top of the namespace's root) and gives up every
-capability: code a tracer puts into it can do no more than the tracer. It writes its pid
-file once that is done; if it cannot be done, it exits without one.
+``/proc`` with the agent in it. So it moves into a mount namespace of its own whose root is
+an empty read-only tmpfs (the old tree is under it, unreachable: ``setns`` lands on the mount
+on top of the namespace's root) and gives up every capability: code a tracer puts into it
+can do no more than the tracer. Its pid file, written in between through a directory it
+opened before, says the first is done; if it cannot be done, it exits without one.
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ def start(pid_file: str, as_pod_root: bool) -> int:
 
 
 def hold(pid_file: str, as_pod_root: bool) -> NoReturn:
-    """Write our host pid to ``pid_file``, then sleep and reap until killed."""
+    """Hide the file system, write our host pid to ``pid_file``, drop every capability,
+    then sleep and reap until killed. Raises OSError (the caller exits)."""
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
