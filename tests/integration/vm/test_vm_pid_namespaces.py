@@ -4,14 +4,19 @@ Shared (NamespaceMode POD, kubelet's shareProcessNamespace): PID 1 is the pod's 
 process, and every container's processes are there; per container (CONTAINER, the default):
 PID 1 is the container's own process; TARGET (ephemeral containers): the target's namespace.
 Never the node's, nor, in a VM pod, the guest's: no vmcri agent, no kernel thread.
+The shared namespace is also tried with runc as the guest's OCI runtime, in a cold-booted VM
+(handler ``vmrunc``: no template).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 import pytest
 
-from tests.integration.vm.conftest import VmEnv
+from tests.integration.harness import NO_POD_NETWORK
+from tests.integration.vm.conftest import VmEnv, vm_daemon
 from tests.support.pid_namespaces import (
     PAUSE,
     assert_no_agent_nor_kernel_threads,
@@ -25,9 +30,26 @@ from vmcri.api import api_pb2 as pb
 pytestmark = pytest.mark.integration
 
 HANDLERS = ("vm", "runc")
+GUEST_RUNC = """
+[runtimes.vm]
+backend = "vm"
+[runtimes.runc]
+backend = "runc"
+[runtimes.vmrunc]
+backend = "vm"
+[runtimes.vmrunc.options]
+oci_runtime = "runc"
+template = "off"
+"""
 
 
-@pytest.mark.parametrize("handler", HANDLERS)
+@pytest.fixture(scope="module")
+def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
+    with vm_daemon(tmp_path_factory.mktemp("pidns"), NO_POD_NETWORK + GUEST_RUNC) as env:
+        yield env
+
+
+@pytest.mark.parametrize("handler", (*HANDLERS, "vmrunc"))
 def test_a_shared_pid_pod_sees_its_infra_as_pid_1_and_every_container(
     vm_env: VmEnv, handler: str
 ) -> None:
