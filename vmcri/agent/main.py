@@ -142,7 +142,7 @@ def main(argv: list[str]) -> int:
             state,
             mounter,
             HostSettings(enabled=not args.no_host_settings),
-            pod_pid=PodPidNamespace(state / "sandbox", reaper, mounter).ensure,
+            pod_pid=PodPidNamespace(state / "sandbox", reaper, mounter, args.cgroup_root).ensure,
         ),
         events=events,
         shutdown=shutdown,

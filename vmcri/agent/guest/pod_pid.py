@@ -39,13 +39,20 @@ from vmcri.errors import HostCommandError
 SETUP_WAIT_S = 30.0
 MAX_LINE = 64
 MS_BIND = 0x1000
+INFRA_CGROUP = "vmcri-infra"  # the pause's cgroup, beside the containers' (vmcri/<id>)
 
 
 class PodPidNamespace:
     """Makes (once) and pins the pod's PID namespace below ``directory``."""
 
-    def __init__(self, directory: Path, reaper: Reaper, mounter: Mounter) -> None:
+    def __init__(
+        self, directory: Path, reaper: Reaper, mounter: Mounter, cgroup_root: Path
+    ) -> None:
+        """``cgroup_root``: the guest's cgroup v2 mount; the pause gets a cgroup of its own
+        there (INFRA_CGROUP), beside the containers', as the root of its cgroup namespace."""
         self.path = directory / "pid"
+        unified = (cgroup_root / "cgroup.controllers").exists()
+        self._cgroup = str(cgroup_root / INFRA_CGROUP) if unified else ""
         self._dir = directory
         self._pid_file = directory / "pause.pid"
         self._reaper = reaper
@@ -62,7 +69,7 @@ class PodPidNamespace:
     def _make(self) -> None:
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         self._pid_file.unlink(missing_ok=True)  # an earlier, failed attempt's
-        pause = _fork_pause(str(self._pid_file), self._reaper)
+        pause = _fork_pause(str(self._pid_file), self._cgroup, self._reaper)
         try:
             self.path.touch(mode=0o444)
             self._mounter.mount(f"/proc/{pause}/ns/pid", str(self.path), "", MS_BIND, "")
@@ -86,7 +93,7 @@ class PodPidNamespace:
             time.sleep(0.01)
 
 
-def _fork_pause(pid_file: str, reaper: Reaper) -> int:
+def _fork_pause(pid_file: str, cgroup: str, reaper: Reaper) -> int:
     """Fork a child that unshares a PID namespace, starts the pause there and exits; returns
     the pause's pid. Raises HostCommandError."""
     from vmcri.handlers.runc import pause  # loads libc: before the fork, not in it
@@ -99,7 +106,7 @@ def _fork_pause(pid_file: str, reaper: Reaper) -> int:
         try:
             os.close(read_end)
             unshare(CLONE_NEWPID)
-            os.write(write_end, b"%d\n" % pause.start(pid_file, False))
+            os.write(write_end, b"%d\n" % pause.start(pid_file, False, cgroup))
             code = 0
         finally:
             os._exit(code)

@@ -44,6 +44,7 @@ PR_CAPBSET_DROP = 24
 LAST_CAP = 63
 CAPABILITY_VERSION_3 = 0x20080522
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -135,10 +136,20 @@ def _drop_capabilities() -> None:
     _check(libc.capset(ctypes.byref(header), data), "capset")
 
 
-def start(pid_file: str, as_pod_root: bool) -> int:
+def _own_cgroup(directory: str) -> None:
+    """Move into the cgroup ``directory`` (a cgroup v2 directory, made if missing) and make
+    it the root of a cgroup namespace of our own: what enters ours sees that cgroup only."""
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    with open(os.path.join(directory, "cgroup.procs"), "w") as f:
+        f.write("0")  # the writer
+    _check(_libc().unshare(CLONE_NEWCGROUP), "unshare(CLONE_NEWCGROUP)")
+
+
+def start(pid_file: str, as_pod_root: bool, cgroup: str = "") -> int:
     """Fork the pause process, PID 1 of the PID namespace the caller has just unshared;
     returns its pid in the caller's terms. It keeps none of the caller's descriptors (a
-    tracer could use them): 0, 1 and 2 are /dev/null, the rest closed."""
+    tracer could use them): 0, 1 and 2 are /dev/null, the rest closed. ``cgroup``: see
+    :func:`hold`."""
     pid = os.fork()
     if pid:
         return pid
@@ -148,14 +159,18 @@ def start(pid_file: str, as_pod_root: bool) -> int:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        hold(pid_file, as_pod_root)
+        hold(pid_file, as_pod_root, cgroup)
     finally:
         os._exit(127)
 
 
-def hold(pid_file: str, as_pod_root: bool) -> NoReturn:
+def hold(pid_file: str, as_pod_root: bool, cgroup: str = "") -> NoReturn:
     """Hide the file system, write our host pid to ``pid_file``, drop every capability,
-    then sleep and reap until killed. Raises OSError (the caller exits)."""
+    then sleep and reap until killed. Raises OSError (the caller exits).
+
+    ``cgroup``, when given, is a cgroup v2 directory that becomes our cgroup and the root of
+    our own cgroup namespace (:func:`_own_cgroup`); without it we keep the caller's
+    cgroup namespace, which a container with CAP_SYS_ADMIN and CAP_SYS_PTRACE could enter."""
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -163,6 +178,8 @@ def hold(pid_file: str, as_pod_root: bool) -> NoReturn:
     # /proc is still the host's here, so /proc/self names our pid in the host's terms.
     host_pid = os.readlink("/proc/self")
     directory = os.open(os.path.dirname(pid_file) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    if cgroup:
+        _own_cgroup(cgroup)
     _empty_root()
     # The pid file last, through the directory opened before: it says we are set up.
     name = os.path.basename(pid_file)
