@@ -19,7 +19,10 @@ not matter. The pause is then the agent's child (PID 1 or subreaper adopts it) i
 of its own: nothing ties it to a host connection, so it outlives a host that goes away and
 comes back, and a repeated SetupSandbox finds the pinned namespace and makes no second one.
 Signals sent from inside the namespace to its PID 1 are dropped unless PID 1 handles them,
-and the pause handles only SIGCHLD: a container cannot end it.
+and the pause handles only SIGCHLD: a container cannot end it. It hides the guest's files and
+gives up its capabilities (``pause.py`` says why), and here it also gets a cgroup of its own
+(INFRA_CGROUP) as the root of its own cgroup namespace: a container that enters its
+namespaces finds nothing of the guest's.
 """
 
 from __future__ import annotations
