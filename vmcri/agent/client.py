@@ -43,6 +43,7 @@ class AgentClient(AgentConnection):
         interfaces: Sequence[types.GuestInterface] = (),
         wall_clock_ns: int = 0,
         nic_wait_s: int = 0,
+        share_pid: bool = False,
     ) -> types.SandboxFiles:
         """Raises like :meth:`call` (InvalidArgument names the bad field)."""
         req = agent_pb2.SetupSandboxRequest(
@@ -65,6 +66,7 @@ class AgentClient(AgentConnection):
             ],
             wall_clock_ns=wall_clock_ns,
             nic_wait_s=nic_wait_s,
+            share_pid=share_pid,
         )
         r = self._result(self.call(agent_pb2.Request(setup_sandbox=req)), "setup_sandbox")
         return self._checked(lambda: convert.sandbox_files(r.setup_sandbox))

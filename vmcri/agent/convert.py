@@ -127,10 +127,11 @@ def agent_info(msg: agent_pb2.PingResponse) -> types.AgentInfo:
 
 def sandbox_files(msg: agent_pb2.SetupSandboxResponse) -> types.SandboxFiles:
     paths = (msg.hostname_path, msg.hosts_path, msg.resolv_conf_path)
-    for path in paths:
+    pid_ns = (msg.pid_ns_path,) if msg.pid_ns_path else ()  # "": no shared PID namespace
+    for path in (*paths, *pid_ns):
         if not path.startswith("/") or len(path) > 4096 or "\0" in path or ".." in path:
             raise ProtocolError(f"agent sent a bad sandbox file path {path[:80]!r}")
-    return types.SandboxFiles(*paths)
+    return types.SandboxFiles(*paths, pid_ns_path=msg.pid_ns_path)
 
 
 def container_state(msg: agent_pb2.ContainerState) -> types.ContainerState:

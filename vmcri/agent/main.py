@@ -86,6 +86,7 @@ def main(argv: list[str]) -> int:
     from vmcri.agent.guest.execs import ExecManager
     from vmcri.agent.guest.hotplug import Hotplug
     from vmcri.agent.guest.mounts import LibcMounter
+    from vmcri.agent.guest.pod_pid import PodPidNamespace
     from vmcri.agent.guest.processes import Reaper, become_subreaper
     from vmcri.agent.guest.runc import Runc, sealed_copy
     from vmcri.agent.guest.sandbox import HostSettings, Sandbox
@@ -137,7 +138,12 @@ def main(argv: list[str]) -> int:
     agent = Agent(
         containers=containers,
         execs=ExecManager(containers),
-        sandbox=Sandbox(state, mounter, HostSettings(enabled=not args.no_host_settings)),
+        sandbox=Sandbox(
+            state,
+            mounter,
+            HostSettings(enabled=not args.no_host_settings),
+            pod_pid=PodPidNamespace(state / "sandbox", reaper, mounter, args.cgroup_root).ensure,
+        ),
         events=events,
         shutdown=shutdown,
         hotplug=Hotplug(enabled=not args.no_host_settings),

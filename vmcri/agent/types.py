@@ -50,11 +50,13 @@ class GuestInterface:
 
 @dataclass(frozen=True)
 class SandboxFiles:
-    """Guest paths of the pod's hostname, hosts and resolv.conf, to bind into containers."""
+    """Guest paths of the pod's hostname, hosts and resolv.conf, to bind into containers,
+    and of the pod's PID namespace for containers to join ("" unless one was asked for)."""
 
     hostname_path: str
     hosts_path: str
     resolv_conf_path: str
+    pid_ns_path: str = ""
 
 
 @dataclass(frozen=True)

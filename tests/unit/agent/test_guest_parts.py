@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from vmcri.agent import convert
 from vmcri.agent.convert import usage_counters
 from vmcri.agent.guest.cgroups import (
     CgroupReader,
@@ -22,7 +23,7 @@ from vmcri.agent.guest.processes import exit_code_of
 from vmcri.agent.guest.sandbox import HostSettings, Sandbox
 from vmcri.agent.transport import find_virtio_port, parse_url
 from vmcri.api import agent_pb2
-from vmcri.errors import InvalidArgument, ProtocolError
+from vmcri.errors import FailedPrecondition, InvalidArgument, ProtocolError
 from vmcri.usage import DeviceIo
 
 
@@ -222,6 +223,42 @@ def test_sandbox_rejects_bad_fields_before_doing_anything(
     with pytest.raises(InvalidArgument, match=field):
         sandbox.setup(agent_pb2.SetupSandboxRequest(**request_fields))  # type: ignore[arg-type]
     assert not (tmp_path / "state").exists() and not mounter.mounts
+
+
+def test_a_shared_pid_namespace_is_made_by_the_sandbox_set_up_and_named_in_its_answer(
+    tmp_path: Path,
+) -> None:
+    made: list[str] = []
+
+    def pod_pid() -> str:
+        made.append("pid")
+        return "/run/vmcri/sandbox/pid"
+
+    settings = HostSettings(lambda _: None, tmp_path)
+    sandbox = Sandbox(tmp_path / "state", FakeMounter(), settings, pod_pid=pod_pid)
+    assert sandbox.setup(agent_pb2.SetupSandboxRequest()).pid_ns_path == ""
+    assert made == []
+    files = sandbox.setup(agent_pb2.SetupSandboxRequest(share_pid=True))
+    assert files.pid_ns_path == "/run/vmcri/sandbox/pid" and made == ["pid"]
+    assert convert.sandbox_files(files).pid_ns_path == "/run/vmcri/sandbox/pid"
+
+
+def test_an_agent_that_cannot_make_a_pid_namespace_refuses_before_doing_anything(
+    tmp_path: Path,
+) -> None:
+    sandbox = Sandbox(tmp_path / "state", FakeMounter(), HostSettings(lambda _: None, tmp_path))
+    with pytest.raises(FailedPrecondition, match="share_pid"):
+        sandbox.setup(agent_pb2.SetupSandboxRequest(hostname="a", share_pid=True))
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("path", ["relative/pid", "/run/../etc/pid", "/run/\0pid", "/" * 5000])
+def test_the_host_refuses_a_bad_pid_namespace_path_from_the_agent(path: str) -> None:
+    answer = agent_pb2.SetupSandboxResponse(
+        hostname_path="/a", hosts_path="/b", resolv_conf_path="/c", pid_ns_path=path
+    )
+    with pytest.raises(ProtocolError, match="sandbox file path"):
+        convert.sandbox_files(answer)
 
 
 def test_parse_urls() -> None:

@@ -7,13 +7,18 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
+from vmcri.errors import InvalidArgument, NotFound
 from vmcri.handlers.base import ImageInfo
-from vmcri.handlers.vm.spec import container_spec
+from vmcri.handlers.vm.spec import container_spec, shares_pid, target_of
 from vmcri.ids import new_id
 from vmcri.model import (
     ContainerConfig,
     ContainerSecurity,
     Metadata,
+    NamespaceMode,
+    NamespaceOptions,
     PodConfig,
     PodSecurity,
     SecurityProfile,
@@ -53,3 +58,47 @@ def test_runtime_default_and_unconfined_in_the_guest_spec(tmp_path: Path) -> Non
     default = _linux(tmp_path, SecurityProfile(kind=0))["seccomp"]
     assert default["defaultAction"] == "SCMP_ACT_ALLOW" and default["syscalls"]
     assert "seccomp" not in _linux(tmp_path, SecurityProfile(kind=1))
+
+
+def _pid_namespace(
+    tmp: Path, mode: NamespaceMode, runtime: dict[str, str], target_pid: int = 0
+) -> list[dict[str, str]]:
+    """The pid entries of ``linux.namespaces`` for a container in a pod of pid mode ``mode``."""
+    pod_mode = mode if mode is not NamespaceMode.TARGET else NamespaceMode.CONTAINER
+    pod = PodConfig(
+        metadata=Metadata(name="p"),
+        security=PodSecurity(namespace_options=NamespaceOptions(pid=pod_mode)),
+    )
+    sandbox = SandboxRecord(id=new_id(), handler="vm", backend="vm", config=pod, runtime=runtime)
+    target = "b" * 64 if mode is NamespaceMode.TARGET else ""
+    security = ContainerSecurity(namespace_options=NamespaceOptions(pid=mode, target_id=target))
+    config = ContainerConfig(
+        metadata=Metadata(name="c"), image="app:1", command=("true",), security=security
+    )
+    container = ContainerRecord(
+        id=new_id(), sandbox_id=sandbox.id, config=config, image_id=IMAGE.id, image_name="x"
+    )
+    assert target_of(container) == target
+    assert shares_pid(pod) is (mode is NamespaceMode.POD)
+    (tmp / "rootfs").mkdir(exist_ok=True)
+    spec = container_spec(
+        sandbox, container, IMAGE, str(tmp / "rootfs"), "/run/r", {}, target_pid=target_pid
+    )
+    namespaces = cast(list[dict[str, str]], cast(dict[str, Any], spec["linux"])["namespaces"])
+    return [ns for ns in namespaces if ns["type"] == "pid"]
+
+
+def test_a_vm_pods_containers_never_join_the_guests_own_pid_namespace(tmp_path: Path) -> None:
+    pinned = {"pid_ns_path": "/run/vmcri/sandbox/pid"}
+    assert _pid_namespace(tmp_path, NamespaceMode.POD, pinned) == [
+        {"type": "pid", "path": "/run/vmcri/sandbox/pid"}
+    ]
+    assert _pid_namespace(tmp_path, NamespaceMode.CONTAINER, {}) == [{"type": "pid"}]
+    assert _pid_namespace(tmp_path, NamespaceMode.TARGET, {}, target_pid=42) == [
+        {"type": "pid", "path": "/proc/42/ns/pid"}
+    ]
+    # A shared pod whose agent made no namespace (a pod of an older daemon) has none to join.
+    with pytest.raises(InvalidArgument, match=r"namespace_options\.pid"):
+        _pid_namespace(tmp_path, NamespaceMode.POD, {})
+    with pytest.raises(NotFound, match="target_id"):
+        _pid_namespace(tmp_path, NamespaceMode.TARGET, {})

@@ -1,5 +1,5 @@
 """SetupSandbox: the pod-wide state of the guest (hostname, hosts, DNS, sysctls, 9p shares,
-the pod network).
+the pod network, the pod's shared PID namespace: ``pod_pid.py``).
 
 The guest root is read-only, so the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf are
 written under ``<state>/sandbox/`` and their paths returned: the host bind-mounts them into each
@@ -19,7 +19,7 @@ from typing import NamedTuple
 from vmcri.agent.guest.mounts import MS_RDONLY, Mounter
 from vmcri.agent.guest.network import GuestNetwork, check_interfaces
 from vmcri.api import agent_pb2
-from vmcri.errors import HostCommandError, InvalidArgument
+from vmcri.errors import FailedPrecondition, HostCommandError, InvalidArgument
 
 MAX_FILE = 64 * 1024
 MAX_SYSCTLS = 256
@@ -42,17 +42,28 @@ class HostSettings(NamedTuple):
 
 
 class Sandbox:
-    def __init__(self, state: Path, mounter: Mounter, settings: HostSettings) -> None:
+    def __init__(
+        self,
+        state: Path,
+        mounter: Mounter,
+        settings: HostSettings,
+        pod_pid: Callable[[], str] | None = None,
+    ) -> None:
+        """``pod_pid`` makes the pod's PID namespace (once) and returns the file that
+        containers join (:meth:`vmcri.agent.guest.pod_pid.PodPidNamespace.ensure`); without
+        it, a setup that asks for one is refused."""
         self.dir = state / "sandbox"
         self._mounter = mounter
         self._settings = settings
+        self._pod_pid = pod_pid
 
     def setup(self, req: agent_pb2.SetupSandboxRequest) -> agent_pb2.SetupSandboxResponse:
         """Validate everything first, then apply; repeating the same setup is harmless.
 
         Raises:
             InvalidArgument: a field breaks its rule (named in the message).
-            HostCommandError: a sysctl or a mount failed.
+            HostCommandError: a sysctl, a mount or the pod's PID namespace failed.
+            FailedPrecondition: a shared PID namespace asked of an agent that cannot make one.
         """
         if req.hostname and not HOSTNAME_RE.match(req.hostname):
             raise InvalidArgument(f"hostname {req.hostname[:80]!r} is not a valid host name")
@@ -73,6 +84,8 @@ class Sandbox:
         check_interfaces(req.interfaces)
         if req.wall_clock_ns < 0 or req.nic_wait_s > MAX_NIC_WAIT_S:
             raise InvalidArgument("wall_clock_ns or nic_wait_s is out of range")
+        if req.share_pid and self._pod_pid is None:
+            raise FailedPrecondition("share_pid: this agent cannot make a pod PID namespace")
 
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         files = {
@@ -101,10 +114,12 @@ class Sandbox:
             self._settings.network.configure(req.interfaces, wait_s=req.nic_wait_s)
         for mount in req.mounts:
             self._mount_9p(mount)
+        pid_ns = self._pod_pid() if req.share_pid and self._pod_pid is not None else ""
         return agent_pb2.SetupSandboxResponse(
             hostname_path=str(self.dir / "hostname"),
             hosts_path=str(self.dir / "hosts"),
             resolv_conf_path=str(self.dir / "resolv.conf"),
+            pid_ns_path=pid_ns,
         )
 
     def _mount_9p(self, mount: agent_pb2.Mount9p) -> None:

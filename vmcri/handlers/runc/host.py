@@ -140,6 +140,10 @@ class Host(Protocol):
         """The argv of a live process, or None."""
         ...
 
+    def is_pid_ns_init(self, pid: int, ns_file: str) -> bool:
+        """Whether ``pid`` lives and is PID 1 of the PID namespace pinned at ``ns_file``."""
+        ...
+
     def is_mounted(self, path: str) -> bool: ...
 
 
@@ -304,6 +308,17 @@ class RealHost:
         if not raw:
             return None
         return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")]
+
+    def is_pid_ns_init(self, pid: int, ns_file: str) -> bool:
+        try:
+            ours = os.stat(f"/proc/{pid}/ns/pid")
+            pinned = os.stat(ns_file)
+            with open(f"/proc/{pid}/status") as f:
+                nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+        except (OSError, StopIteration):
+            return False
+        same = (ours.st_dev, ours.st_ino) == (pinned.st_dev, pinned.st_ino)
+        return same and nspid[-1:] == ["1"]
 
     def is_mounted(self, path: str) -> bool:
         real = os.path.realpath(path)

@@ -32,7 +32,7 @@ import struct
 import sys
 from collections.abc import Mapping
 
-from vmcri.handlers.runc import pause
+from vmcri.handlers.runc import pause as pause_process
 from vmcri.host.namespaces import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -93,21 +93,6 @@ def _expect(word: str) -> None:
         raise OSError(f"expected {word!r} from the daemon, got {got!r}")
 
 
-def _start_pause(pid_file: str, in_userns: bool) -> int:
-    """Fork PID 1 of the new PID namespace and make it the pause process (no exec)."""
-    pid = os.fork()
-    if pid:
-        return pid
-    try:
-        os.setsid()
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)
-        pause.hold(pid_file, in_userns)
-    finally:
-        os._exit(127)
-
-
 def run(spec: Mapping[str, object]) -> None:
     create = set(spec["create"])  # type: ignore[call-overload]
     if "user" in create:
@@ -139,7 +124,7 @@ def run(spec: Mapping[str, object]) -> None:
     pause = 0
     if "pid" in create:
         unshare(CLONE_NEWPID)
-        pause = _start_pause(str(spec["pause_pid_file"]), "user" in create)
+        pause = pause_process.start(str(spec["pause_pid_file"]), "user" in create)
     _say(f"ready {pause}")
     sys.stdin.read()  # until the daemon has pinned the namespaces and closes our stdin
 

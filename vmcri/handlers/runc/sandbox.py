@@ -236,12 +236,9 @@ class PodSandboxes:
         return 0
 
     def _is_pause(self, pid: int, sandbox_id: str) -> bool:
-        argv = self.host.cmdline(pid)
-        return (
-            bool(argv)
-            and any(sandbox_id in a for a in argv or [])
-            and any("vmcri.handlers.runc.podinit" in a for a in argv or [])
-        )
+        """Whether ``pid`` (from the pid file, maybe reused) is PID 1 of the pod's namespace.
+        Not by its command line: the pause overwrites it with its name."""
+        return self.host.is_pid_ns_init(pid, str(self.layout.ns_path(sandbox_id, "pid")))
 
     def stop(self, sandbox_id: str) -> None:
         """End the PID namespace holder; the namespaces stay for remove. Idempotent."""

@@ -82,7 +82,7 @@ from vmcri.handlers.vm.sizing import (
     pod_demand,
     size_vm,
 )
-from vmcri.handlers.vm.spec import container_spec, pod_files
+from vmcri.handlers.vm.spec import container_spec, pod_files, shares_pid, target_of
 from vmcri.handlers.vm.template import Shape, Template, Templates, TemplateStore
 from vmcri.handlers.vm.volumes import mount_volumes
 from vmcri.host import layer_space
@@ -398,6 +398,7 @@ class VmBackend(SupervisedContainerMethods):
                 "hostname_path": guest_files.hostname_path,
                 "hosts_path": guest_files.hosts_path,
                 "resolv_conf_path": guest_files.resolv_conf_path,
+                **({"pid_ns_path": guest_files.pid_ns_path} if guest_files.pid_ns_path else {}),
             }
         )
 
@@ -496,7 +497,8 @@ class VmBackend(SupervisedContainerMethods):
         (kernel command line); a restored one mounts it now, sets the clock the template
         was saved with to now, and waits for its hotplugged NIC."""
         hostname, hosts, resolv = pod_files(sandbox)
-        return self._containers.link(sandbox).client.setup_sandbox(
+        share_pid = shares_pid(sandbox.config)
+        files = self._containers.link(sandbox).client.setup_sandbox(
             hostname=hostname,
             hosts=hosts,
             resolv_conf=resolv,
@@ -505,7 +507,11 @@ class VmBackend(SupervisedContainerMethods):
             mounts=(Mount9p(SHARE_TAG, GUEST_SHARE, GUEST_9P_OPTIONS),) if restored else (),
             wall_clock_ns=time.time_ns() if restored else 0,
             nic_wait_s=NIC_WAIT_S if restored and plan is not None else 0,
+            share_pid=share_pid,
         )
+        if share_pid and not files.pid_ns_path:
+            raise ProtocolError("the guest agent made no PID namespace for the pod")
+        return files
 
     def _placer(self, sandbox_id: str) -> Callable[[int], None]:
         """Moves a starting VM's processes into the pod's cgroup, before the guest runs."""
@@ -852,8 +858,16 @@ class VmBackend(SupervisedContainerMethods):
             self._mounter.overlay(image.layer_dirs, upper / "upper", upper / "work", rootfs)
             container, views = mount_image_volumes(self._mounter, layout, container)
             volumes = mount_volumes(self._mounter, layout, container, self._pod_namespace(layout))
+            target = target_of(container)
             spec = container_spec(
-                sandbox, container, image, str(rootfs), layout.guest_path(rootfs), volumes, views
+                sandbox,
+                container,
+                image,
+                str(rootfs),
+                layout.guest_path(rootfs),
+                volumes,
+                views,
+                target_pid=self._containers.pid(sandbox, target) if target else 0,
             )
             self._containers.create(sandbox, container, spec, layout.guest_path(rootfs))
         except BaseException:

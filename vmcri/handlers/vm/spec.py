@@ -4,6 +4,13 @@ The same pure generator as the runc backend (``vmcri.oci.spec``) builds it;
 only the facts differ: paths are guest paths below the pod share, and the pod's
 network, IPC and UTS namespaces are the guest's own (those of its PID 1), since
 the whole VM is the pod.
+
+Its PID namespace is not: the agent is PID 1 of the guest's, beside the kernel
+threads, and no container may see, signal or trace it. A pod that shares one
+(NamespaceMode POD) joins the namespace the agent made for it at SetupSandbox
+(``agent/guest/pod_pid.py``), whose PID 1 is the pod's infra process; CONTAINER
+gives each container a fresh one; TARGET joins the target container's, found by
+its init's guest pid, as the runc handler does on the host.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from collections.abc import Mapping
 
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc import pod_files as files
-from vmcri.model import Mount
+from vmcri.model import Mount, NamespaceMode, PodConfig
 from vmcri.oci import process
 from vmcri.oci.context import SpecContext
 from vmcri.oci.hostpaths import KUBELET_SECCOMP_ROOT, load_localhost_profile
@@ -40,6 +47,17 @@ def pod_files(sandbox: SandboxRecord) -> tuple[str, bytes, bytes]:
     return hostname, hosts, files.resolv_conf(pod.dns).encode()
 
 
+def shares_pid(pod: PodConfig) -> bool:
+    """Whether the pod has one PID namespace for all its containers (shareProcessNamespace)."""
+    return pod.security.namespace_options.pid is NamespaceMode.POD
+
+
+def target_of(container: ContainerRecord) -> str:
+    """The container whose PID namespace this one joins (pid mode TARGET), or ""."""
+    opts = container.config.security.namespace_options
+    return opts.target_id if opts.pid is NamespaceMode.TARGET else ""
+
+
 def container_spec(
     sandbox: SandboxRecord,
     container: ContainerRecord,
@@ -48,10 +66,13 @@ def container_spec(
     guest_rootfs: str,
     volumes: Mapping[int, Mount],
     image_volume_paths: Mapping[str, str] | None = None,
+    target_pid: int = 0,
 ) -> Spec:
-    """config.json for the agent. Raises InvalidArgument/Unimplemented naming the field.
+    """config.json for the agent. Raises InvalidArgument/Unimplemented naming the field,
+    NotFound for a TARGET pid namespace whose container is not running.
 
     A Localhost seccomp profile is read here, on the host, and goes into the spec.
+    ``target_pid`` is the guest pid of :func:`target_of`'s init (0: not running).
 
     ``volumes`` maps a host-path mount's index to the mount as the guest makes it
     (``volumes.py``: its guest path, and whether the guest's bind is read-only);
@@ -73,8 +94,9 @@ def container_spec(
         net_ns_path=f"{GUEST_NS}/net",
         ipc_ns_path=f"{GUEST_NS}/ipc",
         uts_ns_path=f"{GUEST_NS}/uts",
-        # The pod-wide PID namespace is the guest's own (the agent is PID 1 there).
-        pid_ns_path=f"{GUEST_NS}/pid",
+        # Never the guest's own (the agent is PID 1 there): the pod's, when it has one.
+        pid_ns_path=runtime.get("pid_ns_path", ""),
+        target_pid_ns_path=f"/proc/{target_pid}/ns/pid" if target_pid else "",
         hostname=runtime.get("hostname", ""),
         hostname_path=runtime.get("hostname_path", ""),
         hosts_path=runtime.get("hosts_path", ""),
