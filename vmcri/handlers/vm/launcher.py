@@ -110,6 +110,8 @@ CHMOD_MODE_ARG = {
     268: 2,  # fchmodat(dirfd, path, mode, flags)
     452: 2,  # fchmodat2(dirfd, path, mode, flags)
 }
+# The mode of open/openat counts with O_CREAT or O_TMPFILE only, and glibc passes 0
+# without them, so it is checked whatever the flags.
 CREATE_MODE_ARG = {
     2: 2,  # open(path, flags, mode)
     85: 1,  # creat(path, mode)
