@@ -11,7 +11,7 @@ with the same arguments, the launcher
 
 * narrows the capability bounding, permitted and effective sets (and empties the
   inheritable and ambient ones) to what the role needs: QEMU's 9p passthrough keeps
-  CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH and CAP_FOWNER, so no CAP_MKNOD (no
+  CAP_CHOWN, CAP_DAC_OVERRIDE and CAP_FOWNER, so no CAP_MKNOD (no
   device nodes), no CAP_SETFCAP (no file capabilities), no CAP_FSETID, no CAP_SYS_ADMIN
   (no ``trusted.*`` xattrs), no network, ptrace, kill, module or raw-I/O capability.
   virtiofsd sets up its own sandbox (namespaces, pivot_root) and then drops to its own
@@ -61,7 +61,6 @@ VIRTIOFSD_CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
 # capabilities(7) numbers
 CAP_CHOWN = 0
 CAP_DAC_OVERRIDE = 1
-CAP_DAC_READ_SEARCH = 2
 CAP_FOWNER = 3
 CAP_FSETID = 4
 CAP_SETGID = 6
@@ -72,9 +71,11 @@ CAP_SYS_RESOURCE = 24
 
 # QEMU's group (9p): one no file on the node has, and the guest may not give one (see above).
 FILE_SERVER_GID = 2147483646  # 2**31 - 2: tools choke on ids above 2**31 - 1
-# What 9p passthrough needs: open any file (DAC_*), give a file the guest's owner (CHOWN),
-# set modes and times on files it does not own (FOWNER).
-QEMU_CAPS = frozenset({CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER})
+# What 9p passthrough needs: read, write and search any file or directory (DAC_OVERRIDE,
+# which covers DAC_READ_SEARCH but for open_by_handle_at, which the "local" driver does
+# not use), give a file the guest's owner (CHOWN), set modes and times on files it does
+# not own (FOWNER).
+QEMU_CAPS = frozenset({CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER})
 # virtiofsd 7.2 keeps CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID (it takes the
 # guest's uid/gid to create files, and drops FSETID when the guest asks to clear setuid
 # on write), plus MKNOD and SETFCAP, which modcaps removes; it needs SYS_ADMIN for its
