@@ -56,7 +56,7 @@ BIN_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "bin")
 QEMU = "qemu-system-x86_64"  # the role names: the symlinks in bin/ and the real binaries
 VIRTIOFSD = "virtiofsd"
 QEMU_CANDIDATES = ("/usr/bin/qemu-system-x86_64", "/usr/libexec/qemu-kvm")
-VIRTIOFSD_CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
+VIRTIOFSD_CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")  # Rust, C
 
 # capabilities(7) numbers
 CAP_CHOWN = 0
@@ -76,7 +76,7 @@ FILE_SERVER_GID = 2147483646  # 2**31 - 2: tools choke on ids above 2**31 - 1
 # not use), give a file the guest's owner (CHOWN), set modes and times on files it does
 # not own (FOWNER).
 QEMU_CAPS = frozenset({CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER})
-# virtiofsd 7.2 keeps CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID (it takes the
+# QEMU's virtiofsd 7.2 keeps CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID (it takes the
 # guest's uid/gid to create files, and drops FSETID when the guest asks to clear setuid
 # on write), plus MKNOD and SETFCAP, which modcaps removes; it needs SYS_ADMIN for its
 # namespace sandbox, SYS_RESOURCE to raise its open-file limit and SETPCAP to apply its
@@ -94,7 +94,10 @@ VIRTIOFSD_CAPS = frozenset(
         CAP_SYS_RESOURCE,
     }
 )
-VIRTIOFSD_ARGS = ("-o", "modcaps=-mknod:-setfcap")
+QEMU_VIRTIOFSD = "/usr/lib/qemu/virtiofsd"  # QEMU 7.2's C one: the one tested here
+# modcaps in each virtiofsd's syntax: QEMU's C one takes -o options, the Rust one a flag.
+C_VIRTIOFSD_ARGS: tuple[str, ...] = ("-o", "modcaps=-mknod:-setfcap")
+RUST_VIRTIOFSD_ARGS = ("--modcaps=-mknod:-setfcap",)
 
 PR_SET_SECCOMP = 22
 PR_CAPBSET_READ = 23
@@ -303,17 +306,23 @@ def _effective() -> int:
     return int(data[0].effective) | int(data[1].effective) << 32
 
 
-def confine(role: str) -> None:
-    """Narrow this process for ``role``; what it execs next inherits all of it."""
+def confine(role: str, target: str) -> tuple[str, ...]:
+    """Narrow this process for ``role``, which execs ``target`` next and inherits all of
+    it; the arguments to add to its command line."""
     if role == VIRTIOFSD:  # virtiofsd cannot change its group: it takes the guest's
-        narrow_capabilities(VIRTIOFSD_CAPS)
+        if target == QEMU_VIRTIOFSD:
+            narrow_capabilities(VIRTIOFSD_CAPS)  # what it needs to start is known (tested)
+            extra = C_VIRTIOFSD_ARGS
+        else:  # another one drops by modcaps alone; the filter holds for any
+            extra = RUST_VIRTIOFSD_ARGS
         install_mode_filter(mode_filter())
-        return
+        return extra
     if _effective() & (1 << CAP_SETGID):  # root, as for 9p (libvirt's probe is not)
         os.setgroups([])
         os.setresgid(FILE_SERVER_GID, FILE_SERVER_GID, FILE_SERVER_GID)
     narrow_capabilities(QEMU_CAPS)
     install_mode_filter(mode_filter(chmod_bits=S_ISUID, refused_gid=FILE_SERVER_GID))
+    return ()
 
 
 def main(argv: list[str]) -> int:
@@ -324,8 +333,7 @@ def main(argv: list[str]) -> int:
         target = real_binary(role)
         if not target:
             raise FileNotFoundError(f"no {role} binary installed")
-        confine(role)
-        extra = VIRTIOFSD_ARGS if role == VIRTIOFSD else ()
+        extra = confine(role, target)
         os.execv(target, [target, *argv[1:], *extra])
     except (OSError, ValueError) as exc:
         print(f"vmcri launcher: {exc}", file=sys.stderr)
