@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from vmcri.config import Config
-from vmcri.doctor import devices, guest_checks, host_checks, kvm, libvirt_checks, runc_checks
+from vmcri.doctor import (
+    devices,
+    guest_checks,
+    host_checks,
+    kvm,
+    launcher_checks,
+    libvirt_checks,
+    runc_checks,
+)
 from vmcri.doctor.model import Check
 from vmcri.handlers.registry import parse_options
 from vmcri.handlers.runc.options import RuncOptions
@@ -26,6 +34,7 @@ def vm_checks(handler: str, options: VmOptions) -> list[Check]:
         devices.check_vhost_vsock(options.agent_transport, handler),
         devices.check_vhost_net(handler),
         devices.check_virtiofsd(options.shared_fs, handler),
+        launcher_checks.check_launcher(handler),
         libvirt_checks.check_libvirt(options.libvirt_uri, handler),
         libvirt_checks.check_machine_types(options.libvirt_uri, options.machine, handler),
         guest_checks.check_guest_image(options.guest_path, handler),
