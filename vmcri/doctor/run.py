@@ -11,6 +11,7 @@ from vmcri.doctor import (
     host_checks,
     kvm,
     layer_checks,
+    launcher_checks,
     libvirt_checks,
     runc_checks,
 )
@@ -35,6 +36,7 @@ def vm_checks(handler: str, options: VmOptions, backends: Path) -> list[Check]:
         devices.check_vhost_vsock(options.agent_transport, handler),
         devices.check_vhost_net(handler),
         devices.check_virtiofsd(options.shared_fs, handler),
+        launcher_checks.check_launcher(handler),
         libvirt_checks.check_libvirt(options.libvirt_uri, handler),
         libvirt_checks.check_machine_types(options.libvirt_uri, options.machine, handler),
         guest_checks.check_guest_image(options.guest_path, handler),

@@ -72,6 +72,7 @@ from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
 from vmcri.handlers.vm.layer_budget import layer_size
+from vmcri.handlers.vm.launcher import QEMU, VIRTIOFSD, launcher_path
 from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain, render_nic
@@ -654,6 +655,7 @@ class VmBackend(SupervisedContainerMethods):
             console_log=str(console_log),
             shares=(Share(SHARE_TAG, str(share), False, shape.share_driver),),
             run_as_root=shape.share_driver == "9p",
+            emulator=launcher_path(QEMU),
             tcg_cache_mib=shape.tcg_cache_mib,
             template_memory=memory,
         )
@@ -758,7 +760,8 @@ class VmBackend(SupervisedContainerMethods):
             console_log=str(layout.console_log),
             shares=(Share(SHARE_TAG, str(layout.share), False, self._share_driver),),
             run_as_root=self._share_driver == "9p",
-            virtiofsd=self._virtiofsd,
+            virtiofsd=launcher_path(VIRTIOFSD) if self._virtiofsd else "",
+            emulator=launcher_path(QEMU),
             tcg_cache_mib=TCG_CACHE_MIB if self._accel.degraded else 0,
             nic=plan.nic if plan is not None else None,
         )

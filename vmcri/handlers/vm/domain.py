@@ -8,10 +8,10 @@ network namespace (``nic.py`` plans it).
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from dataclasses import dataclass
+
+from vmcri.handlers.vm.launcher import VIRTIOFSD, real_binary
 
 AGENT_PORT_NAME = "vmcri.agent"
 SHARE_TAG = "vmcri-pod"
@@ -84,7 +84,8 @@ class DomainSpec:
     console_log: str
     shares: tuple[Share, ...]
     run_as_root: bool  # 9p passthrough needs QEMU to own files as any uid
-    virtiofsd: str = ""  # the virtiofsd binary, for virtiofs shares
+    virtiofsd: str = ""  # the virtiofsd binary, for virtiofs shares (the launcher's)
+    emulator: str = ""  # QEMU (the launcher's, ``launcher.py``); "": libvirt's default
     tcg_cache_mib: int = 0  # > 0: cap QEMU's translated-code cache (software emulation)
     nic: Nic | None = None  # None: no network device (host-network pods, no CNI)
     # VM templates (template.py): RAM in a file, a VM generation ID (the guest reseeds its
@@ -196,15 +197,10 @@ def vsock_cid(sandbox_id: str) -> int:
     return FIRST_GUEST_CID + int(sandbox_id[:8], 16) % (2**31 - FIRST_GUEST_CID)
 
 
-VIRTIOFSD_CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
-
-
 def find_virtiofsd() -> str:
-    """The virtiofsd binary of this host, or "" (Debian 12 does not package one)."""
-    for candidate in VIRTIOFSD_CANDIDATES:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which("virtiofsd") or ""
+    """The virtiofsd binary of this host, or "" (Debian 12 does not package one); the
+    launcher (``launcher.py``) execs the same one."""
+    return real_binary(VIRTIOFSD)
 
 
 # QEMU defaults to 1 GiB. A restored pod translates ~16 MiB of code by Ready and ~37 MiB
