@@ -10,8 +10,8 @@ from vmcri.doctor import (
     guest_checks,
     host_checks,
     kvm,
-    layer_checks,
     launcher_checks,
+    layer_checks,
     libvirt_checks,
     runc_checks,
 )

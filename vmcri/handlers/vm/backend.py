@@ -71,8 +71,8 @@ from vmcri.handlers.vm.grow import HotplugGuard, PodLocks, grow
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
-from vmcri.handlers.vm.layer_budget import layer_size
 from vmcri.handlers.vm.launcher import QEMU, VIRTIOFSD, launcher_path
+from vmcri.handlers.vm.layer_budget import layer_size
 from vmcri.handlers.vm.layout import GUEST_SHARE, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain, render_nic
