@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -72,23 +73,37 @@ def test_pod_metrics_for_a_running_container(env: CriEnv) -> None:
     assert pod_ws.value.value >= working_set.value.value
 
 
-V1_BLKIO_ROOT = Path("/sys/fs/cgroup/blkio/blkio.throttle.io_service_bytes_recursive")
+V1_BLKIO = Path("/sys/fs/cgroup/blkio")
+NO_LIMIT_BPS = 1 << 40  # a throttle rule that never throttles (1 TiB/s)
 
 
-def _host_counts_no_block_io() -> bool:
-    """A cgroup v1 host whose kernel charges no I/O to blkio cgroups (recent kernels count
-    ``blkio.throttle.*`` only for throttled groups: the root reads "Total 0")."""
-    try:
-        return V1_BLKIO_ROOT.read_text().split() == ["Total", "0"]
-    except OSError:
-        return False
+def _whole_disk(path: Path) -> str:
+    """``major:minor`` of the disk (not the partition) that holds ``path``."""
+    dev = os.stat(path).st_dev
+    block = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    if (block / "partition").exists():
+        block = block.resolve().parent
+    return (block / "dev").read_text().strip()
+
+
+def _count_block_io(container_id: str, disk: str) -> None:
+    """On cgroup v1 the kernel charges block I/O to a blkio group only where a throttle
+    rule applies (the root reads "Total 0" here): give the container's group a rule that
+    never throttles, as an operator's I/O limit would, so its counters run."""
+    if not (V1_BLKIO / "blkio.throttle.io_service_bytes_recursive").exists():
+        return  # cgroup v2: io.stat counts without rules
+    [group] = [p for p in V1_BLKIO.rglob(container_id) if p.is_dir()]
+    for rule in ("read_bps_device", "write_bps_device"):
+        (group / f"blkio.throttle.{rule}").write_text(f"{disk} {NO_LIMIT_BPS}\n")
 
 
 def test_block_io_metrics_name_the_device_its_numbers_and_the_operation(env: CriEnv) -> None:
     sandbox_id = env.run_pod("blkio")
     # Direct I/O, past the page cache: charged to the container's cgroup on cgroup v1 too
-    # (whose buffered writeback is the kernel's, not the container's).
+    # (whose buffered writeback is the kernel's, not the container's). It starts once the
+    # test has made the kernel count (the file /go).
     io = (
+        "while [ ! -e /go ]; do sleep 0.05; done; "
         "dd if=/dev/zero of=/f bs=64k count=32 oflag=direct; "
         "dd if=/f of=/dev/null bs=64k iflag=direct"
     )
@@ -114,13 +129,17 @@ def test_block_io_metrics_name_the_device_its_numbers_and_the_operation(env: Cri
             if m.name == "container_blkio_device_usage_total"
         }
 
-    if _host_counts_no_block_io():
-        assert blkio() == {}  # nothing counted, nothing invented
-        pytest.skip("this host's kernel charges no block I/O to cgroup v1 blkio groups")
+    disk = _whole_disk(env.tmp)
+    _count_block_io(container_id, disk)
+    env.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=container_id, cmd=["touch", "/go"], timeout=30), timeout=60
+    )
     series = wait_for(lambda: {k: v for k, v in blkio().items() if k[3] == "Write" and v}, 60,
                       "block writes counted")  # fmt: skip
     (device, major, minor, _), value = next(iter(series.items()))
+    assert f"{major}:{minor}" == disk
     assert value >= 32 * 64 * 1024
-    assert major.isdigit() and minor.isdigit() and int(major) > 0
     assert device == "" or device.startswith("/dev/")
-    assert blkio()[(device, major, minor, "Read")] >= 32 * 64 * 1024
+    reads = wait_for(lambda: blkio().get((device, major, minor, "Read"), 0) >= 32 * 64 * 1024,
+                     60, "block reads counted")  # fmt: skip
+    assert reads
