@@ -146,3 +146,40 @@ def test_setup_sandbox_configures_the_network(tmp_path: Path) -> None:
     )
     assert names == ["pod"]
     assert ["link", "set", "dev", "eth0", "up"] in run.calls
+
+
+def test_a_nic_hotplugged_during_set_up_takes_no_router_advertisements(tmp_path: Path) -> None:
+    """A NIC registered while the guest-wide loop ran copied ``default`` (1) before it was
+    written, and was not there to be listed: its own accept_ra is written once it is found,
+    before it goes up."""
+    conf = tmp_path / "proc" / "net" / "ipv6" / "conf"
+    for scope in ("all", "default"):
+        (conf / scope).mkdir(parents=True)
+        (conf / scope / "accept_ra").write_text("1")
+    net_dir = sysfs(tmp_path / "net", {})
+    seen_at_up: list[str] = []
+
+    def run(args: Sequence[str]) -> None:
+        if list(args[-2:]) == ["eth0", "up"] or list(args[-2:]) == ["eth1", "up"]:
+            seen_at_up.append((conf / args[-2] / "accept_ra").read_text())
+
+    class Hotplug(GuestNetwork):
+        def _find(self, mac: str, deadline: float = 0.0) -> str:
+            # The NIC shows up only now, with the value the old default gave it.
+            for name, nic_mac in (("eth0", MAC), ("eth1", "0a:58:0a:fa:00:06")):
+                if nic_mac == mac and not (conf / name).exists():
+                    sysfs(net_dir, {name: nic_mac})
+                    (conf / name).mkdir()
+                    (conf / name / "accept_ra").write_text("1")
+            return super()._find(mac, deadline)
+
+    settings = HostSettings(lambda _: None, tmp_path / "proc", Hotplug(run, net_dir))
+    request = agent_pb2.SetupSandboxRequest(
+        interfaces=[
+            iface(),
+            iface(name="eth1", mac="0a:58:0a:fa:00:06", addresses=[], routes=[]),
+        ],
+    )
+    Sandbox(tmp_path / "state", NoMounts(), settings).setup(request)
+    assert (conf / "default" / "accept_ra").read_text() == "0"
+    assert seen_at_up == ["0", "0"]

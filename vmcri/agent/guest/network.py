@@ -90,10 +90,17 @@ class GuestNetwork:
         self._run = run
         self._sys = sys_class_net
 
-    def configure(self, interfaces: Sequence[agent_pb2.NetInterface], wait_s: float = 0) -> None:
+    def configure(
+        self,
+        interfaces: Sequence[agent_pb2.NetInterface],
+        wait_s: float = 0,
+        before_up: Callable[[str], None] = lambda name: None,
+    ) -> None:
         """Apply checked interfaces; repeating the same set-up is harmless.
 
         ``wait_s``: how long a NIC may take to appear (hotplugged into a restored VM).
+        ``before_up``: called with each NIC's final name before it gets addresses and goes
+        up (per-NIC settings that must hold from its first packet).
         Raises FailedPrecondition (no NIC has the MAC), HostCommandError.
         """
         deadline = time.monotonic() + wait_s
@@ -104,6 +111,7 @@ class GuestNetwork:
                 # interface later; renaming needs the link down, which it is before set-up.
                 self._run(["link", "set", "dev", current, "down"])
                 self._run(["link", "set", "dev", current, "name", iface.name])
+            before_up(iface.name)
             if iface.mtu:
                 self._run(["link", "set", "dev", iface.name, "mtu", str(iface.mtu)])
             for address in iface.addresses:

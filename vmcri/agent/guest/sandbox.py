@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -111,7 +111,15 @@ class Sandbox:
                 except OSError as exc:
                     raise HostCommandError(f"sysctl {key}={value}: {exc}") from exc
             # After the sysctls: a pod's net.* sysctls may shape how its addresses behave.
-            self._settings.network.configure(req.interfaces, wait_s=req.nic_wait_s)
+            # Each NIC again, once it is there: one hotplugged while the loop above ran
+            # copied ``default`` before it was written.
+            self._settings.network.configure(
+                req.interfaces,
+                wait_s=req.nic_wait_s,
+                before_up=lambda name: _refuse_router_ads_on(
+                    self._settings.proc_sys, name, req.sysctls
+                ),
+            )
         for mount in req.mounts:
             self._mount_9p(mount)
         pid_ns = self._pod_pid() if req.share_pid and self._pod_pid is not None else ""
@@ -157,6 +165,18 @@ def _refuse_router_ads(proc_sys: Path) -> None:
             continue  # an interface that went away
         except OSError as exc:
             raise HostCommandError(f"{conf / scope / 'accept_ra'}: {exc}") from exc
+
+
+def _refuse_router_ads_on(proc_sys: Path, nic: str, sysctls: Mapping[str, str]) -> None:
+    """``accept_ra = 0`` on one NIC, unless the pod's own sysctls say otherwise."""
+    value = sysctls.get(f"net.ipv6.conf.{nic}.accept_ra", "0")
+    path = proc_sys / "net" / "ipv6" / "conf" / nic / "accept_ra"
+    try:
+        path.write_text(value)
+    except FileNotFoundError:
+        return  # a kernel without IPv6, or IPv6 off on this NIC
+    except OSError as exc:
+        raise HostCommandError(f"{path}: {exc}") from exc
 
 
 def _check_mount(mount: agent_pb2.Mount9p) -> None:
