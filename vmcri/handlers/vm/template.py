@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vmcri.errors import TemplateUnusable, VmcriError
+from vmcri.handlers.vm.designer import Hardware
 from vmcri.host.lock_file import open_lock_file
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,19 @@ class Shape:
 
     def label(self) -> str:
         return f"{self.memory_mib} MiB/{self.vcpus} vCPU"
+
+    def hardware(self) -> Hardware:
+        """The machine a template of this shape, and every clone of it, is."""
+        return Hardware(
+            domain_type=self.domain_type,
+            machine=self.machine,
+            memory_mib=self.memory_mib,
+            vcpus=self.vcpus,
+            max_vcpus=self.max_vcpus,
+            hotplug_memory_mib=self.hotplug_memory_mib,
+            tcg_cache_mib=self.tcg_cache_mib,
+            share_driver=self.share_driver,
+        )
 
 
 @dataclass(frozen=True)
