@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from vmcri.errors import (
     ConfigError,
     FailedPrecondition,
-    HostCommandError,
     HypervisorError,
     Unimplemented,
     VmcriError,
@@ -49,17 +47,15 @@ from vmcri.handlers.vm.growth import VmGrowth
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
-from vmcri.handlers.vm.layer_budget import layer_size
-from vmcri.handlers.vm.layout import MAX_SOCKET_PATH, SandboxLayout
+from vmcri.handlers.vm.layout import MAX_SOCKET_PATH
 from vmcri.handlers.vm.options import VmOptions
-from vmcri.handlers.vm.sizing import (
-    size_vm,
-)
+from vmcri.handlers.vm.placement import VmPlacement
+from vmcri.handlers.vm.pod_dirs import VmPodDirs
+from vmcri.handlers.vm.sizing import check_overhead, size_vm
 from vmcri.handlers.vm.spec import container_spec, pod_files, target_of
 from vmcri.handlers.vm.template_vms import VmTemplateVms
 from vmcri.handlers.vm.volumes import mount_volumes
-from vmcri.host import layer_space
-from vmcri.host.mounts import HARDENED, HostMounter, Mounter, mount_points
+from vmcri.host.mounts import HARDENED, HostMounter, Mounter
 from vmcri.metrics import families as metrics
 from vmcri.model import Resources
 from vmcri.network.tap import NetlinkTaps, TapDevices
@@ -78,9 +74,12 @@ def create(options: VmOptions, context: BackendContext) -> VmBackend:
     return VmBackend(options, context)
 
 
-class VmBackend(VmBoot, VmTemplateVms, VmGrowth, SupervisedContainerMethods):
+class VmBackend(
+    VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, SupervisedContainerMethods
+):
     """The ``SandboxBackend`` of VM pods. Its other parts, each in a module of its own:
-    booting (``boot.py``), VM templates (``template_vms.py``), growth (``growth.py``)."""
+    booting (``boot.py``), VM templates (``template_vms.py``), growth (``growth.py``), the
+    pods' cgroups (``placement.py``) and host-side directories (``pod_dirs.py``)."""
 
     def __init__(
         self,
@@ -116,63 +115,12 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, SupervisedContainerMethods):
         self._containers = SupervisedContainers(self, context.services)
         self._grow_locks = PodLocks()
         self._cgroups: PodCgroups = cgroups or VmCgroups(context.config.cgroup_driver, options)
-        # Each pod's cgroups from its start on (the record has them once it is READY),
-        # and the pods this daemon run has placed (again, after a restart) already.
-        self._placements: dict[str, Placement] = {}
+        self._placements: dict[str, Placement] = {}  # see placement.py
         self._placed: set[str] = set()
         self._private_ready = False
         self._init_templates(context)
 
     # ------------------------------------------------------------ helpers
-
-    def _layout(self, sandbox_id: str) -> SandboxLayout:
-        return SandboxLayout(self._state / sandbox_id, self._context.root / sandbox_id)
-
-    def _ensure_private_root(self) -> None:
-        # Each pod's mounts propagate to its own share (and the copies of it in the mount
-        # namespaces libvirt gives QEMU and virtiofsd) through a peer group of its own; a
-        # private parent keeps them from spreading into every other mount namespace.
-        if not self._private_ready:
-            self._mounter.make_private(self._state)
-            self._private_ready = True
-
-    def _prepare_dirs(self, layout: SandboxLayout) -> int:
-        """The pod's host-only directories, its share, and its sized writable file system;
-        returns that file system's size in MiB (0: none). Raises ResourceExhausted (no
-        disk left for it, see layer_budget.py), HostCommandError."""
-        for d in (layout.base, layout.exits, layout.disk):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        layout.agent_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._mounter.share_readonly(layout.mounts, layout.share, layout.mount_namespace)
-        if not self._options.writable_layer_mib:
-            layout.writable.mkdir(exist_ok=True, mode=0o700)
-            return 0
-        wanted = self._options.writable_layer_mib
-        with layer_space.ALLOCATION:  # until the new layer's file exists, and counts
-            space = self._layer_space()
-            size = layer_size(space, wanted, self._options.writable_layer_reserve_mib)
-            if size < wanted:
-                log.warning(
-                    "pod writable layer sized down to %d MiB (writable_layer_mib = %d): "
-                    "%d MiB free, %d MiB still promised to %d pods' layers, %d MiB reserve",
-                    size, wanted, space.free_bytes >> 20, space.claimable_bytes >> 20,
-                    space.layers, self._options.writable_layer_reserve_mib,
-                )  # fmt: skip
-            self._mounter.sized_fs(layout.writable_image, layout.writable, size)
-        return size
-
-    def _layer_space(self) -> layer_space.LayerSpace:
-        """The pods' layers (every handler's: ``<root>/backends``) against the free disk."""
-        try:
-            return layer_space.measure(self._context.root.parent)
-        except OSError as exc:
-            raise HostCommandError(f"disk space under {self._context.root}: {exc}") from exc
-
-    def _pod_namespace(self, layout: SandboxLayout) -> Path | None:
-        """The pod's mount namespace, where its volumes are bound; None for a pod made
-        before pods had one (its volumes are bound here, as they were)."""
-        pin = layout.mount_namespace
-        return pin if pin in mount_points(pin) else None
 
     def _guest(self) -> GuestImage:
         return load_guest_image(self._options.guest_path, uncompressed_kernel=self._accel.degraded)
@@ -261,7 +209,7 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, SupervisedContainerMethods):
         try:
             hostname = pod_files(sandbox)[0]
             memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
-            _check_overhead(sandbox, self._options)
+            check_overhead(sandbox, self._options)
             limited = pod_memory_limited(sandbox)
             template = self._template_for(guest, memory_mib, vcpus, limited)
             most = self._boot_size(memory_mib, vcpus, limited).max_memory_mib
@@ -331,33 +279,8 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, SupervisedContainerMethods):
             nic.unplug(self._taps, sandbox_id, sandbox.network if sandbox is not None else None)
         except VmcriError as exc:
             log.error("sandbox %s: NIC removal failed: %s", sandbox_id, exc.message)
-        layout = self._layout(sandbox_id)
-        # Raises (and deletes nothing) while anything is still mounted: never delete through
-        # a mount, a volume's files least of all. The pod's namespace first: its pin goes
-        # with the rest below base.
-        namespace = self._pod_namespace(layout)
-        if namespace is not None:
-            self._mounter.unmount_below(layout.mounts, namespace)
-        self._mounter.unmount_below(layout.base)
-        self._mounter.unmount_below(layout.disk)
-        # rmtree works through directory fds and never follows the guest's symlinks.
-        shutil.rmtree(layout.base, ignore_errors=True)
-        shutil.rmtree(layout.disk, ignore_errors=True)
-        layout.agent_socket.unlink(missing_ok=True)
-        layout.incoming_socket.unlink(missing_ok=True)
+        self._remove_dirs(self._layout(sandbox_id))
         self._remove_cgroups(sandbox_id, sandbox)
-
-    def _remove_cgroups(self, sandbox_id: str, sandbox: SandboxRecord | None) -> None:
-        """After the VM is gone: its leaf, and the pod's cgroup if vmcri made it. libvirt
-        ends QEMU and virtiofsd before destroy returns; their exit may take a moment."""
-        placement = self._placements.pop(sandbox_id, None)
-        self._placed.discard(sandbox_id)
-        if placement is None and sandbox is not None:
-            placement = Placement.from_runtime(sandbox.runtime)
-        if placement is not None and not wait_until(
-            lambda: self._cgroups.remove(placement), 5.0, 0.05
-        ):
-            log.warning("sandbox %s: cgroup %s is still in use", sandbox_id, placement.leaf)
 
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool:
         alive = self._alive(domain_name(sandbox.id))
@@ -366,22 +289,6 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, SupervisedContainerMethods):
             if sandbox.id not in self._placed:
                 self._reconcile_cgroups(sandbox)
         return alive
-
-    def _reconcile_cgroups(self, sandbox: SandboxRecord) -> None:
-        """Once per daemon run: a VM that runs (a restart found it) is placed again, in
-        case a growth ended with its threads where libvirt put them."""
-        placement = Placement.from_runtime(sandbox.runtime)
-        self._placed.add(sandbox.id)
-        if placement is None:
-            return  # a pod from before VM pods had cgroups
-        name = domain_name(sandbox.id)
-        try:
-            placed = self._cgroups.place(placement, self._hypervisor.qemu_pid(name), name)
-        except VmcriError as exc:
-            log.warning("sandbox %s: cannot place its VM in %s: %s", sandbox.id, placement.leaf,
-                        exc.message)  # fmt: skip
-            return
-        self._placements[sandbox.id] = placed
 
     def create_container(
         self, sandbox: SandboxRecord, container: ContainerRecord, image: ImageInfo
@@ -414,15 +321,6 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, SupervisedContainerMethods):
             raise
         return {"rootfs": str(rootfs)}
 
-    def _release_container(self, sandbox: SandboxRecord, container_id: str) -> None:
-        layout = self._layout(sandbox.id)
-        namespace = self._pod_namespace(layout)
-        if namespace is not None:
-            self._mounter.unmount_below(layout.container_mounts(container_id), namespace)
-        self._mounter.unmount_below(layout.container_mounts(container_id))
-        shutil.rmtree(layout.container_mounts(container_id), ignore_errors=True)
-        shutil.rmtree(layout.upper(container_id), ignore_errors=True)
-
     def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
         self._containers.remove(sandbox, container)
         self._release_container(sandbox, container.id)
@@ -443,22 +341,6 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, SupervisedContainerMethods):
     def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:
         """Raises FailedPrecondition (VM down), Unavailable (nothing listens on the port)."""
         return self._containers.port_connection(sandbox, port)
-
-
-def _check_overhead(sandbox: SandboxRecord, options: VmOptions) -> None:
-    """kubelet's overhead (the RuntimeClass's podFixed) is what the node sets aside for the
-    pod beyond its containers: the guest's own share and QEMU. It does not size the VM
-    (ARCHITECTURE.md, "VM sizing"); one that is smaller than the guest's share alone means
-    the node counts less than the pod uses, which is worth a warning."""
-    overhead = sandbox.config.overhead
-    if 0 < overhead.memory_limit_in_bytes < options.overhead_memory_mib * (1 << 20):
-        log.warning(
-            "sandbox %s: the pod overhead kubelet sent (%d MiB, the RuntimeClass's "
-            "podFixed) is less than the VM's own %d MiB (overhead_memory_mib), before QEMU's",
-            sandbox.id,
-            overhead.memory_limit_in_bytes >> 20,
-            options.overhead_memory_mib,
-        )
 
 
 def _use_vsock(setting: str, device: Path) -> bool:

@@ -10,7 +10,6 @@ the one design function (``designer.py``).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -28,7 +27,6 @@ from vmcri.errors import (
 )
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice
-from vmcri.handlers.vm.cgroup import Placement, PodCgroups
 from vmcri.handlers.vm.designer import Hardware, HostSide, design_domain
 from vmcri.handlers.vm.domain import (
     SHARE_TAG,
@@ -49,7 +47,6 @@ from vmcri.handlers.vm.render import render_domain, render_nic
 from vmcri.handlers.vm.sizing import VmSize, boot_size, size_vm
 from vmcri.handlers.vm.spec import pod_files, shares_pid
 from vmcri.handlers.vm.template import Template, Templates
-from vmcri.host.mounts import Mounter
 from vmcri.network.tap import TapDevices
 from vmcri.store.records import SandboxRecord
 from vmcri.supervisor.containers import SupervisedContainers
@@ -72,15 +69,11 @@ class VmBoot:
     _options: VmOptions
     _accel: AccelChoice
     _hypervisor: Hypervisor
-    _mounter: Mounter
     _taps: TapDevices
     _vsock: bool
     _virtiofsd: str
     _share_driver: str
     _containers: SupervisedContainers
-    _cgroups: PodCgroups
-    _placements: dict[str, Placement]
-    _placed: set[str]
     _templates: Templates | None
 
     if TYPE_CHECKING:
@@ -88,6 +81,10 @@ class VmBoot:
         def _layout(self, sandbox_id: str) -> SandboxLayout: ...
 
         def _alive(self, name: str) -> bool: ...
+
+        def _placer(self, sandbox_id: str) -> Callable[[int], None]: ...
+
+        def _release_share(self, sandbox_id: str, layout: SandboxLayout) -> None: ...
 
     def _boot(
         self,
@@ -285,35 +282,6 @@ class VmBoot:
         if share_pid and not files.pid_ns_path:
             raise ProtocolError("the guest agent made no PID namespace for the pod")
         return files
-
-    def _release_share(self, sandbox_id: str, layout: SandboxLayout) -> None:
-        """Once the pod's file server runs, the host's own copy of the share stops following
-        the pod's mounts: the copies in the namespaces libvirt gave QEMU (and virtiofsd)
-        still do, so a volume's mounts (a tmpfs in a hostPath) never sit on a node
-        directory in the host's namespace, where they would keep it busy (EBUSY). A QEMU in
-        the host's own namespace (libvirt's ``namespaces`` off) serves the host's copy,
-        which then keeps following."""
-        qemu = self._hypervisor.mount_namespace(domain_name(sandbox_id))
-        if qemu and qemu != os.readlink("/proc/self/ns/mnt"):
-            self._mounter.release_share(layout.share)
-        else:
-            log.warning(
-                "sandbox %s: QEMU runs in the host's mount namespace (or its namespace is "
-                "unknown): the host keeps copies of the pod's volume mounts, which keep the "
-                "node's directories below a hostPath busy",
-                sandbox_id,
-            )
-
-    def _placer(self, sandbox_id: str) -> Callable[[int], None]:
-        """Moves a starting VM's processes into the pod's cgroup, before the guest runs."""
-
-        def place(qemu_pid: int) -> None:
-            placement = self._placements[sandbox_id]
-            name = domain_name(sandbox_id)
-            self._placements[sandbox_id] = self._cgroups.place(placement, qemu_pid, name)
-            self._placed.add(sandbox_id)
-
-        return place
 
     def _undo_start(self, sandbox: SandboxRecord) -> None:
         """Undo a start that failed half-way (domain, agent link, tap, sockets), keeping

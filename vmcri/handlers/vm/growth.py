@@ -7,13 +7,11 @@ do it, with the VM's QEMU back in libvirt's cgroup while a vCPU is plugged.
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 from vmcri.errors import FailedPrecondition
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.accel import AccelChoice
-from vmcri.handlers.vm.cgroup import Placement, PodCgroups
 from vmcri.handlers.vm.domain import domain_name, plugs_vcpus
 from vmcri.handlers.vm.grow import HotplugGuard, PodLocks, grow
 from vmcri.handlers.vm.hypervisor import Hypervisor
@@ -33,14 +31,14 @@ class VmGrowth:
     _hypervisor: Hypervisor
     _containers: SupervisedContainers
     _grow_locks: PodLocks
-    _cgroups: PodCgroups
-    _placements: dict[str, Placement]
 
     if TYPE_CHECKING:
 
         def _alive(self, name: str) -> bool: ...
 
         def down_message(self) -> str: ...
+
+        def _hotplug_guard(self, sandbox: SandboxRecord) -> HotplugGuard: ...
 
     def _make_room(
         self,
@@ -87,15 +85,3 @@ class VmGrowth:
                 hotplug_guard=self._hotplug_guard(current),
             )  # fmt: skip
             services.update_sandbox_runtime(sandbox.id, target.runtime())
-
-    def _hotplug_guard(self, sandbox: SandboxRecord) -> HotplugGuard:
-        """QEMU in libvirt's cgroup2 group while libvirt plugs a vCPU, then placed again."""
-        placement = self._placements.get(sandbox.id) or Placement.from_runtime(sandbox.runtime)
-        if placement is None:
-            return contextlib.nullcontext
-        name = domain_name(sandbox.id)
-
-        def guard() -> contextlib.AbstractContextManager[None]:
-            return self._cgroups.hotplug(placement, self._hypervisor.qemu_pid(name), name)
-
-        return guard
