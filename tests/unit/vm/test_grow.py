@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.unit.vm.test_backend import FakeHypervisor, busybox_container, make_backend, sandbox
+from tests.support.hypervisor import FakeHypervisor
+from tests.support.vm_backend import busybox_container, make_backend, sandbox
 from vmcri.agent.types import GuestResources
 from vmcri.errors import InvalidArgument, ResourceExhausted
 from vmcri.handlers.base import ImageInfo
