@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from vmcri.errors import TemplateUnusable, VmcriError
@@ -71,17 +71,9 @@ class Shape:
         return f"{self.memory_mib} MiB/{self.vcpus} vCPU"
 
     def hardware(self) -> Hardware:
-        """The machine a template of this shape, and every clone of it, is."""
-        return Hardware(
-            domain_type=self.domain_type,
-            machine=self.machine,
-            memory_mib=self.memory_mib,
-            vcpus=self.vcpus,
-            max_vcpus=self.max_vcpus,
-            hotplug_memory_mib=self.hotplug_memory_mib,
-            tcg_cache_mib=self.tcg_cache_mib,
-            share_driver=self.share_driver,
-        )
+        """The machine a template of this shape, and every clone of it, is: a shape holds
+        every field of ``Hardware`` (``template_vms.py`` makes it from one)."""
+        return Hardware(**{f.name: getattr(self, f.name) for f in fields(Hardware)})
 
 
 @dataclass(frozen=True)

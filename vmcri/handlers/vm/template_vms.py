@@ -94,14 +94,7 @@ class VmTemplateVms:
         shape = Shape(
             guest_version=guest.version,
             hypervisor=self._hypervisor_version,
-            domain_type=hardware.domain_type,
-            machine=hardware.machine,
-            memory_mib=hardware.memory_mib,
-            vcpus=hardware.vcpus,
-            tcg_cache_mib=hardware.tcg_cache_mib,
-            share_driver=hardware.share_driver,
-            max_vcpus=hardware.max_vcpus,
-            hotplug_memory_mib=hardware.hotplug_memory_mib,
+            **dataclasses.asdict(hardware),
         )
         # What the saved guest saw: the domain with every per-VM value a placeholder
         # (a change of templates/ or of the device policy makes a new template).
