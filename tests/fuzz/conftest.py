@@ -27,7 +27,7 @@ from tests.integration.vm.conftest import wait_for_template
 from tests.support.push import push_busybox_image
 from tests.support.registry import LocalRegistry, registries_conf_for, registry_available
 from vmcri.api import api_pb2 as pb
-from vmcri.handlers.vm.backend import TEMPLATE_DOMAIN_PREFIX
+from vmcri.handlers.vm.template_vms import TEMPLATE_DOMAIN_PREFIX
 from vmcri.host.mounts import HostMounter, mount_points
 
 

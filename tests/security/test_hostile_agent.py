@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.hypervisor import FakeHypervisor
+from tests.support.vm_backend import make_backend
 from tests.support.wait import wait_until
-from tests.unit.vm.test_backend import FakeHypervisor, make_backend
 from vmcri.agent import PROTOCOL_VERSION
 from vmcri.agent.budget import POD_EVENT_BUDGET
 from vmcri.agent.client import AgentClient

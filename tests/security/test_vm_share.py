@@ -23,8 +23,9 @@ from typing import Any, cast
 import pytest
 
 from tests.support.cgroups import FakePodCgroups
+from tests.support.hypervisor import FakeHypervisor
+from tests.support.vm_backend import vm_context
 from tests.support.wait import wait_for
-from tests.unit.vm.test_backend import FakeHypervisor, vm_context
 from vmcri.agent import types as agent_types
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import ImageInfo

@@ -26,8 +26,8 @@ import pytest
 
 from tests.integration.daemon.conftest import SHARED_TEMPLATES
 from tests.integration.vm.conftest import TEMPLATE_TIMEOUT_S, destroy_domain, domain_exists
+from tests.support.vm_backend import vm_context
 from tests.support.wait import wait_for
-from tests.unit.vm.test_backend import vm_context
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.nic import tap_name

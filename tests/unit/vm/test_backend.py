@@ -4,210 +4,22 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.cgroups import FAKE_QEMU_PID, FakePodCgroups
+from tests.support.hypervisor import FakeHypervisor
+from tests.support.vm_backend import busybox_container, make_backend, sandbox
 from vmcri.agent.types import AgentInfo, SandboxFiles
-from vmcri.config import Config
 from vmcri.errors import FailedPrecondition, HypervisorError, InvalidArgument
 from vmcri.handlers.base import ImageInfo
-from vmcri.handlers.registry import BackendContext
-from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.domain import domain_name
 from vmcri.handlers.vm.hypervisor import BeforeRun
-from vmcri.handlers.vm.options import VmOptions
 from vmcri.ids import new_id
-from vmcri.model import ContainerConfig, Metadata, PodConfig, Resources
-from vmcri.network.model import PodNetwork
-from vmcri.network.tap import LinkInfo, TapDevices
-from vmcri.runtime.context import Services
-from vmcri.runtime.events import EventBus
-from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
-from vmcri.store.store import Store
-
-
-class FakeHypervisor:
-    """libvirt without VMs; a guest that takes what is hotplugged up to ``guest_takes_mib``."""
-
-    def __init__(self, fail_start: bool = False) -> None:
-        self.fail_start = fail_start
-        self.running: set[str] = set()
-        self.destroyed: list[str] = []
-        self.started_xml = ""
-        self.vcpus: dict[str, int] = {}
-        self.plugged: dict[str, int] = {}
-        self.guest_takes_mib = 1 << 30
-
-    def start(self, name: str, xml: str, before_run: BeforeRun | None = None) -> None:
-        self.started_xml = xml
-        if self.fail_start:
-            raise HypervisorError(f"cannot start VM {name}: no")
-        if before_run is not None:
-            before_run(FAKE_QEMU_PID)
-        self.running.add(name)
-
-    def qemu_pid(self, name: str) -> int:
-        if name not in self.running:
-            raise HypervisorError(f"cannot find the QEMU process of VM {name}")
-        return FAKE_QEMU_PID
-
-    def is_running(self, name: str) -> bool:
-        return name in self.running
-
-    def shutdown(self, name: str) -> None:
-        self.running.discard(name)
-
-    def destroy(self, name: str) -> None:
-        self.destroyed.append(name)
-        self.running.discard(name)
-
-    def names(self, prefix: str) -> list[str]:
-        return sorted(n for n in self.running if n.startswith(prefix))
-
-    def version(self) -> str:
-        return "fake-1"
-
-    def save_state(self, name: str, target: Path, channel: Path, timeout_s: float) -> None:
-        raise HypervisorError("the fake hypervisor saves nothing")
-
-    def restore(
-        self,
-        name: str,
-        xml: str,
-        state: Path,
-        channel: Path,
-        timeout_s: float,
-        before_run: BeforeRun | None = None,
-    ) -> None:
-        raise HypervisorError("the fake hypervisor restores nothing")
-
-    def attach_device(self, name: str, xml: str) -> None:
-        raise HypervisorError("the fake hypervisor hotplugs nothing")
-
-    def set_vcpus(self, name: str, count: int) -> None:
-        self.vcpus[name] = count
-
-    def plug_memory(self, name: str, device: str, size_bytes: int, timeout_s: float) -> int:
-        self.plugged[name] = min(size_bytes, self.guest_takes_mib << 20)
-        return self.plugged[name]
-
-    def mount_namespace(self, name: str) -> str:
-        return ""  # unknown: the host's share keeps following
-
-
-class FakeMounter:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def overlay(self, lowerdirs: Sequence[str], upper: Path, work: Path, target: Path) -> None:
-        self.calls.append(("overlay", str(target)))
-
-    def readonly_view(self, lowerdirs: Sequence[str], target: Path) -> None:
-        self.calls.append(("view", str(target)))
-
-    def bind(
-        self,
-        source: Path,
-        target: Path,
-        readonly: bool = False,
-        *,
-        recursive_readonly: bool = False,
-        follow_host: bool = False,
-        namespace: Path | None = None,
-    ) -> None:
-        self.calls.append(("bind", str(target)))
-
-    def share_readonly(self, source: Path, target: Path, namespace: Path) -> None:
-        source.mkdir(parents=True, exist_ok=True)
-        target.mkdir(parents=True, exist_ok=True)
-        self.calls.append(("share", str(target)))
-
-    def release_share(self, target: Path) -> None:
-        self.calls.append(("release", str(target)))
-
-    def sized_fs(self, image: Path, target: Path, size_mib: int) -> None:
-        image.write_bytes(b"")
-        target.mkdir(parents=True, exist_ok=True)
-        self.calls.append(("sized_fs", str(target)))
-
-    def make_private(self, path: Path) -> None:
-        self.calls.append(("private", str(path)))
-
-    def unmount(self, target: Path) -> None:
-        self.calls.append(("unmount", str(target)))
-
-    def unmount_below(self, root: Path, namespace: Path | None = None) -> None:
-        self.calls.append(("unmount_below", str(root)))
-
-
-class NoTaps:
-    """Pods without a network: a tap is never made; removing one finds none."""
-
-    def create(self, tap: str) -> None:
-        raise AssertionError("no NIC was planned")
-
-    def attach(self, tap: str, netns_path: str, peer: str, mtu: int) -> None:
-        raise AssertionError("no NIC was planned")
-
-    def link(self, netns_path: str, name: str) -> LinkInfo:
-        raise AssertionError("no NIC was planned")
-
-    def remove(self, tap: str, netns_path: str, peer: str) -> None:
-        pass
-
-
-def vm_context(tmp: Path, store: Store) -> BackendContext:
-    """What the daemon gives the vm backend, with its dirs below ``tmp`` as the daemon lays them."""
-    return BackendContext(
-        config=Config(),
-        root=tmp / "root" / "backends" / "vm",
-        state=tmp / "state" / "backends" / "vm",
-        services=Services(config=Config(), store=store, events=EventBus()),
-    )
-
-
-def make_backend(
-    tmp: Path,
-    hypervisor: FakeHypervisor,
-    taps: TapDevices | None = None,
-    cgroups: FakePodCgroups | None = None,
-) -> tuple[VmBackend, Store]:
-    guest = tmp / "guest"
-    guest.mkdir()
-    for name in ("vmlinuz", "initrd.img", "rootfs.img"):
-        (guest / name).write_bytes(b"x")
-    (guest / "VERSION").write_text("abc123\n")
-    store = Store(tmp / "root")
-    context = vm_context(tmp, store)
-    options = VmOptions(
-        guest_dir=str(guest), accel="tcg", shared_fs="9p", boot_timeout_s=1, template="off"
-    )
-    backend = VmBackend(
-        options,
-        context,
-        hypervisor=hypervisor,
-        mounter=FakeMounter(),
-        taps=taps or NoTaps(),
-        cgroups=cgroups or FakePodCgroups(),
-    )
-    return backend, store
-
-
-def sandbox(network: PodNetwork | None = None) -> SandboxRecord:
-    config = PodConfig(metadata=Metadata(name="p", uid="u", namespace="n"))
-    return SandboxRecord(id=new_id(), handler="vm", backend="vm", config=config, network=network)
-
-
-def busybox_container(sandbox_id: str, resources: Resources | None = None) -> ContainerRecord:
-    config = ContainerConfig(
-        metadata=Metadata(name="c"), image="busybox", resources=resources or Resources()
-    )
-    return ContainerRecord(
-        id=new_id(), sandbox_id=sandbox_id, config=config, image_id="sha256:1", image_name="busybox"
-    )
+from vmcri.model import Resources
+from vmcri.store.records import SandboxState
 
 
 @pytest.fixture

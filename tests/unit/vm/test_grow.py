@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.unit.vm.test_backend import FakeHypervisor, busybox_container, make_backend, sandbox
+from tests.support.hypervisor import FakeHypervisor
+from tests.support.vm_backend import busybox_container, make_backend, sandbox
 from vmcri.agent.types import GuestResources
 from vmcri.errors import InvalidArgument, ResourceExhausted
 from vmcri.handlers.base import ImageInfo
@@ -159,7 +160,7 @@ def test_new_pod_level_limits_grow_the_vm(short_tmp: Path, monkeypatch: pytest.M
 def test_kubelets_overhead_does_not_size_the_vm_but_one_too_small_is_a_warning(
     short_tmp: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from vmcri.handlers.vm.backend import _check_overhead
+    from vmcri.handlers.vm.sizing import check_overhead
 
     backend, _ = make_backend(short_tmp, FakeHypervisor())
     pod = PodConfig(
@@ -168,10 +169,10 @@ def test_kubelets_overhead_does_not_size_the_vm_but_one_too_small_is_a_warning(
     )
     record = SandboxRecord(id="ab" * 32, handler="vm", backend="vm", config=pod)
     with caplog.at_level(logging.WARNING):
-        _check_overhead(record, backend._options)
+        check_overhead(record, backend._options)
     assert "64 MiB" in caplog.text and "overhead_memory_mib" in caplog.text
     caplog.clear()
-    _check_overhead(sandbox(), backend._options)  # kubelet sent none (crictl): no warning
+    check_overhead(sandbox(), backend._options)  # kubelet sent none (crictl): no warning
     assert caplog.text == ""
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.vm.test_backend import FakeHypervisor, make_backend, sandbox
+from tests.support.hypervisor import FakeHypervisor
+from tests.support.vm_backend import make_backend, sandbox
 from vmcri.errors import HypervisorError, InvalidArgument, NotFound
 from vmcri.handlers.vm.nic import plan_nic, tap_name
 from vmcri.network.model import IpConfig, NetInterface, PodNetwork, Route

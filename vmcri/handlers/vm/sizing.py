@@ -18,6 +18,7 @@ InvalidArgument naming the request's field, before anything changes.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,9 @@ from vmcri.errors import InvalidArgument
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.host.meminfo import host_memory_bytes
 from vmcri.model import Resources
+from vmcri.store.records import SandboxRecord
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 POD_RESOURCES = "config.linux.resources"
@@ -249,3 +253,19 @@ def _why_max(options: VmOptions, key: str, hotplug_vcpus: bool = True) -> str:
             "VMs with spare ones"
         )
     return "options.max_vcpus"
+
+
+def check_overhead(sandbox: SandboxRecord, options: VmOptions) -> None:
+    """kubelet's overhead (the RuntimeClass's podFixed) is what the node sets aside for the
+    pod beyond its containers: the guest's own share and QEMU. It does not size the VM
+    (ARCHITECTURE.md, "VM sizing"); one that is smaller than the guest's share alone means
+    the node counts less than the pod uses, which is worth a warning."""
+    overhead = sandbox.config.overhead
+    if 0 < overhead.memory_limit_in_bytes < options.overhead_memory_mib * (1 << 20):
+        log.warning(
+            "sandbox %s: the pod overhead kubelet sent (%d MiB, the RuntimeClass's "
+            "podFixed) is less than the VM's own %d MiB (overhead_memory_mib), before QEMU's",
+            sandbox.id,
+            overhead.memory_limit_in_bytes >> 20,
+            options.overhead_memory_mib,
+        )

@@ -29,10 +29,11 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from vmcri.errors import TemplateUnusable, VmcriError
+from vmcri.handlers.vm.designer import Hardware
 from vmcri.host.lock_file import open_lock_file
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,11 @@ class Shape:
 
     def label(self) -> str:
         return f"{self.memory_mib} MiB/{self.vcpus} vCPU"
+
+    def hardware(self) -> Hardware:
+        """The machine a template of this shape, and every clone of it, is: a shape holds
+        every field of ``Hardware`` (``template_vms.py`` makes it from one)."""
+        return Hardware(**{f.name: getattr(self, f.name) for f in fields(Hardware)})
 
 
 @dataclass(frozen=True)
