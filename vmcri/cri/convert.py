@@ -300,10 +300,6 @@ def _container_metadata(m: Metadata) -> pb.ContainerMetadata:
     return pb.ContainerMetadata(name=m.name, attempt=m.attempt)
 
 
-def sandbox_state(state: SandboxState) -> int:
-    return _SANDBOX_STATE_TO_PB[state]
-
-
 def pod_sandbox(record: SandboxRecord) -> pb.PodSandbox:
     return pb.PodSandbox(
         id=record.id,

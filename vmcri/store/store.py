@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from vmcri.errors import AlreadyExists, InvalidArgument, NotFound, StateCorrupt
 from vmcri.store import codec
@@ -23,17 +23,6 @@ from vmcri.store.atomic import remove_file, write_atomic
 from vmcri.store.records import ContainerRecord, SandboxRecord, check_transition
 
 log = logging.getLogger(__name__)
-
-
-class _Record(Protocol):
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def name_key(self) -> str: ...
-
-    @property
-    def state(self) -> object: ...
 
 
 R = TypeVar("R", SandboxRecord, ContainerRecord)
