@@ -123,7 +123,7 @@ class ContainerService:
         except BaseException:
             self._s.store.containers.remove(record.id)
             raise
-        record = self._s.store.containers.set_state_fields(
+        record = self._s.store.containers.set_fields(
             record.id,
             runtime=runtime,
             user=identity.container_user(config, image),
@@ -389,7 +389,7 @@ class ContainerService:
         sandbox = self._sandbox(container.sandbox_id)
         self._backend(sandbox).update_resources(sandbox, container, resources)
         config = dataclasses.replace(container.config, resources=resources)
-        self._s.store.containers.set_state_fields(container.id, config=config)
+        self._s.store.containers.set_fields(container.id, config=config)
 
     def reopen_log(self, container_id: str) -> None:
         sandbox, container = self._running(container_id)

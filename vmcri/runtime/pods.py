@@ -101,7 +101,7 @@ class PodService:
             self._undo_run(record.id, handler.backend, backend_ran)
             raise
         ips = record.network.addresses() if record.network is not None else ()
-        self._s.store.sandboxes.set_state_fields(
+        self._s.store.sandboxes.set_fields(
             record.id,
             state=SandboxState.READY,
             runtime=started.runtime,
@@ -146,9 +146,9 @@ class PodService:
         """Plan, record, ADD, record, guard: a daemon killed in between still knows what to
         DEL (which also removes the guard)."""
         table = self._s.store.sandboxes
-        record = table.set_state_fields(record.id, network=net.plan(record, netns_path))
+        record = table.set_fields(record.id, network=net.plan(record, netns_path))
         assert record.network is not None
-        record = table.set_state_fields(record.id, network=net.add(record, record.network))
+        record = table.set_fields(record.id, network=net.add(record, record.network))
         net.guard_pod(record)
         return record
 
@@ -174,7 +174,7 @@ class PodService:
         if net is None or sandbox.network is None or sandbox.network.released:
             return sandbox
         released = net.release(sandbox)
-        return self._s.store.sandboxes.set_state_fields(sandbox.id, network=released)
+        return self._s.store.sandboxes.set_fields(sandbox.id, network=released)
 
     def stop(self, sandbox_id: str) -> None:
         """Stop every container and the sandbox. Unknown or stopped sandboxes are success,
@@ -191,7 +191,7 @@ class PodService:
             self._containers.refresh(container.id)
         # CRI: Stop releases the pod's network resources (its IP) and may be repeated.
         sandbox = self._release_network(self._s.store.sandboxes.get(sandbox.id))
-        self._s.store.sandboxes.set_state_fields(sandbox.id, state=SandboxState.NOTREADY)
+        self._s.store.sandboxes.set_fields(sandbox.id, state=SandboxState.NOTREADY)
 
     def remove(self, sandbox_id: str) -> None:
         """Stop it if needed, remove its containers and everything it held; idempotent
@@ -225,9 +225,7 @@ class PodService:
             return sandbox
         if not self._s.registry().backend_for(sandbox).sandbox_alive(sandbox):
             log.warning("sandbox %s: its isolation is gone; marking it NOTREADY", sandbox.id)
-            sandbox = self._s.store.sandboxes.set_state_fields(
-                sandbox.id, state=SandboxState.NOTREADY
-            )
+            sandbox = self._s.store.sandboxes.set_fields(sandbox.id, state=SandboxState.NOTREADY)
             for container in self._s.store.containers_of(sandbox.id):
                 self._containers.refresh(container.id)
         return sandbox
@@ -286,7 +284,7 @@ class PodService:
             validate_resources(overhead, "overhead")
         if resources is not None:
             validate_resources(resources, "resources")
-        sandbox = self.ready(sandbox_id)
+        sandbox = self.existing(sandbox_id)
         if resources is not None and sandbox.state is SandboxState.READY:
             self._s.registry().backend_for(sandbox).update_sandbox_resources(sandbox, resources)
         config = dataclasses.replace(
@@ -294,14 +292,15 @@ class PodService:
             overhead=sandbox.config.overhead if overhead is None else overhead,
             resources=sandbox.config.resources if resources is None else resources,
         )
-        return self._s.store.sandboxes.set_state_fields(sandbox.id, config=config)
+        return self._s.store.sandboxes.set_fields(sandbox.id, config=config)
 
     def find(self, sandbox_id: str) -> SandboxRecord | None:
         """The sandbox record as stored (no backend is asked); None when there is none."""
         return self._s.store.sandboxes.find(sandbox_id)
 
-    def ready(self, sandbox_id: str) -> SandboxRecord:
-        """The sandbox, which must exist; raises NotFound."""
+    def existing(self, sandbox_id: str) -> SandboxRecord:
+        """The sandbox, in whatever state, which must exist; raises NotFound naming
+        ``pod_sandbox_id`` (unlike ``Table.get``, whose message names no CRI field)."""
         sandbox = self._s.store.sandboxes.find(sandbox_id)
         if sandbox is None:
             raise NotFound(f"pod_sandbox_id {sandbox_id!r}: no such sandbox")
