@@ -24,13 +24,13 @@ from collections.abc import Iterable
 from vmcri.errors import InvalidArgument, NotFound, VmcriError
 from vmcri.handlers.base import SandboxBackend
 from vmcri.handlers.registry import Handler
-from vmcri.handlers.runc.pod_files import pod_hostname
 from vmcri.ids import could_name, new_id
 from vmcri.metrics import families as metrics
 from vmcri.model import NamespaceMode, PodConfig, Resources
 from vmcri.network.hostports import check_host_ports
 from vmcri.network.netstats import InterfaceCounters
 from vmcri.network.service import PodNetworking
+from vmcri.oci.pod_files import pod_hostname
 from vmcri.oci.userns import uses_userns
 from vmcri.runtime.containers import ContainerService, validate_resources
 from vmcri.runtime.context import Services

@@ -10,10 +10,10 @@ from vmcri.agent.guest.cgroups import CgroupReader
 from vmcri.errors import ConfigError, FailedPrecondition, InvalidArgument
 from vmcri.handlers.runc.layout import Layout, check_id
 from vmcri.handlers.runc.options import RuncOptions
-from vmcri.handlers.runc.pod_files import hosts_file, resolv_conf
 from vmcri.handlers.runc.rootfs import overlay_options
 from vmcri.host.cgroups import kill_all_in, remove_tree
 from vmcri.model import DNSConfig
+from vmcri.oci.pod_files import hosts_file, resolv_conf
 
 
 def test_overlay_options_order_and_limits() -> None:
