@@ -16,7 +16,7 @@ from tests.unit.cri.fakes import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.errors import InvalidArgument, NotFound
 from vmcri.handlers.base import ContainerUsage, ImageInfo
-from vmcri.runtime import identity, metric_families
+from vmcri.runtime import cri_metric_families, identity
 
 CTX: Any = None
 
@@ -194,7 +194,9 @@ def test_descriptors_name_cadvisor_metrics_with_consistent_label_keys(rt: Runtim
         "container_processes",
         "container_fs_usage_bytes",
     } <= names
-    assert all(list(d.label_keys)[:6] == list(metric_families.LABEL_KEYS) and d.help for d in got)
+    assert all(
+        list(d.label_keys)[:6] == list(cri_metric_families.LABEL_KEYS) and d.help for d in got
+    )
 
 
 def test_pod_sandbox_metrics_per_container_and_summed_per_pod(rt: Runtime) -> None:
