@@ -14,6 +14,7 @@ from vmcri.handlers.runc.rootfs import overlay_options
 from vmcri.host.cgroups import kill_all_in, remove_tree
 from vmcri.model import DNSConfig
 from vmcri.oci.pod_files import hosts_file, resolv_conf
+from vmcri.supervisor.containers import EXEC_OUTPUT_LIMIT
 
 
 def test_overlay_options_order_and_limits() -> None:
@@ -52,6 +53,15 @@ def test_options_are_validated() -> None:
         RuncOptions(cgroup_parent="relative")
     with pytest.raises(ConfigError, match="pids_limit"):
         RuncOptions(pids_limit=-1)
+
+
+def test_exec_output_limit_default_is_what_is_kept_and_more_is_refused() -> None:
+    # The agent answers ExecSync in one frame: a limit above what fits was cut silently.
+    assert RuncOptions().exec_output_limit == EXEC_OUTPUT_LIMIT
+    assert RuncOptions(exec_output_limit=1024).exec_output_limit == 1024
+    for bad in (1023, EXEC_OUTPUT_LIMIT + 1, 16 * 1024 * 1024):
+        with pytest.raises(ConfigError, match=r"options\.exec_output_limit: .*between 1024"):
+            RuncOptions(exec_output_limit=bad)
 
 
 def _tree(root: Path, files: dict[str, str]) -> None:
