@@ -277,8 +277,9 @@ class PodService:
         backend has made room for the new resources in a running pod (a VM
         grows); an absent message leaves that part as it was.
 
-        Raises NotFound (sandbox), InvalidArgument (negative values, or more
-        than the pod can grow to, naming the field), the backend's errors.
+        Raises NotFound (sandbox), InvalidArgument (unlimited swap, or more
+        than the pod can grow to, naming the field; the edge has checked each
+        value's range), the backend's errors.
         """
         if overhead is not None:
             validate_resources(overhead, "overhead")
@@ -316,6 +317,8 @@ def _matches(sandbox: SandboxRecord, filt: SandboxFilter) -> bool:
 
 
 def _validate_pod(config: PodConfig) -> None:
+    """What the edge (``cri/limits.py``) does not hold a pod's fields to: a name at all,
+    and none of CNI_ARGS' separators. Host name, log directory and ports it checks."""
     meta = config.metadata
     if not meta.name:
         raise InvalidArgument("config.metadata.name: must not be empty")
@@ -323,14 +326,6 @@ def _validate_pod(config: PodConfig) -> None:
         # They travel in CNI_ARGS ("K=V;K=V"), where these would forge other arguments.
         if any(c in getattr(meta, field) for c in ";="):
             raise InvalidArgument(f"config.metadata.{field}: must not contain ';' or '='")
-    if config.log_directory and not config.log_directory.startswith("/"):
-        raise InvalidArgument("config.log_directory: must be an absolute path")
-    if "/" in config.hostname or any(c.isspace() for c in config.hostname):
-        raise InvalidArgument("config.hostname: must not contain '/' or white space")
-    for i, port in enumerate(config.port_mappings):
-        for field in ("container_port", "host_port"):
-            if not 0 <= getattr(port, field) <= 65535:
-                raise InvalidArgument(f"config.port_mappings[{i}].{field}: out of range")
 
 
 def _pod_network(config: PodConfig) -> bool:
