@@ -436,4 +436,7 @@ backend = "runc"
 [runtimes.runc.options]
 # The runc binary on the host.
 runc = "runc"
+# Bytes ExecSync keeps of each output stream, 1024 to 491520 (480 KiB: both streams
+# come back in one agent frame); a larger value is refused at start-up.
+exec_output_limit = 491520
 """

@@ -155,7 +155,7 @@ def _sandbox(store: Store, handler: str, agent_url: str = "") -> SandboxRecord:
     record = store.sandboxes.add(
         SandboxRecord(id=new_id(), handler=handler, backend=handler, config=config, runtime=runtime)
     )
-    return store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
+    return store.sandboxes.set_fields(record.id, state=SandboxState.READY)
 
 
 def _container(store: Store, sandbox: SandboxRecord, log_path: str = "") -> ContainerRecord:
@@ -169,7 +169,7 @@ def _container(store: Store, sandbox: SandboxRecord, log_path: str = "") -> Cont
             log_path=log_path,
         )
     )
-    return store.containers.set_state_fields(record.id, state=ContainerState.RUNNING)
+    return store.containers.set_fields(record.id, state=ContainerState.RUNNING)
 
 
 def _open_fds() -> int:

@@ -33,8 +33,8 @@ from vmcri.model import (
     SecurityProfile,
 )
 from vmcri.runtime.containers import ContainerFilter
-from vmcri.runtime.metric_families import MetricDescriptor, NetworkDescriptor
-from vmcri.runtime.metrics import MetricSample, PodMetrics
+from vmcri.runtime.cri_metric_families import MetricDescriptor, NetworkDescriptor
+from vmcri.runtime.cri_metrics import MetricSample, PodMetrics
 from vmcri.runtime.pods import SandboxFilter
 from vmcri.runtime.usage_bounds import saturating_sum
 from vmcri.store.records import (
@@ -298,10 +298,6 @@ def _pod_metadata(m: Metadata) -> pb.PodSandboxMetadata:
 
 def _container_metadata(m: Metadata) -> pb.ContainerMetadata:
     return pb.ContainerMetadata(name=m.name, attempt=m.attempt)
-
-
-def sandbox_state(state: SandboxState) -> int:
-    return _SANDBOX_STATE_TO_PB[state]
 
 
 def pod_sandbox(record: SandboxRecord) -> pb.PodSandbox:

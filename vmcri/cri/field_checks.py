@@ -139,14 +139,6 @@ def env_key(value: str, where: str) -> None:
         raise InvalidArgument(f"{where}: {_show(value)} must not contain '='")
 
 
-def all_of(*checks: Check) -> Check:
-    def check(value: Any, where: str) -> None:
-        for one in checks:
-            one(value, where)
-
-    return check
-
-
 def _show(value: str) -> str:
     """The value for an error message: quoted, and cut so that a huge one stays short."""
     return repr(value if len(value) <= 80 else value[:80] + "...")

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmcri.cri import field_checks as c
-from vmcri.runtime.containers import MAX_EXEC_TIMEOUT_S
 
 # ---------------------------------------------------------------- generic limits
 
@@ -73,7 +72,8 @@ MAX_SUPPLEMENTAL_GROUPS = 65536
 # StopContainer grace periods, seconds: Kubernetes puts no bound on
 # terminationGracePeriodSeconds; 68 years is far beyond any use and below every clock limit.
 MAX_STOP_TIMEOUT_S = (1 << 31) - 1
-# ExecSync time-out, seconds: MAX_EXEC_TIMEOUT_S of vmcri.runtime.containers (24 h).
+# ExecSync time-out, seconds: a day, far beyond any probe (kubelet's default is 1 s).
+MAX_EXEC_TIMEOUT_S = 24 * 3600
 MAX_PORT = 65535
 
 

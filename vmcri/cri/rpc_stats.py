@@ -15,7 +15,7 @@ from vmcri.api import api_pb2 as pb
 from vmcri.cri import convert
 from vmcri.cri.rpc_common import Ctx, Rpcs, RuntimeServices, chunks
 from vmcri.handlers.base import ContainerUsage
-from vmcri.runtime import metric_families, metrics
+from vmcri.runtime import cri_metric_families, cri_metrics
 from vmcri.runtime.containers import ContainerFilter
 from vmcri.runtime.pods import SandboxFilter
 from vmcri.runtime.stats import PodUsage, Sample, UsageSampler
@@ -91,7 +91,7 @@ class StatsRpcs(Rpcs):
         self, request: pb.ListMetricDescriptorsRequest, context: Ctx
     ) -> pb.ListMetricDescriptorsResponse:
         return pb.ListMetricDescriptorsResponse(
-            descriptors=[convert.metric_descriptor(d) for d in metric_families.ALL_DESCRIPTORS]
+            descriptors=[convert.metric_descriptor(d) for d in cri_metric_families.ALL_DESCRIPTORS]
         )
 
     def ListPodSandboxMetrics(
@@ -133,10 +133,10 @@ def _pod_stats(pod: PodUsage) -> pb.PodSandboxStats:
 def _pod_metrics(pod: PodUsage, now_ns: int) -> pb.PodSandboxMetrics:
     try:
         return convert.pod_sandbox_metrics(
-            metrics.pod_metrics(pod.sandbox, pod.containers, pod.network, now_ns)
+            cri_metrics.pod_metrics(pod.sandbox, pod.containers, pod.network, now_ns)
         )
     except ValueError as exc:
         log.warning("sandbox %s: metrics reported without numbers: %s", pod.sandbox.id, exc)
         return convert.pod_sandbox_metrics(
-            metrics.pod_metrics(pod.sandbox, _without_numbers(pod.containers), (), now_ns)
+            cri_metrics.pod_metrics(pod.sandbox, _without_numbers(pod.containers), (), now_ns)
         )

@@ -12,7 +12,7 @@ from vmcri.api import api_pb2, api_pb2_grpc
 from vmcri.config import CriConfig
 from vmcri.cri.admission import AdmissionInterceptor, ServiceTargets
 from vmcri.cri.call_shares import CallShares
-from vmcri.cri.metrics import MetricsInterceptor
+from vmcri.cri.prometheus_calls import MetricsInterceptor
 from vmcri.cri.rpc_common import RuntimeServices
 from vmcri.cri.runtime_service import RuntimeServicer
 from vmcri.cri.status import ErrorMappingInterceptor

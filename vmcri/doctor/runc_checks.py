@@ -1,13 +1,25 @@
-"""Host runc: its version, and ID-mapped mounts for user-namespaced pods."""
+"""Host runc: its version, and ID-mapped mounts for user-namespaced pods.
+
+:func:`handler_checks` is registered with the backend in
+``handlers/registry.py:BACKENDS``, like the VM handler's (``vm_checks.py``).
+"""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from vmcri.doctor.model import Check, Status
 from vmcri.handlers.runc import hostfacts
+from vmcri.handlers.runc.options import RuncOptions
+
+
+def handler_checks(handler: str, options: RuncOptions, backends: Path) -> list[Check]:
+    """Every check of the runc handler ``handler`` (it keeps nothing in ``backends``
+    the doctor could check)."""
+    return [check_runc(options.runc, handler), check_idmapped_mounts(handler)]
 
 
 def check_runc(binary: str, handler: str) -> Check:

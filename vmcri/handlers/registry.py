@@ -1,7 +1,8 @@
 """From RuntimeClass handler names to backend instances, built from configuration.
 
-A backend is registered here once with its options dataclass and a factory;
-the daemon never branches on a backend's name anywhere else.
+A backend is registered here once with its options dataclass, a factory and its
+``vmcri doctor`` checks; the daemon and the doctor never branch on a backend's
+name or options type anywhere else.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vmcri.config import Config, parse_section
+from vmcri.doctor.model import Check
 from vmcri.errors import ConfigError, NotFound
 from vmcri.handlers.base import SandboxBackend
 from vmcri.handlers.runc.options import RuncOptions
@@ -31,22 +33,38 @@ class BackendContext:
     services: BackendServices  # record look-ups and the exit notification (vmcri.runtime)
 
 
+def _load(ref: str) -> Any:
+    """The function a ``"module:function"`` reference names, its module imported now."""
+    module_name, func_name = ref.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
 @dataclass(frozen=True)
 class BackendKind:
     options: type
     factory: str  # "module:function" imported only when the backend is used
+    # "module:function(handler, options, backends dir) -> list[Check]", imported only
+    # by `vmcri doctor`, so the daemon never loads the probes.
+    doctor: str
 
     def build(self, options: object, context: BackendContext) -> SandboxBackend:
-        module_name, func_name = self.factory.split(":")
-        factory: Callable[[Any, BackendContext], SandboxBackend] = getattr(
-            importlib.import_module(module_name), func_name
-        )
+        factory: Callable[[Any, BackendContext], SandboxBackend] = _load(self.factory)
         return factory(options, context)
+
+    def doctor_checks(self, handler: str, options: object, backends: Path) -> list[Check]:
+        checks: Callable[[str, Any, Path], list[Check]] = _load(self.doctor)
+        return checks(handler, options, backends)
 
 
 BACKENDS: dict[str, BackendKind] = {
-    "vm": BackendKind(VmOptions, "vmcri.handlers.vm.backend:create"),
-    "runc": BackendKind(RuncOptions, "vmcri.handlers.runc.backend:create"),
+    "vm": BackendKind(
+        VmOptions, "vmcri.handlers.vm.backend:create", "vmcri.doctor.vm_checks:handler_checks"
+    ),
+    "runc": BackendKind(
+        RuncOptions,
+        "vmcri.handlers.runc.backend:create",
+        "vmcri.doctor.runc_checks:handler_checks",
+    ),
 }
 
 

@@ -24,13 +24,13 @@ from collections.abc import Iterable
 from vmcri.errors import InvalidArgument, NotFound, VmcriError
 from vmcri.handlers.base import SandboxBackend
 from vmcri.handlers.registry import Handler
-from vmcri.handlers.runc.pod_files import pod_hostname
 from vmcri.ids import could_name, new_id
 from vmcri.metrics import families as metrics
 from vmcri.model import NamespaceMode, PodConfig, Resources
 from vmcri.network.hostports import check_host_ports
 from vmcri.network.netstats import InterfaceCounters
 from vmcri.network.service import PodNetworking
+from vmcri.oci.pod_files import pod_hostname
 from vmcri.oci.userns import uses_userns
 from vmcri.runtime.containers import ContainerService, validate_resources
 from vmcri.runtime.context import Services
@@ -101,7 +101,7 @@ class PodService:
             self._undo_run(record.id, handler.backend, backend_ran)
             raise
         ips = record.network.addresses() if record.network is not None else ()
-        self._s.store.sandboxes.set_state_fields(
+        self._s.store.sandboxes.set_fields(
             record.id,
             state=SandboxState.READY,
             runtime=started.runtime,
@@ -146,9 +146,9 @@ class PodService:
         """Plan, record, ADD, record, guard: a daemon killed in between still knows what to
         DEL (which also removes the guard)."""
         table = self._s.store.sandboxes
-        record = table.set_state_fields(record.id, network=net.plan(record, netns_path))
+        record = table.set_fields(record.id, network=net.plan(record, netns_path))
         assert record.network is not None
-        record = table.set_state_fields(record.id, network=net.add(record, record.network))
+        record = table.set_fields(record.id, network=net.add(record, record.network))
         net.guard_pod(record)
         return record
 
@@ -174,7 +174,7 @@ class PodService:
         if net is None or sandbox.network is None or sandbox.network.released:
             return sandbox
         released = net.release(sandbox)
-        return self._s.store.sandboxes.set_state_fields(sandbox.id, network=released)
+        return self._s.store.sandboxes.set_fields(sandbox.id, network=released)
 
     def stop(self, sandbox_id: str) -> None:
         """Stop every container and the sandbox. Unknown or stopped sandboxes are success,
@@ -191,7 +191,7 @@ class PodService:
             self._containers.refresh(container.id)
         # CRI: Stop releases the pod's network resources (its IP) and may be repeated.
         sandbox = self._release_network(self._s.store.sandboxes.get(sandbox.id))
-        self._s.store.sandboxes.set_state_fields(sandbox.id, state=SandboxState.NOTREADY)
+        self._s.store.sandboxes.set_fields(sandbox.id, state=SandboxState.NOTREADY)
 
     def remove(self, sandbox_id: str) -> None:
         """Stop it if needed, remove its containers and everything it held; idempotent
@@ -225,9 +225,7 @@ class PodService:
             return sandbox
         if not self._s.registry().backend_for(sandbox).sandbox_alive(sandbox):
             log.warning("sandbox %s: its isolation is gone; marking it NOTREADY", sandbox.id)
-            sandbox = self._s.store.sandboxes.set_state_fields(
-                sandbox.id, state=SandboxState.NOTREADY
-            )
+            sandbox = self._s.store.sandboxes.set_fields(sandbox.id, state=SandboxState.NOTREADY)
             for container in self._s.store.containers_of(sandbox.id):
                 self._containers.refresh(container.id)
         return sandbox
@@ -279,14 +277,15 @@ class PodService:
         backend has made room for the new resources in a running pod (a VM
         grows); an absent message leaves that part as it was.
 
-        Raises NotFound (sandbox), InvalidArgument (negative values, or more
-        than the pod can grow to, naming the field), the backend's errors.
+        Raises NotFound (sandbox), InvalidArgument (unlimited swap, or more
+        than the pod can grow to, naming the field; the edge has checked each
+        value's range), the backend's errors.
         """
         if overhead is not None:
             validate_resources(overhead, "overhead")
         if resources is not None:
             validate_resources(resources, "resources")
-        sandbox = self.ready(sandbox_id)
+        sandbox = self.existing(sandbox_id)
         if resources is not None and sandbox.state is SandboxState.READY:
             self._s.registry().backend_for(sandbox).update_sandbox_resources(sandbox, resources)
         config = dataclasses.replace(
@@ -294,14 +293,15 @@ class PodService:
             overhead=sandbox.config.overhead if overhead is None else overhead,
             resources=sandbox.config.resources if resources is None else resources,
         )
-        return self._s.store.sandboxes.set_state_fields(sandbox.id, config=config)
+        return self._s.store.sandboxes.set_fields(sandbox.id, config=config)
 
     def find(self, sandbox_id: str) -> SandboxRecord | None:
         """The sandbox record as stored (no backend is asked); None when there is none."""
         return self._s.store.sandboxes.find(sandbox_id)
 
-    def ready(self, sandbox_id: str) -> SandboxRecord:
-        """The sandbox, which must exist; raises NotFound."""
+    def existing(self, sandbox_id: str) -> SandboxRecord:
+        """The sandbox, in whatever state, which must exist; raises NotFound naming
+        ``pod_sandbox_id`` (unlike ``Table.get``, whose message names no CRI field)."""
         sandbox = self._s.store.sandboxes.find(sandbox_id)
         if sandbox is None:
             raise NotFound(f"pod_sandbox_id {sandbox_id!r}: no such sandbox")
@@ -317,6 +317,8 @@ def _matches(sandbox: SandboxRecord, filt: SandboxFilter) -> bool:
 
 
 def _validate_pod(config: PodConfig) -> None:
+    """What the edge (``cri/limits.py``) does not hold a pod's fields to: a name at all,
+    and none of CNI_ARGS' separators. Host name, log directory and ports it checks."""
     meta = config.metadata
     if not meta.name:
         raise InvalidArgument("config.metadata.name: must not be empty")
@@ -324,14 +326,6 @@ def _validate_pod(config: PodConfig) -> None:
         # They travel in CNI_ARGS ("K=V;K=V"), where these would forge other arguments.
         if any(c in getattr(meta, field) for c in ";="):
             raise InvalidArgument(f"config.metadata.{field}: must not contain ';' or '='")
-    if config.log_directory and not config.log_directory.startswith("/"):
-        raise InvalidArgument("config.log_directory: must be an absolute path")
-    if "/" in config.hostname or any(c.isspace() for c in config.hostname):
-        raise InvalidArgument("config.hostname: must not contain '/' or white space")
-    for i, port in enumerate(config.port_mappings):
-        for field in ("container_port", "host_port"):
-            if not 0 <= getattr(port, field) <= 65535:
-                raise InvalidArgument(f"config.port_mappings[{i}].{field}: out of range")
 
 
 def _pod_network(config: PodConfig) -> bool:

@@ -13,8 +13,9 @@ Container states (CRI ContainerState)::
         └─────────────────────┘      (stopped or removed before it ran)
     any ──▶ UNKNOWN ──▶ RUNNING | EXITED   (lost contact, then found again)
 
-Records are frozen; the store changes them only through ``Store.update_*``,
-which checks the transition with :func:`check_transition`.
+Records are frozen; the store changes them only through ``Table.update``
+(``vmcri/store/store.py``; ``Table.set_fields`` is its shorthand), which checks
+the transition with :func:`check_transition`.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ V4 = "v4.channel.k8s.io"
 V3 = "v3.channel.k8s.io"
 V2 = "v2.channel.k8s.io"
 PROTOCOLS = (V4, V3, V2)
-ROLES = ("error", "stdin", "stdout", "stderr", "resize")
 LINGER_S = 2.0
 
 

@@ -28,7 +28,6 @@ MAX_FRAME_BODY = (1 << 24) - 1  # 24-bit length field
 MAX_ACCEPTED_BODY = 1 << 20  # what we read from a peer; kubectl sends at most 32 KiB
 MAX_HEADER_BLOCK = 64 * 1024  # inflated header block
 MAX_HEADERS = 64
-DEFAULT_WINDOW = 64 * 1024
 
 FLAG_FIN = 0x01
 FLAG_UNIDIRECTIONAL = 0x02

@@ -242,7 +242,7 @@ def test_the_host_reaches_a_vm_pod_at_its_pod_ip_and_removal_leaves_nothing(
     try:
         started = backend.run_sandbox(sandbox)
         assert started.runtime["start"] == "restored"  # the NIC was hotplugged after it
-        sandbox = store.sandboxes.set_state_fields(sandbox.id, state=SandboxState.READY)
+        sandbox = store.sandboxes.set_fields(sandbox.id, state=SandboxState.READY)
         # While QEMU had it in the host netns the tap was down (libvirt leaves a managed='no'
         # tap alone), so no guest frame could reach the host's own stack; now it lives in
         # the pod netns, joined to eth0 both ways.
@@ -269,7 +269,7 @@ def test_the_host_reaches_a_vm_pod_at_its_pod_ip_and_removal_leaves_nothing(
         )
         image = ImageInfo("sha256:" + "0" * 64, "busybox", (str(layer),), {})
         runtime = backend.create_container(sandbox, container, image)
-        container = store.containers.set_state_fields(container.id, runtime=runtime)
+        container = store.containers.set_fields(container.id, runtime=runtime)
         backend.start_container(sandbox, container)
 
         wait_for(lambda: can_echo(pod_netns.pod_ip), 60, f"an echo from {pod_netns.pod_ip}")

@@ -14,9 +14,11 @@ import pytest
 
 from tests.unit.cri.fakes import Runtime, wire
 from vmcri.api import api_pb2 as pb
+from vmcri.cri.validate import check_request
 from vmcri.errors import InvalidArgument, NotFound
 from vmcri.handlers.base import ContainerUsage, ImageInfo
-from vmcri.runtime import identity, metric_families
+from vmcri.model import Resources
+from vmcri.runtime import cri_metric_families, identity
 
 CTX: Any = None
 
@@ -163,12 +165,22 @@ def test_update_pod_sandbox_resources_is_recorded(rt: Runtime) -> None:
 
 def test_update_pod_sandbox_resources_rejects_bad_values_and_unknown_pods(rt: Runtime) -> None:
     sandbox_id = _pod(rt)
+    # Values outside the kernel's range never pass the edge ...
     bad = pb.UpdatePodSandboxResourcesRequest(
         pod_sandbox_id=sandbox_id, overhead=pb.LinuxContainerResources(cpu_shares=-1)
     )
-    with pytest.raises(InvalidArgument, match=r"overhead\.cpu_shares"):
-        rt.servicer.UpdatePodSandboxResources(bad, CTX)
-    assert rt.services.store.sandboxes.get(sandbox_id).config.overhead.cpu_shares == 0
+    with pytest.raises(InvalidArgument, match=r"^overhead\.cpu_shares"):
+        check_request(bad)
+    # ... and unlimited swap, valid CRI, is refused before the backend hears of it.
+    unlimited = pb.UpdatePodSandboxResourcesRequest(
+        pod_sandbox_id=sandbox_id,
+        overhead=pb.LinuxContainerResources(memory_swap_limit_in_bytes=-1),
+    )
+    check_request(unlimited)
+    with pytest.raises(InvalidArgument, match=r"overhead\.memory_swap_limit_in_bytes"):
+        rt.servicer.UpdatePodSandboxResources(unlimited, CTX)
+    assert rt.services.store.sandboxes.get(sandbox_id).config.overhead == Resources()
+    assert rt.backend.updates == []
     with pytest.raises(NotFound, match="pod_sandbox_id"):
         rt.servicer.UpdatePodSandboxResources(
             pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id="nope"), CTX
@@ -194,7 +206,9 @@ def test_descriptors_name_cadvisor_metrics_with_consistent_label_keys(rt: Runtim
         "container_processes",
         "container_fs_usage_bytes",
     } <= names
-    assert all(list(d.label_keys)[:6] == list(metric_families.LABEL_KEYS) and d.help for d in got)
+    assert all(
+        list(d.label_keys)[:6] == list(cri_metric_families.LABEL_KEYS) and d.help for d in got
+    )
 
 
 def test_pod_sandbox_metrics_per_container_and_summed_per_pod(rt: Runtime) -> None:

@@ -12,8 +12,8 @@ from vmcri.model import ContainerConfig, Metadata, PodConfig, Resources
 from vmcri.network.model import NetInterface, PodNetwork
 from vmcri.network.netstats import InterfaceCounters, parse_net_dev, read_counters
 from vmcri.network.service import PodNetworking
-from vmcri.runtime.metric_families import ALL_DESCRIPTORS, LABEL_KEYS
-from vmcri.runtime.metrics import MetricSample, PodMetrics, pod_metrics
+from vmcri.runtime.cri_metric_families import ALL_DESCRIPTORS, LABEL_KEYS
+from vmcri.runtime.cri_metrics import MetricSample, PodMetrics, pod_metrics
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.usage import DeviceIo, FsCapacity, UsageCounters
 

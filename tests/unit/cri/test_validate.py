@@ -14,10 +14,10 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from vmcri.api import api_pb2 as pb
 from vmcri.cri import limits
+from vmcri.cri.limits import MAX_EXEC_TIMEOUT_S
 from vmcri.cri.validate import check_request
 from vmcri.errors import InvalidArgument, NotFound, VmcriError
 from vmcri.ids import new_id
-from vmcri.runtime.containers import MAX_EXEC_TIMEOUT_S
 
 MIB = 1024 * 1024
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from vmcri.config import parse_config_text
 from vmcri.doctor import devices, host_checks, libvirt_checks, runc_checks
 from vmcri.doctor.model import Check, Status, pods_can_run
 from vmcri.doctor.report import render_json, render_table
+from vmcri.doctor.run import run_checks
+from vmcri.handlers.registry import BACKENDS
+from vmcri.handlers.runc.options import RuncOptions
+from vmcri.handlers.vm.options import VmOptions
 
 CONFLIST = {
     "cniVersion": "1.0.0",
@@ -167,3 +175,33 @@ def test_writable_layers_report_promised_against_free(tmp_path: Path) -> None:
     assert full.status is Status.FAIL and "RESOURCE_EXHAUSTED" in full.consequence, full
     off = check_layer_space(backends, "vm", 0, reserve_mib=0)
     assert off.status is Status.INFO
+
+
+def test_each_handler_gets_the_checks_its_configured_backend_registered(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # run_checks asks each handler's BackendKind, never the options' type: a handler
+    # named unlike its backend gets that backend's checks, under its own name.
+    asked: list[tuple[str, str, object]] = []
+
+    def fake_checks(self: Any, handler: str, options: object, backends: Path) -> list[Check]:
+        asked.append((self.doctor, handler, options))
+        return [Check("fake", Status.OK, "", handler=handler)]
+
+    monkeypatch.setattr("vmcri.handlers.registry.BackendKind.doctor_checks", fake_checks)
+    config = parse_config_text(
+        f"root = '{tmp_path}'\ndefault_runtime_handler='a'\n"
+        "[runtimes.a]\nbackend='runc'\n[runtimes.b]\nbackend='vm'\n"
+    )
+    checks = run_checks(config)
+    assert [(ref, name, type(options)) for ref, name, options in asked] == [
+        ("vmcri.doctor.runc_checks:handler_checks", "a", RuncOptions),
+        ("vmcri.doctor.vm_checks:handler_checks", "b", VmOptions),
+    ]
+    assert [c.label for c in checks if c.name == "fake"] == ["fake (a)", "fake (b)"]
+
+
+def test_the_runc_backend_registers_its_runc_checks(tmp_path: Path) -> None:
+    checks = BACKENDS["runc"].doctor_checks("sandboxed", RuncOptions(runc="/nonexistent"), tmp_path)
+    assert [c.label for c in checks] == ["runc (sandboxed)", "idmapped mounts (sandboxed)"]
+    assert checks[0].status is Status.FAIL

@@ -51,7 +51,7 @@ def _store_with_container(tmp_path: Path, state: ContainerState) -> tuple[Store,
     pod = store.sandboxes.add(sandbox())
     record = store.containers.add(container(pod.id))
     if state is not CREATED:
-        record = store.containers.set_state_fields(record.id, state=state)
+        record = store.containers.set_fields(record.id, state=state)
     return store, record
 
 
@@ -71,7 +71,7 @@ def test_allowed_moves_are_taken_in_memory_and_on_disk(
     tmp_path: Path, old: ContainerState, new: ContainerState
 ) -> None:
     store, record = _store_with_container(tmp_path, old)
-    moved = store.containers.set_state_fields(record.id, state=new)
+    moved = store.containers.set_fields(record.id, state=new)
     assert moved.state is new
     assert store.containers.get(record.id).state is new
     assert _on_disk(store, record.id).state is new
@@ -100,34 +100,34 @@ def test_staying_put_is_allowed_and_may_change_other_fields(
     tmp_path: Path, state: ContainerState
 ) -> None:
     store, record = _store_with_container(tmp_path, state)
-    updated = store.containers.set_state_fields(record.id, message="noted")
+    updated = store.containers.set_fields(record.id, message="noted")
     assert (updated.state, updated.message) == (state, "noted")
     assert _on_disk(store, record.id) == updated
 
 
 def test_a_whole_life_created_running_exited(tmp_path: Path) -> None:
     store, record = _store_with_container(tmp_path, CREATED)
-    running = store.containers.set_state_fields(record.id, state=RUNNING, pid=4242, started_at=10)
+    running = store.containers.set_fields(record.id, state=RUNNING, pid=4242, started_at=10)
     assert _on_disk(store, record.id) == running
-    exited = store.containers.set_state_fields(
+    exited = store.containers.set_fields(
         record.id, state=EXITED, pid=0, finished_at=20, exit_code=3, reason="Error"
     )
     assert _on_disk(store, record.id) == exited
     assert (exited.started_at, exited.finished_at, exited.exit_code) == (10, 20, 3)
     with pytest.raises(InvalidTransition, match="EXITED to RUNNING"):
-        store.containers.set_state_fields(record.id, state=RUNNING)  # no restart in place
+        store.containers.set_fields(record.id, state=RUNNING)  # no restart in place
 
 
 def test_unknown_is_left_for_what_is_found_again(tmp_path: Path) -> None:
     store, record = _store_with_container(tmp_path, RUNNING)
-    store.containers.set_state_fields(record.id, state=UNKNOWN, message="agent unreachable")
-    found = store.containers.set_state_fields(record.id, state=RUNNING, message="")
+    store.containers.set_fields(record.id, state=UNKNOWN, message="agent unreachable")
+    found = store.containers.set_fields(record.id, state=RUNNING, message="")
     assert found.state is RUNNING
-    store.containers.set_state_fields(record.id, state=UNKNOWN)
-    gone = store.containers.set_state_fields(record.id, state=EXITED, exit_code=137)
+    store.containers.set_fields(record.id, state=UNKNOWN)
+    gone = store.containers.set_fields(record.id, state=EXITED, exit_code=137)
     assert _on_disk(store, record.id).state is EXITED and gone.exit_code == 137
     with pytest.raises(InvalidTransition, match="EXITED to UNKNOWN"):
-        store.containers.set_state_fields(record.id, state=UNKNOWN)
+        store.containers.set_fields(record.id, state=UNKNOWN)
 
 
 def test_a_change_that_raises_leaves_the_record(tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_updating_a_removed_container_is_not_found(tmp_path: Path) -> None:
     store, record = _store_with_container(tmp_path, EXITED)
     store.containers.remove(record.id)
     with pytest.raises(NotFound, match=record.id):
-        store.containers.set_state_fields(record.id, state=EXITED)
+        store.containers.set_fields(record.id, state=EXITED)
 
 
 def test_racing_exit_folders_record_one_exit(tmp_path: Path) -> None:

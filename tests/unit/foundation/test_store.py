@@ -39,7 +39,7 @@ def test_round_trip_through_disk(tmp_path: Path) -> None:
     store = Store(tmp_path)
     s = store.sandboxes.add(sandbox())
     c = store.containers.add(container(s.id))
-    store.sandboxes.set_state_fields(s.id, state=SandboxState.READY, runtime={"k": "v"})
+    store.sandboxes.set_fields(s.id, state=SandboxState.READY, runtime={"k": "v"})
 
     reloaded = Store(tmp_path)
     assert reloaded.load() == []
@@ -87,13 +87,13 @@ def test_ambiguous_prefix(tmp_path: Path) -> None:
 def test_state_machine_is_enforced(tmp_path: Path) -> None:
     store = Store(tmp_path)
     s = store.sandboxes.add(sandbox())
-    store.sandboxes.set_state_fields(s.id, state=SandboxState.NOTREADY)
+    store.sandboxes.set_fields(s.id, state=SandboxState.NOTREADY)
     with pytest.raises(InvalidTransition, match="NOTREADY to READY"):
-        store.sandboxes.set_state_fields(s.id, state=SandboxState.READY)
+        store.sandboxes.set_fields(s.id, state=SandboxState.READY)
     c = store.containers.add(container(s.id))
-    store.containers.set_state_fields(c.id, state=ContainerState.EXITED)
+    store.containers.set_fields(c.id, state=ContainerState.EXITED)
     with pytest.raises(InvalidTransition):
-        store.containers.set_state_fields(c.id, state=ContainerState.RUNNING)
+        store.containers.set_fields(c.id, state=ContainerState.RUNNING)
     # A refused change leaves memory and disk as they were.
     reloaded = Store(tmp_path)
     reloaded.load()

@@ -9,7 +9,7 @@ import pytest
 from tests.support.cgroups import hybrid_root, v2_root
 from vmcri.errors import InvalidArgument
 from vmcri.host import cgroups
-from vmcri.host.cgroups import PodCgroup, expand_slice, pod_cgroup
+from vmcri.host.cgroups import PodCgroup, expand_slice, kill_all_in, pod_cgroup, remove_tree
 
 
 def test_systemd_slices_expand_as_runc_and_kubelet_do() -> None:
@@ -73,3 +73,25 @@ def test_join_writes_the_process_into_each_hierarchy(tmp_path: Path) -> None:
     assert [h.name for h in cgroups.hierarchies(root) if h.v2] == ["unified"]
     assert cgroups.procs("/p", root) == {4242}
     assert cgroups.dirs("/../etc", root) == []
+
+
+def _tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_pod_cgroup_removal_and_orphan_kill_on_a_v1_tree(tmp_path: Path) -> None:
+    _tree(tmp_path, {
+        "memory/vmcri/pod/c/cgroup.procs": "",
+        "pids/vmcri/pod/c/cgroup.procs": "",
+    })  # fmt: skip
+    # No process listed: nothing to kill; a path outside the tree is refused.
+    assert kill_all_in("/vmcri/pod", str(tmp_path)) == 0
+    assert kill_all_in("/../etc", str(tmp_path)) == 0
+    for f in tmp_path.rglob("cgroup.procs"):
+        f.unlink()
+    remove_tree("/vmcri/pod", str(tmp_path))
+    assert not (tmp_path / "memory/vmcri/pod").exists()
+    assert not (tmp_path / "pids/vmcri/pod").exists()
+    assert (tmp_path / "memory/vmcri").is_dir()

@@ -18,12 +18,12 @@ def test_counts_follow_the_store(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     registry.register(RunningCollector(store, ["vm", "runc"]))
     ready = store.sandboxes.add(sandbox("ready"))
-    store.sandboxes.set_state_fields(ready.id, state=SandboxState.READY)
+    store.sandboxes.set_fields(ready.id, state=SandboxState.READY)
     store.sandboxes.add(sandbox("creating"))  # not READY: not counted
     runc_pod = store.sandboxes.add(dataclasses.replace(sandbox("host"), handler="runc"))
-    store.sandboxes.set_state_fields(runc_pod.id, state=SandboxState.READY)
+    store.sandboxes.set_fields(runc_pod.id, state=SandboxState.READY)
     running = store.containers.add(container(runc_pod.id))
-    store.containers.set_state_fields(running.id, state=ContainerState.RUNNING)
+    store.containers.set_fields(running.id, state=ContainerState.RUNNING)
     store.containers.add(container(runc_pod.id, "created"))  # CREATED: not counted
 
     def value(name: str, handler: str) -> float | None:
@@ -34,7 +34,7 @@ def test_counts_follow_the_store(tmp_path: Path) -> None:
     assert value("vmcri_running_containers", "runc") == 1
     assert value("vmcri_running_containers", "vm") == 0
 
-    store.sandboxes.set_state_fields(ready.id, state=SandboxState.NOTREADY)
+    store.sandboxes.set_fields(ready.id, state=SandboxState.NOTREADY)
     assert value("vmcri_running_pods", "vm") == 0
 
 

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, cast
 import grpc
 import pytest
 
-from vmcri.cri.metrics import MetricsInterceptor
+from vmcri.cri.prometheus_calls import MetricsInterceptor
 from vmcri.metrics import families
 from vmcri.metrics.families import REGISTRY
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from vmcri.errors import HostCommandError, InvalidArgument, NotFound, ProtocolError
-from vmcri.handlers.runc.pod_files import pod_hostname
 from vmcri.model import DNSConfig, Metadata, PodConfig, PortMapping, Protocol
 from vmcri.network.capabilities import capability_args, parse_quantity
 from vmcri.network.cni import Attachment, Cni
 from vmcri.network.conflist import NetworkConfigList, load_conf_dir
 from vmcri.network.invoke import PluginCall, env_args, plugin_error
 from vmcri.network.result import parse_result
+from vmcri.oci.pod_files import pod_hostname
 
 BRIDGE = {"type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local"}}
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}

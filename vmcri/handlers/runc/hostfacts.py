@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 
 from vmcri.oci.capabilities import ALL_CAPABILITIES
 
@@ -53,7 +52,3 @@ def kernel_at_least(major: int, minor: int) -> bool:
         return (int(release[0]), int(release[1])) >= (major, minor)
     except (ValueError, IndexError):
         return False
-
-
-def nofile_limit() -> int:
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmcri.errors import ConfigError
+from vmcri.supervisor.containers import EXEC_OUTPUT_LIMIT
 
 
 @dataclass(frozen=True)
@@ -13,7 +14,7 @@ class RuncOptions:
     cgroup_parent: str = "/vmcri"  # cgroup of pods without a cgroup_parent (cgroupfs driver)
     pids_limit: int = 0  # pids.max of every container; 0 means no limit
     seccomp_profile_root: str = "/var/lib/kubelet/seccomp"  # relative localhost refs resolve here
-    exec_output_limit: int = 16 * 1024 * 1024  # ExecSync bytes kept per stream
+    exec_output_limit: int = EXEC_OUTPUT_LIMIT  # ExecSync bytes kept per stream, 1024 to 480 KiB
 
     def __post_init__(self) -> None:
         if not self.runc:
@@ -22,5 +23,10 @@ class RuncOptions:
             raise ConfigError("options.cgroup_parent: must be an absolute cgroup path")
         if self.pids_limit < 0:
             raise ConfigError("options.pids_limit: must not be negative")
-        if self.exec_output_limit < 1024:
-            raise ConfigError("options.exec_output_limit: must be at least 1024")
+        # The agent answers ExecSync in one frame, so no stream can keep more than
+        # EXEC_OUTPUT_LIMIT; a larger value would be cut there without a word.
+        if not 1024 <= self.exec_output_limit <= EXEC_OUTPUT_LIMIT:
+            raise ConfigError(
+                f"options.exec_output_limit: must be between 1024 and {EXEC_OUTPUT_LIMIT}"
+                " (an ExecSync answer is one agent frame)"
+            )

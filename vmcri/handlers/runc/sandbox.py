@@ -37,8 +37,8 @@ from vmcri.handlers.base import SandboxStarted
 from vmcri.handlers.runc import podinit
 from vmcri.handlers.runc.host import MS_BIND, MS_NODEV, MS_NOSUID, Host, helper_argv
 from vmcri.handlers.runc.layout import Layout
-from vmcri.handlers.runc.pod_files import hostname_file, hosts_file, resolv_conf
 from vmcri.model import NamespaceMode, PodConfig
+from vmcri.oci.pod_files import hostname_file, hosts_file, resolv_conf
 from vmcri.oci.sysctls import normalise, validate_sysctls
 from vmcri.oci.userns import check_pod_userns, pod_root, uses_userns
 from vmcri.store.records import SandboxRecord

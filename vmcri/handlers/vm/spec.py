@@ -19,8 +19,8 @@ import dataclasses
 from collections.abc import Mapping
 
 from vmcri.handlers.base import ImageInfo
-from vmcri.handlers.runc import pod_files as files
 from vmcri.model import Mount, NamespaceMode, PodConfig
+from vmcri.oci import pod_files as files
 from vmcri.oci import process
 from vmcri.oci.context import SpecContext
 from vmcri.oci.hostpaths import KUBELET_SECCOMP_ROOT, load_localhost_profile

@@ -4,7 +4,7 @@ One descriptor per family, with how its values come out of a container's sample
 (:class:`Sampled`: the backend's usage sample and the container's record), or, for the
 network families, out of one pod interface's counters. ``pod_sum`` says whether the
 family is also reported per pod as the sum over its containers (usage is; limits, spec
-values and times are not). :mod:`vmcri.runtime.metrics` samples them.
+values and times are not). :mod:`vmcri.runtime.cri_metrics` samples them.
 """
 
 from __future__ import annotations

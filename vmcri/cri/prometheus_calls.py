@@ -1,4 +1,6 @@
-"""Counts and times every CRI RPC, in one place: a gRPC server interceptor.
+"""Counts and times every CRI RPC for vmcri's own Prometheus endpoint
+(``vmcri/metrics/``), in one place: a gRPC server interceptor. (The CRI's own
+pod-metrics RPCs are ``vmcri/runtime/cri_metrics.py``.)
 
 It sits outside :class:`~vmcri.cri.status.ErrorMappingInterceptor`, so it sees
 the status code that interceptor chose (``context.code()`` after an abort) and

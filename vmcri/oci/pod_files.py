@@ -1,4 +1,10 @@
-"""Contents of a pod's /etc/hostname, /etc/hosts and /etc/resolv.conf. Pure."""
+"""Contents of a pod's /etc/hostname, /etc/hosts and /etc/resolv.conf. Pure.
+
+Shared by both handlers (the runc backend writes them on the host, the VM
+backend sends them to the guest) and by the pod service, which names a pod's
+host; it lives here, beside the spec generator whose mounts show the files to
+every container, so no handler imports another's modules.
+"""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from vmcri.handlers.base import ContainerUsage
 from vmcri.network.netstats import InterfaceCounters
-from vmcri.runtime.metric_families import (
+from vmcri.runtime.cri_metric_families import (
     DESCRIPTORS,
     NETWORK_DESCRIPTORS,
     MetricDescriptor,
