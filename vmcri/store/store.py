@@ -92,10 +92,6 @@ class Table(Generic[R]):
         state too, whose transition is checked like every update's)."""
         return self.update(ident, lambda r: dataclasses.replace(r, **changes))
 
-    # The old name, for tests/unit/vm only, which another branch is moving; drop it once
-    # that branch is merged and those tests call set_fields.
-    set_state_fields = set_fields
-
     def remove(self, ident: str) -> None:
         with self._lock:
             record = self._by_id.pop(ident, None)

@@ -49,7 +49,7 @@ def test_a_vm_dying_marks_its_containers_exited(tmp_path: Path) -> None:
     hypervisor = FakeHypervisor()
     backend, store = make_backend(tmp_path, hypervisor)
     record = store.sandboxes.add(sandbox())
-    record = store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
+    record = store.sandboxes.set_fields(record.id, state=SandboxState.READY)
     container = store.containers.add(busybox_container(record.id))
     (tmp_path / "state" / "backends" / "vm" / record.id / "exits").mkdir(parents=True)
     assert not backend.sandbox_alive(record)
@@ -68,7 +68,7 @@ def test_a_vm_dying_marks_its_containers_exited(tmp_path: Path) -> None:
 def test_foreign_domains_are_ignored(tmp_path: Path) -> None:
     backend, store = make_backend(tmp_path, FakeHypervisor())
     record = store.sandboxes.add(sandbox())
-    record = store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
+    record = store.sandboxes.set_fields(record.id, state=SandboxState.READY)
     container = store.containers.add(busybox_container(record.id))
     exits = tmp_path / "state" / "backends" / "vm" / record.id / "exits"
     exits.mkdir(parents=True)
@@ -163,7 +163,7 @@ def test_a_refused_restore_falls_back_to_a_cold_boot_and_drops_the_template(
 def test_a_container_limit_the_vm_cannot_give_is_refused_naming_the_field(tmp_path: Path) -> None:
     backend, store = make_backend(tmp_path, FakeHypervisor())
     record = store.sandboxes.add(sandbox())
-    record = store.sandboxes.set_state_fields(
+    record = store.sandboxes.set_fields(
         record.id, state=SandboxState.READY, runtime={"memory_mib": "416", "vcpus": "1"}
     )
     container = busybox_container(record.id, Resources(memory_limit_in_bytes=1 << 30))
@@ -214,8 +214,8 @@ def test_a_pod_vm_is_placed_before_it_runs_and_its_cgroup_goes_with_it(short_tmp
     # before it marks the domain running), and the record keeps where
     assert cgroups.calls == ["prepare 4000", f"place {FAKE_QEMU_PID}"]
     assert started.runtime["cgroup"] == f"/vmcri/{record.id}/vmcri-{record.id}"
-    record = store.sandboxes.set_state_fields(record.id, state=SandboxState.READY)
-    record = store.sandboxes.set_state_fields(record.id, runtime=started.runtime)
+    record = store.sandboxes.set_fields(record.id, state=SandboxState.READY)
+    record = store.sandboxes.set_fields(record.id, runtime=started.runtime)
     # a restarted daemon places it again, once
     (short_tmp / "again").mkdir()
     restarted, _ = make_backend(short_tmp / "again", FakeHypervisor(), cgroups=cgroups)

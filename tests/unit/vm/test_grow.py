@@ -83,9 +83,7 @@ def running_pod(
     backend: VmBackend, store: Store, hypervisor: FakeHypervisor, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[SandboxRecord, FakeGuest]:
     record = store.sandboxes.add(sandbox())
-    record = store.sandboxes.set_state_fields(
-        record.id, state=SandboxState.READY, runtime=SIZE.runtime()
-    )
+    record = store.sandboxes.set_fields(record.id, state=SandboxState.READY, runtime=SIZE.runtime())
     hypervisor.running.add(domain_name(record.id))
     guest = FakeGuest()
     monkeypatch.setattr(backend._containers, "link", lambda _: SimpleNamespace(client=guest))
@@ -112,8 +110,8 @@ def test_a_container_beyond_the_vm_grows_it_and_the_record_keeps_the_size(
     store.containers.add(first)
     exited = container(record.id, Resources(memory_limit_in_bytes=1 << 30), "c2")
     store.containers.add(exited)
-    store.containers.set_state_fields(exited.id, state=ContainerState.RUNNING)
-    store.containers.set_state_fields(exited.id, state=ContainerState.EXITED)  # counts for 0
+    store.containers.set_fields(exited.id, state=ContainerState.RUNNING)
+    store.containers.set_fields(exited.id, state=ContainerState.EXITED)  # counts for 0
     limits = Resources(memory_limit_in_bytes=300 * MIB, cpu_quota=100000, cpu_period=100000)
     second = store.containers.add(container(record.id, limits, "c3"))
     backend._make_room(record, "config.linux.resources", second)

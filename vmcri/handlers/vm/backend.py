@@ -66,7 +66,6 @@ from vmcri.supervisor.containers import KILL_GRACE_S, SupervisedContainers
 
 log = logging.getLogger(__name__)
 
-EXEC_OUTPUT_LIMIT = 480 * 1024  # per stream; both must fit one agent frame
 VHOST_VSOCK = "/dev/vhost-vsock"
 
 

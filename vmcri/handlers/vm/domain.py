@@ -173,13 +173,6 @@ def boot_vcpus(domain_type: str, vcpus: int, max_vcpus: int) -> int:
     return vcpus if max_vcpus > vcpus and not plugs_vcpus(domain_type) else 0
 
 
-@dataclass(frozen=True)
-class GuestFiles:
-    kernel: str
-    initrd: str
-    root_image: str
-
-
 def domain_name(sandbox_id: str) -> str:
     return f"vmcri-{sandbox_id}"
 
