@@ -9,8 +9,10 @@ not hide.
 
 from __future__ import annotations
 
+import ctypes
 import os
-from collections.abc import Generator
+import threading
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -50,3 +52,19 @@ def pytest_runtest_makereport(
         f"skipped in CI, where nothing the project installs may be missing: {reason} "
         f"(only {', '.join(ABSENT_IN_CI)} may be absent)"
     )
+
+
+PR_GET_CHILD_SUBREAPER = 37
+
+
+@pytest.fixture(autouse=True)
+def _children_are_the_tests_own() -> Iterator[None]:
+    """No test leaves the test process a subreaper or with a thread that waits for any
+    child: every later test's subprocess would lose its exit status (returncode 0)."""
+    yield
+    libc = ctypes.CDLL(None, use_errno=True)
+    flag = ctypes.c_int(0)
+    assert libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0
+    assert flag.value == 0, "a test left the test process a child subreaper"
+    reapers = [t.name for t in threading.enumerate() if t.name == "reaper"]
+    assert not reapers, "a test left a reaper thread (waitpid(-1)) in the test process"

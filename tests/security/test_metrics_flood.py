@@ -34,7 +34,11 @@ pytestmark = pytest.mark.integration
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 CONNECTIONS = 3000  # silent ones; far above the cap (64 pending + 64 answered)
 SLOWLORIS = 200  # trickling ones
-PROMPT_S = 2.0
+PROMPT_S = 2.0  # the CRI, which the flood must not touch
+# A scrape shares the flooded endpoint (and a peer address) with the attacker: it is served,
+# not starved, but a SYN dropped while the accept queue is full costs a retransmit (1 s,
+# then 2 s more), which a loaded CI machine shows.
+SCRAPE_S = 5.0
 ATTACK_S = 5.0  # how long Version and scrapes are timed under attack
 FD_SLACK = 16  # listener, selectors, wake-up pairs, a CRI channel or two
 
@@ -151,7 +155,7 @@ def test_a_connection_flood_by_nobody_neither_starves_the_cri_nor_the_scrape(
             scrape_s = _timed_scrape(port)
             most_fds = max(most_fds, _fds(pid))
             print(f"Version {version_s:.3f} s, scrape {scrape_s:.3f} s, fds {most_fds}")
-            assert version_s < PROMPT_S and scrape_s < PROMPT_S
+            assert version_s < PROMPT_S and scrape_s < SCRAPE_S
         # 64 pending and 64 being answered at most (the defaults), however many come.
         assert most_fds <= baseline + 2 * 64 + FD_SLACK, (baseline, most_fds)
         assert attacker.poll() is None  # the attack was still going on
