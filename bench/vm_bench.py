@@ -64,6 +64,8 @@ GUEST_MARKERS = {
     "listening": re.compile(r"vmcri-agent INFO listening on .*?([0-9.]+)s after /init"),
 }
 HOST_MARKS = ("agent_ready_s", "agent_uptime_s")
+# Small writable layers (256 MiB): the bench measures start latency and memory, and the
+# disk promises (ARCHITECTURE.md, "Writable layers") must not be what stops the density run.
 VM_CONFIG = """\
 [network]
 enabled = false
@@ -71,11 +73,13 @@ enabled = false
 backend = "vm"
 [runtimes.vm.options]
 guest_dir = {guest_dir}
+writable_layer_mib = 256
 [runtimes.vmcold]
 backend = "vm"
 [runtimes.vmcold.options]
 guest_dir = {guest_dir}
 template = "off"
+writable_layer_mib = 256
 """
 MODES = {"cold": "vmcold", "restored": "vm"}
 

@@ -416,8 +416,10 @@ boot_timeout_s = 60
 shutdown_timeout_s = 10
 # MiB of the pod's own file system (ext4 on a loop device, under the root dir) that holds
 # its containers' writable layers; a guest that fills it gets ENOSPC, the host nothing.
-# 0: a plain directory under the root dir, bounded only by that file system.
-writable_layer_mib = 10240
+# 0: a plain directory under the root dir, bounded only by that file system. Every pod's
+# size is promised out of the root dir's free space (writable_layer_reserve_mib), so this
+# also decides how many VM pods the disk admits.
+writable_layer_mib = 2048
 # MiB kept free on the root dir's file system when every pod's layer is full: a new pod's
 # layer is sized down to what is left above it, and RunPodSandbox is refused
 # (RESOURCE_EXHAUSTED) when less than 64 MiB is left.

@@ -39,7 +39,7 @@ class VmOptions:
     shutdown_timeout_s: int = 10  # clean shutdown before the VM is destroyed
     # Size of the pod's file system for its containers' writable layers (on disk, under the
     # root dir); 0: a plain directory there, limited only by that file system.
-    writable_layer_mib: int = 10240
+    writable_layer_mib: int = 2048
     # Disk kept free when the pods' layers are full: a new pod's layer is sized down to what
     # is left above it once every earlier pod's layer is full, and refused under 64 MiB
     # (layer_budget.py).
