@@ -25,6 +25,7 @@ import pytest
 
 from tests.support.layers import Layer
 from vmcri.errors import ResourceExhausted, UnsafeContent
+from vmcri.host.disk import free_bytes
 from vmcri.images.auth import Auth, Deadline
 from vmcri.images.content_store import ContentStore
 from vmcri.images.layer_store import LayerStore
@@ -34,7 +35,7 @@ from vmcri.images.reference import parse_reference
 from vmcri.images.registries_conf import Endpoint, RegistriesConf
 from vmcri.images.registry_client import BlobSink, RegistryClient
 from vmcri.images.unpack import DEFAULT_LIMITS, UnpackLimits, unpack_layer
-from vmcri.images.write_budget import DEFAULT_MAX_PULL_BYTES, FreeSpace, free_bytes
+from vmcri.images.write_budget import DEFAULT_MAX_PULL_BYTES, FreeSpace
 
 
 def _digest(data: bytes) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from vmcri.doctor.model import Check, Status
 from vmcri.errors import ResourceExhausted
 from vmcri.handlers.vm.layer_budget import layer_size
+from vmcri.host.disk import free_bytes
 from vmcri.host.layer_space import LayerSpace, measure
 
 MIB = 1 << 20
@@ -21,8 +21,7 @@ def _space(backends: Path) -> tuple[LayerSpace, Path]:
         existing = existing.parent
     if existing == backends:
         return measure(backends), backends
-    fs = os.statvfs(existing)
-    return LayerSpace(fs.f_bavail * fs.f_frsize, 0, 0, 0), existing
+    return LayerSpace(free_bytes(existing), 0, 0, 0), existing
 
 
 def check_layer_space(backends: Path, handler: str, wanted_mib: int, reserve_mib: int) -> Check:

@@ -223,6 +223,13 @@ def usage_of(top: Path) -> TreeUsage:
     return _DEFAULT_CACHE.measure(top)
 
 
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on ``path``'s file system (f_bavail).
+    Raises OSError."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
 def capacity_of(top: Path) -> FsCapacity | None:
     """Size and inodes of the file system ``top`` is on; None if ``top`` is gone.
 

@@ -21,6 +21,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmcri.host.disk import free_bytes
+
 IMAGE_NAME = "writable.img"  # as SandboxLayout.writable_image names it
 ALLOCATION = threading.Lock()  # measure and create under it (one daemon process)
 
@@ -41,7 +43,7 @@ class LayerSpace:
 def measure(backends: Path) -> LayerSpace:
     """The layers below ``backends`` (``<root>/backends``) on its file system; raises OSError
     (``backends`` cannot be read). A layer that goes away meanwhile is skipped."""
-    fs = os.statvfs(backends)
+    free = free_bytes(backends)
     device = os.stat(backends).st_dev
     promised = claimable = layers = 0
     for handler in _dirs(backends):
@@ -55,7 +57,7 @@ def measure(backends: Path) -> LayerSpace:
             layers += 1
             promised += info.st_size
             claimable += max(0, info.st_size - info.st_blocks * 512)
-    return LayerSpace(fs.f_bavail * fs.f_frsize, promised, claimable, layers)
+    return LayerSpace(free, promised, claimable, layers)
 
 
 def _dirs(parent: Path) -> list[Path]:

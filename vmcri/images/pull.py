@@ -28,6 +28,7 @@ from vmcri.errors import (
     RegistryError,
     VmcriError,
 )
+from vmcri.host.disk import free_bytes
 from vmcri.images.auth import NO_AUTH, Auth, Deadline
 from vmcri.images.blob_feed import BlobFeed, FeedCancelled
 from vmcri.images.content_store import ContentStore, ImageRecord, LayerRecord
@@ -48,7 +49,6 @@ from vmcri.images.write_budget import (
     DEFAULT_MAX_PULL_BYTES,
     FreeSpace,
     WriteBudget,
-    free_bytes,
 )
 from vmcri.metrics import families as metrics
 

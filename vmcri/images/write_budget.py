@@ -10,22 +10,16 @@ store's file system when the pull starts. Free space is read again every
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from vmcri.errors import ResourceExhausted
+from vmcri.host.disk import free_bytes
 
 DEFAULT_MAX_PULL_BYTES = 256 << 30
 RECHECK_BYTES = 64 << 20
 
 FreeSpace = Callable[[Path], int]
-
-
-def free_bytes(path: Path) -> int:
-    """Bytes an unprivileged writer may still use on ``path``'s file system."""
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
 
 
 class WriteBudget:
