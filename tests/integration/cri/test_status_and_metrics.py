@@ -134,8 +134,12 @@ def test_block_io_metrics_name_the_device_its_numbers_and_the_operation(env: Cri
     env.runtime.ExecSync(
         pb.ExecSyncRequest(container_id=container_id, cmd=["touch", "/go"], timeout=30), timeout=60
     )
-    series = wait_for(lambda: {k: v for k, v in blkio().items() if k[3] == "Write" and v}, 60,
-                      "block writes counted")  # fmt: skip
+    # Sampled while dd runs, a count may be partial: wait for all of the writes.
+    series = wait_for(
+        lambda: {k: v for k, v in blkio().items() if k[3] == "Write" and v >= 32 * 64 * 1024},
+        60,
+        "block writes counted",
+    )
     (device, major, minor, _), value = next(iter(series.items()))
     assert f"{major}:{minor}" == disk
     assert value >= 32 * 64 * 1024
