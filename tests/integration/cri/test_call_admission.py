@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from tests.integration.cri.conftest import CriEnv
 from tests.integration.harness import NO_POD_NETWORK, daemon_with_busybox
+from tests.support.held_calls import fill_share, probe_refused
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 
@@ -63,19 +63,6 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
     return time.monotonic() - started, result
 
 
-def _refused(runtime: Any, container_id: str) -> grpc.RpcError | None:
-    """An over-share probe (quick if it is admitted after all); its error when refused."""
-    try:
-        runtime.ExecSync(
-            pb.ExecSyncRequest(container_id=container_id, cmd=["true"], timeout=30), timeout=30
-        )
-    except grpc.RpcError as exc:
-        if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return exc
-        raise
-    return None
-
-
 @pytest.mark.integration
 def test_polls_answer_and_other_pods_run_while_slow_calls_fill_their_shares(env: CriEnv) -> None:
     runtime = env.runtime
@@ -85,9 +72,8 @@ def test_polls_answer_and_other_pods_run_while_slow_calls_fill_their_shares(env:
     try:
         for _, container_id in pods:
             request = pb.ExecSyncRequest(container_id=container_id, cmd=SLEEP, timeout=3600)
-            in_flight += [runtime.ExecSync.future(request, timeout=3600) for _ in range(SHARE)]
-        for _, container_id in pods:
-            wait_for(lambda c=container_id: _refused(runtime, c), 120, "a full share")  # type: ignore[misc]
+            held, _ = fill_share(runtime, request, SHARE, 120)
+            in_flight += held
         wait_for(lambda: _sleeps_running() == FULL_PODS * SHARE, 120, "200 execs running")
         assert not any(f.done() for f in in_flight)
 
@@ -118,7 +104,7 @@ def test_polls_answer_and_other_pods_run_while_slow_calls_fill_their_shares(env:
 
         # The full pod's next call is refused at once, naming the pod and the key.
         full_sandbox, full_container = pods[0]
-        took, refused = _timed(lambda: _refused(runtime, full_container))
+        took, refused = _timed(lambda: probe_refused(runtime, full_container))
         print(f"over-share ExecSync refused in {took:.3f} s")
         assert refused is not None and took < POLL_BOUND_S
         assert full_sandbox in refused.details()

@@ -8,12 +8,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import grpc
 import pytest
 
 from tests.integration.harness import NO_POD_NETWORK
 from tests.integration.streaming.clients import SpdyClient, spdy_exec
 from tests.integration.vm.conftest import VmEnv, vm_daemon
+from tests.support.held_calls import fill_share
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 
@@ -33,17 +33,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
         yield vm_env
 
 
-def _refused(runtime: Any, container_id: str) -> grpc.RpcError | None:
-    request = pb.ExecSyncRequest(container_id=container_id, cmd=["true"], timeout=30)
-    try:
-        runtime.ExecSync(request, timeout=60)
-    except grpc.RpcError as exc:
-        if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return exc
-        raise
-    return None
-
-
 @pytest.mark.integration
 def test_a_vm_pod_over_its_shares_is_refused_and_a_runc_pod_is_not(env: VmEnv) -> None:
     runtime = env.runtime
@@ -54,10 +43,10 @@ def test_a_vm_pod_over_its_shares_is_refused_and_a_runc_pod_is_not(env: VmEnv) -
     runc_container = env.create(runc, runc_pod, "main", SLEEPER)
     env.start(runc_container)
     request = pb.ExecSyncRequest(container_id=vm_container, cmd=["sleep", "600"], timeout=600)
-    in_flight = [runtime.ExecSync.future(request, timeout=700) for _ in range(CALLS)]
+    in_flight: list[Any] = []
     held: list[SpdyClient] = []
     try:
-        refused = wait_for(lambda: _refused(runtime, vm_container), 120, "the VM pod's full share")
+        in_flight, refused = fill_share(runtime, request, CALLS, 120)
         assert refused is not None
         assert vm in str(refused.details()) and "cri.max_slow_calls_per_pod" in str(
             refused.details()
