@@ -35,6 +35,7 @@ from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.runc import hostfacts
 from vmcri.handlers.runc.host import Host, RealHost
 from vmcri.handlers.runc.host_agent import HostAgents
+from vmcri.handlers.runc.launcher import Launcher
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.options import RuncOptions
 from vmcri.handlers.runc.rootfs import (
@@ -98,8 +99,9 @@ class RuncBackend(SupervisedContainerMethods):
         self.cgroup_driver = cgroup_driver  # how kubelet spells cgroup_parent (RuntimeConfig)
         self.clock = clock
         self._services = services
-        self.pods = PodSandboxes(host, layout, python, sleep)
-        self.agents = HostAgents(host, layout, python, options.runc)
+        self.launcher = Launcher(host, python, layout.state / "agents" / "zygote.log")
+        self.pods = PodSandboxes(host, layout, self.launcher, sleep)
+        self.agents = HostAgents(host, layout, self.launcher, options.runc)
         self._containers = SupervisedContainers(self, services)
         self.exec_output_limit = options.exec_output_limit
         self._caps = hostfacts.bounding_capabilities()

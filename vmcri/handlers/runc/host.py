@@ -13,6 +13,7 @@ import ctypes
 import errno
 import os
 import selectors
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +70,17 @@ class Helper(Protocol):
         ...
 
 
+class Peer(Protocol):
+    """A process started with one end of a socket pair as its stdin; ours is ``channel``."""
+
+    pid: int
+    channel: socket.socket
+
+    def stop(self) -> None:
+        """Close our end, kill the process and wait for it."""
+        ...
+
+
 class Host(Protocol):
     def run(
         self,
@@ -113,6 +125,11 @@ class Host(Protocol):
         """Start a helper the caller talks to in lines; raises HostCommandError."""
         ...
 
+    def start_peer(self, argv: Sequence[str], *, stderr_path: str) -> Peer:
+        """Start ``argv`` in a session of its own, its stdin one end of a ``SOCK_SEQPACKET``
+        pair, stdout /dev/null; raises HostCommandError."""
+        ...
+
     def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
         """mount(2); raises HostCommandError."""
         ...
@@ -141,7 +158,8 @@ class Host(Protocol):
         ...
 
     def is_pid_ns_init(self, pid: int, ns_file: str) -> bool:
-        """Whether ``pid`` lives and is PID 1 of the PID namespace pinned at ``ns_file``."""
+        """Whether ``pid`` lives (a zombie does not) and is PID 1 of the PID namespace pinned
+        at ``ns_file``."""
         ...
 
     def is_mounted(self, path: str) -> bool: ...
@@ -268,6 +286,23 @@ class RealHost:
             raise HostCommandError(f"{argv[0]}: {exc}") from exc
         return _PipeHelper(proc)
 
+    def start_peer(self, argv: Sequence[str], *, stderr_path: str) -> Peer:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with theirs, open(stderr_path, "ab") as err:
+                proc = subprocess.Popen(
+                    list(argv),
+                    stdin=theirs.fileno(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,
+                    env=self._env,
+                )
+        except OSError as exc:
+            ours.close()
+            raise HostCommandError(f"{argv[0]}: {exc}") from exc
+        return _SocketPeer(proc, ours)
+
     def idmapped_mount(self, source: str, target: str, userns_path: str, recursive: bool) -> None:
         idmap.idmapped_mount(source, target, userns_path, recursive=recursive)
 
@@ -314,11 +349,15 @@ class RealHost:
             ours = os.stat(f"/proc/{pid}/ns/pid")
             pinned = os.stat(ns_file)
             with open(f"/proc/{pid}/status") as f:
-                nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
-        except (OSError, StopIteration):
+                status = {k: v.split() for k, _, v in (line.partition(":") for line in f)}
+        except OSError:
             return False
         same = (ours.st_dev, ours.st_ino) == (pinned.st_dev, pinned.st_ino)
-        return same and nspid[-1:] == ["1"]
+        # A zombie no longer lives: its namespace is empty (the kernel killed the rest before
+        # it died) and nothing runs in it again, though /proc shows it as before until its
+        # parent, which may be a slow init, reaps it.
+        alive = status.get("State", ["Z"])[:1] != ["Z"]
+        return same and alive and status.get("NSpid", [])[-1:] == ["1"]
 
     def is_mounted(self, path: str) -> bool:
         real = os.path.realpath(path)
@@ -366,6 +405,18 @@ class _PipeHelper:
             return self.proc.wait()
         finally:
             self._stdout.close()
+
+
+class _SocketPeer:
+    def __init__(self, proc: subprocess.Popen[bytes], channel: socket.socket) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.channel = channel
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.proc.kill()
+        self.proc.wait()
 
 
 def _unescape(field: str) -> str:

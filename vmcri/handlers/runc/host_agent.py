@@ -1,7 +1,8 @@
 """The runc backend's per-pod supervisor: the vmcri agent, run on the host.
 
-The agent starts while the pod's namespaces are made (the two are independent), with
-``-S`` and an explicit ``sys.path`` (the site scan is a fifth of a Python start).
+The agent starts while the pod's namespaces are made (the two are independent), as a fork
+of the runc pods' zygote (:mod:`vmcri.handlers.runc.launcher`), which has its modules
+imported already.
 
 The agent that runs a VM pod's containers in its guest runs a runc pod's containers on
 the host, one process per pod (as ``containerd-shim-runc-v2`` is one per pod). It runs
@@ -33,16 +34,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vmcri.errors import FailedPrecondition, HostCommandError
-from vmcri.handlers.runc.host import VMCRI_PATH, Host
+from vmcri.handlers.runc.host import Host
+from vmcri.handlers.runc.launcher import Launcher
 from vmcri.handlers.runc.layout import Layout, check_id
 
 log = logging.getLogger(__name__)
 
 MODULE = "vmcri.agent"
-BOOTSTRAP = (
-    "import sys; sys.path[:0] = sys.argv.pop(1).split(':'); "
-    "from vmcri.agent.main import main; sys.exit(main(sys.argv[1:]))"
-)
 MAX_SOCKET_PATH = 107
 SOCKET_ROOT = Path("/run/vmcri/s")
 """A unix socket path ends at 107 bytes and a state dir can be deep, so the sockets live in
@@ -53,10 +51,10 @@ EXIT_WAIT_S = 5.0
 class HostAgents:
     """Start, find and stop the agent of each runc pod."""
 
-    def __init__(self, host: Host, layout: Layout, python: str, runc: str) -> None:
+    def __init__(self, host: Host, layout: Layout, launcher: Launcher, runc: str) -> None:
         self._host = host
         self._layout = layout
-        self._python = python
+        self._launcher = launcher
         self._runc = runc
 
     def socket(self, sandbox_id: str) -> Path:
@@ -100,8 +98,7 @@ class HostAgents:
         directory = self._dir(sandbox_id)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         state = directory / "state"
-        argv = [
-            self._python, "-S", "-c", BOOTSTRAP, ":".join(_import_path()),
+        args = [
             "--listen", self.url(sandbox_id),
             "--state-dir", str(state),
             "--runc", self._runc,
@@ -114,7 +111,7 @@ class HostAgents:
         def spawn() -> None:
             try:
                 outcome.append(
-                    self._host.spawn_detached(argv, stderr_path=str(self.log_path(sandbox_id)))
+                    self._launcher.spawn_agent(args, stderr_path=str(self.log_path(sandbox_id)))
                 )
             except BaseException as exc:  # handed to the waiter
                 outcome.append(exc)
@@ -184,11 +181,3 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
         return bool(poller.poll(timeout_s * 1000))
     finally:
         os.close(fd)
-
-
-def _import_path() -> list[str]:
-    """Where the agent's imports are: vmcri and protobuf (the only package it needs)."""
-    import google.protobuf
-
-    site = Path(google.protobuf.__file__).resolve().parent.parent.parent
-    return [VMCRI_PATH, str(site)]

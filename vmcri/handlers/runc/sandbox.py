@@ -27,7 +27,6 @@ import os
 import shutil
 import signal
 import stat
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,8 @@ from pathlib import Path
 from vmcri.errors import FailedPrecondition, HostCommandError, InvalidArgument
 from vmcri.handlers.base import SandboxStarted
 from vmcri.handlers.runc import podinit
-from vmcri.handlers.runc.host import MS_BIND, MS_NODEV, MS_NOSUID, Host, helper_argv
+from vmcri.handlers.runc.host import MS_BIND, MS_NODEV, MS_NOSUID, Host
+from vmcri.handlers.runc.launcher import Launcher
 from vmcri.handlers.runc.layout import Layout
 from vmcri.model import NamespaceMode, PodConfig
 from vmcri.oci.pod_files import hostname_file, hosts_file, resolv_conf
@@ -56,12 +56,12 @@ class PodSandboxes:
         self,
         host: Host,
         layout: Layout,
-        python: str = sys.executable,
+        launcher: Launcher,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.host = host
         self.layout = layout
-        self.python = python
+        self.launcher = launcher
         self.sleep = sleep
 
     def namespaces_of(self, pod: PodConfig) -> dict[str, bool]:
@@ -185,10 +185,7 @@ class PodSandboxes:
         spec = podinit.plan(
             create, pod.hostname, normalise(pod.sysctls), str(directory / "pause.pid"), join_net
         )
-        helper = self.host.start_helper(
-            helper_argv(self.python, "vmcri.handlers.runc.podinit", spec),
-            stderr_path=str(directory / "podinit.log"),
-        )
+        helper = self.launcher.start_podinit(spec, stderr_path=str(directory / "podinit.log"))
         pause = 0
         try:
             line = helper.readline(HELPER_WAIT_S)
