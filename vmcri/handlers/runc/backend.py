@@ -73,9 +73,11 @@ log = logging.getLogger(__name__)
 def create(options: RuncOptions, context: BackendContext) -> RuncBackend:
     """Factory named in :data:`vmcri.handlers.registry.BACKENDS`."""
     layout = Layout(Path(context.state), Path(context.root))
-    return RuncBackend(
+    backend = RuncBackend(
         options, layout, RealHost(), context.services, cgroup_driver=context.config.cgroup_driver
     )
+    backend.launcher.warm()
+    return backend
 
 
 class RuncBackend(SupervisedContainerMethods):
@@ -99,7 +101,7 @@ class RuncBackend(SupervisedContainerMethods):
         self.cgroup_driver = cgroup_driver  # how kubelet spells cgroup_parent (RuntimeConfig)
         self.clock = clock
         self._services = services
-        self.launcher = Launcher(host, python, layout.state / "agents" / "zygote.log")
+        self.launcher = Launcher(host, python, layout.state / "zygote.log")
         self.pods = PodSandboxes(host, layout, self.launcher, sleep)
         self.agents = HostAgents(host, layout, self.launcher, options.runc)
         self._containers = SupervisedContainers(self, services)

@@ -1,8 +1,8 @@
 """Starts a runc pod's Python processes, its agent and its podinit helper, as forks of the
 zygote (:mod:`vmcri.handlers.runc.zygote`), or exec'd as before when there is none.
 
-The zygote is started at the first request (an exec'd interpreter with the agent's
-imports, ~0.1 s, once per daemon) and then answers each with a fork (~2 ms), where an
+The zygote is started with the backend (an exec'd interpreter with the agent's imports,
+~0.1 s, once per daemon) and then answers each with a fork (~2 ms), where an
 exec'd agent cost 80 ms and podinit 35 ms of a RunPodSandbox. It is the daemon's child
 and ends with it (its control socket reads empty); the pods' processes do not. When it
 cannot answer (it died, it timed out, a fork failed) the request is served the old way, an
@@ -79,6 +79,15 @@ class Launcher:
         except ZygoteUnavailable:
             argv = helper_argv(self._python, PODINIT, plan)
             return self._host.start_helper(argv, stderr_path=stderr_path)
+
+    def warm(self) -> None:
+        """Start the zygote now rather than at the first pod (it imports while we go on)."""
+        with self._lock:
+            if self._failures < MAX_FAILURES:
+                try:
+                    self._started()
+                except HostCommandError as exc:
+                    log.warning("runc pods' zygote did not start: %s", exc)
 
     def close(self) -> None:
         """Stop the zygote (the processes it forked stay)."""

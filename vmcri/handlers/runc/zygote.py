@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import gc
 import json
 import os
 import signal
@@ -163,6 +164,10 @@ def main() -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our children
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     set_title(["vmcri-zygote"])
+    # What is imported stays out of the collector's walks, in here and in every fork: a
+    # walk writes to each object it visits, which would copy the page under every
+    # object of the imports into each pod's process on its first collection.
+    gc.freeze()
     control = socket.socket(fileno=CONTROL_FD)
     try:
         serve(control)
