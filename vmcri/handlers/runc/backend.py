@@ -101,7 +101,7 @@ class RuncBackend(SupervisedContainerMethods):
         self.cgroup_driver = cgroup_driver  # how kubelet spells cgroup_parent (RuntimeConfig)
         self.clock = clock
         self._services = services
-        self.launcher = Launcher(host, python, layout.state / "zygote.log")
+        self.launcher = Launcher(host, python, layout.state / "zygote" / "zygote.log")
         self.pods = PodSandboxes(host, layout, self.launcher, sleep)
         self.agents = HostAgents(host, layout, self.launcher, options.runc)
         self._containers = SupervisedContainers(self, services)

@@ -38,6 +38,7 @@ def helper_argv(python: str, module: str, *args: str) -> list[str]:
     return [python, "-S", "-m", module, *args]
 
 
+PEER_EXIT_S = 2.0
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_BIND = 0x1000
@@ -77,7 +78,7 @@ class Peer(Protocol):
     channel: socket.socket
 
     def stop(self) -> None:
-        """Close our end, kill the process and wait for it."""
+        """Close our end and wait for the process to end (killing it after a moment)."""
         ...
 
 
@@ -414,9 +415,12 @@ class _SocketPeer:
         self.channel = channel
 
     def stop(self) -> None:
-        self.channel.close()
-        self.proc.kill()
-        self.proc.wait()
+        self.channel.close()  # a peer that reads it ends by itself: give it a moment
+        try:
+            self.proc.wait(PEER_EXIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def _unescape(field: str) -> str:

@@ -89,6 +89,11 @@ class Launcher:
                 except HostCommandError as exc:
                     log.warning("runc pods' zygote did not start: %s", exc)
 
+    def zygote_pid(self) -> int:
+        """The zygote's pid, 0 while there is none."""
+        with self._lock:
+            return self._zygote.pid if self._zygote is not None else 0
+
     def close(self) -> None:
         """Stop the zygote (the processes it forked stay)."""
         with self._lock:
@@ -154,6 +159,7 @@ class Launcher:
 
     def _started(self) -> Peer:
         if self._zygote is None:
+            # 0700 for its own dir only: a user-namespaced pod's root must pass the others.
             self._log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             argv = [self._python, "-S", "-c", ZYGOTE_BOOTSTRAP, ":".join(import_path())]
             self._zygote = self._host.start_peer(

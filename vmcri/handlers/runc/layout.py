@@ -9,7 +9,7 @@ Runtime state (``BackendContext.state``, gone after a reboot like the containers
     sandboxes/<id>/exits/<c>.json how each container ended (vmcri.supervisor.exits)
     agents/<id>/                  the pod's host agent: its state (bundles, runc --root),
                                   pid and log (vmcri.handlers.runc.host_agent)
-    zygote.log                    the log of the process that forks the agents and podinit
+    zygote/zygote.log             the log of the process that forks the agents and podinit
                                   (vmcri.handlers.runc.zygote)
     containers/<id>/rootfs/       the overlay mount point runc gets as the root
     containers/<id>/image-volumes/<n>   read-only views of images mounted into it
