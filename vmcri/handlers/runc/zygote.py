@@ -37,6 +37,7 @@ import fcntl
 import gc
 import json
 import os
+import shutil  # noqa: F401 - the agent imports it at a container's removal
 import signal
 import socket
 import sys
