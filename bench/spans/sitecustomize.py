@@ -36,6 +36,8 @@ SPANS = (
     "vmcri.handlers.runc.backend:RuncBackend.create_container",
     "vmcri.handlers.runc.backend:RuncBackend.start_container",
     "vmcri.handlers.runc.backend:RuncBackend.remove_container",
+    "vmcri.handlers.runc.host:RealHost.spawn_detached",  # the agent exec'd (before the zygote)
+    "vmcri.handlers.runc.host:RealHost.start_helper",  # podinit exec'd (before the zygote)
     "vmcri.handlers.runc.launcher:Launcher.spawn_agent",
     "vmcri.handlers.runc.launcher:Launcher.start_podinit",
     "vmcri.handlers.runc.host_agent:HostAgents.stop",
@@ -45,6 +47,7 @@ SPANS = (
     "vmcri.handlers.runc.sandbox:PodSandboxes.teardown",
     "vmcri.supervisor.containers:SupervisedContainers.create",
     "vmcri.supervisor.containers:SupervisedContainers.remove",
+    "vmcri.store.store:write_atomic",  # each record change: a file and its dir fsync'd
 )
 
 
@@ -73,7 +76,8 @@ def _install(path: str) -> None:
         module, _, attr = target.partition(":")
         owner_name, _, name = attr.rpartition(".")
         try:
-            owner = getattr(importlib.import_module(module), owner_name)
+            owner = importlib.import_module(module)
+            owner = getattr(owner, owner_name) if owner_name else owner
             setattr(owner, name, _timed(attr, getattr(owner, name), Locked()))
         except (ImportError, AttributeError) as exc:  # renamed since: say so, go on
             print(f"spans: {target}: {exc}", file=sys.stderr)
