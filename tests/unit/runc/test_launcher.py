@@ -14,7 +14,7 @@ import pytest
 from vmcri.errors import HostCommandError
 from vmcri.handlers.runc import zygote
 from vmcri.handlers.runc.host import Helper, Peer
-from vmcri.handlers.runc.launcher import MAX_FAILURES, ForkedHelper, Launcher
+from vmcri.handlers.runc.launcher import MAX_FAILURES, TITLE_SPACE, ForkedHelper, Launcher
 
 
 @pytest.mark.parametrize(
@@ -133,3 +133,17 @@ def test_without_a_zygote_the_helpers_are_execd_and_it_is_given_up_after_failure
         ["/usr/bin/python3", "-S", "-m", "vmcri.handlers.runc.podinit", '{"create": []}']
     ]
     assert host.peers == MAX_FAILURES
+
+
+def test_an_agent_whose_arguments_overflow_its_title_is_execd(tmp_path: Path) -> None:
+    """A forked agent is found by its command line, which holds TITLE_SPACE bytes."""
+
+    class NoPeerHost(FailingZygoteHost):
+        def start_peer(self, argv: Sequence[str], *, stderr_path: str) -> Peer:
+            raise AssertionError("asked the zygote")
+
+    host = NoPeerHost()
+    launcher = Launcher(host, "/usr/bin/python3", tmp_path / "zygote.log")  # type: ignore[arg-type]
+    deep = ["--state-dir", "/" + "d" * TITLE_SPACE]
+    assert launcher.spawn_agent(deep, stderr_path=str(tmp_path / "log")) == b"ready 42\n"
+    assert host.spawned[0][-2:] == deep

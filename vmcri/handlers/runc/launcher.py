@@ -37,6 +37,7 @@ ZYGOTE_BOOTSTRAP = (
     "from vmcri.handlers.runc.zygote import main; sys.exit(main())"
 )
 PODINIT = "vmcri.handlers.runc.podinit"
+AGENT_TITLE = "vmcri.agent"  # what a forked agent's command line starts with (zygote.TITLES)
 TITLE_SPACE = 4096
 """Bytes of the zygote's command line kept for the title of what it forks (``set_title``):
 an agent's arguments are its socket URL and four paths, well under this."""
@@ -102,6 +103,9 @@ class Launcher:
     # ---- through the zygote ----------------------------------------------------------
 
     def _fork_agent(self, args: Sequence[str], stderr_path: str) -> bytes:
+        if len("\0".join([AGENT_TITLE, *args]).encode()) >= TITLE_SPACE:
+            # Its command line would not hold them, and the agent is found by it: exec.
+            raise ZygoteUnavailable
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             with _stdio(stderr_path, os.devnull, write_end) as (stdin, stderr):
