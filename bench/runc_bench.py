@@ -16,13 +16,18 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.integration.runc.runc_itest_helpers import (
+    RECORDS,
+    container_record,
+    new_id,
+    sandbox_record,
+)
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.backend import RuncBackend
 from vmcri.handlers.runc.host import RealHost
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.options import RuncOptions
-from vmcri.model import ContainerConfig, Metadata, PodConfig
-from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.model import Metadata, PodConfig
 
 CMD = ["sleep", "1000"]
 
@@ -42,19 +47,13 @@ def bench_backend(top: Path, layer: Path, runs: int) -> tuple[list[float], list[
         RuncOptions(cgroup_parent="/vmcri-bench"),
         Layout(top / "state", top / "root"),
         RealHost(),
+        RECORDS,  # the backend's view of the records: the bench's own, as the tests' are
     )
     image = ImageInfo("sha256:" + "0" * 64, "bench", (str(layer),), {"Cmd": CMD})
     start, stop = [], []
     for _ in range(runs):
-        sb = SandboxRecord(
-            id=uuid.uuid4().hex, handler="runc", backend="runc",
-            config=PodConfig(metadata=Metadata(name="b", uid=uuid.uuid4().hex), hostname="b"),
-        )  # fmt: skip
-        c = ContainerRecord(
-            id=uuid.uuid4().hex, sandbox_id=sb.id,
-            config=ContainerConfig(metadata=Metadata(name="c"), image="bench"),
-            image_id=image.id, image_name="bench", log_path=str(top / "logs" / "c.log"),
-        )  # fmt: skip
+        sb = sandbox_record(PodConfig(metadata=Metadata(name="b", uid=new_id()), hostname="b"))
+        c = container_record(sb, top, command=tuple(CMD))
         t0 = time.perf_counter()
         backend.run_sandbox(sb)
         backend.create_container(sb, c, image)
