@@ -27,9 +27,11 @@ from vmcri.handlers.runc.backend import RuncBackend
 from vmcri.handlers.runc.host import RealHost
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.options import RuncOptions
+from vmcri.host.cgroups import remove_tree
 from vmcri.model import Metadata, PodConfig
 
 CMD = ["sleep", "1000"]
+CGROUP_PARENT = "/vmcri-bench"
 
 
 def make_layer(top: Path) -> Path:
@@ -44,7 +46,7 @@ def make_layer(top: Path) -> Path:
 
 def bench_backend(top: Path, layer: Path, runs: int) -> tuple[list[float], list[float]]:
     backend = RuncBackend(
-        RuncOptions(cgroup_parent="/vmcri-bench"),
+        RuncOptions(cgroup_parent=CGROUP_PARENT),
         Layout(top / "state", top / "root"),
         RealHost(),
         RECORDS,  # the backend's view of the records: the bench's own, as the tests' are
@@ -111,8 +113,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="runc-bench-") as tmp:
         top = Path(tmp)
         layer = make_layer(top)
-        b_start, b_stop = bench_backend(top, layer, args.runs)
-        p_start, p_stop = bench_plain(top, layer, args.runs)
+        try:
+            b_start, b_stop = bench_backend(top, layer, args.runs)
+            p_start, p_stop = bench_plain(top, layer, args.runs)
+        finally:
+            remove_tree(CGROUP_PARENT)
     print(f"runs: {args.runs}")
     print(f"{'':28}{'median ms':>10}{'p90 ms':>10}")
     rows = [
