@@ -182,7 +182,7 @@ def attached_signatures(client: RegistryClient, manifest_digest: str) -> list[At
             raise SignatureRefused(f"{where}: payload of {size} bytes, over {MAX_PAYLOAD_BYTES}")
         if not isinstance(signature, str):
             raise SignatureRefused(f"{where}: no {COSIGN_SIGNATURE_ANNOTATION} annotation")
-        sink = _Bounded(MAX_PAYLOAD_BYTES, where)
+        sink = _Bounded(size, where)  # the registry may not send more than it declared
         client.fetch_blob(digest, sink)
         payload = b"".join(sink.chunks)
         if "sha256:" + hashlib.sha256(payload).hexdigest() != digest:
