@@ -17,6 +17,10 @@ from tests.support.registry import LocalRegistry
 from tests.support.signing import cosign_payload, push_cosign_signatures, sigstore_sign
 from tests.support.trust_env import TrustNode, trust_node
 from vmcri.cli import main as cli_main
+from vmcri.errors import SignatureRefused
+from vmcri.images.auth import Deadline
+from vmcri.images.service import ImageService
+from vmcri.images.trust.verifier import ImageTrust, TrustSettings
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +42,12 @@ def _refused(node: TrustNode, image: str, *words: str, namespace: str = "") -> s
         assert word in message, message
     assert node.image_files() == before  # no blob, layer, ingest file or record
     return message
+
+
+def _raw_manifest(image: str) -> bytes:
+    """The manifest bytes as the registry serves them (what a signature must name)."""
+    args = ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{image}"]
+    return subprocess.run(args, capture_output=True, check=True).stdout
 
 
 def _sig_path(node: TrustNode, store: Path, repo: str, digest: str, n: int = 1) -> Path:
@@ -83,12 +93,7 @@ def test_signature_for_another_manifest_is_refused(node: TrustNode, tmp_path: Pa
     victim = node.push("gpg/swapped:1")
     other = node.push("gpg/decoy:1")
     manifest = tmp_path / "decoy-manifest.json"
-    out = subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{node.host}/gpg/decoy:1"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    manifest.write_bytes(out)
+    manifest.write_bytes(_raw_manifest(f"{node.host}/gpg/decoy:1"))
     sig = _sig_path(node, node.file_store, "gpg/swapped", victim.manifest_digest)
     sig.parent.mkdir(parents=True)
     subprocess.run(
@@ -193,3 +198,67 @@ def test_cli_pull_honours_the_policy(
     )
     assert cli_main([*base, "pull", "-q", "--namespace", "cli", f"{node.host}/gpg/cli:1"]) == 0
     assert capsys.readouterr().out.strip().startswith("sha256:")
+
+
+def test_identity_is_the_reference_requested_not_the_mirror(
+    node: TrustNode, tmp_path: Path
+) -> None:
+    """A mirror serves every pull; signatures must name the origin's reference."""
+    origin = "registry.invalid:5000"  # never reached: the mirror has everything
+    store = tmp_path / "sigs"
+    (tmp_path / "registries.d").mkdir()
+    (tmp_path / "registries.d" / "origin.yaml").write_text(
+        f"docker:\n  {origin}:\n    lookaside: file://{store}\n"
+    )
+    release_key = node.tmp / "keys" / "release.asc"
+    policy = {
+        "default": [{"type": "reject"}],
+        "transports": {
+            "docker": {
+                f"{origin}/gpg": [
+                    {"type": "signedBy", "keyType": "GPGKeys", "keyPath": str(release_key)}
+                ]
+            }
+        },
+    }
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    settings = TrustSettings(
+        tmp_path / "policy.json", tmp_path / "registries.d", tmp_path / "no-policies"
+    )
+    with LocalRegistry(tmp_path / "mirror", storage=node.registry.storage) as mirror:
+        conf = tmp_path / "registries.conf"
+        conf.write_text(
+            f'[[registry]]\nlocation = "{origin}"\n'
+            f'[[registry.mirror]]\nlocation = "{mirror.host}"\ninsecure = true\n'
+        )
+        service = ImageService(tmp_path / "root", conf, trust=ImageTrust.load(settings))
+        for repo, identity in (
+            ("gpg/mirrored", f"{origin}/gpg/mirrored:1"),
+            ("gpg/mirrorname", f"{mirror.host}/gpg/mirrorname:1"),
+        ):
+            pushed = node.push(f"{repo}:1")
+            manifest = tmp_path / "manifest.json"
+            manifest.write_bytes(_raw_manifest(f"{mirror.host}/{repo}:1"))
+            sig = _sig_path(node, store, repo, pushed.manifest_digest)
+            sig.parent.mkdir(parents=True)
+            subprocess.run(
+                [
+                    "skopeo",
+                    "standalone-sign",
+                    str(manifest),
+                    identity,
+                    node.release,
+                    "-o",
+                    str(sig),
+                ],
+                env=node.gpg.env,
+                check=True,
+                capture_output=True,
+            )
+        image_id = service.pull(f"{origin}/gpg/mirrored:1", deadline=Deadline.after(60))
+        assert service.status(f"{origin}/gpg/mirrored:1") is not None
+        assert image_id.startswith("sha256:")
+        before = {str(p) for p in (tmp_path / "root").rglob("*")}
+        with pytest.raises(SignatureRefused, match=f"signed for '{mirror.host}/gpg/mirrorname:1'"):
+            service.pull(f"{origin}/gpg/mirrorname:1", deadline=Deadline.after(60))
+        assert {str(p) for p in (tmp_path / "root").rglob("*")} == before
