@@ -269,4 +269,4 @@ def test_namespace_cannot_name_a_policy_outside_the_directory(tmp_path: Path) ->
     trust = ImageTrust(trust.policy, trust.stores, policies)
     for namespace in ("../evil", "..", "a/b", "Evil", "x" * 64, "ns\0"):
         with pytest.raises(InvalidArgument, match=r"sandbox_config\.metadata\.namespace"):
-            trust.check(parse_reference("reg.test/other/app:1"), DIGEST, None, namespace)
+            trust.policy_for(namespace)

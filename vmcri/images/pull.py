@@ -156,13 +156,14 @@ class Puller:
         """
         deadline = deadline or Deadline.after(None)
         prog = _Progress(progress)
+        policy = self.trust.policy_for(namespace)  # a bad namespace costs no registry call
         client, top_raw, top_type = self._resolve(ref, auth, deadline)
         top_digest = _sha256(top_raw)
         if ref.digest is not None and top_digest != ref.digest:
             raise DigestMismatch(f"{ref}: registry sent a manifest with digest {top_digest}")
         # Signatures sign the top manifest (an index's, for a multi-platform image) and the
         # reference asked for, whichever endpoint served it; nothing is stored before this.
-        self.trust.check(ref, top_digest, client, namespace, deadline)
+        self.trust.check(ref, top_digest, client, policy, deadline)
         manifest_raw, manifest_type = top_raw, top_type
         manifest_digest = top_digest
         if top_type in INDEX_TYPES:

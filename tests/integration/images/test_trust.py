@@ -134,6 +134,11 @@ def test_namespace_policy_overrides_the_node_default(node: TrustNode) -> None:
     assert node.pull(f"{node.host}/gpg/team:1", namespace="relaxed").startswith("sha256:")
     assert node.pull(f"{node.host}/open/team:1").startswith("sha256:")
     _refused(node, f"{node.host}/open/team:1", "strict.json", namespace="strict")
+    # A namespace that is not a DNS-1123 label names no file: refused as bad input.
+    with pytest.raises(grpc.RpcError) as err:
+        node.pull(f"{node.host}/open/team:1", namespace="../policies/relaxed")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sandbox_config.metadata.namespace" in str(err.value.details())
     # A namespace without a file of its own gets the node's policy.
     assert node.pull(f"{node.host}/open/team:1", namespace="other").startswith("sha256:")
     # An invalid file refuses its namespace's pulls, naming the key; never "accept".

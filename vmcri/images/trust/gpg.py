@@ -12,6 +12,7 @@ temporary directory and runs ``gpgv`` there, bounded in time and output.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -55,8 +56,11 @@ def _run(args: list[str], stdin: bytes, home: str, what: str) -> bytes:
 def build_keyring(keys: list[bytes], what: str) -> Keyring:
     """Import ``keys`` (armored or binary OpenPGP public keys) into one keyring.
 
-    Raises ConfigError naming ``what`` when gpg cannot read a key or none is found.
+    Raises ConfigError naming ``what`` when gpg cannot read a key or none is found, or
+    gpgv (which every verification runs) is not installed.
     """
+    if shutil.which(GPGV) is None:
+        raise ConfigError(f"{what}: {GPGV} is not installed (Debian package gpgv)")
     with tempfile.TemporaryDirectory(prefix="vmcri-gpg-") as home:
         for key in keys:
             _run(["--import"], key, home, what)

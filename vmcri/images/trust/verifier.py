@@ -26,6 +26,7 @@ from vmcri.images.auth import Deadline
 from vmcri.images.reference import Reference
 from vmcri.images.registry_client import RegistryClient
 from vmcri.images.trust import gpg, sigstore
+from vmcri.images.trust.identity import SignedIdentity
 from vmcri.images.trust.payload import COSIGN_TYPE, SIMPLE_SIGNING_TYPE, check_payload
 from vmcri.images.trust.policy import (
     ACCEPT_ALL,
@@ -190,22 +191,26 @@ class ImageTrust:
         ref: Reference,
         manifest_digest: str,
         client: RegistryClient | None,
-        namespace: str = "",
+        policy: Policy | None = None,
         deadline: Deadline | None = None,
     ) -> None:
-        """Refuse ``ref`` unless its policy's every requirement is met by ``manifest_digest``.
+        """Refuse ``ref`` unless ``policy`` (default: the node's, else what ``policy_for``
+        gave) has every requirement met by ``manifest_digest``.
 
-        Raises SignatureRefused naming the policy, scope and requirement that failed,
-        InvalidArgument (a bad namespace), RegistryError or DeadlineExceeded (a
-        signature store could not be read).
+        Raises SignatureRefused naming the policy, scope and requirement that failed
+        (a store that breaks its bounds included), RegistryError or DeadlineExceeded
+        (a signature store could not be read).
         """
-        policy = self.policy_for(namespace)
+        policy = policy or self.policy
         scope, requirements = policy.lookup(ref)
         sigs = _Signatures(
             ref, manifest_digest, client, self.stores, deadline or Deadline.after(None)
         )
         for i, req in enumerate(requirements):
-            reason = self._unmet(req, ref, manifest_digest, sigs)
+            try:
+                reason = self._unmet(req, ref, manifest_digest, sigs)
+            except SignatureRefused as exc:  # the store broke a bound or sent nonsense
+                reason = exc.message
             if reason is not None:
                 where = f"{policy.source} {scope}[{i}]"
                 raise SignatureRefused(
@@ -232,7 +237,7 @@ class ImageTrust:
                 try:
                     _, payload = gpg.verify(req.keyring, blob, MAX_PAYLOAD_BYTES)
                     claimed = check_payload(payload, SIMPLE_SIGNING_TYPE, digest)
-                    _check_identity(req, ref, claimed)
+                    _check_identity(req.identity, ref, claimed)
                     return None
                 except SignatureRefused as exc:
                     reasons.append(f"signature-{n}: {exc.message}")
@@ -244,15 +249,14 @@ class ImageTrust:
             try:
                 sigstore.verify(list(req.keys), att.signature_b64, att.payload)
                 claimed = check_payload(att.payload, COSIGN_TYPE, digest)
-                _check_identity(req, ref, claimed)
+                _check_identity(req.identity, ref, claimed)
                 return None
             except SignatureRefused as exc:
                 reasons.append(f"signature {n}: {exc.message}")
         return "; ".join(reasons) or "no sigstore signature is attached to the image"
 
 
-def _check_identity(req: Requirement, ref: Reference, claimed: str) -> None:
-    identity = req.identity  # type: ignore[union-attr]
+def _check_identity(identity: SignedIdentity, ref: Reference, claimed: str) -> None:
     if not identity.matches(ref, claimed):
         raise SignatureRefused(
             f"signed for {claimed[:200]!r}, which {identity.describe()} does not accept for {ref}"
