@@ -59,6 +59,10 @@ class GpgHome:
     def public_key(self, fingerprint: str, armor: bool = True) -> bytes:
         return self._gpg(*(["--armor"] if armor else []), "--export", fingerprint)
 
+    def sign(self, fingerprint: str, payload: bytes) -> bytes:
+        """An inline OpenPGP signature of ``payload``: what simple signing stores."""
+        return self._gpg("--local-user", fingerprint, "--sign", stdin=payload)
+
     def close(self) -> None:
         subprocess.run(
             ["gpgconf", "--homedir", str(self.path), "--kill", "all"],

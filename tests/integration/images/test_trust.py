@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.integration.daemon.conftest import start_daemon
 from tests.support.registry import LocalRegistry
 from tests.support.signing import cosign_payload, push_cosign_signatures, sigstore_sign
 from tests.support.trust_env import TrustNode, trust_node
@@ -71,7 +72,7 @@ def test_unsigned_is_refused_and_leaves_nothing(node: TrustNode) -> None:
 
 def test_signed_by_another_key_is_refused(node: TrustNode) -> None:
     node.signed_image("gpg/otherkey:1", sign_by=node.other)
-    _refused(node, f"{node.host}/gpg/otherkey:1", "not a valid signature by a trusted key")
+    _refused(node, f"{node.host}/gpg/otherkey:1", "which the policy does not trust")
 
 
 def test_signed_for_another_reference_is_refused(node: TrustNode) -> None:
@@ -267,3 +268,21 @@ def test_identity_is_the_reference_requested_not_the_mirror(
         with pytest.raises(SignatureRefused, match=f"signed for '{mirror.host}/gpg/mirrorname:1'"):
             service.pull(f"{origin}/gpg/mirrorname:1", deadline=Deadline.after(60))
         assert {str(p) for p in (tmp_path / "root").rglob("*")} == before
+
+
+def test_daemon_does_not_start_with_a_policy_it_cannot_enforce(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "default": [{"type": "reject"}],
+                "transports": {"docker": {"quay.io": [{"type": "sigstoreSigned", "fulcio": {}}]}},
+            }
+        )
+    )
+    (tmp_path / "config.toml").write_text(
+        f'[network]\nenabled = false\n[image_trust]\npolicy = "{policy}"\n'
+    )
+    with pytest.raises(AssertionError) as err:
+        start_daemon(tmp_path, config=tmp_path / "config.toml")
+    assert 'transports.docker["quay.io"][0].fulcio: keyless sigstore' in str(err.value)

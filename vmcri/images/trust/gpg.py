@@ -120,6 +120,9 @@ def verify(keyring: Keyring, signature: bytes, max_payload: int) -> tuple[str, b
         bad = [w[0] for w in words if w and w[0] in _BAD]
         valid = [w for w in words if w and w[0] == "VALIDSIG"]
         good = [w for w in words if w and w[0] == "GOODSIG"]
+        unknown = [w[1] for w in words if len(w) > 1 and w[0] == "NO_PUBKEY"]
+        if unknown:
+            raise SignatureRefused(f"signed by key {unknown[0]}, which the policy does not trust")
         if done.returncode != 0 or bad or len(valid) != 1 or len(good) != 1:
             why = ", ".join(bad) or f"gpgv exit status {done.returncode}"
             raise SignatureRefused(f"not a valid signature by a trusted key ({why})")
