@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from vmcri.errors import InvalidReference
 from vmcri.images.reference import Reference, parse_reference
@@ -34,7 +34,7 @@ IdentityKind = Literal[
     "exactRepository",
     "remapIdentity",
 ]
-IDENTITY_KINDS: tuple[str, ...] = IdentityKind.__args__  # type: ignore[attr-defined]
+IDENTITY_KINDS: tuple[str, ...] = get_args(IdentityKind)
 
 _HAS_TAG = re.compile(r":[^/]*$")
 

@@ -41,7 +41,7 @@ from typing import Any
 from vmcri.errors import ConfigError, InvalidReference
 from vmcri.images.reference import Reference
 from vmcri.images.trust.gpg import Keyring, build_keyring
-from vmcri.images.trust.identity import IDENTITY_KINDS, SignedIdentity, parse_named
+from vmcri.images.trust.identity import IDENTITY_KINDS, Named, SignedIdentity, parse_named
 from vmcri.images.trust.sigstore import PublicKey, load_public_keys
 
 MAX_POLICY_BYTES = 1 << 20
@@ -381,7 +381,7 @@ class _Parser:
         self.object(value, where, {"type"})
         return SignedIdentity(kind)
 
-    def named(self, text: str, where: str) -> Any:
+    def named(self, text: str, where: str) -> Named:
         try:
             return parse_named(text)
         except InvalidReference as exc:
