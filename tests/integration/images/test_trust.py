@@ -204,6 +204,16 @@ def test_cli_pull_honours_the_policy(
     )
     assert cli_main([*base, "pull", "-q", "--namespace", "cli", f"{node.host}/gpg/cli:1"]) == 0
     assert capsys.readouterr().out.strip().startswith("sha256:")
+    node.push("gpg/cli:2")
+    reject = tmp_path / "reject.json"
+    reject.write_text(json.dumps({"default": [{"type": "reject"}]}))
+    args = ["pull", "--signature-policy", str(reject), "--namespace", "cli"]
+    assert cli_main([*base, *args, f"{node.host}/gpg/cli:2"]) == 0  # the namespace's wins
+    capsys.readouterr()
+    node.push("open/cli:1")
+    args = ["pull", "--signature-policy", str(reject)]
+    assert cli_main([*base, *args, f"{node.host}/open/cli:1"]) == 2
+    assert f"{reject} default[0], reject" in capsys.readouterr().err
 
 
 def test_identity_is_the_reference_requested_not_the_mirror(
