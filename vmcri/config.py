@@ -96,6 +96,23 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ImageTrustConfig:
+    """Which images may be pulled: signature policy and stores (``vmcri.images.trust``).
+
+    Every file is read and checked at start-up; an invalid one stops the daemon, naming
+    the key. A missing policy file accepts every image (containers-common's default).
+    """
+
+    # containers-policy.json(5): the node's signature policy.
+    policy: str = "/etc/containers/policy.json"
+    # containers-registries.d(5): where signatures are found (lookaside, attachments).
+    registries_d: str = "/etc/containers/registries.d"
+    # <dir>/<namespace>.json replaces the node's policy for that namespace's pods (CRI-O's
+    # signature_policy_dir); a missing directory means no per-namespace policies.
+    signature_policy_dir: str = "/etc/vmcri/policies"
+
+
+@dataclass(frozen=True)
 class RuntimeHandlerConfig:
     """One RuntimeClass handler: which backend runs its pods, with which options."""
 
@@ -128,6 +145,7 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    image_trust: ImageTrustConfig = field(default_factory=ImageTrustConfig)
     runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=_default_runtimes)
 
     def __post_init__(self) -> None:
@@ -185,6 +203,9 @@ class Config:
             raise ConfigError("metrics.max_connections: must be between 1 and 4096")
         if not 0 < self.metrics.request_timeout_s <= 300:
             raise ConfigError("metrics.request_timeout_s: must be between 0 and 300 seconds")
+        for key in ("policy", "registries_d", "signature_policy_dir"):
+            if not Path(getattr(self.image_trust, key)).is_absolute():
+                raise ConfigError(f"image_trust.{key}: must be an absolute path")
 
     @property
     def root_dir(self) -> Path:
@@ -369,6 +390,20 @@ max_connections = 64
 # Seconds from a connection's accept to the last byte of its answer; half of it for the
 # request head, however slowly it arrives.
 request_timeout_s = 10
+
+[image_trust]
+# Signature verification of pulled images, as CRI-O and Podman do it; see
+# docs/image-trust.md. Every file is checked at start-up and an invalid one stops the
+# daemon, naming the key. The node's containers-policy.json(5); a missing file accepts
+# every image (containers-common's default). A refused pull answers FAILED_PRECONDITION
+# ("SignatureValidationFailed: ...") and leaves nothing behind.
+policy = "/etc/containers/policy.json"
+# containers-registries.d(5) directory: where signatures are found (lookaside stores,
+# use-sigstore-attachments). A missing directory configures no signature store.
+registries_d = "/etc/containers/registries.d"
+# <dir>/<namespace>.json replaces the node's policy for pulls made for that namespace's
+# pods (CRI-O's signature_policy_dir). A missing directory means none.
+signature_policy_dir = "/etc/vmcri/policies"
 
 # RuntimeClass handlers: [runtimes.<handler>] with a backend ("vm" or "runc")
 # and that backend's options. The RuntimeClass object's `handler` names one.

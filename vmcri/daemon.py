@@ -156,10 +156,15 @@ class Daemon:
         for directory in (config.root_dir, config.state_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.services.store.load()
+        from vmcri.images.trust.verifier import ImageTrust, TrustSettings
+
+        trust = ImageTrust.load(TrustSettings.of(config.image_trust))
+        log.info("image signature policy: %s", trust.policy.summary())
         self.image_service = ImageService(
             config.root_dir,
             Path(config.registries_conf),
             in_use=self._images_in_use,
+            trust=trust,
         )
         self.services.images = self.image_service
         store = self.services.store

@@ -13,7 +13,8 @@ and can be imported by the in-guest agent too::
      ├── NotFound                    NOT_FOUND
      ├── AlreadyExists               ALREADY_EXISTS
      ├── FailedPrecondition          FAILED_PRECONDITION
-     │    └── InvalidTransition      (state machine refused a change)
+     │    ├── InvalidTransition      (state machine refused a change)
+     │    └── SignatureRefused       (the image trust policy refused an image)
      ├── ResourceExhausted           RESOURCE_EXHAUSTED
      ├── DeadlineExceeded            DEADLINE_EXCEEDED
      ├── PermissionDenied            PERMISSION_DENIED
@@ -75,6 +76,16 @@ class FailedPrecondition(VmcriError):
 
 class InvalidTransition(FailedPrecondition):
     """A state machine was asked for a change it does not allow."""
+
+
+class SignatureRefused(FailedPrecondition):
+    """The image trust policy refused an image (no acceptable signature, or ``reject``).
+
+    FAILED_PRECONDITION, not PERMISSION_DENIED: the caller is allowed to pull; the image
+    does not meet the node's policy, and pulling it again will fail the same way until
+    it is signed (or the policy changes). The message starts with
+    ``SignatureValidationFailed``, the reason cri-api names for it (as CRI-O's does).
+    """
 
 
 class ResourceExhausted(VmcriError):
