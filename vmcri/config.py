@@ -96,6 +96,26 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class NriConfig:
+    """Node Resource Interface plugins (``vmcri.nri``), as containerd's NRI section."""
+
+    enable: bool = False  # off by default, as in containerd: nothing changes unless set
+    # The socket external plugins connect to; made root-only (0600 in a 0700 directory).
+    socket_path: str = "/var/run/nri/nri.sock"
+    # Pre-installed plugins vmcri starts itself: executables named NN-name (NN the index).
+    plugin_path: str = "/opt/nri/plugins"
+    # Their configuration: NN-name.conf, else name.conf, handed over in Configure.
+    plugin_config_path: str = "/etc/nri/conf.d"
+    # Seconds a plugin has to call RegisterPlugin after it connects or is started.
+    registration_timeout_s: float = 5.0
+    # Seconds a plugin has to answer any call (and to take our request) before it is
+    # disconnected; a lifecycle call waits at most this long per subscribed plugin.
+    request_timeout_s: float = 2.0
+    # true: only pre-installed plugins; the socket is not opened.
+    disable_connections: bool = False
+
+
+@dataclass(frozen=True)
 class RuntimeHandlerConfig:
     """One RuntimeClass handler: which backend runs its pods, with which options."""
 
@@ -128,6 +148,7 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    nri: NriConfig = field(default_factory=NriConfig)
     runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=_default_runtimes)
 
     def __post_init__(self) -> None:
@@ -185,6 +206,14 @@ class Config:
             raise ConfigError("metrics.max_connections: must be between 1 and 4096")
         if not 0 < self.metrics.request_timeout_s <= 300:
             raise ConfigError("metrics.request_timeout_s: must be between 0 and 300 seconds")
+        nri = self.nri
+        for key in ("socket_path", "plugin_path", "plugin_config_path"):
+            if not Path(getattr(nri, key)).is_absolute():
+                raise ConfigError(f"nri.{key}: must be an absolute path")
+        if not 0 < nri.registration_timeout_s <= 300:
+            raise ConfigError("nri.registration_timeout_s: must be between 0 and 300 seconds")
+        if not 0 < nri.request_timeout_s <= 300:
+            raise ConfigError("nri.request_timeout_s: must be between 0 and 300 seconds")
 
     @property
     def root_dir(self) -> Path:
