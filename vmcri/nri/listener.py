@@ -1,8 +1,8 @@
 """The socket external NRI plugins connect to: root-only.
 
-The directory is made 0700 and the socket 0600, and each connection's peer must be root
-(SO_PEERCRED): a plugin sees every pod and can change every container, so no other user
-may be one.
+The directory is made 0700 and the socket 0600, and each connection's peer must be the
+daemon's own user, root (SO_PEERCRED): a plugin sees every pod and can change every
+container, so no other user may be one.
 """
 
 from __future__ import annotations
