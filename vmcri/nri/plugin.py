@@ -175,7 +175,7 @@ class Plugin:
         except RemoteError as exc:
             raise PluginError(f"NRI plugin {self.name}: {method} refused: {exc.message}") from exc
         except CallTimeout as exc:
-            self.close(f"{method}: {exc}")
+            self.close(str(exc))
         except (ConnectionError, ProtocolError, DecodeError) as exc:
             self.close(f"{method}: {exc}")
         return None

@@ -1,0 +1,124 @@
+"""NRI through the CRI against the real daemon, on both handlers: the events a plugin sees
+and their order, its adjustment visible inside the container, a refusal that fails
+RunPodSandbox/CreateContainer leaving nothing (and a retry that works), and the
+Synchronize a plugin gets of pods that already run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.integration.vm.conftest import VmEnv, domain_exists
+from tests.support.nri_plugin import Behaviour
+from vmcri.api import api_pb2 as pb
+from vmcri.api import nri_pb2
+
+from .conftest import PluginFactory, exec_in, remove_pod
+
+pytestmark = pytest.mark.integration
+
+HANDLERS = ["runc", "vm"]
+
+
+def _adjuster(shared: Path) -> Behaviour:
+    def adjust(req: nri_pb2.CreateContainerRequest) -> nri_pb2.CreateContainerResponse:
+        out = nri_pb2.CreateContainerResponse()
+        out.adjust.env.add(key="NRI_ENV", value=f"for-{req.container.name}")
+        out.adjust.mounts.add(
+            destination="/nri-mount", source=str(shared), type="bind", options=["rbind", "ro"]
+        )
+        out.adjust.rlimits.add(type="RLIMIT_NOFILE", soft=1234, hard=1234)
+        out.adjust.annotations["nri.test/adjusted"] = "yes"
+        return out
+
+    return Behaviour(adjust=adjust)
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_events_in_order_and_the_adjustment_inside_the_container(
+    nri_env: VmEnv, connect: PluginFactory, tmp_path: Path, handler: str
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "file").write_text("from the host\n")
+    plugin = connect("adjust", "10", _adjuster(shared))
+    sandbox_id, pod = nri_env.run_pod(f"nri-{handler}", handler=handler)
+    container_id = nri_env.create(sandbox_id, pod, "app", ["sleep", "3600"])
+    nri_env.start(container_id)
+    out = exec_in(nri_env, container_id, "echo $NRI_ENV; cat /nri-mount/file; ulimit -n")
+    assert out.split("\n")[:3] == ["for-app", "from the host", "1234"]
+    status = nri_env.status(container_id)
+    assert status.annotations["nri.test/adjusted"] == "yes"
+    nri_env.runtime.StopContainer(
+        pb.StopContainerRequest(container_id=container_id, timeout=0), timeout=60
+    )
+    nri_env.runtime.RemoveContainer(
+        pb.RemoveContainerRequest(container_id=container_id), timeout=60
+    )
+    remove_pod(nri_env, sandbox_id)
+    assert [(s.event, s.container) for s in plugin.seen] == [
+        ("RUN_POD_SANDBOX", ""),
+        ("CREATE_CONTAINER", "app"),
+        ("POST_CREATE_CONTAINER", "app"),
+        ("START_CONTAINER", "app"),
+        ("POST_START_CONTAINER", "app"),
+        ("STOP_CONTAINER", "app"),
+        ("REMOVE_CONTAINER", "app"),
+        ("STOP_POD_SANDBOX", ""),
+        ("REMOVE_POD_SANDBOX", ""),
+    ]
+    assert {s.pod for s in plugin.seen} == {f"nri-{handler}"}
+
+
+def _pods_named(env: VmEnv, name: str) -> list[pb.PodSandbox]:
+    listed = env.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30)
+    return [p for p in listed.items if p.metadata.name == name]
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_a_refusal_fails_the_call_leaves_nothing_and_a_retry_succeeds(
+    nri_env: VmEnv, connect: PluginFactory, handler: str
+) -> None:
+    behaviour = Behaviour(refuse={"RUN_POD_SANDBOX", "CREATE_CONTAINER"})
+    connect("refuse", "10", behaviour)
+    name = f"refused-{handler}"
+    with pytest.raises(grpc.RpcError) as failed:
+        nri_env.run_pod(name, handler=handler)
+    assert "10-refuse" in str(failed.value.details())
+    assert _pods_named(nri_env, name) == []
+    if handler == "vm":
+        state = nri_env.tmp / "state" / "backends" / "vm"
+        assert not state.is_dir() or not [d for d in state.iterdir() if domain_exists(d.name)]
+
+    behaviour.refuse.discard("RUN_POD_SANDBOX")
+    sandbox_id, pod = nri_env.run_pod(name, handler=handler)
+    with pytest.raises(grpc.RpcError) as failed:
+        nri_env.create(sandbox_id, pod, "app", ["sleep", "3600"])
+    assert "10-refuse" in str(failed.value.details())
+    listed = nri_env.runtime.ListContainers(pb.ListContainersRequest(), timeout=30)
+    assert [c for c in listed.containers if c.pod_sandbox_id == sandbox_id] == []
+
+    behaviour.refuse.clear()
+    container_id = nri_env.create(sandbox_id, pod, "app", ["sleep", "3600"])
+    nri_env.start(container_id)
+    assert nri_env.status(container_id).state == pb.CONTAINER_RUNNING
+    remove_pod(nri_env, sandbox_id)
+
+
+def test_a_plugin_that_connects_later_is_synchronized_with_running_pods(
+    nri_env: VmEnv, connect: PluginFactory
+) -> None:
+    running = {}
+    for handler in HANDLERS:
+        sandbox_id, pod = nri_env.run_pod(f"sync-{handler}", handler=handler)
+        running[handler] = (sandbox_id, nri_env.create(sandbox_id, pod, "app", ["sleep", "3600"]))
+    plugin = connect("late", "50", Behaviour())
+    pods = {p.name: p for p in plugin.synced_pods}
+    assert {"sync-runc", "sync-vm"} <= set(pods)
+    assert pods["sync-vm"].runtime_handler == "vm"
+    synced = {c.id for c in plugin.synced_containers}
+    assert {container_id for _, container_id in running.values()} <= synced
+    for sandbox_id, _ in running.values():
+        remove_pod(nri_env, sandbox_id)
