@@ -60,7 +60,10 @@ class Seen:
 
 
 class ScriptedPlugin:
-    def __init__(self, name: str, idx: str, behaviour: Behaviour | None = None) -> None:
+    def __init__(
+        self, name: str, idx: str, behaviour: Behaviour | None = None, record_to: str = ""
+    ) -> None:
+        self.record_to = record_to  # a file each event is appended to, as "EVENT pod container"
         self.name = name
         self.idx = idx
         self.behaviour = behaviour or Behaviour()
@@ -200,6 +203,9 @@ class ScriptedPlugin:
             reply = nri_pb2.StopContainerResponse().SerializeToString()
         if key not in ("Configure", "Synchronize"):
             self.seen.append(Seen(key, pod, container))
+            if self.record_to:
+                with open(self.record_to, "a") as f:
+                    f.write(f"{key} {pod} {container}\n")
         self._misbehave_or_answer(stream, {method, key}, {pod, container}, reply)
 
     def _misbehave_or_answer(
@@ -234,6 +240,34 @@ def socketpair_plugin(plugin: ScriptedPlugin) -> socket.socket:
     return ours
 
 
-def env_socket() -> socket.socket:
-    """The socket a launched plugin inherits (NRI_PLUGIN_SOCKET names its fd)."""
-    return socket.socket(fileno=int(os.environ["NRI_PLUGIN_SOCKET"]))
+def run_launched(record_to: str) -> None:
+    """The body of a pre-installed plugin that vmcri starts: take the inherited socket
+    (NRI_PLUGIN_SOCKET names its fd), register under the name and index vmcri gave,
+    record each event in ``record_to``, and live until vmcri hangs up."""
+    plugin = ScriptedPlugin(
+        os.environ["NRI_PLUGIN_NAME"], os.environ["NRI_PLUGIN_IDX"], record_to=record_to
+    )
+    plugin.adopt(socket.socket(fileno=int(os.environ["NRI_PLUGIN_SOCKET"])))
+    with open(record_to, "a") as f:
+        f.write("REGISTERED\n")
+    plugin.closed.wait()
+
+
+LAUNCHER = """#!{python}
+import sys
+sys.path.insert(0, {top!r})
+from tests.support.nri_plugin import run_launched
+run_launched({record_to!r})
+"""
+
+
+def install_launched(plugin_dir: str, name: str, record_to: str) -> None:
+    """Make ``plugin_dir/name`` (NN-name) an executable running :func:`run_launched`."""
+    import sys
+    from pathlib import Path
+
+    top = str(Path(__file__).resolve().parents[2])
+    os.makedirs(plugin_dir, mode=0o755, exist_ok=True)
+    path = Path(plugin_dir) / name
+    path.write_text(LAUNCHER.format(python=sys.executable, top=top, record_to=record_to))
+    path.chmod(0o755)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.harness import NO_POD_NETWORK
 from tests.integration.vm.conftest import VmEnv, vm_daemon
-from tests.support.nri_plugin import Behaviour, ScriptedPlugin
+from tests.support.nri_plugin import Behaviour, ScriptedPlugin, install_launched
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 
@@ -29,6 +29,7 @@ def nri_config(tmp: Path) -> str:
 @pytest.fixture(scope="module")
 def nri_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
     tmp = tmp_path_factory.mktemp("nri")
+    install_launched(str(tmp / "plugins"), "05-launched", str(tmp / "launched.events"))
     with vm_daemon(tmp, NO_POD_NETWORK + nri_config(tmp)) as env:
         yield env
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration.vm.conftest import VmEnv, domain_exists
 from tests.support.nri_plugin import Behaviour
+from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.api import nri_pb2
 
@@ -122,3 +123,15 @@ def test_a_plugin_that_connects_later_is_synchronized_with_running_pods(
     assert {container_id for _, container_id in running.values()} <= synced
     for sandbox_id, _ in running.values():
         remove_pod(nri_env, sandbox_id)
+
+
+def test_a_pre_installed_plugin_is_started_registered_and_sees_events(nri_env: VmEnv) -> None:
+    """plugin_path/05-launched was installed before the daemon started (conftest)."""
+    events = nri_env.tmp / "launched.events"
+    wait_for(lambda: events.exists() and "REGISTERED" in events.read_text(), 30, "registration")
+    assert "NRI plugin 05-launched: registered" in (nri_env.tmp / "daemon.log").read_text()
+    sandbox_id, _ = nri_env.run_pod("seen-by-launched", handler="runc")
+    remove_pod(nri_env, sandbox_id)
+    lines = events.read_text().splitlines()
+    assert "RUN_POD_SANDBOX seen-by-launched " in lines
+    assert "REMOVE_POD_SANDBOX seen-by-launched " in lines
