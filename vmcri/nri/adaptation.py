@@ -207,6 +207,25 @@ class Adaptation:
         if sandbox is not None:
             self._notify(nri_pb2.REMOVE_CONTAINER, sandbox, record_message(record), fail=False)
 
+    def update_pod_sandbox(
+        self, sandbox: SandboxRecord, overhead: Resources | None, resources: Resources | None
+    ) -> None:
+        request = nri_pb2.UpdatePodSandboxRequest(pod=pod_message(sandbox))
+        if overhead is not None:
+            request.overhead_linux_resources.CopyFrom(resources_message(overhead))
+        if resources is not None:
+            request.linux_resources.CopyFrom(resources_message(resources))
+        for plugin in self._subscribed(nri_pb2.UPDATE_POD_SANDBOX):
+            plugin.call("UpdatePodSandbox", request, nri_pb2.UpdatePodSandboxResponse)
+
+    def post_update_pod_sandbox(self, sandbox: SandboxRecord) -> None:
+        request = nri_pb2.PostUpdatePodSandboxRequest(pod=pod_message(sandbox))
+        for plugin in self._subscribed(nri_pb2.POST_UPDATE_POD_SANDBOX):
+            try:
+                plugin.call("PostUpdatePodSandbox", request, nri_pb2.PostUpdatePodSandboxResponse)
+            except PluginError as exc:
+                log.warning("%s (ignored)", exc.message)
+
     # ---- adjusting events -------------------------------------------------------------
 
     def create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> ContainerRecord:

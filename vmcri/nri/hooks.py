@@ -23,6 +23,14 @@ class NriHooks(Protocol):
 
     def remove_pod_sandbox(self, sandbox: SandboxRecord) -> None: ...
 
+    def update_pod_sandbox(
+        self, sandbox: SandboxRecord, overhead: Resources | None, resources: Resources | None
+    ) -> None:
+        """Before a pod's resources change; a refusal fails UpdatePodSandboxResources."""
+        ...
+
+    def post_update_pod_sandbox(self, sandbox: SandboxRecord) -> None: ...
+
     def create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> ContainerRecord:
         """The record with its config adjusted by the plugins, before any backend sees it;
         a refusal or conflict fails CreateContainer."""
@@ -63,6 +71,14 @@ class NoNri:
         pass
 
     def remove_pod_sandbox(self, sandbox: SandboxRecord) -> None:
+        pass
+
+    def update_pod_sandbox(
+        self, sandbox: SandboxRecord, overhead: Resources | None, resources: Resources | None
+    ) -> None:
+        pass
+
+    def post_update_pod_sandbox(self, sandbox: SandboxRecord) -> None:
         pass
 
     def create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> ContainerRecord:

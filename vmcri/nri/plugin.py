@@ -44,6 +44,7 @@ VALID_EVENTS = (1 << (LAST_EVENT - 1)) - 1
 """Every event bit NRI defines: event e is bit e - 1."""
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 INDEX_RE = re.compile(r"^[0-9]{2}$")
+UNIMPLEMENTED = 12
 
 M = TypeVar("M", bound=Message)
 UpdateHandler = Callable[[nri_pb2.UpdateContainersRequest], nri_pb2.UpdateContainersResponse]
@@ -173,6 +174,8 @@ class Plugin:
             )
             return reply_type.FromString(payload)
         except RemoteError as exc:
+            if exc.code == UNIMPLEMENTED:
+                return None  # an older stub without this RPC: nothing to say, not a refusal
             raise PluginError(f"NRI plugin {self.name}: {method} refused: {exc.message}") from exc
         except CallTimeout as exc:
             self.close(str(exc))

@@ -289,6 +289,7 @@ class PodService:
         if resources is not None:
             validate_resources(resources, "resources")
         sandbox = self.existing(sandbox_id)
+        self._s.nri.update_pod_sandbox(sandbox, overhead, resources)
         if resources is not None and sandbox.state is SandboxState.READY:
             self._s.registry().backend_for(sandbox).update_sandbox_resources(sandbox, resources)
         config = dataclasses.replace(
@@ -296,7 +297,9 @@ class PodService:
             overhead=sandbox.config.overhead if overhead is None else overhead,
             resources=sandbox.config.resources if resources is None else resources,
         )
-        return self._s.store.sandboxes.set_fields(sandbox.id, config=config)
+        sandbox = self._s.store.sandboxes.set_fields(sandbox.id, config=config)
+        self._s.nri.post_update_pod_sandbox(sandbox)
+        return sandbox
 
     def find(self, sandbox_id: str) -> SandboxRecord | None:
         """The sandbox record as stored (no backend is asked); None when there is none."""

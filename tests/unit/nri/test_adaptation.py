@@ -225,3 +225,26 @@ def test_updates_to_other_containers_are_applied(env: Env) -> None:
     env.plugin("up", "10", Behaviour(events=("CREATE_CONTAINER",), adjust=adjust))
     env.nri.create_container(pod, _container(pod, "new"))
     assert [(cid, r.cpu_shares) for cid, r in env.updates] == [(other.id, 77)]
+
+
+def test_update_container_takes_the_plugins_resources_and_update_pod_is_relayed(
+    env: Env,
+) -> None:
+    def update(req: nri_pb2.UpdateContainerRequest) -> nri_pb2.UpdateContainerResponse:
+        out = nri_pb2.UpdateContainerResponse()
+        mine = out.update.add(container_id=req.container.id)
+        mine.linux.resources.memory.limit.value = 96 << 20
+        return out
+
+    plugin = env.plugin("upd", "10", Behaviour(update=update))
+    pod = env.store.sandboxes.add(_pod("p"))
+    record = env.store.containers.add(_container(pod, "c"))
+    resources = env.nri.update_container(pod, record, Resources(cpu_shares=100))
+    assert (resources.cpu_shares, resources.memory_limit_in_bytes) == (100, 96 << 20)
+    env.nri.update_pod_sandbox(pod, None, Resources(cpu_shares=200))
+    env.nri.post_update_pod_sandbox(pod)
+    assert [s.event for s in plugin.seen][-3:] == [
+        "UPDATE_CONTAINER",
+        "UpdatePodSandbox",
+        "PostUpdatePodSandbox",
+    ]
