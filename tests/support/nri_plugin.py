@@ -46,6 +46,8 @@ class Behaviour:
     garbage: set[str] = field(default_factory=set)  # answer bytes that do not parse
     disconnect: set[str] = field(default_factory=set)  # close the socket instead
     stop_reading: set[str] = field(default_factory=set)  # stop reading the socket for good
+    # Called while Synchronize is being answered (to make a pod appear "during" it).
+    on_sync: Callable[[], None] | None = None
     # Refuse only pods/containers whose name is in here (empty: refuse every one).
     refuse_names: set[str] = field(default_factory=set)
 
@@ -177,6 +179,8 @@ class ScriptedPlugin:
             sync = nri_pb2.SynchronizeRequest.FromString(request.payload)
             self.synced_pods.extend(sync.pods)
             self.synced_containers.extend(sync.containers)
+            if self.behaviour.on_sync is not None and not sync.more:
+                self.behaviour.on_sync()
             self.synchronized = not sync.more
             reply = nri_pb2.SynchronizeResponse(more=sync.more).SerializeToString()
         elif method == "StateChange":

@@ -67,6 +67,9 @@ class Adaptation:
         self._plugins: list[Plugin] = []
         self._listener: Listener | None = None
         self._stops: queue.Queue[ContainerRecord | None] = queue.Queue(MAX_QUEUED_STOPS)
+        self._stops_done = threading.Condition()
+        self._queued = 0  # stops queued so far, and of them handled (under _stops_done)
+        self._handled = 0
         self._worker = threading.Thread(target=self._stop_worker, name="nri-stops", daemon=True)
         self._unsolicited = threading.local()
 
@@ -143,6 +146,33 @@ class Adaptation:
             len(containers),
         )
         self._apply_updates(updates, strict=False)
+        self._catch_up(plugin, {p.id for p in pods}, {c.id for c in containers})
+
+    def _catch_up(self, plugin: Plugin, pods: set[str], containers: set[str]) -> None:
+        """Tell a plugin just added of the pods and containers made while it synchronized
+        (no lock holds events back meanwhile): RunPodSandbox and PostCreateContainer for
+        each that its snapshot missed. One made just as the plugin was added may so be
+        told twice; none is missed."""
+        for sandbox in self._store.sandboxes.list():
+            if sandbox.id not in pods and plugin.subscribed(nri_pb2.RUN_POD_SANDBOX):
+                self._tell(plugin, nri_pb2.RUN_POD_SANDBOX, sandbox, None)
+        for record in self._store.containers.list():
+            pod = self._store.sandboxes.find(record.sandbox_id)
+            if record.id in containers or pod is None:
+                continue
+            if plugin.subscribed(nri_pb2.POST_CREATE_CONTAINER):
+                self._tell(plugin, nri_pb2.POST_CREATE_CONTAINER, pod, record)
+
+    def _tell(
+        self, plugin: Plugin, event: int, sandbox: SandboxRecord, record: ContainerRecord | None
+    ) -> None:
+        message = nri_pb2.StateChangeEvent(event=event, pod=pod_message(sandbox))  # type: ignore[arg-type]
+        if record is not None:
+            message.container.CopyFrom(record_message(record))
+        try:
+            plugin.call("StateChange", message, nri_pb2.Empty)
+        except PluginError as exc:
+            log.warning("%s (ignored)", exc.message)
 
     def plugins(self) -> list[Plugin]:
         """The live plugins in call order (closed ones are dropped here)."""
@@ -179,7 +209,12 @@ class Adaptation:
                 log.warning("%s (event %s; ignored)", exc.message, nri_pb2.Event.Name(event))  # type: ignore[arg-type]
 
     def run_pod_sandbox(self, sandbox: SandboxRecord) -> None:
-        self._notify(nri_pb2.RUN_POD_SANDBOX, sandbox, None, fail=True)
+        try:
+            self._notify(nri_pb2.RUN_POD_SANDBOX, sandbox, None, fail=True)
+        except PluginError:
+            # The plugins before the refusing one saw the pod start: it will not exist.
+            self._notify(nri_pb2.REMOVE_POD_SANDBOX, sandbox, None, fail=False)
+            raise
 
     def stop_pod_sandbox(self, sandbox: SandboxRecord) -> None:
         if sandbox.state is SandboxState.READY:
@@ -237,16 +272,20 @@ class Adaptation:
             container=container_message(record.id, sandbox.id, record.config),
         )
         result = CreateResult(record.id)
-        for plugin in plugins:
-            reply = plugin.call("CreateContainer", request, nri_pb2.CreateContainerResponse)
-            if reply is None:
-                continue
-            result.add_adjustment(plugin.name, reply.adjust)
-            result.add_updates(plugin.name, list(reply.update))
-            result.add_evictions(list(reply.evict))
-        config = adjust.apply(record.config, result.adjust, self._in_guest(sandbox))
-        self._evict(result.evictions)
-        self._apply_updates(result.updates.values(), strict=True)
+        try:
+            for plugin in plugins:
+                reply = plugin.call("CreateContainer", request, nri_pb2.CreateContainerResponse)
+                if reply is None:
+                    continue
+                result.add_adjustment(plugin.name, reply.adjust)
+                result.add_updates(plugin.name, list(reply.update))
+                result.add_evictions(list(reply.evict))
+            config = adjust.apply(record.config, result.adjust, self._in_guest(sandbox))
+            self._evict(result.evictions)
+            self._apply_updates(result.updates.values(), strict=True)
+        except PluginError:
+            self.remove_container(record)  # the plugins saw it: it will not exist
+            raise
         return dataclasses.replace(record, config=config)
 
     def update_container(
@@ -276,7 +315,9 @@ class Adaptation:
 
     def container_stopped(self, record: ContainerRecord) -> None:
         try:
-            self._stops.put_nowait(record)
+            with self._stops_done:
+                self._stops.put_nowait(record)
+                self._queued += 1
         except queue.Full:
             log.error(
                 "NRI: %d container stops queued; plugins miss %s's", MAX_QUEUED_STOPS, record.id
@@ -292,7 +333,9 @@ class Adaptation:
             except Exception:
                 log.exception("NRI: StopContainer of %s failed", record.id if record else "")
             finally:
-                self._stops.task_done()
+                with self._stops_done:
+                    self._handled += 1
+                    self._stops_done.notify_all()
 
     def _stop_container(self, record: ContainerRecord) -> None:
         sandbox = self._store.sandboxes.find(record.sandbox_id)
@@ -313,17 +356,14 @@ class Adaptation:
         self._apply_updates(result.updates.values(), strict=False)
 
     def _drain_stops(self) -> None:
-        """Let queued StopContainer events go first (bounded: each plugin call is)."""
+        """Let the stops queued so far reach the plugins first (bounded: a stop takes at
+        most one request timeout per plugin)."""
         if not self._worker.is_alive():
             return
-        done = threading.Event()
-
-        def wait() -> None:
-            self._stops.join()
-            done.set()
-
-        threading.Thread(target=wait, daemon=True).start()
-        done.wait(self._config.request_timeout_s * (len(self.plugins()) + 1))
+        bound = self._config.request_timeout_s * (len(self.plugins()) + 1)
+        with self._stops_done:
+            target = self._queued
+            self._stops_done.wait_for(lambda: self._handled >= target, bound)
 
     # ---- updates to other containers -----------------------------------------------------
 

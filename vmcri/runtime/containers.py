@@ -122,6 +122,7 @@ class ContainerService:
             runtime = self._backend(sandbox).create_container(sandbox, record, image)
         except BaseException:
             self._s.store.containers.remove(record.id)
+            self._s.nri.remove_container(record)
             raise
         record = self._s.store.containers.set_fields(
             record.id,

@@ -32,9 +32,21 @@ def _adjuster(shared: Path) -> Behaviour:
         )
         out.adjust.rlimits.add(type="RLIMIT_NOFILE", soft=1234, hard=1234)
         out.adjust.annotations["nri.test/adjusted"] = "yes"
+        out.adjust.linux.resources.memory.limit.value = 64 << 20
         return out
 
-    return Behaviour(adjust=adjust)
+    def update(req: nri_pb2.UpdateContainerRequest) -> nri_pb2.UpdateContainerResponse:
+        # Whatever kubelet asks, this plugin gives the container 96 MiB.
+        out = nri_pb2.UpdateContainerResponse()
+        out.update.add(container_id=req.container.id).linux.resources.memory.limit.value = 96 << 20
+        return out
+
+    return Behaviour(adjust=adjust, update=update)
+
+
+MEMORY_LIMIT = (
+    "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
+)
 
 
 @pytest.mark.parametrize("handler", HANDLERS)
@@ -52,6 +64,12 @@ def test_events_in_order_and_the_adjustment_inside_the_container(
     assert out.split("\n")[:3] == ["for-app", "from the host", "1234"]
     status = nri_env.status(container_id)
     assert status.annotations["nri.test/adjusted"] == "yes"
+    assert exec_in(nri_env, container_id, MEMORY_LIMIT).strip() == str(64 << 20)
+    update = pb.UpdateContainerResourcesRequest(
+        container_id=container_id, linux=pb.LinuxContainerResources(memory_limit_in_bytes=80 << 20)
+    )
+    nri_env.runtime.UpdateContainerResources(update, timeout=120)
+    assert exec_in(nri_env, container_id, MEMORY_LIMIT).strip() == str(96 << 20)
     nri_env.runtime.StopContainer(
         pb.StopContainerRequest(container_id=container_id, timeout=0), timeout=60
     )
@@ -65,6 +83,8 @@ def test_events_in_order_and_the_adjustment_inside_the_container(
         ("POST_CREATE_CONTAINER", "app"),
         ("START_CONTAINER", "app"),
         ("POST_START_CONTAINER", "app"),
+        ("UPDATE_CONTAINER", "app"),
+        ("POST_UPDATE_CONTAINER", "app"),
         ("STOP_CONTAINER", "app"),
         ("REMOVE_CONTAINER", "app"),
         ("STOP_POD_SANDBOX", ""),

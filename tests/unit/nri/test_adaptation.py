@@ -248,3 +248,19 @@ def test_update_container_takes_the_plugins_resources_and_update_pod_is_relayed(
         "UpdatePodSandbox",
         "PostUpdatePodSandbox",
     ]
+
+
+def test_a_pod_made_while_a_plugin_synchronizes_is_not_missed(env: Env) -> None:
+    made: list[ContainerRecord] = []
+
+    def pod_appears() -> None:
+        pod = env.store.sandboxes.add(_pod("during"))
+        made.append(env.store.containers.add(_container(pod, "c")))
+
+    plugin = env.plugin("late", "10", Behaviour(on_sync=pod_appears))
+    assert [p.name for p in plugin.synced_pods] == []
+    wait_for(lambda: len(plugin.seen) == 2, 5, "the catch-up events")
+    assert [(s.event, s.pod, s.container) for s in plugin.seen] == [
+        ("RUN_POD_SANDBOX", "during", ""),
+        ("POST_CREATE_CONTAINER", "during", "c"),
+    ]
