@@ -48,7 +48,10 @@ def pod_message(sandbox: SandboxRecord) -> nri_pb2.PodSandbox:
         labels=config.labels,
         annotations=config.annotations,
         runtime_handler=sandbox.handler,
-        ips=[ip for ip in (sandbox.ip, *sandbox.additional_ips) if ip],
+        # While RunPodSandbox runs the addresses are only in the network's record.
+        ips=sandbox.network.addresses()
+        if sandbox.network is not None
+        else [ip for ip in (sandbox.ip, *sandbox.additional_ips) if ip],
     )
     pod.linux.cgroup_parent = config.cgroup_parent
     pod.linux.pod_overhead.CopyFrom(resources_message(config.overhead))

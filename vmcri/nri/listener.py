@@ -20,10 +20,16 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+MAX_STARTING = 8
+"""Connections registering at once; more are closed at once (each waits at most the
+registration timeout)."""
+
+
 class Listener:
     def __init__(self, path: str, on_connect: Callable[[socket.socket], None]) -> None:
         self.path = Path(path)
         self._on_connect = on_connect
+        self._starting = threading.BoundedSemaphore(MAX_STARTING)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -68,6 +74,18 @@ class Listener:
                 )
                 conn.close()
                 continue
+            if not self._starting.acquire(blocking=False):
+                log.warning(
+                    "NRI: %d plugins are registering already; one more refused", MAX_STARTING
+                )
+                conn.close()
+                continue
             threading.Thread(
-                target=self._on_connect, args=(conn,), name="nri-plugin-start", daemon=True
+                target=self._start_one, args=(conn,), name="nri-plugin-start", daemon=True
             ).start()
+
+    def _start_one(self, conn: socket.socket) -> None:
+        try:
+            self._on_connect(conn)
+        finally:
+            self._starting.release()

@@ -155,3 +155,43 @@ def test_a_pre_installed_plugin_is_started_registered_and_sees_events(nri_env: V
     lines = events.read_text().splitlines()
     assert "RUN_POD_SANDBOX seen-by-launched " in lines
     assert "REMOVE_POD_SANDBOX seen-by-launched " in lines
+
+
+def _host_only(marker: Path, what: str) -> Behaviour:
+    """A hook (a host binary) or a host device node: what a VM guest cannot hold."""
+
+    def adjust(req: nri_pb2.CreateContainerRequest) -> nri_pb2.CreateContainerResponse:
+        out = nri_pb2.CreateContainerResponse()
+        if what == "hook":
+            out.adjust.hooks.create_runtime.add(
+                path="/bin/sh", args=["sh", "-c", f"echo hooked > {marker}"]
+            )
+        else:
+            out.adjust.linux.devices.add(path="/dev/fuse", type="c", major=10, minor=229)
+        return out
+
+    return Behaviour(events=("CREATE_CONTAINER",), adjust=adjust)
+
+
+@pytest.mark.parametrize("what", ["hook", "device"])
+def test_hooks_and_devices_apply_on_runc_and_are_refused_in_a_vm(
+    nri_env: VmEnv, connect: PluginFactory, tmp_path: Path, what: str
+) -> None:
+    marker = tmp_path / "hooked"
+    connect("hostonly", "10", _host_only(marker, what))
+    runc_pod, runc_config = nri_env.run_pod(f"{what}-runc", handler="runc")
+    container_id = nri_env.create(runc_pod, runc_config, "app", ["sleep", "3600"])
+    if what == "hook":
+        assert marker.read_text() == "hooked\n"  # runc ran it, on the host
+    else:
+        nri_env.start(container_id)
+        assert exec_in(nri_env, container_id, "test -c /dev/fuse && echo yes") == "yes\n"
+    vm_pod, vm_config = nri_env.run_pod(f"{what}-vm", handler="vm")
+    with pytest.raises(grpc.RpcError) as refused:
+        nri_env.create(vm_pod, vm_config, "app", ["sleep", "3600"])
+    expected = "OCI hook '/bin/sh'" if what == "hook" else "device '/dev/fuse'"
+    assert expected in str(refused.value.details())
+    listed = nri_env.runtime.ListContainers(pb.ListContainersRequest(), timeout=30)
+    assert [c for c in listed.containers if c.pod_sandbox_id == vm_pod] == []
+    remove_pod(nri_env, runc_pod)
+    remove_pod(nri_env, vm_pod)
