@@ -13,6 +13,9 @@ Layers, bottom up, one concern a module::
                       guest cannot hold refused
     launcher.py       pre-installed plugins (plugin_path) started with a socket of their own
     listener.py       the root-only socket external plugins connect to
-    adaptation.py     the plugins in index order, one method per lifecycle event
+    plugin_set.py     the plugins in index order, and how one joins (synchronize, catch up)
+    updates.py        resource updates plugins ask for, of other containers
+    stop_relay.py     container exits told to plugins off the thread that saw them
+    adaptation.py     one method per lifecycle event, calling the subscribed plugins
     hooks.py          what the runtime calls: NriHooks, a no-op when NRI is disabled
 """

@@ -11,44 +11,34 @@ lock, each call is bounded by the request timeout, and a plugin that times out o
 the protocol is disconnected and dropped from the list, so one plugin delays an event
 by at most one request timeout, once, and never blocks other pods' calls behind it.
 
-A plugin that connects is registered and configured, then synchronized with every pod
-and container, and only then sees events. Container exits reach plugins (StopContainer)
-from a worker thread, in order, so the thread that noticed the exit never waits; events
-that follow a container's stop (RemoveContainer, RemovePodSandbox) wait for the worker
-to pass it, bounded.
+How a plugin joins is plugin_set.py's; container exits reach plugins through
+stop_relay.py; updates plugins ask for of other containers, updates.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import socket
-import threading
-from collections.abc import Callable, Iterable
+import subprocess
+from collections.abc import Callable
 
-from vmcri import __version__
 from vmcri.api import nri_pb2
 from vmcri.config import NriConfig
-from vmcri.errors import PluginError, VmcriError
+from vmcri.errors import PluginError
 from vmcri.model import Resources
 from vmcri.nri import adjust, launcher
 from vmcri.nri.convert import container_message, pod_message, record_message, resources_message
 from vmcri.nri.listener import Listener
 from vmcri.nri.merge import CreateResult
 from vmcri.nri.plugin import Plugin
+from vmcri.nri.plugin_set import PluginSet
+from vmcri.nri.stop_relay import StopRelay
+from vmcri.nri.updates import Updater, Updates, evict
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 
 log = logging.getLogger(__name__)
-
-RUNTIME_NAME = "vmcri"
-MAX_PLUGINS = 32
-"""Plugins connected at once; a connection over it is closed at once."""
-MAX_QUEUED_STOPS = 1024
-
-Updater = Callable[[str, Resources], None]
-"""Applies new resources to a container (without NRI hooks); raises VmcriError."""
 
 
 class Adaptation:
@@ -61,24 +51,18 @@ class Adaptation:
     ) -> None:
         self._config = config
         self._store = store
-        self._updater = updater
         self._in_guest = in_guest
-        self._lock = threading.Lock()
-        self._plugins: list[Plugin] = []
+        self._updates = Updates(store, updater)
+        self._plugins = PluginSet(store, self._updates)
+        self._stops = StopRelay(self._stop_container)
         self._listener: Listener | None = None
-        self._stops: queue.Queue[ContainerRecord | None] = queue.Queue(MAX_QUEUED_STOPS)
-        self._stops_done = threading.Condition()
-        self._queued = 0  # stops queued so far, and of them handled (under _stops_done)
-        self._handled = 0
-        self._worker = threading.Thread(target=self._stop_worker, name="nri-stops", daemon=True)
-        self._unsolicited = threading.local()
 
     # ---- start and stop ---------------------------------------------------------------
 
     def start(self) -> None:
         """Start the pre-installed plugins, then listen for others. Raises OSError when the
         socket cannot be made."""
-        self._worker.start()
+        self._stops.start()
         for found in launcher.discover(self._config.plugin_path, self._config.plugin_config_path):
             try:
                 sock, process = launcher.launch(found)
@@ -93,11 +77,9 @@ class Adaptation:
     def stop(self) -> None:
         if self._listener is not None:
             self._listener.stop()
-        with self._lock:
-            plugins, self._plugins = self._plugins, []
-        for plugin in plugins:
+        for plugin in self._plugins.take_all():
             plugin.shutdown()
-        self._stops.put(None)
+        self._stops.stop()
 
     def _accept(self, sock: socket.socket) -> None:
         self._connect(sock, "", "", "", None)
@@ -108,82 +90,28 @@ class Adaptation:
         idx: str,
         base: str,
         config: str,
-        process: object,
+        process: subprocess.Popen[bytes] | None,
     ) -> None:
         plugin = Plugin(
             sock,
             request_timeout_s=self._config.request_timeout_s,
             registration_timeout_s=self._config.registration_timeout_s,
-            on_update=self._update_containers,
+            on_update=self._updates.unsolicited,
             idx=idx,
             base=base,
             config=config,
-            process=process,  # type: ignore[arg-type]
+            process=process,
         )
-        with self._lock:
-            full = len(self._plugins) >= MAX_PLUGINS
-        if full:
-            plugin.close(f"{MAX_PLUGINS} plugins are connected already")
-            return
-        try:
-            plugin.start(RUNTIME_NAME, __version__)
-            pods = [pod_message(s) for s in self._store.sandboxes.list()]
-            containers = [record_message(c) for c in self._store.containers.list()]
-            updates = plugin.synchronize(pods, containers)
-        except PluginError as exc:
-            log.error("%s", exc.message)
-            plugin.close(exc.message)
-            return
-        if updates is None:
-            return
-        with self._lock:
-            self._plugins.append(plugin)
-            self._plugins.sort(key=lambda p: (p.idx, p.base))
-        log.info(
-            "NRI plugin %s: synchronized, %d pods, %d containers",
-            plugin.name,
-            len(pods),
-            len(containers),
-        )
-        self._apply_updates(updates, strict=False)
-        self._catch_up(plugin, {p.id for p in pods}, {c.id for c in containers})
-
-    def _catch_up(self, plugin: Plugin, pods: set[str], containers: set[str]) -> None:
-        """Tell a plugin just added of the pods and containers made while it synchronized
-        (no lock holds events back meanwhile): RunPodSandbox and PostCreateContainer for
-        each that its snapshot missed. One made just as the plugin was added may so be
-        told twice; none is missed."""
-        for sandbox in self._store.sandboxes.list():
-            if sandbox.id not in pods and plugin.subscribed(nri_pb2.RUN_POD_SANDBOX):
-                self._tell(plugin, nri_pb2.RUN_POD_SANDBOX, sandbox, None)
-        for record in self._store.containers.list():
-            pod = self._store.sandboxes.find(record.sandbox_id)
-            if record.id in containers or pod is None:
-                continue
-            if plugin.subscribed(nri_pb2.POST_CREATE_CONTAINER):
-                self._tell(plugin, nri_pb2.POST_CREATE_CONTAINER, pod, record)
-
-    def _tell(
-        self, plugin: Plugin, event: int, sandbox: SandboxRecord, record: ContainerRecord | None
-    ) -> None:
-        message = nri_pb2.StateChangeEvent(event=event, pod=pod_message(sandbox))  # type: ignore[arg-type]
-        if record is not None:
-            message.container.CopyFrom(record_message(record))
-        try:
-            plugin.call("StateChange", message, nri_pb2.Empty)
-        except PluginError as exc:
-            log.warning("%s (ignored)", exc.message)
+        self._plugins.join(plugin)
 
     def plugins(self) -> list[Plugin]:
-        """The live plugins in call order (closed ones are dropped here)."""
-        with self._lock:
-            self._plugins = [p for p in self._plugins if not p.closed]
-            return list(self._plugins)
+        """The live plugins in call order."""
+        return self._plugins.live()
 
     def _subscribed(self, event: int) -> list[Plugin]:
-        if getattr(self._unsolicited, "active", False):
-            return []  # a plugin's own UpdateContainers does not go round the plugins again
-        return [p for p in self.plugins() if p.subscribed(event)]
+        if self._updates.active:
+            return []  # a plugin's own update does not go round the plugins again
+        return [p for p in self._plugins.live() if p.subscribed(event)]
 
     # ---- notifications ----------------------------------------------------------------
 
@@ -281,8 +209,8 @@ class Adaptation:
                 result.add_updates(plugin.name, list(reply.update))
                 result.add_evictions(list(reply.evict))
             config = adjust.apply(record.config, result.adjust, self._in_guest(sandbox))
-            self._evict(result.evictions)
-            self._apply_updates(result.updates.values(), strict=True)
+            evict(result.evictions)
+            self._updates.apply(result.updates.values(), strict=True)
         except PluginError:
             self.remove_container(record)  # the plugins saw it: it will not exist
             raise
@@ -309,33 +237,12 @@ class Adaptation:
         own = result.updates.pop(record.id, None)
         if own is not None:
             resources = adjust.resources_from(own.linux.resources, resources)
-        self._evict(result.evictions)
-        self._apply_updates(result.updates.values(), strict=True)
+        evict(result.evictions)
+        self._updates.apply(result.updates.values(), strict=True)
         return resources
 
     def container_stopped(self, record: ContainerRecord) -> None:
-        try:
-            with self._stops_done:
-                self._stops.put_nowait(record)
-                self._queued += 1
-        except queue.Full:
-            log.error(
-                "NRI: %d container stops queued; plugins miss %s's", MAX_QUEUED_STOPS, record.id
-            )
-
-    def _stop_worker(self) -> None:
-        while True:
-            record = self._stops.get()
-            try:
-                if record is None:
-                    return
-                self._stop_container(record)
-            except Exception:
-                log.exception("NRI: StopContainer of %s failed", record.id if record else "")
-            finally:
-                with self._stops_done:
-                    self._handled += 1
-                    self._stops_done.notify_all()
+        self._stops.push(record)
 
     def _stop_container(self, record: ContainerRecord) -> None:
         sandbox = self._store.sandboxes.find(record.sandbox_id)
@@ -353,60 +260,9 @@ class Adaptation:
             except PluginError as exc:
                 log.warning("%s (ignored)", exc.message)
         result.updates.pop(record.id, None)
-        self._apply_updates(result.updates.values(), strict=False)
+        self._updates.apply(result.updates.values(), strict=False)
 
     def _drain_stops(self) -> None:
         """Let the stops queued so far reach the plugins first (bounded: a stop takes at
         most one request timeout per plugin)."""
-        if not self._worker.is_alive():
-            return
-        bound = self._config.request_timeout_s * (len(self.plugins()) + 1)
-        with self._stops_done:
-            target = self._queued
-            self._stops_done.wait_for(lambda: self._handled >= target, bound)
-
-    # ---- updates to other containers -----------------------------------------------------
-
-    def _apply_updates(
-        self, updates: Iterable[nri_pb2.ContainerUpdate], strict: bool
-    ) -> list[nri_pb2.ContainerUpdate]:
-        """Apply plugin-requested resource updates. With ``strict``, a failed update that
-        the plugin did not mark ignore_failure raises PluginError. Returns the failed ones."""
-        failed = []
-        for update in updates:
-            try:
-                record = self._store.containers.get(update.container_id)
-                resources = adjust.resources_from(update.linux.resources, record.config.resources)
-                self._unsolicited.active = True
-                try:
-                    self._updater(record.id, resources)
-                finally:
-                    self._unsolicited.active = False
-            except VmcriError as exc:
-                log.warning(
-                    "NRI: update of container %s failed: %s", update.container_id, exc.message
-                )
-                failed.append(update)
-                if strict and not update.ignore_failure:
-                    raise PluginError(
-                        f"NRI: requested update of container {update.container_id} failed: "
-                        f"{exc.message}"
-                    ) from exc
-        return failed
-
-    def _update_containers(
-        self, request: nri_pb2.UpdateContainersRequest
-    ) -> nri_pb2.UpdateContainersResponse:
-        self._evict(list(request.evict))
-        failed = self._apply_updates(list(request.update), strict=False)
-        return nri_pb2.UpdateContainersResponse(failed=failed)
-
-    def _evict(self, evictions: list[nri_pb2.ContainerEviction]) -> None:
-        for eviction in evictions:
-            # Not carried out: vmcri does not stop containers on a plugin's word. Said, so
-            # a plugin's operator sees it, rather than dropped.
-            log.error(
-                "NRI: eviction of container %s (%s) requested; vmcri does not evict",
-                eviction.container_id,
-                eviction.reason[:256],
-            )
+        self._stops.drain(self._config.request_timeout_s * (len(self.plugins()) + 1))
