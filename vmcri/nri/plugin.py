@@ -168,6 +168,9 @@ class Plugin:
         connection lost, garbage). Raises PluginError when the plugin refused."""
         if self.closed:
             return None
+        if request.ByteSize() > MAX_BODY - 1024:
+            # Ours, not the plugin's fault: refuse the event, keep the plugin.
+            raise PluginError(f"NRI: a {method} request over ttrpc's {MAX_BODY}-byte bound")
         try:
             payload = self._client.call(
                 PLUGIN_SERVICE, method, request.SerializeToString(), self.request_timeout_s

@@ -4,6 +4,7 @@ synchronization, and plugins that stall, answer garbage or hang up."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -18,7 +19,7 @@ from vmcri.api import nri_pb2
 from vmcri.config import NriConfig
 from vmcri.errors import PluginError
 from vmcri.ids import new_id
-from vmcri.model import ContainerConfig, Metadata, PodConfig, Resources
+from vmcri.model import ContainerConfig, KeyValue, Metadata, PodConfig, Resources
 from vmcri.nri.adaptation import Adaptation
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
@@ -264,3 +265,14 @@ def test_a_pod_made_while_a_plugin_synchronizes_is_not_missed(env: Env) -> None:
         ("RUN_POD_SANDBOX", "during", ""),
         ("POST_CREATE_CONTAINER", "during", "c"),
     ]
+
+
+def test_a_request_over_ttrpcs_bound_is_refused_without_dropping_the_plugin(env: Env) -> None:
+    env.plugin("keep", "10")
+    pod = _pod("p")
+    big = _container(pod, "c")
+    huge = (KeyValue("BIG", "x" * (5 << 20)),)
+    big = dataclasses.replace(big, config=dataclasses.replace(big.config, envs=huge))
+    with pytest.raises(PluginError, match="bound"):
+        env.nri.create_container(pod, big)
+    assert [p.name for p in env.nri.plugins()] == ["10-keep"]
