@@ -113,6 +113,26 @@ class ImageTrustConfig:
 
 
 @dataclass(frozen=True)
+class NriConfig:
+    """Node Resource Interface plugins (``vmcri.nri``), as containerd's NRI section."""
+
+    enable: bool = False  # off by default, as in containerd: nothing changes unless set
+    # The socket external plugins connect to; made root-only (0600 in a 0700 directory).
+    socket_path: str = "/var/run/nri/nri.sock"
+    # Pre-installed plugins vmcri starts itself: executables named NN-name (NN the index).
+    plugin_path: str = "/opt/nri/plugins"
+    # Their configuration: NN-name.conf, else name.conf, handed over in Configure.
+    plugin_config_path: str = "/etc/nri/conf.d"
+    # Seconds a plugin has to call RegisterPlugin after it connects or is started.
+    registration_timeout_s: float = 5.0
+    # Seconds a plugin has to answer any call (and to take our request) before it is
+    # disconnected; a lifecycle call waits at most this long per subscribed plugin.
+    request_timeout_s: float = 2.0
+    # true: only pre-installed plugins; the socket is not opened.
+    disable_connections: bool = False
+
+
+@dataclass(frozen=True)
 class RuntimeHandlerConfig:
     """One RuntimeClass handler: which backend runs its pods, with which options."""
 
@@ -146,6 +166,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     image_trust: ImageTrustConfig = field(default_factory=ImageTrustConfig)
+    nri: NriConfig = field(default_factory=NriConfig)
     runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=_default_runtimes)
 
     def __post_init__(self) -> None:
@@ -206,6 +227,14 @@ class Config:
         for key in ("policy", "registries_d", "signature_policy_dir"):
             if not Path(getattr(self.image_trust, key)).is_absolute():
                 raise ConfigError(f"image_trust.{key}: must be an absolute path")
+        nri = self.nri
+        for key in ("socket_path", "plugin_path", "plugin_config_path"):
+            if not Path(getattr(nri, key)).is_absolute():
+                raise ConfigError(f"nri.{key}: must be an absolute path")
+        if not 0 < nri.registration_timeout_s <= 300:
+            raise ConfigError("nri.registration_timeout_s: must be between 0 and 300 seconds")
+        if not 0 < nri.request_timeout_s <= 300:
+            raise ConfigError("nri.request_timeout_s: must be between 0 and 300 seconds")
 
     @property
     def root_dir(self) -> Path:
@@ -404,6 +433,20 @@ registries_d = "/etc/containers/registries.d"
 # <dir>/<namespace>.json replaces the node's policy for pulls made for that namespace's
 # pods (CRI-O's signature_policy_dir). A missing directory means none.
 signature_policy_dir = "/etc/vmcri/policies"
+
+[nri]
+# Node Resource Interface plugins (off by default, as in containerd); see docs/nri.md.
+enable = false
+# The socket external plugins connect to (0600 in a 0700 directory; root only).
+socket_path = "/var/run/nri/nri.sock"
+# Pre-installed plugins vmcri starts itself (executables named NN-name), and their configs.
+plugin_path = "/opt/nri/plugins"
+plugin_config_path = "/etc/nri/conf.d"
+# Seconds a plugin has to register, and to answer any call, before it is disconnected.
+registration_timeout_s = 5
+request_timeout_s = 2
+# true: only pre-installed plugins; the socket is not opened.
+disable_connections = false
 
 # RuntimeClass handlers: [runtimes.<handler>] with a backend ("vm" or "runc")
 # and that backend's options. The RuntimeClass object's `handler` names one.

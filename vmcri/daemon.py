@@ -171,6 +171,7 @@ class Daemon:
         check_no_kind_dir_pods(config, store.sandboxes.list(), store.containers_of)
         self.services.handlers = HandlerRegistry.from_config(config, self._backend_context)
         self._reconcile()
+        self._start_nri()
         from vmcri.streaming.service import StreamingService
 
         self.streaming = StreamingService(self.services, self.containers, config.streaming)
@@ -193,6 +194,27 @@ class Daemon:
         self._reaper.start()
         log.info("vmcri serving on %s", socket_path)
         self._notifier.ready(f"serving on {socket_path}")
+
+    def _start_nri(self) -> None:
+        """NRI plugins, when enabled ([nri] enable): started and synchronized before kubelet
+        can call, so that no pod is created that a plugin has not seen."""
+        if not self.config.nri.enable:
+            return
+        from vmcri.nri.adaptation import Adaptation
+
+        registry = self.services.registry()
+        nri = Adaptation(
+            self.config.nri,
+            self.services.store,
+            self.containers.update_resources,
+            lambda sandbox: registry.backend_for(sandbox).features().in_guest,
+        )
+        try:
+            nri.start()
+        except OSError as exc:
+            nri.stop()
+            raise ConfigError(f"nri.socket_path: cannot listen on it: {exc}") from exc
+        self.services.nri = nri
 
     def _start_metrics(self) -> None:
         if not self.config.metrics.address:
@@ -253,5 +275,6 @@ class Daemon:
             self.streaming.stop()
         if self.metrics is not None:
             self.metrics.stop()
+        self.services.nri.stop()
         self._lock.release()
         log.info("vmcri stopped")

@@ -25,6 +25,7 @@ and can be imported by the in-guest agent too::
      ├── DataLoss                    DATA_LOSS
      │    └── DigestMismatch         (content did not match its digest)
      ├── ProtocolError               INTERNAL (a peer broke the protocol)
+     ├── PluginError                 INTERNAL (an NRI plugin refused or failed an event)
      ├── HypervisorError             INTERNAL (libvirt or QEMU failed)
      │    └── TemplateUnusable       (a VM template is missing, stale or broken)
      ├── StateCorrupt                INTERNAL (a state file could not be read)
@@ -126,6 +127,10 @@ class DigestMismatch(DataLoss):
 
 class ProtocolError(VmcriError):
     """A peer (the guest agent, a registry) broke its protocol."""
+
+
+class PluginError(VmcriError):
+    """An NRI plugin refused an event, or failed it (vmcri.nri); the call it was part of fails."""
 
 
 class HypervisorError(VmcriError):
