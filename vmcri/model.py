@@ -178,7 +178,7 @@ class ContainerSecurity:
 
 @dataclass(frozen=True)
 class Rlimit:
-    """A POSIX resource limit of the container's process (set by NRI plugins)."""
+    """A POSIX resource limit of a container's process (the runtime's own, or an NRI plugin's)."""
 
     type: str  # "RLIMIT_NOFILE", ...
     soft: int
