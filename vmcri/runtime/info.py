@@ -39,7 +39,7 @@ class RuntimeInfo:
     def status(self) -> RuntimeStatus:
         conditions = [Condition("RuntimeReady", True), self._network_condition()]
         handlers: list[HandlerInfo] = []
-        registry = self._s.registry()
+        registry = self._s.handlers
         for handler in registry:
             features = handler.backend.features()
             handlers.append(HandlerInfo(handler.name, features))

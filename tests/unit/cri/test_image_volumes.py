@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.cri.fakes import Runtime, wire
+from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound
 from vmcri.handlers.base import ImageInfo
@@ -52,9 +52,7 @@ class Images:
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Runtime:
-    runtime = wire(tmp_path, APP)
-    runtime.services.images = Images()
-    return runtime
+    return wire(tmp_path, APP, images=Images())
 
 
 def _pod(rt: Runtime) -> str:

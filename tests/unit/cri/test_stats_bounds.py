@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.unit.cri.fakes import Runtime, wire
+from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.cri import convert
 from vmcri.errors import DeadlineExceeded
-from vmcri.handlers.base import ContainerUsage, ImageInfo
+from vmcri.handlers.base import ImageInfo
 from vmcri.runtime.usage_bounds import MAX_U64, bounded, clamp, saturating_sum
 from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.supervisor.api import ContainerUsage
 from vmcri.usage import DeviceIo, UsageCounters
 
 CTX: Any = None
@@ -91,17 +92,15 @@ HONEST = ContainerUsage(
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Runtime:
-    runtime = wire(tmp_path, IMAGE)
-    runtime.services.memory_bound = MEMORY_BOUND
-    return runtime
+    return wire(tmp_path, IMAGE, memory_bound=MEMORY_BOUND)
 
 
 def test_a_pod_reporting_absurd_numbers_breaks_no_answer(rt: Runtime) -> None:
     liar, honest = _pod(rt, "liar"), _pod(rt, "honest")
     for i in range(3):
-        rt.backend.usage[_running(rt, liar, f"c{i}")] = _lie()
+        rt.supervisor.samples[_running(rt, liar, f"c{i}")] = _lie()
     good = _running(rt, honest, "app")
-    rt.backend.usage[good] = HONEST
+    rt.supervisor.samples[good] = HONEST
 
     pods = {
         s.attributes.id: s
@@ -131,8 +130,8 @@ def test_a_pod_whose_numbers_cannot_be_encoded_is_reported_without_them(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bad, honest = _pod(rt, "bad"), _pod(rt, "honest")
-    rt.backend.usage[_running(rt, bad, "app")] = HONEST
-    rt.backend.usage[_running(rt, honest, "app")] = HONEST
+    rt.supervisor.samples[_running(rt, bad, "app")] = HONEST
+    rt.supervisor.samples[_running(rt, honest, "app")] = HONEST
     real = convert.pod_sandbox_stats
 
     def failing(record: SandboxRecord, containers: list[tuple[ContainerRecord, Any]]) -> Any:
@@ -155,10 +154,10 @@ def test_a_stalled_pod_costs_one_bounded_wait_and_delays_no_other_pod(
     frozen, honest = _pod(rt, "frozen"), _pod(rt, "honest")
     stalled = {_running(rt, frozen, f"c{i}") for i in range(3)}
     good = _running(rt, honest, "app")
-    rt.backend.usage[good] = HONEST
+    rt.supervisor.samples[good] = HONEST
     asked: list[str] = []
     release = threading.Event()
-    real = rt.backend.container_usage
+    real = rt.supervisor.usage
 
     def usage(sandbox: SandboxRecord, container: ContainerRecord) -> ContainerUsage:
         asked.append(container.id)
@@ -169,7 +168,7 @@ def test_a_stalled_pod_costs_one_bounded_wait_and_delays_no_other_pod(
         release.set()
         return real(sandbox, container)
 
-    monkeypatch.setattr(rt.backend, "container_usage", usage)
+    monkeypatch.setattr(rt.supervisor, "usage", usage)
     stats = {
         s.attributes.id: s
         for s in rt.servicer.ListContainerStats(pb.ListContainerStatsRequest(), CTX).stats

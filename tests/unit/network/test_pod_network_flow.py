@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.runtime import Runtime, wire
 from tests.support.spoofguard import FakeSpoofGuard
-from tests.unit.cri.fakes import Runtime, wire
 from tests.unit.network.test_cni_logic import BRIDGE, FakeRunner
 from vmcri.config import NetworkConfig, parse_config_text
 from vmcri.errors import HostCommandError, InvalidArgument
@@ -38,14 +38,13 @@ class FakeNetns:
 def _networked(
     tmp: Path, runner: FakeRunner, guard: FakeSpoofGuard | None = None
 ) -> tuple[Runtime, FakeNetns]:
-    rt = wire(tmp, IMAGE)
     conf = tmp / "net.d"
     conf.mkdir()
     (conf / "10.conflist").write_text(
         json.dumps({"cniVersion": "1.0.0", "name": "pods", "plugins": [BRIDGE]})
     )
     netns = FakeNetns()
-    rt.services.networking = PodNetworking(
+    networking = PodNetworking(
         NetworkConfig(cni_conf_dir=str(conf)),
         tmp / "state",
         lambda: "",
@@ -53,7 +52,7 @@ def _networked(
         netns,
         guard=guard or FakeSpoofGuard(),
     )
-    return rt, netns
+    return wire(tmp, IMAGE, networking=networking), netns
 
 
 def _pod(network: NamespaceMode = NamespaceMode.POD) -> PodConfig:
@@ -138,13 +137,12 @@ def test_host_network_is_refused_by_a_backend_without_it(tmp_path: Path) -> None
 
 
 def test_host_network_pods_are_routed_when_configured(tmp_path: Path) -> None:
-    rt = wire(tmp_path, IMAGE)
     config = parse_config_text(
         "[runtimes.vm]\nbackend = 'vm'\nhost_network_handler = 'runc'\n"
         "[runtimes.runc]\nbackend = 'runc'\n"
     )
-    rt.services.config = dataclasses.replace(config)
-    registry = rt.services.registry()
+    rt = wire(tmp_path, IMAGE, config=config)
+    registry = rt.services.handlers
     runc = registry.resolve("runc")
     vm_backend: Any = type(
         "NoHost", (), {"features": lambda self: HandlerFeatures(host_network=False)}

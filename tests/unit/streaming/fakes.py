@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from vmcri.errors import FailedPrecondition, Unavailable
-from vmcri.handlers.base import StreamOutput
 from vmcri.streaming.requests import AttachRequest, ExecRequest
+from vmcri.supervisor.api import StreamOutput
 
 
 class CatProcess:

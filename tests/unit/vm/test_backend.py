@@ -19,7 +19,7 @@ from vmcri.handlers.vm.domain import domain_name
 from vmcri.handlers.vm.hypervisor import BeforeRun
 from vmcri.ids import new_id
 from vmcri.model import Resources
-from vmcri.store.records import SandboxState
+from vmcri.store.records import ContainerState, SandboxState
 
 
 @pytest.fixture
@@ -56,13 +56,18 @@ def test_a_vm_dying_marks_its_containers_exited(tmp_path: Path) -> None:
 
     backend._on_domain_death(domain_name(record.id), "crashed")
 
-    liveness = backend.container_liveness(record, container)
-    assert not liveness.running and liveness.exit is not None
-    assert liveness.exit.exit_code == 137 and "crashed" in liveness.exit.message
+    assert not backend.supervisor.liveness(record, container).running
+    # The exit travelled up with its code and reason, and is folded into the record.
+    folded = store.containers.get(container.id)
+    assert folded.state is ContainerState.EXITED
+    assert folded.exit_code == 137 and "crashed" in folded.message
+    kept = backend.supervisor.recorded_exit(record, container.id)
+    assert kept is not None and kept.exit_code == 137 and "crashed" in kept.message
     # A second death notice (libvirt may repeat itself) keeps the first record.
     backend._on_domain_death(domain_name(record.id), "destroyed")
-    again = backend.container_liveness(record, container)
-    assert again.exit is not None and "crashed" in again.exit.message
+    again = backend.supervisor.recorded_exit(record, container.id)
+    assert again is not None and "crashed" in again.message
+    assert "crashed" in store.containers.get(container.id).message
 
 
 def test_foreign_domains_are_ignored(tmp_path: Path) -> None:
@@ -208,7 +213,7 @@ def test_a_pod_vm_is_placed_before_it_runs_and_its_cgroup_goes_with_it(short_tmp
     cgroups = FakePodCgroups()
     backend, store = make_backend(short_tmp, FakeHypervisor(), cgroups=cgroups)
     record = store.sandboxes.add(sandbox())
-    backend._containers.link = lambda sandbox: ReadyLink()  # type: ignore[method-assign,assignment,return-value]
+    backend.supervisor.link = lambda sandbox: ReadyLink()  # type: ignore[method-assign,assignment,return-value]
     started = backend.run_sandbox(record)
     # the cgroup is made for the VM's most memory, QEMU placed (the fake calls before_run
     # before it marks the domain running), and the record keeps where
@@ -220,7 +225,7 @@ def test_a_pod_vm_is_placed_before_it_runs_and_its_cgroup_goes_with_it(short_tmp
     (short_tmp / "again").mkdir()
     restarted, _ = make_backend(short_tmp / "again", FakeHypervisor(), cgroups=cgroups)
     restarted._hypervisor.running.add(domain_name(record.id))  # type: ignore[attr-defined]
-    restarted._containers.reconnect = lambda sandbox: None  # type: ignore[method-assign]
+    restarted.supervisor.reconnect = lambda sandbox: None  # type: ignore[method-assign]
     assert restarted.sandbox_alive(record) and restarted.sandbox_alive(record)
     assert cgroups.calls[2:] == [f"place {FAKE_QEMU_PID}"]
     restarted.remove_sandbox(record)
