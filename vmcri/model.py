@@ -197,3 +197,13 @@ class ContainerConfig:
     resources: Resources = field(default_factory=Resources)
     security: ContainerSecurity = field(default_factory=ContainerSecurity)
     stop_signal: str = ""  # from the CRI config; the image's StopSignal applies otherwise
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A runtime condition for CRI Status (RuntimeReady, NetworkReady, or a warning)."""
+
+    type: str
+    status: bool
+    reason: str = ""
+    message: str = ""

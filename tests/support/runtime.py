@@ -13,15 +13,9 @@ from vmcri.config import parse_config_text
 from vmcri.cri.rpc_common import RuntimeServices
 from vmcri.cri.runtime_service import RuntimeServicer
 from vmcri.errors import NotFound, Unimplemented
-from vmcri.handlers.base import (
-    Condition,
-    HandlerFeatures,
-    ImageInfo,
-    SandboxBackend,
-    SandboxStarted,
-)
+from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxBackend, SandboxStarted
 from vmcri.handlers.registry import Handler, HandlerRegistry
-from vmcri.model import Resources
+from vmcri.model import Condition, Resources
 from vmcri.runtime.backend_records import BackendRecords
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services

@@ -16,11 +16,11 @@ from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig, Resources
-from vmcri.network.model import PodNetwork
 from vmcri.network.tap import TapDevices
 from vmcri.runtime.backend_records import BackendRecords
 from vmcri.runtime.events import EventBus
 from vmcri.runtime.exits import ContainerExits
+from vmcri.store.pod_network import PodNetwork
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.store.store import Store
 

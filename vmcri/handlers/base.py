@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vmcri.model import Resources
+from vmcri.model import Condition, Resources
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.supervisor.api import ContainerSupervisor, PortConnection
 
@@ -38,16 +38,6 @@ class HandlerFeatures:
     # after run_sandbox. (runc 1.1 joins the user namespace first, and could not join a
     # network namespace the host's user namespace owns.)
     userns_owns_netns: bool = False
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A runtime condition for CRI Status (RuntimeReady, NetworkReady, or a warning)."""
-
-    type: str
-    status: bool
-    reason: str = ""
-    message: str = ""
 
 
 @dataclass(frozen=True)

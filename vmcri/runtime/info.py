@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from vmcri import __version__
 from vmcri.config import Config
 from vmcri.errors import InvalidArgument
-from vmcri.handlers.base import Condition, HandlerFeatures
+from vmcri.handlers.base import HandlerFeatures
+from vmcri.model import Condition
 from vmcri.runtime.context import Services
 
 RUNTIME_NAME = "vmcri"

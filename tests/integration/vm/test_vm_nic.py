@@ -35,8 +35,8 @@ from vmcri.handlers.vm.options import VmOptions
 from vmcri.host.mounts import HostMounter, mount_points
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig
-from vmcri.network.model import IpConfig, NetInterface, PodNetwork, Route
 from vmcri.network.tap import NetlinkTaps
+from vmcri.store.pod_network import IpConfig, NetInterface, PodNetwork, Route
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 

@@ -15,7 +15,7 @@ CHECK = """
 import sys
 import vmcri.agent.main, vmcri.agent.guest.server, vmcri.agent.client
 # what the agent runs for a pod's shared PID namespace (agent/guest/pod_pid.py)
-import vmcri.agent.guest.pod_pid, vmcri.handlers.runc.pause, vmcri.host.namespaces
+import vmcri.agent.guest.pod_pid, vmcri.host.pause, vmcri.host.namespaces
 roots = {m.split('.')[0] for m in sys.modules}
 bad = sorted(roots & {'grpc', 'jinja2', 'libvirt', 'zstandard'})
 assert not bad, bad

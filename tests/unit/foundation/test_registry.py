@@ -7,10 +7,10 @@ import pytest
 
 from vmcri.config import parse_config_text
 from vmcri.errors import NotFound
-from vmcri.handlers.base import Condition, HandlerFeatures
+from vmcri.handlers.base import HandlerFeatures
 from vmcri.handlers.registry import Handler, HandlerRegistry
 from vmcri.ids import new_id
-from vmcri.model import Metadata, PodConfig
+from vmcri.model import Condition, Metadata, PodConfig
 from vmcri.store.records import SandboxRecord
 
 

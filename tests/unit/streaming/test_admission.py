@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vmcri.errors import InvalidArgument
-from vmcri.streaming.admission import AdmissionLimits, PendingPool, peer_key
+from vmcri.http.admission import AdmissionLimits, PendingPool, peer_key
 
 LIMITS = AdmissionLimits(head_timeout_s=2.0, max_pending=4, max_pending_per_peer=2)
 

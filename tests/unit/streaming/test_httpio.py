@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vmcri.errors import InvalidArgument
-from vmcri.streaming.httpio import MAX_HEAD, HeadBuffer
+from vmcri.http.io import MAX_HEAD, HeadBuffer
 
 HEAD = b"GET /exec/tok?port=80&port=81 HTTP/1.1\r\nHost: x\r\nConnection: a, Upgrade\r\n\r\n"
 

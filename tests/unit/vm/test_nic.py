@@ -16,8 +16,8 @@ from tests.support.hypervisor import FakeHypervisor
 from tests.support.vm_backend import make_backend, sandbox
 from vmcri.errors import HypervisorError, InvalidArgument, NotFound
 from vmcri.handlers.vm.nic import plan_nic, tap_name
-from vmcri.network.model import IpConfig, NetInterface, PodNetwork, Route
 from vmcri.network.tap import LinkInfo, check_name
+from vmcri.store.pod_network import IpConfig, NetInterface, PodNetwork, Route
 
 NETNS = "/run/netns/cni-test"
 MAC = "0a:58:0a:fa:00:05"

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vmcri.errors import FailedPrecondition
-from vmcri.handlers.base import Condition, HandlerFeatures, ImageInfo, SandboxStarted
+from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxStarted
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.runc import hostfacts
 from vmcri.handlers.runc.host import Host, RealHost
@@ -42,7 +42,7 @@ from vmcri.handlers.runc.sandbox import PodSandboxes, unsearchable_dir
 from vmcri.handlers.services import BackendServices
 from vmcri.host.cgroups import PodCgroup, kill_all_in, pod_cgroup, remove_tree
 from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
-from vmcri.model import ContainerConfig, Mount, NamespaceMode, PodConfig, Resources
+from vmcri.model import Condition, ContainerConfig, Mount, NamespaceMode, PodConfig, Resources
 from vmcri.oci import process as proc
 from vmcri.oci.context import SpecContext
 from vmcri.oci.hostpaths import (
@@ -143,11 +143,12 @@ class RuncBackend:
         return dataclasses.replace(started, runtime=runtime)
 
     def stop_sandbox(self, sandbox: SandboxRecord) -> None:
-        """End the PID namespace holder, and with the pod whatever of it still runs (the
-        container service has killed its containers and waited; the agent reports the
-        exit of any it could not). The agent stays for RemoveContainer's runc delete; it
-        goes with the sandbox (remove_sandbox)."""
-        self._kill_orphans(sandbox.id)
+        """End the PID namespace holder, and with the pod whatever of it still runs: the
+        container service has killed its containers and waited (``kill_all``); a straggler
+        is killed through its cgroup, and the agent sends its exit up. The agent stays for
+        RemoveContainer's runc delete; it goes with the sandbox (remove_sandbox)."""
+        for container in self._services.containers_of(sandbox.id):
+            kill_all_in(self._cgroups_path(sandbox, container.id))
         self.pods.stop(sandbox.id)
 
     def remove_sandbox(self, sandbox: SandboxRecord) -> None:
@@ -194,8 +195,7 @@ class RuncBackend:
         return self.layout.layer_dir(container_id) / "upper"
 
     def _kill_orphans(self, sandbox_id: str) -> None:
-        """End every container of the pod through its cgroup: without its agent no one
-        reaps one or carries its output, and none outlives its stopped pod."""
+        """Without its agent no one reaps a container or carries its output: end them all."""
         for container in self._services.containers_of(sandbox_id):
             path = container.runtime.get("cgroups_path", "")
             if path:

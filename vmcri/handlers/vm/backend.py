@@ -24,7 +24,7 @@ from vmcri.errors import (
     Unimplemented,
     VmcriError,
 )
-from vmcri.handlers.base import Condition, HandlerFeatures, ImageInfo, SandboxStarted
+from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxStarted
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
@@ -51,7 +51,7 @@ from vmcri.handlers.vm.template_vms import VmTemplateVms
 from vmcri.handlers.vm.volumes import mount_volumes
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter
 from vmcri.metrics import families as metrics
-from vmcri.model import Resources
+from vmcri.model import Condition, Resources
 from vmcri.network.tap import NetlinkTaps, TapDevices
 from vmcri.oci.userns import uses_userns
 from vmcri.store.records import ContainerRecord, SandboxRecord

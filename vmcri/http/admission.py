@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from vmcri.errors import InvalidArgument
-from vmcri.streaming.httpio import HeadBuffer, HttpRequest, response
+from vmcri.http.io import HeadBuffer, HttpRequest, response
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ class HttpRequest:
 class HeadBuffer:
     """Collects a request head from chunks as they arrive; reading is the caller's business.
 
-    Deadlines live with the caller (``vmcri.streaming.admission``), which reads without
+    Deadlines live with the caller (``vmcri.http.admission``), which reads without
     blocking; here only the size and the syntax are bounded.
     """
 
