@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.foundation.test_store import container, sandbox
+from tests.support.records import container, sandbox
 from vmcri.errors import InvalidTransition, NotFound
 from vmcri.store.records import ContainerRecord, ContainerState
 from vmcri.store.store import Store

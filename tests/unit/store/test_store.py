@@ -6,28 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.records import container, sandbox
 from vmcri.errors import AlreadyExists, InvalidArgument, InvalidTransition, NotFound
 from vmcri.ids import is_id, new_id
-from vmcri.model import ContainerConfig, KeyValue, Metadata, Mount, PodConfig
-from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
+from vmcri.store.records import ContainerState, SandboxState
 from vmcri.store.store import Store
-
-
-def sandbox(name: str = "web", attempt: int = 0) -> SandboxRecord:
-    meta = Metadata(name=name, uid="uid-1", namespace="default", attempt=attempt)
-    return SandboxRecord(id=new_id(), handler="vm", backend="vm", config=PodConfig(metadata=meta))
-
-
-def container(sandbox_id: str, name: str = "app") -> ContainerRecord:
-    config = ContainerConfig(
-        metadata=Metadata(name=name),
-        image="busybox",
-        envs=(KeyValue("A", "1"),),
-        mounts=(Mount(container_path="/data", host_path="/srv"),),
-    )
-    return ContainerRecord(
-        id=new_id(), sandbox_id=sandbox_id, config=config, image_id="sha256:ab", image_name="x"
-    )
 
 
 def test_ids_are_64_hex() -> None:

@@ -1,57 +1,31 @@
 """Domain XML: policy in DomainSpec, rendering checked against golden files.
 
 Regenerate the golden files after an intended change with
-``VMCRI_REGENERATE_GOLDEN=1 pytest tests/unit/vm/test_domain.py``.
+``VMCRI_REGENERATE_GOLDEN=1 pytest tests/unit/handlers/vm/test_domain.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.support.domain_spec import spec
 from vmcri.handlers.vm.accel import choose_accel, kvm_usable
 from vmcri.handlers.vm.backend import _use_vsock
 from vmcri.handlers.vm.domain import (
-    DomainSpec,
     Nic,
     Share,
     TemplateMemory,
     boot_vcpus,
-    domain_uuid,
     kernel_cmdline,
     vsock_cid,
 )
 from vmcri.handlers.vm.render import render_domain
 
 GOLDEN = Path(__file__).parent / "golden"
-
-
-def spec(**changes: Any) -> DomainSpec:
-    base = DomainSpec(
-        name="vmcri-" + "ab" * 32,
-        uuid=domain_uuid("ab" * 32),
-        domain_type="qemu",
-        machine="q35",
-        memory_mib=416,
-        vcpus=1,
-        kernel="/guest/vmlinuz",
-        initrd="/guest/initrd.img",
-        cmdline=kernel_cmdline(False, "/run/vmcri/shared"),
-        root_image="/guest/rootfs.img",
-        agent_socket="/run/vmcri/backends/vm/ab/agent.sock",
-        agent_port_name="vmcri.agent",
-        agent_vsock_cid=0,
-        console_log="/run/vmcri/backends/vm/ab/console.log",
-        shares=(Share("vmcri-pod", "/run/vmcri/backends/vm/ab/share", False, "9p"),),
-        run_as_root=True,
-        tcg_cache_mib=32,
-    )
-    return dataclasses.replace(base, **changes)
 
 
 CASES = {

@@ -105,7 +105,7 @@ backend = "runc"
 
 
 def test_the_shipped_example_config_is_valid() -> None:
-    example = Path(__file__).parents[3] / "examples" / "config.toml"
+    example = Path(__file__).parents[2] / "examples" / "config.toml"
     config = load_config(example)
     options = parse_options(config)
     assert set(options) == {"vm", "vm-large", "runc"}

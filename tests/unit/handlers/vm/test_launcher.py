@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.vm.test_domain import spec
+from tests.support.domain_spec import spec
 from vmcri.handlers.vm import launcher
 from vmcri.handlers.vm.domain import Share
 from vmcri.handlers.vm.render import render_domain

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.cni import BRIDGE, FakeRunner
 from tests.support.runtime import Runtime, wire
 from tests.support.spoofguard import FakeSpoofGuard
-from tests.unit.network.test_cni_logic import BRIDGE, FakeRunner
 from vmcri.config import NetworkConfig, parse_config_text
 from vmcri.errors import HostCommandError, InvalidArgument
 from vmcri.handlers.base import HandlerFeatures, ImageInfo
