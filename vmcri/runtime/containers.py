@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import signal
 import time
 from collections.abc import Iterable, Sequence
@@ -29,10 +28,14 @@ from vmcri.errors import (
     VmcriError,
 )
 from vmcri.handlers.base import SandboxBackend
-from vmcri.host.imagevolumes import check_sub_path
 from vmcri.ids import could_name, new_id
 from vmcri.model import ContainerConfig, Resources
 from vmcri.runtime import identity
+from vmcri.runtime.container_checks import (
+    container_log_path,
+    validate_container,
+    validate_resources,
+)
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import ContainerEvent, EventType
 from vmcri.runtime.host_namespaces import check_host_namespaces
@@ -105,7 +108,7 @@ class ContainerService:
             "config.linux.security_context.namespace_options",
             network=True,
         )
-        log_path = _log_path(sandbox, config)
+        log_path = container_log_path(sandbox, config)
         image = self._s.images.image_for_container(config.image)
         volumes = self._image_volumes(config)
         record = ContainerRecord(
@@ -429,64 +432,3 @@ def _matches(container: ContainerRecord, filt: ContainerFilter) -> bool:
     if filt.state is not None and container.state is not filt.state:
         return False
     return all(container.config.labels.get(k) == v for k, v in filt.labels)
-
-
-def _log_path(sandbox: SandboxRecord, config: ContainerConfig) -> str:
-    """The absolute log file path: the pod's log_directory joined with log_path."""
-    if not config.log_path:
-        return ""
-    if not sandbox.config.log_directory:
-        raise InvalidArgument("log_path: the sandbox has no log_directory to put it in")
-    if os.path.isabs(config.log_path) or ".." in config.log_path.split("/"):
-        raise InvalidArgument(
-            f"config.log_path {config.log_path!r}: must be relative to the pod's "
-            "log_directory and stay inside it"
-        )
-    return os.path.normpath(os.path.join(sandbox.config.log_directory, config.log_path))
-
-
-def validate_resources(resources: Resources, where: str) -> None:
-    """Raises InvalidArgument naming ``where.memory_swap_limit_in_bytes`` for -1.
-
-    The edge (``cri/limits.py``) has already held every value to the kernel's range;
-    -1 passes there, as the CRI lets kubelet ask for unlimited swap with it (cgroup v1),
-    but vmcri does not offer it (the OCI spec generator refuses it too), so a pod's
-    resources are refused here before any backend applies them.
-    """
-    if resources.memory_swap_limit_in_bytes < 0:
-        raise InvalidArgument(f"{where}.memory_swap_limit_in_bytes: must not be negative")
-
-
-def validate_container(config: ContainerConfig) -> None:
-    """Checks that need no sandbox; raises InvalidArgument naming the field.
-
-    Only what the edge (``cri/limits.py``, each value alone and only when set) cannot
-    say: fields that must be set, rules across fields, and paths that must not reach
-    /proc or /sys.
-    """
-    if not config.metadata.name:
-        raise InvalidArgument("config.metadata.name: must not be empty")
-    if not config.image:
-        raise InvalidArgument("config.image.image: must not be empty")
-    validate_resources(config.resources, "config.linux.resources")
-    sec = config.security
-    if sec.run_as_group is not None and sec.run_as_user is None and not sec.run_as_username:
-        raise InvalidArgument(
-            "config.linux.security_context.run_as_group: needs run_as_user or run_as_username"
-        )
-    for i, mount in enumerate(config.mounts):
-        path = mount.container_path
-        if not path.startswith("/"):
-            raise InvalidArgument(f"config.mounts[{i}].container_path: must be absolute")
-        normalized = os.path.normpath(path)
-        if normalized in ("/proc", "/sys") or normalized.startswith(("/proc/", "/sys/")):
-            raise InvalidArgument(
-                f"config.mounts[{i}].container_path {path!r}: mounts into /proc or /sys "
-                "are not allowed"
-            )
-        if not mount.host_path and not mount.image:
-            raise InvalidArgument(f"config.mounts[{i}].host_path: must not be empty")
-        if mount.image:
-            check_sub_path(mount.image_sub_path, i)
-        elif mount.image_sub_path:
-            raise InvalidArgument(f"config.mounts[{i}].image_sub_path: needs image to be set")

@@ -32,7 +32,8 @@ from vmcri.network.netstats import InterfaceCounters
 from vmcri.network.service import PodNetworking
 from vmcri.oci.pod_files import pod_hostname
 from vmcri.oci.userns import uses_userns
-from vmcri.runtime.containers import ContainerService, validate_resources
+from vmcri.runtime.container_checks import validate_resources
+from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
 from vmcri.runtime.host_namespaces import check_host_namespaces
 from vmcri.store.records import SandboxRecord, SandboxState

@@ -194,9 +194,9 @@ class SupervisedContainers:
         return self.link(sandbox).client.start_container(container.id).pid
 
     def signal(self, sandbox: SandboxRecord, container: ContainerRecord, signum: int) -> None:
-        """Signal the container's init; one that has ended (or is unknown) is left alone."""
-        if self.exits(sandbox.id).read(container.id) is not None:
-            return
+        """Signal the container's init; one that has ended (or is unknown) is left alone:
+        the agent ignores a signal to a container that exited, and one it does not know
+        answers NotFound. No exit record is read: those are for a restarted daemon."""
         if not self._place.agent_running(sandbox.id):
             self.agent_lost(sandbox.id, self._place.down_message())
             return

@@ -32,7 +32,7 @@ from vmcri.host.imagevolumes import (
 from vmcri.host.mounts import MS_BIND, MS_RDONLY, MS_REMOUNT
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, Mount, PodConfig
-from vmcri.runtime.containers import validate_container
+from vmcri.runtime.container_checks import validate_container
 from vmcri.store.records import ContainerRecord, ImageVolume, SandboxRecord
 
 CTX: Any = None
