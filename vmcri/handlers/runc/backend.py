@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vmcri.errors import FailedPrecondition
-from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxStarted
+from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxBackend, SandboxStarted
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.runc import hostfacts
 from vmcri.handlers.runc.host import Host, RealHost
@@ -63,7 +63,7 @@ from vmcri.supervisor.containers import SupervisedContainers
 log = logging.getLogger(__name__)
 
 
-def create(options: RuncOptions, context: BackendContext) -> RuncBackend:
+def create(options: RuncOptions, context: BackendContext) -> SandboxBackend:
     """Factory named in :data:`vmcri.handlers.registry.BACKENDS`."""
     layout = Layout(Path(context.state), Path(context.root))
     return RuncBackend(

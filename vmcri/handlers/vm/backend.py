@@ -24,7 +24,7 @@ from vmcri.errors import (
     Unimplemented,
     VmcriError,
 )
-from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxStarted
+from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxBackend, SandboxStarted
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
@@ -63,7 +63,9 @@ log = logging.getLogger(__name__)
 VHOST_VSOCK = "/dev/vhost-vsock"
 
 
-def create(options: VmOptions, context: BackendContext) -> VmBackend:
+def create(options: VmOptions, context: BackendContext) -> SandboxBackend:
+    """Factory named in :data:`vmcri.handlers.registry.BACKENDS` (mypy holds the backend to
+    the Protocol here)."""
     return VmBackend(options, context)
 
 
