@@ -220,3 +220,13 @@ class ContainerConfig:
     # Only NRI plugins set these (vmcri.nri.adjust); the CRI has no field for them.
     rlimits: tuple[Rlimit, ...] = ()  # over the runtime's own limits, type by type
     hooks: tuple[OciHook, ...] = ()
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A runtime condition for CRI Status (RuntimeReady, NetworkReady, or a warning)."""
+
+    type: str
+    status: bool
+    reason: str = ""
+    message: str = ""

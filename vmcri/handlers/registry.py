@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from vmcri.config import Config, parse_section
-from vmcri.doctor.model import Check
 from vmcri.errors import ConfigError, NotFound
 from vmcri.handlers.base import SandboxBackend
 from vmcri.handlers.runc.options import RuncOptions
@@ -33,7 +32,7 @@ class BackendContext:
     services: BackendServices  # record look-ups and the exit notification (vmcri.runtime)
 
 
-def _load(ref: str) -> Any:
+def load_ref(ref: str) -> Any:
     """The function a ``"module:function"`` reference names, its module imported now."""
     module_name, func_name = ref.split(":")
     return getattr(importlib.import_module(module_name), func_name)
@@ -44,16 +43,12 @@ class BackendKind:
     options: type
     factory: str  # "module:function" imported only when the backend is used
     # "module:function(handler, options, backends dir) -> list[Check]", imported only
-    # by `vmcri doctor`, so the daemon never loads the probes.
+    # by `vmcri doctor` (doctor/run.py), so the daemon never loads the probes.
     doctor: str
 
     def build(self, options: object, context: BackendContext) -> SandboxBackend:
-        factory: Callable[[Any, BackendContext], SandboxBackend] = _load(self.factory)
+        factory: Callable[[Any, BackendContext], SandboxBackend] = load_ref(self.factory)
         return factory(options, context)
-
-    def doctor_checks(self, handler: str, options: object, backends: Path) -> list[Check]:
-        checks: Callable[[str, Any, Path], list[Check]] = _load(self.doctor)
-        return checks(handler, options, backends)
 
 
 BACKENDS: dict[str, BackendKind] = {

@@ -22,7 +22,7 @@ T = TypeVar("T")
 @contextmanager
 def netlink(what: str) -> Iterator[Any]:
     """An rtnetlink socket in the calling thread's network namespace."""
-    # Imported late: the in-guest agent imports vmcri.network.model, never this.
+    # Imported late: the in-guest agent imports vmcri.store.pod_network, never this.
     from pyroute2 import IPRoute, NetlinkError
 
     try:

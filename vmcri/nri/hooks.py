@@ -58,6 +58,10 @@ class NriHooks(Protocol):
 
     def remove_container(self, record: ContainerRecord) -> None: ...
 
+    def start(self) -> None:
+        """Listen and start the pre-installed plugins; raises OSError (the socket)."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -105,6 +109,9 @@ class NoNri:
         pass
 
     def remove_container(self, record: ContainerRecord) -> None:
+        pass
+
+    def start(self) -> None:
         pass
 
     def stop(self) -> None:

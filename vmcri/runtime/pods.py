@@ -32,7 +32,8 @@ from vmcri.network.netstats import InterfaceCounters
 from vmcri.network.service import PodNetworking
 from vmcri.oci.pod_files import pod_hostname
 from vmcri.oci.userns import uses_userns
-from vmcri.runtime.containers import ContainerService, validate_resources
+from vmcri.runtime.container_checks import validate_resources
+from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
 from vmcri.runtime.host_namespaces import check_host_namespaces
 from vmcri.store.records import SandboxRecord, SandboxState
@@ -118,7 +119,7 @@ class PodService:
 
         Raises InvalidArgument naming the namespace field a handler cannot give.
         """
-        registry = self._s.registry()
+        registry = self._s.handlers
         handler = registry.resolve(runtime_handler)
         handler = self._routed(config, handler)
         check_host_namespaces(
@@ -129,7 +130,7 @@ class PodService:
         return handler
 
     def _routed(self, config: PodConfig, handler: Handler) -> Handler:
-        registry = self._s.registry()
+        registry = self._s.handlers
         if _pod_network(config) or handler.backend.features().host_network:
             return handler
         handler_config = self._s.config.runtimes.get(handler.name)
@@ -187,9 +188,8 @@ class PodService:
             return
         self._containers.kill_all([c.id for c in self._s.store.containers_of(sandbox.id)])
         self._s.nri.stop_pod_sandbox(sandbox)
-        containers = self._s.store.containers_of(sandbox.id)
-        self._s.registry().backend_for(sandbox).stop_sandbox(sandbox, containers)
-        for container in containers:
+        self._s.handlers.backend_for(sandbox).stop_sandbox(sandbox)
+        for container in self._s.store.containers_of(sandbox.id):
             self._containers.refresh(container.id)
         # CRI: Stop releases the pod's network resources (its IP) and may be repeated.
         sandbox = self._release_network(self._s.store.sandboxes.get(sandbox.id))
@@ -208,7 +208,7 @@ class PodService:
         for container in self._s.store.containers_of(sandbox.id):
             self._containers.remove(container.id)
         sandbox = self._s.store.sandboxes.get(sandbox.id)
-        self._s.registry().backend_for(sandbox).remove_sandbox(sandbox)
+        self._s.handlers.backend_for(sandbox).remove_sandbox(sandbox)
         # Again if Stop's DEL failed or never ran (a failed start, a killed daemon).
         sandbox = self._release_network(sandbox)
         if self._s.networking is not None:
@@ -226,7 +226,7 @@ class PodService:
         """Mark a READY sandbox whose isolation died as NOTREADY."""
         if sandbox.state is not SandboxState.READY:
             return sandbox
-        if not self._s.registry().backend_for(sandbox).sandbox_alive(sandbox):
+        if not self._s.handlers.backend_for(sandbox).sandbox_alive(sandbox):
             log.warning("sandbox %s: its isolation is gone; marking it NOTREADY", sandbox.id)
             sandbox = self._s.store.sandboxes.set_fields(sandbox.id, state=SandboxState.NOTREADY)
             for container in self._s.store.containers_of(sandbox.id):
@@ -291,7 +291,7 @@ class PodService:
         sandbox = self.existing(sandbox_id)
         self._s.nri.update_pod_sandbox(sandbox, overhead, resources)
         if resources is not None and sandbox.state is SandboxState.READY:
-            self._s.registry().backend_for(sandbox).update_sandbox_resources(sandbox, resources)
+            self._s.handlers.backend_for(sandbox).update_sandbox_resources(sandbox, resources)
         config = dataclasses.replace(
             sandbox.config,
             overhead=sandbox.config.overhead if overhead is None else overhead,

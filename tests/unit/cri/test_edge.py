@@ -15,7 +15,7 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from tests.unit.cri.fakes import Runtime, wire
+from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
 from vmcri.cri.server import build_server
