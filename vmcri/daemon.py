@@ -148,6 +148,7 @@ class Daemon:
             raise
 
     def _start_locked(self) -> None:
+        from vmcri.checkpoint.service import CheckpointService
         from vmcri.cri.rpc_common import RuntimeServices
         from vmcri.cri.server import build_server  # grpc is only needed by the daemon
         from vmcri.images.service import ImageService
@@ -179,6 +180,7 @@ class Daemon:
             info=self.info,
             events=self.services.events,
             streaming=self.streaming,
+            checkpoints=CheckpointService(self.services, self.pods, self.containers),
         )
         server = build_server(runtime, self.image_service, socket_path, config.cri)
         server.start()

@@ -31,6 +31,7 @@ from vmcri.agent.client import AgentClient
 from vmcri.agent.convert import MAX_OUTPUT_CHUNK
 from vmcri.agent.framing import MAX_BODY, Frame, FrameKind, FrameReader, encode_frame
 from vmcri.api import agent_pb2
+from vmcri.checkpoint.service import CheckpointService
 from vmcri.config import Config
 from vmcri.errors import AgentUnavailable, VmcriError
 from vmcri.handlers.base import ContainerExit, ContainerLiveness
@@ -430,13 +431,15 @@ def test_a_frozen_or_lying_guest_leaves_other_pods_stats_prompt_and_exact(
         memory_bound=HOST_MEMORY,
     )
     container_service = ContainerService(services)
+    pod_service = PodService(services, container_service)
     servicer = RuntimeServicer(
         RuntimeServices(
-            pods=PodService(services, container_service),
+            pods=pod_service,
             containers=container_service,
             info=RuntimeInfo(services),
             events=services.events,
             streaming=StreamingService(services, container_service, services.config.streaming),
+            checkpoints=CheckpointService(services, pod_service, container_service),
         )
     )
     ctx: Any = None

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from vmcri import __version__
+from vmcri.checkpoint.condition import checkpoint_condition
 from vmcri.config import Config
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import Condition, HandlerFeatures
@@ -46,6 +47,7 @@ class RuntimeInfo:
             if handler.name == registry.default:
                 handlers.append(HandlerInfo("", features))
             conditions.extend(handler.backend.conditions())
+        conditions.append(checkpoint_condition(registry))
         return RuntimeStatus(tuple(conditions), tuple(handlers))
 
     def _network_condition(self) -> Condition:

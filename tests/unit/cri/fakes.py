@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmcri.checkpoint.service import CheckpointService
 from vmcri.config import parse_config_text
 from vmcri.cri.rpc_common import RuntimeServices
 from vmcri.cri.runtime_service import RuntimeServicer
@@ -189,6 +190,7 @@ def wire(tmp: Path, image: ImageInfo) -> Runtime:
         events=services.events,
         # Never started: the edge asks it for URLs only.
         streaming=StreamingService(services, containers, services.config.streaming),
+        checkpoints=CheckpointService(services, pods, containers),
     )
     return Runtime(backend, services, pods, containers, runtime, RuntimeServicer(runtime))
 
