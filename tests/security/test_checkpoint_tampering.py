@@ -17,44 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from vmcri import __version__
+from tests.support.checkpoints import write_checkpoint
 from vmcri.checkpoint.deadline import Deadline
-from vmcri.checkpoint.manifest import FORMAT, MAX_MANIFEST_BYTES, Manifest
-from vmcri.checkpoint.paths import MANIFEST, SUBDIR, open_directory
+from vmcri.checkpoint.manifest import MAX_MANIFEST_BYTES
+from vmcri.checkpoint.paths import MANIFEST, open_directory
 from vmcri.checkpoint.reader import verify
-from vmcri.checkpoint.writer import CheckpointWriter
 from vmcri.errors import InvalidArgument
-from vmcri.model import Metadata, PodConfig
 
 STATE = b"guest memory " * 1000
 
 
 def _write_checkpoint(parent: Path) -> Path:
-    fd = open_directory(str(parent), "path")
-    try:
-        out = CheckpointWriter(fd, str(parent))
-        out.write_bytes("memory", STATE)
-        out.write_bytes("disk-vda.extents", b"disk")
-        out.seal(
-            Manifest(
-                format=FORMAT,
-                vmcri_version=__version__,
-                created_at=1,
-                handler="vm",
-                backend="vm",
-                guest_image_version="g1",
-                handler_facts={},
-                pod_id="a" * 64,
-                pod_config=PodConfig(metadata=Metadata(name="p", uid="u", namespace="n")),
-                pod_state="READY",
-                network=None,
-                containers=(),
-                files=out.files(),
-            )
-        )
-    finally:
-        os.close(fd)
-    return parent / SUBDIR
+    return write_checkpoint(parent, {"memory": STATE, "disk-vda.extents": b"disk"})
 
 
 def _verify(parent: Path) -> None:

@@ -144,7 +144,7 @@ def test_the_deadline_cancels_the_migration_and_resumes_the_guest(tmp_path: Path
 
 def test_a_domain_with_a_host_share_is_refused_before_anything_is_asked(tmp_path: Path) -> None:
     qemu = FakeQemu(_xml(share=True))
-    assert host_shares(qemu.xml) == ["vmcri-pod (path)"]
+    assert host_shares(qemu.xml) == ["vmcri-pod (9p)"]
     out, fd = _writer(tmp_path)
     with pytest.raises(FailedPrecondition, match="vmcri-pod"):
         save_running(qemu, "pod", out.write, Deadline.of(None))

@@ -65,7 +65,7 @@ def host_shares(xml: str) -> list[str]:
     for fs in root.iterfind("./devices/filesystem"):
         target = fs.find("target")
         driver = fs.find("driver")
-        kind = driver.get("type", "path") if driver is not None else "path"
+        kind = "virtio-fs" if driver is not None and driver.get("type") == "virtiofs" else "9p"
         shares.append(f"{target.get('dir', '?') if target is not None else '?'} ({kind})")
     return shares
 
