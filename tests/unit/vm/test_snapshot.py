@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.wait import wait_for
 from vmcri.checkpoint.deadline import Deadline
 from vmcri.checkpoint.paths import open_directory
 from vmcri.checkpoint.writer import CheckpointWriter
@@ -20,6 +21,7 @@ from vmcri.handlers.vm.snapshot import (
     EXTENTS_MAGIC,
     MEMORY_FILE,
     host_shares,
+    load_stream,
     save_running,
     write_extents,
 )
@@ -50,6 +52,7 @@ class FakeQemu:
         self.running = True
         self.commands: list[str] = []
         self._writer: threading.Thread | None = None
+        self.loaded = b""
 
     def live_xml(self, name: str) -> str:
         return self.xml
@@ -64,6 +67,11 @@ class FakeQemu:
             self.status = "active"
             self._writer = threading.Thread(target=self._migrate, args=(fd,))
             self._writer.start()
+        elif command == "migrate-incoming":
+            fd = self.fds.pop(arguments["uri"].removeprefix("fd:"))
+            self.running = False
+            self._writer = threading.Thread(target=self._incoming, args=(fd,))
+            self._writer.start()
         elif command == "query-migrate":
             return {"status": self.status, "error-desc": "disk full"}
         elif command == "query-status":
@@ -73,6 +81,14 @@ class FakeQemu:
         elif command == "migrate_cancel":
             self.status = "cancelled"
         return {}
+
+    def _incoming(self, fd: int) -> None:
+        parts = []
+        with os.fdopen(fd, "rb") as stream:
+            while chunk := stream.read(1 << 16):
+                parts.append(chunk)
+        self.loaded = b"".join(parts)
+        self.running = True  # libvirt's "cont" once the state is in
 
     def _migrate(self, fd: int) -> None:
         try:
@@ -161,3 +177,22 @@ def test_extents_that_lie_past_the_disk_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="past its end"):
         write_extents(io.BytesIO(data).read, target, 1 << 20)
     os.close(target)
+
+
+def test_a_saved_stream_is_loaded_into_a_waiting_domain_which_then_runs(tmp_path: Path) -> None:
+    qemu = FakeQemu(_xml())
+    (tmp_path / "state").write_bytes(RAM)
+    with open(tmp_path / "state", "rb") as stream:
+        load_stream(qemu, "pod", stream.fileno(), len(RAM), Deadline.of(None))
+    assert qemu.running
+    wait_for(lambda: qemu.loaded == RAM, timeout=10, what="QEMU to have read the stream")
+
+
+def test_a_stream_shorter_than_its_manifest_says_is_an_error(tmp_path: Path) -> None:
+    qemu = FakeQemu(_xml())
+    (tmp_path / "state").write_bytes(RAM[:1000])
+    with (
+        open(tmp_path / "state", "rb") as stream,
+        pytest.raises(HypervisorError, match="ended 1000 bytes early"),
+    ):
+        load_stream(qemu, "pod", stream.fileno(), 2000, Deadline.of(None))

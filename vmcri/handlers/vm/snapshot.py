@@ -22,6 +22,7 @@ import contextlib
 import os
 import select
 import struct
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -213,6 +214,53 @@ def write_extents(read: Callable[[int], bytes], target_fd: int, max_size: int) -
                 raise InvalidArgument("path: a disk of the checkpoint ends inside an extent")
             os.write(target_fd, data)
             length -= len(data)
+
+
+def load_stream(
+    monitor: DomainMonitor, name: str, stream_fd: int, size: int, deadline: Deadline
+) -> None:
+    """Feed a saved migration stream (``size`` bytes from ``stream_fd``, a verified
+    checkpoint file) into the domain ``name``, which QEMU started waiting for it
+    (``-incoming defer``), and let it run. Its disks must hold the saved data first
+    (:func:`write_extents`). On failure the caller destroys the domain.
+
+    Raises HypervisorError, DeadlineExceeded.
+    """
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            monitor.pass_fd(name, FD_NAME, read_fd)
+        finally:
+            os.close(read_fd)
+        monitor.qmp(name, "migrate-incoming", uri=f"fd:{FD_NAME}")
+        left = size
+        while left:
+            _, ready, _ = select.select([], [write_fd], [], max(0.0, deadline.remaining()))
+            if not ready:
+                deadline.check(f"loading VM {name}'s memory")
+            sent = os.sendfile(write_fd, stream_fd, None, min(left, _CHUNK))
+            if sent == 0:
+                raise HypervisorError(f"VM {name}: the saved stream ended {left} bytes early")
+            left -= sent
+    except BrokenPipeError as exc:
+        status = monitor.qmp(name, "query-migrate") or {}
+        raise HypervisorError(
+            f"VM {name} refused the saved state: {status.get('error-desc', exc)}"
+        ) from exc
+    finally:
+        os.close(write_fd)
+    while not (monitor.qmp(name, "query-status") or {}).get("running", False):
+        status = monitor.qmp(name, "query-migrate") or {}
+        if status.get("status") == "failed":
+            raise HypervisorError(
+                f"VM {name} refused the saved state: {status.get('error-desc', 'no reason')}"
+            )
+        if (monitor.qmp(name, "query-status") or {}).get("status") == "paused" and status.get(
+            "status"
+        ) == "completed":
+            monitor.qmp(name, "cont")  # libvirt did not start it (created paused)
+        deadline.check(f"waiting for VM {name} to run its loaded state")
+        time.sleep(0.02)
 
 
 class LibvirtMonitor:
