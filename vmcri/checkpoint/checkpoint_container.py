@@ -5,7 +5,7 @@ The archive holds what a pod checkpoint holds, since a container's state is its 
 (a VM pod's memory is one image; CRIU dumps a container with its pod's namespaces):
 
     container.json      the container's CRI config, image and state (vmcri's record)
-    container.log       its CRI log as it is now (at most MAX_LOG_BYTES, the newest part)
+    container.log       its CRI log as it is now (the newest 16 MiB: logs.MAX_LOG_BYTES)
     pod/manifest.json   the pod checkpoint's manifest (restorable with RestorePod)
     pod/<file>          every file that manifest lists
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from vmcri.checkpoint.checkpoint_pod import PodCheckpointRequest, checkpoint_pod
 from vmcri.checkpoint.deadline import Deadline
 from vmcri.checkpoint.handler import refuse
+from vmcri.checkpoint.logs import log_tail
 from vmcri.checkpoint.paths import SUBDIR, split_location
 from vmcri.checkpoint.writer import remove_tree
 from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -32,8 +33,6 @@ from vmcri.ids import new_id
 from vmcri.runtime.context import Services
 from vmcri.store.codec import to_jsonable
 from vmcri.store.records import ContainerState
-
-MAX_LOG_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def _archive(parent_fd: int, name: str, scratch: str, record: bytes, log_path: s
     try:
         with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
             _add(tar, "container.json", record)
-            _add(tar, "container.log", _log_tail(log_path))
+            _add(tar, "container.log", log_tail(log_path))
             pod_fd = os.open(
                 f"{scratch}/{SUBDIR}",
                 os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
@@ -119,17 +118,3 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.size = len(data)
     info.mode = 0o600
     tar.addfile(info, io.BytesIO(data))
-
-
-def _log_tail(log_path: str) -> bytes:
-    """The newest MAX_LOG_BYTES of the container's log (a file vmcri writes, not the guest)."""
-    if not log_path:
-        return b""
-    try:
-        fd = os.open(log_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return b""
-    with os.fdopen(fd, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        f.seek(max(0, size - MAX_LOG_BYTES))
-        return f.read(MAX_LOG_BYTES)

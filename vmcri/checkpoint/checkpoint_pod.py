@@ -19,6 +19,7 @@ from enum import Enum
 from vmcri import __version__
 from vmcri.checkpoint.deadline import Deadline
 from vmcri.checkpoint.handler import SavedState, refuse
+from vmcri.checkpoint.logs import log_tail
 from vmcri.checkpoint.manifest import FORMAT, Manifest, SavedContainer
 from vmcri.checkpoint.options import check_options
 from vmcri.checkpoint.paths import open_directory
@@ -69,8 +70,9 @@ def checkpoint_pod(services: Services, request: PodCheckpointRequest, deadline: 
         try:
             deadline.check("starting the checkpoint")
             saved = handler.checkpointer.save(sandbox, containers, out, deadline)
+            logs = _save_logs(containers, out)
             deadline.check("writing the checkpoint manifest")
-            out.seal(_manifest(services, handler, sandbox, containers, saved, out))
+            out.seal(_manifest(services, handler, sandbox, containers, saved, logs, out))
         except BaseException as exc:
             log.info("sandbox %s: checkpoint failed, removing it: %s", sandbox.id, exc)
             out.abort()
@@ -87,6 +89,7 @@ def _manifest(
     sandbox: SandboxRecord,
     containers: list[ContainerRecord],
     saved: SavedState,
+    logs: dict[str, str],
     out: CheckpointWriter,
 ) -> Manifest:
     return Manifest(
@@ -112,11 +115,22 @@ def _manifest(
                 restart_count=_restart_count(c),
                 started_at=c.started_at,
                 facts=dict(saved.container_facts.get(c.id, {})),
+                log_file=logs.get(c.id, ""),
             )
             for c in containers
         ),
         files=out.files(),
     )
+
+
+def _save_logs(containers: list[ContainerRecord], out: CheckpointWriter) -> dict[str, str]:
+    """Each container's log tail as ``log-<n>``; returns the file names by container ID."""
+    names: dict[str, str] = {}
+    for i, container in enumerate(containers):
+        tail = log_tail(container.log_path)
+        if tail:
+            names[container.id] = out.write_bytes(f"log-{i}", tail).name
+    return names
 
 
 def _restart_count(container: ContainerRecord) -> int:

@@ -54,6 +54,7 @@ class SavedContainer:
     restart_count: int  # the config's metadata.attempt
     started_at: int = 0
     facts: dict[str, str] = field(default_factory=dict)  # the handler's, per container
+    log_file: str = ""  # the checkpoint file holding the newest part of its CRI log
 
 
 @dataclass(frozen=True)
@@ -150,5 +151,7 @@ def _check(manifest: Manifest, where: str) -> None:
         if saved.name != saved.config.metadata.name or saved.name in seen:
             raise InvalidArgument(f"{where}: containers[{i}].name {saved.name[:64]!r} is wrong")
         seen.add(saved.name)
+        if saved.log_file and saved.log_file not in names:
+            raise InvalidArgument(f"{where}: containers[{i}].log_file is not a listed file")
         if not isinstance(saved.restart_count, int) or saved.restart_count < 0:
             raise InvalidArgument(f"{where}: containers[{i}].restart_count is out of range")

@@ -6,8 +6,9 @@ configs are bound to the checkpoint's containers by name, one each, none missing
 none extra. Only then is a sandbox made, with kubelet's new config (new UID, cgroup
 parent, log directory; CNI gives the new IP), brought up by the handler from the saved
 state instead of booted; each container is created from its new config (its log in the
-new log directory) and made to run from its saved state, its restart count carried
-over. Any failure removes the new sandbox and its containers again: nothing is left.
+new log directory, starting with the old log's newest part) and made to run from its
+saved state, its restart count carried over. Any failure removes the new sandbox and its
+containers again: nothing is left.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from vmcri.checkpoint.deadline import Deadline
 from vmcri.checkpoint.handler import refuse
+from vmcri.checkpoint.logs import continue_log
 from vmcri.checkpoint.manifest import Manifest, SavedContainer
 from vmcri.checkpoint.options import check_options
 from vmcri.checkpoint.paths import open_directory
@@ -108,6 +110,8 @@ def _restore(
             container_id = containers.create(sandbox_id, config)
             sandbox = services.store.sandboxes.get(sandbox_id)
             record = services.store.containers.get(container_id)
+            if saved.log_file:
+                continue_log(record.log_path, source.read(saved.log_file))
             pid = checkpointer.restore_container(sandbox, record, saved, source, deadline)
             _mark_running(services, container_id, pid)
     except BaseException as exc:

@@ -121,6 +121,9 @@ def test_checkpoint_then_restore_gives_a_new_pod_with_running_containers(
     rt: Runtime, ckpt: FakeCheckpointer, tmp_path: Path
 ) -> None:
     sandbox, (app, sidecar) = _running_pod(rt, tmp_path)
+    old_log = tmp_path / "logs1" / "app" / "0.log"
+    old_log.parent.mkdir(parents=True)
+    old_log.write_text("2026-12-07T17:00:00Z stdout F 41\n2026-12-07T17:00:01Z stdout F 42\n")
     target = _target(tmp_path)
     _checkpoint(rt, sandbox, target)
     written = target / SUBDIR
@@ -144,6 +147,9 @@ def test_checkpoint_then_restore_gives_a_new_pod_with_running_containers(
     # Bound by name: each new container got the state saved for the old one of its name.
     assert ckpt.restored[restored["app"].id] == f"memory of {app}".encode()
     assert ckpt.restored[restored["sidecar"].id] == f"memory of {sidecar}".encode()
+    # The log goes on in the new log directory from where it was.
+    assert Path(restored["app"].log_path).read_text() == old_log.read_text()
+    assert not Path(restored["sidecar"].log_path).exists()  # it had logged nothing
     # kubelet reads the restart count from this annotation of the status.
     count = restored["app"].config.annotations["io.kubernetes.container.restartCount"]
     assert count == "3"

@@ -111,8 +111,8 @@ class VmCheckpointer:
     def _guest_version(self) -> str:
         try:
             return load_guest_image(self._options.guest_path).version
-        except OSError:
-            return ""
+        except FailedPrecondition:
+            return ""  # no image here: no VM pod could run or be restored either
 
     def _monitor_version(self, name: str) -> str:
         try:
