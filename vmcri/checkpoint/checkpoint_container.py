@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from vmcri.checkpoint.checkpoint_pod import PodCheckpointRequest, checkpoint_pod
 from vmcri.checkpoint.deadline import Deadline
 from vmcri.checkpoint.handler import refuse
+from vmcri.checkpoint.in_flight import InFlight
 from vmcri.checkpoint.logs import log_tail
 from vmcri.checkpoint.paths import SUBDIR, split_location
 from vmcri.checkpoint.writer import remove_tree
@@ -42,7 +43,7 @@ class ContainerCheckpointRequest:
 
 
 def checkpoint_container(
-    services: Services, request: ContainerCheckpointRequest, deadline: Deadline
+    services: Services, request: ContainerCheckpointRequest, deadline: Deadline, in_flight: InFlight
 ) -> None:
     """Raises NotFound, InvalidArgument (location), FailedPrecondition (not running, the
     archive exists), Unimplemented (the handler cannot), DeadlineExceeded."""
@@ -63,7 +64,9 @@ def checkpoint_container(
     try:
         os.mkdir(scratch, 0o700, dir_fd=parent_fd)
         scratch_path = f"{request.location.rpartition('/')[0] or ''}/{scratch}"
-        checkpoint_pod(services, PodCheckpointRequest(sandbox.id, scratch_path, {}), deadline)
+        checkpoint_pod(
+            services, PodCheckpointRequest(sandbox.id, scratch_path, {}), deadline, in_flight
+        )
         deadline.check("writing the container checkpoint archive")
         _archive(parent_fd, name, scratch, container_json(container), container.log_path)
     finally:

@@ -19,6 +19,7 @@ from enum import Enum
 from vmcri import __version__
 from vmcri.checkpoint.deadline import Deadline
 from vmcri.checkpoint.handler import SavedState, refuse
+from vmcri.checkpoint.in_flight import InFlight
 from vmcri.checkpoint.logs import log_tail
 from vmcri.checkpoint.manifest import FORMAT, Manifest, SavedContainer
 from vmcri.checkpoint.options import check_options
@@ -45,7 +46,9 @@ class PodCheckpointRequest:
     post_state: PostCheckpointState = PostCheckpointState.RUNNING
 
 
-def checkpoint_pod(services: Services, request: PodCheckpointRequest, deadline: Deadline) -> str:
+def checkpoint_pod(
+    services: Services, request: PodCheckpointRequest, deadline: Deadline, in_flight: InFlight
+) -> str:
     """Write the checkpoint; returns the sandbox ID. Raises NotFound, InvalidArgument
     (path, options), FailedPrecondition (pod not READY, a checkpoint already there, a
     handler's precondition), Unimplemented (the handler cannot), DeadlineExceeded."""
@@ -64,9 +67,23 @@ def checkpoint_pod(services: Services, request: PodCheckpointRequest, deadline: 
     containers = [
         c for c in services.containers_of(sandbox.id) if c.state is not ContainerState.EXITED
     ]
-    parent_fd = open_directory(request.path, "path")
+    with in_flight.hold(sandbox.id):
+        _write(services, handler, sandbox, containers, request.path, deadline)
+    log.info("sandbox %s: checkpointed into %s", sandbox.id, request.path)
+    return sandbox.id
+
+
+def _write(
+    services: Services,
+    handler: Handler,
+    sandbox: SandboxRecord,
+    containers: list[ContainerRecord],
+    path: str,
+    deadline: Deadline,
+) -> None:
+    parent_fd = open_directory(path, "path")
     try:
-        out = CheckpointWriter(parent_fd, request.path)
+        out = CheckpointWriter(parent_fd, path)
         try:
             deadline.check("starting the checkpoint")
             saved = handler.checkpointer.save(sandbox, containers, out, deadline)
@@ -79,8 +96,6 @@ def checkpoint_pod(services: Services, request: PodCheckpointRequest, deadline: 
             raise
     finally:
         os.close(parent_fd)
-    log.info("sandbox %s: checkpointed into %s", sandbox.id, request.path)
-    return sandbox.id
 
 
 def _manifest(

@@ -9,6 +9,7 @@ from vmcri.checkpoint.checkpoint_pod import (
     checkpoint_pod,
 )
 from vmcri.checkpoint.deadline import Deadline
+from vmcri.checkpoint.in_flight import InFlight
 from vmcri.checkpoint.restore_pod import PodRestoreRequest, restore_pod
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
@@ -20,11 +21,12 @@ class CheckpointService:
         self._s = services
         self._pods = pods
         self._containers = containers
+        self._in_flight = InFlight()
 
     def checkpoint_pod(self, request: PodCheckpointRequest, deadline: float | None) -> None:
         """See :func:`vmcri.checkpoint.checkpoint_pod.checkpoint_pod`; a STOPPED request
         stops the pod once its checkpoint is complete, as StopPodSandbox would."""
-        sandbox_id = checkpoint_pod(self._s, request, Deadline.of(deadline))
+        sandbox_id = checkpoint_pod(self._s, request, Deadline.of(deadline), self._in_flight)
         if request.post_state is PostCheckpointState.STOPPED:
             self._pods.stop(sandbox_id)
 
@@ -34,4 +36,4 @@ class CheckpointService:
     def checkpoint_container(
         self, request: ContainerCheckpointRequest, deadline: float | None
     ) -> None:
-        checkpoint_container(self._s, request, Deadline.of(deadline))
+        checkpoint_container(self._s, request, Deadline.of(deadline), self._in_flight)

@@ -191,6 +191,26 @@ def test_a_checkpoint_is_never_written_over_another(
     assert sorted(p.name for p in (target / SUBDIR).iterdir()) == before
 
 
+def test_a_second_checkpoint_of_a_pod_while_one_runs_is_refused(
+    rt: Runtime, ckpt: FakeCheckpointer, tmp_path: Path
+) -> None:
+    sandbox, _ = _running_pod(rt, tmp_path)
+    second = tmp_path / "second"
+    second.mkdir()
+    refused: list[str] = []
+
+    def again() -> None:
+        with pytest.raises(FailedPrecondition) as info:
+            _checkpoint(rt, sandbox, second)
+        refused.append(info.value.message)
+
+    ckpt.during_save = again
+    _checkpoint(rt, sandbox, _target(tmp_path))
+    assert refused and "in progress" in refused[0]
+    assert list(second.iterdir()) == []
+    _checkpoint(rt, sandbox, second)  # once the first is done, the pod may be again
+
+
 def test_post_checkpoint_state_stopped_stops_the_pod(
     rt: Runtime, ckpt: FakeCheckpointer, tmp_path: Path
 ) -> None:
