@@ -157,16 +157,22 @@ class Daemon:
         for directory in (config.root_dir, config.state_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.services.store.load()
+        from vmcri.images.trust.verifier import ImageTrust, TrustSettings
+
+        trust = ImageTrust.load(TrustSettings.of(config.image_trust))
+        log.info("image signature policy: %s", trust.policy.summary())
         self.image_service = ImageService(
             config.root_dir,
             Path(config.registries_conf),
             in_use=self._images_in_use,
+            trust=trust,
         )
         self.services.images = self.image_service
         store = self.services.store
         check_no_kind_dir_pods(config, store.sandboxes.list(), store.containers_of)
         self.services.handlers = HandlerRegistry.from_config(config, self._backend_context)
         self._reconcile()
+        self._start_nri()
         from vmcri.streaming.service import StreamingService
 
         self.streaming = StreamingService(self.services, self.containers, config.streaming)
@@ -190,6 +196,27 @@ class Daemon:
         self._reaper.start()
         log.info("vmcri serving on %s", socket_path)
         self._notifier.ready(f"serving on {socket_path}")
+
+    def _start_nri(self) -> None:
+        """NRI plugins, when enabled ([nri] enable): started and synchronized before kubelet
+        can call, so that no pod is created that a plugin has not seen."""
+        if not self.config.nri.enable:
+            return
+        from vmcri.nri.adaptation import Adaptation
+
+        registry = self.services.registry()
+        nri = Adaptation(
+            self.config.nri,
+            self.services.store,
+            self.containers.update_resources,
+            lambda sandbox: registry.backend_for(sandbox).features().in_guest,
+        )
+        try:
+            nri.start()
+        except OSError as exc:
+            nri.stop()
+            raise ConfigError(f"nri.socket_path: cannot listen on it: {exc}") from exc
+        self.services.nri = nri
 
     def _start_metrics(self) -> None:
         if not self.config.metrics.address:
@@ -250,5 +277,6 @@ class Daemon:
             self.streaming.stop()
         if self.metrics is not None:
             self.metrics.stop()
+        self.services.nri.stop()
         self._lock.release()
         log.info("vmcri stopped")

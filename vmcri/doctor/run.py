@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vmcri.config import Config
-from vmcri.doctor import host_checks
+from vmcri.doctor import host_checks, trust_checks
 from vmcri.doctor.model import Check
 from vmcri.handlers.registry import BACKENDS, parse_options
 from vmcri.handlers.state_dirs import BACKENDS_DIR
@@ -31,6 +31,7 @@ def run_checks(config: Config) -> list[Check]:
         host_checks.check_cni(conf_dir, bin_dirs),
         host_checks.check_nft(getattr(getattr(config, "network", None), "enabled", True)),
         host_checks.check_disk(config.root_dir),
+        trust_checks.check_image_trust(config.image_trust),
     ]
     options = parse_options(config)
     backends = config.root_dir / BACKENDS_DIR

@@ -30,6 +30,9 @@ class HandlerFeatures:
     # Whether pods and containers may share the node's PID or IPC namespace (hostPID,
     # hostIPC); a VM has neither to give. Checked like host_network, never reported.
     host_pid_ipc: bool = True
+    # Whether containers run inside a guest, where the host's device nodes and binaries
+    # (OCI hooks) do not exist: NRI adjustments that need them are refused (vmcri.nri).
+    in_guest: bool = False
     # For a pod with a user namespace, the backend makes the pod's network namespace
     # itself, inside it, and reports it as SandboxStarted.netns_path; CNI runs on it
     # after run_sandbox. (runc 1.1 joins the user namespace first, and could not join a

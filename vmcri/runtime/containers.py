@@ -116,11 +116,13 @@ class ContainerService:
             log_path=log_path,
             image_volumes=volumes,
         )
+        record = self._s.nri.create_container(sandbox, record)
         self._s.store.containers.add(record)
         try:
             runtime = self._backend(sandbox).create_container(sandbox, record, image)
         except BaseException:
             self._s.store.containers.remove(record.id)
+            self._s.nri.remove_container(record)
             raise
         record = self._s.store.containers.set_fields(
             record.id,
@@ -129,6 +131,7 @@ class ContainerService:
             stop_signal=identity.stop_signal(config, image),
         )
         self._publish(record, EventType.CREATED)
+        self._s.nri.post_create_container(sandbox, record)
         return record.id
 
     def _image_volumes(self, config: ContainerConfig) -> tuple[ImageVolume, ...]:
@@ -160,6 +163,7 @@ class ContainerService:
                 f"container_id {container.id}: container is {container.state.value}, not CREATED"
             )
         sandbox = self._sandbox(container.sandbox_id)
+        self._s.nri.start_container(sandbox, container)
         try:
             pid = self._backend(sandbox).start_container(sandbox, container)
         except BaseException as exc:
@@ -179,6 +183,7 @@ class ContainerService:
 
         container = self._s.store.containers.update(container.id, started)
         self._publish(container, EventType.STARTED)
+        self._s.nri.post_start_container(sandbox, container)
         if container.state is ContainerState.EXITED:
             self._publish(container, EventType.STOPPED)
 
@@ -269,6 +274,7 @@ class ContainerService:
             self.stop(container.id, 0)
             container = self._s.store.containers.get(container.id)
             self._backend(sandbox).remove_container(sandbox, container)
+        self._s.nri.remove_container(container)
         self._s.store.containers.remove(container.id)
         self._publish(container, EventType.DELETED)
 
@@ -323,6 +329,8 @@ class ContainerService:
         container = self._s.store.containers.update(container_id, exited)
         if before and (before[0] is not ContainerState.CREATED or container.started_at):
             self._publish(container, EventType.STOPPED)
+        if before:
+            self._s.nri.container_stopped(container)
         return container
 
     def refresh_all(self, wait_s: float = REFRESH_ROUND_S) -> None:
@@ -382,9 +390,11 @@ class ContainerService:
                 f"container_id {container.id}: container is {container.state.value}"
             )
         sandbox = self._sandbox(container.sandbox_id)
+        resources = self._s.nri.update_container(sandbox, container, resources)
         self._backend(sandbox).update_resources(sandbox, container, resources)
         config = dataclasses.replace(container.config, resources=resources)
-        self._s.store.containers.set_fields(container.id, config=config)
+        container = self._s.store.containers.set_fields(container.id, config=config)
+        self._s.nri.post_update_container(sandbox, container)
 
     def reopen_log(self, container_id: str) -> None:
         sandbox, container = self._running(container_id)

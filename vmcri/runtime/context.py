@@ -12,6 +12,7 @@ from vmcri.config import Config
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import HandlerRegistry
 from vmcri.network.service import PodNetworking
+from vmcri.nri.hooks import NoNri, NriHooks
 from vmcri.runtime.events import EventBus
 from vmcri.runtime.usage_bounds import MAX_MEMORY_BYTES
 from vmcri.store.records import ContainerRecord, SandboxRecord
@@ -51,6 +52,8 @@ class Services:
     # Called with a container ID when a backend has recorded its exit (the container
     # service folds it into the record and wakes a waiting StopContainer).
     exit_listeners: list[Callable[[str], None]] = field(default_factory=list)
+    # NRI plugins' hooks at each pod and container event (vmcri.nri); a no-op when disabled.
+    nri: NriHooks = field(default_factory=NoNri)
 
     # ---- vmcri.handlers.services.BackendServices --------------------------------------
 

@@ -105,6 +105,7 @@ class PodService:
             backend_ran = True
             if net is not None and _pod_network(config) and late_netns:
                 record = self._attach(net, record, started.netns_path)
+            self._s.nri.run_pod_sandbox(record)
         except BaseException:
             self._undo_run(record.id, handler.backend, backend_ran)
             raise
@@ -193,6 +194,7 @@ class PodService:
         if sandbox is None:
             return
         self._containers.kill_all([c.id for c in self._s.store.containers_of(sandbox.id)])
+        self._s.nri.stop_pod_sandbox(sandbox)
         containers = self._s.store.containers_of(sandbox.id)
         self._s.registry().backend_for(sandbox).stop_sandbox(sandbox, containers)
         for container in containers:
@@ -219,6 +221,7 @@ class PodService:
         sandbox = self._release_network(sandbox)
         if self._s.networking is not None:
             self._s.networking.remove_netns(sandbox.id)
+        self._s.nri.remove_pod_sandbox(sandbox)
         self._s.store.sandboxes.remove(sandbox.id)
         log.info("sandbox %s: removed", sandbox.id)
 
@@ -294,6 +297,7 @@ class PodService:
         if resources is not None:
             validate_resources(resources, "resources")
         sandbox = self.existing(sandbox_id)
+        self._s.nri.update_pod_sandbox(sandbox, overhead, resources)
         if resources is not None and sandbox.state is SandboxState.READY:
             self._s.registry().backend_for(sandbox).update_sandbox_resources(sandbox, resources)
         config = dataclasses.replace(
@@ -301,7 +305,9 @@ class PodService:
             overhead=sandbox.config.overhead if overhead is None else overhead,
             resources=sandbox.config.resources if resources is None else resources,
         )
-        return self._s.store.sandboxes.set_fields(sandbox.id, config=config)
+        sandbox = self._s.store.sandboxes.set_fields(sandbox.id, config=config)
+        self._s.nri.post_update_pod_sandbox(sandbox)
+        return sandbox
 
     def find(self, sandbox_id: str) -> SandboxRecord | None:
         """The sandbox record as stored (no backend is asked); None when there is none."""

@@ -50,7 +50,12 @@ K = TypeVar("K", bound=Hashable)
 
 ACCEPT_BATCH = 8  # connections accepted per selector round; below max_pending_per_peer
 RECV_CHUNK = 4096  # per read of a head; what follows the head stays in the socket
-WARN_INTERVAL_S = 60.0  # at most one "dropping pending connections" warning per interval
+WARN_INTERVAL_S = 60.0  # at most one warning of each kind per interval
+# After accept fails for want of fds (EMFILE, ENFILE, ENOBUFS...), the listener stays
+# readable, so selecting on it again at once would spin the thread and flood the log.
+# Accepting pauses instead, while pending heads are still read and timed out (which is
+# what frees fds), and resumes on its own.
+ACCEPT_PAUSE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,8 @@ class HeadReader:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streaming-accept", daemon=True)
         self._last_warning = -WARN_INTERVAL_S
+        self._last_accept_warning = -WARN_INTERVAL_S
+        self._accept_paused_until: float | None = None
 
     def start(self) -> None:
         self._listener.setblocking(False)
@@ -195,7 +202,8 @@ class HeadReader:
             self._wake_w.close()
 
     def _round(self) -> None:
-        deadline = self._pool.next_deadline()
+        deadlines = [self._pool.next_deadline(), self._accept_paused_until]
+        deadline = min((d for d in deadlines if d is not None), default=None)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         accept = False
         for key, _ in self._selector.select(timeout):
@@ -208,6 +216,9 @@ class HeadReader:
         if accept:
             self._accept()
         now = time.monotonic()
+        if self._accept_paused_until is not None and now >= self._accept_paused_until:
+            self._accept_paused_until = None
+            self._selector.register(self._listener, selectors.EVENT_READ)
         for sock in self._pool.expired(now):
             self._forget(sock)
             secs = self._limits.head_timeout_s
@@ -220,7 +231,7 @@ class HeadReader:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and the like: keep serving who is already here
-                log.warning("streaming: accept failed: %s", exc)
+                self._pause_accepting(exc)
                 return
             sock.setblocking(False)
             peer = peer_key(str(address[0]))
@@ -230,6 +241,16 @@ class HeadReader:
                 refuse(old, 503, "too many connections still sending their request head\n")
             self._heads[sock] = HeadBuffer()
             self._selector.register(sock, selectors.EVENT_READ)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        now = time.monotonic()
+        self._selector.unregister(self._listener)
+        self._accept_paused_until = now + ACCEPT_PAUSE_S
+        if now - self._last_accept_warning >= WARN_INTERVAL_S:
+            self._last_accept_warning = now
+            log.warning(
+                "streaming: accept failed, pausing accepts for %gs: %s", ACCEPT_PAUSE_S, exc
+            )
 
     def _read(self, sock: socket.socket) -> None:
         try:

@@ -173,6 +173,7 @@ class VmBackend(
             user_namespaces=False,
             host_network=False,
             host_pid_ipc=False,
+            in_guest=True,
         )
 
     def conditions(self) -> Sequence[Condition]:
