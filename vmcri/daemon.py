@@ -161,6 +161,7 @@ class Daemon:
         from vmcri.cri.rpc_common import RuntimeServices
         from vmcri.cri.server import build_server  # grpc is only needed by the daemon
         from vmcri.images.service import ImageService
+        from vmcri.runtime.checkpoints.service import CheckpointService
 
         config = self.config
         for directory in (config.root_dir, config.state_dir):
@@ -214,6 +215,7 @@ class Daemon:
             info=RuntimeInfo(services),
             events=self._events,
             streaming=self.streaming,
+            checkpoints=CheckpointService(services, pods, containers),
         )
         server = build_server(runtime, self.image_service, socket_path, config.cri)
         server.start()

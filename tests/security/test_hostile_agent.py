@@ -38,6 +38,7 @@ from vmcri.handlers.registry import Handler, HandlerRegistry
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig
+from vmcri.runtime.checkpoints.service import CheckpointService
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import EventBus
@@ -455,13 +456,15 @@ def test_a_frozen_or_lying_guest_leaves_other_pods_stats_prompt_and_exact(
         memory_bound=HOST_MEMORY,
     )
     container_service = ContainerService(services)
+    pod_service = PodService(services, container_service)
     servicer = RuntimeServicer(
         RuntimeServices(
-            pods=PodService(services, container_service),
+            pods=pod_service,
             containers=container_service,
             info=RuntimeInfo(services),
             events=services.events,
             streaming=StreamingService(services, container_service, services.config.streaming),
+            checkpoints=CheckpointService(services, pod_service, container_service),
         )
     )
     ctx: Any = None

@@ -4,7 +4,7 @@ fake supervisor and a fake image source."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,11 @@ from vmcri.cri.rpc_common import RuntimeServices
 from vmcri.cri.runtime_service import RuntimeServicer
 from vmcri.errors import NotFound, Unimplemented
 from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxBackend, SandboxStarted
+from vmcri.handlers.checkpointer import PodCheckpointer
 from vmcri.handlers.registry import Handler, HandlerRegistry
 from vmcri.model import Condition, Resources
 from vmcri.runtime.backend_records import BackendRecords
+from vmcri.runtime.checkpoints.service import CheckpointService
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import EventBus
@@ -185,18 +187,30 @@ class Runtime:
     servicer: RuntimeServicer
 
 
-def wire(tmp: Path, image: ImageInfo, **services: Any) -> Runtime:
+def wire(
+    tmp: Path,
+    image: ImageInfo,
+    checkpointer: Callable[[FakeSupervisor], PodCheckpointer] | None = None,
+    **services: Any,
+) -> Runtime:
     """``services``: fields of ``Services`` other than the defaults here (networking,
-    images, config, memory_bound ...), as the daemon would build it."""
+    images, config, memory_bound ...), as the daemon would build it; ``checkpointer``
+    makes the handler's part of checkpoints from the fake supervisor (none: the default
+    refusal)."""
     store = Store(tmp / "state")
     events = EventBus()
     exits = ContainerExits(store, events, time.time_ns)
     supervisor = FakeSupervisor(BackendRecords(store, exits))
     backend = FakeBackend(supervisor)
+    handler = (
+        Handler("runc", "runc", backend)
+        if checkpointer is None
+        else Handler("runc", "runc", backend, checkpointer(supervisor))
+    )
     fields: dict[str, Any] = {
         "config": parse_config_text(""),
         "images": FakeImages(image),
-        "handlers": HandlerRegistry({"runc": Handler("runc", "runc", backend)}, "runc"),
+        "handlers": HandlerRegistry({"runc": handler}, "runc"),
         **services,
     }
     built = Services(store=store, events=events, exits=exits, **fields)
@@ -209,6 +223,7 @@ def wire(tmp: Path, image: ImageInfo, **services: Any) -> Runtime:
         events=events,
         # Never started: the edge asks it for URLs only.
         streaming=StreamingService(built, containers, built.config.streaming),
+        checkpoints=CheckpointService(built, pods, containers),
     )
     return Runtime(backend, supervisor, built, pods, containers, runtime, RuntimeServicer(runtime))
 

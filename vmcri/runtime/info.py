@@ -10,6 +10,7 @@ from vmcri.config import Config
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.base import HandlerFeatures
 from vmcri.model import Condition
+from vmcri.runtime.checkpoints.condition import checkpoint_condition
 from vmcri.runtime.context import Services
 
 RUNTIME_NAME = "vmcri"
@@ -47,6 +48,7 @@ class RuntimeInfo:
             if handler.name == registry.default:
                 handlers.append(HandlerInfo("", features))
             conditions.extend(handler.backend.conditions())
+        conditions.append(checkpoint_condition(registry))
         return RuntimeStatus(tuple(conditions), tuple(handlers))
 
     def _network_condition(self) -> Condition:

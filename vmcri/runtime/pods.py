@@ -19,10 +19,10 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from vmcri.errors import InvalidArgument, NotFound, VmcriError
-from vmcri.handlers.base import SandboxBackend
+from vmcri.handlers.base import SandboxBackend, SandboxStarted
 from vmcri.handlers.registry import Handler
 from vmcri.ids import could_name, new_id
 from vmcri.metrics import families as metrics
@@ -54,8 +54,16 @@ class PodService:
         self._containers = containers
         self._reserve = threading.Lock()
 
-    def run(self, config: PodConfig, runtime_handler: str) -> str:
+    def run(
+        self,
+        config: PodConfig,
+        runtime_handler: str,
+        start: Callable[[SandboxRecord], SandboxStarted] | None = None,
+    ) -> str:
         """Create and start a sandbox; returns its ID.
+
+        ``start`` brings the sandbox up in the backend's place (RestorePod restores it
+        from a checkpoint instead of booting it); by default the backend runs it.
 
         Raises InvalidArgument (bad config, host network on a handler without
         it), NotFound (unknown handler), AlreadyExists (name taken),
@@ -94,7 +102,7 @@ class PodService:
             )
             if net is not None and _pod_network(config) and not late_netns:
                 record = self._attach(net, record, net.create_netns(record.id))
-            started = handler.backend.run_sandbox(record)
+            started = (start or handler.backend.run_sandbox)(record)
             backend_ran = True
             if net is not None and _pod_network(config) and late_netns:
                 record = self._attach(net, record, started.netns_path)
