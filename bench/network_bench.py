@@ -85,7 +85,7 @@ def main() -> int:
                         sb = dataclasses.replace(sb, network=net.add(sb, planned))
                     backend.run_sandbox(sb)
                     (cni if with_cni else plain).append(time.perf_counter() - t0)
-                    backend.stop_sandbox(sb, [])
+                    backend.stop_sandbox(sb)
                     backend.remove_sandbox(sb)
                     if with_cni:
                         net.release(sb)

@@ -96,6 +96,43 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ImageTrustConfig:
+    """Which images may be pulled: signature policy and stores (``vmcri.images.trust``).
+
+    Every file is read and checked at start-up; an invalid one stops the daemon, naming
+    the key. A missing policy file accepts every image (containers-common's default).
+    """
+
+    # containers-policy.json(5): the node's signature policy.
+    policy: str = "/etc/containers/policy.json"
+    # containers-registries.d(5): where signatures are found (lookaside, attachments).
+    registries_d: str = "/etc/containers/registries.d"
+    # <dir>/<namespace>.json replaces the node's policy for that namespace's pods (CRI-O's
+    # signature_policy_dir); a missing directory means no per-namespace policies.
+    signature_policy_dir: str = "/etc/vmcri/policies"
+
+
+@dataclass(frozen=True)
+class NriConfig:
+    """Node Resource Interface plugins (``vmcri.nri``), as containerd's NRI section."""
+
+    enable: bool = False  # off by default, as in containerd: nothing changes unless set
+    # The socket external plugins connect to; made root-only (0600 in a 0700 directory).
+    socket_path: str = "/var/run/nri/nri.sock"
+    # Pre-installed plugins vmcri starts itself: executables named NN-name (NN the index).
+    plugin_path: str = "/opt/nri/plugins"
+    # Their configuration: NN-name.conf, else name.conf, handed over in Configure.
+    plugin_config_path: str = "/etc/nri/conf.d"
+    # Seconds a plugin has to call RegisterPlugin after it connects or is started.
+    registration_timeout_s: float = 5.0
+    # Seconds a plugin has to answer any call (and to take our request) before it is
+    # disconnected; a lifecycle call waits at most this long per subscribed plugin.
+    request_timeout_s: float = 2.0
+    # true: only pre-installed plugins; the socket is not opened.
+    disable_connections: bool = False
+
+
+@dataclass(frozen=True)
 class RuntimeHandlerConfig:
     """One RuntimeClass handler: which backend runs its pods, with which options."""
 
@@ -128,6 +165,8 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    image_trust: ImageTrustConfig = field(default_factory=ImageTrustConfig)
+    nri: NriConfig = field(default_factory=NriConfig)
     runtimes: dict[str, RuntimeHandlerConfig] = field(default_factory=_default_runtimes)
 
     def __post_init__(self) -> None:
@@ -185,6 +224,17 @@ class Config:
             raise ConfigError("metrics.max_connections: must be between 1 and 4096")
         if not 0 < self.metrics.request_timeout_s <= 300:
             raise ConfigError("metrics.request_timeout_s: must be between 0 and 300 seconds")
+        for key in ("policy", "registries_d", "signature_policy_dir"):
+            if not Path(getattr(self.image_trust, key)).is_absolute():
+                raise ConfigError(f"image_trust.{key}: must be an absolute path")
+        nri = self.nri
+        for key in ("socket_path", "plugin_path", "plugin_config_path"):
+            if not Path(getattr(nri, key)).is_absolute():
+                raise ConfigError(f"nri.{key}: must be an absolute path")
+        if not 0 < nri.registration_timeout_s <= 300:
+            raise ConfigError("nri.registration_timeout_s: must be between 0 and 300 seconds")
+        if not 0 < nri.request_timeout_s <= 300:
+            raise ConfigError("nri.request_timeout_s: must be between 0 and 300 seconds")
 
     @property
     def root_dir(self) -> Path:
@@ -369,6 +419,34 @@ max_connections = 64
 # Seconds from a connection's accept to the last byte of its answer; half of it for the
 # request head, however slowly it arrives.
 request_timeout_s = 10
+
+[image_trust]
+# Signature verification of pulled images, as CRI-O and Podman do it; see
+# docs/image-trust.md. Every file is checked at start-up and an invalid one stops the
+# daemon, naming the key. The node's containers-policy.json(5); a missing file accepts
+# every image (containers-common's default). A refused pull answers FAILED_PRECONDITION
+# ("SignatureValidationFailed: ...") and leaves nothing behind.
+policy = "/etc/containers/policy.json"
+# containers-registries.d(5) directory: where signatures are found (lookaside stores,
+# use-sigstore-attachments). A missing directory configures no signature store.
+registries_d = "/etc/containers/registries.d"
+# <dir>/<namespace>.json replaces the node's policy for pulls made for that namespace's
+# pods (CRI-O's signature_policy_dir). A missing directory means none.
+signature_policy_dir = "/etc/vmcri/policies"
+
+[nri]
+# Node Resource Interface plugins (off by default, as in containerd); see docs/nri.md.
+enable = false
+# The socket external plugins connect to (0600 in a 0700 directory; root only).
+socket_path = "/var/run/nri/nri.sock"
+# Pre-installed plugins vmcri starts itself (executables named NN-name), and their configs.
+plugin_path = "/opt/nri/plugins"
+plugin_config_path = "/etc/nri/conf.d"
+# Seconds a plugin has to register, and to answer any call, before it is disconnected.
+registration_timeout_s = 5
+request_timeout_s = 2
+# true: only pre-installed plugins; the socket is not opened.
+disable_connections = false
 
 # RuntimeClass handlers: [runtimes.<handler>] with a backend ("vm" or "runc")
 # and that backend's options. The RuntimeClass object's `handler` names one.

@@ -14,6 +14,8 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,10 +27,14 @@ from vmcri.handlers.state_dirs import BACKENDS_DIR, check_no_kind_dir_pods, hand
 from vmcri.host import sdnotify
 from vmcri.host.lock_file import open_lock_file
 from vmcri.host.meminfo import host_memory_bytes
+from vmcri.model import Resources
 from vmcri.network.service import PodNetworking
+from vmcri.nri.hooks import NoNri, NriHooks
+from vmcri.runtime.backend_records import BackendRecords
 from vmcri.runtime.containers import ContainerService
-from vmcri.runtime.context import Services
+from vmcri.runtime.context import RuntimeNetwork, Services
 from vmcri.runtime.events import EventBus
+from vmcri.runtime.exits import ContainerExits
 from vmcri.runtime.info import RuntimeInfo
 from vmcri.runtime.pods import PodService
 from vmcri.store.store import Store
@@ -119,18 +125,22 @@ class Daemon:
         self._server: object | None = None
         self._reaper: threading.Thread | None = None
         self.image_service: ImageService | None = None
-        self.services = Services(
-            config=config,
-            store=Store(config.root_dir),
-            events=EventBus(),
-            memory_bound=host_memory_bytes(),
+        # Made first, as the backends need them: the records, the exit folding, and the
+        # backends' view of both. Services, complete, follows the handlers (start).
+        self._store = Store(config.root_dir)
+        self._events = EventBus()
+        # NRI plugins hear of every stop; the hooks are made with the handlers (start).
+        self._nri: NriHooks = NoNri()
+        self._exits = ContainerExits(
+            self._store,
+            self._events,
+            time.time_ns,
+            stopped=lambda container: self._nri.container_stopped(container),
         )
-        self.services.networking = PodNetworking(
-            config.network, config.state_dir, lambda: self.services.network.pod_cidr
-        )
-        self.containers = ContainerService(self.services)
-        self.pods = PodService(self.services, self.containers)
-        self.info = RuntimeInfo(self.services)
+        self._records = BackendRecords(self._store, self._exits)
+        network = RuntimeNetwork()
+        self._network = network
+        self._networking = PodNetworking(config.network, config.state_dir, lambda: network.pod_cidr)
         self.streaming: StreamingService | None = None
         self.metrics: MetricsServer | None = None
         # Taken before any backend starts a child process, so none inherits the socket.
@@ -151,43 +161,96 @@ class Daemon:
         from vmcri.cri.rpc_common import RuntimeServices
         from vmcri.cri.server import build_server  # grpc is only needed by the daemon
         from vmcri.images.service import ImageService
+        from vmcri.runtime.checkpoints.service import CheckpointService
 
         config = self.config
         for directory in (config.root_dir, config.state_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o711)
-        self.services.store.load()
+        store = self._store
+        store.load()
+        from vmcri.images.trust.verifier import ImageTrust, TrustSettings
+
+        trust = ImageTrust.load(TrustSettings.of(config.image_trust))
+        log.info("image signature policy: %s", trust.policy.summary())
         self.image_service = ImageService(
             config.root_dir,
             Path(config.registries_conf),
             in_use=self._images_in_use,
+            trust=trust,
         )
-        self.services.images = self.image_service
-        store = self.services.store
         check_no_kind_dir_pods(config, store.sandboxes.list(), store.containers_of)
-        self.services.handlers = HandlerRegistry.from_config(config, self._backend_context)
-        self._reconcile()
+        handlers = HandlerRegistry.from_config(config, self._backend_context)
+        # NRI plugins may ask for other containers' updates, which the container service
+        # (made below, with the hooks in its Services) carries out.
+        self._nri = self._nri_hooks(
+            handlers,
+            lambda container_id, resources: containers.update_resources(container_id, resources),
+        )
+        services = Services(
+            config=config,
+            store=store,
+            events=self._events,
+            exits=self._exits,
+            images=self.image_service,
+            handlers=handlers,
+            network=self._network,
+            networking=self._networking,
+            memory_bound=host_memory_bytes(),
+            nri=self._nri,
+        )
+        containers = ContainerService(services)
+        pods = PodService(services, containers)
+        self._reconcile(services, pods, containers)
+        self._start_nri()
         from vmcri.streaming.service import StreamingService
 
-        self.streaming = StreamingService(self.services, self.containers, config.streaming)
+        self.streaming = StreamingService(services, containers, config.streaming)
         self.streaming.start()
         self._start_metrics()
         socket_path = Path(config.socket)
         claim_socket_path(socket_path)
         runtime = RuntimeServices(
-            pods=self.pods,
-            containers=self.containers,
-            info=self.info,
-            events=self.services.events,
+            pods=pods,
+            containers=containers,
+            info=RuntimeInfo(services),
+            events=self._events,
             streaming=self.streaming,
+            checkpoints=CheckpointService(services, pods, containers),
         )
         server = build_server(runtime, self.image_service, socket_path, config.cri)
         server.start()
         os.chmod(socket_path, 0o660)
         self._server = server
-        self._reaper = threading.Thread(target=self._reap, name="reaper", daemon=True)
+        self._reaper = threading.Thread(
+            target=self._reap, args=(containers,), name="reaper", daemon=True
+        )
         self._reaper.start()
         log.info("vmcri serving on %s", socket_path)
         self._notifier.ready(f"serving on {socket_path}")
+
+    def _nri_hooks(
+        self, handlers: HandlerRegistry, update: Callable[[str, Resources], None]
+    ) -> NriHooks:
+        """The NRI adaptation when enabled ([nri] enable), else hooks that do nothing."""
+        if not self.config.nri.enable:
+            return NoNri()
+        from vmcri.nri.adaptation import Adaptation
+
+        return Adaptation(
+            self.config.nri,
+            self._store,
+            update,
+            lambda sandbox: handlers.backend_for(sandbox).features().in_guest,
+        )
+
+    def _start_nri(self) -> None:
+        """NRI plugins, started and synchronized before kubelet can call, so that no pod
+        is created that a plugin has not seen."""
+        try:
+            self._nri.start()
+        except OSError as exc:
+            self._nri.stop()
+            raise ConfigError(f"nri.socket_path: cannot listen on it: {exc}") from exc
 
     def _start_metrics(self) -> None:
         if not self.config.metrics.address:
@@ -195,7 +258,7 @@ class Daemon:
         from vmcri.metrics.collector import LayerSpaceCollector, RunningCollector
         from vmcri.metrics.server import MetricsLimits, MetricsServer
 
-        running = RunningCollector(self.services.store, list(self.config.runtimes))
+        running = RunningCollector(self._store, list(self.config.runtimes))
         layers = LayerSpaceCollector(self.config.root_dir / BACKENDS_DIR)
         metrics = self.config.metrics
         self.metrics = MetricsServer(
@@ -209,38 +272,43 @@ class Daemon:
     def _backend_context(self, handler: str, backend: str) -> BackendContext:
         dirs = handler_dirs(self.config, handler)
         return BackendContext(
-            config=self.config, root=dirs.root, state=dirs.state, services=self.services
+            config=self.config, root=dirs.root, state=dirs.state, services=self._records
         )
 
     def _images_in_use(self) -> set[str]:
         """Image IDs RemoveImage must refuse: containers' own images and their image volumes."""
         used: set[str] = set()
-        for container in self.services.store.containers.list():
+        for container in self._store.containers.list():
             used.add(container.image_id)
             used.update(v.image_id for v in container.image_volumes)
         return used
 
-    def _reconcile(self) -> None:
-        """After a restart: compare records with what runs; kill nothing."""
-        for sandbox in self.services.store.sandboxes.list():
+    def _reconcile(
+        self, services: Services, pods: PodService, containers: ContainerService
+    ) -> None:
+        """After a restart: compare records with what runs; kill nothing. The exits kept
+        on disk that the daemon before did not fold come first, then each pod is checked
+        (which reconnects its agent: the events it kept flow again)."""
+        containers.recover_exits()
+        for sandbox in services.store.sandboxes.list():
             try:
-                self.pods.refresh(sandbox)
-                self.pods.check_network(sandbox.id)
+                pods.refresh(sandbox)
+                pods.check_network(sandbox.id)
             except VmcriError as exc:
                 log.error("sandbox %s: cannot check after restart: %s", sandbox.id, exc.message)
-        self.containers.refresh_all(wait_s=RECONCILE_WAIT_S)
-        if self.services.networking is not None:
-            self.services.networking.gc(self.services.store.sandboxes.list())
+        containers.refresh_all(wait_s=RECONCILE_WAIT_S)
+        if services.networking is not None:
+            services.networking.gc(services.store.sandboxes.list())
 
-    def _reap(self) -> None:
+    def _reap(self, containers: ContainerService) -> None:
         while not self._stop.wait(REAPER_INTERVAL_S):
-            self.containers.refresh_all()
+            containers.refresh_all()
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop serving; in-flight RPCs get ``grace_s`` to finish. Sandboxes keep running."""
         self._stop.set()
         self._notifier.stopping()
-        self.services.events.close()
+        self._events.close()
         if self._server is not None:
             self._server.stop(grace_s).wait()  # type: ignore[attr-defined]
             Path(self.config.socket).unlink(missing_ok=True)
@@ -248,5 +316,6 @@ class Daemon:
             self.streaming.stop()
         if self.metrics is not None:
             self.metrics.stop()
+        self._nri.stop()
         self._lock.release()
         log.info("vmcri stopped")

@@ -13,7 +13,8 @@ and can be imported by the in-guest agent too::
      ├── NotFound                    NOT_FOUND
      ├── AlreadyExists               ALREADY_EXISTS
      ├── FailedPrecondition          FAILED_PRECONDITION
-     │    └── InvalidTransition      (state machine refused a change)
+     │    ├── InvalidTransition      (state machine refused a change)
+     │    └── SignatureRefused       (the image trust policy refused an image)
      ├── ResourceExhausted           RESOURCE_EXHAUSTED
      ├── DeadlineExceeded            DEADLINE_EXCEEDED
      ├── PermissionDenied            PERMISSION_DENIED
@@ -24,6 +25,7 @@ and can be imported by the in-guest agent too::
      ├── DataLoss                    DATA_LOSS
      │    └── DigestMismatch         (content did not match its digest)
      ├── ProtocolError               INTERNAL (a peer broke the protocol)
+     ├── PluginError                 INTERNAL (an NRI plugin refused or failed an event)
      ├── HypervisorError             INTERNAL (libvirt or QEMU failed)
      │    └── TemplateUnusable       (a VM template is missing, stale or broken)
      ├── StateCorrupt                INTERNAL (a state file could not be read)
@@ -77,6 +79,16 @@ class InvalidTransition(FailedPrecondition):
     """A state machine was asked for a change it does not allow."""
 
 
+class SignatureRefused(FailedPrecondition):
+    """The image trust policy refused an image (no acceptable signature, or ``reject``).
+
+    FAILED_PRECONDITION, not PERMISSION_DENIED: the caller is allowed to pull; the image
+    does not meet the node's policy, and pulling it again will fail the same way until
+    it is signed (or the policy changes). The message starts with
+    ``SignatureValidationFailed``, the reason cri-api names for it (as CRI-O's does).
+    """
+
+
 class ResourceExhausted(VmcriError):
     code = "RESOURCE_EXHAUSTED"
 
@@ -115,6 +127,10 @@ class DigestMismatch(DataLoss):
 
 class ProtocolError(VmcriError):
     """A peer (the guest agent, a registry) broke its protocol."""
+
+
+class PluginError(VmcriError):
+    """An NRI plugin refused an event, or failed it (vmcri.nri); the call it was part of fails."""
 
 
 class HypervisorError(VmcriError):

@@ -177,6 +177,26 @@ class ContainerSecurity:
 
 
 @dataclass(frozen=True)
+class Rlimit:
+    """A POSIX resource limit of a container's process (the runtime's own, or an NRI plugin's)."""
+
+    type: str  # "RLIMIT_NOFILE", ...
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class OciHook:
+    """An OCI hook (set by NRI plugins): a host binary the runtime runs at ``stage``."""
+
+    stage: str  # "prestart", "createRuntime", "createContainer", "startContainer", ...
+    path: str
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    timeout: int | None = None
+
+
+@dataclass(frozen=True)
 class ContainerConfig:
     """What CreateContainer asked for."""
 
@@ -197,3 +217,16 @@ class ContainerConfig:
     resources: Resources = field(default_factory=Resources)
     security: ContainerSecurity = field(default_factory=ContainerSecurity)
     stop_signal: str = ""  # from the CRI config; the image's StopSignal applies otherwise
+    # Only NRI plugins set these (vmcri.nri.adjust); the CRI has no field for them.
+    rlimits: tuple[Rlimit, ...] = ()  # over the runtime's own limits, type by type
+    hooks: tuple[OciHook, ...] = ()
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A runtime condition for CRI Status (RuntimeReady, NetworkReady, or a warning)."""
+
+    type: str
+    status: bool
+    reason: str = ""
+    message: str = ""

@@ -10,7 +10,7 @@ is left on the host.
 
 A generated RunPodSandbox that passes the edge's checks is sent to the runc handler:
 on the vm handler it would boot a VM under TCG (~10 s each). The vm backend's own
-refusals (a VM larger than the host) are regular tests in tests/unit/vm. A failing
+refusals (a VM larger than the host) are regular tests in tests/unit/handlers/vm. A failing
 example found here is fixed and kept as a regular test in tests/unit/cri/.
 """
 

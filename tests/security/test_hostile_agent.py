@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.support.hypervisor import FakeHypervisor
+from tests.support.runtime import NoImages
 from tests.support.vm_backend import make_backend
 from tests.support.wait import wait_until
 from vmcri.agent import PROTOCOL_VERSION
@@ -33,17 +34,19 @@ from vmcri.agent.framing import MAX_BODY, Frame, FrameKind, FrameReader, encode_
 from vmcri.api import agent_pb2
 from vmcri.config import Config
 from vmcri.errors import AgentUnavailable, VmcriError
-from vmcri.handlers.base import ContainerExit, ContainerLiveness
 from vmcri.handlers.registry import Handler, HandlerRegistry
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig
+from vmcri.runtime.checkpoints.service import CheckpointService
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import EventBus
+from vmcri.runtime.exits import ContainerExits
 from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 from vmcri.supervisor import streams
+from vmcri.supervisor.api import ContainerExit, ContainerLiveness
 
 Answer = Callable[[agent_pb2.Request], "agent_pb2.Response | None"]
 
@@ -182,14 +185,18 @@ SEND_TIMEOUT_S = 1.0
 
 
 class HungPodBackend:
-    """A VM pod's liveness check, through the agent client, as the VM backend does it."""
+    """A VM pod's liveness check, through the agent client: its supervisor asks the agent."""
 
     def __init__(self, client: AgentClient) -> None:
         self._client = client
         self.finished_at = 0.0
         self.error: BaseException | None = None
 
-    def container_liveness(self, sandbox: SandboxRecord, container: ContainerRecord) -> Any:
+    @property
+    def supervisor(self) -> HungPodBackend:
+        return self
+
+    def liveness(self, sandbox: SandboxRecord, container: ContainerRecord) -> Any:
         try:
             self._client.container_status(container.id)
         except VmcriError as exc:
@@ -201,14 +208,21 @@ class HungPodBackend:
 
 
 class ExitedPodBackend:
-    """Another pod on the node, whose container has just exited."""
+    """Another pod on the node, whose container has just exited: its supervisor sends the
+    exit up when checked, as the real one does for a pod whose agent is gone."""
 
-    def __init__(self) -> None:
+    def __init__(self, records: ContainerExits) -> None:
+        self._records = records
         self.checked_at = 0.0
 
-    def container_liveness(self, sandbox: SandboxRecord, container: ContainerRecord) -> Any:
+    @property
+    def supervisor(self) -> ExitedPodBackend:
+        return self
+
+    def liveness(self, sandbox: SandboxRecord, container: ContainerRecord) -> Any:
         self.checked_at = time.monotonic()
-        return ContainerLiveness(running=False, exit=ContainerExit(3, time.time_ns(), "", ""))
+        self._records.container_exited(container.id, ContainerExit(3, time.time_ns(), "", ""))
+        return ContainerLiveness(running=False)
 
 
 def test_a_guest_that_stops_reading_fails_calls_in_time_and_stalls_no_other_pod(
@@ -222,7 +236,9 @@ def test_a_guest_that_stops_reading_fails_calls_in_time_and_stalls_no_other_pod(
     guest.wait_connected()  # ... and from now on the guest reads nothing
 
     store = Store(short_tmp / "root")
-    hung, healthy = HungPodBackend(client), ExitedPodBackend()
+    events = EventBus()
+    exits = ContainerExits(store, events, time.time_ns)
+    hung, healthy = HungPodBackend(client), ExitedPodBackend(exits)
     registry = HandlerRegistry(
         {
             "vm": Handler("vm", "vm", hung),  # type: ignore[arg-type]
@@ -230,7 +246,14 @@ def test_a_guest_that_stops_reading_fails_calls_in_time_and_stalls_no_other_pod(
         },
         "runc",
     )
-    services = Services(config=Config(), store=store, events=EventBus(), handlers=registry)
+    services = Services(
+        config=Config(),
+        store=store,
+        events=events,
+        exits=exits,
+        images=NoImages(),
+        handlers=registry,
+    )
     hostile_pod, other_pod = _sandbox(store, "vm"), _sandbox(store, "runc")
     _container(store, hostile_pod)  # listed first: the reaper meets the hung pod first
     other = _container(store, other_pod)
@@ -286,7 +309,7 @@ def test_a_guest_cannot_write_another_pods_log_or_open_writers_for_ids_it_invent
     own = _container(store, hostile_pod, str(logs / "own.log"))
     victim = _container(store, victim_pod, str(logs / "victim.log"))
     Path(victim.log_path).write_bytes(b"kubelet's own line\n")
-    link = backend._containers.link(hostile_pod)
+    link = backend.supervisor.link(hostile_pod)
     assert link.client.connected
     guest.wait_connected()
     guest.serve()
@@ -313,7 +336,7 @@ def test_a_guest_cannot_write_another_pods_log_or_open_writers_for_ids_it_invent
     assert set(link._logs) == {own.id}
     assert _open_fds() - fds <= 1  # the own container's log, nothing else
     assert link.refused == 3004
-    backend._containers.drop_link(hostile_pod.id)
+    backend.supervisor.drop_link(hostile_pod.id)
     guest.close()
 
 
@@ -333,7 +356,7 @@ def test_a_flooding_guest_is_held_to_the_pods_byte_budget_and_the_pod_keeps_serv
     guest = HostileGuest(short_tmp / "c.sock")
     pod = _sandbox(store, "vm", guest.url)
     own = _container(store, pod, str(short_tmp / "own.log"))
-    link = backend._containers.link(pod)
+    link = backend.supervisor.link(pod)
     client = link.client
     guest.wait_connected()
     guest.serve()
@@ -361,7 +384,7 @@ def test_a_flooding_guest_is_held_to_the_pods_byte_budget_and_the_pod_keeps_serv
     assert link.budget.peak <= POD_EVENT_BUDGET
     assert idle.overflowed and idle.closed.is_set()  # the session that did not read: dropped
     assert client.ping(timeout=5.0).protocol_version == PROTOCOL_VERSION
-    backend._containers.drop_link(pod.id)
+    backend.supervisor.drop_link(pod.id)
     guest.close()
 
 
@@ -416,27 +439,32 @@ def test_a_frozen_or_lying_guest_leaves_other_pods_stats_prompt_and_exact(
     pods = {name: _sandbox(store, "vm", g.url) for name, g in guests.items()}
     containers = {name: [_container(store, pod) for _ in range(3)] for name, pod in pods.items()}
     for name, guest in guests.items():
-        assert backend._containers.link(pods[name]).client.connected
+        assert backend.supervisor.link(pods[name]).client.connected
         guest.wait_connected()
     guests["frz"].serve(lambda request: None)  # reads every call, answers none
     guests["liar"].serve(_stats_answer(lambda _: LIE))
     guests["ok"].serve(_stats_answer(lambda _: 4096))
 
+    events = EventBus()
     services = Services(
         config=Config(),
         store=store,
-        events=EventBus(),
+        events=events,
+        exits=ContainerExits(store, events, time.time_ns),
+        images=NoImages(),
         handlers=HandlerRegistry({"vm": Handler("vm", "vm", backend)}, "vm"),
         memory_bound=HOST_MEMORY,
     )
     container_service = ContainerService(services)
+    pod_service = PodService(services, container_service)
     servicer = RuntimeServicer(
         RuntimeServices(
-            pods=PodService(services, container_service),
+            pods=pod_service,
             containers=container_service,
             info=RuntimeInfo(services),
             events=services.events,
             streaming=StreamingService(services, container_service, services.config.streaming),
+            checkpoints=CheckpointService(services, pod_service, container_service),
         )
     )
     ctx: Any = None
@@ -482,6 +510,6 @@ def test_a_frozen_or_lying_guest_leaves_other_pods_stats_prompt_and_exact(
     assert len(servicer.ListContainerStats(request, ctx).stats) == 3
     assert time.monotonic() - started < 1.0
     for pod in pods.values():
-        backend._containers.drop_link(pod.id)
+        backend.supervisor.drop_link(pod.id)
     for guest in guests.values():
         guest.close()

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.integration.streaming.clients import SpdyClient, spdy_exec
-from tests.unit.streaming.fakes import FakeRuntime
-from vmcri.streaming.admission import AdmissionLimits
+from tests.support.streaming_runtime import FakeRuntime
+from vmcri.http.admission import AdmissionLimits
 from vmcri.streaming.requests import ExecRequest, PortForwardRequest
 from vmcri.streaming.server import ServerLimits, StreamingServer
 

@@ -18,7 +18,7 @@ LIST_PROCESSES = (
     "tr '\\0' ' ' < $d/cmdline 2>/dev/null; echo; done"
 )
 KERNEL_THREADS = ("kthreadd", "ksoftirqd", "kworker", "rcu_", "migration", "kswapd", "cpuhp")
-PAUSE = "vmcri-pause"  # the comm of a shared PID namespace's PID 1 (handlers/runc/pause.py)
+PAUSE = "vmcri-pause"  # the comm of a shared PID namespace's PID 1 (host/pause.py)
 POD_TIMEOUT_S = 240  # a VM pod may cold-boot under software emulation
 
 

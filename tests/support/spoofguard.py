@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from vmcri.network.model import PodNetwork
+from vmcri.store.pod_network import PodNetwork
 
 
 @dataclass

@@ -3,6 +3,7 @@ cgroups), and the records of a pod and a container for it; no VM boots."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tests.support.cgroups import FakePodCgroups
@@ -15,10 +16,11 @@ from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig, Resources
-from vmcri.network.model import PodNetwork
 from vmcri.network.tap import TapDevices
-from vmcri.runtime.context import Services
+from vmcri.runtime.backend_records import BackendRecords
 from vmcri.runtime.events import EventBus
+from vmcri.runtime.exits import ContainerExits
+from vmcri.store.pod_network import PodNetwork
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.store.store import Store
 
@@ -29,7 +31,7 @@ def vm_context(tmp: Path, store: Store) -> BackendContext:
         config=Config(),
         root=tmp / "root" / "backends" / "vm",
         state=tmp / "state" / "backends" / "vm",
-        services=Services(config=Config(), store=store, events=EventBus()),
+        services=BackendRecords(store, ContainerExits(store, EventBus(), time.time_ns)),
     )
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from vmcri.api import api_pb2 as pb
 from vmcri.errors import InvalidArgument
-from vmcri.handlers.base import ContainerUsage
 from vmcri.model import (
     Capabilities,
     ContainerConfig,
@@ -44,6 +43,7 @@ from vmcri.store.records import (
     SandboxRecord,
     SandboxState,
 )
+from vmcri.supervisor.api import ContainerUsage
 
 # ---------------------------------------------------------------- wire -> domain
 

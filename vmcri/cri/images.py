@@ -100,7 +100,13 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
         ref = _spec_image(request.image, "image")
         remaining = context.time_remaining()
         deadline = Deadline.after(remaining if remaining is not None and remaining < 1e9 else None)
-        image_id = self._service.pull(ref, auth_from_wire(request.auth), deadline)
+        # The pod's namespace picks a per-namespace signature policy, as in CRI-O.
+        namespace = (
+            request.sandbox_config.metadata.namespace if request.HasField("sandbox_config") else ""
+        )
+        image_id = self._service.pull(
+            ref, auth_from_wire(request.auth), deadline, namespace=namespace
+        )
         return api_pb2.PullImageResponse(image_ref=image_id)
 
     def RemoveImage(

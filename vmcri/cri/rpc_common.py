@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from vmcri.runtime.checkpoints.service import CheckpointService
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.events import EventBus
 from vmcri.runtime.info import RuntimeInfo
@@ -72,6 +73,7 @@ class RuntimeServices:
     info: RuntimeInfo
     events: EventBus
     streaming: StreamingUrls
+    checkpoints: CheckpointService
 
 
 class Rpcs:
@@ -83,3 +85,4 @@ class Rpcs:
         self._info = services.info
         self._events = services.events
         self._streaming = services.streaming
+        self._checkpoints = services.checkpoints

@@ -14,12 +14,12 @@ from collections.abc import Iterator, Sequence
 from vmcri.api import api_pb2 as pb
 from vmcri.cri import convert
 from vmcri.cri.rpc_common import Ctx, Rpcs, RuntimeServices, chunks
-from vmcri.handlers.base import ContainerUsage
 from vmcri.runtime import cri_metric_families, cri_metrics
 from vmcri.runtime.containers import ContainerFilter
 from vmcri.runtime.pods import SandboxFilter
 from vmcri.runtime.stats import PodUsage, Sample, UsageSampler
 from vmcri.store.records import ContainerRecord
+from vmcri.supervisor.api import ContainerUsage
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ NotImplementedError the error interceptor turns into UNIMPLEMENTED with the name
 from __future__ import annotations
 
 from vmcri.api import api_pb2_grpc
+from vmcri.cri.rpc_checkpoint import CheckpointRpcs
 from vmcri.cri.rpc_containers import ContainerRpcs
 from vmcri.cri.rpc_info import InfoRpcs
 from vmcri.cri.rpc_pods import PodRpcs
@@ -20,6 +21,7 @@ class RuntimeServicer(
     ContainerRpcs,
     StatsRpcs,
     StreamingRpcs,
+    CheckpointRpcs,
     api_pb2_grpc.RuntimeServiceServicer,  # type: ignore[misc]
 ):
     """RuntimeService: every RPC group above, one servicer for the gRPC server."""

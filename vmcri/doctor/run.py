@@ -6,12 +6,14 @@ nothing here knows which backends exist.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vmcri.config import Config
-from vmcri.doctor import host_checks
+from vmcri.doctor import host_checks, trust_checks
 from vmcri.doctor.model import Check
-from vmcri.handlers.registry import BACKENDS, parse_options
+from vmcri.handlers.registry import BACKENDS, BackendKind, load_ref, parse_options
 from vmcri.handlers.state_dirs import BACKENDS_DIR
 
 
@@ -31,9 +33,16 @@ def run_checks(config: Config) -> list[Check]:
         host_checks.check_cni(conf_dir, bin_dirs),
         host_checks.check_nft(getattr(getattr(config, "network", None), "enabled", True)),
         host_checks.check_disk(config.root_dir),
+        trust_checks.check_image_trust(config.image_trust),
     ]
     options = parse_options(config)
     backends = config.root_dir / BACKENDS_DIR
     for name, handler in config.runtimes.items():
-        checks += BACKENDS[handler.backend].doctor_checks(name, options[name], backends)
+        checks += backend_checks(BACKENDS[handler.backend], name, options[name], backends)
     return checks
+
+
+def backend_checks(kind: BackendKind, handler: str, options: object, backends: Path) -> list[Check]:
+    """The checks ``kind`` registered (``BackendKind.doctor``), for one handler of it."""
+    checks: Callable[[str, Any, Path], list[Check]] = load_ref(kind.doctor)
+    return checks(handler, options, backends)

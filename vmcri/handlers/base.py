@@ -1,21 +1,24 @@
 """The contract every sandbox backend (``vm``, ``runc``) fulfils.
 
 The pod and container services (``vmcri.runtime``) own the records, names,
-state transitions and log paths; a backend only does the host work. Every
-method is idempotent where the CRI contract asks for it (stop, remove), treats
-"already gone" as success, and leaves nothing behind when it fails half-way.
+state transitions and log paths; a backend only does the host work of a pod:
+its lifecycle, and what a container needs of its pod (where its agent is, its
+rootfs and volumes prepared and released, room made for it). A running
+container is the supervisor's (``vmcri.supervisor.api``), which the container
+service calls directly. Every method is idempotent where the CRI contract asks
+for it (stop, remove), treats "already gone" as success, and leaves nothing
+behind when it fails half-way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
-from vmcri.handlers.exit_status import ContainerExit as ContainerExit
-from vmcri.model import Resources
+from vmcri.model import Condition, Resources
 from vmcri.store.records import ContainerRecord, SandboxRecord
-from vmcri.usage import FsCapacity, UsageCounters
+from vmcri.supervisor.api import ContainerSupervisor, PortConnection
 
 
 @dataclass(frozen=True)
@@ -30,21 +33,14 @@ class HandlerFeatures:
     # Whether pods and containers may share the node's PID or IPC namespace (hostPID,
     # hostIPC); a VM has neither to give. Checked like host_network, never reported.
     host_pid_ipc: bool = True
+    # Whether containers run inside a guest, where the host's device nodes and binaries
+    # (OCI hooks) do not exist: NRI adjustments that need them are refused (vmcri.nri).
+    in_guest: bool = False
     # For a pod with a user namespace, the backend makes the pod's network namespace
     # itself, inside it, and reports it as SandboxStarted.netns_path; CNI runs on it
     # after run_sandbox. (runc 1.1 joins the user namespace first, and could not join a
     # network namespace the host's user namespace owns.)
     userns_owns_netns: bool = False
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A runtime condition for CRI Status (RuntimeReady, NetworkReady, or a warning)."""
-
-    type: str
-    status: bool
-    reason: str = ""
-    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,91 +63,6 @@ class SandboxStarted:
     additional_ips: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class ContainerLiveness:
-    """What a backend knows now about a container it runs."""
-
-    running: bool
-    pid: int = 0
-    exit: ContainerExit | None = None
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    stdout: bytes
-    stderr: bytes
-    exit_code: int
-
-
-@dataclass(frozen=True)
-class ContainerUsage:
-    """A resource usage sample of one container."""
-
-    timestamp: int  # ns
-    cpu_usage_core_nano_seconds: int = 0
-    memory_working_set_bytes: int = 0
-    memory_usage_bytes: int = 0
-    memory_rss_bytes: int = 0
-    writable_layer_bytes: int = 0
-    writable_layer_inodes: int = 0
-    process_count: int = 0
-    counters: UsageCounters = field(default_factory=UsageCounters)  # cgroup and /proc
-    layer_fs: FsCapacity | None = None  # the writable layer's file system
-
-
-@dataclass(frozen=True)
-class StreamOutput:
-    """A chunk of an interactive process's output; empty ``data`` means that stream ended."""
-
-    stream: Literal["stdout", "stderr"]
-    data: bytes
-
-
-class ProcessSession(Protocol):
-    """An exec'd process, or an attachment to a container's own stdio (streaming server).
-
-    One thread reads ``output()`` while others write stdin and resize.
-    """
-
-    def output(self) -> Iterator[StreamOutput]:
-        """Chunks until every output stream ended or the session was closed."""
-        ...
-
-    def write_stdin(self, data: bytes) -> None:
-        """Raises FailedPrecondition when the process's stdin is closed or absent."""
-        ...
-
-    def close_stdin(self) -> None: ...
-
-    def resize(self, width: int, height: int) -> None:
-        """Terminal size in columns and rows; ignored without a tty."""
-        ...
-
-    def wait(self, timeout: float) -> int | None:
-        """The exit code (0 for an attachment that ended), None if not known within timeout."""
-        ...
-
-    def close(self) -> None:
-        """End the session: an exec'd process is killed, an attachment detaches. Idempotent."""
-        ...
-
-
-class PortConnection(Protocol):
-    """A TCP connection to a port in a pod's network namespace (port-forward)."""
-
-    def send(self, data: bytes) -> None:
-        """Blocks while the peer does not read; raises ConnectionError when it is gone."""
-        ...
-
-    def recv(self, max_bytes: int) -> bytes:
-        """Next bytes; b"" once the peer closed its side. Raises ConnectionError."""
-        ...
-
-    def close_write(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class SandboxBackend(Protocol):
     """One isolation technology for pods, chosen per RuntimeClass handler."""
 
@@ -161,14 +72,16 @@ class SandboxBackend(Protocol):
         """Warnings or failures to show in CRI Status (e.g. running without KVM)."""
         ...
 
+    # ---- the sandbox's lifecycle -----------------------------------------------------
+
     def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
         """Bring the pod's isolation up; on failure, undo everything and raise."""
         ...
 
-    def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:
-        """Stop the sandbox (its containers have been killed); idempotent.
-
-        A container that is somehow still running gets an exit record (137) here.
+    def stop_sandbox(self, sandbox: SandboxRecord) -> None:
+        """Stop the sandbox; idempotent. The container service has killed its containers
+        and waited for their exits (``ContainerService.kill_all``, the one owner of that);
+        one that is somehow still running ends with the pod and its exit (137) is sent up.
         """
         ...
 
@@ -178,39 +91,26 @@ class SandboxBackend(Protocol):
 
     def sandbox_alive(self, sandbox: SandboxRecord) -> bool: ...
 
+    # ---- what a container needs of its pod -------------------------------------------
+
+    @property
+    def supervisor(self) -> ContainerSupervisor:
+        """Where the pod's containers run: the supervisor over its agent, placed where this
+        backend runs the agent (in the VM, on the host). The container service calls it
+        directly for a running container."""
+        ...
+
     def create_container(
         self, sandbox: SandboxRecord, container: ContainerRecord, image: ImageInfo
     ) -> dict[str, str]:
-        """Prepare the container (rootfs, spec, runc create); return facts to keep in its record."""
+        """Prepare the container's rootfs, volumes and spec (making room for it first where
+        the pod has a size) and hand it to the pod's supervisor (runc create); return facts
+        to keep in its record. On failure nothing is left behind."""
         ...
 
-    def start_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
-        """Start it; returns the pid (0 when not meaningful on the host)."""
+    def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
+        """Delete it in the pod's supervisor and release its rootfs and volumes; idempotent."""
         ...
-
-    def signal_container(
-        self, sandbox: SandboxRecord, container: ContainerRecord, signum: int
-    ) -> None:
-        """Send ``signum`` to the container's init; an ended container is left alone.
-
-        The container service stops a container with this (stop signal, wait, SIGKILL);
-        the exit comes back through ``BackendServices.container_exited``.
-        """
-        ...
-
-    def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None: ...
-
-    def container_liveness(
-        self, sandbox: SandboxRecord, container: ContainerRecord
-    ) -> ContainerLiveness: ...
-
-    def exec_sync(
-        self,
-        sandbox: SandboxRecord,
-        container: ContainerRecord,
-        cmd: Sequence[str],
-        timeout_s: int,
-    ) -> ExecResult: ...
 
     def update_resources(
         self, sandbox: SandboxRecord, container: ContainerRecord, resources: Resources
@@ -225,34 +125,6 @@ class SandboxBackend(Protocol):
         them, or raise InvalidArgument naming ``resources.<field>``, before they are recorded.
         A backend whose pods have no size of their own (the runc handler: kubelet sizes the
         pod cgroup itself) does nothing."""
-        ...
-
-    def reopen_log(self, sandbox: SandboxRecord, container: ContainerRecord) -> None: ...
-
-    def container_usage(
-        self, sandbox: SandboxRecord, container: ContainerRecord
-    ) -> ContainerUsage: ...
-
-    def exec_session(
-        self,
-        sandbox: SandboxRecord,
-        container: ContainerRecord,
-        cmd: Sequence[str],
-        *,
-        tty: bool,
-        stdin: bool,
-    ) -> ProcessSession:
-        """Start ``cmd`` in the running container for the streaming server."""
-        ...
-
-    def attach_supported(self) -> bool:
-        """Whether attach_session can work, so the Attach RPC can answer UNIMPLEMENTED."""
-        ...
-
-    def attach_session(
-        self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
-    ) -> ProcessSession:
-        """Attach to the running container's own stdio; Unimplemented where unsupported."""
         ...
 
     def port_connect(self, sandbox: SandboxRecord, port: int) -> PortConnection:

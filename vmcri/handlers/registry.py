@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from vmcri.config import Config, parse_section
-from vmcri.doctor.model import Check
 from vmcri.errors import ConfigError, NotFound
 from vmcri.handlers.base import SandboxBackend
+from vmcri.handlers.checkpointer import NoCheckpoints, PodCheckpointer, Refusal
 from vmcri.handlers.runc.options import RuncOptions
 from vmcri.handlers.services import BackendServices
 from vmcri.handlers.vm.options import VmOptions
@@ -33,7 +33,7 @@ class BackendContext:
     services: BackendServices  # record look-ups and the exit notification (vmcri.runtime)
 
 
-def _load(ref: str) -> Any:
+def load_ref(ref: str) -> Any:
     """The function a ``"module:function"`` reference names, its module imported now."""
     module_name, func_name = ref.split(":")
     return getattr(importlib.import_module(module_name), func_name)
@@ -44,26 +44,37 @@ class BackendKind:
     options: type
     factory: str  # "module:function" imported only when the backend is used
     # "module:function(handler, options, backends dir) -> list[Check]", imported only
-    # by `vmcri doctor`, so the daemon never loads the probes.
+    # by `vmcri doctor` (doctor/run.py), so the daemon never loads the probes.
     doctor: str
+    # "module:function(backend, options, context) -> PodCheckpointer": the handler's part of
+    # CheckpointPod/RestorePod (vmcri.handlers.checkpointer), built beside the backend.
+    checkpointer: str = ""
 
     def build(self, options: object, context: BackendContext) -> SandboxBackend:
-        factory: Callable[[Any, BackendContext], SandboxBackend] = _load(self.factory)
+        factory: Callable[[Any, BackendContext], SandboxBackend] = load_ref(self.factory)
         return factory(options, context)
 
-    def doctor_checks(self, handler: str, options: object, backends: Path) -> list[Check]:
-        checks: Callable[[str, Any, Path], list[Check]] = _load(self.doctor)
-        return checks(handler, options, backends)
+    def build_checkpointer(
+        self, backend: SandboxBackend, options: object, context: BackendContext
+    ) -> PodCheckpointer:
+        if not self.checkpointer:
+            return NoCheckpoints(Refusal("UNIMPLEMENTED", "the backend has no checkpoint support"))
+        factory: Callable[[Any, Any, BackendContext], PodCheckpointer] = load_ref(self.checkpointer)
+        return factory(backend, options, context)
 
 
 BACKENDS: dict[str, BackendKind] = {
     "vm": BackendKind(
-        VmOptions, "vmcri.handlers.vm.backend:create", "vmcri.doctor.vm_checks:handler_checks"
+        VmOptions,
+        "vmcri.handlers.vm.backend:create",
+        "vmcri.doctor.vm_checks:handler_checks",
+        "vmcri.handlers.vm.checkpoint:create",
     ),
     "runc": BackendKind(
         RuncOptions,
         "vmcri.handlers.runc.backend:create",
         "vmcri.doctor.runc_checks:handler_checks",
+        "vmcri.handlers.runc.checkpoint:create",
     ),
 }
 
@@ -79,11 +90,15 @@ def parse_options(config: Config) -> dict[str, object]:
     return parsed
 
 
+_NO_CHECKPOINTER = NoCheckpoints(Refusal("UNIMPLEMENTED", "the handler has no checkpoint support"))
+
+
 @dataclass(frozen=True)
 class Handler:
     name: str
     backend_name: str
     backend: SandboxBackend
+    checkpointer: PodCheckpointer = _NO_CHECKPOINTER
 
 
 class HandlerRegistry:
@@ -101,8 +116,10 @@ class HandlerRegistry:
         handlers: dict[str, Handler] = {}
         for name, handler in config.runtimes.items():
             context = make_context(name, handler.backend)
-            backend = BACKENDS[handler.backend].build(options[name], context)
-            handlers[name] = Handler(name, handler.backend, backend)
+            kind = BACKENDS[handler.backend]
+            backend = kind.build(options[name], context)
+            checkpointer = kind.build_checkpointer(backend, options[name], context)
+            handlers[name] = Handler(name, handler.backend, backend, checkpointer)
         return cls(handlers, config.default_runtime_handler)
 
     def resolve(self, name: str) -> Handler:

@@ -20,8 +20,8 @@ import posixpath
 from collections.abc import Sequence
 
 from vmcri.errors import FailedPrecondition, InvalidArgument
+from vmcri.host.rootpath import join_in_root
 from vmcri.model import Mount
-from vmcri.oci.rootpath import join_in_root
 
 # mount(2) takes one page of options.
 MAX_OPTIONS = 4000

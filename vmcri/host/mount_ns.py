@@ -20,35 +20,13 @@ another namespace, and that thread's exit is the way back.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from vmcri.host.namespaces import CLONE_NEWNS, setns, unshare
+from vmcri.host.namespaces import CLONE_NEWNS, in_namespace, on_own_thread, unshare
 
 T = TypeVar("T")
-
-CLONE_FS = 0x00000200
-
-
-def _in_thread(work: Callable[[], T], name: str) -> T:
-    """Run ``work`` in a new thread and return what it returns, or raise what it raised."""
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            outcome.append(work())
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
 
 
 def create(setup: Callable[[], T]) -> tuple[int, T]:
@@ -63,7 +41,7 @@ def create(setup: Callable[[], T]) -> tuple[int, T]:
         result = setup()
         return os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC), result
 
-    return _in_thread(work, "mount-ns-create")
+    return on_own_thread(work, "mount-ns-create")
 
 
 def run_in(pin: Path, work: Callable[[], T]) -> T:
@@ -72,12 +50,6 @@ def run_in(pin: Path, work: Callable[[], T]) -> T:
     """
     fd = os.open(pin, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
-
-        def entered() -> T:
-            unshare(CLONE_FS)  # setns(CLONE_NEWNS) needs a root and cwd of this thread's own
-            setns(fd, CLONE_NEWNS)
-            return work()
-
-        return _in_thread(entered, "mount-ns-work")
+        return in_namespace(fd, CLONE_NEWNS, work, "mount-ns-work")
     finally:
         os.close(fd)

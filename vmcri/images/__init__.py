@@ -1,5 +1,8 @@
 """The image service: registry client, content store, safe layer unpack, GC.
 
+Which images may be pulled at all is ``trust/`` (signature policy and verification),
+asked by the puller before anything below is written.
+
 Layout of the store under ``<root>/images/`` (``<root>`` is vmcri's ``root``)::
 
     blobs/sha256/<hex>            content-addressed blobs (manifests, configs, layers)

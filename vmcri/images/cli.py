@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,6 +19,7 @@ from vmcri.config import load_config
 from vmcri.images.auth import NO_AUTH, Auth, Deadline
 from vmcri.images.pull import PullProgress
 from vmcri.images.service import ImageService
+from vmcri.images.trust.verifier import ImageTrust, TrustSettings
 
 
 def add_commands(subparsers: Any) -> None:
@@ -37,6 +38,15 @@ def add_commands(subparsers: Any) -> None:
     )
     pull.add_argument("--timeout", type=float, default=None, help="seconds")
     pull.add_argument("--quiet", "-q", action="store_true", help="print only the image ID")
+    pull.add_argument(
+        "--signature-policy", type=Path, help="containers-policy.json(5) (default: the config's)"
+    )
+    pull.add_argument(
+        "--registries-d", type=Path, help="containers-registries.d(5) dir (default: the config's)"
+    )
+    pull.add_argument(
+        "--namespace", default="", help="check against this namespace's policy, as for its pods"
+    )
     pull.set_defaults(func=_pull)
 
     ls = sub.add_parser("ls", help="list images")
@@ -53,11 +63,21 @@ def add_commands(subparsers: Any) -> None:
     inspect.set_defaults(func=_inspect)
 
 
-def _service(args: argparse.Namespace) -> ImageService:
+def _service(args: argparse.Namespace, trust: ImageTrust | None = None) -> ImageService:
     config = load_config(args.config)
     root = args.root or config.root_dir
     conf = args.registries_conf or Path(config.registries_conf)
-    return ImageService(root, conf)
+    return ImageService(root, conf, trust=trust)
+
+
+def _trust(args: argparse.Namespace) -> ImageTrust:
+    """The daemon's signature policy, with the command line's overrides."""
+    settings = TrustSettings.of(load_config(args.config).image_trust)
+    if args.signature_policy is not None:
+        settings = replace(settings, policy=args.signature_policy)
+    if args.registries_d is not None:
+        settings = replace(settings, registries_d=args.registries_d)
+    return ImageTrust.load(settings)
 
 
 class ProgressDisplay:
@@ -83,9 +103,10 @@ def _pull(args: argparse.Namespace) -> int:
     if args.username or args.password_stdin:
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else ""
         auth = Auth(username=args.username, password=password)
-    service = _service(args)
+    service = _service(args, _trust(args))
     progress = ProgressDisplay(sys.stdout, args.image) if sys.stdout.isatty() else None
-    image_id = service.pull(args.image, auth, Deadline.after(args.timeout), progress)
+    deadline = Deadline.after(args.timeout)
+    image_id = service.pull(args.image, auth, deadline, progress, namespace=args.namespace)
     print(image_id if args.quiet else f"pulled {args.image}: {image_id}")
     return 0
 

@@ -45,6 +45,7 @@ from vmcri.images.manifest import (
 from vmcri.images.reference import Reference
 from vmcri.images.registries_conf import Endpoint, RegistriesConf
 from vmcri.images.registry_client import RegistryClient
+from vmcri.images.trust.verifier import ImageTrust
 from vmcri.images.write_budget import (
     DEFAULT_MAX_PULL_BYTES,
     FreeSpace,
@@ -124,6 +125,7 @@ class Puller:
         download_workers: int = 3,
         max_pull_bytes: int = DEFAULT_MAX_PULL_BYTES,
         free_space: FreeSpace = free_bytes,
+        trust: ImageTrust | None = None,
     ) -> None:
         self.content = content
         self.layers = layers
@@ -134,6 +136,7 @@ class Puller:
         self._blob_locks = KeyedLocks()
         self._max_pull_bytes = max_pull_bytes  # what one pull's unpacks may write
         self._free_space = free_space
+        self.trust = trust or ImageTrust.accept_all()
 
     def pull(
         self,
@@ -141,19 +144,26 @@ class Puller:
         auth: Auth = NO_AUTH,
         deadline: Deadline | None = None,
         progress: ProgressFn | None = None,
+        namespace: str = "",
     ) -> ImageRecord:
-        """Pull ``ref``; returns the saved image record.
+        """Pull ``ref`` for a pod of ``namespace`` ("": none); returns the saved image record.
 
+        The signature policy is checked on the top manifest, before anything is stored.
         Raises InvalidReference, NotFound, PermissionDenied (refused or blocked),
         RegistryError, DeadlineExceeded, DigestMismatch, UnsafeContent, ProtocolError,
-        ResourceExhausted (the layers would not fit in the pull's write budget).
+        ResourceExhausted (the layers would not fit in the pull's write budget),
+        SignatureRefused (the trust policy refused the image), InvalidArgument (namespace).
         """
         deadline = deadline or Deadline.after(None)
         prog = _Progress(progress)
+        policy = self.trust.policy_for(namespace)  # a bad namespace costs no registry call
         client, top_raw, top_type = self._resolve(ref, auth, deadline)
         top_digest = _sha256(top_raw)
         if ref.digest is not None and top_digest != ref.digest:
             raise DigestMismatch(f"{ref}: registry sent a manifest with digest {top_digest}")
+        # Signatures sign the top manifest (an index's, for a multi-platform image) and the
+        # reference asked for, whichever endpoint served it; nothing is stored before this.
+        self.trust.check(ref, top_digest, client, policy, deadline)
         manifest_raw, manifest_type = top_raw, top_type
         manifest_digest = top_digest
         if top_type in INDEX_TYPES:

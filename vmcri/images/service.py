@@ -26,6 +26,7 @@ from vmcri.images.layer_store import LayerStore
 from vmcri.images.pull import ClientFactory, ProgressFn, Puller, _default_client
 from vmcri.images.reference import parse_reference
 from vmcri.images.registries_conf import load_registries_conf
+from vmcri.images.trust.verifier import ImageTrust
 from vmcri.images.unpack import DEFAULT_LIMITS, UnpackLimits
 from vmcri.metrics import families as metrics
 
@@ -60,6 +61,7 @@ class ImageService:
         client_factory: ClientFactory = _default_client,
         limits: UnpackLimits = DEFAULT_LIMITS,
         download_workers: int = 3,
+        trust: ImageTrust | None = None,
     ) -> None:
         self.images_root = root / "images"
         self.images_root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -78,6 +80,7 @@ class ImageService:
             self._hold_active,
             client_factory,
             download_workers,
+            trust=trust,
         )
         self._pull_lock = threading.Lock()
 
@@ -89,15 +92,17 @@ class ImageService:
         auth: Auth = NO_AUTH,
         deadline: Deadline | None = None,
         progress: ProgressFn | None = None,
+        namespace: str = "",
     ) -> str:
-        """Pull ``ref`` and return its image ID.
+        """Pull ``ref`` for a pod of ``namespace`` ("": none) and return its image ID.
 
         Raises InvalidReference, NotFound, PermissionDenied, RegistryError,
-        DeadlineExceeded, DigestMismatch, UnsafeContent, ProtocolError, ResourceExhausted.
+        DeadlineExceeded, DigestMismatch, UnsafeContent, ProtocolError, ResourceExhausted,
+        SignatureRefused (the namespace's or the node's signature policy refused it).
         """
         reference = parse_reference(ref)
         with metrics.timed_image_pull():
-            record = self._puller.pull(reference, auth, deadline, progress)
+            record = self._puller.pull(reference, auth, deadline, progress, namespace)
         with self.content.lock:
             self._merge(record)
         return record.id
@@ -134,6 +139,11 @@ class ImageService:
                         del self._active[key]
 
         return release
+
+    @property
+    def trust(self) -> ImageTrust:
+        """The signature policy pulls are checked against."""
+        return self._puller.trust
 
     # -- queries --------------------------------------------------------------
 

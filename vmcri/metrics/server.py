@@ -40,10 +40,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from vmcri.errors import ConfigError
+from vmcri.http.admission import AdmissionLimits, HeadReader, refuse
+from vmcri.http.io import HttpRequest
 from vmcri.metrics.address import check_metrics_address
 from vmcri.metrics.families import REGISTRY
-from vmcri.streaming.admission import AdmissionLimits, HeadReader, refuse
-from vmcri.streaming.httpio import HttpRequest
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from vmcri.network.model import PodNetwork
+from vmcri.store.pod_network import PodNetwork
 
 TABLE_PREFIX = "vmcri-pod-"
 CHAIN = "from-pod"

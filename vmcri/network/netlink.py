@@ -9,13 +9,12 @@ which dies in a daemon whose gRPC threads hold locks across the fork.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from vmcri.errors import HostCommandError, NotFound
-from vmcri.host.namespaces import CLONE_NEWNET, setns
+from vmcri.host.namespaces import CLONE_NEWNET, in_namespace
 
 T = TypeVar("T")
 
@@ -23,7 +22,7 @@ T = TypeVar("T")
 @contextmanager
 def netlink(what: str) -> Iterator[Any]:
     """An rtnetlink socket in the calling thread's network namespace."""
-    # Imported late: the in-guest agent imports vmcri.network.model, never this.
+    # Imported late: the in-guest agent imports vmcri.store.pod_network, never this.
     from pyroute2 import IPRoute, NetlinkError
 
     try:
@@ -46,34 +45,21 @@ def in_netns(netns_path: str, what: str, fn: Callable[[Any], T]) -> T:
     if not netns_path:
         with netlink(what) as ipr:
             return fn(ipr)
-    outcome: list[T] = []
-    failure: list[BaseException] = []
+    try:
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise NotFound(f"{what}: network namespace {netns_path} does not exist") from exc
+    except OSError as exc:
+        raise HostCommandError(f"{what}: {exc}") from exc
 
-    def run() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            failure.append(NotFound(f"{what}: network namespace {netns_path} does not exist"))
-            failure[0].__cause__ = exc
-            return
-        except OSError as exc:
-            failure.append(HostCommandError(f"{what}: {exc}"))
-            return
-        try:
-            setns(fd, CLONE_NEWNET)  # this thread only, and it ends right after
-            with netlink(what) as ipr:
-                outcome.append(fn(ipr))
-        except BaseException as exc:
-            failure.append(exc)
-        finally:
-            os.close(fd)
+    def work() -> T:
+        with netlink(what) as ipr:
+            return fn(ipr)
 
-    worker = threading.Thread(target=run, name="netns-netlink", daemon=True)
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
+    try:
+        return in_namespace(fd, CLONE_NEWNET, work, "netns-netlink")
+    finally:
+        os.close(fd)
 
 
 def link_index(ipr: Any, name: str) -> int | None:

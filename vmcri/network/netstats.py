@@ -11,11 +11,10 @@ thread, so a throwaway thread joins the pod's (``setns`` moves only the calling 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from vmcri.host.namespaces import CLONE_NEWNET, setns
+from vmcri.host.namespaces import CLONE_NEWNET, in_namespace
 
 MAX_INTERFACES = 64
 
@@ -58,26 +57,20 @@ def read_counters(netns_path: str, names: Sequence[str]) -> tuple[InterfaceCount
 
     Best effort: a namespace or interface that is gone reads as nothing (never raises).
     """
-    found: list[str] = []
-
-    def read() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            setns(fd, CLONE_NEWNET)  # this thread only, and it ends right after
-            with open("/proc/thread-self/net/dev") as f:
-                found.append(f.read(1 << 20))
-        except OSError:
-            return
-        finally:
-            os.close(fd)
-
-    worker = threading.Thread(target=read, name="netns-counters", daemon=True)
-    worker.start()
-    worker.join()
-    if not found:
+    try:
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return ()
-    counters = parse_net_dev(found[0])
+
+    def read() -> str:
+        with open("/proc/thread-self/net/dev") as f:
+            return f.read(1 << 20)
+
+    try:
+        text = in_namespace(fd, CLONE_NEWNET, read, "netns-counters")
+    except OSError:
+        return ()
+    finally:
+        os.close(fd)
+    counters = parse_net_dev(text)
     return tuple(counters[name] for name in names if name in counters)

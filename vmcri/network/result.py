@@ -1,4 +1,5 @@
-"""A CNI result (1.x, and the 0.3/0.4 form with ``ips[].version``) as :mod:`vmcri.network.model`.
+"""A CNI result (1.x, and the 0.3/0.4 form with ``ips[].version``) as a ``PodNetwork``
+(:mod:`vmcri.store.pod_network`).
 
 Results come from plugins, which run as root but may be third-party: every
 field is type-checked and addresses are parsed with :mod:`ipaddress`; a result
@@ -13,7 +14,7 @@ import json
 from typing import Any
 
 from vmcri.errors import ProtocolError
-from vmcri.network.model import Dns, IpConfig, NetInterface, PodNetwork, Route
+from vmcri.store.pod_network import Dns, IpConfig, NetInterface, PodNetwork, Route
 
 MAX_ENTRIES = 64
 

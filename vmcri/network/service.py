@@ -23,17 +23,17 @@ from pathlib import Path
 
 from vmcri.config import NetworkConfig
 from vmcri.errors import FailedPrecondition, VmcriError
-from vmcri.handlers.base import Condition
+from vmcri.model import Condition
 from vmcri.network import netstats
 from vmcri.network.capabilities import capability_args, cni_args
 from vmcri.network.cni import Attachment, Cni
 from vmcri.network.conflist import ConfDirState, ConfError, NetworkConfigList, load_conf_dir
 from vmcri.network.invoke import ExecRunner, PluginRunner, env_args
-from vmcri.network.model import PodNetwork
 from vmcri.network.netns import NetnsHost, PinnedNetns
 from vmcri.network.netstats import CounterReader, InterfaceCounters
 from vmcri.network.result import parse_result
 from vmcri.network.spoofguard import NftSpoofGuard, SpoofGuard
+from vmcri.store.pod_network import PodNetwork
 from vmcri.store.records import SandboxRecord
 
 log = logging.getLogger(__name__)

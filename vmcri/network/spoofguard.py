@@ -45,8 +45,8 @@ from typing import Any, Protocol
 
 from vmcri.errors import FailedPrecondition, HostCommandError, NotFound
 from vmcri.network.antispoof import pod_addresses, removal, ruleset
-from vmcri.network.model import PodNetwork
 from vmcri.network.netlink import in_netns, link_index
+from vmcri.store.pod_network import PodNetwork
 
 log = logging.getLogger(__name__)
 

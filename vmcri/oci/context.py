@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vmcri.model import Rlimit
+
 
 @dataclass(frozen=True)
 class ResolvedUser:
@@ -27,13 +29,6 @@ class ResolvedDevice:
     permissions: str = "rwm"  # cgroup access: a subset of "rwm"
     uid: int = 0
     gid: int = 0
-
-
-@dataclass(frozen=True)
-class Rlimit:
-    type: str  # "RLIMIT_NOFILE", ...
-    soft: int
-    hard: int
 
 
 @dataclass(frozen=True)

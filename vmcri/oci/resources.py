@@ -31,22 +31,24 @@ DEFAULT_DEVICE_RULES: tuple[Spec, ...] = (
 )
 
 
+# kubelet sends cpu_quota -1 for "no CFS quota" (a container with exclusive CPUs under
+# DisableCPUQuotaWithExclusiveCPUs); OCI and runc take -1 the same way ("max" in cgroup v2).
+# Swap stays non-negative: vmcri does not offer unlimited swap (runtime/containers.py).
+NO_QUOTA = -1
+
+
 def validate_resources(r: Resources, field: str) -> None:
     """Raise InvalidArgument naming ``field.<name>`` for values no kernel accepts."""
-    for name in (
-        "cpu_period",
-        "cpu_quota",
-        "cpu_shares",
-        "memory_limit_in_bytes",
-        "memory_swap_limit_in_bytes",
-    ):
+    for name in ("cpu_period", "cpu_shares", "memory_limit_in_bytes", "memory_swap_limit_in_bytes"):
         if getattr(r, name) < 0:
             raise InvalidArgument(f"{field}.{name}: must not be negative")
+    if r.cpu_quota < NO_QUOTA:
+        raise InvalidArgument(f"{field}.cpu_quota: must not be below -1 (no quota)")
     if not -1000 <= r.oom_score_adj <= 1000:
         raise InvalidArgument(f"{field}.oom_score_adj: must be between -1000 and 1000")
     if r.cpu_period and not 1000 <= r.cpu_period <= 1_000_000:
         raise InvalidArgument(f"{field}.cpu_period: must be between 1000 and 1000000 (µs)")
-    if r.cpu_quota and r.cpu_quota < 1000:
+    if r.cpu_quota > 0 and r.cpu_quota < 1000:
         raise InvalidArgument(f"{field}.cpu_quota: must be at least 1000 (µs)")
     for name in ("cpuset_cpus", "cpuset_mems"):
         value = getattr(r, name)

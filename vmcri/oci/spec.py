@@ -103,8 +103,12 @@ def build_spec(
         },
         "noNewPrivileges": sec.no_new_privs,
     }
-    if ctx.rlimits:
-        process["rlimits"] = [{"type": r.type, "soft": r.soft, "hard": r.hard} for r in ctx.rlimits]
+    rlimits = {r.type: (r.soft, r.hard) for r in ctx.rlimits}
+    rlimits.update({r.type: (r.soft, r.hard) for r in container.rlimits})
+    if rlimits:
+        process["rlimits"] = [
+            {"type": kind, "soft": soft, "hard": hard} for kind, (soft, hard) in rlimits.items()
+        ]
     adj = oom_score_adj(container.resources.oom_score_adj, ctx.min_oom_score_adj)
     if adj is not None:
         process["oomScoreAdj"] = adj
@@ -164,7 +168,29 @@ def build_spec(
     }
     if not host_network and ctx.hostname:
         spec["hostname"] = ctx.hostname
+    if container.hooks:
+        spec["hooks"] = _hooks(container, ctx)
     return spec
+
+
+def _hooks(container: ContainerConfig, ctx: SpecContext) -> dict[str, list[Spec]]:
+    """OCI hooks by stage. A hook is a host binary: a VM pod's runtime cannot run one."""
+    if ctx.in_vm:
+        raise InvalidArgument(
+            f"hooks: OCI hook {container.hooks[0].path!r} is a host binary; a VM pod's "
+            "containers run inside the guest, where it does not exist"
+        )
+    out: dict[str, list[Spec]] = {}
+    for hook in container.hooks:
+        entry: Spec = {"path": hook.path}
+        if hook.args:
+            entry["args"] = list(hook.args)
+        if hook.env:
+            entry["env"] = list(hook.env)
+        if hook.timeout is not None:
+            entry["timeout"] = hook.timeout
+        out.setdefault(hook.stage, []).append(entry)
+    return out
 
 
 def _annotations(pod: PodConfig, container: ContainerConfig, ctx: SpecContext) -> dict[str, str]:

@@ -1,12 +1,14 @@
 """Containers: create, start, stop, remove, status, list, exec, resources, logs.
 
-The record is the truth kubelet sees. A container becomes EXITED in one place
-(:meth:`ContainerService._fold_exit`, decided inside the store's update), when a
-backend reports an exit (an event: ``Services.container_exited``) or a status
-call finds one; so an exit event, the reaper and StopContainer agree on one state
-and STOPPED is published once. Stopping is written once for every backend: the
-record's stop signal, a wait for the exit event bounded by the timeout and the
-RPC's deadline, then SIGKILL.
+The record is the truth kubelet sees. A running container is its pod's supervisor's
+(``vmcri.supervisor.api.ContainerSupervisor``, placed by the pod's backend), which this
+service calls directly; the backend prepares and releases what the container needs of
+its pod (rootfs, volumes, room). A container becomes EXITED in one place
+(``vmcri.runtime.exits``, decided inside the store's update) when its exit arrives, once,
+carrying its code, reason and time; so an exit event, the reaper and StopContainer agree
+on one state and STOPPED is published once. Stopping is written once for every backend:
+the record's stop signal, a wait for the exit bounded by the timeout and the RPC's
+deadline, then SIGKILL; and so is killing a stopping pod's containers (:meth:`kill_all`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import signal
-import threading
 import time
 from collections.abc import Iterable, Sequence
 
@@ -27,11 +27,15 @@ from vmcri.errors import (
     NotFound,
     VmcriError,
 )
-from vmcri.handlers.base import ContainerUsage, ExecResult, SandboxBackend
-from vmcri.host.imagevolumes import check_sub_path
+from vmcri.handlers.base import SandboxBackend
 from vmcri.ids import could_name, new_id
 from vmcri.model import ContainerConfig, Resources
 from vmcri.runtime import identity
+from vmcri.runtime.container_checks import (
+    container_log_path,
+    validate_container,
+    validate_resources,
+)
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import ContainerEvent, EventType
 from vmcri.runtime.host_namespaces import check_host_namespaces
@@ -44,6 +48,7 @@ from vmcri.store.records import (
     SandboxRecord,
     SandboxState,
 )
+from vmcri.supervisor.api import ContainerExit, ContainerSupervisor, ContainerUsage, ExecResult
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +72,6 @@ class ContainerService:
     def __init__(self, services: Services) -> None:
         self._s = services
         self._checks = PodChecks()
-        self._exited = threading.Condition()
-        self._exit_count = 0
-        services.exit_listeners.append(self._on_exit)
 
     def _sandbox(self, sandbox_id: str) -> SandboxRecord:
         sandbox = self._s.store.sandboxes.find(sandbox_id)
@@ -78,7 +80,10 @@ class ContainerService:
         return sandbox
 
     def _backend(self, sandbox: SandboxRecord) -> SandboxBackend:
-        return self._s.registry().backend_for(sandbox)
+        return self._s.handlers.backend_for(sandbox)
+
+    def _supervisor(self, sandbox: SandboxRecord) -> ContainerSupervisor:
+        return self._backend(sandbox).supervisor
 
     def _publish(self, container: ContainerRecord, kind: EventType) -> None:
         self._s.events.publish(
@@ -99,12 +104,12 @@ class ContainerService:
             )
         check_host_namespaces(
             config.security.namespace_options,
-            self._s.registry().resolve(sandbox.handler),
+            self._s.handlers.resolve(sandbox.handler),
             "config.linux.security_context.namespace_options",
             network=True,
         )
-        log_path = _log_path(sandbox, config)
-        image = self._s.image_source().image_for_container(config.image)
+        log_path = container_log_path(sandbox, config)
+        image = self._s.images.image_for_container(config.image)
         volumes = self._image_volumes(config)
         record = ContainerRecord(
             id=new_id(),
@@ -116,11 +121,13 @@ class ContainerService:
             log_path=log_path,
             image_volumes=volumes,
         )
+        record = self._s.nri.create_container(sandbox, record)
         self._s.store.containers.add(record)
         try:
             runtime = self._backend(sandbox).create_container(sandbox, record, image)
         except BaseException:
             self._s.store.containers.remove(record.id)
+            self._s.nri.remove_container(record)
             raise
         record = self._s.store.containers.set_fields(
             record.id,
@@ -129,6 +136,7 @@ class ContainerService:
             stop_signal=identity.stop_signal(config, image),
         )
         self._publish(record, EventType.CREATED)
+        self._s.nri.post_create_container(sandbox, record)
         return record.id
 
     def _image_volumes(self, config: ContainerConfig) -> tuple[ImageVolume, ...]:
@@ -147,7 +155,7 @@ class ContainerService:
                     "read-only; set readonly: true"
                 )
             try:
-                info = self._s.image_source().image_for_container(mount.image)
+                info = self._s.images.image_for_container(mount.image)
             except NotFound as exc:
                 raise NotFound(f"config.mounts[{i}].image: {exc.message}") from exc
             volumes.append(ImageVolume(i, info.id, info.layer_dirs))
@@ -160,10 +168,12 @@ class ContainerService:
                 f"container_id {container.id}: container is {container.state.value}, not CREATED"
             )
         sandbox = self._sandbox(container.sandbox_id)
+        self._s.nri.start_container(sandbox, container)
         try:
-            pid = self._backend(sandbox).start_container(sandbox, container)
+            pid = self._supervisor(sandbox).start(sandbox, container)
         except BaseException as exc:
-            self._fold_exit(container.id, 128, self._s.clock(), "StartError", str(exc)[:1024])
+            failed = ContainerExit(128, self._s.clock(), "StartError", str(exc)[:1024])
+            self._s.exits.fold(container.id, failed)
             raise
         now = self._s.clock()
 
@@ -179,6 +189,7 @@ class ContainerService:
 
         container = self._s.store.containers.update(container.id, started)
         self._publish(container, EventType.STARTED)
+        self._s.nri.post_start_container(sandbox, container)
         if container.state is ContainerState.EXITED:
             self._publish(container, EventType.STOPPED)
 
@@ -199,17 +210,18 @@ class ContainerService:
         sandbox = self._s.store.sandboxes.find(container.sandbox_id)
         if sandbox is None:
             return
-        backend = self._backend(sandbox)
+        supervisor = self._supervisor(sandbox)
         if timeout_s > 0 and container.state is not ContainerState.CREATED:
-            backend.signal_container(sandbox, container, _signal_number(container.stop_signal))
+            supervisor.signal(sandbox, container, _signal_number(container.stop_signal))
             if self._wait_exited(container.id, _until(timeout_s, deadline)):
                 return
-        backend.signal_container(sandbox, container, signal.SIGKILL)
+        supervisor.signal(sandbox, container, signal.SIGKILL)
         if not self._wait_exited(container.id, _until(KILL_GRACE_S, deadline)):
             raise DeadlineExceeded(f"container_id {container.id}: still running after SIGKILL")
 
     def kill_all(self, container_ids: Sequence[str]) -> None:
-        """SIGKILL each container, then wait for all (StopPodSandbox); never raises."""
+        """SIGKILL each container, then wait for all (StopPodSandbox); never raises. The one
+        owner of it: the pod's backend then stops the sandbox, whatever still ran with it."""
         waiting = []
         for container_id in container_ids:
             container = self._s.store.containers.find(container_id)
@@ -219,7 +231,7 @@ class ContainerService:
             if sandbox is None:
                 continue
             try:
-                self._backend(sandbox).signal_container(sandbox, container, signal.SIGKILL)
+                self._supervisor(sandbox).signal(sandbox, container, signal.SIGKILL)
             except VmcriError as exc:
                 log.warning("container %s: SIGKILL failed: %s", container.id, exc.message)
             waiting.append(container.id)
@@ -231,30 +243,16 @@ class ContainerService:
                 log.warning("container %s: no exit after SIGKILL: %s", container_id, exc.message)
 
     def _wait_exited(self, container_id: str, until: float) -> bool:
-        """Wait until the record says EXITED; woken by exit events, rechecked each second."""
+        """Wait until the record says EXITED; woken by each exit folded, rechecked each
+        second (a dead agent sends no event: the check finds it gone)."""
         while True:
-            with self._exited:
-                seen = self._exit_count
+            seen = self._s.exits.folds()
             if self.refresh(container_id).state is ContainerState.EXITED:
                 return True
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return False
-            with self._exited:
-                if self._exit_count == seen:
-                    self._exited.wait(min(remaining, RECHECK_S))
-
-    def _on_exit(self, container_id: str) -> None:
-        """A backend recorded an exit (its event thread): fold it, wake the waiters."""
-        try:
-            self.refresh(container_id)
-        except NotFound:
-            pass
-        except Exception:
-            log.exception("container %s: folding its exit failed", container_id)
-        with self._exited:
-            self._exit_count += 1
-            self._exited.notify_all()
+            self._s.exits.wait_next(seen, min(remaining, RECHECK_S))
 
     def remove(self, container_id: str) -> None:
         """Remove it, stopping it first if it runs; an unknown container is success, so is
@@ -269,6 +267,7 @@ class ContainerService:
             self.stop(container.id, 0)
             container = self._s.store.containers.get(container.id)
             self._backend(sandbox).remove_container(sandbox, container)
+        self._s.nri.remove_container(container)
         self._s.store.containers.remove(container.id)
         self._publish(container, EventType.DELETED)
 
@@ -276,54 +275,45 @@ class ContainerService:
         return self.refresh(self._s.store.containers.get(container_id).id)
 
     def refresh(self, container_id: str) -> ContainerRecord:
-        """Fold what the backend knows now into the record; publish STOPPED on an exit."""
+        """Check the container against its pod's supervisor: one whose agent is gone has
+        ended (its exit was sent up and folded before the check returns), one the
+        supervisor has lost ended in a way nobody knows."""
         container = self._s.store.containers.get(container_id)
         if container.state is ContainerState.EXITED:
             return container
         sandbox = self._s.store.sandboxes.find(container.sandbox_id)
         if sandbox is None:
             return container
-        liveness = self._backend(sandbox).container_liveness(sandbox, container)
-        if liveness.exit is not None:
-            found = liveness.exit
-            reason = found.reason or ("Completed" if found.exit_code == 0 else "Error")
-            return self._fold_exit(
-                container.id, found.exit_code, found.finished_at, reason, found.message
-            )
+        liveness = self._supervisor(sandbox).liveness(sandbox, container)
+        container = self._s.store.containers.get(container.id)
+        if container.state is ContainerState.EXITED:
+            return container
         if liveness.running:
             if container.state is ContainerState.UNKNOWN:
                 return self._s.store.containers.update(container.id, _known_running)
             return container
         if container.state is ContainerState.CREATED:
             return container
-        # The backend has lost it: it ended, how is unknown.
-        return self._fold_exit(container.id, 255, self._s.clock(), "Unknown", "")
+        # The supervisor has lost it: it ended, how is unknown.
+        return self._s.exits.fold(container.id, ContainerExit(255, self._s.clock(), "Unknown"))
 
-    def _fold_exit(
-        self, container_id: str, exit_code: int, finished: int, reason: str, message: str
-    ) -> ContainerRecord:
-        """The one place a container becomes EXITED: decided inside the store's update, so
-        of two folds (an exit event and a StopContainer) only the first changes the record
-        and publishes STOPPED."""
-        before: list[ContainerState] = []
+    def recover_exits(self) -> None:
+        """At daemon start: fold the exits kept on disk that the daemon before did not.
 
-        def exited(record: ContainerRecord) -> ContainerRecord:
-            if record.state is ContainerState.EXITED:
-                return record
-            before.append(record.state)
-            return dataclasses.replace(
-                record,
-                state=ContainerState.EXITED,
-                exit_code=exit_code,
-                finished_at=finished,
-                reason=reason,
-                message=message,
-            )
-
-        container = self._s.store.containers.update(container_id, exited)
-        if before and (before[0] is not ContainerState.CREATED or container.started_at):
-            self._publish(container, EventType.STOPPED)
-        return container
+        The only time an exit is read back: while a daemon runs, each one arrives as an
+        event. A pod whose handler is gone from the configuration is left as it is."""
+        for container in self._s.store.containers.list():
+            if container.state is ContainerState.EXITED:
+                continue
+            sandbox = self._s.store.sandboxes.find(container.sandbox_id)
+            if sandbox is None:
+                continue
+            try:
+                found = self._supervisor(sandbox).recorded_exit(sandbox, container.id)
+                if found is not None:
+                    self._s.exits.fold(container.id, found)
+            except VmcriError as exc:
+                log.warning("container %s: exit record not read: %s", container.id, exc.message)
 
     def refresh_all(self, wait_s: float = REFRESH_ROUND_S) -> None:
         """Poll every live container once (the daemon's reaper calls this).
@@ -372,7 +362,7 @@ class ContainerService:
         if not cmd:
             raise InvalidArgument("cmd: must not be empty")
         sandbox, container = self._running(container_id)
-        return self._backend(sandbox).exec_sync(sandbox, container, cmd, timeout_s)
+        return self._supervisor(sandbox).exec_sync(sandbox, container, cmd, timeout_s)
 
     def update_resources(self, container_id: str, resources: Resources) -> None:
         validate_resources(resources, "linux")
@@ -382,13 +372,15 @@ class ContainerService:
                 f"container_id {container.id}: container is {container.state.value}"
             )
         sandbox = self._sandbox(container.sandbox_id)
+        resources = self._s.nri.update_container(sandbox, container, resources)
         self._backend(sandbox).update_resources(sandbox, container, resources)
         config = dataclasses.replace(container.config, resources=resources)
-        self._s.store.containers.set_fields(container.id, config=config)
+        container = self._s.store.containers.set_fields(container.id, config=config)
+        self._s.nri.post_update_container(sandbox, container)
 
     def reopen_log(self, container_id: str) -> None:
         sandbox, container = self._running(container_id)
-        self._backend(sandbox).reopen_log(sandbox, container)
+        self._supervisor(sandbox).reopen_log(sandbox, container)
 
     def usage(
         self, container_id: str, best_effort: bool = False
@@ -403,7 +395,7 @@ class ContainerService:
             return container, None
         sandbox = self._sandbox(container.sandbox_id)
         try:
-            sample = self._backend(sandbox).container_usage(sandbox, container)
+            sample = self._supervisor(sandbox).usage(sandbox, container)
             return container, bounded(sample, self._s.memory_bound, self._s.clock())
         except VmcriError as exc:
             if not best_effort:
@@ -448,64 +440,3 @@ def _matches(container: ContainerRecord, filt: ContainerFilter) -> bool:
     if filt.state is not None and container.state is not filt.state:
         return False
     return all(container.config.labels.get(k) == v for k, v in filt.labels)
-
-
-def _log_path(sandbox: SandboxRecord, config: ContainerConfig) -> str:
-    """The absolute log file path: the pod's log_directory joined with log_path."""
-    if not config.log_path:
-        return ""
-    if not sandbox.config.log_directory:
-        raise InvalidArgument("log_path: the sandbox has no log_directory to put it in")
-    if os.path.isabs(config.log_path) or ".." in config.log_path.split("/"):
-        raise InvalidArgument(
-            f"config.log_path {config.log_path!r}: must be relative to the pod's "
-            "log_directory and stay inside it"
-        )
-    return os.path.normpath(os.path.join(sandbox.config.log_directory, config.log_path))
-
-
-def validate_resources(resources: Resources, where: str) -> None:
-    """Raises InvalidArgument naming ``where.memory_swap_limit_in_bytes`` for -1.
-
-    The edge (``cri/limits.py``) has already held every value to the kernel's range;
-    -1 passes there, as the CRI lets kubelet ask for unlimited swap with it (cgroup v1),
-    but vmcri does not offer it (the OCI spec generator refuses it too), so a pod's
-    resources are refused here before any backend applies them.
-    """
-    if resources.memory_swap_limit_in_bytes < 0:
-        raise InvalidArgument(f"{where}.memory_swap_limit_in_bytes: must not be negative")
-
-
-def validate_container(config: ContainerConfig) -> None:
-    """Checks that need no sandbox; raises InvalidArgument naming the field.
-
-    Only what the edge (``cri/limits.py``, each value alone and only when set) cannot
-    say: fields that must be set, rules across fields, and paths that must not reach
-    /proc or /sys.
-    """
-    if not config.metadata.name:
-        raise InvalidArgument("config.metadata.name: must not be empty")
-    if not config.image:
-        raise InvalidArgument("config.image.image: must not be empty")
-    validate_resources(config.resources, "config.linux.resources")
-    sec = config.security
-    if sec.run_as_group is not None and sec.run_as_user is None and not sec.run_as_username:
-        raise InvalidArgument(
-            "config.linux.security_context.run_as_group: needs run_as_user or run_as_username"
-        )
-    for i, mount in enumerate(config.mounts):
-        path = mount.container_path
-        if not path.startswith("/"):
-            raise InvalidArgument(f"config.mounts[{i}].container_path: must be absolute")
-        normalized = os.path.normpath(path)
-        if normalized in ("/proc", "/sys") or normalized.startswith(("/proc/", "/sys/")):
-            raise InvalidArgument(
-                f"config.mounts[{i}].container_path {path!r}: mounts into /proc or /sys "
-                "are not allowed"
-            )
-        if not mount.host_path and not mount.image:
-            raise InvalidArgument(f"config.mounts[{i}].host_path: must not be empty")
-        if mount.image:
-            check_sub_path(mount.image_sub_path, i)
-        elif mount.image_sub_path:
-            raise InvalidArgument(f"config.mounts[{i}].image_sub_path: needs image to be set")

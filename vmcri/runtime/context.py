@@ -1,10 +1,9 @@
-"""The services a request handler and a backend can reach, wired once by the daemon."""
+"""The services a request handler can reach, wired once by the daemon."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -12,9 +11,10 @@ from vmcri.config import Config
 from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import HandlerRegistry
 from vmcri.network.service import PodNetworking
+from vmcri.nri.hooks import NoNri, NriHooks
 from vmcri.runtime.events import EventBus
+from vmcri.runtime.exits import ContainerExits
 from vmcri.runtime.usage_bounds import MAX_MEMORY_BYTES
-from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.store.store import Store
 
 
@@ -33,13 +33,17 @@ class RuntimeNetwork:
     pod_cidr: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
+    """Complete when built: the daemon makes the store, the exit folding and the backends'
+    view of the records first, then the handlers over them, then this."""
+
     config: Config
     store: Store
     events: EventBus
-    images: ImageSource | None = None
-    handlers: HandlerRegistry | None = None
+    exits: ContainerExits  # the one place a container becomes EXITED
+    images: ImageSource
+    handlers: HandlerRegistry
     network: RuntimeNetwork = field(default_factory=RuntimeNetwork)
     # The pod network layer (netns + CNI); None: pods get no network set up by the runtime
     # (unit tests with fake backends).
@@ -48,36 +52,5 @@ class Services:
     # No memory figure of a usage sample may pass it (vmcri.runtime.usage_bounds): the
     # daemon sets the host's MemTotal, which no pod (runc or VM) can have more than.
     memory_bound: int = MAX_MEMORY_BYTES
-    # Called with a container ID when a backend has recorded its exit (the container
-    # service folds it into the record and wakes a waiting StopContainer).
-    exit_listeners: list[Callable[[str], None]] = field(default_factory=list)
-
-    # ---- vmcri.handlers.services.BackendServices --------------------------------------
-
-    def find_container(self, container_id: str) -> ContainerRecord | None:
-        found = self.store.containers.find(container_id)
-        return found if found is not None and found.id == container_id else None
-
-    def containers_of(self, sandbox_id: str) -> list[ContainerRecord]:
-        return self.store.containers_of(sandbox_id)
-
-    def container_exited(self, container_id: str) -> None:
-        for listener in list(self.exit_listeners):
-            listener(container_id)
-
-    def find_sandbox(self, sandbox_id: str) -> SandboxRecord | None:
-        found = self.store.sandboxes.find(sandbox_id)
-        return found if found is not None and found.id == sandbox_id else None
-
-    def update_sandbox_runtime(self, sandbox_id: str, values: Mapping[str, str]) -> SandboxRecord:
-        return self.store.sandboxes.update(
-            sandbox_id, lambda r: dataclasses.replace(r, runtime={**r.runtime, **values})
-        )
-
-    def registry(self) -> HandlerRegistry:
-        assert self.handlers is not None, "handlers are wired at start-up"
-        return self.handlers
-
-    def image_source(self) -> ImageSource:
-        assert self.images is not None, "the image service is wired at start-up"
-        return self.images
+    # NRI plugins' hooks at each pod and container event (vmcri.nri); a no-op when disabled.
+    nri: NriHooks = field(default_factory=NoNri)

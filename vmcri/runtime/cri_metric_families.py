@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from vmcri.handlers.base import ContainerUsage
 from vmcri.model import Resources
 from vmcri.network.netstats import InterfaceCounters
 from vmcri.store.records import ContainerRecord
+from vmcri.supervisor.api import ContainerUsage
 
 NS_PER_S = 1_000_000_000
 DEFAULT_CPU_PERIOD_US = 100_000  # the kernel's CFS period when none is set

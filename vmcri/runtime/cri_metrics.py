@@ -27,7 +27,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vmcri.handlers.base import ContainerUsage
 from vmcri.network.netstats import InterfaceCounters
 from vmcri.runtime.cri_metric_families import (
     DESCRIPTORS,
@@ -38,6 +37,7 @@ from vmcri.runtime.cri_metric_families import (
 )
 from vmcri.runtime.usage_bounds import saturating_sum
 from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.supervisor.api import ContainerUsage
 from vmcri.usage import DeviceIo, UsageCounters
 
 

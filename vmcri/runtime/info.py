@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from vmcri import __version__
 from vmcri.config import Config
 from vmcri.errors import InvalidArgument
-from vmcri.handlers.base import Condition, HandlerFeatures
+from vmcri.handlers.base import HandlerFeatures
+from vmcri.model import Condition
+from vmcri.runtime.checkpoints.condition import checkpoint_condition
 from vmcri.runtime.context import Services
 
 RUNTIME_NAME = "vmcri"
@@ -39,13 +41,14 @@ class RuntimeInfo:
     def status(self) -> RuntimeStatus:
         conditions = [Condition("RuntimeReady", True), self._network_condition()]
         handlers: list[HandlerInfo] = []
-        registry = self._s.registry()
+        registry = self._s.handlers
         for handler in registry:
             features = handler.backend.features()
             handlers.append(HandlerInfo(handler.name, features))
             if handler.name == registry.default:
                 handlers.append(HandlerInfo("", features))
             conditions.extend(handler.backend.conditions())
+        conditions.append(checkpoint_condition(registry))
         return RuntimeStatus(tuple(conditions), tuple(handlers))
 
     def _network_condition(self) -> Condition:

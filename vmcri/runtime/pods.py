@@ -19,10 +19,10 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from vmcri.errors import InvalidArgument, NotFound, VmcriError
-from vmcri.handlers.base import SandboxBackend
+from vmcri.handlers.base import SandboxBackend, SandboxStarted
 from vmcri.handlers.registry import Handler
 from vmcri.ids import could_name, new_id
 from vmcri.metrics import families as metrics
@@ -32,7 +32,8 @@ from vmcri.network.netstats import InterfaceCounters
 from vmcri.network.service import PodNetworking
 from vmcri.oci.pod_files import pod_hostname
 from vmcri.oci.userns import uses_userns
-from vmcri.runtime.containers import ContainerService, validate_resources
+from vmcri.runtime.container_checks import validate_resources
+from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
 from vmcri.runtime.host_namespaces import check_host_namespaces
 from vmcri.store.records import SandboxRecord, SandboxState
@@ -53,8 +54,16 @@ class PodService:
         self._containers = containers
         self._reserve = threading.Lock()
 
-    def run(self, config: PodConfig, runtime_handler: str) -> str:
+    def run(
+        self,
+        config: PodConfig,
+        runtime_handler: str,
+        start: Callable[[SandboxRecord], SandboxStarted] | None = None,
+    ) -> str:
         """Create and start a sandbox; returns its ID.
+
+        ``start`` brings the sandbox up in the backend's place (RestorePod restores it
+        from a checkpoint instead of booting it); by default the backend runs it.
 
         Raises InvalidArgument (bad config, host network on a handler without
         it), NotFound (unknown handler), AlreadyExists (name taken),
@@ -93,10 +102,11 @@ class PodService:
             )
             if net is not None and _pod_network(config) and not late_netns:
                 record = self._attach(net, record, net.create_netns(record.id))
-            started = handler.backend.run_sandbox(record)
+            started = (start or handler.backend.run_sandbox)(record)
             backend_ran = True
             if net is not None and _pod_network(config) and late_netns:
                 record = self._attach(net, record, started.netns_path)
+            self._s.nri.run_pod_sandbox(record)
         except BaseException:
             self._undo_run(record.id, handler.backend, backend_ran)
             raise
@@ -117,7 +127,7 @@ class PodService:
 
         Raises InvalidArgument naming the namespace field a handler cannot give.
         """
-        registry = self._s.registry()
+        registry = self._s.handlers
         handler = registry.resolve(runtime_handler)
         handler = self._routed(config, handler)
         check_host_namespaces(
@@ -128,7 +138,7 @@ class PodService:
         return handler
 
     def _routed(self, config: PodConfig, handler: Handler) -> Handler:
-        registry = self._s.registry()
+        registry = self._s.handlers
         if _pod_network(config) or handler.backend.features().host_network:
             return handler
         handler_config = self._s.config.runtimes.get(handler.name)
@@ -185,9 +195,9 @@ class PodService:
         if sandbox is None:
             return
         self._containers.kill_all([c.id for c in self._s.store.containers_of(sandbox.id)])
-        containers = self._s.store.containers_of(sandbox.id)
-        self._s.registry().backend_for(sandbox).stop_sandbox(sandbox, containers)
-        for container in containers:
+        self._s.nri.stop_pod_sandbox(sandbox)
+        self._s.handlers.backend_for(sandbox).stop_sandbox(sandbox)
+        for container in self._s.store.containers_of(sandbox.id):
             self._containers.refresh(container.id)
         # CRI: Stop releases the pod's network resources (its IP) and may be repeated.
         sandbox = self._release_network(self._s.store.sandboxes.get(sandbox.id))
@@ -206,11 +216,12 @@ class PodService:
         for container in self._s.store.containers_of(sandbox.id):
             self._containers.remove(container.id)
         sandbox = self._s.store.sandboxes.get(sandbox.id)
-        self._s.registry().backend_for(sandbox).remove_sandbox(sandbox)
+        self._s.handlers.backend_for(sandbox).remove_sandbox(sandbox)
         # Again if Stop's DEL failed or never ran (a failed start, a killed daemon).
         sandbox = self._release_network(sandbox)
         if self._s.networking is not None:
             self._s.networking.remove_netns(sandbox.id)
+        self._s.nri.remove_pod_sandbox(sandbox)
         self._s.store.sandboxes.remove(sandbox.id)
         log.info("sandbox %s: removed", sandbox.id)
 
@@ -223,7 +234,7 @@ class PodService:
         """Mark a READY sandbox whose isolation died as NOTREADY."""
         if sandbox.state is not SandboxState.READY:
             return sandbox
-        if not self._s.registry().backend_for(sandbox).sandbox_alive(sandbox):
+        if not self._s.handlers.backend_for(sandbox).sandbox_alive(sandbox):
             log.warning("sandbox %s: its isolation is gone; marking it NOTREADY", sandbox.id)
             sandbox = self._s.store.sandboxes.set_fields(sandbox.id, state=SandboxState.NOTREADY)
             for container in self._s.store.containers_of(sandbox.id):
@@ -286,14 +297,17 @@ class PodService:
         if resources is not None:
             validate_resources(resources, "resources")
         sandbox = self.existing(sandbox_id)
+        self._s.nri.update_pod_sandbox(sandbox, overhead, resources)
         if resources is not None and sandbox.state is SandboxState.READY:
-            self._s.registry().backend_for(sandbox).update_sandbox_resources(sandbox, resources)
+            self._s.handlers.backend_for(sandbox).update_sandbox_resources(sandbox, resources)
         config = dataclasses.replace(
             sandbox.config,
             overhead=sandbox.config.overhead if overhead is None else overhead,
             resources=sandbox.config.resources if resources is None else resources,
         )
-        return self._s.store.sandboxes.set_fields(sandbox.id, config=config)
+        sandbox = self._s.store.sandboxes.set_fields(sandbox.id, config=config)
+        self._s.nri.post_update_pod_sandbox(sandbox)
+        return sandbox
 
     def find(self, sandbox_id: str) -> SandboxRecord | None:
         """The sandbox record as stored (no backend is asked); None when there is none."""

@@ -25,11 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from vmcri.errors import AgentUnavailable, DeadlineExceeded, VmcriError
-from vmcri.handlers.base import ContainerUsage
 from vmcri.network.netstats import InterfaceCounters
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.pods import PodService
 from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.supervisor.api import ContainerUsage
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from vmcri.handlers.base import ContainerUsage
+from vmcri.supervisor.api import ContainerUsage
 from vmcri.usage import UsageCounters
 
 MAX_U64 = (1 << 64) - 1

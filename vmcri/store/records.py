@@ -25,7 +25,7 @@ from enum import Enum
 
 from vmcri.errors import InvalidTransition
 from vmcri.model import ContainerConfig, PodConfig
-from vmcri.network.model import PodNetwork
+from vmcri.store.pod_network import PodNetwork
 
 
 class SandboxState(Enum):

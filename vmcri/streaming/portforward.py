@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vmcri.errors import VmcriError
-from vmcri.handlers.base import PortConnection
 from vmcri.streaming.spdy_conn import SpdyConnection, SpdyStream, StreamClosed
+from vmcri.supervisor.api import PortConnection
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Callable, Sequence
 
 from vmcri.errors import VmcriError
-from vmcri.handlers.base import PortConnection
 from vmcri.streaming.websocket import WebSocketClosed, WebSocketConnection
+from vmcri.supervisor.api import PortConnection
 
 log = logging.getLogger(__name__)
 

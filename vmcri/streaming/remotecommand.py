@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vmcri.errors import VmcriError
-from vmcri.handlers.base import ProcessSession
 from vmcri.streaming import kstatus
+from vmcri.supervisor.api import ProcessSession
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,11 @@ from typing import Protocol
 
 from vmcri.config import STREAMING_MAX_SESSIONS
 from vmcri.errors import ConfigError, ProtocolError, VmcriError
-from vmcri.handlers.base import PortConnection, ProcessSession
+from vmcri.http.admission import AdmissionLimits, HeadReader, refuse
+from vmcri.http.io import HttpRequest, response
 from vmcri.streaming import command_spdy, command_websocket, portforward, portforward_websocket
-from vmcri.streaming.admission import AdmissionLimits, HeadReader, refuse
 from vmcri.streaming.command_spdy import SpdyCommandChannels
 from vmcri.streaming.command_websocket import WebSocketCommandChannels
-from vmcri.streaming.httpio import HttpRequest, response
 from vmcri.streaming.remotecommand import CommandChannels, Outcome, serve_session
 from vmcri.streaming.requests import (
     KIND_OF,
@@ -46,6 +45,7 @@ from vmcri.streaming.shares import SessionShares
 from vmcri.streaming.spdy_conn import SpdyConnection
 from vmcri.streaming.tokens import TokenStore
 from vmcri.streaming.websocket import WebSocketConnection, accept_key, valid_client_key
+from vmcri.supervisor.api import PortConnection, ProcessSession
 
 log = logging.getLogger(__name__)
 

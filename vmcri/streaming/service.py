@@ -2,20 +2,22 @@
 
 The RPCs check what kubelet's streaming server checks (and which gRPC code a failure
 gets) before a URL is issued; when the client comes back with it, the container or pod
-is looked up again, since it may have stopped meanwhile. The backend of the pod's
-RuntimeClass handler does the work, so there is no ``if vm`` here.
+is looked up again, since it may have stopped meanwhile. The pod's supervisor (exec,
+attach) or backend (port-forward) of its RuntimeClass handler does the work, so there is
+no ``if vm`` here.
 """
 
 from __future__ import annotations
 
 from vmcri.config import StreamingConfig
 from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
-from vmcri.handlers.base import PortConnection, ProcessSession, SandboxBackend
+from vmcri.handlers.base import SandboxBackend
 from vmcri.runtime.containers import ContainerService
 from vmcri.runtime.context import Services
 from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
 from vmcri.streaming.requests import AttachRequest, ExecRequest, PortForwardRequest
 from vmcri.streaming.server import ServerLimits, StreamingServer
+from vmcri.supervisor.api import PortConnection, ProcessSession
 
 MAX_CMD_ARGS = 4096
 MAX_CMD_BYTES = 128 * 1024
@@ -66,7 +68,7 @@ class StreamingService:
             raise InvalidArgument("container_id: missing")
         _check_stdio(request.tty, request.stdin, request.stdout, request.stderr)
         container, sandbox = self._running(request.container_id)
-        if not self._backend(sandbox).attach_supported():
+        if not self._backend(sandbox).supervisor.attach_supported():
             raise Unimplemented(
                 f"attach: the {sandbox.handler or 'default'!r} runtime handler cannot attach "
                 "to a container's stdio; use exec, or read the container log"
@@ -89,13 +91,13 @@ class StreamingService:
 
     def exec_session(self, request: ExecRequest) -> ProcessSession:
         container, sandbox = self._running(request.container_id)
-        return self._backend(sandbox).exec_session(
+        return self._backend(sandbox).supervisor.exec_session(
             sandbox, container, request.cmd, tty=request.tty, stdin=request.stdin
         )
 
     def attach_session(self, request: AttachRequest) -> ProcessSession:
         container, sandbox = self._running(request.container_id)
-        return self._backend(sandbox).attach_session(
+        return self._backend(sandbox).supervisor.attach_session(
             sandbox, container, tty=request.tty, stdin=request.stdin
         )
 
@@ -106,7 +108,7 @@ class StreamingService:
     # ---- lookups ---------------------------------------------------------------------------
 
     def _backend(self, sandbox: SandboxRecord) -> SandboxBackend:
-        return self._s.registry().backend_for(sandbox)
+        return self._s.handlers.backend_for(sandbox)
 
     def _running(self, container_id: str) -> tuple[ContainerRecord, SandboxRecord]:
         found = self._s.store.containers.find(container_id)

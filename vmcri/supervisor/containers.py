@@ -7,9 +7,12 @@ the channel, so every container feature (create, start, signal, exec, attach, st
 resources, output into CRI log files, exits) is written here once; a backend says only
 where its agent is (:class:`Placement`) and builds the container's OCI spec and rootfs.
 
-Exits are events: the agent's ContainerExited event, or the placement's death (the VM
-died, the host agent is gone), becomes a write-once exit record (``exits.py``), and the
-runtime is told at once (``BackendServices.container_exited``); nothing polls a container.
+The runtime's container service calls this module directly (``api.ContainerSupervisor``);
+a backend places it (its agent's home) and hands it a container it prepared. Exits are
+events: the agent's ContainerExited event, or the placement's death (the VM died, the host
+agent is gone), becomes a write-once exit record (``exits.py``, read back only by a
+restarted daemon), and the exit itself travels up once, with its code, reason and time
+(``ContainerRecords.container_exited``); nothing polls a container.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -26,24 +28,22 @@ from typing import Protocol
 
 from vmcri.agent import types as agent_types
 from vmcri.errors import DeadlineExceeded, FailedPrecondition, NotFound, VmcriError
-from vmcri.handlers.base import (
+from vmcri.host.disk import capacity_of, tree_usage
+from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.supervisor import streams
+from vmcri.supervisor.api import (
     ContainerExit,
     ContainerLiveness,
+    ContainerRecords,
     ContainerUsage,
     ExecResult,
     ProcessSession,
 )
-from vmcri.handlers.services import BackendServices
-from vmcri.host.disk import capacity_of, tree_usage
-from vmcri.store.records import ContainerRecord, SandboxRecord
-from vmcri.supervisor import streams
 from vmcri.supervisor.exits import ExitRecords
 from vmcri.supervisor.link import AgentLink, ContainerRef
 
 log = logging.getLogger(__name__)
 
-KILL_GRACE_S = 10.0
-"""How long StopPodSandbox waits for its containers' exits after SIGKILL."""
 STATS_CALL_TIMEOUT_S = 2.0
 """Longest wait for an agent's stats answer: a healthy agent reads a few cgroup files in
 milliseconds, even under TCG; a frozen one must not hold kubelet's stats calls (it asks
@@ -78,11 +78,19 @@ class Placement(Protocol):
 
 
 class SupervisedContainers:
-    """The container half of a backend, over the pod's agent link."""
+    """The containers of one backend's pods, over each pod's agent link: the runtime's
+    :class:`~vmcri.supervisor.api.ContainerSupervisor`, and the link the backend boots,
+    grows and shuts its pods through."""
 
-    def __init__(self, placement: Placement, services: BackendServices) -> None:
+    def __init__(
+        self,
+        placement: Placement,
+        records: ContainerRecords,
+        exec_output_limit: int = EXEC_OUTPUT_LIMIT,
+    ) -> None:
         self._place = placement
-        self._services = services
+        self._records = records
+        self._exec_output_limit = min(exec_output_limit, EXEC_OUTPUT_LIMIT)
         self._links: dict[str, AgentLink] = {}
         self._exits: dict[str, ExitRecords] = {}
         self._lock = threading.Lock()
@@ -132,15 +140,16 @@ class SupervisedContainers:
             self._exits.pop(sandbox_id, None)
 
     def _lookup(self, container_id: str) -> ContainerRef | None:
-        found = self._services.find_container(container_id)
+        found = self._records.find_container(container_id)
         if found is None:
             return None
         return ContainerRef(found.id, found.sandbox_id, found.log_path)
 
     def record_exit(self, sandbox_id: str, container_id: str, exit: ContainerExit) -> None:
-        """Keep the first account of how the container ended and tell the runtime."""
+        """Keep the first account of how the container ended (for a restarted daemon) and
+        send it up, once."""
         if self.exits(sandbox_id).record(container_id, exit):
-            self._services.container_exited(container_id)
+            self._records.container_exited(container_id, exit)
 
     def _on_exit(self, sandbox_id: str, event: agent_types.ContainerExit) -> None:
         # The link has checked that the container is one of this pod's.
@@ -153,7 +162,7 @@ class SupervisedContainers:
 
     def agent_lost(self, sandbox_id: str, message: str) -> None:
         """The pod's agent is gone with its containers: each one still running has ended."""
-        for container in self._services.containers_of(sandbox_id):
+        for container in self._records.containers_of(sandbox_id):
             self.record_exit(
                 sandbox_id, container.id, ContainerExit(137, time.time_ns(), "Error", message)
             )
@@ -185,9 +194,9 @@ class SupervisedContainers:
         return self.link(sandbox).client.start_container(container.id).pid
 
     def signal(self, sandbox: SandboxRecord, container: ContainerRecord, signum: int) -> None:
-        """Signal the container's init; one that has ended (or is unknown) is left alone."""
-        if self.exits(sandbox.id).read(container.id) is not None:
-            return
+        """Signal the container's init; one that has ended (or is unknown) is left alone:
+        the agent ignores a signal to a container that exited, and one it does not know
+        answers NotFound. No exit record is read: those are for a restarted daemon."""
         if not self._place.agent_running(sandbox.id):
             self.agent_lost(sandbox.id, self._place.down_message())
             return
@@ -195,24 +204,6 @@ class SupervisedContainers:
             self.link(sandbox).client.signal_container(container.id, signum)
         except NotFound:
             return
-
-    def kill_remaining(
-        self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord], timeout_s: float
-    ) -> list[str]:
-        """SIGKILL every container without an exit record and wait up to ``timeout_s`` for
-        their exits (StopPodSandbox; the runtime has normally stopped them already).
-        Returns the IDs still without a record."""
-        exits = self.exits(sandbox.id)
-        left = [c for c in containers if exits.read(c.id) is None]
-        for container in left:
-            try:
-                self.signal(sandbox, container, signal.SIGKILL)
-            except VmcriError as exc:
-                log.info("container %s: kill failed: %s", container.id, exc.message)
-        deadline = time.monotonic() + timeout_s
-        return [
-            c.id for c in left if exits.wait(c.id, max(0.0, deadline - time.monotonic())) is None
-        ]
 
     def remove(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
         """Delete it in the agent (idempotent there) and forget its log writer and exit."""
@@ -225,14 +216,16 @@ class SupervisedContainers:
         self.exits(sandbox.id).discard(container.id)
 
     def liveness(self, sandbox: SandboxRecord, container: ContainerRecord) -> ContainerLiveness:
-        """From the exit record and whether the agent is there: no call into the agent."""
-        recorded = self.exits(sandbox.id).read(container.id)
-        if recorded is not None:
-            return ContainerLiveness(running=False, exit=recorded)
+        """Whether the agent is there, no call into it; a gone agent's containers have
+        ended, and their exits are sent up before this returns."""
         if not self._place.agent_running(sandbox.id):
             self.agent_lost(sandbox.id, self._place.down_message())
-            return ContainerLiveness(running=False, exit=self.exits(sandbox.id).read(container.id))
+            return ContainerLiveness(running=False)
         return ContainerLiveness(running=True, pid=container.pid)
+
+    def recorded_exit(self, sandbox: SandboxRecord, container_id: str) -> ContainerExit | None:
+        """The exit record on disk: what a restarted daemon reads back once."""
+        return self.exits(sandbox.id).read(container_id)
 
     def pid(self, sandbox: SandboxRecord, container_id: str) -> int:
         """The running container's init PID as the agent sees it (0 when not running)."""
@@ -250,14 +243,13 @@ class SupervisedContainers:
         container: ContainerRecord,
         cmd: Sequence[str],
         timeout_s: int,
-        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
         """Raises DeadlineExceeded when the command outlived ``timeout_s`` (0: no limit)."""
         result = self.link(sandbox).client.exec_sync(
             container.id,
             cmd,
             timeout=float(timeout_s),
-            max_output_bytes=min(output_limit, EXEC_OUTPUT_LIMIT),
+            max_output_bytes=self._exec_output_limit,
         )
         if result.timed_out:
             raise DeadlineExceeded(f"ExecSync in {container.id} timed out after {timeout_s}s")
@@ -321,7 +313,14 @@ class SupervisedContainers:
             link.client, streams.router_for(link), container.id, cmd, tty=tty, stdin=stdin
         )
 
-    def attach_session(self, sandbox: SandboxRecord, container: ContainerRecord) -> ProcessSession:
+    def attach_supported(self) -> bool:
+        return True
+
+    def attach_session(
+        self, sandbox: SandboxRecord, container: ContainerRecord, *, tty: bool, stdin: bool
+    ) -> ProcessSession:
+        """Raises FailedPrecondition (agent gone), AgentUnavailable. The agent knows the
+        container's own tty and stdin; ``tty`` and ``stdin`` are kubelet's echo of them."""
         link = self._running_link(sandbox)
         return streams.AgentAttachSession(link.client, streams.router_for(link), container.id)
 

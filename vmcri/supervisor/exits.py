@@ -4,7 +4,9 @@ Several parties can learn that a container ended: the agent's exit event, the li
 callback of a pod VM, the host agent found dead, a stop that gave up on the agent. Each calls
 :meth:`ExitRecords.record`; the file is written to a temporary name and ``link(2)``-ed into
 place, which fails when the name exists, so the first account stays and later ones are
-dropped. A reader never sees half a record.
+dropped, and only the first is sent up to the runtime. A reader never sees half a record.
+The runtime reads records back once, when a restarted daemon starts (an exit the daemon
+before kept but did not fold); while it runs, each exit reaches it as an event.
 
 An unreadable record (a torn disk, a hand edit) reads as exit 255, reason ``Unknown``: the
 container has ended (the record exists), how is lost. There is no other rule for it.
@@ -19,9 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from vmcri.handlers.exit_status import ContainerExit
 from vmcri.ids import is_id
 from vmcri.store.atomic import fsync_dir
+from vmcri.supervisor.api import ContainerExit
 
 MAX_RECORD_BYTES = 8192
 
@@ -31,7 +33,6 @@ class ExitRecords:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._changed = threading.Condition()
 
     def _path(self, container_id: str) -> Path:
         if not is_id(container_id):
@@ -66,8 +67,6 @@ class ExitRecords:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         fsync_dir(self.directory)  # the record survives a crash, as write_atomic's do
-        with self._changed:
-            self._changed.notify_all()
         return True
 
     def read(self, container_id: str) -> ContainerExit | None:
@@ -91,17 +90,6 @@ class ExitRecords:
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             return _unreadable()
-
-    def wait(self, container_id: str, timeout_s: float) -> ContainerExit | None:
-        """The record, waiting up to ``timeout_s`` for one written by this process."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while True:
-                found = self.read(container_id)
-                remaining = deadline - time.monotonic()
-                if found is not None or remaining <= 0:
-                    return found
-                self._changed.wait(remaining)
 
     def discard(self, container_id: str) -> None:
         """Forget the record (the container is removed)."""

@@ -33,7 +33,7 @@ from vmcri.agent import types
 from vmcri.agent.budget import POD_EVENT_BUDGET, ByteBudget, event_cost
 from vmcri.agent.client import AgentClient
 from vmcri.errors import Unavailable, VmcriError
-from vmcri.handlers.base import StreamOutput
+from vmcri.supervisor.api import StreamOutput
 from vmcri.supervisor.link import AgentLink
 
 log = logging.getLogger(__name__)

@@ -71,11 +71,16 @@ def test_update_runtime_config_is_accepted(daemon: RunningDaemon) -> None:
     assert "pod_cidr" in str(info.value.details())
 
 
-def test_unimplemented_rpc_names_itself(daemon: RunningDaemon) -> None:
+def test_checkpoint_rpcs_say_which_handler_can_and_why_not(daemon: RunningDaemon) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        daemon.runtime().CheckpointContainer(pb.CheckpointContainerRequest(container_id="x"))
-    assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "CheckpointContainer" in str(info.value.details())
+        daemon.runtime().CheckpointContainer(
+            pb.CheckpointContainerRequest(container_id="a" * 64, location="/tmp/x.tar")
+        )
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "container_id" in str(info.value.details())
+    status = daemon.runtime().Status(pb.StatusRequest())
+    conditions = {c.type: c for c in status.status.conditions}
+    assert "PodCheckpointRestore" in conditions
 
 
 def test_unknown_handler_is_refused_and_leaves_nothing(daemon: RunningDaemon) -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from tests.integration.network.conftest import HTTP_PORT, NetEnv
 from tests.integration.network.test_cni_pods import _answers
+from tests.support.cadvisor import NETWORK, REQUIRED
 from tests.support.wait import wait_for
-from tests.unit.cri.test_cri_metrics import NETWORK, REQUIRED
 from vmcri.api import api_pb2 as pb
 
 pytestmark = pytest.mark.integration

@@ -1,8 +1,8 @@
 """Helpers of the runc integration tests: records built by hand, waiting for exits.
 
 The backend reaches records through ``BackendServices``; :data:`RECORDS` plays the
-runtime here: every record :func:`container_record` makes is in it, and it counts the
-exits the backend reports.
+runtime here: every record :func:`container_record` makes is in it, and it keeps the
+exits the pods' supervisor sends up.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from vmcri.errors import NotFound
-from vmcri.handlers.base import ContainerExit
 from vmcri.handlers.runc.backend import RuncBackend
 from vmcri.model import ContainerConfig, Metadata, PodConfig
 from vmcri.store.records import ContainerRecord, SandboxRecord
+from vmcri.supervisor.api import ContainerExit
 
 
 class Records:
@@ -25,8 +25,8 @@ class Records:
 
     def __init__(self) -> None:
         self.containers: dict[str, ContainerRecord] = {}
-        self.exited: list[str] = []
-        self._lock = threading.Lock()
+        self.exited: dict[str, ContainerExit] = {}
+        self._changed = threading.Condition()
 
     def find_container(self, container_id: str) -> ContainerRecord | None:
         return self.containers.get(container_id)
@@ -34,9 +34,15 @@ class Records:
     def containers_of(self, sandbox_id: str) -> list[ContainerRecord]:
         return [c for c in self.containers.values() if c.sandbox_id == sandbox_id]
 
-    def container_exited(self, container_id: str) -> None:
-        with self._lock:
-            self.exited.append(container_id)
+    def container_exited(self, container_id: str, exit: ContainerExit) -> None:
+        with self._changed:
+            self.exited[container_id] = exit
+            self._changed.notify_all()
+
+    def wait_exit(self, container_id: str, timeout: float) -> ContainerExit | None:
+        with self._changed:
+            self._changed.wait_for(lambda: container_id in self.exited, timeout)
+            return self.exited.get(container_id)
 
     def find_sandbox(self, sandbox_id: str) -> SandboxRecord | None:
         return None  # the tests hand the backend its sandbox records themselves
@@ -77,18 +83,20 @@ def container_record(
 def wait_exit(
     be: RuncBackend, sb: SandboxRecord, c: ContainerRecord, timeout: float = 20.0
 ) -> ContainerExit:
-    """The container's exit record, waiting for the agent's exit event to write it."""
-    found = be._containers.exits(sb.id).wait(c.id, timeout)
+    """The container's exit, waiting for the supervisor to send it up; the record kept on
+    disk says the same."""
+    found = RECORDS.wait_exit(c.id, timeout)
     if found is None:
         raise AssertionError(f"container {c.id} did not exit in {timeout}s")
+    assert be.supervisor.recorded_exit(sb, c.id) == found
     return found
 
 
 def stop(be: RuncBackend, sb: SandboxRecord, c: ContainerRecord, timeout: float) -> ContainerExit:
     """What the container service does: SIGTERM, wait up to ``timeout``, SIGKILL, wait."""
-    be.signal_container(sb, c, signal.SIGTERM)
-    found = be._containers.exits(sb.id).wait(c.id, timeout)
+    be.supervisor.signal(sb, c, signal.SIGTERM)
+    found = RECORDS.wait_exit(c.id, timeout)
     if found is not None:
         return found
-    be.signal_container(sb, c, signal.SIGKILL)
+    be.supervisor.signal(sb, c, signal.SIGKILL)
     return wait_exit(be, sb, c)

@@ -50,8 +50,8 @@ def test_containers_run_in_kubelet_s_pod_cgroup(
     c = container_record(sb, workdir, command=("sleep", "60"))
     try:
         backend.create_container(sb, c, image)
-        backend.start_container(sb, c)
-        pid = backend._containers.pid(sb, c.id)
+        backend.supervisor.start(sb, c)
+        pid = backend.supervisor.pid(sb, c.id)
         assert pid > 0
         assert misplaced_threads(pid, f"{path}/vmcri-{c.id}") == []
     finally:

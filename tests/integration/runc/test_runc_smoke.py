@@ -61,7 +61,7 @@ def test_container_prints_to_cri_log(backend: RuncBackend, image: ImageInfo, wor
         sb, workdir, command=("sh", "-c", "echo hello; echo oops >&2; hostname; echo $FROM_IMAGE")
     )
     backend.create_container(sb, c, image)
-    assert backend.start_container(sb, c) > 0
+    assert backend.supervisor.start(sb, c) > 0
     ex = wait_exit(backend, sb, c)
     assert (ex.exit_code, ex.reason) == (0, "Completed")
     records = _records(Path(c.log_path))
@@ -72,7 +72,7 @@ def test_container_prints_to_cri_log(backend: RuncBackend, image: ImageInfo, wor
     ]
     assert [r for r in records if r[0] == "stderr"] == [("stderr", "F", "oops")]
     backend.remove_container(sb, c)
-    backend.stop_sandbox(sb, [])
+    backend.stop_sandbox(sb)
     backend.remove_sandbox(sb)
     assert _mounts_under(workdir) == []
     assert not (backend.layout.state / "containers" / c.id).exists()
@@ -89,16 +89,16 @@ def test_exec_sync_and_stop_with_exit_code(
         sb, workdir, command=("sh", "-c", "trap 'exit 3' TERM; while true; do sleep 0.1; done")
     )
     backend.create_container(sb, c, image)
-    backend.start_container(sb, c)
-    assert backend.container_liveness(sb, c).running
-    res = backend.exec_sync(sb, c, ["sh", "-c", "echo out; echo err >&2; exit 7"], 10)
+    backend.supervisor.start(sb, c)
+    assert backend.supervisor.liveness(sb, c).running
+    res = backend.supervisor.exec_sync(sb, c, ["sh", "-c", "echo out; echo err >&2; exit 7"], 10)
     assert (res.stdout, res.stderr, res.exit_code) == (b"out\n", b"err\n", 7)
     t0 = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        backend.exec_sync(sb, c, ["sleep", "30"], 1)
+        backend.supervisor.exec_sync(sb, c, ["sleep", "30"], 1)
     assert time.monotonic() - t0 < 10
     stop(backend, sb, c, 10)
-    ex = backend.container_liveness(sb, c).exit
+    ex = backend.supervisor.recorded_exit(sb, c.id)
     assert ex is not None and (ex.exit_code, ex.reason) == (3, "Error")
     stop(backend, sb, c, 10)  # idempotent
     backend.remove_container(sb, c)
@@ -113,11 +113,11 @@ def test_stop_escalates_to_sigkill(backend: RuncBackend, image: ImageInfo, workd
         sb, workdir, command=("sh", "-c", "trap '' TERM; while true; do sleep 0.1; done")
     )
     backend.create_container(sb, c, image)
-    backend.start_container(sb, c)
+    backend.supervisor.start(sb, c)
     t0 = time.monotonic()
     stop(backend, sb, c, 1)
     assert 0.9 < time.monotonic() - t0 < 10
-    ex = backend.container_liveness(sb, c).exit
+    ex = backend.supervisor.recorded_exit(sb, c.id)
     assert ex is not None and ex.exit_code == 137
     backend.remove_container(sb, c)
     backend.remove_sandbox(sb)
@@ -135,7 +135,7 @@ def test_oom_kill_is_reported(backend: RuncBackend, image: ImageInfo, workdir: P
         resources=Resources(memory_limit_in_bytes=32 << 20),
     )  # fmt: skip
     backend.create_container(sb, c, image)
-    backend.start_container(sb, c)
+    backend.supervisor.start(sb, c)
     ex = wait_exit(backend, sb, c, 60)
     assert (ex.exit_code, ex.reason) == (137, "OOMKilled")
     backend.remove_container(sb, c)
@@ -155,21 +155,24 @@ def test_two_containers_share_the_pod_network(
     client = container_record(sb, workdir, name="client", command=("sleep", "1000"))
     for c in (server, client):
         backend.create_container(sb, c, image)
-        backend.start_container(sb, c)
+        backend.supervisor.start(sb, c)
     ns = [
-        backend.exec_sync(sb, c, ["readlink", "/proc/self/ns/net"], 10).stdout
+        backend.supervisor.exec_sync(sb, c, ["readlink", "/proc/self/ns/net"], 10).stdout
         for c in (server, client)
     ]
     assert ns[0] == ns[1] and ns[0] != os.readlink("/proc/self/ns/net").encode() + b"\n"
     deadline = time.monotonic() + 10
     while True:
-        res = backend.exec_sync(sb, client, ["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"], 10)
+        res = backend.supervisor.exec_sync(
+            sb, client, ["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"], 10
+        )
         if res.exit_code == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert res.stdout == b"pong\n"
-    backend.stop_sandbox(sb, [server, client])
-    assert all(backend.container_liveness(sb, c).exit is not None for c in (server, client))
+    backend.stop_sandbox(sb)
+    # The pod's stragglers end with it; their exits come up as events.
+    assert all(wait_exit(backend, sb, c) is not None for c in (server, client))
     for c in (server, client):
         backend.remove_container(sb, c)
     backend.remove_sandbox(sb)
@@ -186,16 +189,16 @@ def test_agent_survives_backend_restart(
         command=("sh", "-c", "trap 'echo bye; exit 4' TERM; while :; do echo tick; sleep .2; done"),
     )  # fmt: skip
     backend.create_container(sb, c, image)
-    backend.start_container(sb, c)
-    backend._containers.drop_link(sb.id)  # as when the daemon's process ends
+    backend.supervisor.start(sb, c)
+    backend.supervisor.drop_link(sb.id)  # as when the daemon's process ends
     del backend  # the daemon is gone; the pod's agent and the container are not
     again = make_backend()
     assert again.sandbox_alive(sb)
-    assert again.container_liveness(sb, c).running
-    assert again._containers.pid(sb, c.id) > 0
-    assert again.exec_sync(sb, c, ["echo", "still here"], 10).stdout == b"still here\n"
+    assert again.supervisor.liveness(sb, c).running
+    assert again.supervisor.pid(sb, c.id) > 0
+    assert again.supervisor.exec_sync(sb, c, ["echo", "still here"], 10).stdout == b"still here\n"
     stop(again, sb, c, 10)
-    ex = again.container_liveness(sb, c).exit
+    ex = again.supervisor.recorded_exit(sb, c.id)
     assert ex is not None and ex.exit_code == 4
     texts = [r[2] for r in _records(Path(c.log_path))]
     assert "tick" in texts and texts[-1] == "bye"
@@ -210,13 +213,13 @@ def test_reopen_log_usage_and_update(backend: RuncBackend, image: ImageInfo, wor
         sb, workdir, command=("sh", "-c", "while true; do echo line; sleep 0.1; done")
     )
     backend.create_container(sb, c, image)
-    backend.start_container(sb, c)
+    backend.supervisor.start(sb, c)
     log = Path(c.log_path)
     wait_for(lambda: log.exists() and "line" in log.read_text(), 10, "the first lines")
     os.rename(log, c.log_path + ".1")
-    backend.reopen_log(sb, c)
+    backend.supervisor.reopen_log(sb, c)
     wait_for(lambda: log.exists() and "line" in log.read_text(), 10, "lines in the new log")
-    usage = backend.container_usage(sb, c)
+    usage = backend.supervisor.usage(sb, c)
     assert usage.memory_usage_bytes > 0 and usage.process_count >= 1
     assert usage.cpu_usage_core_nano_seconds > 0
     backend.update_resources(sb, c, Resources(memory_limit_in_bytes=64 << 20, cpu_shares=512))
@@ -265,7 +268,7 @@ def test_readonly_bind_mount_and_user(
         security=ContainerSecurity(run_as_username="app"),
     )  # fmt: skip
     backend.create_container(sb, c, image)
-    backend.start_container(sb, c)
+    backend.supervisor.start(sb, c)
     wait_exit(backend, sb, c)
     texts = [r[2] for r in _records(Path(c.log_path)) if r[0] == "stdout"]
     assert texts == ["content", "1000", "1000 3000", "readonly"]
@@ -292,10 +295,10 @@ def test_shared_pid_namespace(backend: RuncBackend, image: ImageInfo, workdir: P
     c = container_record(sb, workdir, command=("sleep", "1000"),
                          security=ContainerSecurity(namespace_options=ns))  # fmt: skip
     backend.create_container(sb, c, image)
-    backend.start_container(sb, c)
-    res = backend.exec_sync(sb, c, ["cat", "/proc/1/comm"], 10)
+    backend.supervisor.start(sb, c)
+    res = backend.supervisor.exec_sync(sb, c, ["cat", "/proc/1/comm"], 10)
     assert res.stdout == b"vmcri-pause\n"
-    backend.stop_sandbox(sb, [c])
+    backend.stop_sandbox(sb)
     assert not backend.sandbox_alive(sb)
     backend.remove_container(sb, c)
     backend.remove_sandbox(sb)
@@ -319,7 +322,7 @@ def test_privileged_container_sees_host_devices(
     plain = container_record(sb, workdir, name="plain", command=check)
     for c in (privileged, plain):
         backend.create_container(sb, c, image)
-        backend.start_container(sb, c)
+        backend.supervisor.start(sb, c)
         wait_exit(backend, sb, c)
     assert [r[2] for r in _records(Path(privileged.log_path))] == ["present"]
     assert [r[2] for r in _records(Path(plain.log_path))] == ["absent"]

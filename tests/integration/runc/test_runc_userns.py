@@ -119,7 +119,7 @@ def test_container_is_root_only_inside_its_pod(
         security=ContainerSecurity(namespace_options=ns),
     )  # fmt: skip
     backend.create_container(sb, c, image)
-    pid = backend.start_container(sb, c)
+    pid = backend.supervisor.start(sb, c)
     # The same process is an ordinary user on the host.
     assert _host_uid(pid) == base
     for _ in range(200):
@@ -136,11 +136,11 @@ def test_container_is_root_only_inside_its_pod(
     assert (volume / "from-pod").stat().st_uid == 0
     assert log_file.read_text() == "bye\n"
     # exec joins the same namespace.
-    res = backend.exec_sync(sb, c, ["cat", "/proc/self/uid_map"], 10)
+    res = backend.supervisor.exec_sync(sb, c, ["cat", "/proc/self/uid_map"], 10)
     assert res.stdout.split() == [b"0", str(base).encode(), str(SIZE).encode()]
 
     backend.remove_container(sb, c)
-    backend.stop_sandbox(sb, [])
+    backend.stop_sandbox(sb)
     backend.remove_sandbox(sb)
     assert _mounts_under(workdir) == []
     assert (volume / "from-host").read_text() == "hi\n"  # a volume outlives its container
@@ -159,13 +159,15 @@ def test_shared_pid_namespace_in_a_user_namespace(
     c2 = container_record(sb, workdir, name="b", command=("sleep", "1000"), security=pid_only)
     for c in (c1, c2):
         backend.create_container(sb, c, image)
-        backend.start_container(sb, c)
-    res = backend.exec_sync(sb, c2, ["sh", "-c", "stat -c %u /proc/1; ps -o user,args"], 10)
+        backend.supervisor.start(sb, c)
+    res = backend.supervisor.exec_sync(
+        sb, c2, ["sh", "-c", "stat -c %u /proc/1; ps -o user,args"], 10
+    )
     out = res.stdout.decode()
     assert out.splitlines()[0] == "0"  # pause runs as the pod's root
     assert out.count("sleep 1000") == 2, out
     assert _host_uid(backend.pods.pause_pid(sb.id)) == base
-    backend.stop_sandbox(sb, [c1, c2])
+    backend.stop_sandbox(sb)
     for c in (c1, c2):
         backend.remove_container(sb, c)
     backend.remove_sandbox(sb)

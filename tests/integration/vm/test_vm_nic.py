@@ -35,8 +35,8 @@ from vmcri.handlers.vm.options import VmOptions
 from vmcri.host.mounts import HostMounter, mount_points
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, PodConfig
-from vmcri.network.model import IpConfig, NetInterface, PodNetwork, Route
 from vmcri.network.tap import NetlinkTaps
+from vmcri.store.pod_network import IpConfig, NetInterface, PodNetwork, Route
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 
@@ -270,7 +270,7 @@ def test_the_host_reaches_a_vm_pod_at_its_pod_ip_and_removal_leaves_nothing(
         image = ImageInfo("sha256:" + "0" * 64, "busybox", (str(layer),), {})
         runtime = backend.create_container(sandbox, container, image)
         container = store.containers.set_fields(container.id, runtime=runtime)
-        backend.start_container(sandbox, container)
+        backend.supervisor.start(sandbox, container)
 
         wait_for(lambda: can_echo(pod_netns.pod_ip), 60, f"an echo from {pod_netns.pod_ip}")
         payload = os.urandom(256 * 1024)

@@ -3,7 +3,7 @@
 The VM suite's other pods are restored from the shared template (conftest); here a copy of
 it whose saved state is garbage, sealed so that it passes the file checks (digest and size
 match), stands for "a restore that libvirt or QEMU refuses". Damaged files (truncated,
-corrupt, of another guest image) are refused before any VM starts: tests/unit/vm.
+corrupt, of another guest image) are refused before any VM starts: tests/unit/handlers/vm.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.cri.fakes import Runtime, wire
+from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.cri import convert
 from vmcri.errors import InvalidArgument

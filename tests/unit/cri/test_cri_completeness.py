@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from tests.unit.cri.fakes import Runtime, wire
+from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.cri.validate import check_request
 from vmcri.errors import InvalidArgument, NotFound
-from vmcri.handlers.base import ContainerUsage, ImageInfo
+from vmcri.handlers.base import ImageInfo
 from vmcri.model import Resources
 from vmcri.runtime import cri_metric_families, identity
+from vmcri.supervisor.api import ContainerUsage
 
 CTX: Any = None
 
@@ -192,7 +193,7 @@ def test_update_pod_sandbox_resources_rejects_bad_values_and_unknown_pods(rt: Ru
 
 def _start(rt: Runtime, container_id: str, usage: ContainerUsage) -> None:
     rt.servicer.StartContainer(pb.StartContainerRequest(container_id=container_id), CTX)
-    rt.backend.usage[container_id] = usage
+    rt.supervisor.samples[container_id] = usage
 
 
 def test_descriptors_name_cadvisor_metrics_with_consistent_label_keys(rt: Runtime) -> None:

@@ -15,7 +15,7 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from tests.unit.cri.fakes import Runtime, wire
+from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
 from vmcri.cri.server import build_server
@@ -120,12 +120,34 @@ def test_a_real_fault_is_internal_and_logged_with_its_traceback(
 
 
 def test_an_unimplemented_rpc_answers_unimplemented_whatever_the_request(
-    stub: api_pb2_grpc.RuntimeServiceStub,
+    rt: Runtime, tmp_path: Path
 ) -> None:
-    request = pb.CheckpointContainerRequest(container_id="not an id", location="rel\x00")
-    code, details = status_of(stub.CheckpointContainer, request)
+    images: Any = object()
+    socket = tmp_path / "cri.sock"
+    server = build_server(rt.runtime, images, socket)
+    server.start()
+    channel = grpc.insecure_channel(f"unix:{socket}")
+    try:
+        # StreamImages is left to the generated base: not validated, never reached.
+        request = pb.StreamImagesRequest(filter=pb.ImageFilter(image=pb.ImageSpec(image="\x00")))
+        code, details = status_of(api_pb2_grpc.ImageServiceStub(channel).StreamImages, request)
+    finally:
+        channel.close()
+        server.stop(None)
     assert code is grpc.StatusCode.UNIMPLEMENTED
-    assert "CheckpointContainer" in details
+    assert "StreamImages" in details
+
+
+def test_checkpoint_of_a_handler_without_checkpoints_says_why(
+    rt: Runtime, stub: api_pb2_grpc.RuntimeServiceStub, tmp_path: Path
+) -> None:
+    config = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", uid="u", namespace="n"))
+    sandbox_id = stub.RunPodSandbox(pb.RunPodSandboxRequest(config=config)).pod_sandbox_id
+    request = pb.CheckpointPodRequest(pod_sandbox_id=sandbox_id, path=str(tmp_path))
+    code, details = status_of(stub.CheckpointPod, request)
+    assert code is grpc.StatusCode.UNIMPLEMENTED
+    assert "no checkpoint support" in details
+    assert list(tmp_path.glob("vmcri-checkpoint*")) == []
 
 
 def test_exec_and_port_forward_reach_the_streaming_service(

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.cri.fakes import Runtime, wire
+from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound
 from vmcri.handlers.base import ImageInfo
@@ -32,7 +32,7 @@ from vmcri.host.imagevolumes import (
 from vmcri.host.mounts import MS_BIND, MS_RDONLY, MS_REMOUNT
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, Metadata, Mount, PodConfig
-from vmcri.runtime.containers import validate_container
+from vmcri.runtime.container_checks import validate_container
 from vmcri.store.records import ContainerRecord, ImageVolume, SandboxRecord
 
 CTX: Any = None
@@ -52,9 +52,7 @@ class Images:
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Runtime:
-    runtime = wire(tmp_path, APP)
-    runtime.services.images = Images()
-    return runtime
+    return wire(tmp_path, APP, images=Images())
 
 
 def _pod(rt: Runtime) -> str:

@@ -13,7 +13,7 @@ from vmcri.config import parse_config_text
 from vmcri.doctor import devices, host_checks, libvirt_checks, runc_checks
 from vmcri.doctor.model import Check, Status, pods_can_run
 from vmcri.doctor.report import render_json, render_table
-from vmcri.doctor.run import run_checks
+from vmcri.doctor.run import backend_checks, run_checks
 from vmcri.handlers.registry import BACKENDS
 from vmcri.handlers.runc.options import RuncOptions
 from vmcri.handlers.vm.options import VmOptions
@@ -184,11 +184,11 @@ def test_each_handler_gets_the_checks_its_configured_backend_registered(
     # named unlike its backend gets that backend's checks, under its own name.
     asked: list[tuple[str, str, object]] = []
 
-    def fake_checks(self: Any, handler: str, options: object, backends: Path) -> list[Check]:
-        asked.append((self.doctor, handler, options))
+    def fake_checks(kind: Any, handler: str, options: object, backends: Path) -> list[Check]:
+        asked.append((kind.doctor, handler, options))
         return [Check("fake", Status.OK, "", handler=handler)]
 
-    monkeypatch.setattr("vmcri.handlers.registry.BackendKind.doctor_checks", fake_checks)
+    monkeypatch.setattr("vmcri.doctor.run.backend_checks", fake_checks)
     config = parse_config_text(
         f"root = '{tmp_path}'\ndefault_runtime_handler='a'\n"
         "[runtimes.a]\nbackend='runc'\n[runtimes.b]\nbackend='vm'\n"
@@ -202,6 +202,7 @@ def test_each_handler_gets_the_checks_its_configured_backend_registered(
 
 
 def test_the_runc_backend_registers_its_runc_checks(tmp_path: Path) -> None:
-    checks = BACKENDS["runc"].doctor_checks("sandboxed", RuncOptions(runc="/nonexistent"), tmp_path)
+    runc = BACKENDS["runc"]
+    checks = backend_checks(runc, "sandboxed", RuncOptions(runc="/nonexistent"), tmp_path)
     assert [c.label for c in checks] == ["runc (sandboxed)", "idmapped mounts (sandboxed)"]
     assert checks[0].status is Status.FAIL

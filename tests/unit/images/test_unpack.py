@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.layers import Layer
+from tests.support.unpack import unpack_into
 from vmcri.errors import DigestMismatch, UnsafeContent
 from vmcri.images.layer_store import LayerStore, chain_ids
 from vmcri.images.unpack import UnpackLimits, unpack_layer
@@ -18,14 +19,6 @@ from vmcri.images.unpack import UnpackLimits, unpack_layer
 root_only = pytest.mark.skipif(
     os.geteuid() != 0, reason="whiteouts need mknod and trusted.* xattrs (root)"
 )
-
-
-def _unpack(tmp: Path, layer: Layer, lowers: tuple[Path, ...] = (), **kw: object) -> Path:
-    blob, _, diff_id = layer.blob()
-    dest = tmp / f"d{len(list(tmp.iterdir()))}"
-    dest.mkdir()
-    unpack_layer(io.BytesIO(blob), dest, lowers, diff_id, **kw)  # type: ignore[arg-type]
-    return dest
 
 
 def _outside_untouched(tmp: Path) -> None:
@@ -43,7 +36,7 @@ def test_files_links_modes(tmp_path: Path, compression: str) -> None:
         .hardlink("bin/hl", "bin/tool")
         .file("a/b/c/deep", b"d")
     )
-    d = _unpack(tmp_path, layer)
+    d = unpack_into(tmp_path, layer)
     assert (d / "bin/tool").read_bytes() == b"x" * 100_000
     assert stat.S_IMODE((d / "bin/tool").stat().st_mode) == 0o4755
     assert os.readlink(d / "bin/alias") == "tool"
@@ -61,12 +54,12 @@ def test_diff_id_mismatch(tmp_path: Path) -> None:
 def test_path_traversal_refused(tmp_path: Path, name: str) -> None:
     layer = Layer().file(name, b"pwned")
     with pytest.raises(UnsafeContent, match="escapes"):
-        _unpack(tmp_path, layer)
+        unpack_into(tmp_path, layer)
     _outside_untouched(tmp_path)
 
 
 def test_absolute_name_stays_inside(tmp_path: Path) -> None:
-    d = _unpack(tmp_path, Layer().file("/tmp/vmcri-escape-test", b"x"))
+    d = unpack_into(tmp_path, Layer().file("/tmp/vmcri-escape-test", b"x"))
     assert (d / "tmp/vmcri-escape-test").read_bytes() == b"x"
     _outside_untouched(tmp_path)
 
@@ -80,7 +73,7 @@ def test_symlink_escape_is_resolved_inside_the_root(tmp_path: Path) -> None:
         .symlink("rel", "../../../../..")
         .file("rel/tmp/vmcri-escape-test", b"y")
     )
-    d = _unpack(tmp_path, layer)
+    d = unpack_into(tmp_path, layer)
     _outside_untouched(tmp_path)
     inner = d / str(outside).lstrip("/") / "pwned"
     assert inner.read_bytes() == b"x"
@@ -88,8 +81,8 @@ def test_symlink_escape_is_resolved_inside_the_root(tmp_path: Path) -> None:
 
 
 def test_symlink_in_lower_layer_is_followed_inside(tmp_path: Path) -> None:
-    lower = _unpack(tmp_path, Layer().dir("usr").dir("usr/lib").symlink("lib", "/usr/lib"))
-    upper = _unpack(tmp_path, Layer().file("lib/libx.so", b"so"), (lower,))
+    lower = unpack_into(tmp_path, Layer().dir("usr").dir("usr/lib").symlink("lib", "/usr/lib"))
+    upper = unpack_into(tmp_path, Layer().file("lib/libx.so", b"so"), (lower,))
     assert (upper / "usr/lib/libx.so").read_bytes() == b"so"
     assert not (upper / "lib").exists()
 
@@ -98,24 +91,24 @@ def test_hardlink_escape_refused(tmp_path: Path) -> None:
     (tmp_path / "secret").write_bytes(b"host secret")
     for target in ("../secret", "../../../../etc/passwd"):
         with pytest.raises(UnsafeContent):
-            _unpack(tmp_path, Layer().hardlink("stolen", target))
+            unpack_into(tmp_path, Layer().hardlink("stolen", target))
     # Through a symlink: resolved inside the root, where there is no such file.
     layer = Layer().symlink("up", str(tmp_path)).hardlink("stolen", "up/secret")
     with pytest.raises(UnsafeContent, match="not a file of this image"):
-        _unpack(tmp_path, layer)
+        unpack_into(tmp_path, layer)
     assert (tmp_path / "secret").stat().st_nlink == 1
 
 
 def test_hardlink_to_lower_layer_file_is_copied_up(tmp_path: Path) -> None:
-    lower = _unpack(tmp_path, Layer().file("etc/conf", b"c"))
-    upper = _unpack(tmp_path, Layer().hardlink("etc/conf2", "etc/conf"), (lower,))
+    lower = unpack_into(tmp_path, Layer().file("etc/conf", b"c"))
+    upper = unpack_into(tmp_path, Layer().hardlink("etc/conf2", "etc/conf"), (lower,))
     assert (upper / "etc/conf2").read_bytes() == b"c"
     assert (lower / "etc/conf").stat().st_nlink == 1
 
 
 def test_device_node_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsafeContent, match="device"):
-        _unpack(tmp_path, Layer().device("dev/sda", 8, 0))
+        unpack_into(tmp_path, Layer().device("dev/sda", 8, 0))
 
 
 def test_entry_and_path_limits(tmp_path: Path) -> None:
@@ -123,14 +116,14 @@ def test_entry_and_path_limits(tmp_path: Path) -> None:
     for i in range(20):
         layer.file(f"f{i}", b"")
     with pytest.raises(UnsafeContent, match="entries"):
-        _unpack(tmp_path, layer, limits=UnpackLimits(max_entries=10))
+        unpack_into(tmp_path, layer, limits=UnpackLimits(max_entries=10))
     with pytest.raises(UnsafeContent, match="longer"):
-        _unpack(tmp_path, Layer().file("a/" * 100 + "f", b""), limits=UnpackLimits(max_path=64))
+        unpack_into(tmp_path, Layer().file("a/" * 100 + "f", b""), limits=UnpackLimits(max_path=64))
 
 
 def test_trusted_xattrs_dropped_user_kept(tmp_path: Path) -> None:
     layer = Layer().file("f", b"", xattrs={"trusted.overlay.redirect": "/etc", "user.note": "hi"})
-    d = _unpack(tmp_path, layer)
+    d = unpack_into(tmp_path, layer)
     names = os.listxattr(d / "f")
     assert "trusted.overlay.redirect" not in names
     if "user.note" in names:  # tmpfs without user xattrs drops it; never the trusted one
@@ -139,8 +132,12 @@ def test_trusted_xattrs_dropped_user_kept(tmp_path: Path) -> None:
 
 @root_only
 def test_whiteouts_become_overlay_whiteouts(tmp_path: Path) -> None:
-    lower = _unpack(tmp_path, Layer().file("etc/a", b"a").file("etc/b", b"b").file("var/x", b""))
-    upper = _unpack(tmp_path, Layer().whiteout("etc/a").opaque("var").file("var/y", b""), (lower,))
+    lower = unpack_into(
+        tmp_path, Layer().file("etc/a", b"a").file("etc/b", b"b").file("var/x", b"")
+    )
+    upper = unpack_into(
+        tmp_path, Layer().whiteout("etc/a").opaque("var").file("var/y", b""), (lower,)
+    )
     st = os.lstat(upper / "etc/a")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
     assert not (upper / "etc/.wh.a").exists()
@@ -150,7 +147,7 @@ def test_whiteouts_become_overlay_whiteouts(tmp_path: Path) -> None:
 
 @root_only
 def test_ownership_kept(tmp_path: Path) -> None:
-    d = _unpack(tmp_path, Layer().file("f", b"", 0o2755, uid=1000, gid=1001))
+    d = unpack_into(tmp_path, Layer().file("f", b"", 0o2755, uid=1000, gid=1001))
     st = (d / "f").stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000, 1001, 0o2755)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from tests.unit.foundation.test_store import container, sandbox
+from tests.support.records import container, sandbox
 from vmcri.metrics.collector import RunningCollector
 from vmcri.store.records import ContainerState, SandboxState
 from vmcri.store.store import Store

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from vmcri.network.antispoof import link_local, pod_addresses, removal, ruleset
-from vmcri.network.model import IpConfig, NetInterface, PodNetwork
 from vmcri.network.result import parse_result
+from vmcri.store.pod_network import IpConfig, NetInterface, PodNetwork
 
 SANDBOX = "ab" * 32
 MAC = "0a:58:0a:58:00:05"

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.cni import BRIDGE, FakeRunner
 from vmcri.errors import HostCommandError, InvalidArgument, NotFound, ProtocolError
 from vmcri.model import DNSConfig, Metadata, PodConfig, PortMapping, Protocol
 from vmcri.network.capabilities import capability_args, parse_quantity
 from vmcri.network.cni import Attachment, Cni
 from vmcri.network.conflist import NetworkConfigList, load_conf_dir
-from vmcri.network.invoke import PluginCall, env_args, plugin_error
+from vmcri.network.invoke import env_args, plugin_error
 from vmcri.network.result import parse_result
 from vmcri.oci.pod_files import pod_hostname
 
-BRIDGE = {"type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local"}}
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
 
 
@@ -166,27 +165,6 @@ def test_plugin_error_object_is_the_message() -> None:
 
 
 # ---- the verbs -------------------------------------------------------------------------
-
-
-@dataclass
-class FakeRunner:
-    fail: dict[tuple[str, str], Exception] = field(default_factory=dict)
-    calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    missing: set[str] = field(default_factory=set)
-
-    def find(self, plugin_type: str) -> Path:
-        if plugin_type in self.missing:
-            raise NotFound(f"CNI plugin {plugin_type!r}: not found")
-        return Path("/fake") / plugin_type
-
-    def run(self, plugin_type: str, call: PluginCall) -> bytes:
-        self.find(plugin_type)
-        conf = json.loads(call.stdin)
-        self.calls.append((call.command, plugin_type, conf))
-        error = self.fail.get((call.command, plugin_type))
-        if error is not None:
-            raise error
-        return json.dumps({"cniVersion": "1.0.0", "ips": [], "by": plugin_type}).encode()
 
 
 ATT = Attachment("sb1", "/run/netns/sb1", "eth0", "IgnoreUnknown=1", {"portMappings": [1]})

@@ -461,6 +461,13 @@ def test_resources() -> None:
     assert s["linux"]["cgroupsPath"] == "/vmcri/s/c"
 
 
+def test_a_cpu_quota_of_minus_one_is_no_quota_as_kubelet_sends_it() -> None:
+    r = Resources(cpu_quota=-1, cpu_period=100000)
+    assert spec(cfg(resources=r))["linux"]["resources"]["cpu"] == {"quota": -1, "period": 100000}
+    with pytest.raises(InvalidArgument, match="cpu_quota: must not be below -1"):
+        spec(cfg(resources=Resources(cpu_quota=-2)))
+
+
 def test_oom_score_adj_is_never_set_unasked_nor_below_the_floor() -> None:
     assert "oomScoreAdj" not in spec()["process"]
     floor = SpecContext(**{**CTX.__dict__, "min_oom_score_adj": 0})

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from vmcri.errors import InvalidArgument
+from vmcri.host.rootpath import join_in_root
 from vmcri.oci.process import UserRequest
-from vmcri.oci.rootpath import join_in_root
 from vmcri.oci.users import resolve_user
 
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.streaming.clients import SpdyClient, WebSocketClient, spdy_exec, ws_exec
+from tests.support.streaming_runtime import FakeRuntime
 from tests.support.wait import wait_for
-from tests.unit.streaming.fakes import FakeRuntime
 from vmcri.streaming.requests import AttachRequest, ExecRequest, PortForwardRequest
 from vmcri.streaming.server import ServerLimits, StreamingServer
 

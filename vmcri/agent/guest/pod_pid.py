@@ -9,7 +9,7 @@ pod exists, so it holds none). Every container of the pod joins it through the p
 container's; the agent, its helpers and the kernel threads are in none of them.
 
 Its PID 1 is the runc pods' infra process, started the same way: a process unshares the PID
-namespace and calls :func:`vmcri.handlers.runc.pause.start`, which forks the pause process
+namespace and calls :func:`vmcri.host.pause.start`, which forks the pause process
 there (it reaps the pod's orphans and keeps the namespace alive: a PID namespace whose init
 has exited takes no new process). On a host that process is the podinit helper; here it is a
 fork of the agent, since a new interpreter costs seconds under emulation (3.4 s more per pod
@@ -99,7 +99,7 @@ class PodPidNamespace:
 def _fork_pause(pid_file: str, cgroup: str, reaper: Reaper) -> int:
     """Fork a child that unshares a PID namespace, starts the pause there and exits; returns
     the pause's pid. Raises HostCommandError."""
-    from vmcri.handlers.runc import pause  # loads libc: before the fork, not in it
+    from vmcri.host import pause  # loads libc: before the fork, not in it
     from vmcri.host.namespaces import CLONE_NEWPID, unshare
 
     read_end, write_end = os.pipe2(os.O_CLOEXEC)

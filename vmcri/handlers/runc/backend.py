@@ -24,13 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vmcri.errors import FailedPrecondition
-from vmcri.handlers.base import (
-    Condition,
-    HandlerFeatures,
-    ImageInfo,
-    PortConnection,
-    SandboxStarted,
-)
+from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxBackend, SandboxStarted
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.runc import hostfacts
 from vmcri.handlers.runc.host import Host, RealHost
@@ -49,7 +43,7 @@ from vmcri.handlers.runc.sandbox import PodSandboxes, unsearchable_dir
 from vmcri.handlers.services import BackendServices
 from vmcri.host.cgroups import PodCgroup, kill_all_in, pod_cgroup, remove_tree
 from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
-from vmcri.model import ContainerConfig, Mount, NamespaceMode, PodConfig, Resources
+from vmcri.model import Condition, ContainerConfig, Mount, NamespaceMode, PodConfig, Resources
 from vmcri.oci import process as proc
 from vmcri.oci.context import SpecContext
 from vmcri.oci.hostpaths import (
@@ -64,13 +58,13 @@ from vmcri.oci.spec import build_spec
 from vmcri.oci.userns import pod_root
 from vmcri.oci.users import resolve_user
 from vmcri.store.records import ContainerRecord, SandboxRecord
-from vmcri.supervisor.backend_methods import SupervisedContainerMethods
-from vmcri.supervisor.containers import KILL_GRACE_S, SupervisedContainers
+from vmcri.supervisor.api import PortConnection
+from vmcri.supervisor.containers import SupervisedContainers
 
 log = logging.getLogger(__name__)
 
 
-def create(options: RuncOptions, context: BackendContext) -> RuncBackend:
+def create(options: RuncOptions, context: BackendContext) -> SandboxBackend:
     """Factory named in :data:`vmcri.handlers.registry.BACKENDS`."""
     layout = Layout(Path(context.state), Path(context.root))
     backend = RuncBackend(
@@ -80,7 +74,7 @@ def create(options: RuncOptions, context: BackendContext) -> RuncBackend:
     return backend
 
 
-class RuncBackend(SupervisedContainerMethods):
+class RuncBackend:
     """Implements :class:`vmcri.handlers.base.SandboxBackend` with host runc."""
 
     def __init__(
@@ -104,8 +98,9 @@ class RuncBackend(SupervisedContainerMethods):
         self.launcher = Launcher(host, python, layout.state / "zygote" / "zygote.log")
         self.pods = PodSandboxes(host, layout, self.launcher, sleep)
         self.agents = HostAgents(host, layout, self.launcher, options.runc)
-        self._containers = SupervisedContainers(self, services)
-        self.exec_output_limit = options.exec_output_limit
+        self._containers = SupervisedContainers(
+            self, services, exec_output_limit=options.exec_output_limit
+        )
         self._caps = hostfacts.bounding_capabilities()
         self._oom_floor = (
             None if hostfacts.has_cap_sys_resource() else hostfacts.own_oom_score_adj()
@@ -151,11 +146,13 @@ class RuncBackend(SupervisedContainerMethods):
         runtime["agent_pid"] = str(pid)
         return dataclasses.replace(started, runtime=runtime)
 
-    def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:
-        """Kill what still runs, end the PID namespace holder. The agent stays for
+    def stop_sandbox(self, sandbox: SandboxRecord) -> None:
+        """End the PID namespace holder, and with the pod whatever of it still runs: the
+        container service has killed its containers and waited (``kill_all``); a straggler
+        is killed through its cgroup, and the agent sends its exit up. The agent stays for
         RemoveContainer's runc delete; it goes with the sandbox (remove_sandbox)."""
-        for left in self._containers.kill_remaining(sandbox, containers, KILL_GRACE_S):
-            log.warning("sandbox %s: container %s did not exit after SIGKILL", sandbox.id, left)
+        for container in self._services.containers_of(sandbox.id):
+            kill_all_in(self._cgroups_path(sandbox, container.id))
         self.pods.stop(sandbox.id)
 
     def remove_sandbox(self, sandbox: SandboxRecord) -> None:
@@ -174,6 +171,11 @@ class RuncBackend(SupervisedContainerMethods):
         return alive
 
     # ---- Placement (vmcri.supervisor.containers) -----------------------------------
+
+    @property
+    def supervisor(self) -> SupervisedContainers:
+        """The pod's containers, run by its agent on the host."""
+        return self._containers
 
     def agent_url(self, sandbox: SandboxRecord) -> str:
         return sandbox.runtime.get("agent_url") or self.agents.url(sandbox.id)

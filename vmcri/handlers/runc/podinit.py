@@ -14,7 +14,7 @@ names the namespaces to create and what to put in them. The steps:
    (``/proc/sys/net`` and the IPC keys are per namespace, so writing them
    here writes the pod's).
 3. PID namespace, when the pod shares one: unshared, and a forked child,
-   PID 1 there, becomes the pause process (:mod:`vmcri.handlers.runc.pause`).
+   PID 1 there, becomes the pause process (:mod:`vmcri.host.pause`).
 4. ``ready <pause pid or 0>``, then wait for stdin to close: the daemon
    bind-mounts our ``/proc/<pid>/ns/*`` onto the pod's files in between, so
    the namespaces outlive us.
@@ -32,7 +32,7 @@ import struct
 import sys
 from collections.abc import Mapping
 
-from vmcri.handlers.runc import pause as pause_process
+from vmcri.host import pause as pause_process
 from vmcri.host.namespaces import (
     CLONE_NEWIPC,
     CLONE_NEWNET,

@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 
 from vmcri.errors import HostCommandError, Unavailable
-from vmcri.host.namespaces import CLONE_NEWNET, setns
+from vmcri.host.namespaces import CLONE_NEWNET, in_namespace
 
 DIAL_TIMEOUT_S = 10.0
 
@@ -51,30 +50,17 @@ def dial(netns_path: str, port: int) -> SocketPortConnection:
     """
     if not netns_path:
         return SocketPortConnection(_connect(port))
-    outcome: list[socket.socket | BaseException] = []
-
-    def in_namespace() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                setns(fd, CLONE_NEWNET)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            outcome.append(HostCommandError(f"join the pod network {netns_path}: {exc}"))
-            return
-        try:
-            outcome.append(_connect(port))
-        except Unavailable as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=in_namespace, name=f"dial-{port}", daemon=True)
-    worker.start()
-    worker.join()
-    result = outcome[0]
-    if isinstance(result, BaseException):
-        raise result
-    return SocketPortConnection(result)
+    try:
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise HostCommandError(f"join the pod network {netns_path}: {exc}") from exc
+    try:
+        sock = in_namespace(fd, CLONE_NEWNET, lambda: _connect(port), f"dial-{port}")
+    except OSError as exc:  # setns; the connect's own failures are Unavailable
+        raise HostCommandError(f"join the pod network {netns_path}: {exc}") from exc
+    finally:
+        os.close(fd)
+    return SocketPortConnection(sock)
 
 
 def _connect(port: int) -> socket.socket:

@@ -7,7 +7,7 @@ loopback up and writes the pod's sysctls; the daemon bind-mounts the helper's
 ``/proc/<pid>/ns/*`` onto files under the sandbox directory before the helper
 exits, so the namespaces outlive it. A shared PID namespace needs a living init
 instead of a bind mount alone: the helper forks its PID 1, which becomes the
-pod's pause process (:mod:`vmcri.handlers.runc.pause`) in a session of its own.
+pod's pause process (:mod:`vmcri.host.pause`) in a session of its own.
 
 The network namespace is normally not ours: the network layer
 (:mod:`vmcri.network`) has made, pinned and configured it through CNI before

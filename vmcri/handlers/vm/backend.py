@@ -24,13 +24,7 @@ from vmcri.errors import (
     Unimplemented,
     VmcriError,
 )
-from vmcri.handlers.base import (
-    Condition,
-    HandlerFeatures,
-    ImageInfo,
-    PortConnection,
-    SandboxStarted,
-)
+from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxBackend, SandboxStarted
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
@@ -57,25 +51,25 @@ from vmcri.handlers.vm.template_vms import VmTemplateVms
 from vmcri.handlers.vm.volumes import mount_volumes
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter
 from vmcri.metrics import families as metrics
-from vmcri.model import Resources
+from vmcri.model import Condition, Resources
 from vmcri.network.tap import NetlinkTaps, TapDevices
 from vmcri.oci.userns import uses_userns
 from vmcri.store.records import ContainerRecord, SandboxRecord
-from vmcri.supervisor.backend_methods import SupervisedContainerMethods
-from vmcri.supervisor.containers import KILL_GRACE_S, SupervisedContainers
+from vmcri.supervisor.api import PortConnection
+from vmcri.supervisor.containers import SupervisedContainers
 
 log = logging.getLogger(__name__)
 
 VHOST_VSOCK = "/dev/vhost-vsock"
 
 
-def create(options: VmOptions, context: BackendContext) -> VmBackend:
+def create(options: VmOptions, context: BackendContext) -> SandboxBackend:
+    """Factory named in :data:`vmcri.handlers.registry.BACKENDS` (mypy holds the backend to
+    the Protocol here)."""
     return VmBackend(options, context)
 
 
-class VmBackend(
-    VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, SupervisedContainerMethods
-):
+class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
     """The ``SandboxBackend`` of VM pods. Its other parts, each in a module of its own:
     booting (``boot.py``), VM templates (``template_vms.py``), growth (``growth.py``), the
     pods' cgroups (``placement.py``) and host-side directories (``pod_dirs.py``)."""
@@ -131,6 +125,11 @@ class VmBackend(
 
     # ------------------------------------------------------------ Placement (supervisor)
 
+    @property
+    def supervisor(self) -> SupervisedContainers:
+        """The pod's containers, run by its agent in the VM."""
+        return self._containers
+
     def agent_url(self, sandbox: SandboxRecord) -> str:
         return sandbox.runtime.get("agent_url") or self._agent_url(sandbox.id)
 
@@ -173,6 +172,7 @@ class VmBackend(
             user_namespaces=False,
             host_network=False,
             host_pid_ipc=False,
+            in_guest=True,
         )
 
     def conditions(self) -> Sequence[Condition]:
@@ -249,10 +249,11 @@ class VmBackend(
     def _alive(self, name: str) -> bool:
         return self._hypervisor.is_running(name)
 
-    def stop_sandbox(self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]) -> None:
+    def stop_sandbox(self, sandbox: SandboxRecord) -> None:
+        """Power the VM off (the container service has killed its containers and waited);
+        whatever still ran in it has ended, with exit 137."""
         name = domain_name(sandbox.id)
         if self._alive(name):
-            self._containers.kill_remaining(sandbox, containers, KILL_GRACE_S)
             try:
                 self._containers.link(sandbox).client.shutdown()
             except VmcriError:

@@ -119,7 +119,10 @@ class VmBoot:
             spec, info, timings = self._cold_boot(sandbox, layout, guest, plan)
             guest_files = self._setup(sandbox, spec, plan, restored=False)
         restored = spec.template_memory is not None
+        set_up = time.monotonic()
         self._release_share(sandbox.id, layout)
+        timings["setup_s"] = round(set_up - started - timings["agent_ready_s"], 3)
+        timings["release_share_s"] = round(time.monotonic() - set_up, 3)
         if self._templates is not None:
             self._templates.count(restored)
         log.info(

@@ -22,8 +22,8 @@ from pathlib import Path
 from vmcri.agent.types import GuestInterface, GuestRoute
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.vm.domain import Nic
-from vmcri.network.model import PodNetwork
 from vmcri.network.tap import TapDevices
+from vmcri.store.pod_network import PodNetwork
 
 VHOST_NET = Path("/dev/vhost-net")
 TAP_PREFIX = "vmtap"  # + 10 hex digits of the sandbox ID: 15 bytes, the kernel's limit

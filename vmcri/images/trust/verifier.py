@@ -1,0 +1,263 @@
+"""The one question the puller asks: may this manifest, fetched for this reference, be used?
+
+Asked after the top manifest is fetched and its digest checked, before anything of the
+image is stored: a refusal leaves no blob, layer or record behind. The identity checked
+is the reference requested, whichever mirror served it. A pod's namespace may have a
+policy of its own, CRI-O's ``signature_policy_dir/<namespace>.json``, which replaces the
+node's for pulls made for that namespace's pods.
+
+Per-namespace files are checked at start-up like the node's policy; one written later is
+read at the pull that needs it (re-read when it changes), and an invalid one refuses
+that namespace's pulls, naming the file and key, rather than falling back to the node's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmcri.config import ImageTrustConfig
+from vmcri.errors import ConfigError, InvalidArgument, SignatureRefused
+from vmcri.images.auth import Deadline
+from vmcri.images.reference import Reference
+from vmcri.images.registry_client import RegistryClient
+from vmcri.images.trust import gpg, sigstore
+from vmcri.images.trust.identity import SignedIdentity
+from vmcri.images.trust.payload import COSIGN_TYPE, SIMPLE_SIGNING_TYPE, check_payload
+from vmcri.images.trust.policy import (
+    ACCEPT_ALL,
+    AcceptAnything,
+    Policy,
+    Reject,
+    Requirement,
+    SignedBy,
+    load_policy,
+)
+from vmcri.images.trust.registries_d import SignatureStores, load_registries_d
+from vmcri.images.trust.sources import (
+    MAX_PAYLOAD_BYTES,
+    AttachedSignature,
+    attached_signatures,
+    lookaside_signatures,
+)
+
+log = logging.getLogger(__name__)
+
+# A Kubernetes namespace is a DNS-1123 label; nothing else may name a policy file.
+_NAMESPACE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+MAX_REASON_CHARS = 600
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """Where the trust configuration lives (``[image_trust]`` of the config)."""
+
+    policy: Path = Path("/etc/containers/policy.json")
+    registries_d: Path = Path("/etc/containers/registries.d")
+    policy_dir: Path = Path("/etc/vmcri/policies")
+
+    @classmethod
+    def of(cls, conf: ImageTrustConfig) -> TrustSettings:
+        return cls(Path(conf.policy), Path(conf.registries_d), Path(conf.signature_policy_dir))
+
+
+class _Signatures:
+    """The image's signatures, fetched at most once per store for one check."""
+
+    def __init__(
+        self,
+        ref: Reference,
+        digest: str,
+        client: RegistryClient | None,
+        stores: SignatureStores,
+        deadline: Deadline,
+    ) -> None:
+        self.ref, self.digest, self.client = ref, digest, client
+        self.stores, self.deadline = stores, deadline
+        self._lookaside: list[bytes] | None = None
+        self._attached: list[AttachedSignature] | None = None
+
+    def lookaside(self) -> tuple[str | None, list[bytes]]:
+        base = self.stores.lookaside(self.ref)
+        if base is None:
+            return None, []
+        if self._lookaside is None:
+            self._lookaside = lookaside_signatures(base, self.ref, self.digest, self.deadline)
+        return base, self._lookaside
+
+    def attached(self) -> tuple[bool, list[AttachedSignature]]:
+        if not self.stores.use_sigstore_attachments(self.ref) or self.client is None:
+            return False, []
+        if self._attached is None:
+            self._attached = attached_signatures(self.client, self.digest)
+        return True, self._attached
+
+
+class ImageTrust:
+    """The node's policy, its per-namespace overrides, and where signatures are stored."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        stores: SignatureStores,
+        policy_dir: Path | None = None,
+    ) -> None:
+        self.policy = policy
+        self.stores = stores
+        self.policy_dir = policy_dir
+        self._lock = threading.Lock()
+        self._ns_cache: dict[str, tuple[tuple[int, int, int], Policy]] = {}
+
+    @classmethod
+    def accept_all(cls) -> ImageTrust:
+        return cls(ACCEPT_ALL, SignatureStores())
+
+    @classmethod
+    def load(cls, settings: TrustSettings) -> ImageTrust:
+        """Read and check the whole trust configuration. Raises ConfigError naming the key."""
+        policy = load_policy(settings.policy) or ACCEPT_ALL
+        trust = cls(policy, load_registries_d(settings.registries_d), settings.policy_dir)
+        for name in trust.namespace_policies():
+            trust._namespace_policy(name)
+        return trust
+
+    def namespace_policies(self) -> list[str]:
+        """Namespaces with a policy file of their own (ConfigError for an unlistable dir)."""
+        if self.policy_dir is None:
+            return []
+        try:
+            names = [p.stem for p in self.policy_dir.iterdir() if p.suffix == ".json"]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ConfigError(f"{self.policy_dir}: cannot list: {exc.strerror}") from exc
+        for name in names:
+            if not _NAMESPACE.match(name):
+                raise ConfigError(
+                    f"{self.policy_dir}/{name}.json: {name!r} is not a namespace name"
+                )
+        return sorted(names)
+
+    def _namespace_policy(self, namespace: str) -> Policy | None:
+        """The namespace's own policy, or None. Raises ConfigError for an invalid one."""
+        if self.policy_dir is None:
+            return None
+        path = self.policy_dir / f"{namespace}.json"
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror}") from exc
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            cached = self._ns_cache.get(namespace)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        policy = load_policy(path)
+        if policy is None:
+            return None
+        with self._lock:
+            self._ns_cache[namespace] = (key, policy)
+        return policy
+
+    def policy_for(self, namespace: str) -> Policy:
+        """The policy for a pull made for a pod of ``namespace`` ("" = the node's).
+
+        Raises InvalidArgument for a namespace that is not a DNS-1123 label,
+        SignatureRefused when the namespace's own file is invalid.
+        """
+        if not namespace:
+            return self.policy
+        if not _NAMESPACE.match(namespace):
+            raise InvalidArgument(
+                f"sandbox_config.metadata.namespace: {namespace[:80]!r} is not a DNS-1123 label"
+            )
+        try:
+            own = self._namespace_policy(namespace)
+        except ConfigError as exc:
+            raise SignatureRefused(
+                f"SignatureValidationFailed: the signature policy of namespace {namespace} "
+                f"is invalid: {exc.message}"
+            ) from exc
+        return own or self.policy
+
+    def check(
+        self,
+        ref: Reference,
+        manifest_digest: str,
+        client: RegistryClient | None,
+        policy: Policy | None = None,
+        deadline: Deadline | None = None,
+    ) -> None:
+        """Refuse ``ref`` unless ``policy`` (default: the node's, else what ``policy_for``
+        gave) has every requirement met by ``manifest_digest``.
+
+        Raises SignatureRefused naming the policy, scope and requirement that failed
+        (a store that breaks its bounds included), RegistryError or DeadlineExceeded
+        (a signature store could not be read).
+        """
+        policy = policy or self.policy
+        scope, requirements = policy.lookup(ref)
+        sigs = _Signatures(
+            ref, manifest_digest, client, self.stores, deadline or Deadline.after(None)
+        )
+        for i, req in enumerate(requirements):
+            try:
+                reason = self._unmet(req, ref, manifest_digest, sigs)
+            except SignatureRefused as exc:  # the store broke a bound or sent nonsense
+                reason = exc.message
+            if reason is not None:
+                where = f"{policy.source} {scope}[{i}]"
+                raise SignatureRefused(
+                    f"SignatureValidationFailed: image {ref} ({manifest_digest}) is refused "
+                    f"by {where}, {req.describe()}: {reason[:MAX_REASON_CHARS]}"
+                )
+        if not policy.accepts_everything:
+            log.info("image %s (%s) accepted by %s %s", ref, manifest_digest, policy.source, scope)
+
+    def _unmet(
+        self, req: Requirement, ref: Reference, digest: str, sigs: _Signatures
+    ) -> str | None:
+        """None when ``req`` is met, else why not."""
+        if isinstance(req, AcceptAnything):
+            return None
+        if isinstance(req, Reject):
+            return "the policy rejects every image in this scope"
+        reasons: list[str] = []
+        if isinstance(req, SignedBy):
+            base, blobs = sigs.lookaside()
+            if base is None:
+                return "no lookaside signature store is configured for it in registries.d"
+            for n, blob in enumerate(blobs, 1):
+                try:
+                    _, payload = gpg.verify(req.keyring, blob, MAX_PAYLOAD_BYTES)
+                    claimed = check_payload(payload, SIMPLE_SIGNING_TYPE, digest)
+                    _check_identity(req.identity, ref, claimed)
+                    return None
+                except SignatureRefused as exc:
+                    reasons.append(f"signature-{n}: {exc.message}")
+            return "; ".join(reasons) or f"no signature found in {base}"
+        enabled, attached = sigs.attached()
+        if not enabled:
+            return "use-sigstore-attachments is not enabled for it in registries.d"
+        for n, att in enumerate(attached, 1):
+            try:
+                sigstore.verify(list(req.keys), att.signature_b64, att.payload)
+                claimed = check_payload(att.payload, COSIGN_TYPE, digest)
+                _check_identity(req.identity, ref, claimed)
+                return None
+            except SignatureRefused as exc:
+                reasons.append(f"signature {n}: {exc.message}")
+        return "; ".join(reasons) or "no sigstore signature is attached to the image"
+
+
+def _check_identity(identity: SignedIdentity, ref: Reference, claimed: str) -> None:
+    if not identity.matches(ref, claimed):
+        raise SignatureRefused(
+            f"signed for {claimed[:200]!r}, which {identity.describe()} does not accept for {ref}"
+        )

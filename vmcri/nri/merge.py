@@ -1,0 +1,161 @@
+"""Plugins' adjustments and updates, collected in plugin order; conflicts refused.
+
+NRI's rule (pkg/adaptation/result.go): each thing a plugin may change has one owner.
+When a second plugin changes what an earlier one already changed (the same environment
+variable, annotation, mount destination, device path, rlimit, or the same resource field)
+the whole call fails naming both plugins, rather than one silently winning. Hooks only
+add, so they never conflict. A key or destination written with a leading "-" asks for
+its removal, and owns it like a change does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+
+from vmcri.api import nri_pb2
+from vmcri.errors import PluginError
+
+
+@dataclass
+class _Owners:
+    who: dict[str, str] = field(default_factory=dict)
+
+    def claim(self, what: str, plugin: str, container: str) -> None:
+        earlier = self.who.get(what)
+        if earlier is not None and earlier != plugin:
+            raise PluginError(
+                f"NRI plugins {earlier} and {plugin} both adjust {what} of container "
+                f"{container or '(new)'}: conflicting adjustments refused"
+            )
+        self.who[what] = plugin
+
+
+def _key(name: str) -> str:
+    return name[1:] if name.startswith("-") else name
+
+
+def _set_fields(msg: Message, prefix: str) -> list[tuple[str, Message | object]]:
+    """The fields set in a (resources) message, flattened to dotted names."""
+    out: list[tuple[str, Message | object]] = []
+    for desc, value in msg.ListFields():
+        name = f"{prefix}.{desc.name}"
+        if desc.message_type is not None and desc.message_type.name.startswith("Optional"):
+            out.append((name, value))
+        elif desc.message_type is not None and not isinstance(value, Iterable):
+            if desc.message_type.GetOptions().map_entry:
+                out.extend((f"{name}[{k}]", v) for k, v in value.items())
+            else:
+                out.extend(_set_fields(value, name))
+        else:
+            out.append((name, value))
+    return out
+
+
+def _merge_resources(
+    into: nri_pb2.LinuxResources,
+    new: nri_pb2.LinuxResources,
+    owners: _Owners,
+    plugin: str,
+    container: str,
+) -> None:
+    for name, _ in _set_fields(new, "resources"):
+        owners.claim(name, plugin, container)
+    unified = dict(into.unified)
+    hugepages = {h.page_size: h for h in into.hugepage_limits}
+    into.MergeFrom(new)
+    # MergeFrom appends repeated fields: keep one limit per page size (the claim above
+    # already refused a second owner of any page size).
+    for h in new.hugepage_limits:
+        hugepages[h.page_size] = h
+    del into.hugepage_limits[:]
+    into.hugepage_limits.extend(hugepages.values())
+    unified.update(new.unified)
+    into.unified.clear()
+    into.unified.update(unified)
+
+
+@dataclass
+class CreateResult:
+    """The merged adjustment of the container being created, and updates to others."""
+
+    container_id: str
+    adjust: nri_pb2.ContainerAdjustment = field(default_factory=nri_pb2.ContainerAdjustment)
+    updates: dict[str, nri_pb2.ContainerUpdate] = field(default_factory=dict)
+    evictions: list[nri_pb2.ContainerEviction] = field(default_factory=list)
+    _owners: dict[str, _Owners] = field(default_factory=dict)
+
+    def _owned(self, container_id: str) -> _Owners:
+        return self._owners.setdefault(container_id, _Owners())
+
+    def add_adjustment(self, plugin: str, adjust: nri_pb2.ContainerAdjustment) -> None:
+        """Fold one plugin's adjustment in; raises PluginError on a conflict."""
+        own = self._owned(self.container_id)
+        cid = self.container_id
+        out = self.adjust
+        for key, value in adjust.annotations.items():
+            own.claim(f"annotation {_key(key)!r}", plugin, cid)
+            out.annotations[key] = value
+        for mount in adjust.mounts:
+            own.claim(f"mount {_key(mount.destination)!r}", plugin, cid)
+            out.mounts.append(mount)
+        for env in adjust.env:
+            own.claim(f"env {_key(env.key)!r}", plugin, cid)
+            out.env.append(env)
+        if adjust.HasField("hooks"):
+            out.hooks.MergeFrom(adjust.hooks)
+        for rlimit in adjust.rlimits:
+            own.claim(f"rlimit {rlimit.type}", plugin, cid)
+            out.rlimits.append(rlimit)
+        for cdi in adjust.CDI_devices:
+            own.claim(f"CDI device {cdi.name!r}", plugin, cid)
+            out.CDI_devices.append(cdi)
+        if adjust.args:
+            own.claim("args", plugin, cid)
+            del out.args[:]
+            out.args.extend(adjust.args)
+        if adjust.HasField("linux"):
+            self._add_linux(plugin, adjust.linux, own)
+
+    def _add_linux(
+        self, plugin: str, linux: nri_pb2.LinuxContainerAdjustment, own: _Owners
+    ) -> None:
+        cid = self.container_id
+        out = self.adjust.linux
+        for device in linux.devices:
+            own.claim(f"device {_key(device.path)!r}", plugin, cid)
+            out.devices.append(device)
+        if linux.HasField("resources"):
+            _merge_resources(out.resources, linux.resources, own, plugin, cid)
+        if linux.cgroups_path:
+            own.claim("cgroups path", plugin, cid)
+            out.cgroups_path = linux.cgroups_path
+        if linux.HasField("oom_score_adj"):
+            own.claim("OOM score adjustment", plugin, cid)
+            out.oom_score_adj.CopyFrom(linux.oom_score_adj)
+        if linux.HasField("io_priority"):
+            own.claim("I/O priority", plugin, cid)
+            out.io_priority.CopyFrom(linux.io_priority)
+        # Fields of newer NRI versions (seccomp, namespaces, sysctls, scheduler, ...) arrive
+        # unknown; keep them so that adjust.py refuses them instead of dropping them.
+        probe = nri_pb2.LinuxContainerAdjustment()
+        probe.CopyFrom(linux)
+        probe.DiscardUnknownFields()
+        if probe.ByteSize() != linux.ByteSize():
+            own.claim("an adjustment vmcri does not know", plugin, cid)
+            out.MergeFrom(linux)
+
+    def add_updates(self, plugin: str, updates: list[nri_pb2.ContainerUpdate]) -> None:
+        for update in updates:
+            cid = update.container_id
+            merged = self.updates.setdefault(cid, nri_pb2.ContainerUpdate(container_id=cid))
+            merged.ignore_failure = merged.ignore_failure or update.ignore_failure
+            if update.linux.HasField("resources"):
+                _merge_resources(
+                    merged.linux.resources, update.linux.resources, self._owned(cid), plugin, cid
+                )
+
+    def add_evictions(self, evictions: list[nri_pb2.ContainerEviction]) -> None:
+        self.evictions.extend(evictions)
