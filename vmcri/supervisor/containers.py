@@ -166,15 +166,19 @@ class SupervisedContainers:
         sandbox: SandboxRecord,
         container: ContainerRecord,
         spec: dict[str, object],
-        rootfs_path: str,
+        rootfs_path: str = "",
+        layer_luns: Sequence[int] = (),
     ) -> None:
-        """Hand the container to the agent (runc create there); raises the agent's errors."""
+        """Hand the container to the agent (runc create there); raises the agent's errors.
+        Its rootfs: ``rootfs_path`` assembled already, or the layer disks at ``layer_luns``
+        (uppermost first) that the agent stacks itself."""
         self.exits(sandbox.id).discard(container.id)
         cfg = container.config
         self.link(sandbox).client.create_container(
             container.id,
             json.dumps(spec).encode(),
             rootfs_path=rootfs_path,
+            layer_luns=layer_luns,
             stdin=cfg.stdin,
             stdin_once=cfg.stdin_once,
             tty=cfg.tty,

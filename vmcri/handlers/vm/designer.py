@@ -102,4 +102,5 @@ def design_domain(
         tcg_cache_mib=hardware.tcg_cache_mib,
         nic=nic,
         template_memory=template_memory,
+        scsi=True,
     )

@@ -42,6 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GUEST_SHARE = "/run/vmcri/shared"
+# A container's root in its spec: the agent's bundle's rootfs/, where it mounts the overlay
+# of the layer disks (relative to the bundle, as OCI allows; the agent sets it anyway).
+GUEST_ROOTFS = "rootfs"
 
 
 MAX_SOCKET_PATH = 107
@@ -84,8 +87,10 @@ class SandboxLayout:
     def container_mounts(self, container_id: str) -> Path:
         return self.mounts / "containers" / container_id
 
-    def rootfs(self, container_id: str) -> Path:
-        return self.container_mounts(container_id) / "rootfs"
+    def user_view(self, container_id: str) -> Path:
+        """Host only, never shared: the image's layers, read-only, while the container's
+        user is looked up in its /etc/passwd."""
+        return self.base / "views" / container_id
 
     def volume(self, container_id: str, index: int) -> Path:
         return self.container_mounts(container_id) / "volumes" / str(index)
@@ -99,6 +104,7 @@ class SandboxLayout:
 
     @property
     def writable(self) -> Path:
+        """Where an older vmcri mounted writable.img on the host (removal still looks)."""
         return self.disk / "writable"
 
     def upper(self, container_id: str) -> Path:
