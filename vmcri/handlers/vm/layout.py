@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GUEST_SHARE = "/run/vmcri/shared"
-# A container's root in its spec: the agent's bundle's rootfs/, where it mounts the overlay
-# of the layer disks (relative to the bundle, as OCI allows; the agent sets it anyway).
-GUEST_ROOTFS = "rootfs"
+# A container's root in the spec the host sends: a stand-in, which the agent replaces with
+# its bundle's rootfs/, where it mounts the overlay of the container's layer disks.
+GUEST_ROOTFS = "/run/vmcri/rootfs"
 
 
 MAX_SOCKET_PATH = 107
