@@ -105,7 +105,7 @@ class DomainSpec:
     agent_vsock_cid: int  # > 0: the agent listens on vsock instead of the serial port
     console_log: str
     shares: tuple[Share, ...]
-    run_as_root: bool  # 9p passthrough needs QEMU to own files as any uid
+    run_as_root: bool  # 9p passthrough, and the pods' disks by path (designer.py)
     virtiofsd: str = ""  # the virtiofsd binary, for virtiofs shares (the launcher's)
     emulator: str = ""  # QEMU (the launcher's, ``launcher.py``); "": libvirt's default
     tcg_cache_mib: int = 0  # > 0: cap QEMU's translated-code cache (software emulation)
