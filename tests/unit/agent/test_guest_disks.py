@@ -112,3 +112,20 @@ def test_refusals_before_anything_is_mounted(tmp_path: Path) -> None:
     with pytest.raises(DeadlineExceeded, match="LUN 3 did not appear"):
         _disks(paths, mounter).mount_layers([3])
     assert mounter.mounts == []
+
+
+def test_the_writable_layer_is_measured_in_the_guest_bounded_and_without_following_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vmcri.agent.guest import containers
+
+    upper = tmp_path / "upper"
+    (upper / "d").mkdir(parents=True)
+    (upper / "d" / "f").write_bytes(b"x" * 8192)
+    (upper / "d" / "hard").hardlink_to(upper / "d" / "f")
+    (upper / "escape").symlink_to("/usr")
+    used, inodes = containers.tree_usage(upper)
+    assert inodes == 3  # d, f (once), escape
+    assert 8192 <= used < 1 << 20
+    monkeypatch.setattr(containers, "MAX_USAGE_ENTRIES", 1)
+    assert containers.tree_usage(upper)[1] <= 2

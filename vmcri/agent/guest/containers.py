@@ -424,19 +424,22 @@ class ContainerManager:
         result = []
         for container in containers:
             stats = self.cgroups.stats(container.cgroup_path)
-            result.append(
-                agent_pb2.ContainerStats(
-                    container_id=container.container_id,
-                    cpu_usage_ns=stats.cpu_usage_ns,
-                    memory_usage_bytes=stats.memory_usage_bytes,
-                    memory_working_set_bytes=stats.memory_working_set_bytes,
-                    memory_rss_bytes=stats.memory_rss_bytes,
-                    pids=stats.pids,
-                    oom_kills=stats.oom_kills,
-                    timestamp_ns=stats.timestamp_ns,
-                    counters=counters_message(stats),
-                )
+            message = agent_pb2.ContainerStats(
+                container_id=container.container_id,
+                cpu_usage_ns=stats.cpu_usage_ns,
+                memory_usage_bytes=stats.memory_usage_bytes,
+                memory_working_set_bytes=stats.memory_working_set_bytes,
+                memory_rss_bytes=stats.memory_rss_bytes,
+                pids=stats.pids,
+                oom_kills=stats.oom_kills,
+                timestamp_ns=stats.timestamp_ns,
+                counters=counters_message(stats),
             )
+            if container.root_path == str(container.rootfs):  # the agent's own overlay
+                used, inodes = tree_usage(container.scratch / "upper")
+                message.writable_layer_bytes = used
+                message.writable_layer_inodes = inodes
+            result.append(message)
         return result
 
     def update(self, container_id: str, resources_json: bytes) -> None:
@@ -449,6 +452,34 @@ class ContainerManager:
         if not isinstance(value, dict):
             raise InvalidArgument("resources_json must be a JSON object")
         self.runc.update(container_id, json.dumps(value).encode())
+
+
+MAX_USAGE_ENTRIES = 100_000  # a writable layer with more is reported as far as counted
+
+
+def tree_usage(top: Path) -> tuple[int, int]:
+    """Bytes (allocated blocks) and inodes below ``top``, hard links once, symlinks never
+    followed; at most MAX_USAGE_ENTRIES entries are counted (a stats call stays bounded)."""
+    seen: set[int] = set()
+    used = 0
+    pending = [str(top)]
+    while pending and len(seen) < MAX_USAGE_ENTRIES:
+        try:
+            entries = os.scandir(pending.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_ino not in seen:
+                    seen.add(st.st_ino)
+                    used += st.st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+    return used, len(seen)
 
 
 def _parse_spec(raw: bytes) -> dict[str, object]:
