@@ -49,6 +49,7 @@ from tests.support.layers import Layer, busybox_layer  # noqa: E402
 from tests.support.push import push_image  # noqa: E402
 from tests.support.registry import LocalRegistry  # noqa: E402
 from vmcri.api import api_pb2 as pb  # noqa: E402
+from vmcri.host.mounts import HostMounter  # noqa: E402
 
 GUEST = REPO / "guest/build"
 CONFIG = """\
@@ -175,9 +176,10 @@ def main() -> int:
                     results[handler] = run_one(runtime, tmp, image, volume, handler, args.repeat)
             finally:
                 stop_daemon(daemon)
-    print_table(results)
-    if args.json:
-        print(json.dumps(results, indent=1))
+                HostMounter().unmount_below(tmp)  # the daemon's private state mount
+        print_table(results)
+        if args.json:
+            print(json.dumps(results, indent=1))
     return 0
 
 

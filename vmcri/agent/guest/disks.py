@@ -73,7 +73,10 @@ class GuestDisks:
                 return
             device = self.device(lun)
             target.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._mounter.mount(device, str(target), "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "")
+            # noinit_itable: the host made the file sparse, its inode tables read as zeros
+            # already; ext4's lazy zeroing of them would only cost the guest's CPU.
+            flags = MS_NOSUID | MS_NODEV | MS_NOATIME
+            self._mounter.mount(device, str(target), "ext4", flags, "noinit_itable")
             os.chmod(target, 0o700)
 
     def mount_layers(self, luns: Iterable[int]) -> list[str]:
