@@ -37,3 +37,15 @@ def test_a_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(HostCommandError, match="of layer abc"):
         layer_image(diff)
     assert sorted(p.name for p in diff.parent.iterdir()) == ["diff"]
+
+
+def test_image_gc_removes_the_erofs_image_with_its_layer(tmp_path: Path) -> None:
+    from vmcri.images.layer_store import LayerStore
+
+    store = LayerStore(tmp_path / "images")
+    chain = "sha256:" + "ab" * 32
+    (store.diff_dir(chain) / "etc").mkdir(parents=True)
+    image = layer_image(store.diff_dir(chain))
+    assert image.is_file() and store.chain_dirs() == {chain}
+    store.remove(chain)
+    assert not image.exists() and list(store.root.iterdir()) == []
