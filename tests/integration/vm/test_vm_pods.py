@@ -70,6 +70,11 @@ def test_pod_runs_a_container_that_logs_execs_reports_stats_and_goes_away(vm_env
         pb.ExecSyncRequest(container_id=cid, cmd=write, timeout=60), timeout=90
     )
     assert wrote.exit_code == 0, wrote.stderr
+    # The writable layer is on a disk only the guest mounts: the agent measures it there.
+    layer = vm_env.runtime.ContainerStats(
+        pb.ContainerStatsRequest(container_id=cid), timeout=30
+    ).stats.writable_layer
+    assert layer.used_bytes.value >= 1 << 20 and layer.inodes_used.value >= 1, layer  # /blk
     response = vm_env.runtime.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), timeout=30)
     [metrics] = [m for m in response.pod_metrics if m.pod_sandbox_id == sandbox_id]
     [container] = metrics.container_metrics
