@@ -22,13 +22,12 @@ from tests.integration.runc.runc_itest_helpers import (
     new_id,
     sandbox_record,
 )
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.backend import RuncBackend
 from vmcri.handlers.runc.host import RealHost
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.options import RuncOptions
 from vmcri.host.cgroups import remove_tree
-from vmcri.model import Metadata, PodConfig
+from vmcri.model import ImageInfo, Metadata, PodConfig
 
 CMD = ["sleep", "1000"]
 CGROUP_PARENT = "/vmcri-bench"

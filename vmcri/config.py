@@ -492,9 +492,9 @@ guest_dir = ""
 # Seconds to wait for the guest agent after the VM starts, and for a clean shutdown.
 boot_timeout_s = 60
 shutdown_timeout_s = 10
-# MiB of the pod's own file system (ext4 on a loop device, under the root dir) that holds
-# its containers' writable layers; a guest that fills it gets ENOSPC, the host nothing.
-# 0: a plain directory under the root dir, bounded only by that file system. Every pod's
+# MiB of the pod's own disk (a sparse ext4 file under the root dir that the guest mounts
+# and the host never does) that holds its containers' writable layers; a guest that fills
+# it gets ENOSPC, the host nothing. 0: no disk, the layers stay in guest memory. Every pod's
 # size is promised out of the root dir's free space (writable_layer_reserve_mib), so this
 # also decides how many VM pods the disk admits.
 writable_layer_mib = 2048

@@ -230,3 +230,13 @@ class Condition:
     status: bool
     reason: str = ""
     message: str = ""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a backend needs of the container's image."""
+
+    id: str  # config digest
+    name: str  # normalised reference
+    layer_dirs: tuple[str, ...]  # unpacked layer directories, lowest first
+    config: dict[str, object]  # the OCI image config's "config" object (Env, Cmd, ...)

@@ -28,7 +28,6 @@ from tests.support.vm_backend import vm_context
 from tests.support.wait import wait_for
 from vmcri.agent import types as agent_types
 from vmcri.errors import InvalidArgument
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.domain import domain_name
 from vmcri.handlers.vm.hypervisor import BeforeRun
@@ -36,7 +35,7 @@ from vmcri.handlers.vm.options import VmOptions
 from vmcri.host import mount_ns
 from vmcri.host.mounts import HostMounter, mount_points
 from vmcri.ids import new_id
-from vmcri.model import ContainerConfig, ContainerSecurity, Metadata, Mount, PodConfig
+from vmcri.model import ContainerConfig, ContainerSecurity, ImageInfo, Metadata, Mount, PodConfig
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.store.store import Store
 from vmcri.supervisor.link import AgentLink
@@ -207,11 +206,13 @@ def test_the_guest_cannot_plant_a_symlink_where_the_host_mounts(tmp: Path, lower
 
     assert mount_points(victim) == []
     assert list(victim.iterdir()) == []
-    # The guest sees the container's rootfs and volume through the share ...
+    # The guest sees the container's volume through the share (its rootfs comes as disks,
+    # and the host's view of the layers for the user lookup is gone, and was never shared) ...
     assert (planted / "volumes" / "0" / "data").read_text() == "the pod's volume"
-    assert (planted / "rootfs" / "etc" / "passwd").exists()
-    # ... can write inside them ...
-    (planted / "rootfs" / "new-file").write_text("guest data")
+    assert sorted(p.name for p in planted.iterdir()) == ["volumes"]
+    assert mount_points(pod.state / pod.sandbox.id / "views") == []
+    # ... can write inside it ...
+    (planted / "volumes" / "0" / "new-file").write_text("guest data")
     # ... but cannot swap the directories that hold the mount points.
     attempts: list[Callable[[], None]] = [
         lambda: os.rename(planted / "volumes", planted / "moved"),
@@ -281,25 +282,23 @@ def test_etc_passwd_symlinked_to_a_host_file_is_read_inside_the_rootfs(
     assert mount_points(pod.state / pod.sandbox.id / "mounts" / "containers") == []
 
 
-def test_a_guest_filling_its_rootfs_hits_the_pod_limit_not_host_memory(
+def test_the_writable_disk_is_made_by_the_host_and_never_mounted_there(
     tmp: Path, lower: Path
 ) -> None:
+    # The pod's writable layer is a disk only the guest mounts (the guest decides its bytes):
+    # the host makes it (empty ext4, the configured size) before the guest exists, attaches
+    # it read-write and each layer read-only, and mounts none of them.
     pod = Pod(tmp, writable_layer_mib=64)
     container = pod.container()
     pod.backend.create_container(pod.sandbox, container, image(lower))
-    target = pod.share / "containers" / container.id / "rootfs" / "fill"
-    written = 0
-    chunk = b"\0" * (1 << 20)
-    with pytest.raises(OSError) as full, open(target, "wb") as f:
-        while written < 256 << 20:
-            written += f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-    assert full.value.errno == errno.ENOSPC
-    assert written <= 64 << 20
-    # The bytes are on the pod's own file system under the root dir, not under /run.
-    upper = pod.root / pod.sandbox.id / "writable" / container.id / "upper" / "fill"
-    assert upper.stat().st_blocks * 512 >= 32 << 20
+    writable = pod.root / pod.sandbox.id / "writable.img"
+    assert writable.stat().st_size == 64 << 20
+    assert writable.read_bytes()[1080:1082] == b"\x53\xef"  # ext4's magic
+    assert mount_points(pod.root / pod.sandbox.id) == []
+    disks = pod.hypervisor.disks(domain_name(pod.sandbox.id))
+    assert disks == {str(writable): 0, str(tmp / "layer.erofs"): 1}
+    [layer_xml] = [x for x in pod.hypervisor.attached[domain_name(pod.sandbox.id)] if "erofs" in x]
+    assert "<readonly/>" in layer_xml
     pod.backend.remove_container(pod.sandbox, container)
     pod.backend.remove_sandbox(pod.sandbox)
     assert not (pod.root / pod.sandbox.id).exists()

@@ -27,5 +27,6 @@ def spec(**changes: Any) -> DomainSpec:
         shares=(Share("vmcri-pod", "/run/vmcri/backends/vm/ab/share", False, "9p"),),
         run_as_root=True,
         tcg_cache_mib=32,
+        scsi=True,
     )
     return dataclasses.replace(base, **changes)

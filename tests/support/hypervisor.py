@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tests.support.cgroups import FAKE_QEMU_PID
 from vmcri.errors import HypervisorError
-from vmcri.handlers.vm.hypervisor import BeforeRun
+from vmcri.handlers.vm.hypervisor import BeforeRun, scsi_disks
 
 
 class FakeHypervisor:
@@ -20,6 +20,7 @@ class FakeHypervisor:
         self.vcpus: dict[str, int] = {}
         self.plugged: dict[str, int] = {}
         self.guest_takes_mib = 1 << 30
+        self.attached: dict[str, list[str]] = {}  # domain -> the device XML hotplugged
 
     def start(self, name: str, xml: str, before_run: BeforeRun | None = None) -> None:
         self.started_xml = xml
@@ -65,7 +66,15 @@ class FakeHypervisor:
         raise HypervisorError("the fake hypervisor restores nothing")
 
     def attach_device(self, name: str, xml: str) -> None:
-        raise HypervisorError("the fake hypervisor hotplugs nothing")
+        if name not in self.running:
+            raise HypervisorError(f"cannot add a device to VM {name}: it is not running")
+        if not xml.lstrip().startswith("<disk"):
+            raise HypervisorError("the fake hypervisor hotplugs disks only")
+        self.attached.setdefault(name, []).append(xml)
+
+    def disks(self, name: str) -> dict[str, int]:
+        devices = "".join(self.attached.get(name, []))
+        return scsi_disks(f"<domain><devices>{devices}</devices></domain>")
 
     def set_vcpus(self, name: str, count: int) -> None:
         self.vcpus[name] = count

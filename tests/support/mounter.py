@@ -41,6 +41,11 @@ class FakeMounter:
         target.mkdir(parents=True, exist_ok=True)
         self.calls.append(("sized_fs", str(target)))
 
+    def fs_image(self, image: Path, size_mib: int) -> None:
+        with open(image, "wb") as f:
+            f.truncate(size_mib << 20)
+        self.calls.append(("fs_image", str(image)))
+
     def make_private(self, path: Path) -> None:
         self.calls.append(("private", str(path)))
 

@@ -13,10 +13,10 @@ from vmcri.config import parse_config_text
 from vmcri.cri.rpc_common import RuntimeServices
 from vmcri.cri.runtime_service import RuntimeServicer
 from vmcri.errors import NotFound, Unimplemented
-from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxBackend, SandboxStarted
+from vmcri.handlers.base import HandlerFeatures, SandboxBackend, SandboxStarted
 from vmcri.handlers.checkpointer import PodCheckpointer
 from vmcri.handlers.registry import Handler, HandlerRegistry
-from vmcri.model import Condition, Resources
+from vmcri.model import Condition, ImageInfo, Resources
 from vmcri.runtime.backend_records import BackendRecords
 from vmcri.runtime.checkpoints.service import CheckpointService
 from vmcri.runtime.containers import ContainerService

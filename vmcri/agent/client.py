@@ -44,8 +44,10 @@ class AgentClient(AgentConnection):
         wall_clock_ns: int = 0,
         nic_wait_s: int = 0,
         share_pid: bool = False,
+        writable_lun: int | None = None,
     ) -> types.SandboxFiles:
-        """Raises like :meth:`call` (InvalidArgument names the bad field)."""
+        """Raises like :meth:`call` (InvalidArgument names the bad field). ``writable_lun``:
+        the SCSI LUN of the pod's writable disk (None: the pod has none)."""
         req = agent_pb2.SetupSandboxRequest(
             hostname=hostname,
             hosts=hosts,
@@ -67,6 +69,7 @@ class AgentClient(AgentConnection):
             wall_clock_ns=wall_clock_ns,
             nic_wait_s=nic_wait_s,
             share_pid=share_pid,
+            writable_lun=writable_lun,
         )
         r = self._result(self.call(agent_pb2.Request(setup_sandbox=req)), "setup_sandbox")
         return self._checked(lambda: convert.sandbox_files(r.setup_sandbox))
@@ -78,18 +81,22 @@ class AgentClient(AgentConnection):
         *,
         lowerdirs: Sequence[str] = (),
         rootfs_path: str = "",
+        layer_luns: Sequence[int] = (),
         stdin: bool = False,
         stdin_once: bool = False,
         tty: bool = False,
         timeout: float | None = None,
     ) -> types.ContainerState:
         """Raises like :meth:`call`; AlreadyExists if the id is taken in the guest.
+        The rootfs is one of ``lowerdirs``, ``rootfs_path`` and ``layer_luns`` (the LUNs
+        of its layer disks, uppermost first).
         ``timeout`` None: RUNTIME_CALL_TIMEOUT_S (the guest runs ``runc create``)."""
         req = agent_pb2.CreateContainerRequest(
             container_id=container_id,
             oci_spec=oci_spec,
             lowerdirs=list(lowerdirs),
             rootfs_path=rootfs_path,
+            layer_luns=list(layer_luns),
             stdin=stdin,
             stdin_once=stdin_once,
             tty=tty,

@@ -183,6 +183,12 @@ def stats(msg: agent_pb2.StatsResponse, wanted: list[str]) -> types.Stats:
                 oom_kills=_uint(item.oom_kills, "oom_kills"),
                 timestamp_ns=_uint(item.timestamp_ns, "timestamp_ns"),
                 counters=usage_counters(item.counters),
+                writable_layer=(
+                    _uint(item.writable_layer_bytes, "writable_layer_bytes"),
+                    _uint(item.writable_layer_inodes, "writable_layer_inodes"),
+                )
+                if item.HasField("writable_layer_bytes")
+                else None,
             )
         )
     mem = msg.vm_memory

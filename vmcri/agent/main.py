@@ -82,6 +82,7 @@ def main(argv: list[str]) -> int:
     )
     from vmcri.agent.guest.cgroups import CgroupReader
     from vmcri.agent.guest.containers import ContainerManager, GuestPaths
+    from vmcri.agent.guest.disks import GuestDisks
     from vmcri.agent.guest.events import EventLog
     from vmcri.agent.guest.execs import ExecManager
     from vmcri.agent.guest.hotplug import Hotplug
@@ -113,6 +114,7 @@ def main(argv: list[str]) -> int:
     reaper.start()
     events = EventLog()
     mounter = LibcMounter()
+    disks = GuestDisks(enabled=not args.no_host_settings, mounter=mounter)
     containers = ContainerManager(
         runc=Runc(
             reaper,
@@ -124,6 +126,7 @@ def main(argv: list[str]) -> int:
         mounter=mounter,
         cgroups=CgroupReader(args.cgroup_root),
         paths=GuestPaths(state=state, scratch=scratch, sockets=args.socket_dir),
+        disks=disks,
     )
     stop = threading.Event()
     poweroff = args.poweroff == "yes" or (args.poweroff == "auto" and os.getpid() == 1)
@@ -143,6 +146,8 @@ def main(argv: list[str]) -> int:
             mounter,
             HostSettings(enabled=not args.no_host_settings),
             pod_pid=PodPidNamespace(state / "sandbox", reaper, mounter, args.cgroup_root).ensure,
+            disks=disks,
+            scratch=scratch,
         ),
         events=events,
         shutdown=shutdown,

@@ -91,6 +91,9 @@ class ContainerStats:
     oom_kills: int
     timestamp_ns: int
     counters: UsageCounters = field(default_factory=UsageCounters)
+    # The container's writable layer as the guest measured it (None: the agent did not,
+    # as for a rootfs the host assembled and measures itself).
+    writable_layer: tuple[int, int] | None = None  # bytes, inodes
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vmcri.model import Condition, Resources
+from vmcri.model import Condition, ImageInfo, Resources
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.supervisor.api import ContainerSupervisor, PortConnection
 
@@ -41,16 +41,6 @@ class HandlerFeatures:
     # after run_sandbox. (runc 1.1 joins the user namespace first, and could not join a
     # network namespace the host's user namespace owns.)
     userns_owns_netns: bool = False
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What a backend needs of the container's image."""
-
-    id: str  # config digest
-    name: str  # normalised reference
-    layer_dirs: tuple[str, ...]  # unpacked layer directories, lowest first
-    config: dict[str, object]  # the OCI image config's "config" object (Env, Cmd, ...)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Protocol
 from vmcri.errors import HostCommandError
 from vmcri.host import mount_api, mount_ns
 from vmcri.host.imagevolumes import readonly_overlay_options
-from vmcri.host.sized_fs import make_sized_fs
+from vmcri.host.sized_fs import make_fs_image, make_sized_fs
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -87,6 +87,10 @@ class Mounter(Protocol):
 
     def sized_fs(self, image: Path, target: Path, size_mib: int) -> None:
         """Make a ``size_mib`` MiB file system in the file ``image`` and mount it at ``target``."""
+        ...
+
+    def fs_image(self, image: Path, size_mib: int) -> None:
+        """Make a ``size_mib`` MiB file system in the file ``image``, mounted nowhere."""
         ...
 
     def readonly_view(self, lowerdirs: Sequence[str], target: Path) -> None:
@@ -272,6 +276,9 @@ class HostMounter:
 
     def sized_fs(self, image: Path, target: Path, size_mib: int) -> None:
         make_sized_fs(image, target, size_mib)
+
+    def fs_image(self, image: Path, size_mib: int) -> None:
+        make_fs_image(image, size_mib)
 
     def readonly_view(self, lowerdirs: Sequence[str], target: Path) -> None:
         # Lower-only overlays are read-only by construction; one layer needs a bind.

@@ -29,6 +29,19 @@ def make_sized_fs(image: Path, target: Path, size_mib: int) -> None:
     tool's message; leaves no image behind on failure.
     """
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_fs_image(image, size_mib)
+    try:
+        _run(["mount", "-t", "ext4", "-o", "loop,nosuid,nodev,noatime", str(image), str(target)])
+        os.chmod(target, 0o700)
+    except BaseException:
+        image.unlink(missing_ok=True)
+        raise
+
+
+def make_fs_image(image: Path, size_mib: int) -> None:
+    """Create ``image`` (``size_mib`` MiB, sparse) holding an empty ext4, mounted nowhere:
+    a VM pod's writable disk, which only its guest mounts. Raises HostCommandError with
+    the tool's message; leaves no image behind on failure."""
     fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.ftruncate(fd, size_mib << 20)
@@ -41,8 +54,6 @@ def make_sized_fs(image: Path, target: Path, size_mib: int) -> None:
                 "-E", "nodiscard,lazy_itable_init=1,root_owner=0:0", str(image),
             ]
         )  # fmt: skip
-        _run(["mount", "-t", "ext4", "-o", "loop,nosuid,nodev,noatime", str(image), str(target)])
-        os.chmod(target, 0o700)
     except BaseException:
         image.unlink(missing_ok=True)
         raise

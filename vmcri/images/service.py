@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vmcri.errors import FailedPrecondition, InvalidReference, NotFound
-from vmcri.handlers.base import ImageInfo
 from vmcri.images.auth import NO_AUTH, Auth, Deadline
 from vmcri.images.content_store import ContentStore, ImageRecord
 from vmcri.images.gc import GcResult, collect_garbage
@@ -29,6 +28,7 @@ from vmcri.images.registries_conf import load_registries_conf
 from vmcri.images.trust.verifier import ImageTrust
 from vmcri.images.unpack import DEFAULT_LIMITS, UnpackLimits
 from vmcri.metrics import families as metrics
+from vmcri.model import ImageInfo
 
 log = logging.getLogger(__name__)
 

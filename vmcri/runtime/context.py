@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vmcri.config import Config
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.registry import HandlerRegistry
+from vmcri.model import ImageInfo
 from vmcri.network.service import PodNetworking
 from vmcri.nri.hooks import NoNri, NriHooks
 from vmcri.runtime.events import EventBus

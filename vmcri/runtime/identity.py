@@ -17,8 +17,7 @@ import tempfile
 from collections.abc import Sequence
 
 from vmcri.errors import VmcriError
-from vmcri.handlers.base import ImageInfo
-from vmcri.model import ContainerConfig
+from vmcri.model import ContainerConfig, ImageInfo
 from vmcri.oci import process
 from vmcri.oci.users import MAX_DB_BYTES, resolve_user
 from vmcri.store.records import RunAsUser

@@ -175,15 +175,19 @@ class SupervisedContainers:
         sandbox: SandboxRecord,
         container: ContainerRecord,
         spec: dict[str, object],
-        rootfs_path: str,
+        rootfs_path: str = "",
+        layer_luns: Sequence[int] = (),
     ) -> None:
-        """Hand the container to the agent (runc create there); raises the agent's errors."""
+        """Hand the container to the agent (runc create there); raises the agent's errors.
+        Its rootfs: ``rootfs_path`` assembled already, or the layer disks at ``layer_luns``
+        (uppermost first) that the agent stacks itself."""
         self.exits(sandbox.id).discard(container.id)
         cfg = container.config
         self.link(sandbox).client.create_container(
             container.id,
             json.dumps(spec).encode(),
             rootfs_path=rootfs_path,
+            layer_luns=layer_luns,
             stdin=cfg.stdin,
             stdin_once=cfg.stdin_once,
             tty=cfg.tty,
@@ -270,7 +274,10 @@ class SupervisedContainers:
         found = client.stats([container.id], timeout=STATS_CALL_TIMEOUT_S).containers
         stats = found[0] if found else None
         upper = self._place.writable_layer(sandbox.id, container.id)
-        used, inodes = tree_usage(upper)
+        if stats is not None and stats.writable_layer is not None:
+            used, inodes = stats.writable_layer  # on a disk only the guest mounts
+        else:
+            used, inodes = tree_usage(upper)
         if stats is None:
             return ContainerUsage(
                 timestamp=time.time_ns(),

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.integration.runc.runc_itest_helpers import RECORDS
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.backend import RuncBackend
 from vmcri.handlers.runc.host import RealHost
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.options import RuncOptions
+from vmcri.model import ImageInfo
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 

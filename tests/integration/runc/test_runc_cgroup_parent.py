@@ -19,12 +19,11 @@ from tests.integration.runc.runc_itest_helpers import (
     stop,
 )
 from tests.support.host_cgroups import misplaced_threads, remove_tree
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.backend import RuncBackend
 from vmcri.handlers.runc.host import RealHost
 from vmcri.handlers.runc.layout import Layout
 from vmcri.handlers.runc.options import RuncOptions
-from vmcri.model import Metadata, PodConfig
+from vmcri.model import ImageInfo, Metadata, PodConfig
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,8 @@ from tests.integration.runc.runc_itest_helpers import (
 )
 from tests.support.wait import wait_for
 from vmcri.errors import DeadlineExceeded, InvalidArgument
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.backend import RuncBackend
-from vmcri.model import Mount, Resources
+from vmcri.model import ImageInfo, Mount, Resources
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ import pytest
 
 from tests.integration.runc.runc_itest_helpers import RECORDS, container_record, new_id
 from vmcri.errors import FailedPrecondition, InvalidArgument
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.backend import RuncBackend
 from vmcri.handlers.runc.host import RealHost
 from vmcri.handlers.runc.layout import Layout
@@ -23,6 +22,7 @@ from vmcri.handlers.runc.rootfs import mount_image_view, unmount_image_views
 from vmcri.model import (
     ContainerSecurity,
     IDMapping,
+    ImageInfo,
     Metadata,
     Mount,
     NamespaceMode,

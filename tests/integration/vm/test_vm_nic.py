@@ -28,13 +28,12 @@ from tests.integration.daemon.conftest import SHARED_TEMPLATES
 from tests.integration.vm.conftest import TEMPLATE_TIMEOUT_S, destroy_domain, domain_exists
 from tests.support.vm_backend import vm_context
 from tests.support.wait import wait_for
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.nic import tap_name
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.host.mounts import HostMounter, mount_points
 from vmcri.ids import new_id
-from vmcri.model import ContainerConfig, Metadata, PodConfig
+from vmcri.model import ContainerConfig, ImageInfo, Metadata, PodConfig
 from vmcri.network.tap import NetlinkTaps
 from vmcri.store.pod_network import IpConfig, NetInterface, PodNetwork, Route
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState

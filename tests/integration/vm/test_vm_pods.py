@@ -54,8 +54,8 @@ def test_pod_runs_a_container_that_logs_execs_reports_stats_and_goes_away(vm_env
     assert [c.attributes.id for c in pod_stats.stats.linux.containers] == [cid]
 
     # Block I/O of the container's cgroup in the guest (io.stat), with cAdvisor's labels.
-    # Its file systems are the pod share (9p), not a disk of the guest: what it writes is
-    # no block I/O of its own, and no series may be invented for it.
+    # Its rootfs is an overlay over the pod's disks (layers read-only, the writable one
+    # below its upper dir): what it writes there is block I/O of its own, on that disk.
     keys = {
         d.name: list(d.label_keys)
         for d in vm_env.runtime.ListMetricDescriptors(
@@ -70,12 +70,17 @@ def test_pod_runs_a_container_that_logs_execs_reports_stats_and_goes_away(vm_env
         pb.ExecSyncRequest(container_id=cid, cmd=write, timeout=60), timeout=90
     )
     assert wrote.exit_code == 0, wrote.stderr
+    # The writable layer is on a disk only the guest mounts: the agent measures it there.
+    layer = vm_env.runtime.ContainerStats(
+        pb.ContainerStatsRequest(container_id=cid), timeout=30
+    ).stats.writable_layer
+    assert layer.used_bytes.value >= 1 << 20 and layer.inodes_used.value >= 1, layer  # /blk
     response = vm_env.runtime.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), timeout=30)
     [metrics] = [m for m in response.pod_metrics if m.pod_sandbox_id == sandbox_id]
     [container] = metrics.container_metrics
     names = {m.name for m in container.metrics}
     assert "container_fs_writes_bytes_total" in names
-    assert "container_blkio_device_usage_total" not in names
+    assert "container_blkio_device_usage_total" in names
 
     vm_env.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10), timeout=60)
     stopped = vm_env.status(cid)

@@ -27,8 +27,8 @@ from vmcri.errors import (
     InvalidArgument,
     Unimplemented,
 )
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.checkpointer import Refusal
+from vmcri.model import ImageInfo
 from vmcri.store.records import ContainerState, SandboxState
 
 IMAGE = ImageInfo(id="sha256:" + "c" * 64, name="example.test/app:1", layer_dirs=(), config={})

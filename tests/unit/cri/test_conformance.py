@@ -18,8 +18,8 @@ from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.cri import convert
 from vmcri.errors import InvalidArgument
-from vmcri.handlers.base import HandlerFeatures, ImageInfo
-from vmcri.model import SecurityProfile
+from vmcri.handlers.base import HandlerFeatures
+from vmcri.model import ImageInfo, SecurityProfile
 from vmcri.oci.hostpaths import MAX_PROFILE_BYTES, load_localhost_profile
 from vmcri.oci.seccomp import LOCALHOST, RUNTIME_DEFAULT, UNCONFINED
 

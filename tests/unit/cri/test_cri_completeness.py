@@ -16,8 +16,7 @@ from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.cri.validate import check_request
 from vmcri.errors import InvalidArgument, NotFound
-from vmcri.handlers.base import ImageInfo
-from vmcri.model import Resources
+from vmcri.model import ImageInfo, Resources
 from vmcri.runtime import cri_metric_families, identity
 from vmcri.supervisor.api import ContainerUsage
 

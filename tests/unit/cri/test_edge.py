@@ -20,7 +20,7 @@ from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
 from vmcri.cri.server import build_server
 from vmcri.errors import HostCommandError
-from vmcri.handlers.base import ImageInfo
+from vmcri.model import ImageInfo
 from vmcri.store.records import SandboxRecord
 
 

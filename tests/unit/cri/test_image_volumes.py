@@ -18,7 +18,6 @@ import pytest
 from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.runc.rootfs import mount_image_view
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
 from vmcri.handlers.vm.layout import GUEST_SHARE, SandboxLayout
@@ -31,7 +30,7 @@ from vmcri.host.imagevolumes import (
 )
 from vmcri.host.mounts import MS_BIND, MS_RDONLY, MS_REMOUNT
 from vmcri.ids import new_id
-from vmcri.model import ContainerConfig, Metadata, Mount, PodConfig
+from vmcri.model import ContainerConfig, ImageInfo, Metadata, Mount, PodConfig
 from vmcri.runtime.container_checks import validate_container
 from vmcri.store.records import ContainerRecord, ImageVolume, SandboxRecord
 

@@ -17,8 +17,7 @@ import pytest
 
 from tests.support.runtime import Runtime, wire
 from vmcri.errors import DeadlineExceeded
-from vmcri.handlers.base import ImageInfo
-from vmcri.model import ContainerConfig, Metadata, PodConfig
+from vmcri.model import ContainerConfig, ImageInfo, Metadata, PodConfig
 from vmcri.runtime.events import ContainerEvent, EventType
 from vmcri.store.records import ContainerState
 from vmcri.supervisor.api import ContainerExit

@@ -14,8 +14,8 @@ from tests.support.runtime import Runtime, wire
 from tests.support.spoofguard import FakeSpoofGuard
 from vmcri.config import NetworkConfig, parse_config_text
 from vmcri.errors import HostCommandError, InvalidArgument
-from vmcri.handlers.base import HandlerFeatures, ImageInfo
-from vmcri.model import Metadata, NamespaceMode, NamespaceOptions, PodConfig, PodSecurity
+from vmcri.handlers.base import HandlerFeatures
+from vmcri.model import ImageInfo, Metadata, NamespaceMode, NamespaceOptions, PodConfig, PodSecurity
 from vmcri.network.service import PodNetworking
 
 IMAGE = ImageInfo(id="sha256:" + "a" * 64, name="x", layer_dirs=(), config={})

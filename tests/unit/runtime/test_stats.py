@@ -14,7 +14,7 @@ from tests.support.runtime import Runtime, wire
 from vmcri.api import api_pb2 as pb
 from vmcri.cri import convert
 from vmcri.errors import DeadlineExceeded
-from vmcri.handlers.base import ImageInfo
+from vmcri.model import ImageInfo
 from vmcri.runtime.usage_bounds import MAX_U64, bounded, clamp, saturating_sum
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.supervisor.api import ContainerUsage

@@ -5,6 +5,8 @@ Per container ``<id>``::
     <state>/containers/<id>/            bundle: config.json, rootfs/ (overlay mount point), runc.log
     <state>/containers/<id>/execs/      pid and process files of execs
     <scratch>/<id>/upper, work          overlay upper and work dirs on guest-local storage
+                                        (the pod's writable disk when it has one)
+    /run/vmcri/layers/<lun>             a read-only layer disk, mounted once (``disks.py``)
 
 Life cycle (``status``), changed only by this module::
 
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vmcri.agent.guest.cgroups import CgroupReader, counters_message
+from vmcri.agent.guest.disks import GuestDisks
 from vmcri.agent.guest.events import EventLog
 from vmcri.agent.guest.mounts import Mounter
 from vmcri.agent.guest.processes import Reaper, Waiter
@@ -130,8 +133,10 @@ class ContainerManager:
         cgroups: CgroupReader,
         paths: GuestPaths,
         clock: Callable[[], int] = time.time_ns,
+        disks: GuestDisks | None = None,
     ) -> None:
         self.runc = runc
+        self.disks = disks
         self.reaper = reaper
         self.events = events
         self.mounter = mounter
@@ -171,7 +176,7 @@ class ContainerManager:
         """
         cid = check_id(req.container_id)
         spec = _parse_spec(req.oci_spec)
-        lowerdirs = _check_lowerdirs(req.lowerdirs, req.rootfs_path)
+        lowerdirs = _check_lowerdirs(req.lowerdirs, req.rootfs_path, req.layer_luns)
         cgroup_path = _cgroup_path(spec, cid)
         container = Container(
             cid, self.paths.bundle(cid), self.paths.scratch_of(cid), cgroup_path=cgroup_path
@@ -204,6 +209,10 @@ class ContainerManager:
         container.bundle.mkdir(parents=True, mode=0o700)
         container.rootfs.mkdir()
         (container.bundle / "execs").mkdir()
+        if req.layer_luns:
+            if self.disks is None:
+                raise FailedPrecondition("layer_luns: this agent mounts no disk")
+            lowerdirs = self.disks.mount_layers(req.layer_luns)
         self._mount_rootfs(container, lowerdirs, req.rootfs_path)
         process = spec["process"]
         assert isinstance(process, dict)
@@ -415,19 +424,22 @@ class ContainerManager:
         result = []
         for container in containers:
             stats = self.cgroups.stats(container.cgroup_path)
-            result.append(
-                agent_pb2.ContainerStats(
-                    container_id=container.container_id,
-                    cpu_usage_ns=stats.cpu_usage_ns,
-                    memory_usage_bytes=stats.memory_usage_bytes,
-                    memory_working_set_bytes=stats.memory_working_set_bytes,
-                    memory_rss_bytes=stats.memory_rss_bytes,
-                    pids=stats.pids,
-                    oom_kills=stats.oom_kills,
-                    timestamp_ns=stats.timestamp_ns,
-                    counters=counters_message(stats),
-                )
+            message = agent_pb2.ContainerStats(
+                container_id=container.container_id,
+                cpu_usage_ns=stats.cpu_usage_ns,
+                memory_usage_bytes=stats.memory_usage_bytes,
+                memory_working_set_bytes=stats.memory_working_set_bytes,
+                memory_rss_bytes=stats.memory_rss_bytes,
+                pids=stats.pids,
+                oom_kills=stats.oom_kills,
+                timestamp_ns=stats.timestamp_ns,
+                counters=counters_message(stats),
             )
+            if container.root_path == str(container.rootfs):  # the agent's own overlay
+                used, inodes = tree_usage(container.scratch / "upper")
+                message.writable_layer_bytes = used
+                message.writable_layer_inodes = inodes
+            result.append(message)
         return result
 
     def update(self, container_id: str, resources_json: bytes) -> None:
@@ -440,6 +452,34 @@ class ContainerManager:
         if not isinstance(value, dict):
             raise InvalidArgument("resources_json must be a JSON object")
         self.runc.update(container_id, json.dumps(value).encode())
+
+
+MAX_USAGE_ENTRIES = 100_000  # a writable layer with more is reported as far as counted
+
+
+def tree_usage(top: Path) -> tuple[int, int]:
+    """Bytes (allocated blocks) and inodes below ``top``, hard links once, symlinks never
+    followed; at most MAX_USAGE_ENTRIES entries are counted (a stats call stays bounded)."""
+    seen: set[int] = set()
+    used = 0
+    pending = [str(top)]
+    while pending and len(seen) < MAX_USAGE_ENTRIES:
+        try:
+            entries = os.scandir(pending.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_ino not in seen:
+                    seen.add(st.st_ino)
+                    used += st.st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+    return used, len(seen)
 
 
 def _parse_spec(raw: bytes) -> dict[str, object]:
@@ -455,12 +495,15 @@ def _parse_spec(raw: bytes) -> dict[str, object]:
     return spec
 
 
-def _check_lowerdirs(lowerdirs: Iterable[str], rootfs_path: str) -> list[str]:
+def _check_lowerdirs(
+    lowerdirs: Iterable[str], rootfs_path: str, layer_luns: Iterable[int] = ()
+) -> list[str]:
     dirs = list(lowerdirs)
-    if bool(dirs) == bool(rootfs_path):
-        raise InvalidArgument("give exactly one of lowerdirs and rootfs_path")
-    if len(dirs) > MAX_LOWERDIRS:
-        raise InvalidArgument(f"lowerdirs: more than {MAX_LOWERDIRS} layers")
+    luns = list(layer_luns)
+    if sum((bool(dirs), bool(rootfs_path), bool(luns))) != 1:
+        raise InvalidArgument("give exactly one of lowerdirs, rootfs_path and layer_luns")
+    if len(dirs) > MAX_LOWERDIRS or len(luns) > MAX_LOWERDIRS:
+        raise InvalidArgument(f"lowerdirs/layer_luns: more than {MAX_LOWERDIRS} layers")
     for path in [*dirs, rootfs_path] if rootfs_path else dirs:
         if not path.startswith("/") or any(c in path for c in ":,\n\0") or "/../" in path + "/":
             raise InvalidArgument(f"lowerdirs/rootfs_path: {path[:200]!r} is not a clean path")

@@ -1,5 +1,6 @@
 """SetupSandbox: the pod-wide state of the guest (hostname, hosts, DNS, sysctls, 9p shares,
-the pod network, the pod's shared PID namespace: ``pod_pid.py``).
+the pod network, the pod's shared PID namespace: ``pod_pid.py``, its writable disk:
+``disks.py``).
 
 The guest root is read-only, so the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf are
 written under ``<state>/sandbox/`` and their paths returned: the host bind-mounts them into each
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from vmcri.agent.guest.disks import GuestDisks
 from vmcri.agent.guest.mounts import MS_RDONLY, Mounter
 from vmcri.agent.guest.network import GuestNetwork, check_interfaces
 from vmcri.api import agent_pb2
@@ -48,14 +50,19 @@ class Sandbox:
         mounter: Mounter,
         settings: HostSettings,
         pod_pid: Callable[[], str] | None = None,
+        disks: GuestDisks | None = None,
+        scratch: Path | None = None,
     ) -> None:
         """``pod_pid`` makes the pod's PID namespace (once) and returns the file that
         containers join (:meth:`vmcri.agent.guest.pod_pid.PodPidNamespace.ensure`); without
-        it, a setup that asks for one is refused."""
+        it, a setup that asks for one is refused. ``disks`` mounts the pod's writable disk
+        at ``scratch``, where the containers' overlay upper and work dirs go."""
         self.dir = state / "sandbox"
         self._mounter = mounter
         self._settings = settings
         self._pod_pid = pod_pid
+        self._disks = disks
+        self._scratch = scratch
 
     def setup(self, req: agent_pb2.SetupSandboxRequest) -> agent_pb2.SetupSandboxResponse:
         """Validate everything first, then apply; repeating the same setup is harmless.
@@ -86,6 +93,9 @@ class Sandbox:
             raise InvalidArgument("wall_clock_ns or nic_wait_s is out of range")
         if req.share_pid and self._pod_pid is None:
             raise FailedPrecondition("share_pid: this agent cannot make a pod PID namespace")
+        writable = req.HasField("writable_lun")
+        if writable and (self._disks is None or self._scratch is None):
+            raise FailedPrecondition("writable_lun: this agent mounts no disk")
 
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         files = {
@@ -122,6 +132,8 @@ class Sandbox:
             )
         for mount in req.mounts:
             self._mount_9p(mount)
+        if writable and self._disks is not None and self._scratch is not None:
+            self._disks.mount_writable(req.writable_lun, self._scratch)
         pid_ns = self._pod_pid() if req.share_pid and self._pod_pid is not None else ""
         return agent_pb2.SetupSandboxResponse(
             hostname_path=str(self.dir / "hostname"),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vmcri.errors import FailedPrecondition
-from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxBackend, SandboxStarted
+from vmcri.handlers.base import HandlerFeatures, SandboxBackend, SandboxStarted
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.runc import hostfacts
 from vmcri.handlers.runc.host import Host, RealHost
@@ -43,7 +43,15 @@ from vmcri.handlers.runc.sandbox import PodSandboxes, unsearchable_dir
 from vmcri.handlers.services import BackendServices
 from vmcri.host.cgroups import PodCgroup, kill_all_in, pod_cgroup, remove_tree
 from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
-from vmcri.model import Condition, ContainerConfig, Mount, NamespaceMode, PodConfig, Resources
+from vmcri.model import (
+    Condition,
+    ContainerConfig,
+    ImageInfo,
+    Mount,
+    NamespaceMode,
+    PodConfig,
+    Resources,
+)
 from vmcri.oci import process as proc
 from vmcri.oci.context import SpecContext
 from vmcri.oci.hostpaths import (

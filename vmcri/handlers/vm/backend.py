@@ -2,19 +2,21 @@
 
 A sandbox is a transient libvirt domain booted straight into our kernel and
 initrd; its agent (``vmcri agent``) answers on a virtio-serial port. Container
-root filesystems are overlays assembled on the host over the image store's
-unpacked layers, mounted in a host-only directory, and reach the guest through
-a read-only bind of it, the pod's one share (see ``layout.py``); the agent runs
-them with runc inside the guest. Output and exits come back as agent events:
+root filesystems never cross a file server: each image layer reaches the guest
+as a read-only erofs disk and the pod's writable file system as one more disk
+(``disks.py``); the agent stacks them into an overlay in the guest and runs the
+container on it with runc. Only kubelet's volumes reach the guest through the
+pod's share (see ``layout.py``). Output and exits come back as agent events:
 the host writes the CRI log files kubelet reads, and an exit file per
 container so a daemon restart loses nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vmcri.errors import (
@@ -24,12 +26,13 @@ from vmcri.errors import (
     Unimplemented,
     VmcriError,
 )
-from vmcri.handlers.base import HandlerFeatures, ImageInfo, SandboxBackend, SandboxStarted
+from vmcri.handlers.base import HandlerFeatures, SandboxBackend, SandboxStarted
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice, choose_accel, kvm_usable
 from vmcri.handlers.vm.boot import VmBoot, pod_memory_limited, started_size
 from vmcri.handlers.vm.cgroup import Placement, PodCgroups, VmCgroups
+from vmcri.handlers.vm.disks import PodDisks
 from vmcri.handlers.vm.domain import (
     AGENT_VSOCK_PORT,
     domain_name,
@@ -41,7 +44,7 @@ from vmcri.handlers.vm.growth import VmGrowth
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
-from vmcri.handlers.vm.layout import MAX_SOCKET_PATH
+from vmcri.handlers.vm.layout import GUEST_ROOTFS, MAX_SOCKET_PATH, SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.placement import VmPlacement
 from vmcri.handlers.vm.pod_dirs import VmPodDirs
@@ -50,9 +53,11 @@ from vmcri.handlers.vm.spec import container_spec, pod_files, target_of
 from vmcri.handlers.vm.template_vms import VmTemplateVms
 from vmcri.handlers.vm.volumes import mount_volumes
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter
+from vmcri.images.layer_erofs import layer_image
 from vmcri.metrics import families as metrics
-from vmcri.model import Condition, Resources
+from vmcri.model import Condition, ImageInfo, Mount, Resources
 from vmcri.network.tap import NetlinkTaps, TapDevices
+from vmcri.oci.spec import Spec
 from vmcri.oci.userns import uses_userns
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.supervisor.api import PortConnection
@@ -107,6 +112,7 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
         self._share_driver = "virtiofs" if self._virtiofsd else "9p"
         self._containers = SupervisedContainers(self, context.services)
         self._grow_locks = PodLocks()
+        self._disks = PodDisks(self._hypervisor)
         self._cgroups: PodCgroups = cgroups or VmCgroups(context.config.cgroup_driver, options)
         self._placements: dict[str, Placement] = {}  # see placement.py
         self._placed: set[str] = set()
@@ -271,6 +277,7 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
         self._containers.forget(sandbox_id)
         self._grow_locks.forget(sandbox_id)
         name = domain_name(sandbox_id)
+        self._disks.forget(name)
         try:
             self._hypervisor.destroy(name)
         except HypervisorError as exc:
@@ -299,27 +306,48 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
             raise FailedPrecondition(f"image {image.name}: has no unpacked layers")
         self._make_room(sandbox, "config.linux.resources", container)
         try:
-            rootfs = layout.rootfs(cid)
-            upper = layout.upper(cid)
-            self._mounter.overlay(image.layer_dirs, upper / "upper", upper / "work", rootfs)
+            # Uppermost first, as overlayfs stacks lowerdirs; each layer's erofs is built
+            # once (the first VM pod to use it waits for it) and kept with the layer.
+            disks = [layer_image(Path(d)) for d in reversed(image.layer_dirs)]
             container, views = mount_image_volumes(self._mounter, layout, container)
             volumes = mount_volumes(self._mounter, layout, container, self._pod_namespace(layout))
             target = target_of(container)
-            spec = container_spec(
-                sandbox,
-                container,
-                image,
-                str(rootfs),
-                layout.guest_path(rootfs),
-                volumes,
-                views,
-                target_pid=self._containers.pid(sandbox, target) if target else 0,
-            )
-            self._containers.create(sandbox, container, spec, layout.guest_path(rootfs))
+            spec = self._spec_over_layers(
+                layout, sandbox, container, image, volumes, views,
+                self._containers.pid(sandbox, target) if target else 0,
+            )  # fmt: skip
+            luns = self._disks.attach_layers(domain_name(sandbox.id), disks)
+            self._containers.create(sandbox, container, spec, layer_luns=luns)
         except BaseException:
             self._release_container(sandbox, cid)
             raise
-        return {"rootfs": str(rootfs)}
+        return {"rootfs": GUEST_ROOTFS}
+
+    def _spec_over_layers(
+        self,
+        layout: SandboxLayout,
+        sandbox: SandboxRecord,
+        container: ContainerRecord,
+        image: ImageInfo,
+        volumes: Mapping[int, Mount],
+        views: Mapping[str, str],
+        target_pid: int,
+    ) -> Spec:
+        """The container's spec; the user it names is looked up in the image's own
+        /etc/passwd and /etc/group, read through a read-only view of the layers mounted
+        for the while in a host-only directory (layers the host unpacked: never a file
+        the guest wrote)."""
+        view = layout.user_view(container.id)
+        try:
+            self._mounter.readonly_view(image.layer_dirs, view)
+            return container_spec(
+                sandbox, container, image, str(view), GUEST_ROOTFS, volumes, views,
+                target_pid=target_pid,
+            )  # fmt: skip
+        finally:
+            self._mounter.unmount_below(view)
+            with contextlib.suppress(OSError):
+                view.rmdir()
 
     def remove_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> None:
         self._containers.remove(sandbox, container)

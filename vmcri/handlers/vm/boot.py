@@ -28,6 +28,7 @@ from vmcri.errors import (
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice
 from vmcri.handlers.vm.designer import Hardware, HostSide, design_domain
+from vmcri.handlers.vm.disks import PodDisks
 from vmcri.handlers.vm.domain import (
     SHARE_TAG,
     TCG_CACHE_MIB,
@@ -75,6 +76,7 @@ class VmBoot:
     _share_driver: str
     _containers: SupervisedContainers
     _templates: Templates | None
+    _disks: PodDisks
 
     if TYPE_CHECKING:
 
@@ -268,9 +270,12 @@ class VmBoot:
     ) -> agent_types.SandboxFiles:
         """The pod's settings in the guest. A cold-booted guest's init mounted the share
         (kernel command line); a restored one mounts it now, sets the clock the template
-        was saved with to now, and waits for its hotplugged NIC."""
+        was saved with to now, and waits for its hotplugged NIC. Either gets its writable
+        disk hotplugged, and mounts it where its containers' upper dirs go."""
         hostname, hosts, resolv = pod_files(sandbox)
         share_pid = shares_pid(sandbox.config)
+        image = self._layout(sandbox.id).writable_image
+        writable_lun = self._disks.attach_writable(spec.name, image) if image.is_file() else None
         files = self._containers.link(sandbox).client.setup_sandbox(
             hostname=hostname,
             hosts=hosts,
@@ -281,6 +286,7 @@ class VmBoot:
             wall_clock_ns=time.time_ns() if restored else 0,
             nic_wait_s=NIC_WAIT_S if restored and plan is not None else 0,
             share_pid=share_pid,
+            writable_lun=writable_lun,
         )
         if share_pid and not files.pid_ns_path:
             raise ProtocolError("the guest agent made no PID namespace for the pod")

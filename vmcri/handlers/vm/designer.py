@@ -96,10 +96,14 @@ def design_domain(
         agent_vsock_cid=vsock_cid,
         console_log=str(host.console_log),
         shares=(Share(SHARE_TAG, str(host.share), False, hardware.share_driver),),
-        run_as_root=hardware.share_driver == "9p",
+        # 9p passthrough must own files as any uid; and the pod's disks (disks.py) are
+        # files in the host's 0700 directories, which libvirt 9.0 can hand QEMU only by
+        # path when hotplugged (its fdgroup passing works at start-up only).
+        run_as_root=True,
         virtiofsd=virtiofsd,
         emulator=launcher_path(QEMU),
         tcg_cache_mib=hardware.tcg_cache_mib,
         nic=nic,
         template_memory=template_memory,
+        scsi=True,
     )

@@ -37,6 +37,28 @@ class Nic:
 
 
 @dataclass(frozen=True)
+class Disk:
+    """A SCSI disk hotplugged into a running pod VM (``disks.py`` says which and where);
+    ``templates/devices/disk.xml.j2`` renders it."""
+
+    source: str  # the host file
+    lun: int
+    readonly: bool
+
+    @property
+    def target(self) -> str:
+        """libvirt's name for it (``sda``, ``sdb`` ... ``sdaa``): unique in the domain."""
+        return "sd" + _letters(self.lun)
+
+    @property
+    def cache(self) -> str:
+        # Layers go through the host's page cache, which every pod reading the layer
+        # shares; the writable disk bypasses it (the guest caches its own writes, and the
+        # host keeps no dirty copy charged to nobody).
+        return "writeback" if self.readonly else "none"
+
+
+@dataclass(frozen=True)
 class TemplateMemory:
     """Guest RAM in a file: a template's (shared, written) or a clone's (private, COW).
 
@@ -83,7 +105,7 @@ class DomainSpec:
     agent_vsock_cid: int  # > 0: the agent listens on vsock instead of the serial port
     console_log: str
     shares: tuple[Share, ...]
-    run_as_root: bool  # 9p passthrough needs QEMU to own files as any uid
+    run_as_root: bool  # 9p passthrough, and the pods' disks by path (designer.py)
     virtiofsd: str = ""  # the virtiofsd binary, for virtiofs shares (the launcher's)
     emulator: str = ""  # QEMU (the launcher's, ``launcher.py``); "": libvirt's default
     tcg_cache_mib: int = 0  # > 0: cap QEMU's translated-code cache (software emulation)
@@ -96,6 +118,9 @@ class DomainSpec:
     # boot (``plugs_vcpus``), and a virtio-mem region of this size beyond the boot RAM.
     max_vcpus: int = 0
     hotplug_memory_mib: int = 0
+    # The virtio-scsi controller the pod's writable and layer disks are hotplugged onto
+    # (``disks.py``): every pod VM has one, a template too (its clones' disks come later).
+    scsi: bool = False
 
     @property
     def vcpu_max(self) -> int:
@@ -248,3 +273,13 @@ def kernel_cmdline(
         )
     parts.append("vmcri.debug=1" if debug else "quiet")
     return " ".join(parts)
+
+
+def _letters(n: int) -> str:
+    """0 -> a, 25 -> z, 26 -> aa: the kernel's (and libvirt's) disk-name suffixes."""
+    out = ""
+    n += 1
+    while n:
+        n, rest = divmod(n - 1, 26)
+        out = chr(ord("a") + rest) + out
+    return out

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
+from xml.etree import ElementTree
 
 from vmcri.errors import HypervisorError
 
@@ -80,6 +81,11 @@ class Hypervisor(Protocol):
 
     def attach_device(self, name: str, xml: str) -> None:
         """Hotplug a device into the running domain; raises HypervisorError."""
+        ...
+
+    def disks(self, name: str) -> dict[str, int]:
+        """The running domain's SCSI disks: each one's host file and its unit (LUN).
+        Raises HypervisorError."""
         ...
 
     def set_vcpus(self, name: str, count: int) -> None:
@@ -401,6 +407,16 @@ class LibvirtHypervisor:
                 f"cannot add a device to {name}: {exc.get_error_message()}"
             ) from exc
 
+    def disks(self, name: str) -> dict[str, int]:
+        import libvirt
+
+        dom = self._running(name, f"list the disks of VM {name}")
+        try:
+            xml = dom.XMLDesc(0)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"libvirt: {exc.get_error_message()}") from exc
+        return scsi_disks(xml)
+
     def set_vcpus(self, name: str, count: int) -> None:
         import libvirt
 
@@ -422,6 +438,21 @@ class LibvirtHypervisor:
             if plugged == size_bytes or time.monotonic() > deadline:
                 return plugged
             time.sleep(0.05)
+
+
+def scsi_disks(xml: str) -> dict[str, int]:
+    """The file and unit of each SCSI disk in a domain's XML (libvirt's, never a guest's)."""
+    found: dict[str, int] = {}
+    for disk in ElementTree.fromstring(xml).iterfind("./devices/disk"):
+        source = disk.find("source")
+        address = disk.find("address")
+        target = disk.find("target")
+        if source is None or address is None or target is None:
+            continue
+        if target.get("bus") != "scsi" or address.get("type") != "drive":
+            continue
+        found[source.get("file", "")] = int(address.get("unit", "-1"))
+    return found
 
 
 def _gone_codes(libvirt: Any) -> tuple[int, ...]:

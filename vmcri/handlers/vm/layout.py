@@ -3,11 +3,13 @@
 The guest can write whatever it is shown, so the host never mounts on, opens
 or walks a path the guest can write (the class of Kata Containers'
 CVE-2020-2026, where the host mounted a rootfs onto a guest-planted symlink).
-The host mounts in ``mounts/``, which the guest never sees, and shares a
-read-only slave bind of it (``share/``): mounts made below ``mounts/`` later
-appear below ``share/`` with their own flags, so the guest can write inside a
-container's rootfs overlay or volume, but never the directories that hold the
-mount points. Per sandbox, under the backend's runtime dir::
+A container's rootfs reaches the guest as disks (``disks.py``), not through a
+share. The host mounts kubelet's volumes and image volumes in ``mounts/``,
+which the guest never sees, and shares a read-only slave bind of it
+(``share/``): mounts made below ``mounts/`` later appear below ``share/`` with
+their own flags, so the guest can write inside a volume, but never the
+directories that hold the mount points. Per sandbox, under the backend's
+runtime dir::
 
     <state>/backends/<handler>/sockets/<first 16 hex of the id>.agent
                                     the agent's virtio-serial port (QEMU listens);
@@ -19,21 +21,24 @@ mount points. Per sandbox, under the backend's runtime dir::
         console.log                 the guest serial console (virtlogd writes it)
         exits/<id>.json             how a container ended, written by the host
         mounts/                     host only: every mount the host makes for the pod
-            containers/<id>/rootfs              the container's overlay rootfs
             containers/<id>/volumes/<n>         bind mounts of its kubelet volumes
             containers/<id>/image-volumes/<n>   read-only views of images it mounts
         share/                      the ONLY host directory shared into the VM:
                                     mounts/ again, read-only, nosuid, nodev
         mountns                     pins the pod's mount namespace, where its
                                     volumes are bound (``volumes.py``)
+        views/<id>                  host only, never shared: the image's layers,
+                                    read-only, while the container's user is looked up
 
 and under the backend's persistent dir (on disk: a guest that fills its rootfs
 must not eat host memory, as it would on the tmpfs of ``/run``)::
 
     <root>/backends/<handler>/<sandbox-id>/     0700, host only
-        writable.img                the pod's sized file system for writable layers
-                                    (ext4 on a loop device), when a limit is set
-        writable/<id>/{upper,work}  each container's overlay upper and work dirs
+        writable.img                the pod's sized file system for writable layers: an
+                                    ext4 the host makes empty and never mounts; the
+                                    guest's disk at LUN 0, where the agent puts each
+                                    container's overlay upper and work dirs (without a
+                                    size limit they stay in the guest's memory)
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GUEST_SHARE = "/run/vmcri/shared"
+# A container's root in the spec the host sends: a stand-in, which the agent replaces with
+# its bundle's rootfs/, where it mounts the overlay of the container's layer disks.
+GUEST_ROOTFS = "/run/vmcri/rootfs"
 
 
 MAX_SOCKET_PATH = 107
@@ -84,8 +92,10 @@ class SandboxLayout:
     def container_mounts(self, container_id: str) -> Path:
         return self.mounts / "containers" / container_id
 
-    def rootfs(self, container_id: str) -> Path:
-        return self.container_mounts(container_id) / "rootfs"
+    def user_view(self, container_id: str) -> Path:
+        """Host only, never shared: the image's layers, read-only, while the container's
+        user is looked up in its /etc/passwd."""
+        return self.base / "views" / container_id
 
     def volume(self, container_id: str, index: int) -> Path:
         return self.container_mounts(container_id) / "volumes" / str(index)
@@ -99,6 +109,7 @@ class SandboxLayout:
 
     @property
     def writable(self) -> Path:
+        """Where an older vmcri mounted writable.img on the host (removal still looks)."""
         return self.disk / "writable"
 
     def upper(self, container_id: str) -> Path:

@@ -1,9 +1,10 @@
-"""A pod's host-side directories: its share, its writable layer, their removal.
+"""A pod's host-side directories: its share, its writable disk, their removal.
 
 ``VmPodDirs`` is the part of ``VmBackend`` (backend.py) that makes and removes what a
 pod has on the host (``layout.py`` says where): the host-only directories, the pod's
-read-only share of them, the writable layer sized against the disk (``layer_budget.py``),
-and the pod's own mount namespace, where its volumes are bound.
+read-only share of them (its volumes), the writable disk sized against the host's disk
+(``layer_budget.py``; the guest mounts it, see ``disks.py``), and the pod's own mount
+namespace, where its volumes are bound.
 """
 
 from __future__ import annotations
@@ -49,16 +50,15 @@ class VmPodDirs:
             self._private_ready = True
 
     def _prepare_dirs(self, layout: SandboxLayout) -> int:
-        """The pod's host-only directories, its share, and its sized writable file system;
-        returns that file system's size in MiB (0: none). Raises ResourceExhausted (no
+        """The pod's host-only directories, its share, and its sized writable disk (an empty
+        ext4 file); returns its size in MiB (0: none). Raises ResourceExhausted (no
         disk left for it, see layer_budget.py), HostCommandError."""
         for d in (layout.base, layout.exits, layout.disk):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         layout.agent_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._mounter.share_readonly(layout.mounts, layout.share, layout.mount_namespace)
         if not self._options.writable_layer_mib:
-            layout.writable.mkdir(exist_ok=True, mode=0o700)
-            return 0
+            return 0  # the containers' upper dirs stay in the guest's memory
         wanted = self._options.writable_layer_mib
         with layer_space.ALLOCATION:  # until the new layer's file exists, and counts
             space = self._layer_space()
@@ -70,7 +70,8 @@ class VmPodDirs:
                     size, wanted, space.free_bytes >> 20, space.claimable_bytes >> 20,
                     space.layers, self._options.writable_layer_reserve_mib,
                 )  # fmt: skip
-            self._mounter.sized_fs(layout.writable_image, layout.writable, size)
+            # Made here, before the guest ever sees it; then only the guest mounts it.
+            self._mounter.fs_image(layout.writable_image, size)
         return size
 
     def _layer_space(self) -> layer_space.LayerSpace:

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 
 from vmcri.config import SOURCE_TREE
-from vmcri.handlers.vm.domain import DomainSpec, Nic
+from vmcri.handlers.vm.domain import Disk, DomainSpec, Nic
 
 TEMPLATE_DIR = SOURCE_TREE / "templates"
 
@@ -32,3 +32,9 @@ def render_nic(nic: Nic, directory: Path = TEMPLATE_DIR) -> str:
     """The NIC's ``<interface>`` alone, to hotplug into a VM restored from a template."""
     template = _environment(directory).get_template("devices/nic.xml.j2")
     return template.render(spec={"nic": nic}).strip() + "\n"
+
+
+def render_disk(disk: Disk, directory: Path = TEMPLATE_DIR) -> str:
+    """A layer's or the writable disk's ``<disk>`` alone, to hotplug into a running VM."""
+    template = _environment(directory).get_template("devices/disk.xml.j2")
+    return template.render(spec={"disk": disk}).strip() + "\n"

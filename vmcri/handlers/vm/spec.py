@@ -18,8 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from vmcri.handlers.base import ImageInfo
-from vmcri.model import Mount, NamespaceMode, PodConfig
+from vmcri.model import ImageInfo, Mount, NamespaceMode, PodConfig
 from vmcri.oci import pod_files as files
 from vmcri.oci import process
 from vmcri.oci.context import SpecContext

@@ -14,11 +14,10 @@ from tests.support.hypervisor import FakeHypervisor
 from tests.support.vm_backend import busybox_container, make_backend, sandbox
 from vmcri.agent.types import AgentInfo, SandboxFiles
 from vmcri.errors import FailedPrecondition, HypervisorError, InvalidArgument
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.vm.domain import domain_name
 from vmcri.handlers.vm.hypervisor import BeforeRun
 from vmcri.ids import new_id
-from vmcri.model import Resources
+from vmcri.model import ImageInfo, Resources
 from vmcri.store.records import ContainerState, SandboxState
 
 

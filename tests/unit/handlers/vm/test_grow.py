@@ -17,12 +17,11 @@ from tests.support.hypervisor import FakeHypervisor
 from tests.support.vm_backend import busybox_container, make_backend, sandbox
 from vmcri.agent.types import GuestResources
 from vmcri.errors import InvalidArgument, ResourceExhausted
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.domain import domain_name
 from vmcri.handlers.vm.grow import grow
 from vmcri.handlers.vm.sizing import MIB, VmSize
-from vmcri.model import Metadata, PodConfig, Resources
+from vmcri.model import ImageInfo, Metadata, PodConfig, Resources
 from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 

@@ -10,12 +10,12 @@ from typing import Any, cast
 import pytest
 
 from vmcri.errors import InvalidArgument, NotFound
-from vmcri.handlers.base import ImageInfo
 from vmcri.handlers.vm.spec import container_spec, shares_pid, target_of
 from vmcri.ids import new_id
 from vmcri.model import (
     ContainerConfig,
     ContainerSecurity,
+    ImageInfo,
     Metadata,
     NamespaceMode,
     NamespaceOptions,
