@@ -12,7 +12,8 @@ the protocol is disconnected and dropped from the list, so one plugin delays an 
 by at most one request timeout, once, and never blocks other pods' calls behind it.
 
 How a plugin joins is plugin_set.py's; container exits reach plugins through
-stop_relay.py; updates plugins ask for of other containers, updates.py.
+stop_relay.py; updates plugins ask for of other containers, updates.py; evictions they ask
+for, evictions.py.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from vmcri.errors import PluginError
 from vmcri.model import Resources
 from vmcri.nri import adjust, launcher
 from vmcri.nri.convert import container_message, pod_message, record_message, resources_message
+from vmcri.nri.evictions import Evictions, Stopper
 from vmcri.nri.listener import Listener
 from vmcri.nri.merge import CreateResult
 from vmcri.nri.plugin import Plugin
 from vmcri.nri.plugin_set import PluginSet
 from vmcri.nri.stop_relay import StopRelay
-from vmcri.nri.updates import Updater, Updates, evict
+from vmcri.nri.updates import Updater, Updates
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 
@@ -47,12 +49,14 @@ class Adaptation:
         config: NriConfig,
         store: Store,
         updater: Updater,
+        stopper: Stopper,
         in_guest: Callable[[SandboxRecord], bool],
     ) -> None:
         self._config = config
         self._store = store
         self._in_guest = in_guest
-        self._updates = Updates(store, updater)
+        self._evictions = Evictions(store, stopper)
+        self._updates = Updates(store, updater, self._evictions)
         self._plugins = PluginSet(store, self._updates)
         self._stops = StopRelay(self._stop_container)
         self._listener: Listener | None = None
@@ -63,6 +67,7 @@ class Adaptation:
         """Start the pre-installed plugins, then listen for others. Raises OSError when the
         socket cannot be made."""
         self._stops.start()
+        self._evictions.start()
         for found in launcher.discover(self._config.plugin_path, self._config.plugin_config_path):
             try:
                 sock, process = launcher.launch(found)
@@ -80,6 +85,7 @@ class Adaptation:
         for plugin in self._plugins.take_all():
             plugin.shutdown()
         self._stops.stop()
+        self._evictions.stop()
 
     def _accept(self, sock: socket.socket) -> None:
         self._connect(sock, "", "", "", None)
@@ -128,7 +134,10 @@ class Adaptation:
         message = nri_pb2.StateChangeEvent(event=event, pod=pod_message(sandbox))  # type: ignore[arg-type]
         if container is not None:
             message.container.CopyFrom(container)
+        about = container.id if container is not None else sandbox.id
         for plugin in plugins:
+            if not plugin.told.claim(about, event):
+                continue  # it heard of it as it joined
             try:
                 plugin.call("StateChange", message, nri_pb2.Empty)
             except PluginError as exc:
@@ -202,18 +211,20 @@ class Adaptation:
         result = CreateResult(record.id)
         try:
             for plugin in plugins:
+                if not plugin.told.claim(record.id, nri_pb2.CREATE_CONTAINER):
+                    continue
                 reply = plugin.call("CreateContainer", request, nri_pb2.CreateContainerResponse)
                 if reply is None:
                     continue
                 result.add_adjustment(plugin.name, reply.adjust)
                 result.add_updates(plugin.name, list(reply.update))
-                result.add_evictions(list(reply.evict))
+                result.add_evictions(plugin.name, list(reply.evict))
             config = adjust.apply(record.config, result.adjust, self._in_guest(sandbox))
-            evict(result.evictions)
             self._updates.apply(result.updates.values(), strict=True)
         except PluginError:
             self.remove_container(record)  # the plugins saw it: it will not exist
             raise
+        self._evict(result, creating=record.id)
         return dataclasses.replace(record, config=config)
 
     def update_container(
@@ -233,13 +244,18 @@ class Adaptation:
             if reply is None:
                 continue
             result.add_updates(plugin.name, list(reply.update))
-            result.add_evictions(list(reply.evict))
+            result.add_evictions(plugin.name, list(reply.evict))
         own = result.updates.pop(record.id, None)
         if own is not None:
             resources = adjust.resources_from(own.linux.resources, resources)
-        evict(result.evictions)
         self._updates.apply(result.updates.values(), strict=True)
+        self._evict(result)
         return resources
+
+    def _evict(self, result: CreateResult, creating: str = "") -> None:
+        """Queue the evictions an event's answers asked for (carried out off this thread)."""
+        for name, eviction in result.evictions:
+            self._evictions.request(name, [eviction], creating)
 
     def container_stopped(self, record: ContainerRecord) -> None:
         self._stops.push(record)

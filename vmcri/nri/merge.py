@@ -84,7 +84,7 @@ class CreateResult:
     container_id: str
     adjust: nri_pb2.ContainerAdjustment = field(default_factory=nri_pb2.ContainerAdjustment)
     updates: dict[str, nri_pb2.ContainerUpdate] = field(default_factory=dict)
-    evictions: list[nri_pb2.ContainerEviction] = field(default_factory=list)
+    evictions: list[tuple[str, nri_pb2.ContainerEviction]] = field(default_factory=list)
     _owners: dict[str, _Owners] = field(default_factory=dict)
 
     def _owned(self, container_id: str) -> _Owners:
@@ -157,5 +157,5 @@ class CreateResult:
                     merged.linux.resources, update.linux.resources, self._owned(cid), plugin, cid
                 )
 
-    def add_evictions(self, evictions: list[nri_pb2.ContainerEviction]) -> None:
-        self.evictions.extend(evictions)
+    def add_evictions(self, plugin: str, evictions: list[nri_pb2.ContainerEviction]) -> None:
+        self.evictions.extend((plugin, e) for e in evictions)

@@ -195,3 +195,29 @@ def test_hooks_and_devices_apply_on_runc_and_are_refused_in_a_vm(
     assert [c for c in listed.containers if c.pod_sandbox_id == vm_pod] == []
     remove_pod(nri_env, runc_pod)
     remove_pod(nri_env, vm_pod)
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_a_plugins_eviction_stops_the_container_and_kubelet_sees_why(
+    nri_env: VmEnv, connect: PluginFactory, handler: str
+) -> None:
+    """A plugin's UpdateContainers evict: the container is killed at once, its status says
+    Evicted with the plugin and its reason; the pod and its other container run on."""
+    plugin = connect("evict", "10", Behaviour(events=("STOP_CONTAINER",)))
+    sandbox_id, pod = nri_env.run_pod(f"evict-{handler}", handler=handler)
+    victim = nri_env.create(sandbox_id, pod, "victim", ["sleep", "3600"])
+    bystander = nri_env.create(sandbox_id, pod, "bystander", ["sleep", "3600"])
+    nri_env.start(victim)
+    nri_env.start(bystander)
+    ask = nri_pb2.UpdateContainersRequest()
+    ask.evict.add(container_id=victim, reason="over its cache budget")
+    assert plugin.update_containers(ask) is not None
+    wait_for(lambda: nri_env.status(victim).reason == "Evicted", 120, "the eviction")
+    status = nri_env.status(victim)
+    assert status.state == pb.CONTAINER_EXITED
+    assert status.exit_code == 137
+    assert status.message == "evicted by NRI plugin 10-evict: over its cache budget"
+    assert nri_env.status(bystander).state == pb.CONTAINER_RUNNING
+    wait_for(lambda: plugin.events_named("STOP_CONTAINER"), 60, "StopContainer at the plugin")
+    assert [s.container for s in plugin.events_named("STOP_CONTAINER")] == ["victim"]
+    remove_pod(nri_env, sandbox_id)
