@@ -18,11 +18,13 @@ for, evictions.py.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import logging
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from vmcri.api import nri_pb2
 from vmcri.config import NriConfig
@@ -41,6 +43,8 @@ from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 
 log = logging.getLogger(__name__)
+
+_restoring: contextvars.ContextVar[bool] = contextvars.ContextVar("nri_restoring", default=False)
 
 
 class Adaptation:
@@ -161,6 +165,14 @@ class Adaptation:
         self._drain_stops()
         self._notify(nri_pb2.REMOVE_POD_SANDBOX, sandbox, None, fail=False)
 
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        token = _restoring.set(True)
+        try:
+            yield
+        finally:
+            _restoring.reset(token)
+
     def post_create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> None:
         self._notify(nri_pb2.POST_CREATE_CONTAINER, sandbox, record_message(record), fail=False)
 
@@ -219,6 +231,8 @@ class Adaptation:
                 result.add_adjustment(plugin.name, reply.adjust)
                 result.add_updates(plugin.name, list(reply.update))
                 result.add_evictions(plugin.name, list(reply.evict))
+            if _restoring.get():
+                adjust.refuse_for_restore(result.adjust)
             config = adjust.apply(record.config, result.adjust, self._in_guest(sandbox))
             self._updates.apply(result.updates.values(), strict=True)
         except PluginError:
