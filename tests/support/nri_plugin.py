@@ -46,6 +46,14 @@ class Behaviour:
     garbage: set[str] = field(default_factory=set)  # answer bytes that do not parse
     disconnect: set[str] = field(default_factory=set)  # close the socket instead
     stop_reading: set[str] = field(default_factory=set)  # stop reading the socket for good
+    # A validating plugin's verdict (ValidateContainerAdjustment); None: accept.
+    validate: (
+        Callable[
+            [nri_pb2.ValidateContainerAdjustmentRequest],
+            nri_pb2.ValidateContainerAdjustmentResponse,
+        ]
+        | None
+    ) = None
     # Called while Synchronize is being answered (to make a pod appear "during" it).
     on_sync: Callable[[], None] | None = None
     # Called with each StateChange as it arrives, before it is answered (to make something
@@ -242,6 +250,17 @@ class ScriptedPlugin:
                 reply = self.behaviour.update(update).SerializeToString()
             else:
                 reply = nri_pb2.UpdateContainerResponse().SerializeToString()
+        elif method == "ValidateContainerAdjustment":
+            check = nri_pb2.ValidateContainerAdjustmentRequest.FromString(request.payload)
+            key, pod, container = (
+                "VALIDATE_CONTAINER_ADJUSTMENT",
+                check.pod.name,
+                check.container.name,
+            )
+            verdict = nri_pb2.ValidateContainerAdjustmentResponse()
+            if self.behaviour.validate is not None:
+                verdict = self.behaviour.validate(check)
+            reply = verdict.SerializeToString()
         elif method == "StopContainer":
             stop = nri_pb2.StopContainerRequest.FromString(request.payload)
             key, pod, container = "STOP_CONTAINER", stop.pod.name, stop.container.name

@@ -39,6 +39,7 @@ from vmcri.nri.plugin import Plugin
 from vmcri.nri.plugin_set import PluginSet
 from vmcri.nri.stop_relay import StopRelay
 from vmcri.nri.updates import Updater, Updates
+from vmcri.nri.validation import validate
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 
@@ -214,23 +215,27 @@ class Adaptation:
 
     def create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> ContainerRecord:
         plugins = self._subscribed(nri_pb2.CREATE_CONTAINER)
-        if not plugins:
+        validators = self._subscribed(nri_pb2.VALIDATE_CONTAINER_ADJUSTMENT)
+        if not plugins and not validators:
             return record
         request = nri_pb2.CreateContainerRequest(
             pod=pod_message(sandbox),
             container=container_message(record.id, sandbox.id, record.config),
         )
         result = CreateResult(record.id)
+        consulted: list[Plugin] = []
         try:
             for plugin in plugins:
                 if not plugin.told.claim(record.id, nri_pb2.CREATE_CONTAINER):
                     continue
+                consulted.append(plugin)
                 reply = plugin.call("CreateContainer", request, nri_pb2.CreateContainerResponse)
                 if reply is None:
                     continue
                 result.add_adjustment(plugin.name, reply.adjust)
                 result.add_updates(plugin.name, list(reply.update))
                 result.add_evictions(plugin.name, list(reply.evict))
+            validate(request, result, consulted, validators)
             if _restoring.get():
                 adjust.refuse_for_restore(result.adjust)
             config = adjust.apply(record.config, result.adjust, self._in_guest(sandbox))

@@ -127,6 +127,7 @@ def test_events_arrive_in_lifecycle_order_and_only_those_subscribed(env: Env) ->
     assert [s.event for s in everything.seen] == [
         "RUN_POD_SANDBOX",
         "CREATE_CONTAINER",
+        "VALIDATE_CONTAINER_ADJUSTMENT",
         "POST_CREATE_CONTAINER",
         "START_CONTAINER",
         "POST_START_CONTAINER",
@@ -424,6 +425,57 @@ def test_a_container_created_as_the_plugin_joins_is_told_once(env: Env) -> None:
     assert [(s.event, s.container) for s in plugin.seen] == [
         ("RUN_POD_SANDBOX", ""),
         ("CREATE_CONTAINER", "c"),
+        ("VALIDATE_CONTAINER_ADJUSTMENT", "c"),
         ("POST_CREATE_CONTAINER", "c"),
         ("STOP_POD_SANDBOX", ""),
     ]
+
+
+def test_a_validator_sees_the_merged_adjustment_and_its_owners_and_may_reject_it(
+    env: Env,
+) -> None:
+    def adjust(req: nri_pb2.CreateContainerRequest) -> nri_pb2.CreateContainerResponse:
+        out = nri_pb2.CreateContainerResponse()
+        out.adjust.env.add(key="PLACED", value="1")
+        out.adjust.linux.resources.cpu.cpus = "0"
+        return out
+
+    seen: list[nri_pb2.ValidateContainerAdjustmentRequest] = []
+
+    def validate(
+        req: nri_pb2.ValidateContainerAdjustmentRequest,
+    ) -> nri_pb2.ValidateContainerAdjustmentResponse:
+        seen.append(req)
+        reject = req.container.name == "forbidden"
+        return nri_pb2.ValidateContainerAdjustmentResponse(reject=reject, reason="no\nway")
+
+    env.plugin("placer", "10", Behaviour(events=("CREATE_CONTAINER",), adjust=adjust))
+    checker = env.plugin(
+        "policy", "90", Behaviour(events=("VALIDATE_CONTAINER_ADJUSTMENT",), validate=validate)
+    )
+    pod = env.store.sandboxes.add(_pod("p"))
+    made = env.nri.create_container(pod, _container(pod, "fine"))
+    assert made.config.resources.cpuset_cpus == "0"
+    (asked,) = seen
+    assert [(p.name, p.index) for p in asked.plugins] == [("placer", "10")]
+    assert [(e.key, e.value) for e in asked.adjust.env] == [("PLACED", "1")]
+    owned = asked.owners.owners[made.id]
+    assert owned.compound[nri_pb2.Field.Env].owners["PLACED"] == "10-placer"
+    assert owned.simple[nri_pb2.Field.CPUSetCPUs] == "10-placer"
+    assert [s.event for s in checker.seen] == ["VALIDATE_CONTAINER_ADJUSTMENT"]
+
+    with pytest.raises(PluginError, match=r"validator 90-policy rejected .*'forbidden': no\?way"):
+        env.nri.create_container(pod, _container(pod, "forbidden"))
+
+
+def test_a_validator_that_gives_no_verdict_fails_the_creation(env: Env) -> None:
+    behaviour = Behaviour(
+        events=("VALIDATE_CONTAINER_ADJUSTMENT",), garbage={"ValidateContainerAdjustment"}
+    )
+    env.plugin("broken", "90", behaviour)
+    pod = env.store.sandboxes.add(_pod("p"))
+    with pytest.raises(PluginError, match="validator 90-broken gave no verdict"):
+        env.nri.create_container(pod, _container(pod, "c"))
+    # Gone now, it is consulted no more: creation works without it.
+    assert env.nri.plugins() == []
+    env.nri.create_container(pod, _container(pod, "c"))

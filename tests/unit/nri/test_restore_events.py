@@ -144,6 +144,7 @@ def test_a_restored_pod_and_container_are_told_as_created_and_started(env: Env) 
     assert _restore_events(plugin) == [
         ("RUN_POD_SANDBOX", ""),
         ("CREATE_CONTAINER", "app"),
+        ("VALIDATE_CONTAINER_ADJUSTMENT", "app"),
         ("POST_CREATE_CONTAINER", "app"),
         ("START_CONTAINER", "app"),
         ("POST_START_CONTAINER", "app"),
