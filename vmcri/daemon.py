@@ -180,11 +180,12 @@ class Daemon:
         )
         check_no_kind_dir_pods(config, store.sandboxes.list(), store.containers_of)
         handlers = HandlerRegistry.from_config(config, self._backend_context)
-        # NRI plugins may ask for other containers' updates, which the container service
-        # (made below, with the hooks in its Services) carries out.
+        # NRI plugins may ask for other containers' updates and evictions, which the
+        # container service (made below, with the hooks in its Services) carries out.
         self._nri = self._nri_hooks(
             handlers,
             lambda container_id, resources: containers.update_resources(container_id, resources),
+            lambda container_id, deadline: containers.stop(container_id, 0, deadline),
         )
         services = Services(
             config=config,
@@ -229,7 +230,10 @@ class Daemon:
         self._notifier.ready(f"serving on {socket_path}")
 
     def _nri_hooks(
-        self, handlers: HandlerRegistry, update: Callable[[str, Resources], None]
+        self,
+        handlers: HandlerRegistry,
+        update: Callable[[str, Resources], None],
+        evict: Callable[[str, float], None],
     ) -> NriHooks:
         """The NRI adaptation when enabled ([nri] enable), else hooks that do nothing."""
         if not self.config.nri.enable:
@@ -240,6 +244,7 @@ class Daemon:
             self.config.nri,
             self._store,
             update,
+            evict,
             lambda sandbox: handlers.backend_for(sandbox).features().in_guest,
         )
 

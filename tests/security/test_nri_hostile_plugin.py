@@ -31,6 +31,7 @@ from tests.integration.vm.conftest import VmEnv, vm_daemon
 from tests.support.nri_plugin import Behaviour
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
+from vmcri.api import nri_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +130,39 @@ def test_only_root_may_connect(env: VmEnv) -> None:
     )
     assert result.returncode != 0
     assert "PermissionError" in result.stderr
+
+
+def test_a_hostile_eviction_names_one_whole_id_and_its_reason_is_bounded(
+    env: VmEnv,
+    connect: PluginFactory,
+) -> None:
+    """Evictions name containers by their whole ID (a prefix, an empty ID, the same one
+    asked 300 times do nothing more), and the reason kubelet is shown is cut and made
+    printable. The plugin's call is answered at once whatever it asks."""
+    plugin = connect("evictor", "30", Behaviour())
+    sandbox_id, pod = env.run_pod("evict-target", handler="runc")
+    victim = env.create(sandbox_id, pod, "victim", ["sleep", "3600"])
+    env.start(victim)
+    ask = nri_pb2.UpdateContainersRequest()
+    for wrong in ("", victim[:1], victim[:12], victim + "0", "../" + victim):
+        ask.evict.add(container_id=wrong, reason="guess")
+    started = time.monotonic()
+    assert plugin.update_containers(ask) is not None
+    # Decided before the answer: none of these is queued, the victim runs on.
+    assert time.monotonic() - started < 5
+    other = env.create(sandbox_id, pod, "marker", ["sleep", "3600"])
+    env.start(other)
+    assert env.status(victim).state == pb.CONTAINER_RUNNING
+    flood = nri_pb2.UpdateContainersRequest()
+    for _ in range(300):
+        flood.evict.add(container_id=victim, reason="\x1b[2J\n" + "x" * 10_000)
+    started = time.monotonic()
+    assert plugin.update_containers(flood) is not None
+    assert time.monotonic() - started < 5
+    wait_for(lambda: env.status(victim).reason == "Evicted", 60, "the eviction")
+    message = env.status(victim).message
+    assert message.startswith("evicted by NRI plugin 30-evictor: ?[2J?xxx")
+    assert message.isprintable() and len(message) < 600
+    assert _log(env).count(f"NRI plugin 30-evictor: evicts container {victim}") == 1
+    assert env.status(other).state == pb.CONTAINER_RUNNING
+    remove_pod(env, sandbox_id)

@@ -46,8 +46,19 @@ class Behaviour:
     garbage: set[str] = field(default_factory=set)  # answer bytes that do not parse
     disconnect: set[str] = field(default_factory=set)  # close the socket instead
     stop_reading: set[str] = field(default_factory=set)  # stop reading the socket for good
+    # A validating plugin's verdict (ValidateContainerAdjustment); None: accept.
+    validate: (
+        Callable[
+            [nri_pb2.ValidateContainerAdjustmentRequest],
+            nri_pb2.ValidateContainerAdjustmentResponse,
+        ]
+        | None
+    ) = None
     # Called while Synchronize is being answered (to make a pod appear "during" it).
     on_sync: Callable[[], None] | None = None
+    # Called with each StateChange as it arrives, before it is answered (to make something
+    # happen at a known point: while the plugin is caught up after Synchronize, say).
+    on_event: Callable[[Seen], None] | None = None
     # Refuse only pods/containers whose name is in here (empty: refuse every one).
     refuse_names: set[str] = field(default_factory=set)
 
@@ -76,12 +87,16 @@ class ScriptedPlugin:
         self.configured: nri_pb2.ConfigureRequest | None = None
         self.closed = threading.Event()
         self.requests: dict[str, list[bytes]] = {}
+        self.last_call = 0  # the stream of our last call on the runtime's service
         self._sock: socket.socket | None = None
         self._write = threading.Lock()
         self._bufs: dict[int, bytearray] = {PLUGIN_CONN: bytearray(), RUNTIME_CONN: bytearray()}
         self._registered = threading.Event()
         self._register_status = -1
         self._stop_reading = threading.Event()
+        self._next_stream = 3  # our calls on the runtime's service (1 was RegisterPlugin)
+        self._answers: dict[int, ttrpc_pb2.Response] = {}
+        self._answered = threading.Condition()
 
     # ---- connection -----------------------------------------------------------------------
 
@@ -103,6 +118,36 @@ class ScriptedPlugin:
         self._send(RUNTIME_CONN, 1, 1, envelope.SerializeToString())
         assert self._registered.wait(timeout_s), "vmcri did not answer RegisterPlugin"
         assert self._register_status == 0, f"RegisterPlugin refused ({self._register_status})"
+
+    def update_containers(
+        self, request: nri_pb2.UpdateContainersRequest, wait_s: float | None = 10.0
+    ) -> nri_pb2.UpdateContainersResponse | None:
+        """Call the runtime's UpdateContainers. With ``wait_s`` None, send it and return at
+        once: from inside an event's answer (this plugin's one reader is busy there, so
+        the response is read later; :meth:`answer_to` finds it)."""
+        with self._answered:
+            stream = self._next_stream
+            self._next_stream += 2
+        envelope = ttrpc_pb2.Request(
+            service="nri.pkg.api.v1alpha1.Runtime",
+            method="UpdateContainers",
+            payload=request.SerializeToString(),
+        )
+        self._send(RUNTIME_CONN, stream, 1, envelope.SerializeToString())
+        self.last_call = stream
+        if wait_s is None:
+            return None
+        return self.answer_to(stream, wait_s)
+
+    def answer_to(self, stream: int, wait_s: float) -> nri_pb2.UpdateContainersResponse:
+        """The runtime's answer to our call on ``stream``; AssertionError if none or an error."""
+        with self._answered:
+            assert self._answered.wait_for(lambda: stream in self._answers, wait_s), (
+                "vmcri did not answer UpdateContainers"
+            )
+            response = self._answers[stream]
+        assert response.status.code == 0, response.status.message
+        return nri_pb2.UpdateContainersResponse.FromString(response.payload)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -154,9 +199,13 @@ class ScriptedPlugin:
                     break
                 message = bytes(buf[TTRPC.size : TTRPC.size + size])
                 del buf[: TTRPC.size + size]
-                if conn == RUNTIME_CONN and kind == 2:
+                if conn == RUNTIME_CONN and kind == 2 and stream == 1:
                     self._register_status = ttrpc_pb2.Response.FromString(message).status.code
                     self._registered.set()
+                elif conn == RUNTIME_CONN and kind == 2:
+                    with self._answered:
+                        self._answers[stream] = ttrpc_pb2.Response.FromString(message)
+                        self._answered.notify_all()
                 elif conn == PLUGIN_CONN and kind == 1:
                     self._serve(stream, ttrpc_pb2.Request.FromString(message))
         if not self._stop_reading.is_set():
@@ -201,12 +250,25 @@ class ScriptedPlugin:
                 reply = self.behaviour.update(update).SerializeToString()
             else:
                 reply = nri_pb2.UpdateContainerResponse().SerializeToString()
+        elif method == "ValidateContainerAdjustment":
+            check = nri_pb2.ValidateContainerAdjustmentRequest.FromString(request.payload)
+            key, pod, container = (
+                "VALIDATE_CONTAINER_ADJUSTMENT",
+                check.pod.name,
+                check.container.name,
+            )
+            verdict = nri_pb2.ValidateContainerAdjustmentResponse()
+            if self.behaviour.validate is not None:
+                verdict = self.behaviour.validate(check)
+            reply = verdict.SerializeToString()
         elif method == "StopContainer":
             stop = nri_pb2.StopContainerRequest.FromString(request.payload)
             key, pod, container = "STOP_CONTAINER", stop.pod.name, stop.container.name
             reply = nri_pb2.StopContainerResponse().SerializeToString()
         if key not in ("Configure", "Synchronize"):
             self.seen.append(Seen(key, pod, container))
+            if self.behaviour.on_event is not None and method == "StateChange":
+                self.behaviour.on_event(Seen(key, pod, container))
             if self.record_to:
                 with open(self.record_to, "a") as f:
                     f.write(f"{key} {pod} {container}\n")

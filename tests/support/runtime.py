@@ -17,6 +17,7 @@ from vmcri.handlers.base import HandlerFeatures, SandboxBackend, SandboxStarted
 from vmcri.handlers.checkpointer import PodCheckpointer
 from vmcri.handlers.registry import Handler, HandlerRegistry
 from vmcri.model import Condition, ImageInfo, Resources
+from vmcri.nri.hooks import NriHooks
 from vmcri.runtime.backend_records import BackendRecords
 from vmcri.runtime.checkpoints.service import CheckpointService
 from vmcri.runtime.containers import ContainerService
@@ -191,13 +192,16 @@ def wire(
     tmp: Path,
     image: ImageInfo,
     checkpointer: Callable[[FakeSupervisor], PodCheckpointer] | None = None,
+    nri: Callable[[Store], NriHooks] | None = None,
     **services: Any,
 ) -> Runtime:
     """``services``: fields of ``Services`` other than the defaults here (networking,
     images, config, memory_bound ...), as the daemon would build it; ``checkpointer``
     makes the handler's part of checkpoints from the fake supervisor (none: the default
-    refusal)."""
+    refusal); ``nri`` makes the NRI hooks from the store (none: NRI off)."""
     store = Store(tmp / "state")
+    if nri is not None:
+        services["nri"] = nri(store)
     events = EventBus()
     exits = ContainerExits(store, events, time.time_ns)
     supervisor = FakeSupervisor(BackendRecords(store, exits))

@@ -12,16 +12,19 @@ the protocol is disconnected and dropped from the list, so one plugin delays an 
 by at most one request timeout, once, and never blocks other pods' calls behind it.
 
 How a plugin joins is plugin_set.py's; container exits reach plugins through
-stop_relay.py; updates plugins ask for of other containers, updates.py.
+stop_relay.py; updates plugins ask for of other containers, updates.py; evictions they ask
+for, evictions.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import logging
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from vmcri.api import nri_pb2
 from vmcri.config import NriConfig
@@ -29,16 +32,20 @@ from vmcri.errors import PluginError
 from vmcri.model import Resources
 from vmcri.nri import adjust, launcher
 from vmcri.nri.convert import container_message, pod_message, record_message, resources_message
+from vmcri.nri.evictions import Evictions, Stopper
 from vmcri.nri.listener import Listener
 from vmcri.nri.merge import CreateResult
 from vmcri.nri.plugin import Plugin
 from vmcri.nri.plugin_set import PluginSet
 from vmcri.nri.stop_relay import StopRelay
-from vmcri.nri.updates import Updater, Updates, evict
+from vmcri.nri.updates import Updater, Updates
+from vmcri.nri.validation import validate
 from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 
 log = logging.getLogger(__name__)
+
+_restoring: contextvars.ContextVar[bool] = contextvars.ContextVar("nri_restoring", default=False)
 
 
 class Adaptation:
@@ -47,12 +54,14 @@ class Adaptation:
         config: NriConfig,
         store: Store,
         updater: Updater,
+        stopper: Stopper,
         in_guest: Callable[[SandboxRecord], bool],
     ) -> None:
         self._config = config
         self._store = store
         self._in_guest = in_guest
-        self._updates = Updates(store, updater)
+        self._evictions = Evictions(store, stopper)
+        self._updates = Updates(store, updater, self._evictions)
         self._plugins = PluginSet(store, self._updates)
         self._stops = StopRelay(self._stop_container)
         self._listener: Listener | None = None
@@ -63,6 +72,7 @@ class Adaptation:
         """Start the pre-installed plugins, then listen for others. Raises OSError when the
         socket cannot be made."""
         self._stops.start()
+        self._evictions.start()
         for found in launcher.discover(self._config.plugin_path, self._config.plugin_config_path):
             try:
                 sock, process = launcher.launch(found)
@@ -80,6 +90,7 @@ class Adaptation:
         for plugin in self._plugins.take_all():
             plugin.shutdown()
         self._stops.stop()
+        self._evictions.stop()
 
     def _accept(self, sock: socket.socket) -> None:
         self._connect(sock, "", "", "", None)
@@ -128,7 +139,10 @@ class Adaptation:
         message = nri_pb2.StateChangeEvent(event=event, pod=pod_message(sandbox))  # type: ignore[arg-type]
         if container is not None:
             message.container.CopyFrom(container)
+        about = container.id if container is not None else sandbox.id
         for plugin in plugins:
+            if not plugin.told.claim(about, event):
+                continue  # it heard of it as it joined
             try:
                 plugin.call("StateChange", message, nri_pb2.Empty)
             except PluginError as exc:
@@ -151,6 +165,14 @@ class Adaptation:
     def remove_pod_sandbox(self, sandbox: SandboxRecord) -> None:
         self._drain_stops()
         self._notify(nri_pb2.REMOVE_POD_SANDBOX, sandbox, None, fail=False)
+
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        token = _restoring.set(True)
+        try:
+            yield
+        finally:
+            _restoring.reset(token)
 
     def post_create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> None:
         self._notify(nri_pb2.POST_CREATE_CONTAINER, sandbox, record_message(record), fail=False)
@@ -193,27 +215,35 @@ class Adaptation:
 
     def create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> ContainerRecord:
         plugins = self._subscribed(nri_pb2.CREATE_CONTAINER)
-        if not plugins:
+        validators = self._subscribed(nri_pb2.VALIDATE_CONTAINER_ADJUSTMENT)
+        if not plugins and not validators:
             return record
         request = nri_pb2.CreateContainerRequest(
             pod=pod_message(sandbox),
             container=container_message(record.id, sandbox.id, record.config),
         )
         result = CreateResult(record.id)
+        consulted: list[Plugin] = []
         try:
             for plugin in plugins:
+                if not plugin.told.claim(record.id, nri_pb2.CREATE_CONTAINER):
+                    continue
+                consulted.append(plugin)
                 reply = plugin.call("CreateContainer", request, nri_pb2.CreateContainerResponse)
                 if reply is None:
                     continue
                 result.add_adjustment(plugin.name, reply.adjust)
                 result.add_updates(plugin.name, list(reply.update))
-                result.add_evictions(list(reply.evict))
+                result.add_evictions(plugin.name, list(reply.evict))
+            validate(request, result, consulted, validators)
+            if _restoring.get():
+                adjust.refuse_for_restore(result.adjust)
             config = adjust.apply(record.config, result.adjust, self._in_guest(sandbox))
-            evict(result.evictions)
             self._updates.apply(result.updates.values(), strict=True)
         except PluginError:
             self.remove_container(record)  # the plugins saw it: it will not exist
             raise
+        self._evict(result, creating=record.id)
         return dataclasses.replace(record, config=config)
 
     def update_container(
@@ -233,13 +263,18 @@ class Adaptation:
             if reply is None:
                 continue
             result.add_updates(plugin.name, list(reply.update))
-            result.add_evictions(list(reply.evict))
+            result.add_evictions(plugin.name, list(reply.evict))
         own = result.updates.pop(record.id, None)
         if own is not None:
             resources = adjust.resources_from(own.linux.resources, resources)
-        evict(result.evictions)
         self._updates.apply(result.updates.values(), strict=True)
+        self._evict(result)
         return resources
+
+    def _evict(self, result: CreateResult, creating: str = "") -> None:
+        """Queue the evictions an event's answers asked for (carried out off this thread)."""
+        for name, eviction in result.evictions:
+            self._evictions.request(name, [eviction], creating)
 
     def container_stopped(self, record: ContainerRecord) -> None:
         self._stops.push(record)

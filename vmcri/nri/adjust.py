@@ -10,7 +10,9 @@ VM. What an adjustment cannot mean is refused with PluginError naming it, never 
   memory, swappiness, device cgroup rules), and fields of newer NRI versions;
 - in a VM pod (``in_guest``): device nodes (a host device the VM does not have) and OCI
   hooks (host binaries, absent from the guest). Bind mounts go through the VM backend's
-  volume sharing with the same checks as a CRI mount of that host path.
+  volume sharing with the same checks as a CRI mount of that host path;
+- for a container RestorePod restores (:func:`refuse_for_restore`): everything that shapes
+  a process as it is started, since the restored process is the saved one.
 """
 
 from __future__ import annotations
@@ -229,3 +231,32 @@ def _host_node(d: nri_pb2.LinuxDevice, path: str) -> str:
     ):
         raise _refuse(f"device {path!r}: the host node is not {d.type} {d.major}:{d.minor}")
     return path
+
+
+RESTORE_HOLDS = frozenset({"annotations"})
+"""Adjustment fields that hold for a restored container: what the record says of it."""
+LINUX_RESTORE_HOLDS = frozenset({"resources"})
+"""Its Linux fields that hold: its resources (the restored container's cgroup)."""
+
+
+def refuse_for_restore(adjust: nri_pb2.ContainerAdjustment) -> None:
+    """Raise PluginError naming the first field that cannot reach a restored container.
+
+    A restored container's process is the checkpointed one, its memory and its mount
+    namespace the saved ones: an environment, arguments, mounts, devices, hooks, rlimits
+    or OOM score given now would describe a process that never runs. Annotations (the
+    record's) and Linux resources (its cgroup, set as for any container) hold.
+    """
+    for desc, _ in adjust.ListFields():
+        if desc.name == "linux":
+            for linux_desc, _ in adjust.linux.ListFields():
+                if linux_desc.name not in LINUX_RESTORE_HOLDS:
+                    raise _refuse(
+                        f"linux.{linux_desc.name} of a restored container (its process is "
+                        "the checkpointed one; only annotations and resources apply)"
+                    )
+        elif desc.name not in RESTORE_HOLDS:
+            raise _refuse(
+                f"{desc.name} of a restored container (its process is the checkpointed "
+                "one; only annotations and resources apply)"
+            )

@@ -8,6 +8,8 @@ PluginError; the others never raise.
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from vmcri.model import Resources
@@ -34,6 +36,11 @@ class NriHooks(Protocol):
     def create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> ContainerRecord:
         """The record with its config adjusted by the plugins, before any backend sees it;
         a refusal or conflict fails CreateContainer."""
+        ...
+
+    def restoring(self) -> AbstractContextManager[None]:
+        """Around a restored container's CreateContainer (RestorePod): the plugins see it
+        as any creation, but only adjustments that can reach a restored process hold."""
         ...
 
     def post_create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> None: ...
@@ -87,6 +94,9 @@ class NoNri:
 
     def create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> ContainerRecord:
         return record
+
+    def restoring(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def post_create_container(self, sandbox: SandboxRecord, record: ContainerRecord) -> None:
         pass

@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from vmcri.api import nri_pb2
 from vmcri.errors import PluginError, ProtocolError
 from vmcri.nri.mux import PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN, Mux
+from vmcri.nri.told import Told
 from vmcri.nri.ttrpc import CallTimeout, RemoteError, TtrpcClient, TtrpcServer
 from vmcri.nri.ttrpc_frames import MAX_BODY
 
@@ -47,7 +48,8 @@ INDEX_RE = re.compile(r"^[0-9]{2}$")
 UNIMPLEMENTED = 12
 
 M = TypeVar("M", bound=Message)
-UpdateHandler = Callable[[nri_pb2.UpdateContainersRequest], nri_pb2.UpdateContainersResponse]
+UpdateHandler = Callable[[str, nri_pb2.UpdateContainersRequest], nri_pb2.UpdateContainersResponse]
+"""A plugin's UpdateContainers: its name and the request."""
 
 
 def event_bit(event: int) -> int:
@@ -75,6 +77,7 @@ class Plugin:
         self.config = config
         self.process = process
         self.events = 0
+        self.told = Told()  # what it heard of as it joined: each object once
         self.request_timeout_s = request_timeout_s
         self.registration_timeout_s = registration_timeout_s
         self._on_update = on_update
@@ -158,8 +161,13 @@ class Plugin:
         if not self._registered.is_set():
             raise PluginError("UpdateContainers before RegisterPlugin")
         request = nri_pb2.UpdateContainersRequest.FromString(payload)
-        log.info("NRI plugin %s: asks to update %d containers", self.name, len(request.update))
-        return self._on_update(request).SerializeToString()
+        log.info(
+            "NRI plugin %s: asks to update %d and evict %d containers",
+            self.name,
+            len(request.update),
+            len(request.evict),
+        )
+        return self._on_update(self.name, request).SerializeToString()
 
     # ---- calls ------------------------------------------------------------------------
 

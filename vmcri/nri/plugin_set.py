@@ -2,9 +2,12 @@
 
 A plugin gets in (:meth:`PluginSet.join`) once it has registered, been configured and
 synchronized with every pod and container; it is told afterwards of the pods and
-containers made while it synchronized (no lock holds events back meanwhile, so one made
-just as it joined may be told twice, none is missed). Closed plugins leave the list the
-next time it is read. Plugins are called in ascending index, then name, order.
+containers made while it synchronized. No lock holds events back meanwhile; the plugin's
+:class:`~vmcri.nri.told.Told` makes each object reach it once, by whichever of the
+snapshot, its event and the catch-up comes first, and none is missed: an event that went
+out before the plugin was in the list was about an object already in the store, which
+the catch-up (reading the store after the plugin is in) finds. Closed plugins leave the
+list the next time it is read. Plugins are called in ascending index, then name, order.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class PluginSet:
             plugin.start(RUNTIME_NAME, __version__)
             pods = [pod_message(s) for s in self._store.sandboxes.list()]
             containers = [record_message(c) for c in self._store.containers.list()]
+            plugin.told.synchronized([*(p.id for p in pods), *(c.id for c in containers)])
             updates = plugin.synchronize(pods, containers)
         except PluginError as exc:
             log.error("%s", exc.message)
@@ -72,18 +76,19 @@ class PluginSet:
             len(containers),
         )
         self._updates.apply(updates, strict=False)
-        self._catch_up(plugin, {p.id for p in pods}, {c.id for c in containers})
+        self._catch_up(plugin)
+        plugin.told.joined()
 
-    def _catch_up(self, plugin: Plugin, pods: set[str], containers: set[str]) -> None:
-        """RunPodSandbox and PostCreateContainer for each its snapshot missed."""
+    def _catch_up(self, plugin: Plugin) -> None:
+        """RunPodSandbox and PostCreateContainer for each object nothing told it of yet."""
         for sandbox in self._store.sandboxes.list():
-            if sandbox.id not in pods and plugin.subscribed(nri_pb2.RUN_POD_SANDBOX):
+            if plugin.subscribed(nri_pb2.RUN_POD_SANDBOX) and plugin.told.catch_up(sandbox.id):
                 _tell(plugin, nri_pb2.RUN_POD_SANDBOX, sandbox, None)
         for record in self._store.containers.list():
             pod = self._store.sandboxes.find(record.sandbox_id)
-            if record.id in containers or pod is None:
+            if pod is None or not plugin.subscribed(nri_pb2.POST_CREATE_CONTAINER):
                 continue
-            if plugin.subscribed(nri_pb2.POST_CREATE_CONTAINER):
+            if plugin.told.catch_up(record.id):
                 _tell(plugin, nri_pb2.POST_CREATE_CONTAINER, pod, record)
 
 

@@ -1,6 +1,7 @@
 """Resource updates plugins ask for, of containers other than the one an event is about
 (in CreateContainer, UpdateContainer and StopContainer answers, and unsolicited through
-UpdateContainers), applied through the container service.
+UpdateContainers), applied through the container service. Evictions asked for in
+UpdateContainers go to evictions.py, which carries them out off the plugin's thread.
 
 An update runs the container service's ordinary UpdateContainerResources path, which
 would call the plugins again; while one is applied, :attr:`Updates.active` is set on the
@@ -18,6 +19,7 @@ from vmcri.api import nri_pb2
 from vmcri.errors import PluginError, VmcriError
 from vmcri.model import Resources
 from vmcri.nri.adjust import resources_from
+from vmcri.nri.evictions import Evictions
 from vmcri.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,10 @@ Updater = Callable[[str, Resources], None]
 
 
 class Updates:
-    def __init__(self, store: Store, updater: Updater) -> None:
+    def __init__(self, store: Store, updater: Updater, evictions: Evictions) -> None:
         self._store = store
         self._updater = updater
+        self._evictions = evictions
         self._local = threading.local()
 
     @property
@@ -65,19 +68,9 @@ class Updates:
         return failed
 
     def unsolicited(
-        self, request: nri_pb2.UpdateContainersRequest
+        self, plugin: str, request: nri_pb2.UpdateContainersRequest
     ) -> nri_pb2.UpdateContainersResponse:
-        """A plugin's UpdateContainers call."""
-        evict(list(request.evict))
+        """``plugin``'s UpdateContainers call: its evictions are queued (never waited for:
+        the plugin may be answering an event that waits on it), its updates applied."""
+        self._evictions.request(plugin, list(request.evict))
         return nri_pb2.UpdateContainersResponse(failed=self.apply(list(request.update), False))
-
-
-def evict(evictions: list[nri_pb2.ContainerEviction]) -> None:
-    for eviction in evictions:
-        # Not carried out: vmcri does not stop containers on a plugin's word. Said, so a
-        # plugin's operator sees it, rather than dropped.
-        log.error(
-            "NRI: eviction of container %s (%s) requested; vmcri does not evict",
-            eviction.container_id,
-            eviction.reason[:256],
-        )

@@ -80,6 +80,7 @@ def test_events_in_order_and_the_adjustment_inside_the_container(
     assert [(s.event, s.container) for s in plugin.seen] == [
         ("RUN_POD_SANDBOX", ""),
         ("CREATE_CONTAINER", "app"),
+        ("VALIDATE_CONTAINER_ADJUSTMENT", "app"),
         ("POST_CREATE_CONTAINER", "app"),
         ("START_CONTAINER", "app"),
         ("POST_START_CONTAINER", "app"),
@@ -195,3 +196,70 @@ def test_hooks_and_devices_apply_on_runc_and_are_refused_in_a_vm(
     assert [c for c in listed.containers if c.pod_sandbox_id == vm_pod] == []
     remove_pod(nri_env, runc_pod)
     remove_pod(nri_env, vm_pod)
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_a_plugins_eviction_stops_the_container_and_kubelet_sees_why(
+    nri_env: VmEnv, connect: PluginFactory, handler: str
+) -> None:
+    """A plugin's UpdateContainers evict: the container is killed at once, its status says
+    Evicted with the plugin and its reason; the pod and its other container run on."""
+    plugin = connect("evict", "10", Behaviour(events=("STOP_CONTAINER",)))
+    sandbox_id, pod = nri_env.run_pod(f"evict-{handler}", handler=handler)
+    victim = nri_env.create(sandbox_id, pod, "victim", ["sleep", "3600"])
+    bystander = nri_env.create(sandbox_id, pod, "bystander", ["sleep", "3600"])
+    nri_env.start(victim)
+    nri_env.start(bystander)
+    ask = nri_pb2.UpdateContainersRequest()
+    ask.evict.add(container_id=victim, reason="over its cache budget")
+    assert plugin.update_containers(ask) is not None
+    wait_for(lambda: nri_env.status(victim).reason == "Evicted", 120, "the eviction")
+    status = nri_env.status(victim)
+    assert status.state == pb.CONTAINER_EXITED
+    assert status.exit_code == 137
+    assert status.message == "evicted by NRI plugin 10-evict: over its cache budget"
+    assert nri_env.status(bystander).state == pb.CONTAINER_RUNNING
+    wait_for(lambda: plugin.events_named("STOP_CONTAINER"), 60, "StopContainer at the plugin")
+    assert [s.container for s in plugin.events_named("STOP_CONTAINER")] == ["victim"]
+    remove_pod(nri_env, sandbox_id)
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_a_validator_rejects_an_adjustment_and_nothing_is_left(
+    nri_env: VmEnv, connect: PluginFactory, handler: str
+) -> None:
+    """A validating plugin refuses what another plugin's adjustment would make of a
+    container: CreateContainer fails naming the validator and its reason, no container is
+    left, and the same container without that adjustment is created."""
+    placing = {"on": True}
+
+    def adjust(req: nri_pb2.CreateContainerRequest) -> nri_pb2.CreateContainerResponse:
+        out = nri_pb2.CreateContainerResponse()
+        if placing["on"]:
+            out.adjust.env.add(key="DEBUG_BACKDOOR", value="1")
+        return out
+
+    def validate(
+        req: nri_pb2.ValidateContainerAdjustmentRequest,
+    ) -> nri_pb2.ValidateContainerAdjustmentResponse:
+        env = {e.key for e in req.adjust.env}
+        owner = req.owners.owners[req.container.id].compound[nri_pb2.Field.Env].owners
+        return nri_pb2.ValidateContainerAdjustmentResponse(
+            reject="DEBUG_BACKDOOR" in env,
+            reason=f"DEBUG_BACKDOOR set by {owner.get('DEBUG_BACKDOOR', '?')}",
+        )
+
+    connect("placer", "10", Behaviour(events=("CREATE_CONTAINER",), adjust=adjust))
+    connect("policy", "90", Behaviour(events=("VALIDATE_CONTAINER_ADJUSTMENT",), validate=validate))
+    sandbox_id, pod = nri_env.run_pod(f"validated-{handler}", handler=handler)
+    with pytest.raises(grpc.RpcError) as failed:
+        nri_env.create(sandbox_id, pod, "app", ["sleep", "3600"])
+    assert "validator 90-policy rejected" in str(failed.value.details())
+    assert "DEBUG_BACKDOOR set by 10-placer" in str(failed.value.details())
+    listed = nri_env.runtime.ListContainers(pb.ListContainersRequest(), timeout=30)
+    assert [c for c in listed.containers if c.pod_sandbox_id == sandbox_id] == []
+    placing["on"] = False
+    container_id = nri_env.create(sandbox_id, pod, "app", ["sleep", "3600"])
+    nri_env.start(container_id)
+    assert nri_env.status(container_id).state == pb.CONTAINER_RUNNING
+    remove_pod(nri_env, sandbox_id)

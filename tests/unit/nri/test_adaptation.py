@@ -8,12 +8,12 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.nri_plugin import Behaviour, ScriptedPlugin
+from tests.support.nri_plugin import Behaviour, ScriptedPlugin, Seen
 from tests.support.wait import wait_for
 from vmcri.api import nri_pb2
 from vmcri.config import NriConfig
@@ -21,7 +21,7 @@ from vmcri.errors import PluginError
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, KeyValue, Metadata, PodConfig, Resources
 from vmcri.nri.adaptation import Adaptation
-from vmcri.store.records import ContainerRecord, SandboxRecord, SandboxState
+from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord, SandboxState
 from vmcri.store.store import Store
 
 TIMEOUT_S = 1.0
@@ -53,12 +53,28 @@ class Env:
             request_timeout_s=TIMEOUT_S,
             registration_timeout_s=TIMEOUT_S,
         )
+        self.stopped: list[str] = []
         self.nri = Adaptation(
-            config, self.store, lambda cid, r: self.updates.append((cid, r)), lambda s: False
+            config,
+            self.store,
+            lambda cid, r: self.updates.append((cid, r)),
+            self._stop,
+            lambda s: False,
         )
         self.nri.start()
         self.socket = config.socket_path
         self.plugins: list[ScriptedPlugin] = []
+
+    def _stop(self, container_id: str, deadline: float) -> None:
+        """What the container service's stop does, as far as the record shows: killed."""
+        assert deadline > time.monotonic()
+        self.stopped.append(container_id)
+        self.store.containers.update(
+            container_id,
+            lambda r: dataclasses.replace(
+                r, state=ContainerState.EXITED, exit_code=137, reason="Error", finished_at=1
+            ),
+        )
 
     def plugin(self, name: str, idx: str, behaviour: Behaviour | None = None) -> ScriptedPlugin:
         plugin = ScriptedPlugin(name, idx, behaviour)
@@ -111,6 +127,7 @@ def test_events_arrive_in_lifecycle_order_and_only_those_subscribed(env: Env) ->
     assert [s.event for s in everything.seen] == [
         "RUN_POD_SANDBOX",
         "CREATE_CONTAINER",
+        "VALIDATE_CONTAINER_ADJUSTMENT",
         "POST_CREATE_CONTAINER",
         "START_CONTAINER",
         "POST_START_CONTAINER",
@@ -276,3 +293,189 @@ def test_a_request_over_ttrpcs_bound_is_refused_without_dropping_the_plugin(env:
     with pytest.raises(PluginError, match="bound"):
         env.nri.create_container(pod, big)
     assert [p.name for p in env.nri.plugins()] == ["10-keep"]
+
+
+def _running(env: Env, pod: SandboxRecord, name: str) -> ContainerRecord:
+    record = env.store.containers.add(_container(pod, name))
+    return env.store.containers.set_fields(record.id, state=ContainerState.RUNNING, pid=42)
+
+
+def test_an_eviction_asked_during_create_container_is_carried_out_without_deadlock(
+    env: Env,
+) -> None:
+    """The plugin calls UpdateContainers while it answers CreateContainer (its answer waits
+    for nothing of ours): the create goes on, the victim is stopped with the reason."""
+    pod = env.store.sandboxes.add(_pod("p"))
+    victim = _running(env, pod, "victim")
+    plugins: list[ScriptedPlugin] = []
+
+    def adjust(req: nri_pb2.CreateContainerRequest) -> nri_pb2.CreateContainerResponse:
+        ask = nri_pb2.UpdateContainersRequest()
+        ask.evict.add(container_id=victim.id, reason="node too hot")
+        plugins[0].update_containers(ask, wait_s=None)
+        return nri_pb2.CreateContainerResponse()
+
+    plugins.append(env.plugin("evictor", "10", Behaviour(adjust=adjust)))
+    created = env.nri.create_container(pod, _container(pod, "new"))
+    assert created.config.metadata.name == "new"
+    assert plugins[0].answer_to(plugins[0].last_call, 5).failed == []
+    wait_for(lambda: env.store.containers.get(victim.id).reason == "Evicted", 5, "the eviction")
+    after = env.store.containers.get(victim.id)
+    assert after.state is ContainerState.EXITED
+    assert after.message == "evicted by NRI plugin 10-evictor: node too hot"
+    assert env.stopped == [victim.id]
+
+
+def test_evictions_in_create_and_update_answers_are_carried_out(env: Env) -> None:
+    pod = env.store.sandboxes.add(_pod("p"))
+    first, second = _running(env, pod, "first"), _running(env, pod, "second")
+    being_made = _container(pod, "new")
+
+    def adjust(req: nri_pb2.CreateContainerRequest) -> nri_pb2.CreateContainerResponse:
+        out = nri_pb2.CreateContainerResponse()
+        out.evict.add(container_id=first.id, reason="make room")
+        out.evict.add(container_id=req.container.id, reason="not a container yet")
+        return out
+
+    def update(req: nri_pb2.UpdateContainerRequest) -> nri_pb2.UpdateContainerResponse:
+        out = nri_pb2.UpdateContainerResponse()
+        out.evict.add(container_id=second.id, reason="too big")
+        return out
+
+    env.plugin("ev", "10", Behaviour(adjust=adjust, update=update))
+    env.nri.create_container(pod, being_made)
+    wait_for(lambda: env.store.containers.get(first.id).reason == "Evicted", 5, "first")
+    env.nri.update_container(pod, env.store.containers.get(first.id), Resources())
+    wait_for(lambda: env.store.containers.get(second.id).reason == "Evicted", 5, "second")
+    assert env.stopped == [first.id, second.id]  # never the one being created
+
+
+def _in_thread(work: Callable[[], object], threads: list[threading.Thread]) -> None:
+    thread = threading.Thread(target=work)
+    thread.start()
+    threads.append(thread)
+
+
+def test_a_synchronized_pod_is_not_told_again_by_its_event(env: Env) -> None:
+    """A pod in the snapshot whose RunPodSandbox goes out once the plugin is in the list
+    (sent while the catch-up runs, when the plugin is surely in): told once, by the
+    snapshot."""
+    synced = env.store.sandboxes.add(_pod("synced"))
+    late: list[SandboxRecord] = []
+    threads: list[threading.Thread] = []
+
+    def on_event(seen: Seen) -> None:
+        if seen == Seen("RUN_POD_SANDBOX", "late"):
+            _in_thread(lambda: env.nri.run_pod_sandbox(synced), threads)
+
+    behaviour = Behaviour(
+        on_sync=lambda: late.append(env.store.sandboxes.add(_pod("late"))), on_event=on_event
+    )
+    plugin = env.plugin("once", "10", behaviour)
+    wait_for(lambda: threads, 5, "the catch-up of the late pod")
+    threads[0].join(5)
+    assert [p.name for p in plugin.synced_pods] == ["synced"]
+    assert plugin.events_named("RUN_POD_SANDBOX") == [Seen("RUN_POD_SANDBOX", "late")]
+
+
+def test_a_caught_up_pod_is_not_told_again_by_its_event(env: Env) -> None:
+    """A pod made after the snapshot, caught up, then its own RunPodSandbox: told once."""
+    late: list[SandboxRecord] = []
+    threads: list[threading.Thread] = []
+
+    def on_event(seen: Seen) -> None:
+        if seen == Seen("RUN_POD_SANDBOX", "late") and not threads:
+            _in_thread(lambda: env.nri.run_pod_sandbox(late[0]), threads)
+
+    behaviour = Behaviour(
+        on_sync=lambda: late.append(env.store.sandboxes.add(_pod("late"))), on_event=on_event
+    )
+    plugin = env.plugin("once", "10", behaviour)
+    wait_for(lambda: threads, 5, "the catch-up of the late pod")
+    threads[0].join(5)
+    assert not threads[0].is_alive()
+    env.nri.stop_pod_sandbox(late[0])  # an event after both, to know they were answered
+    wait_for(lambda: plugin.events_named("STOP_POD_SANDBOX"), 5, "StopPodSandbox")
+    assert plugin.events_named("RUN_POD_SANDBOX") == [Seen("RUN_POD_SANDBOX", "late")]
+    assert plugin.synced_pods == []
+
+
+def test_a_container_created_as_the_plugin_joins_is_told_once(env: Env) -> None:
+    """CreateContainer goes to the plugin while it is caught up; whether or not the
+    catch-up then finds the container in the store, PostCreateContainer comes once."""
+    late: list[SandboxRecord] = []
+    threads: list[threading.Thread] = []
+
+    def create() -> None:
+        record = env.nri.create_container(late[0], _container(late[0], "c"))
+        env.nri.post_create_container(late[0], env.store.containers.add(record))
+
+    def on_event(seen: Seen) -> None:
+        if seen == Seen("RUN_POD_SANDBOX", "late") and not threads:
+            _in_thread(create, threads)
+
+    behaviour = Behaviour(
+        on_sync=lambda: late.append(env.store.sandboxes.add(_pod("late"))), on_event=on_event
+    )
+    plugin = env.plugin("once", "10", behaviour)
+    wait_for(lambda: threads, 5, "the catch-up of the late pod")
+    threads[0].join(5)
+    env.nri.stop_pod_sandbox(late[0])
+    wait_for(lambda: plugin.events_named("STOP_POD_SANDBOX"), 5, "StopPodSandbox")
+    assert [(s.event, s.container) for s in plugin.seen] == [
+        ("RUN_POD_SANDBOX", ""),
+        ("CREATE_CONTAINER", "c"),
+        ("VALIDATE_CONTAINER_ADJUSTMENT", "c"),
+        ("POST_CREATE_CONTAINER", "c"),
+        ("STOP_POD_SANDBOX", ""),
+    ]
+
+
+def test_a_validator_sees_the_merged_adjustment_and_its_owners_and_may_reject_it(
+    env: Env,
+) -> None:
+    def adjust(req: nri_pb2.CreateContainerRequest) -> nri_pb2.CreateContainerResponse:
+        out = nri_pb2.CreateContainerResponse()
+        out.adjust.env.add(key="PLACED", value="1")
+        out.adjust.linux.resources.cpu.cpus = "0"
+        return out
+
+    seen: list[nri_pb2.ValidateContainerAdjustmentRequest] = []
+
+    def validate(
+        req: nri_pb2.ValidateContainerAdjustmentRequest,
+    ) -> nri_pb2.ValidateContainerAdjustmentResponse:
+        seen.append(req)
+        reject = req.container.name == "forbidden"
+        return nri_pb2.ValidateContainerAdjustmentResponse(reject=reject, reason="no\nway")
+
+    env.plugin("placer", "10", Behaviour(events=("CREATE_CONTAINER",), adjust=adjust))
+    checker = env.plugin(
+        "policy", "90", Behaviour(events=("VALIDATE_CONTAINER_ADJUSTMENT",), validate=validate)
+    )
+    pod = env.store.sandboxes.add(_pod("p"))
+    made = env.nri.create_container(pod, _container(pod, "fine"))
+    assert made.config.resources.cpuset_cpus == "0"
+    (asked,) = seen
+    assert [(p.name, p.index) for p in asked.plugins] == [("placer", "10")]
+    assert [(e.key, e.value) for e in asked.adjust.env] == [("PLACED", "1")]
+    owned = asked.owners.owners[made.id]
+    assert owned.compound[nri_pb2.Field.Env].owners["PLACED"] == "10-placer"
+    assert owned.simple[nri_pb2.Field.CPUSetCPUs] == "10-placer"
+    assert [s.event for s in checker.seen] == ["VALIDATE_CONTAINER_ADJUSTMENT"]
+
+    with pytest.raises(PluginError, match=r"validator 90-policy rejected .*'forbidden': no\?way"):
+        env.nri.create_container(pod, _container(pod, "forbidden"))
+
+
+def test_a_validator_that_gives_no_verdict_fails_the_creation(env: Env) -> None:
+    behaviour = Behaviour(
+        events=("VALIDATE_CONTAINER_ADJUSTMENT",), garbage={"ValidateContainerAdjustment"}
+    )
+    env.plugin("broken", "90", behaviour)
+    pod = env.store.sandboxes.add(_pod("p"))
+    with pytest.raises(PluginError, match="validator 90-broken gave no verdict"):
+        env.nri.create_container(pod, _container(pod, "c"))
+    # Gone now, it is consulted no more: creation works without it.
+    assert env.nri.plugins() == []
+    env.nri.create_container(pod, _container(pod, "c"))

@@ -9,6 +9,12 @@ state instead of booted; each container is created from its new config (its log 
 new log directory, starting with the old log's newest part) and made to run from its
 saved state, its restart count carried over. Any failure removes the new sandbox and its
 containers again: nothing is left.
+
+NRI plugins see what containerd's restore shows them: the pod's RunPodSandbox, and for
+each container CreateContainer, PostCreateContainer, StartContainer (before it is made to
+run; a refusal fails the restore) and PostStartContainer. A CreateContainer adjustment
+may change only what holds for a restored process (annotations, resources); any other
+field fails the restore naming it (vmcri.nri.adjust.refuse_for_restore).
 """
 
 from __future__ import annotations
@@ -107,13 +113,15 @@ def _restore(
         for saved, config in bound:
             deadline.check(f"restoring container {saved.name}")
             config = _carry_restart_count(config, saved)
-            container_id = containers.create(sandbox_id, config)
+            with services.nri.restoring():
+                container_id = containers.create(sandbox_id, config)
             sandbox = services.store.sandboxes.get(sandbox_id)
             record = services.store.containers.get(container_id)
             if saved.log_file:
                 continue_log(record.log_path, source.read(saved.log_file))
+            services.nri.start_container(sandbox, record)
             pid = checkpointer.restore_container(sandbox, record, saved, source, deadline)
-            _mark_running(services, container_id, pid)
+            services.nri.post_start_container(sandbox, _mark_running(services, container_id, pid))
     except BaseException as exc:
         log.info("restore into sandbox %s failed, removing it: %s", sandbox_id, exc)
         pods.remove(sandbox_id)
@@ -156,7 +164,7 @@ def _carry_restart_count(config: ContainerConfig, saved: SavedContainer) -> Cont
     return dataclasses.replace(config, annotations=annotations)
 
 
-def _mark_running(services: Services, container_id: str, pid: int) -> None:
+def _mark_running(services: Services, container_id: str, pid: int) -> ContainerRecord:
     now = services.clock()
 
     def running(record: ContainerRecord) -> ContainerRecord:
@@ -174,3 +182,4 @@ def _mark_running(services: Services, container_id: str, pid: int) -> None:
     services.events.publish(
         ContainerEvent(record.id, record.sandbox_id, EventType.STARTED, services.clock())
     )
+    return record
