@@ -26,6 +26,7 @@ from vmcri.images.auth import Deadline
 from vmcri.images.reference import Reference
 from vmcri.images.registry_client import RegistryClient
 from vmcri.images.trust import gpg, sigstore
+from vmcri.images.trust.evidence import AcceptedSignature
 from vmcri.images.trust.identity import SignedIdentity
 from vmcri.images.trust.payload import COSIGN_TYPE, SIMPLE_SIGNING_TYPE, check_payload
 from vmcri.images.trust.policy import (
@@ -37,7 +38,7 @@ from vmcri.images.trust.policy import (
     SignedBy,
     load_policy,
 )
-from vmcri.images.trust.registries_d import SignatureStores, load_registries_d
+from vmcri.images.trust.registries_d import MAX_FILES, SignatureStores, load_registries_d
 from vmcri.images.trust.sources import (
     MAX_PAYLOAD_BYTES,
     AttachedSignature,
@@ -98,19 +99,33 @@ class _Signatures:
 
 
 class ImageTrust:
-    """The node's policy, its per-namespace overrides, and where signatures are stored."""
+    """The node's policy, its per-namespace overrides, and where signatures are stored.
+
+    Loaded from ``settings``, the node's policy and registries.d are re-read when they
+    change (inode, size or mtime of the file, of each registries.d file): an edit takes
+    effect at the next pull or CreateContainer, as per-namespace files do. A file that
+    became invalid refuses what needs it (SignatureRefused naming the file and key, logged
+    once per change) until it is fixed: never "accept", never the previous version. A
+    policy file that is removed means no policy, as at start-up.
+    """
 
     def __init__(
         self,
         policy: Policy,
         stores: SignatureStores,
         policy_dir: Path | None = None,
+        settings: TrustSettings | None = None,
     ) -> None:
-        self.policy = policy
-        self.stores = stores
+        self._policy = policy
+        self._stores = stores
         self.policy_dir = policy_dir
+        self._settings = settings
         self._lock = threading.Lock()
         self._ns_cache: dict[str, tuple[tuple[int, int, int], Policy]] = {}
+        self._policy_key = _file_key(settings.policy) if settings else None
+        self._stores_key = _dir_key(settings.registries_d) if settings else None
+        self._policy_error: ConfigError | None = None
+        self._stores_error: ConfigError | None = None
 
     @classmethod
     def accept_all(cls) -> ImageTrust:
@@ -119,11 +134,78 @@ class ImageTrust:
     @classmethod
     def load(cls, settings: TrustSettings) -> ImageTrust:
         """Read and check the whole trust configuration. Raises ConfigError naming the key."""
+        # The change keys are taken first: an edit while loading is seen at the next use.
+        policy_key, stores_key = _file_key(settings.policy), _dir_key(settings.registries_d)
         policy = load_policy(settings.policy) or ACCEPT_ALL
-        trust = cls(policy, load_registries_d(settings.registries_d), settings.policy_dir)
+        stores = load_registries_d(settings.registries_d)
+        trust = cls(policy, stores, settings.policy_dir, settings)
+        trust._policy_key, trust._stores_key = policy_key, stores_key
         for name in trust.namespace_policies():
             trust._namespace_policy(name)
         return trust
+
+    @property
+    def policy(self) -> Policy:
+        """The node's policy as last loaded successfully (for logs and reports)."""
+        return self._policy
+
+    @property
+    def stores(self) -> SignatureStores:
+        return self._stores
+
+    def node_policy(self) -> Policy:
+        """The node's policy in force, re-read if the file changed.
+
+        Raises SignatureRefused (naming the file and key) while the file is invalid.
+        """
+        if self._settings is None:
+            return self._policy
+        path = self._settings.policy
+        key = _file_key(path)
+        with self._lock:
+            if key == self._policy_key:
+                if self._policy_error is not None:
+                    raise _invalid("the node's signature policy", self._policy_error)
+                return self._policy
+        try:
+            policy, error = load_policy(path) or ACCEPT_ALL, None
+        except ConfigError as exc:
+            policy, error = self._policy, exc
+        with self._lock:
+            self._policy_key, self._policy, self._policy_error = key, policy, error
+        if error is not None:
+            log.error(
+                "signature policy changed and is invalid, pulls it covers are refused: %s",
+                error.message,
+            )
+            raise _invalid("the node's signature policy", error)
+        log.info("signature policy changed: %s", policy.summary())
+        return policy
+
+    def signature_stores(self) -> SignatureStores:
+        """registries.d in force, re-read if a file changed. Raises SignatureRefused."""
+        if self._settings is None:
+            return self._stores
+        directory = self._settings.registries_d
+        key = _dir_key(directory)
+        with self._lock:
+            if key == self._stores_key:
+                if self._stores_error is not None:
+                    raise _invalid("registries.d", self._stores_error)
+                return self._stores
+        try:
+            stores, error = load_registries_d(directory), None
+        except ConfigError as exc:
+            stores, error = self._stores, exc
+        with self._lock:
+            self._stores_key, self._stores, self._stores_error = key, stores, error
+        if error is not None:
+            log.error(
+                "registries.d changed and is invalid, signed pulls are refused: %s", error.message
+            )
+            raise _invalid("registries.d", error)
+        log.info("registries.d changed: signature stores re-read from %s", directory)
+        return stores
 
     def namespace_policies(self) -> list[str]:
         """Namespaces with a policy file of their own (ConfigError for an unlistable dir)."""
@@ -172,7 +254,7 @@ class ImageTrust:
         SignatureRefused when the namespace's own file is invalid.
         """
         if not namespace:
-            return self.policy
+            return self.node_policy()
         if not _NAMESPACE.match(namespace):
             raise InvalidArgument(
                 f"sandbox_config.metadata.namespace: {namespace[:80]!r} is not a DNS-1123 label"
@@ -184,7 +266,7 @@ class ImageTrust:
                 f"SignatureValidationFailed: the signature policy of namespace {namespace} "
                 f"is invalid: {exc.message}"
             ) from exc
-        return own or self.policy
+        return own or self.node_policy()
 
     def check(
         self,
@@ -193,37 +275,44 @@ class ImageTrust:
         client: RegistryClient | None,
         policy: Policy | None = None,
         deadline: Deadline | None = None,
-    ) -> None:
+    ) -> tuple[AcceptedSignature, ...]:
         """Refuse ``ref`` unless ``policy`` (default: the node's, else what ``policy_for``
-        gave) has every requirement met by ``manifest_digest``.
+        gave) has every requirement met by ``manifest_digest``; returns the signatures
+        that met them (what the image's record keeps, see ``evidence.py``).
 
         Raises SignatureRefused naming the policy, scope and requirement that failed
-        (a store that breaks its bounds included), RegistryError or DeadlineExceeded
-        (a signature store could not be read).
+        (a store that breaks its bounds, or a registries.d made invalid since, included),
+        RegistryError or DeadlineExceeded (a signature store could not be read).
         """
-        policy = policy or self.policy
+        policy = policy or self.node_policy()
         scope, requirements = policy.lookup(ref)
-        sigs = _Signatures(
-            ref, manifest_digest, client, self.stores, deadline or Deadline.after(None)
-        )
+        if all(isinstance(r, AcceptAnything | Reject) for r in requirements):
+            stores = self._stores  # nothing to fetch: a broken registries.d is not in play
+        else:
+            stores = self.signature_stores()
+        sigs = _Signatures(ref, manifest_digest, client, stores, deadline or Deadline.after(None))
+        accepted: list[AcceptedSignature] = []
         for i, req in enumerate(requirements):
             try:
-                reason = self._unmet(req, ref, manifest_digest, sigs)
+                met = self._met(req, ref, manifest_digest, sigs)
             except SignatureRefused as exc:  # the store broke a bound or sent nonsense
-                reason = exc.message
-            if reason is not None:
+                met = exc.message
+            if isinstance(met, str):
                 where = f"{policy.source} {scope}[{i}]"
                 raise SignatureRefused(
                     f"SignatureValidationFailed: image {ref} ({manifest_digest}) is refused "
-                    f"by {where}, {req.describe()}: {reason[:MAX_REASON_CHARS]}"
+                    f"by {where}, {req.describe()}: {met[:MAX_REASON_CHARS]}"
                 )
+            if met is not None:
+                accepted.append(met)
         if not policy.accepts_everything:
             log.info("image %s (%s) accepted by %s %s", ref, manifest_digest, policy.source, scope)
+        return tuple(accepted)
 
-    def _unmet(
+    def _met(
         self, req: Requirement, ref: Reference, digest: str, sigs: _Signatures
-    ) -> str | None:
-        """None when ``req`` is met, else why not."""
+    ) -> AcceptedSignature | str | None:
+        """The signature that meets ``req`` (None: met without one), else why not."""
         if isinstance(req, AcceptAnything):
             return None
         if isinstance(req, Reject):
@@ -235,10 +324,10 @@ class ImageTrust:
                 return "no lookaside signature store is configured for it in registries.d"
             for n, blob in enumerate(blobs, 1):
                 try:
-                    _, payload = gpg.verify(req.keyring, blob, MAX_PAYLOAD_BYTES)
+                    signer, payload = gpg.verify(req.keyring, blob, MAX_PAYLOAD_BYTES)
                     claimed = check_payload(payload, SIMPLE_SIGNING_TYPE, digest)
                     _check_identity(req.identity, ref, claimed)
-                    return None
+                    return AcceptedSignature("simple-signing", signer, claimed)
                 except SignatureRefused as exc:
                     reasons.append(f"signature-{n}: {exc.message}")
             return "; ".join(reasons) or f"no signature found in {base}"
@@ -247,13 +336,43 @@ class ImageTrust:
             return "use-sigstore-attachments is not enabled for it in registries.d"
         for n, att in enumerate(attached, 1):
             try:
-                sigstore.verify(list(req.keys), att.signature_b64, att.payload)
+                key = sigstore.verify(list(req.keys), att.signature_b64, att.payload)
                 claimed = check_payload(att.payload, COSIGN_TYPE, digest)
                 _check_identity(req.identity, ref, claimed)
-                return None
+                return AcceptedSignature("sigstore", sigstore.key_id(key), claimed)
             except SignatureRefused as exc:
                 reasons.append(f"signature {n}: {exc.message}")
         return "; ".join(reasons) or "no sigstore signature is attached to the image"
+
+
+FileKey = tuple[int, int, int] | None
+
+
+def _file_key(path: Path) -> FileKey:
+    """What tells a changed file apart cheaply (one stat); None when absent or unreadable
+    (unreadable: the load then says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _dir_key(directory: Path) -> tuple[FileKey, ...] | None:
+    """The directory's own key and each ``*.yaml`` file's (an edit in place changes only
+    the file's); None when it cannot be listed."""
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".yaml"))[: MAX_FILES + 1]
+    except OSError:
+        return None
+    return (_file_key(directory), *(_file_key(directory / n) for n in names))
+
+
+def _invalid(what: str, error: ConfigError) -> SignatureRefused:
+    return SignatureRefused(
+        f"SignatureValidationFailed: {what} is invalid, so nothing it covers is accepted "
+        f"until it is fixed: {error.message}"
+    )
 
 
 def _check_identity(identity: SignedIdentity, ref: Reference, claimed: str) -> None:
