@@ -100,7 +100,9 @@ class ImageTrustConfig:
     """Which images may be pulled: signature policy and stores (``vmcri.images.trust``).
 
     Every file is read and checked at start-up; an invalid one stops the daemon, naming
-    the key. A missing policy file accepts every image (containers-common's default).
+    the key. A running daemon re-reads a changed file; an invalid edit refuses what it
+    covers, naming the key. A missing policy file accepts every image (containers-common's
+    default). CreateContainer checks the image against the pod's namespace's policy too.
     """
 
     # containers-policy.json(5): the node's signature policy.

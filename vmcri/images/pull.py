@@ -212,7 +212,7 @@ class Puller:
                 uid=uid,
                 username=username,
                 config=image_config.config,
-                verified=(Verification(str(ref), top_digest, accepted),),
+                verified=(Verification.of(ref, top_digest, accepted),),
             )
             return record
         finally:

@@ -82,7 +82,7 @@ class Admission:
             except VmcriError as exc:  # registry or signature store unreachable, too slow
                 reasons.append(f"the signatures of {name} could not be fetched: {exc.message}")
                 continue
-            self._update(record.id, _adding(Verification(str(name), digest, accepted)))
+            self._update(record.id, _adding(Verification.of(name, digest, accepted)))
             log.info("image %s (%s) verified again for namespace %r", name, digest, namespace)
             return
         whose = f"namespace {namespace}" if namespace else "the node"

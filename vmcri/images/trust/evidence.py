@@ -55,6 +55,12 @@ class Verification:
     signatures: tuple[AcceptedSignature, ...] = ()
 
     @classmethod
+    def of(cls, ref: Reference, digest: str, accepted: Iterable[AcceptedSignature]) -> Verification:
+        """What a check of ``ref`` at ``digest`` proved: each signature once, bounded (a
+        record that cannot answer only costs a fetch at CreateContainer)."""
+        return cls(str(ref), digest, tuple(dict.fromkeys(accepted))[:MAX_SIGNATURES])
+
+    @classmethod
     def from_json(cls, doc: Any) -> Verification:
         """From ``dataclasses.asdict``'s form. Raises ValueError, TypeError or KeyError
         for anything else (the store's reader turns those into StateCorrupt)."""

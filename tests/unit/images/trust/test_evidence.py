@@ -113,3 +113,10 @@ def test_the_record_keeps_its_verifications_and_reads_old_records() -> None:
     old = json.loads(record.to_json())
     del old["verified"]
     assert ImageRecord.from_json(json.dumps(old).encode(), "x") == replace(record, verified=())
+
+
+def test_a_verification_keeps_each_signature_once_and_bounded() -> None:
+    sigs = [AcceptedSignature("sigstore", f"sha256:{n}", "r/a:1") for n in range(40)]
+    made = Verification.of(parse_reference("r/a:1"), DIGEST, [sigs[0], *sigs])
+    assert made.signatures == tuple(sigs[: evidence.MAX_SIGNATURES])
+    assert made.reference == "docker.io/r/a:1"
