@@ -198,7 +198,7 @@ class ImageService:
 
         Raises NotFound when the image (or one of its layers) is not in the store,
         SignatureRefused (FAILED_PRECONDITION) when the policy in force for
-        ``namespace`` does not accept it, InvalidArgument (namespace).
+        ``namespace`` does not accept it.
         """
         record = self.status(ref)
         if record is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.integration.vm.conftest import BOOT_TIMEOUT_S, destroy_domain, wait_for_template
 from tests.support.registry import LocalRegistry
 from tests.support.trust_env import TrustNode, trust_node
 from vmcri.api import api_pb2 as pb
@@ -52,15 +53,15 @@ class Pods:
         self.node = node
         self.sandboxes: list[str] = []
 
-    def run(self, namespace: str) -> tuple[str, pb.PodSandboxConfig]:
+    def run(self, namespace: str, handler: str = "runc") -> tuple[str, pb.PodSandboxConfig]:
         name = f"p-{uuid.uuid4().hex[:8]}"
         config = pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace=namespace),
             log_directory=str(self.node.tmp / "logs" / name),
         )
-        request = pb.RunPodSandboxRequest(config=config, runtime_handler="runc")
+        request = pb.RunPodSandboxRequest(config=config, runtime_handler=handler)
         runtime = self.node.daemon.runtime()
-        sandbox_id = str(runtime.RunPodSandbox(request, timeout=60).pod_sandbox_id)
+        sandbox_id = str(runtime.RunPodSandbox(request, timeout=BOOT_TIMEOUT_S).pod_sandbox_id)
         self.sandboxes.append(sandbox_id)
         return sandbox_id, config
 
@@ -73,7 +74,7 @@ class Pods:
         request = pb.CreateContainerRequest(
             pod_sandbox_id=pod[0], config=config, sandbox_config=pod[1]
         )
-        return str(self.node.daemon.runtime().CreateContainer(request, timeout=60).container_id)
+        return str(self.node.daemon.runtime().CreateContainer(request, timeout=120).container_id)
 
     def refused(self, pod: tuple[str, pb.PodSandboxConfig], image: str, *words: str) -> str:
         """CreateContainer is refused FAILED_PRECONDITION with ``words``, creating nothing."""
@@ -94,11 +95,15 @@ class Pods:
 
     def remove_all(self) -> None:
         runtime = self.node.daemon.runtime()
-        for sandbox_id in self.sandboxes:
-            runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
-            runtime.RemovePodSandbox(
-                pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60
-            )
+        try:
+            for sandbox_id in self.sandboxes:
+                stop = pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id)
+                runtime.StopPodSandbox(stop, timeout=120)
+                remove = pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id)
+                runtime.RemovePodSandbox(remove, timeout=120)
+        finally:
+            for sandbox_id in self.sandboxes:  # a VM RemovePodSandbox could not reach
+                destroy_domain(sandbox_id)
 
 
 @pytest.fixture
@@ -167,6 +172,15 @@ def test_a_namespace_without_a_policy_uses_the_node_policy(node: TrustNode, pods
     message = pods.refused(pods.run("plain"), image, "namespace plain", "default[0]", "reject")
     assert str(node.policy) in message
     assert pods.create(pods.run("relaxed"), image)
+
+
+def test_a_vm_pod_is_held_to_its_namespace_policy_too(node: TrustNode, pods: Pods) -> None:
+    node.push("gpg/vm:1", runnable=True)  # unsigned
+    image = f"{node.host}/gpg/vm:1"
+    node.pull(image, namespace="relaxed")
+    wait_for_template(node.daemon)
+    pods.refused(pods.run("strict", handler="vm"), image, "namespace strict", "signedBy")
+    assert pods.create(pods.run("relaxed", handler="vm"), image)
 
 
 def _pull_refused(node: TrustNode, image: str, *words: str) -> str:

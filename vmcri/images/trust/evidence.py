@@ -113,11 +113,11 @@ def digests_of(
     ref: Reference, repo_digests: Iterable[str], verified: Iterable[Verification]
 ) -> list[str]:
     """The top manifest digests ``ref`` was pulled as, newest first (a digest reference:
-    that digest, if the image was pulled with it)."""
-    repo_digests = list(repo_digests)
+    that digest). Only the image's own repo digests count: a verification naming any
+    other digest says nothing about this image's content."""
+    own = [d.rsplit("@", 1)[1] for d in repo_digests if d.startswith(ref.name + "@")]
     if ref.digest is not None:
-        return [ref.digest] if ref.with_digest(ref.digest) in repo_digests else []
+        return [ref.digest] if ref.digest in own else []
     out = [v.digest for v in reversed(list(verified)) if v.reference == str(ref)]
-    # Records written before verifications were kept: the repository's digests.
-    out += [d.rsplit("@", 1)[1] for d in reversed(repo_digests) if d.startswith(ref.name + "@")]
-    return list(dict.fromkeys(out))
+    out += reversed(own)  # records written before verifications were kept
+    return [d for d in dict.fromkeys(out) if d in own]

@@ -53,6 +53,11 @@ _NAMESPACE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 MAX_REASON_CHARS = 600
 
 
+def is_namespace(name: str) -> bool:
+    """Whether ``name`` may name a policy file (a DNS-1123 label)."""
+    return bool(_NAMESPACE.match(name))
+
+
 @dataclass(frozen=True)
 class TrustSettings:
     """Where the trust configuration lives (``[image_trust]`` of the config)."""

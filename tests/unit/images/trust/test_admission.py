@@ -76,9 +76,9 @@ class _Node:
         self.record = change(self.record)
         return self.record
 
-    def admit(self, requested: str = "reg.test/team/app:1") -> None:
+    def admit(self, requested: str = "reg.test/team/app:1", namespace: str = "") -> None:
         trust = ImageTrust(self.policy, SignatureStores())
-        Admission(trust, self.reverify, self.update).admit(self.record, requested, "")
+        Admission(trust, self.reverify, self.update).admit(self.record, requested, namespace)
 
 
 def test_no_policy_accepts_without_looking() -> None:
@@ -141,3 +141,10 @@ def test_an_image_id_tries_each_name_within_a_bound() -> None:
     with pytest.raises(SignatureRefused):
         node.admit(IMAGE_ID)
     assert len(node.fetched) == MAX_REFETCHED_NAMES
+
+
+def test_a_namespace_that_names_no_file_has_the_node_policy() -> None:
+    node = _Node(_record(tags=("reg.test/elsewhere/app:1",)))
+    with pytest.raises(SignatureRefused, match="signature policy of namespace Not_A_Label"):
+        node.admit("reg.test/elsewhere/app:1", "Not_A_Label")
+    _Node(_record(), ACCEPT_ALL).admit(namespace="../etc")  # no error, no file looked up
