@@ -32,6 +32,7 @@ from tests.support.push import PushedImage, push_image
 from tests.support.registry import LocalRegistry, registries_conf_for
 from tests.support.signing import GpgHome, SigstoreKey, new_sigstore_key, public_pem
 from vmcri.api import api_pb2 as pb
+from vmcri.host.mounts import HostMounter, mount_points
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -187,3 +188,6 @@ def trust_node(tmp: Path, registry: LocalRegistry) -> Iterator[TrustNode]:
                 )  # fmt: skip
             finally:
                 stop_daemon(daemon)
+                # A VM pod's daemon leaves its host-only mounts to whoever owns the tree.
+                HostMounter().unmount_below(tmp)
+                assert mount_points(tmp) == []

@@ -25,6 +25,7 @@ from vmcri.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    SignatureRefused,
     VmcriError,
 )
 from vmcri.handlers.base import SandboxBackend
@@ -146,7 +147,8 @@ class ContainerService:
     def _image_volumes(self, config: ContainerConfig, namespace: str) -> tuple[ImageVolume, ...]:
         """Resolve each image volume's image (kubelet pulls it before CreateContainer).
 
-        Raises NotFound naming ``config.mounts[i].image`` when it is not pulled.
+        Raises NotFound or SignatureRefused naming ``config.mounts[i].image`` when it
+        is not pulled or the pod's namespace's signature policy refuses it.
         """
         volumes = []
         for i, mount in enumerate(config.mounts):
@@ -160,8 +162,8 @@ class ContainerService:
                 )
             try:
                 info = self._s.images.image_for_container(mount.image, namespace)
-            except NotFound as exc:
-                raise NotFound(f"config.mounts[{i}].image: {exc.message}") from exc
+            except (NotFound, SignatureRefused) as exc:
+                raise type(exc)(f"config.mounts[{i}].image: {exc.message}") from exc
             volumes.append(ImageVolume(i, info.id, info.layer_dirs))
         return tuple(volumes)
 

@@ -65,25 +65,32 @@ class Pods:
         self.sandboxes.append(sandbox_id)
         return sandbox_id, config
 
-    def create(self, pod: tuple[str, pb.PodSandboxConfig], image: str) -> str:
+    def create(self, pod: tuple[str, pb.PodSandboxConfig], image: str, volume: str = "") -> str:
+        """CreateContainer of ``image``, with ``volume`` mounted as an image volume."""
         config = pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=f"c-{uuid.uuid4().hex[:8]}"),
             image=pb.ImageSpec(image=image),
             command=["/bin/true"],
         )
+        if volume:
+            config.mounts.append(
+                pb.Mount(container_path="/vol", image=pb.ImageSpec(image=volume), readonly=True)
+            )
         request = pb.CreateContainerRequest(
             pod_sandbox_id=pod[0], config=config, sandbox_config=pod[1]
         )
         return str(self.node.daemon.runtime().CreateContainer(request, timeout=120).container_id)
 
-    def refused(self, pod: tuple[str, pb.PodSandboxConfig], image: str, *words: str) -> str:
+    def refused(
+        self, pod: tuple[str, pb.PodSandboxConfig], image: str, *words: str, volume: str = ""
+    ) -> str:
         """CreateContainer is refused FAILED_PRECONDITION with ``words``, creating nothing."""
         runtime = self.node.daemon.runtime()
         with pytest.raises(grpc.RpcError) as err:
-            self.create(pod, image)
+            self.create(pod, image, volume)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
         message = str(err.value.details())
-        assert message.startswith("SignatureValidationFailed: "), message
+        assert "SignatureValidationFailed: " in message, message
         for word in words:
             assert word in message, message
         listed = runtime.ListContainers(
@@ -172,6 +179,18 @@ def test_a_namespace_without_a_policy_uses_the_node_policy(node: TrustNode, pods
     message = pods.refused(pods.run("plain"), image, "namespace plain", "default[0]", "reject")
     assert str(node.policy) in message
     assert pods.create(pods.run("relaxed"), image)
+
+
+def test_an_image_volume_is_held_to_the_namespace_policy(node: TrustNode, pods: Pods) -> None:
+    signed = f"{node.host}/gpg/base:1"
+    node.signed_image("gpg/base:1", runnable=True)
+    node.pull(signed, namespace="strict")
+    node.push("gpg/data:1")  # unsigned
+    data = f"{node.host}/gpg/data:1"
+    node.pull(data, namespace="relaxed")
+    message = pods.refused(pods.run("strict"), signed, "config.mounts[0].image", volume=data)
+    assert "namespace strict" in message
+    assert pods.create(pods.run("relaxed"), signed, volume=data)
 
 
 def test_a_vm_pod_is_held_to_its_namespace_policy_too(node: TrustNode, pods: Pods) -> None:
