@@ -17,8 +17,10 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from vmcri.config import ImageTrustConfig
 from vmcri.errors import ConfigError, InvalidArgument, SignatureRefused
@@ -121,16 +123,26 @@ class ImageTrust:
         policy_dir: Path | None = None,
         settings: TrustSettings | None = None,
     ) -> None:
-        self._policy = policy
-        self._stores = stores
         self.policy_dir = policy_dir
-        self._settings = settings
         self._lock = threading.Lock()
         self._ns_cache: dict[str, tuple[tuple[int, int, int], Policy]] = {}
-        self._policy_key = _file_key(settings.policy) if settings else None
-        self._stores_key = _dir_key(settings.registries_d) if settings else None
-        self._policy_error: ConfigError | None = None
-        self._stores_error: ConfigError | None = None
+        if settings is None:  # fixed: nothing to re-read
+            self._node = _Reloaded("the node's signature policy", _fixed, lambda: policy, policy)
+            self._stores = _Reloaded("registries.d", _fixed, lambda: stores, stores)
+            return
+        path, directory = settings.policy, settings.registries_d
+        self._node = _Reloaded(
+            "the node's signature policy",
+            lambda: _file_key(path),
+            lambda: load_policy(path) or ACCEPT_ALL,
+            policy,
+        )
+        self._stores = _Reloaded(
+            "registries.d",
+            lambda: _dir_key(directory),
+            lambda: load_registries_d(directory),
+            stores,
+        )
 
     @classmethod
     def accept_all(cls) -> ImageTrust:
@@ -144,7 +156,7 @@ class ImageTrust:
         policy = load_policy(settings.policy) or ACCEPT_ALL
         stores = load_registries_d(settings.registries_d)
         trust = cls(policy, stores, settings.policy_dir, settings)
-        trust._policy_key, trust._stores_key = policy_key, stores_key
+        trust._node.key, trust._stores.key = policy_key, stores_key
         for name in trust.namespace_policies():
             trust._namespace_policy(name)
         return trust
@@ -152,65 +164,22 @@ class ImageTrust:
     @property
     def policy(self) -> Policy:
         """The node's policy as last loaded successfully (for logs and reports)."""
-        return self._policy
+        return self._node.value
 
     @property
     def stores(self) -> SignatureStores:
-        return self._stores
+        return self._stores.value
 
     def node_policy(self) -> Policy:
         """The node's policy in force, re-read if the file changed.
 
         Raises SignatureRefused (naming the file and key) while the file is invalid.
         """
-        if self._settings is None:
-            return self._policy
-        path = self._settings.policy
-        key = _file_key(path)
-        with self._lock:
-            if key == self._policy_key:
-                if self._policy_error is not None:
-                    raise _invalid("the node's signature policy", self._policy_error)
-                return self._policy
-        try:
-            policy, error = load_policy(path) or ACCEPT_ALL, None
-        except ConfigError as exc:
-            policy, error = self._policy, exc
-        with self._lock:
-            self._policy_key, self._policy, self._policy_error = key, policy, error
-        if error is not None:
-            log.error(
-                "signature policy changed and is invalid, pulls it covers are refused: %s",
-                error.message,
-            )
-            raise _invalid("the node's signature policy", error)
-        log.info("signature policy changed: %s", policy.summary())
-        return policy
+        return self._node.get()
 
     def signature_stores(self) -> SignatureStores:
         """registries.d in force, re-read if a file changed. Raises SignatureRefused."""
-        if self._settings is None:
-            return self._stores
-        directory = self._settings.registries_d
-        key = _dir_key(directory)
-        with self._lock:
-            if key == self._stores_key:
-                if self._stores_error is not None:
-                    raise _invalid("registries.d", self._stores_error)
-                return self._stores
-        try:
-            stores, error = load_registries_d(directory), None
-        except ConfigError as exc:
-            stores, error = self._stores, exc
-        with self._lock:
-            self._stores_key, self._stores, self._stores_error = key, stores, error
-        if error is not None:
-            log.error(
-                "registries.d changed and is invalid, signed pulls are refused: %s", error.message
-            )
-            raise _invalid("registries.d", error)
-        log.info("registries.d changed: signature stores re-read from %s", directory)
-        return stores
+        return self._stores.get()
 
     def namespace_policies(self) -> list[str]:
         """Namespaces with a policy file of their own (ConfigError for an unlistable dir)."""
@@ -292,7 +261,7 @@ class ImageTrust:
         policy = policy or self.node_policy()
         scope, requirements = policy.lookup(ref)
         if all(isinstance(r, AcceptAnything | Reject) for r in requirements):
-            stores = self._stores  # nothing to fetch: a broken registries.d is not in play
+            stores = self.stores  # nothing to fetch: a broken registries.d is not in play
         else:
             stores = self.signature_stores()
         sigs = _Signatures(ref, manifest_digest, client, stores, deadline or Deadline.after(None))
@@ -351,6 +320,54 @@ class ImageTrust:
 
 
 FileKey = tuple[int, int, int] | None
+T = TypeVar("T")
+
+
+def _fixed() -> None:
+    """The change key of a configuration that is never read again."""
+    return None
+
+
+class _Reloaded(Generic[T]):
+    """A configuration read again when its change key moves (one ``stat`` per use).
+
+    A version that fails to load is kept as the error, not as a value: every use raises
+    it until the file changes again, so nothing falls back to the previous version or to
+    "accept".
+    """
+
+    def __init__(
+        self, what: str, key: Callable[[], object], load: Callable[[], T], value: T
+    ) -> None:
+        self.what = what
+        self._key_of, self._load = key, load
+        self.value, self.key = value, key()
+        self._error: ConfigError | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        """The value in force. Raises SignatureRefused naming the file and key."""
+        key = self._key_of()
+        with self._lock:
+            if key == self.key:
+                if self._error is not None:
+                    raise _invalid(self.what, self._error)
+                return self.value
+        try:
+            value, error = self._load(), None
+        except ConfigError as exc:
+            value, error = self.value, exc
+        with self._lock:
+            self.key, self.value, self._error = key, value, error
+        if error is not None:
+            log.error(
+                "%s changed and is invalid, what it covers is refused until it is fixed: %s",
+                self.what,
+                error.message,
+            )
+            raise _invalid(self.what, error)
+        log.info("%s changed and was read again", self.what)
+        return value
 
 
 def _file_key(path: Path) -> FileKey:
