@@ -9,6 +9,9 @@ node's for pulls made for that namespace's pods.
 Per-namespace files are checked at start-up like the node's policy; one written later is
 read at the pull that needs it (re-read when it changes), and an invalid one refuses
 that namespace's pulls, naming the file and key, rather than falling back to the node's.
+The node's policy and registries.d are re-read when they change too (``_Reloaded``).
+``check`` returns the signatures that met the policy: the image's record keeps them, and
+CreateContainer asks again with them (``admission.py``).
 """
 
 from __future__ import annotations
