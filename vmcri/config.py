@@ -100,7 +100,9 @@ class ImageTrustConfig:
     """Which images may be pulled: signature policy and stores (``vmcri.images.trust``).
 
     Every file is read and checked at start-up; an invalid one stops the daemon, naming
-    the key. A missing policy file accepts every image (containers-common's default).
+    the key. A running daemon re-reads a changed file; an invalid edit refuses what it
+    covers, naming the key. A missing policy file accepts every image (containers-common's
+    default). CreateContainer checks the image against the pod's namespace's policy too.
     """
 
     # containers-policy.json(5): the node's signature policy.
@@ -421,17 +423,19 @@ max_connections = 64
 request_timeout_s = 10
 
 [image_trust]
-# Signature verification of pulled images, as CRI-O and Podman do it; see
-# docs/image-trust.md. Every file is checked at start-up and an invalid one stops the
-# daemon, naming the key. The node's containers-policy.json(5); a missing file accepts
-# every image (containers-common's default). A refused pull answers FAILED_PRECONDITION
-# ("SignatureValidationFailed: ...") and leaves nothing behind.
+# Signature verification of images, as CRI-O and Podman do it at pull, and again at
+# CreateContainer for the pod's namespace; see docs/image-trust.md. Every file is checked
+# at start-up (an invalid one stops the daemon, naming the key) and read again when it
+# changes (an invalid edit refuses what it covers until fixed). The node's
+# containers-policy.json(5); a missing file accepts every image (containers-common's
+# default). A refusal answers FAILED_PRECONDITION ("SignatureValidationFailed: ...") and
+# leaves nothing behind.
 policy = "/etc/containers/policy.json"
 # containers-registries.d(5) directory: where signatures are found (lookaside stores,
 # use-sigstore-attachments). A missing directory configures no signature store.
 registries_d = "/etc/containers/registries.d"
-# <dir>/<namespace>.json replaces the node's policy for pulls made for that namespace's
-# pods (CRI-O's signature_policy_dir). A missing directory means none.
+# <dir>/<namespace>.json replaces the node's policy for that namespace's pods, at pull
+# and at CreateContainer (CRI-O's signature_policy_dir). A missing directory means none.
 signature_policy_dir = "/etc/vmcri/policies"
 
 [nri]

@@ -166,14 +166,14 @@ class FakeBackend:
 class FakeImages:
     image: ImageInfo
 
-    def image_for_container(self, ref: str) -> ImageInfo:
+    def image_for_container(self, ref: str, namespace: str = "") -> ImageInfo:
         return self.image
 
 
 class NoImages:
     """An image service with nothing pulled."""
 
-    def image_for_container(self, ref: str) -> ImageInfo:
+    def image_for_container(self, ref: str, namespace: str = "") -> ImageInfo:
         raise NotFound(f"image {ref!r} is not pulled")
 
 

@@ -12,6 +12,7 @@ base64 signature.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -22,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from tests.support.push import Pusher
+from vmcri.errors import NotFound
+from vmcri.images.registry_client import BlobSink
 
 COSIGN_PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -148,3 +151,32 @@ def push_cosign_signatures(
     body = json.dumps(manifest).encode()
     pusher.manifest(repo, tag, body, "application/vnd.oci.image.manifest.v1+json")
     return tag
+
+
+class AttachedSignatures:
+    """A registry client's two calls for one image's ``sha256-<hex>.sig`` manifest and
+    its payload blobs, in memory (``signatures``: payload, base64 signature; none: the
+    image has no attachment), for tests without a registry."""
+
+    def __init__(self, digest: str, signatures: list[tuple[bytes, str]]) -> None:
+        self.tag = digest.replace(":", "-") + ".sig"
+        self.blobs = {"sha256:" + hashlib.sha256(p).hexdigest(): p for p, _ in signatures}
+        layers = [
+            {
+                "mediaType": COSIGN_PAYLOAD_TYPE,
+                "digest": "sha256:" + hashlib.sha256(p).hexdigest(),
+                "size": len(p),
+                "annotations": {COSIGN_SIGNATURE_ANNOTATION: s},
+            }
+            for p, s in signatures
+        ]
+        self.manifest = json.dumps({"schemaVersion": 2, "layers": layers}).encode()
+        self.present = bool(signatures)
+
+    def get_manifest(self, reference: str, accept: str = "") -> tuple[bytes, str]:
+        if not self.present or reference != self.tag:
+            raise NotFound(f"manifest {reference}")
+        return self.manifest, accept
+
+    def fetch_blob(self, digest: str, sink: BlobSink) -> None:
+        sink.write(self.blobs[digest])

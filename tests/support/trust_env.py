@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.integration.daemon.conftest import RunningDaemon, start_daemon, stop_daemon
-from tests.support.layers import Layer
+from tests.support.layers import Layer, busybox_layer
 from tests.support.push import PushedImage, push_image
 from tests.support.registry import LocalRegistry, registries_conf_for
 from tests.support.signing import GpgHome, SigstoreKey, new_sigstore_key, public_pem
 from vmcri.api import api_pb2 as pb
+from vmcri.host.mounts import HostMounter, mount_points
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -74,10 +75,12 @@ class TrustNode:
     def host(self) -> str:
         return self.registry.host
 
-    def push(self, repo: str) -> PushedImage:
-        """A small image of its own (one unique layer) at ``<host>/<repo>``."""
+    def push(self, repo: str, runnable: bool = False) -> PushedImage:
+        """A small image of its own (one unique layer) at ``<host>/<repo>``; ``runnable``:
+        on a busybox base, so a container of it can be created."""
         layer = Layer("gzip").file("id", uuid.uuid4().bytes)
-        return push_image(self.host, repo, [layer], config={"Cmd": ["true"]})
+        layers = [busybox_layer(), layer] if runnable else [layer]
+        return push_image(self.host, repo, layers, config={"Cmd": ["/bin/true"]})
 
     def skopeo_copy(
         self, src: str, dst: str, sign_by: str | None = None, identity: str | None = None
@@ -93,11 +96,15 @@ class TrustNode:
         subprocess.run(args, env=self.gpg.env, check=True, capture_output=True, timeout=120)
 
     def signed_image(
-        self, repo: str, sign_by: str | None = None, identity: str | None = None
+        self,
+        repo: str,
+        sign_by: str | None = None,
+        identity: str | None = None,
+        runnable: bool = False,
     ) -> str:
         """A new image copied to ``repo`` (name:tag) by skopeo, signed; its manifest digest."""
         src = f"src/{uuid.uuid4().hex[:12]}:1"
-        pushed = self.push(src)
+        pushed = self.push(src, runnable)
         self.skopeo_copy(src, repo, sign_by=sign_by or self.release, identity=identity)
         return pushed.manifest_digest
 
@@ -181,3 +188,6 @@ def trust_node(tmp: Path, registry: LocalRegistry) -> Iterator[TrustNode]:
                 )  # fmt: skip
             finally:
                 stop_daemon(daemon)
+                # A VM pod's daemon leaves its host-only mounts to whoever owns the tree.
+                HostMounter().unmount_below(tmp)
+                assert mount_points(tmp) == []

@@ -18,7 +18,9 @@ def check_image_trust(conf: ImageTrustConfig) -> Check:
             "image trust",
             Status.FAIL,
             exc.message,
-            "the daemon refuses to start with an invalid signature policy",
+            "the daemon refuses to start with an invalid signature policy; a running one "
+            "re-reads an edited file and refuses the pulls and containers it covers until "
+            "it is fixed",
             "fix the file named above (containers-policy.json(5), containers-registries.d(5))",
         )
     found = trust.policy.summary()

@@ -20,7 +20,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 from vmcri.errors import DigestMismatch, StateCorrupt
 from vmcri.images.blob_feed import BlobFeed
 from vmcri.images.reference import is_digest
+from vmcri.images.trust.evidence import Verification
 from vmcri.store.atomic import fsync_dir, remove_file, write_atomic
 
 
@@ -62,6 +63,9 @@ class ImageRecord:
     uid: int | None = None
     username: str = ""
     config: dict[str, Any] = field(default_factory=dict)  # the image config's "config"
+    # What the pulls checked (trust/evidence.py): CreateContainer checks the pod's
+    # namespace's policy against it. Absent in records written before it was kept.
+    verified: tuple[Verification, ...] = ()
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -74,6 +78,7 @@ class ImageRecord:
             layers = tuple(LayerRecord(**layer) for layer in doc.pop("layers"))
             doc["repo_tags"] = tuple(doc["repo_tags"])
             doc["repo_digests"] = tuple(doc["repo_digests"])
+            doc["verified"] = tuple(Verification.from_json(v) for v in doc.get("verified", ()))
             return cls(layers=layers, **doc)
         except (ValueError, TypeError, KeyError) as exc:
             raise StateCorrupt(f"image record {where}: {exc}") from exc
@@ -264,6 +269,20 @@ class ContentStore:
 
     def save(self, record: ImageRecord) -> None:
         write_atomic(self._record_path(record.id), record.to_json())
+
+    def update(
+        self, image_id: str, change: Callable[[ImageRecord], ImageRecord]
+    ) -> ImageRecord | None:
+        """Apply ``change`` to the stored record under the lock and save the result;
+        None (nothing written) when the image is gone. Raises StateCorrupt."""
+        with self.lock:
+            old = self.load(image_id)
+            if old is None:
+                return None
+            new = change(old)
+            if new != old:
+                self.save(new)
+            return new
 
     def load(self, image_id: str) -> ImageRecord | None:
         """Raises StateCorrupt for an unreadable record."""

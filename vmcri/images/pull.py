@@ -45,6 +45,8 @@ from vmcri.images.manifest import (
 from vmcri.images.reference import Reference
 from vmcri.images.registries_conf import Endpoint, RegistriesConf
 from vmcri.images.registry_client import RegistryClient
+from vmcri.images.trust.evidence import AcceptedSignature, Verification
+from vmcri.images.trust.policy import Policy
 from vmcri.images.trust.verifier import ImageTrust
 from vmcri.images.write_budget import (
     DEFAULT_MAX_PULL_BYTES,
@@ -163,7 +165,7 @@ class Puller:
             raise DigestMismatch(f"{ref}: registry sent a manifest with digest {top_digest}")
         # Signatures sign the top manifest (an index's, for a multi-platform image) and the
         # reference asked for, whichever endpoint served it; nothing is stored before this.
-        self.trust.check(ref, top_digest, client, policy, deadline)
+        accepted = self.trust.check(ref, top_digest, client, policy, deadline)
         manifest_raw, manifest_type = top_raw, top_type
         manifest_digest = top_digest
         if top_type in INDEX_TYPES:
@@ -210,11 +212,27 @@ class Puller:
                 uid=uid,
                 username=username,
                 config=image_config.config,
+                verified=(Verification.of(ref, top_digest, accepted),),
             )
             return record
         finally:
             release()
             prog.update(force=True, phase="done")
+
+    def verify_again(
+        self, ref: Reference, digest: str, policy: Policy, deadline: Deadline
+    ) -> tuple[AcceptedSignature, ...]:
+        """Check a stored image's signatures against ``policy`` as a pull of ``ref`` would,
+        fetching them again (registry attachments from the first endpoint, anonymously:
+        CreateContainer carries no pull credentials). Returns the signatures that met it.
+
+        Raises SignatureRefused, RegistryError, DeadlineExceeded, PermissionDenied.
+        """
+        endpoints = self.conf.endpoints(ref)
+        if not endpoints:
+            raise PermissionDenied(f"{ref}: registry {ref.domain} is blocked by registries.conf")
+        client = self._client_factory(endpoints[0], NO_AUTH, deadline)
+        return self.trust.check(ref, digest, client, policy, deadline)
 
     # -- steps ----------------------------------------------------------------
 

@@ -25,6 +25,8 @@ from vmcri.images.layer_store import LayerStore
 from vmcri.images.pull import ClientFactory, ProgressFn, Puller, _default_client
 from vmcri.images.reference import parse_reference
 from vmcri.images.registries_conf import load_registries_conf
+from vmcri.images.trust import evidence
+from vmcri.images.trust.admission import Admission
 from vmcri.images.trust.verifier import ImageTrust
 from vmcri.images.unpack import DEFAULT_LIMITS, UnpackLimits
 from vmcri.metrics import families as metrics
@@ -83,6 +85,9 @@ class ImageService:
             trust=trust,
         )
         self._pull_lock = threading.Lock()
+        self._admission = Admission(
+            trust or self._puller.trust, self._puller.verify_again, self.content.update
+        )
 
     # -- pull -----------------------------------------------------------------
 
@@ -123,6 +128,7 @@ class ImageService:
                 repo_digests=_union(old.repo_digests, new.repo_digests),
                 created_ns=old.created_ns,
                 pinned=old.pinned,
+                verified=evidence.merge(old.verified, new.verified),
             )
         self.content.save(new)
 
@@ -186,14 +192,18 @@ class ImageService:
                 return hits[0]
         return None
 
-    def image_for_container(self, ref: str) -> ImageInfo:
-        """What a sandbox backend needs to build a container's rootfs.
+    def image_for_container(self, ref: str, namespace: str = "") -> ImageInfo:
+        """What a sandbox backend needs to build a container's rootfs, for a pod of
+        ``namespace`` ("": the node's policy) whose signature policy must accept it.
 
-        Raises NotFound when the image (or one of its layers) is not in the store.
+        Raises NotFound when the image (or one of its layers) is not in the store,
+        SignatureRefused (FAILED_PRECONDITION) when the policy in force for
+        ``namespace`` does not accept it.
         """
         record = self.status(ref)
         if record is None:
             raise NotFound(f"image {ref!r} is not pulled")
+        self._admission.admit(record, ref, namespace)
         dirs = []
         for layer in record.layers:
             if not self.layers.has(layer.chain_id):

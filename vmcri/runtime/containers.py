@@ -25,6 +25,7 @@ from vmcri.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    SignatureRefused,
     VmcriError,
 )
 from vmcri.handlers.base import SandboxBackend
@@ -93,7 +94,8 @@ class ContainerService:
     def create(self, sandbox_id: str, config: ContainerConfig) -> str:
         """Create a container in a READY sandbox; returns its ID.
 
-        Raises NotFound (sandbox, image), FailedPrecondition (sandbox not ready),
+        Raises NotFound (sandbox, image), FailedPrecondition (sandbox not ready; the
+        image's signatures do not meet the pod's namespace's policy: SignatureRefused),
         InvalidArgument (config), AlreadyExists (name taken), backend errors.
         """
         validate_container(config)
@@ -109,8 +111,11 @@ class ContainerService:
             network=True,
         )
         log_path = container_log_path(sandbox, config)
-        image = self._s.images.image_for_container(config.image)
-        volumes = self._image_volumes(config)
+        # The pod's namespace's signature policy must accept the image, pulled or not
+        # for it (kubelet's IfNotPresent skips PullImage): vmcri.images.trust.admission.
+        namespace = sandbox.config.metadata.namespace
+        image = self._s.images.image_for_container(config.image, namespace)
+        volumes = self._image_volumes(config, namespace)
         record = ContainerRecord(
             id=new_id(),
             sandbox_id=sandbox.id,
@@ -139,10 +144,11 @@ class ContainerService:
         self._s.nri.post_create_container(sandbox, record)
         return record.id
 
-    def _image_volumes(self, config: ContainerConfig) -> tuple[ImageVolume, ...]:
+    def _image_volumes(self, config: ContainerConfig, namespace: str) -> tuple[ImageVolume, ...]:
         """Resolve each image volume's image (kubelet pulls it before CreateContainer).
 
-        Raises NotFound naming ``config.mounts[i].image`` when it is not pulled.
+        Raises NotFound or SignatureRefused naming ``config.mounts[i].image`` when it
+        is not pulled or the pod's namespace's signature policy refuses it.
         """
         volumes = []
         for i, mount in enumerate(config.mounts):
@@ -155,9 +161,9 @@ class ContainerService:
                     "read-only; set readonly: true"
                 )
             try:
-                info = self._s.images.image_for_container(mount.image)
-            except NotFound as exc:
-                raise NotFound(f"config.mounts[{i}].image: {exc.message}") from exc
+                info = self._s.images.image_for_container(mount.image, namespace)
+            except (NotFound, SignatureRefused) as exc:
+                raise type(exc)(f"config.mounts[{i}].image: {exc.message}") from exc
             volumes.append(ImageVolume(i, info.id, info.layer_dirs))
         return tuple(volumes)
 

@@ -21,8 +21,9 @@ from vmcri.store.store import Store
 class ImageSource(Protocol):
     """What the runtime needs of the image service."""
 
-    def image_for_container(self, ref: str) -> ImageInfo:
-        """The pulled image named by ``ref`` (tag, digest or ID); raises NotFound."""
+    def image_for_container(self, ref: str, namespace: str = "") -> ImageInfo:
+        """The pulled image named by ``ref`` (tag, digest or ID), if the signature policy
+        of ``namespace`` accepts it; raises NotFound, SignatureRefused."""
         ...
 
 

@@ -42,7 +42,7 @@ DATA = ImageInfo("sha256:" + "d" * 64, "example.test/data:1", ("/l/0", "/l/1"), 
 class Images:
     """Only the app and data images are pulled."""
 
-    def image_for_container(self, ref: str) -> ImageInfo:
+    def image_for_container(self, ref: str, namespace: str = "") -> ImageInfo:
         found = {"app:1": APP, "data:1": DATA}.get(ref)
         if found is None:
             raise NotFound(f"image {ref!r} is not pulled")

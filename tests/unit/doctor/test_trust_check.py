@@ -41,3 +41,12 @@ def test_invalid_policy_fails_naming_the_key(tmp_path: Path) -> None:
     check = check_image_trust(_conf(tmp_path))
     assert check.status is Status.FAIL
     assert "default[0].type" in check.found and "trustMe" in check.found
+    assert "refuses the pulls and containers it covers" in check.consequence
+
+
+def test_invalid_registries_d_fails_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "registries.d").mkdir()
+    (tmp_path / "registries.d" / "a.yaml").write_text("default-docker:\n  lookasid: x\n")
+    check = check_image_trust(_conf(tmp_path))
+    assert check.status is Status.FAIL
+    assert "a.yaml" in check.found and "lookasid" in check.found

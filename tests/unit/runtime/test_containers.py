@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.runtime import Runtime, wire
-from vmcri.errors import DeadlineExceeded
+from vmcri.errors import DeadlineExceeded, SignatureRefused
 from vmcri.model import ContainerConfig, ImageInfo, Metadata, PodConfig
 from vmcri.runtime.events import ContainerEvent, EventType
 from vmcri.store.records import ContainerState
@@ -166,3 +166,32 @@ def test_a_restarted_daemon_folds_the_exits_kept_on_disk_once(rt: Runtime) -> No
     assert (record.exit_code, record.finished_at, record.message) == (5, 1234, "killed")
     rt.containers.recover_exits()
     assert _events(rt, cid, EventType.STOPPED) == 1
+
+
+class _NamespacedImages:
+    """Pulled images, each accepted only by the signature policy of the namespaces listed."""
+
+    def __init__(self, accepted_in: set[str]) -> None:
+        self.accepted_in = accepted_in
+        self.asked: list[tuple[str, str]] = []
+
+    def image_for_container(self, ref: str, namespace: str = "") -> ImageInfo:
+        self.asked.append((ref, namespace))
+        if namespace not in self.accepted_in:
+            raise SignatureRefused(f"SignatureValidationFailed: {ref} refused in {namespace}")
+        return IMAGE
+
+
+def test_create_asks_for_the_image_for_the_pods_namespace_and_leaves_nothing_when_refused(
+    tmp_path: Path,
+) -> None:
+    images = _NamespacedImages({"relaxed"})
+    rt = wire(tmp_path, IMAGE, images=images)
+    strict = rt.pods.run(PodConfig(metadata=Metadata(name="s", uid="u1", namespace="strict")), "")
+    config = ContainerConfig(metadata=Metadata(name="c"), image="app:1")
+    with pytest.raises(SignatureRefused):
+        rt.containers.create(strict, config)
+    assert rt.services.store.containers.list() == []
+    relaxed = rt.pods.run(PodConfig(metadata=Metadata(name="r", uid="u2", namespace="relaxed")), "")
+    assert rt.containers.create(relaxed, config)
+    assert images.asked == [("app:1", "strict"), ("app:1", "relaxed")]

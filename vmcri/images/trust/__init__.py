@@ -12,5 +12,8 @@ and ``registries.d`` mean here what they mean to CRI-O, Podman and skopeo:
 * ``sigstore.py``: cosign-style signatures, verified with ``cryptography``;
 * ``registries_d.py``: containers-registries.d(5), where signatures are found;
 * ``sources.py``: fetching them (lookaside files or URLs, registry attachments), bounded;
-* ``verifier.py``: the one entry point the puller calls, with per-namespace policies.
+* ``verifier.py``: the one entry point the puller calls, with per-namespace policies;
+* ``evidence.py``: what a pull verified, kept on the image record;
+* ``admission.py``: CreateContainer's check of a stored image against the policy of the
+  pod's namespace, from that record, fetching signatures again only where it must.
 """

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -122,8 +123,9 @@ class Policy:
             return 'transports.docker[""]', self.docker[""]
         return "default", self.default
 
-    @property
+    @functools.cached_property
     def accepts_everything(self) -> bool:
+        """Computed once: CreateContainer asks it for every container (the default's cost)."""
         every = [self.default, *self.docker.values()]
         return all(isinstance(r, AcceptAnything) for reqs in every for r in reqs)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,8 +45,16 @@ def load_public_keys(pem: bytes, what: str) -> list[PublicKey]:
     return keys
 
 
-def verify(keys: list[PublicKey], signature_b64: str, payload: bytes) -> None:
-    """Check ``signature_b64`` over ``payload`` against any of ``keys``.
+def key_id(key: PublicKey) -> str:
+    """``sha256:<hex>`` of the key's DER SubjectPublicKeyInfo: how a verification names it."""
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def verify(keys: list[PublicKey], signature_b64: str, payload: bytes) -> PublicKey:
+    """Check ``signature_b64`` over ``payload`` against any of ``keys``; returns the key.
 
     Raises SignatureRefused when it is not base64 or no key verifies it.
     """
@@ -65,5 +74,5 @@ def verify(keys: list[PublicKey], signature_b64: str, payload: bytes) -> None:
                 key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             continue
-        return
+        return key
     raise SignatureRefused("signature does not verify with any of the policy's public keys")

@@ -12,17 +12,16 @@ from typing import cast
 import pytest
 
 from tests.support.signing import (
-    COSIGN_PAYLOAD_TYPE,
-    COSIGN_SIGNATURE_ANNOTATION,
+    AttachedSignatures,
     GpgHome,
     cosign_payload,
     new_sigstore_key,
     public_pem,
     sigstore_sign,
 )
-from vmcri.errors import NotFound, SignatureRefused
+from vmcri.errors import SignatureRefused
 from vmcri.images.reference import parse_reference
-from vmcri.images.registry_client import BlobSink, RegistryClient
+from vmcri.images.registry_client import RegistryClient
 from vmcri.images.trust.payload import SIMPLE_SIGNING_TYPE
 from vmcri.images.trust.policy import parse_policy
 from vmcri.images.trust.registries_d import SignatureStores, StorageConfig
@@ -32,32 +31,6 @@ from vmcri.images.trust.verifier import ImageTrust
 DIGEST = "sha256:" + hashlib.sha256(b"manifest").hexdigest()
 REF = parse_reference("reg.test/team/app:1")
 COSIGN = new_sigstore_key("ed25519")
-
-
-class _Attachments:
-    """Serves one ``sha256-<hex>.sig`` manifest and its blobs (or nothing)."""
-
-    def __init__(self, signatures: list[tuple[bytes, str]]) -> None:
-        self.blobs = {"sha256:" + hashlib.sha256(p).hexdigest(): p for p, _ in signatures}
-        layers = [
-            {
-                "mediaType": COSIGN_PAYLOAD_TYPE,
-                "digest": "sha256:" + hashlib.sha256(p).hexdigest(),
-                "size": len(p),
-                "annotations": {COSIGN_SIGNATURE_ANNOTATION: s},
-            }
-            for p, s in signatures
-        ]
-        self.manifest = json.dumps({"schemaVersion": 2, "layers": layers}).encode()
-        self.present = bool(signatures)
-
-    def get_manifest(self, reference: str, accept: str = "") -> tuple[bytes, str]:
-        if not self.present or reference != DIGEST.replace(":", "-") + ".sig":
-            raise NotFound(f"manifest {reference}")
-        return self.manifest, accept
-
-    def fetch_blob(self, digest: str, sink: BlobSink) -> None:
-        sink.write(self.blobs[digest])
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +73,9 @@ def _store(store: Path, signatures: list[bytes]) -> None:
         path.write_bytes(sig)
 
 
-def _cosigned(reference: str = "reg.test/team/app:1") -> _Attachments:
+def _cosigned(reference: str = "reg.test/team/app:1") -> AttachedSignatures:
     payload = cosign_payload(reference, DIGEST)
-    return _Attachments([(payload, sigstore_sign(COSIGN, payload))])
+    return AttachedSignatures(DIGEST, [(payload, sigstore_sign(COSIGN, payload))])
 
 
 def test_every_requirement_must_hold(gpg: tuple[GpgHome, str, str], tmp_path: Path) -> None:
@@ -111,7 +84,7 @@ def test_every_requirement_must_hold(gpg: tuple[GpgHome, str, str], tmp_path: Pa
     _store(tmp_path, [home.sign(trusted, _simple_payload("reg.test/team/app:1"))])
     trust.check(REF, DIGEST, cast(RegistryClient, _cosigned()))
     with pytest.raises(SignatureRefused) as err:
-        trust.check(REF, DIGEST, cast(RegistryClient, _Attachments([])))
+        trust.check(REF, DIGEST, cast(RegistryClient, AttachedSignatures(DIGEST, [])))
     assert '["reg.test/team"][1], sigstoreSigned' in err.value.message
     assert "no sigstore signature is attached" in err.value.message
 
