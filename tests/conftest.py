@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +71,17 @@ def _children_are_the_tests_own() -> Iterator[None]:
     assert flag.value == 0, "a test left the test process a child subreaper"
     reapers = [t.name for t in threading.enumerate() if t.name == "reaper"]
     assert not reapers, "a test left a reaper thread (waitpid(-1)) in the test process"
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A directory short enough for unix socket paths under it (107 bytes at most), which
+    pytest's tmp_path is too deep for; whatever a test mounted below it is unmounted."""
+    from vmcri.host.mounts import HostMounter
+
+    path = Path(tempfile.mkdtemp(prefix="vmcri-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        HostMounter().unmount_below(path)
+        shutil.rmtree(path, ignore_errors=True)

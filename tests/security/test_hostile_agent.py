@@ -10,13 +10,11 @@ stay within its byte budget (vmcri/agent/budget.py) while the daemon keeps servi
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +140,6 @@ class HostileGuest:
         if self._conn is not None:
             self._conn.close()
         self._listener.close()
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """pytest's tmp_path is too deep for unix socket paths (107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="vmcri-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _sandbox(store: Store, handler: str, agent_url: str = "") -> SandboxRecord:

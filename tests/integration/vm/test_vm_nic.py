@@ -15,7 +15,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from tests.support.wait import wait_for
 from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.nic import tap_name
 from vmcri.handlers.vm.options import VmOptions
-from vmcri.host.mounts import HostMounter, mount_points
+from vmcri.host.mounts import mount_points
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, ImageInfo, Metadata, PodConfig
 from vmcri.network.tap import NetlinkTaps
@@ -129,17 +128,6 @@ def pod_netns() -> Iterator[PodNetns]:
     finally:
         subprocess.run(["ip", "link", "del", netns.host_veth], capture_output=True)
         subprocess.run(["ip", "netns", "del", netns.name], capture_output=True)
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """The agent socket path must stay under 107 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="vmnic-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        HostMounter().unmount_below(path)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def busybox_layer(root: Path) -> Path:

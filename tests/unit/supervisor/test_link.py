@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from vmcri.agent.framing import FrameKind, FrameReader, encode_frame
 from vmcri.api import agent_pb2
@@ -17,14 +12,6 @@ from vmcri.ids import new_id
 from vmcri.supervisor.link import AgentLink, ContainerRef
 
 LINES = 3000
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """pytest's tmp_path is too deep for a unix socket path (107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="vmcri-link-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def serve_output(listener: socket.socket, container_id: str, sent: threading.Event) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +16,6 @@ from vmcri.handlers.vm.hypervisor import BeforeRun
 from vmcri.ids import new_id
 from vmcri.model import ImageInfo, Resources
 from vmcri.store.records import ContainerState, SandboxState
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """pytest's tmp_path is too deep for unix socket paths (107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="vmcri-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_a_vm_that_cannot_start_leaves_nothing(short_tmp: Path) -> None:

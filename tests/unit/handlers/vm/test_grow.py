@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -69,13 +67,6 @@ def test_vcpus_the_guest_does_not_online_undo_the_growth() -> None:
     with pytest.raises(ResourceExhausted, match="onlined 1 of 2 vCPUs"):
         grow(hypervisor, guest, "vm", SIZE, BIGGER)
     assert hypervisor.vcpus == {"vm": 1} and hypervisor.plugged == {"vm": 0}
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vmcri-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def running_pod(

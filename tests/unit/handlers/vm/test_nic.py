@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +18,6 @@ from vmcri.store.pod_network import IpConfig, NetInterface, PodNetwork, Route
 
 NETNS = "/run/netns/cni-test"
 MAC = "0a:58:0a:fa:00:05"
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """The agent socket path must stay under 107 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="vmcri-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class FakeTaps:
