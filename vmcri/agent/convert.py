@@ -27,7 +27,7 @@ from vmcri.errors import (
     Unimplemented,
     VmcriError,
 )
-from vmcri.usage import DeviceIo, UsageCounters
+from vmcri.usage import DeviceIo, FsCapacity, UsageCounters
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_U63 = (1 << 63) - 1
@@ -84,6 +84,23 @@ MAX_DEVICES = 64
 MAX_MAJOR = (1 << 12) - 1  # dev_t: 12 bits of major, 20 of minor (linux/kdev_t.h)
 MAX_MINOR = (1 << 20) - 1
 DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:!-]{0,31}$")
+
+
+def writable_fs(msg: agent_pb2.WritableFs) -> FsCapacity:
+    """The guest's account of a writable layer's file system, each figure bounded; its
+    device the guest kernel's name of the disk ("" for guest memory)."""
+    if msg.device and not DEVICE_RE.match(msg.device):
+        raise ProtocolError(f"agent sent a bad device name {msg.device[:40]!r}")
+    total = _uint(msg.inodes_total, "inodes_total")
+    free = _uint(msg.inodes_free, "inodes_free")
+    if free > total:
+        raise ProtocolError(f"agent sent {free} free inodes of {total}")
+    return FsCapacity(
+        device=msg.device,
+        limit_bytes=_uint(msg.size_bytes, "size_bytes"),
+        inodes_total=total,
+        inodes_free=free,
+    )
 
 
 def usage_counters(msg: agent_pb2.UsageCounters) -> UsageCounters:
@@ -189,6 +206,7 @@ def stats(msg: agent_pb2.StatsResponse, wanted: list[str]) -> types.Stats:
                 )
                 if item.HasField("writable_layer_bytes")
                 else None,
+                writable_fs=writable_fs(item.writable_fs) if item.HasField("writable_fs") else None,
             )
         )
     mem = msg.vm_memory

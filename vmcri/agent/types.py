@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vmcri.usage import UsageCounters
+from vmcri.usage import FsCapacity, UsageCounters
 
 
 class ContainerStatus(enum.Enum):
@@ -94,6 +94,7 @@ class ContainerStats:
     # The container's writable layer as the guest measured it (None: the agent did not,
     # as for a rootfs the host assembled and measures itself).
     writable_layer: tuple[int, int] | None = None  # bytes, inodes
+    writable_fs: FsCapacity | None = None  # the file system it is on, as the guest sees it
 
 
 @dataclass(frozen=True)

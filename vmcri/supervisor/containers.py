@@ -274,8 +274,10 @@ class SupervisedContainers:
         found = client.stats([container.id], timeout=STATS_CALL_TIMEOUT_S).containers
         stats = found[0] if found else None
         upper = self._place.writable_layer(sandbox.id, container.id)
+        layer_fs = capacity_of(upper)
         if stats is not None and stats.writable_layer is not None:
             used, inodes = stats.writable_layer  # on a disk only the guest mounts
+            layer_fs = stats.writable_fs
         else:
             used, inodes = tree_usage(upper)
         if stats is None:
@@ -283,7 +285,7 @@ class SupervisedContainers:
                 timestamp=time.time_ns(),
                 writable_layer_bytes=used,
                 writable_layer_inodes=inodes,
-                layer_fs=capacity_of(upper),
+                layer_fs=layer_fs,
             )
         return ContainerUsage(
             timestamp=stats.timestamp_ns or time.time_ns(),
@@ -295,7 +297,7 @@ class SupervisedContainers:
             writable_layer_inodes=inodes,
             process_count=stats.pids,
             counters=stats.counters,
-            layer_fs=capacity_of(upper),
+            layer_fs=layer_fs,
         )
 
     # ---- streaming ----------------------------------------------------------------------

@@ -41,3 +41,19 @@ def test_the_host_bounds_the_counters_a_guest_sends() -> None:
     ):
         with pytest.raises(ProtocolError):
             usage_counters(bad)
+
+
+def test_the_host_bounds_the_writable_file_system_a_guest_reports() -> None:
+    good = agent_pb2.WritableFs(
+        device="sda", size_bytes=1 << 30, inodes_total=65536, inodes_free=60000
+    )
+    found = convert.writable_fs(good)
+    assert (found.device, found.limit_bytes, found.inodes_free) == ("sda", 1 << 30, 60000)
+    assert convert.writable_fs(agent_pb2.WritableFs()).device == ""  # guest memory
+    for bad, match in (
+        (agent_pb2.WritableFs(device="../../etc/x"), "bad device name"),
+        (agent_pb2.WritableFs(inodes_total=1, inodes_free=2), "2 free inodes of 1"),
+        (agent_pb2.WritableFs(size_bytes=1 << 63), "size_bytes"),
+    ):
+        with pytest.raises(ProtocolError, match=match):
+            convert.writable_fs(bad)

@@ -436,9 +436,13 @@ class ContainerManager:
                 counters=counters_message(stats),
             )
             if container.root_path == str(container.rootfs):  # the agent's own overlay
-                used, inodes = tree_usage(container.scratch / "upper")
+                upper = container.scratch / "upper"
+                used, inodes = tree_usage(upper)
                 message.writable_layer_bytes = used
                 message.writable_layer_inodes = inodes
+                found = writable_fs(upper)
+                if found is not None:
+                    message.writable_fs.CopyFrom(found)
             result.append(message)
         return result
 
@@ -455,6 +459,29 @@ class ContainerManager:
 
 
 MAX_USAGE_ENTRIES = 100_000  # a writable layer with more is reported as far as counted
+
+
+def writable_fs(
+    upper: Path, sys_dev_block: Path = Path("/sys/dev/block")
+) -> agent_pb2.WritableFs | None:
+    """The file system ``upper`` is on (statvfs), and the name of the disk it is on ("" when
+    it is on no block device, as a tmpfs); None when it cannot be read."""
+    try:
+        vfs = os.statvfs(upper)
+        dev = os.stat(upper).st_dev
+    except OSError:
+        return None
+    try:
+        link = os.readlink(sys_dev_block / f"{os.major(dev)}:{os.minor(dev)}")
+        device = os.path.basename(link)
+    except OSError:
+        device = ""
+    return agent_pb2.WritableFs(
+        device=device,
+        size_bytes=vfs.f_blocks * vfs.f_frsize,
+        inodes_total=vfs.f_files,
+        inodes_free=vfs.f_favail,
+    )
 
 
 def tree_usage(top: Path) -> tuple[int, int]:

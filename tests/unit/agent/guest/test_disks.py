@@ -5,6 +5,7 @@ that never appears)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,25 @@ def test_the_writable_layer_is_measured_in_the_guest_bounded_and_without_followi
     assert 8192 <= used < 1 << 20
     monkeypatch.setattr(containers, "MAX_USAGE_ENTRIES", 1)
     assert containers.tree_usage(upper)[1] <= 2
+
+
+def test_the_writable_file_system_is_read_by_statvfs_and_named_by_its_disk(
+    tmp_path: Path,
+) -> None:
+    from vmcri.agent.guest import containers
+
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    sys_dev_block = tmp_path / "sys-dev-block"
+    sys_dev_block.mkdir()
+    dev = os.stat(upper).st_dev
+    target = "../../devices/platform/host0/target0:0:0/0:0:0:0/block/sda"
+    (sys_dev_block / f"{os.major(dev)}:{os.minor(dev)}").symlink_to(target)
+    found = containers.writable_fs(upper, sys_dev_block)
+    assert found is not None and found.device == "sda"
+    vfs = os.statvfs(upper)
+    assert (found.size_bytes, found.inodes_total) == (vfs.f_blocks * vfs.f_frsize, vfs.f_files)
+    assert found.inodes_free <= found.inodes_total
+    # On no block device (guest memory): no name; gone: nothing.
+    assert containers.writable_fs(upper, tmp_path / "none").device == ""  # type: ignore[union-attr]
+    assert containers.writable_fs(tmp_path / "gone", sys_dev_block) is None
