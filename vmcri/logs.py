@@ -34,10 +34,14 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # pyroute2 logs every netlink message at debug (kilobytes per pod start, see
-    # network/netlink.py): vmcri's own debug lines would drown in them. A filter on the
-    # handler, as pyroute2 sets its own loggers' levels when it is imported, later.
-    handler.addFilter(_quiet_pyroute2)
+    # network/netlink.py), and each of its sockets makes an asyncio loop that says so at
+    # debug: vmcri's own debug lines would drown in them. A filter on the handler, as
+    # pyroute2 sets its own loggers' levels when it is imported, later.
+    handler.addFilter(_quiet_libraries)
 
 
-def _quiet_pyroute2(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.INFO or not record.name.startswith("pyroute2")
+QUIET_AT_DEBUG = ("pyroute2", "asyncio")
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.INFO or not record.name.startswith(QUIET_AT_DEBUG)

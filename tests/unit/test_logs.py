@@ -1,4 +1,4 @@
-"""The daemon's log: JSON lines, and no netlink chatter from pyroute2 at debug."""
+"""The daemon's log: JSON lines, and no chatter from pyroute2 or its asyncio loops at debug."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def test_debug_keeps_vmcri_lines_and_drops_pyroute2_debug(
         logging.getLogger("pyroute2.netlink.core").setLevel(logging.DEBUG)
         logging.getLogger("pyroute2.netlink.core").debug("message %s", 1)
         logging.getLogger("pyroute2.netlink.core").warning("kept warning")
+        logging.getLogger("asyncio").debug("Using selector: EpollSelector")
         logging.getLogger("vmcri.test").debug("kept debug")
     finally:
         root.handlers[:], root.level = saved
