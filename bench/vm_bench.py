@@ -64,6 +64,8 @@ GUEST_MARKERS = {
     "listening": re.compile(r"vmcri-agent INFO listening on .*?([0-9.]+)s after /init"),
 }
 HOST_MARKS = ("agent_ready_s", "agent_uptime_s")
+# A restored pod's steps, from the same line (boot.py times them).
+RESTORE_MARKS = ("restore_s", "attach_s", "agent_ready_s", "setup_s", "release_share_s")
 # Small writable layers (256 MiB): the bench measures start latency and memory, and the
 # disk promises (ARCHITECTURE.md, "Writable layers") must not be what stops the density run.
 VM_CONFIG = """\
@@ -157,14 +159,17 @@ def guest_timings(console_log: Path) -> dict[str, float]:
     return found
 
 
-def vm_up_timings(daemon_log: Path, sandbox_id: str) -> dict[str, float]:
-    """``agent_ready_s`` (domain start to first Ping answer) and ``agent_uptime_s`` (the
-    agent's uptime in that answer) from the daemon's ``VM up`` line for the sandbox."""
+def vm_up_timings(
+    daemon_log: Path, sandbox_id: str, marks: tuple[str, ...] = HOST_MARKS
+) -> dict[str, float]:
+    """``marks`` from the daemon's ``VM up`` line for the sandbox: by default
+    ``agent_ready_s`` (domain start to first Ping answer) and ``agent_uptime_s`` (the
+    agent's uptime in that answer)."""
     wanted = f"sandbox {sandbox_id}: VM up"
     for line in daemon_log.read_text(errors="replace").splitlines():
         if wanted in line:
             entry = json.loads(line)
-            return {key: float(entry[key]) for key in HOST_MARKS if key in entry}
+            return {key: float(entry[key]) for key in marks if key in entry}
     return {}
 
 
@@ -246,6 +251,7 @@ def main() -> int:
     stages: dict[str, list[float]] = {name: [] for name in (*GUEST_MARKERS, *HOST_MARKS)}
     pss_at: dict[int, float] = {}
     qemu_cpu: list[float] = []  # CPU seconds of a restored pod's QEMU until Ready
+    restore_steps: dict[str, list[float]] = {name: [] for name in RESTORE_MARKS}
     density: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vmcri-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -275,6 +281,9 @@ def main() -> int:
                             pod_dir = tmp / "state/backends/vm" / sandbox_id
                             qemu = pod_processes(sandbox_id, pod_dir / "share")["qemu"]
                             qemu_cpu.append(cpu_s(qemu))
+                            steps = vm_up_timings(daemon.log, sandbox_id, RESTORE_MARKS)
+                            for mark, value in steps.items():
+                                restore_steps[mark].append(value)
                         container = pb.ContainerConfig(
                             metadata=pb.ContainerMetadata(name="c"),
                             image=pb.ImageSpec(image=image),
@@ -410,10 +419,14 @@ def main() -> int:
         if values:
             g = summary(values)
             print(f"  {labels[name]:<48} {g['median']:6.2f}s ({g['p90']:.2f}s)")
+    for name, values in restore_steps.items():
+        if values:
+            g = summary(values)
+            print(f"  restored: {name:<39} {g['median']:6.2f}s ({g['p90']:.2f}s)")
     if args.json:
         raw = {"floor": floor, "ready": ready, "running": running, "pss_mib": memory}
         extra = {"burst_s": burst_s, "pss_at": pss_at, "qemu_cpu_s": qemu_cpu, "density": density}
-        print(json.dumps({**raw, "stages": stages, **extra}))
+        print(json.dumps({**raw, "stages": stages, "restore_steps": restore_steps, **extra}))
     return 0
 
 

@@ -127,9 +127,8 @@ class GuestDisks:
                 names = os.listdir(self._paths.sys_scsi / entry / "block")
             except OSError:
                 continue  # still being probed
-            device = self._paths.dev / names[0] if names else None
-            if device is not None and device.exists():
-                return str(device)
+            if names and _opens(self._paths.dev / names[0]):
+                return str(self._paths.dev / names[0])
         return ""
 
     def _check(self, lun: int) -> None:
@@ -137,6 +136,18 @@ class GuestDisks:
             raise FailedPrecondition("this agent runs on the host: it mounts no disk")
         if not 0 <= lun <= MAX_LUN:
             raise InvalidArgument(f"disk LUN {lun} is out of range (0-{MAX_LUN})")
+
+
+def _opens(device: Path) -> bool:
+    """The disk can be opened, so mounted: devtmpfs makes its /dev node (and sysfs its
+    ``block`` entry) while the kernel still adds the disk, and an open meanwhile fails
+    with ENXIO (seen under emulation: ``mount`` of a just-hotplugged layer failed)."""
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _read(path: Path) -> str:

@@ -200,6 +200,7 @@ class VmBoot:
         if plan is not None:
             nic.attach(self._taps, plan)
         domain_up = time.monotonic()
+        self._attach_writable(name, layout)  # the boot's own SCSI scan finds it
         link = self._containers.link(sandbox)
         info = link.wait_ready(self._options.boot_timeout_s, alive=lambda: self._alive(name))
         check_guest_version(info.agent_version, guest)
@@ -243,23 +244,38 @@ class VmBoot:
                 RESTORE_TIMEOUT_S,
                 self._placer(sandbox.id),
             )
-            restored = time.monotonic()
+        except HypervisorError as exc:
+            # The template itself failed (its state, its guest): it goes, the pod cold-boots.
+            raise TemplateUnusable(f"restore failed: {exc.message}") from exc
+        restored = time.monotonic()
+        # The pod's devices go in before the agent's first answer, not after it: the
+        # resumed guest scans the new SCSI LUN and PCI slot while the host waits for that
+        # answer, where in turn they cost the host's attach, then the guest's scan, then
+        # SetupSandbox's wait for the disk, one after the other.
+        self._attach_writable(name, layout)
+        if plan is not None:
+            self._hypervisor.attach_device(name, render_nic(plan.nic))
+            nic.attach(self._taps, plan)
+        attached = time.monotonic()
+        try:
             link = self._containers.link(sandbox)
             info = link.wait_ready(RESTORE_AGENT_TIMEOUT_S, alive=lambda: self._alive(name))
             check_guest_version(info.agent_version, guest)
         except (HypervisorError, AgentUnavailable, FailedPrecondition) as exc:
-            # The template itself failed (its state, its guest): it goes, the pod cold-boots.
             raise TemplateUnusable(f"restore failed: {exc.message}") from exc
-        domain_up = time.monotonic()
-        if plan is not None:
-            self._hypervisor.attach_device(name, render_nic(plan.nic))
-            nic.attach(self._taps, plan)
         timings = {
             "restore_s": round(restored - started, 3),
-            "domain_start_s": round(domain_up - started, 3),
+            "attach_s": round(attached - restored, 3),
+            "domain_start_s": round(attached - started, 3),
             "agent_ready_s": round(time.monotonic() - started, 3),
         }
         return spec, info, timings
+
+    def _attach_writable(self, name: str, layout: SandboxLayout) -> int | None:
+        """Hotplug the pod's writable disk (once, when the pod has one); returns its LUN.
+        Raises HypervisorError."""
+        image = layout.writable_image
+        return self._disks.attach_writable(name, image) if image.is_file() else None
 
     def _setup(
         self,
@@ -270,12 +286,12 @@ class VmBoot:
     ) -> agent_types.SandboxFiles:
         """The pod's settings in the guest. A cold-booted guest's init mounted the share
         (kernel command line); a restored one mounts it now, sets the clock the template
-        was saved with to now, and waits for its hotplugged NIC. Either gets its writable
-        disk hotplugged, and mounts it where its containers' upper dirs go."""
+        was saved with to now, and waits for its hotplugged NIC. Either mounts its writable
+        disk (hotplugged as the VM started) where its containers' upper dirs go."""
         hostname, hosts, resolv = pod_files(sandbox)
         share_pid = shares_pid(sandbox.config)
-        image = self._layout(sandbox.id).writable_image
-        writable_lun = self._disks.attach_writable(spec.name, image) if image.is_file() else None
+        # Attached already as the VM started (``_restore``, ``_cold_boot``): found, not again.
+        writable_lun = self._attach_writable(spec.name, self._layout(sandbox.id))
         files = self._containers.link(sandbox).client.setup_sandbox(
             hostname=hostname,
             hosts=hosts,

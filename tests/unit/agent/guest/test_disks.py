@@ -6,6 +6,7 @@ that never appears)."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,30 @@ def test_the_writable_disk_is_mounted_at_the_scratch_dir_once(tmp_path: Path) ->
         (str(paths.dev / "sda"), str(scratch), "ext4")
     ]
     assert not mounter.mounts[0][3] & MS_RDONLY
+
+
+def test_a_disk_whose_node_cannot_be_opened_yet_is_waited_for(short_tmp: Path) -> None:
+    """The /dev node shows up before the kernel can open the disk (ENXIO: here a socket
+    stands in for it); mounting then would fail, so the agent waits until it opens."""
+    paths = _paths(short_tmp)
+    _host(paths, 0, "virtio_scsi")
+    (paths.sys_scsi / "0:0:0:1" / "block" / "sdb").mkdir(parents=True)
+    half_added = socket.socket(socket.AF_UNIX)
+    half_added.bind(str(paths.dev / "sdb"))
+    polls = [0.0]
+
+    def sleep(s: float) -> None:
+        polls[0] += s
+        if polls[0] >= 0.1:  # the kernel is done adding it
+            half_added.close()
+            (paths.dev / "sdb").unlink(missing_ok=True)
+            (paths.dev / "sdb").touch()
+
+    mounter = FakeMounter()
+    disks = GuestDisks(True, mounter, paths, clock=lambda: polls[0], sleep=sleep)
+    assert disks.mount_layers([1]) == [str(paths.layers / "1")]
+    assert polls[0] >= 0.1
+    assert mounter.mounts[0][0] == str(paths.dev / "sdb")
 
 
 def test_refusals_before_anything_is_mounted(tmp_path: Path) -> None:
