@@ -273,13 +273,13 @@ class SupervisedContainers:
         client = self.link(sandbox).client
         found = client.stats([container.id], timeout=STATS_CALL_TIMEOUT_S).containers
         stats = found[0] if found else None
-        upper = self._place.writable_layer(sandbox.id, container.id)
-        layer_fs = capacity_of(upper)
         if stats is not None and stats.writable_layer is not None:
             used, inodes = stats.writable_layer  # on a disk only the guest mounts
             layer_fs = stats.writable_fs
         else:
+            upper = self._place.writable_layer(sandbox.id, container.id)
             used, inodes = tree_usage(upper)
+            layer_fs = capacity_of(upper)
         if stats is None:
             return ContainerUsage(
                 timestamp=time.time_ns(),
