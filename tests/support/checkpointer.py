@@ -34,7 +34,9 @@ class FakeCheckpointer:
     def unavailable(self) -> Refusal | None:
         return self.refused
 
-    def refusal(self, sandbox: SandboxRecord) -> Refusal | None:
+    def refusal(
+        self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]
+    ) -> Refusal | None:
         return self.refused
 
     def save(

@@ -39,7 +39,6 @@ class AgentClient(AgentConnection):
         hosts: bytes = b"",
         resolv_conf: bytes = b"",
         sysctls: dict[str, str] | None = None,
-        mounts: Sequence[types.Mount9p] = (),
         interfaces: Sequence[types.GuestInterface] = (),
         wall_clock_ns: int = 0,
         nic_wait_s: int = 0,
@@ -53,9 +52,6 @@ class AgentClient(AgentConnection):
             hosts=hosts,
             resolv_conf=resolv_conf,
             sysctls=sysctls or {},
-            mounts=[
-                agent_pb2.Mount9p(tag=m.tag, target=m.target, options=m.options) for m in mounts
-            ],
             interfaces=[
                 agent_pb2.NetInterface(
                     mac=i.mac,
@@ -73,6 +69,12 @@ class AgentClient(AgentConnection):
         )
         r = self._result(self.call(agent_pb2.Request(setup_sandbox=req)), "setup_sandbox")
         return self._checked(lambda: convert.sandbox_files(r.setup_sandbox))
+
+    def mount_shares(self, mounts: Sequence[types.Mount9p]) -> None:
+        """Mount the pod's host shares in the guest (idempotent); raises like :meth:`call`."""
+        wire = [agent_pb2.Mount9p(tag=m.tag, target=m.target, options=m.options) for m in mounts]
+        req = agent_pb2.MountSharesRequest(mounts=wire)
+        self._result(self.call(agent_pb2.Request(mount_shares=req)), "empty")
 
     def create_container(
         self,

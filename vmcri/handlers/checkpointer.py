@@ -47,8 +47,11 @@ class PodCheckpointer(Protocol):
         """Why no pod of this handler can be checkpointed on this node, else None."""
         ...
 
-    def refusal(self, sandbox: SandboxRecord) -> Refusal | None:
-        """Why this pod cannot be checkpointed now (e.g. a host share it mounts), else None."""
+    def refusal(
+        self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]
+    ) -> Refusal | None:
+        """Why this pod, with these ``containers`` (those not exited), cannot be
+        checkpointed now (e.g. a volume it mounts from the host), else None."""
         ...
 
     def save(
@@ -99,7 +102,9 @@ class NoCheckpoints:
     def unavailable(self) -> Refusal | None:
         return self._refusal
 
-    def refusal(self, sandbox: SandboxRecord) -> Refusal | None:
+    def refusal(
+        self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]
+    ) -> Refusal | None:
         return self._refusal
 
     def save(

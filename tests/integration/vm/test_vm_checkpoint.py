@@ -1,14 +1,17 @@
-"""CheckpointPod of a VM pod through the real daemon and real QEMU, this session's form:
-refused FAILED_PRECONDITION while the pod's domain exports its rootfs share, naming it;
-nothing is written and the pod's container keeps counting.
+"""CheckpointPod of a VM pod through the real daemon and real QEMU.
 
-(QEMU itself refuses to migrate a guest with a mounted 9p export; the save path that
-takes over once the share is gone is measured by bench/checkpoint_bench.py and unit
-tested against a QMP fake, tests/unit/vm/test_snapshot.py.)
+A pod whose containers have no volume is saved whole while it runs: the migration
+stream and the writable disk land in the checkpoint, private to root, and the pod counts
+on. Once a container mounts a volume (the guest then mounts the pod's 9p share, which
+QEMU will not migrate), CheckpointPod is refused FAILED_PRECONDITION naming the volume,
+nothing is written, and the pod was never paused.
 """
 
 from __future__ import annotations
 
+import json
+import stat
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,45 +30,102 @@ COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
-    with vm_daemon(tmp_path_factory.mktemp("vmckpt"), wait_template=False) as vm_env:
+    with vm_daemon(tmp_path_factory.mktemp("vmckpt")) as vm_env:
         yield vm_env
 
 
-def _count(env: VmEnv, pod: str) -> int:
-    lines = [line.split()[-1] for line in env.log_of(pod, "counter").splitlines() if line]
+def _count(env: VmEnv, pod: str, name: str = "counter") -> int:
+    lines = [line.split()[-1] for line in env.log_of(pod, name).splitlines() if line]
     return int(lines[-1]) if lines else 0
 
 
-def test_a_vm_pod_with_its_rootfs_share_is_refused_naming_it_and_counts_on(
+def _counts_on(env: VmEnv, pod: str) -> None:
+    seen = _count(env, pod)
+    wait_for(lambda: _count(env, pod) > seen + 1, timeout=60, what="the counter to go on")
+
+
+def _checkpoint(env: VmEnv, sandbox_id: str, path: Path) -> None:
+    env.runtime.CheckpointPod(
+        pb.CheckpointPodRequest(pod_sandbox_id=sandbox_id, path=str(path)), timeout=180
+    )
+
+
+def test_a_vm_pod_without_volumes_is_saved_whole_while_it_runs(
+    env: VmEnv, tmp_path: Path
+) -> None:
+    sandbox_id, pod = env.run_pod("saved")
+    container = env.create(sandbox_id, pod, "counter", COUNTER)
+    env.start(container)
+    wait_for(lambda: _count(env, "saved") >= 2, timeout=60, what="the counter to count")
+
+    _checkpoint(env, sandbox_id, tmp_path)
+
+    saved = tmp_path / "vmcri-checkpoint"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o700
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["backend"] == "vm" and manifest["pod_id"] == sandbox_id
+    assert [c["name"] for c in manifest["containers"]] == ["counter"]
+    files = {entry["name"]: entry["size"] for entry in manifest["files"]}
+    # The guest's memory in use (far below its RAM: zero pages cost a flag) and its
+    # writable disk's data, nothing else of the host.
+    assert files["vm-state.migration"] > 1 << 20
+    assert any(name.startswith("disk-") and name.endswith(".extents") for name in files)
+    for path in saved.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert path.name == "manifest.json" or path.name in files, path
+
+    # RUNNING after it: the same guest counts on, and answers an exec.
+    _counts_on(env, "saved")
+    assert env.status(container).state == pb.CONTAINER_RUNNING
+    reply = env.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=container, cmd=["echo", "still-here"], timeout=30),
+        timeout=60,
+    )
+    assert reply.exit_code == 0 and reply.stdout == b"still-here\n"
+
+    archive = tmp_path / "counter.tar"
+    env.runtime.CheckpointContainer(
+        pb.CheckpointContainerRequest(container_id=container, location=str(archive)), timeout=180
+    )
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "container.json" in names and "pod/manifest.json" in names
+    _counts_on(env, "saved")
+    env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+
+
+def test_a_vm_pod_whose_container_mounts_a_volume_is_refused_naming_it_and_counts_on(
     env: VmEnv, tmp_path: Path
 ) -> None:
     sandbox_id, pod = env.run_pod("counter")
     container = env.create(sandbox_id, pod, "counter", COUNTER)
     env.start(container)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mount = pb.Mount(container_path="/data", host_path=str(volume), readonly=True)
+    reader = env.create(sandbox_id, pod, "reader", ["sleep", "600"], mounts=[mount])
+    env.start(reader)
     wait_for(lambda: _count(env, "counter") >= 2, timeout=60, what="the counter to count")
+    out = tmp_path / "out"
+    out.mkdir()
 
     with pytest.raises(grpc.RpcError) as info:
-        env.runtime.CheckpointPod(
-            pb.CheckpointPodRequest(pod_sandbox_id=sandbox_id, path=str(tmp_path)), timeout=120
-        )
+        _checkpoint(env, sandbox_id, out)
     assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     details = str(info.value.details())
-    assert "exports a host directory to the guest" in details
-    assert "(9p)" in details or "(virtio-fs)" in details
-    assert list(tmp_path.iterdir()) == []
+    assert "VirtFS export path" in details  # QEMU's own reason
+    assert f"container 'reader' mounts '/data' (host path '{volume}')" in details
+    assert list(out.iterdir()) == []
 
     with pytest.raises(grpc.RpcError) as info:
         env.runtime.CheckpointContainer(
-            pb.CheckpointContainerRequest(
-                container_id=container, location=str(tmp_path / "counter.tar")
-            ),
+            pb.CheckpointContainerRequest(container_id=container, location=str(out / "c.tar")),
             timeout=120,
         )
     assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert list(tmp_path.iterdir()) == []
+    assert list(out.iterdir()) == []
 
     # The pod was never paused for nothing: it still runs and counts on.
-    seen = _count(env, "counter")
-    wait_for(lambda: _count(env, "counter") > seen, timeout=60, what="the counter to go on")
+    _counts_on(env, "counter")
     assert env.status(container).state == pb.CONTAINER_RUNNING
     env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)

@@ -1,6 +1,7 @@
-"""SetupSandbox: the pod-wide state of the guest (hostname, hosts, DNS, sysctls, 9p shares,
-the pod network, the pod's shared PID namespace: ``pod_pid.py``, its writable disk:
-``disks.py``).
+"""SetupSandbox: the pod-wide state of the guest (hostname, hosts, DNS, sysctls, the pod
+network, the pod's shared PID namespace: ``pod_pid.py``, its writable disk: ``disks.py``);
+and MountShares: the pod's 9p share, mounted once a container has a volume (until then
+QEMU can save the VM: it cannot while a 9p export is mounted in the guest).
 
 The guest root is read-only, so the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf are
 written under ``<state>/sandbox/`` and their paths returned: the host bind-mounts them into each
@@ -84,10 +85,6 @@ class Sandbox:
                 raise InvalidArgument(f"sysctl name {key[:80]!r} is not valid")
             if len(value) > 256 or "\n" in value:
                 raise InvalidArgument(f"sysctl {key} value is too long or has a newline")
-        if len(req.mounts) > MAX_MOUNTS:
-            raise InvalidArgument(f"more than {MAX_MOUNTS} mounts")
-        for mount in req.mounts:
-            _check_mount(mount)
         check_interfaces(req.interfaces)
         if req.wall_clock_ns < 0 or req.nic_wait_s > MAX_NIC_WAIT_S:
             raise InvalidArgument("wall_clock_ns or nic_wait_s is out of range")
@@ -130,8 +127,6 @@ class Sandbox:
                     self._settings.proc_sys, name, req.sysctls
                 ),
             )
-        for mount in req.mounts:
-            self._mount_9p(mount)
         if writable and self._disks is not None and self._scratch is not None:
             self._disks.mount_writable(req.writable_lun, self._scratch)
         pid_ns = self._pod_pid() if req.share_pid and self._pod_pid is not None else ""
@@ -141,6 +136,18 @@ class Sandbox:
             resolv_conf_path=str(self.dir / "resolv.conf"),
             pid_ns_path=pid_ns,
         )
+
+    def mount_shares(self, req: agent_pb2.MountSharesRequest) -> None:
+        """Mount the pod's host shares, checked first; one mounted already stays as it is.
+
+        Raises InvalidArgument (a tag, target or option breaks its rule), HostCommandError.
+        """
+        if len(req.mounts) > MAX_MOUNTS:
+            raise InvalidArgument(f"more than {MAX_MOUNTS} mounts")
+        for mount in req.mounts:
+            _check_mount(mount)
+        for mount in req.mounts:
+            self._mount_9p(mount)
 
     def _mount_9p(self, mount: agent_pb2.Mount9p) -> None:
         if self._mounter.is_mounted(mount.target):

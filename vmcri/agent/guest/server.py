@@ -109,6 +109,9 @@ class Agent:
             )
         if call == "setup_sandbox":
             return agent_pb2.Response(setup_sandbox=self.sandbox.setup(request.setup_sandbox))
+        if call == "mount_shares":
+            self.sandbox.mount_shares(request.mount_shares)
+            return agent_pb2.Response(empty=agent_pb2.Empty())
         if call == "create_container":
             return _state(c.create(request.create_container).to_proto())
         if call == "start_container":

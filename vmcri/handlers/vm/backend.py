@@ -44,7 +44,12 @@ from vmcri.handlers.vm.growth import VmGrowth
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
-from vmcri.handlers.vm.layout import GUEST_ROOTFS, MAX_SOCKET_PATH, SandboxLayout
+from vmcri.handlers.vm.layout import (
+    GUEST_ROOTFS,
+    GUEST_SHARE_MOUNT,
+    MAX_SOCKET_PATH,
+    SandboxLayout,
+)
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.placement import VmPlacement
 from vmcri.handlers.vm.pod_dirs import VmPodDirs
@@ -316,12 +321,20 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
                 layout, sandbox, container, image, volumes, views,
                 self._containers.pid(sandbox, target) if target else 0,
             )  # fmt: skip
+            if volumes or views:
+                self._mount_share(sandbox)
             luns = self._disks.attach_layers(domain_name(sandbox.id), disks)
             self._containers.create(sandbox, container, spec, layer_luns=luns)
         except BaseException:
             self._release_container(sandbox, cid)
             raise
         return {"rootfs": GUEST_ROOTFS}
+
+    def _mount_share(self, sandbox: SandboxRecord) -> None:
+        """The pod's 9p share in the guest, once (a virtio-fs one was mounted at boot).
+        Until a container has a volume, the guest mounts none, so QEMU can save the VM."""
+        if self._share_driver == "9p":
+            self._containers.link(sandbox).client.mount_shares((GUEST_SHARE_MOUNT,))
 
     def _spec_over_layers(
         self,

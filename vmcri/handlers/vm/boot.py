@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vmcri.agent import types as agent_types
-from vmcri.agent.types import AgentInfo, Mount9p
+from vmcri.agent.types import AgentInfo
 from vmcri.errors import (
     AgentUnavailable,
     DeadlineExceeded,
@@ -30,7 +30,6 @@ from vmcri.handlers.vm.accel import AccelChoice
 from vmcri.handlers.vm.designer import Hardware, HostSide, design_domain
 from vmcri.handlers.vm.disks import PodDisks
 from vmcri.handlers.vm.domain import (
-    SHARE_TAG,
     TCG_CACHE_MIB,
     DomainSpec,
     TemplateMemory,
@@ -42,7 +41,7 @@ from vmcri.handlers.vm.domain import (
 from vmcri.handlers.vm.guest_image import GuestImage
 from vmcri.handlers.vm.hypervisor import Hypervisor
 from vmcri.handlers.vm.launcher import VIRTIOFSD, launcher_path
-from vmcri.handlers.vm.layout import GUEST_SHARE, SandboxLayout
+from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain, render_nic
 from vmcri.handlers.vm.sizing import VmSize, boot_size, size_vm
@@ -57,7 +56,6 @@ log = logging.getLogger(__name__)
 RESTORE_TIMEOUT_S = 30.0  # QEMU loads a few hundred KiB of device state
 RESTORE_AGENT_TIMEOUT_S = 15.0  # a restored agent answers at once; more means it is broken
 NIC_WAIT_S = 10  # a hotplugged NIC shows up in the guest
-GUEST_9P_OPTIONS = ("msize=262144",)  # as guest/init mounts a cold-booted pod's share
 # A restore that fails for one of these cold-boots the pod; anything else (a bad sysctl,
 # a pod the host cannot hold) would fail a cold boot the same way.
 RESTORE_FAILURES = (HypervisorError, AgentUnavailable, DeadlineExceeded, ProtocolError,
@@ -284,10 +282,10 @@ class VmBoot:
         plan: nic.NicPlan | None,
         restored: bool,
     ) -> agent_types.SandboxFiles:
-        """The pod's settings in the guest. A cold-booted guest's init mounted the share
-        (kernel command line); a restored one mounts it now, sets the clock the template
-        was saved with to now, and waits for its hotplugged NIC. Either mounts its writable
-        disk (hotplugged as the VM started) where its containers' upper dirs go."""
+        """The pod's settings in the guest. A restored one sets the clock the template was
+        saved with to now and waits for its hotplugged NIC. Either mounts its writable
+        disk (hotplugged as the VM started) where its containers' upper dirs go; neither
+        mounts the pod's share yet (``VmBackend.create_container`` does, for a volume)."""
         hostname, hosts, resolv = pod_files(sandbox)
         share_pid = shares_pid(sandbox.config)
         # Attached already as the VM started (``_restore``, ``_cold_boot``): found, not again.
@@ -298,7 +296,6 @@ class VmBoot:
             resolv_conf=resolv,
             sysctls=dict(sandbox.config.sysctls),
             interfaces=(plan.guest,) if plan is not None else (),
-            mounts=(Mount9p(SHARE_TAG, GUEST_SHARE, GUEST_9P_OPTIONS),) if restored else (),
             wall_clock_ns=time.time_ns() if restored else 0,
             nic_wait_s=NIC_WAIT_S if restored and plan is not None else 0,
             share_pid=share_pid,

@@ -7,12 +7,15 @@ where CRIU's is not: :mod:`vmcri.handlers.vm.snapshot` writes the migration stre
 stream's last round and the disk copy. The manifest records the guest image version
 and QEMU's version: a saved stream loads only into the same machine type and QEMU.
 
-Refused, with the reason, while a pod's domain exports a host directory (the 9p or
-virtio-fs rootfs share: QEMU says "Migration is disabled when VirtFS export path ... is
-mounted in the guest"): every VM pod until the rootfs share is replaced by a block
-device. Restoring needs the VM backend to boot a domain that waits for an incoming
-stream in place of a cold boot (its template clones do this with RAM in a shared file);
-until that path takes a checkpoint's stream, RestorePod of a VM checkpoint is refused
+Refused, with the reason QEMU gives, while the guest has mounted the pod's 9p share:
+the agent mounts it when a container first has a volume (kubelet's hostPath, emptyDir,
+configMap, secret and projected volumes, image volumes), and QEMU says "Migration is
+disabled when VirtFS export path ... is mounted in the guest"; the refusal names each
+container's volume. A virtio-fs share cannot be saved at all. A pod whose containers
+have no volume (their root file systems are disks, ``disks.py``) is saved whole.
+Restoring needs the VM backend to boot a domain that waits for an incoming stream in
+place of a cold boot (its template clones do this with RAM in a shared file); until that
+path takes a checkpoint's stream, RestorePod of a VM checkpoint is refused
 FAILED_PRECONDITION after the checkpoint verified.
 """
 
@@ -30,13 +33,17 @@ from vmcri.handlers.checkpointer import PodCheckpointer, Refusal, SavedState
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.guest_image import load_guest_image
 from vmcri.handlers.vm.options import VmOptions
-from vmcri.handlers.vm.snapshot import DomainMonitor, LibvirtMonitor, host_shares, save_running
+from vmcri.handlers.vm.snapshot import DomainMonitor, LibvirtMonitor, save_running, unsavable
 from vmcri.store.records import ContainerRecord, SandboxRecord
 
-SHARE_REASON = (
-    "QEMU cannot save a VM while it exports a host directory to the guest ({shares}: "
-    '"Migration is disabled when VirtFS export path ... is mounted in the guest"); '
-    "VM pods can be checkpointed once their root file system is no longer such a share"
+VIRTIOFS_REASON = (
+    "this handler shares pods' volumes over virtio-fs (options.shared_fs), and QEMU cannot "
+    "save a VM with a vhost-user-fs device"
+)
+VOLUME_REASON = (
+    "QEMU cannot save this pod's VM: {reasons}. A VM pod is saved whole only while no "
+    "container mounts a volume from the host (the guest then mounts the pod's 9p share, "
+    "which QEMU cannot migrate); here {volumes}"
 )
 RESTORE_REASON = (
     "restoring a VM pod needs the VM backend to boot a domain from a checkpoint's "
@@ -54,20 +61,32 @@ class VmCheckpointer:
         self._options = options
 
     def unavailable(self) -> Refusal | None:
-        # Every VM pod's domain has the rootfs share today (the designer always adds it).
-        return Refusal("FAILED_PRECONDITION", SHARE_REASON.format(shares="the rootfs share"))
+        if self._options.shared_fs == "virtiofs":
+            return Refusal("FAILED_PRECONDITION", VIRTIOFS_REASON)
+        return None
 
-    def refusal(self, sandbox: SandboxRecord) -> Refusal | None:
+    def refusal(
+        self, sandbox: SandboxRecord, containers: Sequence[ContainerRecord]
+    ) -> Refusal | None:
         name = sandbox.runtime.get("domain", "")
         if not name:
             return Refusal("FAILED_PRECONDITION", "the pod's VM is not known (no domain)")
         try:
-            shares = host_shares(self._monitor.live_xml(name))
+            reasons = unsavable(self._monitor, name)
         except HypervisorError as exc:
             return Refusal("FAILED_PRECONDITION", f"the pod's VM cannot be read: {exc.message}")
-        if shares:
-            return Refusal("FAILED_PRECONDITION", SHARE_REASON.format(shares=", ".join(shares)))
-        return None
+        if not reasons:
+            return None
+        volumes = [
+            f"container {c.config.metadata.name!r} mounts {m.container_path!r}"
+            + (f" (image {m.image!r})" if m.image else f" (host path {m.host_path!r})")
+            for c in containers
+            for m in c.config.mounts
+        ]
+        said = ", ".join(volumes) if volumes else "no container mounts one now, but one did"
+        return Refusal(
+            "FAILED_PRECONDITION", VOLUME_REASON.format(reasons="; ".join(reasons), volumes=said)
+        )
 
     def save(
         self,

@@ -241,8 +241,10 @@ def kernel_cmdline(
 ) -> str:
     """The guest kernel command line; guest/init reads the ``vmcri.*`` keys.
 
-    A template mounts no share (a 9p device the guest mounted cannot be saved; the agent
-    mounts it in SetupSandbox) and loads the virtio-net driver for the NIC added later.
+    No 9p share is mounted at boot (QEMU cannot save a guest that mounted one: the agent
+    mounts it when a container first has a volume, ``VmBackend.create_container``); a
+    virtio-fs share, which cannot be saved anyway, is. A template loads the virtio-net
+    driver for the NIC added later.
     With ``memory_hotplug`` the kernel onlines hotplugged memory itself (there is no udev
     in the guest), and makes no bounce buffers: with a memory region above 4 GiB it would
     reserve 64 MiB of them, which only a device limited to 32-bit DMA needs, and the VM's
@@ -266,11 +268,8 @@ def kernel_cmdline(
         parts.append(f"maxcpus={boot_vcpus}")
     if template:
         parts.append("vmcri.virtio_ids=1")
-    else:
-        parts.append(
-            f"vmcri.share={SHARE_TAG}:{share_target}"
-            + (":virtiofs" if share_driver == "virtiofs" else "")
-        )
+    elif share_driver == "virtiofs":
+        parts.append(f"vmcri.share={SHARE_TAG}:{share_target}:virtiofs")
     parts.append("vmcri.debug=1" if debug else "quiet")
     return " ".join(parts)
 

@@ -46,7 +46,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmcri.agent.types import Mount9p
+from vmcri.handlers.vm.domain import SHARE_TAG
+
 GUEST_SHARE = "/run/vmcri/shared"
+# How the agent mounts the pod's 9p share (MountShares), when a container first has a volume.
+GUEST_SHARE_MOUNT = Mount9p(SHARE_TAG, GUEST_SHARE, ("msize=262144",))
 # A container's root in the spec the host sends: a stand-in, which the agent replaces with
 # its bundle's rootfs/, where it mounts the overlay of the container's layer disks.
 GUEST_ROOTFS = "/run/vmcri/rootfs"

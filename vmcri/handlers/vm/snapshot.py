@@ -11,9 +11,10 @@ guest stays paused while its writable disks are copied (their data extents only,
 sparse 2 GiB layer costs what it holds), then ``cont`` resumes it. Any failure or the
 deadline cancels the migration and resumes the guest; the caller removes the files.
 
-QEMU refuses to migrate while a 9p export is mounted in the guest (and a vhost-user-fs
-device cannot be migrated at all), so :func:`host_shares` lists them first and the
-checkpointer refuses such a pod, naming them.
+QEMU refuses to migrate while a 9p export is mounted in the guest (a pod whose container
+has a volume: the agent mounts the share then) and a vhost-user-fs device cannot be
+migrated at all: :func:`unsavable` asks QEMU for its migration blockers and reads the
+live XML for virtio-fs, and the checkpointer refuses such a pod, saying why.
 """
 
 from __future__ import annotations
@@ -59,16 +60,20 @@ class Disk:
     path: str  # the host file behind it
 
 
-def host_shares(xml: str) -> list[str]:
-    """The guest-side tags of every host directory the domain exports (9p, virtio-fs)."""
-    root = ET.fromstring(xml)
-    shares = []
-    for fs in root.iterfind("./devices/filesystem"):
-        target = fs.find("target")
-        driver = fs.find("driver")
-        kind = "virtio-fs" if driver is not None and driver.get("type") == "virtiofs" else "9p"
-        shares.append(f"{target.get('dir', '?') if target is not None else '?'} ({kind})")
-    return shares
+def unsavable(monitor: DomainMonitor, name: str) -> list[str]:
+    """Why QEMU could not save the domain now: its migration blockers (a 9p export the
+    guest mounted: "Migration is disabled when VirtFS export path ... is mounted in the
+    guest") and its virtio-fs shares (vhost-user-fs cannot be migrated); empty if none.
+
+    Raises HypervisorError."""
+    status = monitor.qmp(name, "query-migrate") or {}
+    reasons = [str(reason) for reason in status.get("blocked-reasons", [])]
+    for fs in ET.fromstring(monitor.live_xml(name)).iterfind("./devices/filesystem"):
+        driver, target = fs.find("driver"), fs.find("target")
+        if driver is not None and driver.get("type") == "virtiofs":
+            tag = target.get("dir", "?") if target is not None else "?"
+            reasons.append(f"virtio-fs share {tag} (vhost-user-fs cannot be migrated)")
+    return reasons
 
 
 def writable_disks(xml: str) -> list[Disk]:
@@ -95,9 +100,9 @@ def save_running(
 
     Raises HypervisorError, DeadlineExceeded, or what ``write`` raises.
     """
+    if reasons := unsavable(monitor, name):
+        raise FailedPrecondition(f"VM {name} cannot be saved: {'; '.join(reasons)}")
     xml = monitor.live_xml(name)
-    if shares := host_shares(xml):
-        raise FailedPrecondition(f"VM {name} exports host directories: {', '.join(shares)}")
     entries: list[FileEntry] = []
     paused = False
     try:

@@ -56,7 +56,10 @@ def checkpoint_container(
         )
     sandbox = services.store.sandboxes.get(container.sandbox_id)
     handler = services.handlers.resolve(sandbox.handler)
-    refusal = handler.checkpointer.refusal(sandbox)
+    live = [
+        c for c in services.store.containers_of(sandbox.id) if c.state is not ContainerState.EXITED
+    ]
+    refusal = handler.checkpointer.refusal(sandbox, live)
     if refusal is not None:
         raise refuse(refusal, f"container {container.id} (handler {handler.name!r})")
     parent_fd, name = split_location(request.location, "location")

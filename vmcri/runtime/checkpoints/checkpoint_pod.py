@@ -61,12 +61,12 @@ def checkpoint_pod(
             f"pod_sandbox_id {sandbox.id}: sandbox is {sandbox.state.value}, not READY"
         )
     handler = services.handlers.resolve(sandbox.handler)
-    refusal = handler.checkpointer.refusal(sandbox)
-    if refusal is not None:
-        raise refuse(refusal, f"pod sandbox {sandbox.id} (handler {handler.name!r})")
     containers = [
         c for c in services.store.containers_of(sandbox.id) if c.state is not ContainerState.EXITED
     ]
+    refusal = handler.checkpointer.refusal(sandbox, containers)
+    if refusal is not None:
+        raise refuse(refusal, f"pod sandbox {sandbox.id} (handler {handler.name!r})")
     with in_flight.hold(sandbox.id):
         _write(services, handler, sandbox, containers, request.path, deadline)
     log.info("sandbox %s: checkpointed into %s", sandbox.id, request.path)

@@ -30,7 +30,7 @@ class FakeMounter:
         pass
 
 
-def test_sandbox_setup_writes_files_sysctls_and_mounts(tmp_path: Path) -> None:
+def test_sandbox_setup_writes_files_and_sysctls(tmp_path: Path) -> None:
     names: list[str] = []
     proc_sys = tmp_path / "sys"
     (proc_sys / "net" / "ipv4").mkdir(parents=True)
@@ -39,16 +39,14 @@ def test_sandbox_setup_writes_files_sysctls_and_mounts(tmp_path: Path) -> None:
         (proc_sys / "net" / "ipv6" / "conf" / scope / "accept_ra").write_text("1")
     mounter = FakeMounter()
     sandbox = Sandbox(tmp_path / "state", mounter, HostSettings(names.append, proc_sys))
-    target = str(tmp_path / "shares" / "vol")
     request = agent_pb2.SetupSandboxRequest(
         hostname="pod-a",
         hosts=b"127.0.0.1 localhost\n",
         resolv_conf=b"nameserver 10.0.0.10\n",
         sysctls={"net.ipv4.ip_forward": "1", "net.ipv6.conf.eth0.accept_ra": "1"},
-        mounts=[agent_pb2.Mount9p(tag="vol0", target=target, options=["ro", "msize=262144"])],
     )
     files = sandbox.setup(request)
-    sandbox.setup(request)  # repeated set-up does not mount twice
+    sandbox.setup(request)  # repeated set-up is harmless
     assert Path(files.hosts_path).read_bytes() == b"127.0.0.1 localhost\n"
     assert Path(files.hostname_path).read_text() == "pod-a\n"
     assert names == ["pod-a", "pod-a"]
@@ -61,9 +59,40 @@ def test_sandbox_setup_writes_files_sysctls_and_mounts(tmp_path: Path) -> None:
         "default": "0",
         "eth0": "1",
     }
+    assert mounter.mounts == []  # the share waits for a container's volume (MountShares)
+
+
+def test_mount_shares_mounts_each_once(tmp_path: Path) -> None:
+    mounter = FakeMounter()
+    sandbox = Sandbox(tmp_path / "state", mounter, HostSettings(lambda _: None, tmp_path))
+    target = str(tmp_path / "shares" / "vol")
+    request = agent_pb2.MountSharesRequest(
+        mounts=[agent_pb2.Mount9p(tag="vol0", target=target, options=["ro", "msize=262144"])]
+    )
+    sandbox.mount_shares(request)
+    sandbox.mount_shares(request)  # a second container's volume: mounted already
     assert mounter.mounts == [
         ("vol0", target, "9p", 1, "trans=virtio,version=9p2000.L,msize=262144")
     ]
+
+
+@pytest.mark.parametrize(
+    ("mount", "field"),
+    [
+        (agent_pb2.Mount9p(tag="t", target="/a/../etc"), "target"),
+        (agent_pb2.Mount9p(tag="t", target="/a", options=["a,b"]), "option"),
+        (agent_pb2.Mount9p(tag="", target="/a"), "tag"),
+    ],
+)
+def test_mount_shares_checks_every_mount_before_mounting_any(
+    tmp_path: Path, mount: agent_pb2.Mount9p, field: str
+) -> None:
+    mounter = FakeMounter()
+    sandbox = Sandbox(tmp_path / "state", mounter, HostSettings(lambda _: None, tmp_path))
+    good = agent_pb2.Mount9p(tag="ok", target=str(tmp_path / "ok"))
+    with pytest.raises(InvalidArgument, match=field):
+        sandbox.mount_shares(agent_pb2.MountSharesRequest(mounts=[good, mount]))
+    assert not mounter.mounts
 
 
 @pytest.mark.parametrize(
@@ -72,9 +101,6 @@ def test_sandbox_setup_writes_files_sysctls_and_mounts(tmp_path: Path) -> None:
         ({"hostname": "bad name"}, "hostname"),
         ({"sysctls": {"kernel/../x": "1"}}, "sysctl"),
         ({"hosts": b"x" * 70000}, "hosts"),
-        ({"mounts": [agent_pb2.Mount9p(tag="t", target="/a/../etc")]}, "target"),
-        ({"mounts": [agent_pb2.Mount9p(tag="t", target="/a", options=["a,b"])]}, "option"),
-        ({"mounts": [agent_pb2.Mount9p(tag="", target="/a")]}, "tag"),
     ],
 )
 def test_sandbox_rejects_bad_fields_before_doing_anything(

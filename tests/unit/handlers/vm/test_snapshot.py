@@ -20,16 +20,16 @@ from vmcri.errors import DeadlineExceeded, FailedPrecondition, HypervisorError, 
 from vmcri.handlers.vm.snapshot import (
     EXTENTS_MAGIC,
     MEMORY_FILE,
-    host_shares,
     load_stream,
     save_running,
+    unsavable,
     write_extents,
 )
 
 RAM = os.urandom(3 << 20)
 
 
-def _xml(disk: Path | None = None, share: bool = False) -> str:
+def _xml(disk: Path | None = None, share: str = "") -> str:
     devices = ""
     if disk is not None:
         devices += (
@@ -37,7 +37,8 @@ def _xml(disk: Path | None = None, share: bool = False) -> str:
             "<disk type='file'><source file='/ro.img'/><target dev='vda'/><readonly/></disk>"
         )
     if share:
-        devices += "<filesystem type='mount'><target dir='vmcri-pod'/></filesystem>"
+        driver = f"<driver type='{share}'/>"
+        devices += f"<filesystem type='mount'>{driver}<target dir='vmcri-pod'/></filesystem>"
     return f"<domain><name>pod</name><devices>{devices}</devices></domain>"
 
 
@@ -53,6 +54,7 @@ class FakeQemu:
         self.commands: list[str] = []
         self._writer: threading.Thread | None = None
         self.loaded = b""
+        self.blocked: list[str] = []  # QEMU's migration blockers
 
     def live_xml(self, name: str) -> str:
         return self.xml
@@ -73,7 +75,8 @@ class FakeQemu:
             self._writer = threading.Thread(target=self._incoming, args=(fd,))
             self._writer.start()
         elif command == "query-migrate":
-            return {"status": self.status, "error-desc": "disk full"}
+            blocked = {"blocked-reasons": self.blocked} if self.blocked else {}
+            return {"status": self.status, "error-desc": "disk full", **blocked}
         elif command == "query-status":
             return {"running": self.running}
         elif command == "cont":
@@ -158,14 +161,36 @@ def test_the_deadline_cancels_the_migration_and_resumes_the_guest(tmp_path: Path
     assert "migrate_cancel" in qemu.commands and qemu.running
 
 
-def test_a_domain_with_a_host_share_is_refused_before_anything_is_asked(tmp_path: Path) -> None:
-    qemu = FakeQemu(_xml(share=True))
-    assert host_shares(qemu.xml) == ["vmcri-pod (9p)"]
+MOUNTED = (
+    "Migration is disabled when VirtFS export path '/run/x/share' is mounted in the guest "
+    "using mount_tag 'vmcri-pod'"
+)
+
+
+def test_a_guest_that_mounted_its_share_is_refused_before_anything_moves(tmp_path: Path) -> None:
+    qemu = FakeQemu(_xml(share="path"))
+    qemu.blocked = [MOUNTED]
+    assert unsavable(qemu, "pod") == [MOUNTED]
     out, fd = _writer(tmp_path)
-    with pytest.raises(FailedPrecondition, match="vmcri-pod"):
+    with pytest.raises(FailedPrecondition, match="VirtFS export path"):
         save_running(qemu, "pod", out.write, Deadline.of(None))
     os.close(fd)
-    assert qemu.commands == []
+    assert "migrate" not in qemu.commands and qemu.running
+
+
+def test_a_virtio_fs_share_is_refused_even_unmounted(tmp_path: Path) -> None:
+    qemu = FakeQemu(_xml(share="virtiofs"))
+    assert unsavable(qemu, "pod") == [
+        "virtio-fs share vmcri-pod (vhost-user-fs cannot be migrated)"
+    ]
+
+
+def test_a_9p_device_the_guest_never_mounted_does_not_stop_a_save(tmp_path: Path) -> None:
+    qemu = FakeQemu(_xml(share="path"))
+    out, fd = _writer(tmp_path)
+    entries = save_running(qemu, "pod", out.write, Deadline.of(None))
+    os.close(fd)
+    assert [entry.name for entry in entries] == [MEMORY_FILE] and qemu.running
 
 
 def test_extents_that_lie_past_the_disk_are_refused(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,22 @@ from vmcri.checkpoint.paths import open_directory
 from vmcri.checkpoint.reader import verify
 from vmcri.handlers.vm.checkpoint import VmCheckpointer
 from vmcri.handlers.vm.options import VmOptions
-from vmcri.model import Metadata, PodConfig
-from vmcri.store.records import SandboxRecord
+from vmcri.model import ContainerConfig, Metadata, Mount, PodConfig
+from vmcri.store.records import ContainerRecord, SandboxRecord
 
 SHARE = "<filesystem type='mount'><driver type='path'/><target dir='vmcri'/></filesystem>"
 
 
+MOUNTED = (
+    "Migration is disabled when VirtFS export path '/run/x/share' is mounted in the guest "
+    "using mount_tag 'vmcri-pod'"
+)
+
+
 class Monitor:
-    def __init__(self, devices: str) -> None:
+    def __init__(self, devices: str, blocked: tuple[str, ...] = ()) -> None:
         self.xml = f"<domain><devices>{devices}</devices></domain>"
+        self.blocked = list(blocked)
         self.commands: list[str] = []
 
     def live_xml(self, name: str) -> str:
@@ -30,6 +38,8 @@ class Monitor:
 
     def qmp(self, name: str, command: str, **arguments: Any) -> Any:
         self.commands.append(command)
+        if command == "query-migrate" and self.blocked:
+            return {"blocked-reasons": self.blocked}
         return {}
 
     def pass_fd(self, name: str, fd_name: str, fd: int) -> None:
@@ -48,17 +58,38 @@ def _sandbox() -> SandboxRecord:
     return SandboxRecord("a" * 64, "vm", "vm", config, runtime={"domain": "vmcri-a"})
 
 
-def test_a_pod_whose_vm_exports_its_rootfs_is_refused_naming_the_share(tmp_path: Path) -> None:
-    monitor = Monitor(SHARE)
-    refusal = VmCheckpointer(monitor, _guest(tmp_path, "g1")).refusal(_sandbox())
+def _container(*mounts: Mount) -> ContainerRecord:
+    config = ContainerConfig(metadata=Metadata(name="app"), image="busybox", mounts=mounts)
+    return ContainerRecord("c" * 64, "a" * 64, config, "sha256:" + "1" * 64, "busybox")
+
+
+def test_a_pod_whose_guest_mounted_its_share_is_refused_naming_each_volume(
+    tmp_path: Path,
+) -> None:
+    monitor = Monitor(SHARE, blocked=(MOUNTED,))
+    container = _container(
+        Mount("/data", host_path="/var/lib/kubelet/pods/u/volumes/d"), Mount("/img", image="x:1")
+    )
+    refusal = VmCheckpointer(monitor, _guest(tmp_path, "g1")).refusal(_sandbox(), [container])
     assert refusal is not None and refusal.code == "FAILED_PRECONDITION"
-    assert "vmcri (9p)" in refusal.reason and "Migration is disabled" in refusal.reason
-    assert monitor.commands == []  # nothing was asked of QEMU, the guest never paused
+    assert "Migration is disabled" in refusal.reason
+    assert "container 'app' mounts '/data' (host path '/var/lib/kubelet/pods/u/volumes/d')" in (
+        refusal.reason
+    )
+    assert "mounts '/img' (image 'x:1')" in refusal.reason
+    assert monitor.commands == ["query-migrate"]  # asked, never paused
 
 
-def test_a_pod_without_a_share_may_be_checkpointed(tmp_path: Path) -> None:
-    checkpointer = VmCheckpointer(Monitor(""), _guest(tmp_path, "g1"))
-    assert checkpointer.refusal(_sandbox()) is None
+def test_a_pod_whose_guest_never_mounted_its_share_may_be_checkpointed(tmp_path: Path) -> None:
+    checkpointer = VmCheckpointer(Monitor(SHARE), _guest(tmp_path, "g1"))
+    assert checkpointer.unavailable() is None
+    assert checkpointer.refusal(_sandbox(), [_container()]) is None
+
+
+def test_a_handler_sharing_over_virtio_fs_cannot_checkpoint(tmp_path: Path) -> None:
+    options = dataclasses.replace(_guest(tmp_path, "g1"), shared_fs="virtiofs")
+    refusal = VmCheckpointer(Monitor(""), options).unavailable()
+    assert refusal is not None and "virtio-fs" in refusal.reason
 
 
 @pytest.mark.parametrize(("here", "said"), [("g2", "this node's is 'g2'"), ("g1", "boot")])
