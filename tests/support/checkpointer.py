@@ -16,7 +16,8 @@ from vmcri.checkpoint.reader import VerifiedCheckpoint
 from vmcri.checkpoint.writer import CheckpointWriter
 from vmcri.errors import HypervisorError
 from vmcri.handlers.base import SandboxStarted
-from vmcri.handlers.checkpointer import Refusal, SavedState
+from vmcri.handlers.checkpointer import Refusal, RestoredContainer, SavedState
+from vmcri.model import ImageInfo
 from vmcri.store.records import ContainerRecord, SandboxRecord
 
 FAKE_PID = 5151
@@ -30,6 +31,7 @@ class FakeCheckpointer:
     fail_in_restore: bool = False
     during_save: Callable[[], None] | None = None
     restored: dict[str, bytes] = field(default_factory=dict)  # new container ID -> its state
+    keeps_container_ids: bool = False
 
     def unavailable(self) -> Refusal | None:
         return self.refused
@@ -61,7 +63,11 @@ class FakeCheckpointer:
         return self.refused
 
     def restore_sandbox(
-        self, sandbox: SandboxRecord, source: VerifiedCheckpoint, deadline: Deadline
+        self,
+        sandbox: SandboxRecord,
+        source: VerifiedCheckpoint,
+        deadline: Deadline,
+        images: Sequence[ImageInfo],
     ) -> SandboxStarted:
         return SandboxStarted()
 
@@ -72,9 +78,9 @@ class FakeCheckpointer:
         saved: SavedContainer,
         source: VerifiedCheckpoint,
         deadline: Deadline,
-    ) -> int:
+    ) -> RestoredContainer:
         if self.fail_in_restore:
             raise HypervisorError("the fake guest would not resume")
         self.restored[container.id] = source.read(saved.facts["state"])
         self.running[container.id] = sandbox.id
-        return FAKE_PID
+        return RestoredContainer({"restored": "yes"}, FAKE_PID)

@@ -59,6 +59,7 @@ class AgentClient(AgentConnection):
                     mtu=i.mtu,
                     addresses=i.addresses,
                     routes=[agent_pb2.NetRoute(dst=r.dst, gateway=r.gateway) for r in i.routes],
+                    saved_mac=i.saved_mac,
                 )
                 for i in interfaces
             ],

@@ -46,6 +46,7 @@ class GuestInterface:
     mtu: int
     addresses: tuple[str, ...] = ()  # CIDR
     routes: tuple[GuestRoute, ...] = ()
+    saved_mac: str = ""  # restored from a checkpoint: the MAC the NIC was saved with
 
 
 @dataclass(frozen=True)

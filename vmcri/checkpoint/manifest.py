@@ -16,6 +16,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from vmcri.errors import InvalidArgument, StateCorrupt
+from vmcri.ids import is_id
 from vmcri.model import ContainerConfig, PodConfig
 from vmcri.store.codec import dumps, from_jsonable
 from vmcri.store.pod_network import PodNetwork
@@ -151,6 +152,9 @@ def _check(manifest: Manifest, where: str) -> None:
         if saved.name != saved.config.metadata.name or saved.name in seen:
             raise InvalidArgument(f"{where}: containers[{i}].name {saved.name[:64]!r} is wrong")
         seen.add(saved.name)
+        if not isinstance(saved.id, str) or not is_id(saved.id):
+            # A restored VM pod's containers keep it: a store key and a path name here.
+            raise InvalidArgument(f"{where}: containers[{i}].id is not a container ID")
         if saved.log_file and saved.log_file not in names:
             raise InvalidArgument(f"{where}: containers[{i}].log_file is not a listed file")
         if not isinstance(saved.restart_count, int) or saved.restart_count < 0:

@@ -21,6 +21,7 @@ from vmcri.checkpoint.reader import VerifiedCheckpoint
 from vmcri.checkpoint.writer import CheckpointWriter
 from vmcri.errors import FailedPrecondition, Unimplemented, VmcriError
 from vmcri.handlers.base import SandboxStarted
+from vmcri.model import ImageInfo
 from vmcri.store.records import ContainerRecord, SandboxRecord
 
 
@@ -42,7 +43,20 @@ class SavedState:
     container_facts: dict[str, dict[str, str]] = field(default_factory=dict)  # by container ID
 
 
+@dataclass(frozen=True)
+class RestoredContainer:
+    """A container running again in a restored pod: its runtime facts (as the backend's
+    ``create_container`` returns them) and its pid (0 when not meaningful on the host)."""
+
+    runtime: dict[str, str]
+    pid: int
+
+
 class PodCheckpointer(Protocol):
+    keeps_container_ids: bool
+    """True: a restored container keeps its ID from the checkpoint (a VM's guest knows
+    its containers by it), so a pod cannot be restored where its containers still are."""
+
     def unavailable(self) -> Refusal | None:
         """Why no pod of this handler can be checkpointed on this node, else None."""
         ...
@@ -74,9 +88,14 @@ class PodCheckpointer(Protocol):
         ...
 
     def restore_sandbox(
-        self, sandbox: SandboxRecord, source: VerifiedCheckpoint, deadline: Deadline
+        self,
+        sandbox: SandboxRecord,
+        source: VerifiedCheckpoint,
+        deadline: Deadline,
+        images: Sequence[ImageInfo],
     ) -> SandboxStarted:
-        """Bring the new sandbox up from ``source`` instead of booting it; on failure undo
+        """Bring the new sandbox up from ``source`` instead of booting it; ``images``: the
+        images kubelet's container configs name, on this node. On failure undo
         everything (as ``run_sandbox`` does) and raise."""
         ...
 
@@ -87,14 +106,17 @@ class PodCheckpointer(Protocol):
         saved: SavedContainer,
         source: VerifiedCheckpoint,
         deadline: Deadline,
-    ) -> int:
-        """Make the created ``container`` run from ``saved``'s state; returns its pid (0
-        when not meaningful on the host). Its output goes to its new log path."""
+    ) -> RestoredContainer:
+        """Bring ``saved`` back in the restored ``sandbox`` as ``container`` (its record,
+        with the checkpoint's container ID, made from kubelet's new config), running, in
+        place of the backend's ``create_container``. Its output goes to its new log path."""
         ...
 
 
 class NoCheckpoints:
     """A handler's checkpointer that refuses every call with one reason."""
+
+    keeps_container_ids = False
 
     def __init__(self, refusal: Refusal) -> None:
         self._refusal = refusal
@@ -120,7 +142,11 @@ class NoCheckpoints:
         return self._refusal
 
     def restore_sandbox(
-        self, sandbox: SandboxRecord, source: VerifiedCheckpoint, deadline: Deadline
+        self,
+        sandbox: SandboxRecord,
+        source: VerifiedCheckpoint,
+        deadline: Deadline,
+        images: Sequence[ImageInfo],
     ) -> SandboxStarted:
         raise AssertionError("refused before restore")  # pragma: no cover
 
@@ -131,7 +157,7 @@ class NoCheckpoints:
         saved: SavedContainer,
         source: VerifiedCheckpoint,
         deadline: Deadline,
-    ) -> int:
+    ) -> RestoredContainer:
         raise AssertionError("refused before restore")  # pragma: no cover
 
 

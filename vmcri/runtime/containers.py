@@ -18,9 +18,11 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from vmcri.errors import (
+    AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -69,6 +71,15 @@ class ContainerFilter:
     labels: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class Restoring:
+    """A checkpoint's container being restored: the ID it keeps ("": a new one), and what
+    brings it back in its restored sandbox (returns its runtime facts)."""
+
+    id: str
+    bring_back: Callable[[SandboxRecord, ContainerRecord], dict[str, str]]
+
+
 class ContainerService:
     def __init__(self, services: Services) -> None:
         self._s = services
@@ -91,12 +102,19 @@ class ContainerService:
             ContainerEvent(container.id, container.sandbox_id, kind, self._s.clock())
         )
 
-    def create(self, sandbox_id: str, config: ContainerConfig) -> str:
+    def create(
+        self, sandbox_id: str, config: ContainerConfig, restored: Restoring | None = None
+    ) -> str:
         """Create a container in a READY sandbox; returns its ID.
+
+        ``restored``: a container of a pod checkpoint, already back in the restored
+        sandbox: it keeps the checkpoint's ID and ``restored.bring_back`` stands in for
+        the backend's ``create_container``.
 
         Raises NotFound (sandbox, image), FailedPrecondition (sandbox not ready; the
         image's signatures do not meet the pod's namespace's policy: SignatureRefused),
-        InvalidArgument (config), AlreadyExists (name taken), backend errors.
+        InvalidArgument (config), AlreadyExists (name taken; a restored ID in use), backend
+        errors.
         """
         validate_container(config)
         sandbox = self._sandbox(sandbox_id)
@@ -116,8 +134,13 @@ class ContainerService:
         namespace = sandbox.config.metadata.namespace
         image = self._s.images.image_for_container(config.image, namespace)
         volumes = self._image_volumes(config, namespace)
+        if restored is not None and restored.id and self._s.store.containers.find(restored.id):
+            raise AlreadyExists(
+                f"container {restored.id} of the checkpoint is still on this node: remove "
+                "the checkpointed pod before restoring it here"
+            )
         record = ContainerRecord(
-            id=new_id(),
+            id=restored.id if restored is not None and restored.id else new_id(),
             sandbox_id=sandbox.id,
             config=config,
             image_id=image.id,
@@ -129,7 +152,10 @@ class ContainerService:
         record = self._s.nri.create_container(sandbox, record)
         self._s.store.containers.add(record)
         try:
-            runtime = self._backend(sandbox).create_container(sandbox, record, image)
+            if restored is not None:
+                runtime = restored.bring_back(sandbox, record)
+            else:
+                runtime = self._backend(sandbox).create_container(sandbox, record, image)
         except BaseException:
             self._s.store.containers.remove(record.id)
             self._s.nri.remove_container(record)

@@ -194,6 +194,15 @@ class SupervisedContainers:
         )
         self.link(sandbox).open_log(container.id)
 
+    def adopt(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
+        """A container the agent runs already (a pod restored from a checkpoint, the
+        container under its saved ID): its output goes to its log from now on; returns
+        its pid as the agent sees it. Raises NotFound (the agent does not know it)."""
+        self.exits(sandbox.id).discard(container.id)
+        state = self.link(sandbox).client.container_status(container.id)
+        self.link(sandbox).open_log(container.id)
+        return state.pid
+
     def start(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
         return self.link(sandbox).client.start_container(container.id).pid
 

@@ -55,6 +55,8 @@ def check_interfaces(interfaces: Sequence[agent_pb2.NetInterface]) -> None:
             raise InvalidArgument(f"{where}.mac {iface.mac[:40]!r} is not a lower-case MAC")
         if not IFNAME_RE.match(iface.name) or iface.name in (".", "..", "lo"):
             raise InvalidArgument(f"{where}.name {iface.name[:40]!r} is not an interface name")
+        if iface.saved_mac and not MAC_RE.match(iface.saved_mac):
+            raise InvalidArgument(f"{where}.saved_mac {iface.saved_mac[:40]!r} is not a MAC")
         if iface.name in names or iface.mac in macs:
             raise InvalidArgument(f"{where}: name or MAC repeated")
         names.add(iface.name)
@@ -105,6 +107,8 @@ class GuestNetwork:
         """
         deadline = time.monotonic() + wait_s
         for iface in interfaces:
+            if iface.saved_mac:
+                self._readdress(iface.saved_mac, iface.mac)
             current = self._find(iface.mac, deadline)
             if current != iface.name:
                 # A name the kernel gave (eth0, eth1...) may be the one asked for by another
@@ -122,6 +126,19 @@ class GuestNetwork:
                 via = ["via", route.gateway] if route.gateway else []
                 family = "-6" if ":" in route.dst else "-4"
                 self._run([family, "route", "replace", route.dst, *via, "dev", iface.name])
+
+    def _readdress(self, saved_mac: str, mac: str) -> None:
+        """A NIC restored from a checkpoint: the pod's new MAC (virtio-net tells QEMU) and
+        none of the addresses, routes or neighbours of the node it was saved on. Once done
+        (the saved MAC is gone), a repeated set-up finds nothing to do here."""
+        try:
+            name = self._find(saved_mac)
+        except FailedPrecondition:
+            return
+        self._run(["link", "set", "dev", name, "down"])
+        self._run(["addr", "flush", "dev", name])
+        self._run(["neigh", "flush", "dev", name])
+        self._run(["link", "set", "dev", name, "address", mac])
 
     def _find(self, mac: str, deadline: float = 0.0) -> str:
         while True:

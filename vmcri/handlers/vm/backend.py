@@ -53,6 +53,7 @@ from vmcri.handlers.vm.layout import (
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.placement import VmPlacement
 from vmcri.handlers.vm.pod_dirs import VmPodDirs
+from vmcri.handlers.vm.saved_vm import WRITABLE, SavedPod, SavedVm
 from vmcri.handlers.vm.sizing import check_overhead, size_vm
 from vmcri.handlers.vm.spec import container_spec, pod_files, target_of
 from vmcri.handlers.vm.template_vms import VmTemplateVms
@@ -199,6 +200,15 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
         return tuple(found)
 
     def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
+        return self._start(sandbox, None)
+
+    def restore_saved(self, sandbox: SandboxRecord, saved: SavedPod) -> SandboxStarted:
+        """Start the pod's VM from a checkpoint (``boot.py``'s ``_boot_saved``) instead of
+        a template or a cold boot; everything else as ``run_sandbox``, undone the same
+        way on failure."""
+        return self._start(sandbox, saved)
+
+    def _start(self, sandbox: SandboxRecord, saved: SavedPod | None) -> SandboxStarted:
         if uses_userns(sandbox.config.security.namespace_options):
             # The guest sees the pod's files through virtiofs/9p, which cannot be ID-mapped.
             raise Unimplemented(
@@ -221,12 +231,19 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
             memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
             check_overhead(sandbox, self._options)
             limited = pod_memory_limited(sandbox)
-            template = self._template_for(guest, memory_mib, vcpus, limited)
+            if saved is None:
+                template = self._template_for(guest, memory_mib, vcpus, limited)
+            else:
+                self._check_saved_shape(saved.vm, guest, memory_mib, vcpus, limited)
             most = self._boot_size(memory_mib, vcpus, limited).max_memory_mib
             self._placements[sandbox.id] = self._cgroups.prepare(sandbox, most)
             layer_mib = self._prepare_dirs(layout)
             plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
-            spec, guest_files = self._boot(sandbox, layout, guest, plan, template)
+            if saved is None:
+                spec, guest_files = self._boot(sandbox, layout, guest, plan, template)
+            else:
+                hardware = self._hardware(memory_mib, vcpus, limited)
+                spec, guest_files = self._boot_saved(sandbox, layout, guest, plan, hardware, saved)
         except BaseException as exc:
             log.error("sandbox %s: VM start failed: %s", sandbox.id, exc)
             console = _tail(layout.console_log)
@@ -246,7 +263,11 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
                 "accel": spec.domain_type,
                 **started_size(spec).runtime(),
                 **self._placements[sandbox.id].runtime(),
-                "start": "restored" if spec.template_memory is not None else "cold",
+                "start": "checkpoint"
+                if saved is not None
+                else "restored"
+                if spec.template_memory is not None
+                else "cold",
                 "oci_runtime": self._options.oci_runtime,
                 "writable_layer_mib": str(layer_mib),
                 "hostname": hostname,
@@ -256,6 +277,25 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
                 **({"pid_ns_path": guest_files.pid_ns_path} if guest_files.pid_ns_path else {}),
             }
         )
+
+    def saved_machine(self, sandbox: SandboxRecord) -> SavedVm:
+        """What a checkpoint of the running pod must record of its VM (``saved_vm.py``).
+        Raises HypervisorError, FailedPrecondition (no guest image)."""
+        memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
+        shape = self._saved_shape(self._guest(), memory_mib, vcpus, pod_memory_limited(sandbox))
+        layout = self._layout(sandbox.id)
+        disks = {
+            lun: WRITABLE if Path(path) == layout.writable_image else Path(path).parent.name
+            for path, lun in self._hypervisor.disks(domain_name(sandbox.id)).items()
+        }
+        plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
+        return SavedVm(sandbox.runtime.get("start", ""), shape, disks, plan.nic.mac if plan else "")
+
+    def adopt_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
+        """A container the restored guest runs already (under the checkpoint's ID): its
+        output goes to its new log from now on; returns its pid in the guest. Raises
+        NotFound (the guest does not have it), the agent's errors."""
+        return self._containers.adopt(sandbox, container)
 
     def _alive(self, name: str) -> bool:
         return self._hypervisor.is_running(name)

@@ -9,7 +9,9 @@ the one design function (``designer.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -28,7 +30,7 @@ from vmcri.errors import (
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.accel import AccelChoice
 from vmcri.handlers.vm.designer import Hardware, HostSide, design_domain
-from vmcri.handlers.vm.disks import PodDisks
+from vmcri.handlers.vm.disks import WRITABLE_LUN, PodDisks
 from vmcri.handlers.vm.domain import (
     TCG_CACHE_MIB,
     DomainSpec,
@@ -44,6 +46,7 @@ from vmcri.handlers.vm.launcher import VIRTIOFSD, launcher_path
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain, render_nic
+from vmcri.handlers.vm.saved_vm import SavedPod
 from vmcri.handlers.vm.sizing import VmSize, boot_size, size_vm
 from vmcri.handlers.vm.spec import pod_files, shares_pid
 from vmcri.handlers.vm.template import Template, Templates
@@ -269,6 +272,84 @@ class VmBoot:
         }
         return spec, info, timings
 
+    def _boot_saved(
+        self,
+        sandbox: SandboxRecord,
+        layout: SandboxLayout,
+        guest: GuestImage,
+        plan: nic.NicPlan | None,
+        hardware: Hardware,
+        saved: SavedPod,
+    ) -> tuple[DomainSpec, agent_types.SandboxFiles]:
+        """Start the pod's VM from a pod checkpoint (``saved_vm.py``): the machine it was
+        saved from, waiting for its state; the saved writable disk's data in the pod's
+        own writable.img; its disks at their LUNs and its NIC (the new pod's) plugged as
+        they were; then the stream; then the pod's new settings (its address, the wall
+        clock, the NIC's new MAC) in the guest, which runs on with every process it had.
+
+        Raises HypervisorError, AgentUnavailable, FailedPrecondition, InvalidArgument (the
+        checkpoint's data), DeadlineExceeded.
+        """
+        started = time.monotonic()
+        name = domain_name(sandbox.id)
+        if saved.vm.start != "restored":
+            raise FailedPrecondition(
+                "path: the checkpointed pod's VM was cold-booted (no VM template of its "
+                "shape then); only a VM restored from a template can be loaded again"
+            )
+        if WRITABLE_LUN in saved.vm.disks:
+            if not layout.writable_image.is_file():
+                raise FailedPrecondition(
+                    "path: the checkpoint holds a writable disk and this handler gives pods "
+                    "none (writable_layer_mib = 0)"
+                )
+            fd = os.open(layout.writable_image, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                saved.write_writable(fd, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+        # Its RAM comes whole from the stream (zero pages as flags): an empty file, private.
+        ram = layout.disk / "checkpoint.ram"
+        fd = os.open(ram, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)  # fmt: skip
+        try:
+            os.ftruncate(fd, hardware.memory_mib << 20)
+        finally:
+            os.close(fd)
+        spec = design_domain(
+            hardware,
+            guest,
+            _host_side(sandbox.id, layout),
+            oci_runtime=self._options.oci_runtime,
+            template_memory=TemplateMemory(str(ram), shared=False, incoming=True),
+        )
+        if plan is not None:
+            nic.plug(self._taps, plan)
+        # Waits for the stream; the "cont" libvirt sends makes it run once that is in.
+        self._hypervisor.start(name, render_domain(spec), self._placer(sandbox.id))
+        disks = {lun: layout.writable_image for lun in saved.vm.disks if lun == WRITABLE_LUN}
+        self._disks.attach_at(name, {**disks, **saved.layers})
+        if plan is not None:
+            self._hypervisor.attach_device(name, render_nic(plan.nic))
+            nic.attach(self._taps, plan)
+        saved.load(name)
+        loaded = time.monotonic()
+        link = self._containers.link(sandbox)
+        info = link.wait_ready(RESTORE_AGENT_TIMEOUT_S, alive=lambda: self._alive(name))
+        check_guest_version(info.agent_version, guest)
+        files = self._setup(sandbox, spec, plan, restored=True, saved_mac=saved.vm.mac)
+        log.info(
+            "sandbox %s: VM loaded from a checkpoint",
+            sandbox.id,
+            extra={
+                "start": "checkpoint",
+                "agent_uptime_s": round(info.uptime_ns / 1e9, 3),
+                "load_s": round(loaded - started, 3),
+                "sandbox_ready_s": round(time.monotonic() - started, 3),
+            },
+        )
+        return spec, files
+
     def _attach_writable(self, name: str, layout: SandboxLayout) -> int | None:
         """Hotplug the pod's writable disk (once, when the pod has one); returns its LUN.
         Raises HypervisorError."""
@@ -281,6 +362,7 @@ class VmBoot:
         spec: DomainSpec,
         plan: nic.NicPlan | None,
         restored: bool,
+        saved_mac: str = "",
     ) -> agent_types.SandboxFiles:
         """The pod's settings in the guest. A restored one sets the clock the template was
         saved with to now and waits for its hotplugged NIC. Either mounts its writable
@@ -295,7 +377,9 @@ class VmBoot:
             hosts=hosts,
             resolv_conf=resolv,
             sysctls=dict(sandbox.config.sysctls),
-            interfaces=(plan.guest,) if plan is not None else (),
+            interfaces=(dataclasses.replace(plan.guest, saved_mac=saved_mac),)
+            if plan is not None
+            else (),
             wall_clock_ns=time.time_ns() if restored else 0,
             nic_wait_s=NIC_WAIT_S if restored and plan is not None else 0,
             share_pid=share_pid,

@@ -21,19 +21,34 @@ FAILED_PRECONDITION after the checkpoint verified.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, cast
 
 from vmcri.checkpoint.deadline import Deadline
 from vmcri.checkpoint.manifest import Manifest, SavedContainer
 from vmcri.checkpoint.reader import VerifiedCheckpoint
 from vmcri.checkpoint.writer import CheckpointWriter
-from vmcri.errors import FailedPrecondition, HypervisorError
+from vmcri.errors import FailedPrecondition, HypervisorError, InvalidArgument
 from vmcri.handlers.base import SandboxBackend, SandboxStarted
-from vmcri.handlers.checkpointer import PodCheckpointer, Refusal, SavedState
+from vmcri.handlers.checkpointer import PodCheckpointer, Refusal, RestoredContainer, SavedState
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.guest_image import load_guest_image
+from vmcri.handlers.vm.layout import GUEST_ROOTFS
 from vmcri.handlers.vm.options import VmOptions
-from vmcri.handlers.vm.snapshot import DomainMonitor, LibvirtMonitor, save_running, unsavable
+from vmcri.handlers.vm.saved_vm import SavedPod, SavedVm, parse
+from vmcri.handlers.vm.snapshot import (
+    MEMORY_FILE,
+    DomainMonitor,
+    LibvirtMonitor,
+    load_stream,
+    save_running,
+    unsavable,
+    write_extents,
+)
+from vmcri.images.layer_erofs import layer_image
+from vmcri.model import ImageInfo
 from vmcri.store.records import ContainerRecord, SandboxRecord
 
 VIRTIOFS_REASON = (
@@ -45,20 +60,33 @@ VOLUME_REASON = (
     "container mounts a volume from the host (the guest then mounts the pod's 9p share, "
     "which QEMU cannot migrate); here {volumes}"
 )
-RESTORE_REASON = (
-    "restoring a VM pod needs the VM backend to boot a domain from a checkpoint's "
-    "migration stream, which it does not do yet"
+COLD_REASON = (
+    "the checkpointed pod's VM was cold-booted (no VM template of its shape was ready), "
+    "and only a VM restored from a template can be loaded again here"
 )
 
 
+class PodVms(Protocol):
+    """What the checkpointer needs of the VM backend (``VmBackend``)."""
+
+    def saved_machine(self, sandbox: SandboxRecord) -> SavedVm: ...
+
+    def restore_saved(self, sandbox: SandboxRecord, saved: SavedPod) -> SandboxStarted: ...
+
+    def adopt_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int: ...
+
+
 def create(backend: SandboxBackend, options: VmOptions, context: BackendContext) -> PodCheckpointer:
-    return VmCheckpointer(LibvirtMonitor(options.libvirt_uri), options)
+    return VmCheckpointer(LibvirtMonitor(options.libvirt_uri), options, cast(PodVms, backend))
 
 
 class VmCheckpointer:
-    def __init__(self, monitor: DomainMonitor, options: VmOptions) -> None:
+    keeps_container_ids = True
+
+    def __init__(self, monitor: DomainMonitor, options: VmOptions, vms: PodVms) -> None:
         self._monitor = monitor
         self._options = options
+        self._vms = vms
 
     def unavailable(self) -> Refusal | None:
         if self._options.shared_fs == "virtiofs":
@@ -96,10 +124,11 @@ class VmCheckpointer:
         deadline: Deadline,
     ) -> SavedState:
         name = sandbox.runtime["domain"]
+        machine = self._vms.saved_machine(sandbox)  # its disks, before anything moves
         save_running(self._monitor, name, out.write, deadline)
         return SavedState(
             guest_image_version=self._guest_version(),
-            facts={"domain": name, "qemu": self._monitor_version(name)},
+            facts={"domain": name, "qemu": self._monitor_version(name), **machine.facts()},
         )
 
     def restorable(self, manifest: Manifest) -> Refusal | None:
@@ -110,12 +139,48 @@ class VmCheckpointer:
                 f"the checkpoint's guest image is {manifest.guest_image_version!r}, "
                 f"this node's is {here!r}",
             )
-        return Refusal("FAILED_PRECONDITION", RESTORE_REASON)
+        try:
+            vm = parse(manifest.handler_facts)
+        except InvalidArgument as exc:
+            return Refusal("FAILED_PRECONDITION", exc.message)
+        if vm.start != "restored":
+            return Refusal("FAILED_PRECONDITION", COLD_REASON)
+        return None
 
     def restore_sandbox(
-        self, sandbox: SandboxRecord, source: VerifiedCheckpoint, deadline: Deadline
+        self,
+        sandbox: SandboxRecord,
+        source: VerifiedCheckpoint,
+        deadline: Deadline,
+        images: Sequence[ImageInfo],
     ) -> SandboxStarted:
-        raise FailedPrecondition(RESTORE_REASON)
+        vm = parse(source.manifest.handler_facts)
+        here = {Path(d).parent.name: Path(d) for image in images for d in image.layer_dirs}
+        layers: dict[int, Path] = {}
+        for lun, chain in vm.layers().items():
+            if chain not in here:
+                raise FailedPrecondition(
+                    f"path: the checkpoint's layer disk at LUN {lun} (layer {chain[:12]}) is "
+                    "of no image the container_configs name here"
+                )
+            layers[lun] = layer_image(here[chain])
+        disks = [f.name for f in source.manifest.files if f.name.startswith("disk-")]
+        if len(disks) > 1:
+            raise InvalidArgument("path: the checkpoint holds more than one writable disk")
+
+        def write_writable(fd: int, size: int) -> None:
+            if not disks:
+                raise InvalidArgument("path: the checkpoint's writable disk is missing")
+            with source.open(disks[0]) as disk_fd, os.fdopen(os.dup(disk_fd), "rb") as stream:
+                write_extents(stream.read, fd, size)
+
+        def load(name: str) -> None:
+            entry = source.manifest.file(MEMORY_FILE)
+            with source.open(MEMORY_FILE) as fd:
+                load_stream(self._monitor, name, fd, entry.size, deadline)
+
+        deadline.check("preparing the restored VM")
+        return self._vms.restore_saved(sandbox, SavedPod(vm, layers, write_writable, load))
 
     def restore_container(
         self,
@@ -124,8 +189,10 @@ class VmCheckpointer:
         saved: SavedContainer,
         source: VerifiedCheckpoint,
         deadline: Deadline,
-    ) -> int:
-        raise FailedPrecondition(RESTORE_REASON)
+    ) -> RestoredContainer:
+        deadline.check(f"restoring container {saved.name}")
+        pid = self._vms.adopt_container(sandbox, container)
+        return RestoredContainer({"rootfs": GUEST_ROOTFS}, pid)
 
     def _guest_version(self) -> str:
         try:

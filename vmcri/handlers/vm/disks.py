@@ -24,7 +24,7 @@ the same free LUN.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vmcri.errors import ResourceExhausted
@@ -59,6 +59,15 @@ class PodDisks:
                 disk = Disk(str(image), WRITABLE_LUN, readonly=False)
                 self._hypervisor.attach_device(domain, render_disk(disk))
         return WRITABLE_LUN
+
+    def attach_at(self, domain: str, disks: Mapping[int, Path]) -> None:
+        """Hotplug each disk at the LUN it had in a saved VM (the writable one at
+        ``WRITABLE_LUN``, read-write; layers read-only), before the saved state is loaded.
+        Raises HypervisorError."""
+        with self._lock(domain):
+            for lun, image in sorted(disks.items()):
+                disk = Disk(str(image), lun, readonly=lun != WRITABLE_LUN)
+                self._hypervisor.attach_device(domain, render_disk(disk))
 
     def attach_layers(self, domain: str, images: Sequence[Path]) -> list[int]:
         """Hotplug each layer image the pod does not have yet, read-only; returns the LUN

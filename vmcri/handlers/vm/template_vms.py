@@ -32,6 +32,7 @@ from vmcri.handlers.vm.hypervisor import Hypervisor
 from vmcri.handlers.vm.layout import MAX_SOCKET_PATH
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain
+from vmcri.handlers.vm.saved_vm import SavedVm, shape_dict
 from vmcri.handlers.vm.sizing import size_vm
 from vmcri.handlers.vm.template import Shape, Template, Templates, TemplateStore
 from vmcri.model import Resources
@@ -82,6 +83,29 @@ class VmTemplateVms:
             threading.Thread(
                 target=self._prepare_templates, name="vm-templates-init", daemon=True
             ).start()
+
+    def _saved_shape(
+        self, sandbox_guest: GuestImage, memory_mib: int, vcpus: int, pod_limited: bool
+    ) -> dict[str, object]:
+        """The shape a checkpoint of a pod of these sizes records (``saved_vm.py``)."""
+        return shape_dict(self._shape(sandbox_guest, memory_mib, vcpus, pod_limited))
+
+    def _check_saved_shape(
+        self, saved: SavedVm, guest: GuestImage, memory_mib: int, vcpus: int, pod_limited: bool
+    ) -> None:
+        """The new pod designs the machine the checkpoint's stream was saved from, or
+        FailedPrecondition names what differs (its sizes, the guest image, QEMU...)."""
+        here = self._saved_shape(guest, memory_mib, vcpus, pod_limited)
+        differ = sorted(
+            k for k in here.keys() | saved.shape.keys() if here.get(k) != saved.shape.get(k)
+        )
+        if differ:
+            said = ", ".join(
+                f"{k} {saved.shape.get(k)!r} there, {here.get(k)!r} here" for k in differ
+            )
+            raise FailedPrecondition(
+                f"path: the checkpoint's VM cannot be loaded into this pod's: {said}"
+            )
 
     def _shape(
         self, guest: GuestImage, memory_mib: int, vcpus: int, pod_limited: bool = False

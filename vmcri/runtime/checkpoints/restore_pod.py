@@ -11,8 +11,11 @@ saved state, its restart count carried over. Any failure removes the new sandbox
 containers again: nothing is left.
 
 NRI plugins see what containerd's restore shows them: the pod's RunPodSandbox, and for
-each container CreateContainer, PostCreateContainer, StartContainer (before it is made to
-run; a refusal fails the restore) and PostStartContainer. A CreateContainer adjustment
+each container CreateContainer, PostCreateContainer, StartContainer (a refusal fails the
+restore: the pod goes again) and PostStartContainer. A handler whose checkpointer keeps
+container IDs (the VM's: its guest knows its containers by them) brings each container
+back under its saved ID, so such a pod cannot be restored on the node where its
+containers still are. A CreateContainer adjustment
 may change only what holds for a restored process (annotations, resources); any other
 field fails the restore naming it (vmcri.nri.adjust.refuse_for_restore).
 """
@@ -34,11 +37,11 @@ from vmcri.checkpoint.reader import VerifiedCheckpoint, verify
 from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound
 from vmcri.handlers.checkpointer import refuse
 from vmcri.model import ContainerConfig, PodConfig
-from vmcri.runtime.containers import ContainerService
+from vmcri.runtime.containers import ContainerService, Restoring
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import ContainerEvent, EventType
 from vmcri.runtime.pods import PodService
-from vmcri.store.records import ContainerRecord, ContainerState
+from vmcri.store.records import ContainerRecord, ContainerState, SandboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +107,45 @@ def _restore(
     bound = bind_configs(manifest, request.container_configs)
     deadline.check("verifying the checkpoint")
     checkpointer = handler.checkpointer
+    namespace = request.config.metadata.namespace
+    images = [services.images.image_for_container(c.image, namespace) for _, c in bound]
     sandbox_id = pods.run(
         request.config,
         handler.name,
-        start=lambda record: checkpointer.restore_sandbox(record, source, deadline),
+        start=lambda record: checkpointer.restore_sandbox(record, source, deadline, images),
     )
+
+    def kept(saved: SavedContainer) -> str:
+        return saved.id if checkpointer.keeps_container_ids else ""
+
     try:
         for saved, config in bound:
             deadline.check(f"restoring container {saved.name}")
             config = _carry_restart_count(config, saved)
+            pids: list[int] = []
+
+            def bring_back(
+                sandbox: SandboxRecord,
+                record: ContainerRecord,
+                saved: SavedContainer = saved,
+                pids: list[int] = pids,
+            ) -> dict[str, str]:
+                if saved.log_file:
+                    continue_log(record.log_path, source.read(saved.log_file))
+                back = checkpointer.restore_container(sandbox, record, saved, source, deadline)
+                pids.append(back.pid)
+                return back.runtime
+
             with services.nri.restoring():
-                container_id = containers.create(sandbox_id, config)
+                container_id = containers.create(
+                    sandbox_id, config, restored=Restoring(kept(saved), bring_back)
+                )
             sandbox = services.store.sandboxes.get(sandbox_id)
-            record = services.store.containers.get(container_id)
-            if saved.log_file:
-                continue_log(record.log_path, source.read(saved.log_file))
-            services.nri.start_container(sandbox, record)
-            pid = checkpointer.restore_container(sandbox, record, saved, source, deadline)
-            services.nri.post_start_container(sandbox, _mark_running(services, container_id, pid))
+            # A plugin's refusal still fails the restore (the whole pod goes again).
+            services.nri.start_container(sandbox, services.store.containers.get(container_id))
+            services.nri.post_start_container(
+                sandbox, _mark_running(services, container_id, pids[0])
+            )
     except BaseException as exc:
         log.info("restore into sandbox %s failed, removing it: %s", sandbox_id, exc)
         pods.remove(sandbox_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -13,7 +13,7 @@ from tests.support.checkpoints import write_checkpoint
 from vmcri.checkpoint.deadline import Deadline
 from vmcri.checkpoint.paths import open_directory
 from vmcri.checkpoint.reader import verify
-from vmcri.handlers.vm.checkpoint import VmCheckpointer
+from vmcri.handlers.vm.checkpoint import PodVms, VmCheckpointer
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.model import ContainerConfig, Metadata, Mount, PodConfig
 from vmcri.store.records import ContainerRecord, SandboxRecord
@@ -46,6 +46,9 @@ class Monitor:
         self.commands.append("getfd")
 
 
+NO_VMS = cast(PodVms, object())  # never reached: refused, or the QMP fake answers
+
+
 def _guest(tmp_path: Path, version: str) -> VmOptions:
     for name in ("vmlinuz", "initrd.img", "rootfs.img"):
         (tmp_path / name).write_bytes(b"")
@@ -70,7 +73,9 @@ def test_a_pod_whose_guest_mounted_its_share_is_refused_naming_each_volume(
     container = _container(
         Mount("/data", host_path="/var/lib/kubelet/pods/u/volumes/d"), Mount("/img", image="x:1")
     )
-    refusal = VmCheckpointer(monitor, _guest(tmp_path, "g1")).refusal(_sandbox(), [container])
+    refusal = VmCheckpointer(monitor, _guest(tmp_path, "g1"), NO_VMS).refusal(
+        _sandbox(), [container]
+    )
     assert refusal is not None and refusal.code == "FAILED_PRECONDITION"
     assert "Migration is disabled" in refusal.reason
     assert "container 'app' mounts '/data' (host path '/var/lib/kubelet/pods/u/volumes/d')" in (
@@ -81,18 +86,20 @@ def test_a_pod_whose_guest_mounted_its_share_is_refused_naming_each_volume(
 
 
 def test_a_pod_whose_guest_never_mounted_its_share_may_be_checkpointed(tmp_path: Path) -> None:
-    checkpointer = VmCheckpointer(Monitor(SHARE), _guest(tmp_path, "g1"))
+    checkpointer = VmCheckpointer(Monitor(SHARE), _guest(tmp_path, "g1"), NO_VMS)
     assert checkpointer.unavailable() is None
     assert checkpointer.refusal(_sandbox(), [_container()]) is None
 
 
 def test_a_handler_sharing_over_virtio_fs_cannot_checkpoint(tmp_path: Path) -> None:
     options = dataclasses.replace(_guest(tmp_path, "g1"), shared_fs="virtiofs")
-    refusal = VmCheckpointer(Monitor(""), options).unavailable()
+    refusal = VmCheckpointer(Monitor(""), options, NO_VMS).unavailable()
     assert refusal is not None and "virtio-fs" in refusal.reason
 
 
-@pytest.mark.parametrize(("here", "said"), [("g2", "this node's is 'g2'"), ("g1", "boot")])
+@pytest.mark.parametrize(
+    ("here", "said"), [("g2", "this node's is 'g2'"), ("g1", "VM fact 'start' is missing")]
+)
 def test_a_vm_checkpoint_is_refused_for_restore_saying_why(
     tmp_path: Path, here: str, said: str
 ) -> None:
@@ -104,7 +111,7 @@ def test_a_vm_checkpoint_is_refused_for_restore_saying_why(
         source = verify(fd, str(tmp_path / "ckpt"), Deadline.of(None))
     finally:
         os.close(fd)
-    checkpointer = VmCheckpointer(Monitor(""), _guest(tmp_path / "guest", here))
+    checkpointer = VmCheckpointer(Monitor(""), _guest(tmp_path / "guest", here), NO_VMS)
     refusal = checkpointer.restorable(source.manifest)
     source.close()
     assert refusal is not None and refusal.code == "FAILED_PRECONDITION"
