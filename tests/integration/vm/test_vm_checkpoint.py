@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -236,3 +237,47 @@ def test_a_restored_vm_pod_runs_on_with_its_processes_and_in_pod_connection(
     assert reply.exit_code == 0 and reply.stdout == b"talk\n"
     env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=restored), timeout=120)
     env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=restored), timeout=120)
+
+
+def test_a_vm_pod_checkpoint_restores_on_another_node(
+    env: VmEnv, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Another daemon with its own root, state, registry and image pull: the checkpoint
+    directory copied there restores, its processes and connection running on."""
+    sandbox_id, pod = env.run_pod("travel")
+    for config in _configs(env, pod):
+        created = env.runtime.CreateContainer(
+            pb.CreateContainerRequest(pod_sandbox_id=sandbox_id, config=config, sandbox_config=pod),
+            timeout=120,
+        )
+        env.start(created.container_id)
+    wait_for(lambda: len(_received(env, "travel")) >= 3, timeout=60, what="the server to receive")
+    (tmp_path / "here").mkdir()
+    _checkpoint(env, sandbox_id, tmp_path / "here")  # RUNNING: the original runs on
+    at_checkpoint = _received(env, "travel")[-1]
+    shutil.copytree(tmp_path / "here", tmp_path / "there")
+
+    with vm_daemon(tmp_path_factory.mktemp("othernode"), wait_template=False) as other:
+        new_pod = _new_pod(other, "travel")
+        restored = other.runtime.RestorePod(
+            pb.RestorePodRequest(
+                path=str(tmp_path / "there"),
+                config=new_pod,
+                container_configs=_configs(other, new_pod),
+            ),
+            timeout=180,
+        ).pod_sandbox_id
+        other.sandboxes.append(restored)
+        wait_for(
+            lambda: (
+                len(_received(other, "travel")) > 0
+                and _received(other, "travel")[-1] > at_checkpoint + 3
+            ),
+            timeout=90,
+            what="the other node's server to receive more",
+        )
+        _runs_on(_received(other, "travel"), at_checkpoint)
+    # The original pod never stopped.
+    seen = _received(env, "travel")[-1]
+    wait_for(lambda: _received(env, "travel")[-1] > seen, timeout=60, what="the original")
+    env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
