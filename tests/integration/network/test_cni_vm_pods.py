@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -83,4 +84,39 @@ def test_a_host_network_vm_pod_is_refused_naming_the_field(env: NetEnv) -> None:
         env.run_pod(cfg, VM)
     assert "INVALID_ARGUMENT" in str(refused.value)
     assert "namespace_options.network" in str(refused.value) and "runc" in str(refused.value)
+    assert env.leftovers() == []
+
+
+def test_a_restored_vm_pod_serves_at_its_new_address(env: NetEnv, tmp_path: Path) -> None:
+    """A VM pod checkpointed, removed, and restored as a new pod: CNI gives the new pod
+    an address (and the NIC a MAC) of its own, which the restored guest takes in place
+    of the saved ones; the web server it ran before answers there without a restart."""
+    cfg = env.pod_config("ckpt-vm")
+    vm = env.run_pod(cfg, VM)
+    web = env.start_server(vm, cfg, "saved-web")
+    old_ip = env.pod_status(vm).network.ip
+    wait_for(lambda: _answers(old_ip, HTTP_PORT, "saved-web"), 60, "the pod's server")
+    env.runtime.CheckpointPod(
+        pb.CheckpointPodRequest(pod_sandbox_id=vm, path=str(tmp_path)), timeout=180
+    )
+    env.remove(vm)
+
+    new_cfg = env.pod_config("ckpt-vm-restored")
+    web_config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="web"),
+        image=pb.ImageSpec(image=env.image),
+        command=["sh", "-c", "exit 1"],  # never run: the saved server runs on
+        log_path="web.log",
+    )
+    restored = env.runtime.RestorePod(
+        pb.RestorePodRequest(path=str(tmp_path), config=new_cfg, container_configs=[web_config]),
+        timeout=180,
+    ).pod_sandbox_id
+    env.sandboxes.append(restored)
+    new_ip = env.pod_status(restored).network.ip
+    assert new_ip and new_ip != old_ip
+    wait_for(lambda: _answers(new_ip, HTTP_PORT, "saved-web"), 60, "the restored server")
+    addresses = env.exec(web, ["ip", "-o", "-4", "addr", "show"]).stdout.decode()
+    assert f" {new_ip}/" in addresses and f" {old_ip}/" not in addresses
+    env.remove(restored)
     assert env.leftovers() == []

@@ -105,6 +105,14 @@ def _restore(
     if refusal is not None:
         raise refuse(refusal, f"path: checkpoint of handler {handler.name!r}")
     bound = bind_configs(manifest, request.container_configs)
+    if handler.checkpointer.keeps_container_ids:
+        here = [s.name for s in manifest.containers if services.store.containers.find(s.id)]
+        if here:
+            raise FailedPrecondition(
+                f"path: container {here[0]!r} of the checkpoint is still on this node under "
+                "its ID, which a restored VM pod keeps: remove the checkpointed pod first, "
+                "or restore it on another node"
+            )
     deadline.check("verifying the checkpoint")
     checkpointer = handler.checkpointer
     namespace = request.config.metadata.namespace
