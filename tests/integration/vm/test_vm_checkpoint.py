@@ -200,7 +200,22 @@ def test_a_restored_vm_pod_runs_on_with_its_processes_and_in_pod_connection(
 
     _checkpoint(env, sandbox_id, tmp_path)
     at_checkpoint = _received(env, "talk")[-1]
-    # Its containers keep their IDs in the restored pod: the original goes first.
+    # Its containers keep their IDs in the restored pod: not here while the original is.
+    pods_before = len(env.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items)
+    with pytest.raises(grpc.RpcError) as info:
+        env.runtime.RestorePod(
+            pb.RestorePodRequest(
+                path=str(tmp_path),
+                config=_new_pod(env, "talk-early"),
+                container_configs=_configs(env, _new_pod(env, "talk-early")),
+            ),
+            timeout=180,
+        )
+    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "still on this node" in str(info.value.details())
+    assert len(env.runtime.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=30).items) == (
+        pods_before
+    )
     env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
     env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
 
