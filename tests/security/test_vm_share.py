@@ -55,6 +55,9 @@ class FakeClient:
     def create_container(self, container_id: str, spec: bytes, **_: Any) -> None:
         self.created.append(container_id)
 
+    def mount_shares(self, mounts: Any) -> None:
+        pass  # the guest's 9p mount: the attacker here writes into the share directly
+
     def remove_container(self, container_id: str) -> None:
         pass
 
