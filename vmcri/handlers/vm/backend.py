@@ -53,7 +53,7 @@ from vmcri.handlers.vm.layout import (
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.placement import VmPlacement
 from vmcri.handlers.vm.pod_dirs import VmPodDirs
-from vmcri.handlers.vm.saved_vm import WRITABLE, SavedPod, SavedVm
+from vmcri.handlers.vm.saved_vm import COLD, TEMPLATE, WRITABLE, SavedPod, SavedVm
 from vmcri.handlers.vm.sizing import check_overhead, size_vm
 from vmcri.handlers.vm.spec import container_spec, pod_files, target_of
 from vmcri.handlers.vm.template_vms import VmTemplateVms
@@ -289,7 +289,9 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
             for path, lun in self._hypervisor.disks(domain_name(sandbox.id)).items()
         }
         plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
-        return SavedVm(sandbox.runtime.get("start", ""), shape, disks, plan.nic.mac if plan else "")
+        # Restored from a template or from a checkpoint: either way a template clone's design.
+        machine = COLD if sandbox.runtime.get("start") == "cold" else TEMPLATE
+        return SavedVm(machine, shape, disks, plan.nic.mac if plan else "")
 
     def adopt_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
         """A container the restored guest runs already (under the checkpoint's ID): its

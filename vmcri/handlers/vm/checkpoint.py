@@ -13,10 +13,10 @@ configMap, secret and projected volumes, image volumes), and QEMU says "Migratio
 disabled when VirtFS export path ... is mounted in the guest"; the refusal names each
 container's volume. A virtio-fs share cannot be saved at all. A pod whose containers
 have no volume (their root file systems are disks, ``disks.py``) is saved whole.
-Restoring needs the VM backend to boot a domain that waits for an incoming stream in
-place of a cold boot (its template clones do this with RAM in a shared file); until that
-path takes a checkpoint's stream, RestorePod of a VM checkpoint is refused
-FAILED_PRECONDITION after the checkpoint verified.
+RestorePod loads the stream into the machine it was saved from (``saved_vm.py``,
+``boot.py:_boot_saved``): designed from the new pod's config, refused when that gives
+another template shape; the guest then takes the new pod's address and MAC, and its
+containers run on under their saved IDs (``keeps_container_ids``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.guest_image import load_guest_image
 from vmcri.handlers.vm.layout import GUEST_ROOTFS
 from vmcri.handlers.vm.options import VmOptions
-from vmcri.handlers.vm.saved_vm import SavedPod, SavedVm, parse
+from vmcri.handlers.vm.saved_vm import TEMPLATE, SavedPod, SavedVm, parse
 from vmcri.handlers.vm.snapshot import (
     MEMORY_FILE,
     DomainMonitor,
@@ -143,7 +143,7 @@ class VmCheckpointer:
             vm = parse(manifest.handler_facts)
         except InvalidArgument as exc:
             return Refusal("FAILED_PRECONDITION", exc.message)
-        if vm.start != "restored":
+        if vm.machine != TEMPLATE:
             return Refusal("FAILED_PRECONDITION", COLD_REASON)
         return None
 

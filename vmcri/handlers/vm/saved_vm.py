@@ -24,6 +24,9 @@ from vmcri.errors import InvalidArgument
 from vmcri.handlers.vm.disks import MAX_LUN, WRITABLE_LUN
 
 WRITABLE = "writable"
+# A template clone's design: a VM restored from a template, or from a checkpoint.
+TEMPLATE = "template"
+COLD = "cold"
 _CHAIN_HEX = re.compile(r"^[0-9a-f]{64}$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _MAX_FACT = 64 << 10
@@ -33,14 +36,14 @@ _MAX_FACT = 64 << 10
 class SavedVm:
     """The machine a checkpoint's stream loads into."""
 
-    start: str  # "restored" (from a template: its RAM block and devices) or "cold"
+    machine: str  # TEMPLATE (a template's RAM block and devices) or COLD (a cold boot's)
     shape: dict[str, object]  # template.Shape as a dict: what the new pod must design
     disks: dict[int, str]  # LUN -> WRITABLE or the layer's chain ID (hex)
     mac: str  # the NIC's MAC in the saved guest ("" without a NIC)
 
     def facts(self) -> dict[str, str]:
         return {
-            "start": self.start,
+            "machine": self.machine,
             "shape": json.dumps(self.shape, sort_keys=True),
             "disks": json.dumps({str(lun): what for lun, what in sorted(self.disks.items())}),
             "mac": self.mac,
@@ -52,11 +55,13 @@ class SavedVm:
 
 def parse(facts: Mapping[str, str]) -> SavedVm:
     """The checkpoint's VM facts, each checked. Raises InvalidArgument naming the fact."""
-    for key in ("start", "shape", "disks", "mac"):
+    for key in ("machine", "shape", "disks", "mac"):
         if key not in facts or len(facts[key]) > _MAX_FACT:
             raise InvalidArgument(f"path: the checkpoint's VM fact {key!r} is missing or too long")
-    if facts["start"] not in ("restored", "cold"):
-        raise InvalidArgument(f"path: the checkpoint's VM start {facts['start'][:20]!r} is unknown")
+    if facts["machine"] not in (TEMPLATE, COLD):
+        raise InvalidArgument(
+            f"path: the checkpoint's VM machine {facts['machine'][:20]!r} is unknown"
+        )
     try:
         shape = json.loads(facts["shape"])
         raw_disks = json.loads(facts["disks"])
@@ -77,7 +82,7 @@ def parse(facts: Mapping[str, str]) -> SavedVm:
     mac = facts["mac"]
     if mac and not _MAC.match(mac):
         raise InvalidArgument("path: the checkpoint's VM MAC is not valid")
-    return SavedVm(facts["start"], shape, disks, mac)
+    return SavedVm(facts["machine"], shape, disks, mac)
 
 
 def shape_dict(shape: object) -> dict[str, object]:

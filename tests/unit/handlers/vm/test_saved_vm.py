@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from vmcri.errors import InvalidArgument
-from vmcri.handlers.vm.saved_vm import WRITABLE, SavedVm, parse
+from vmcri.handlers.vm.saved_vm import TEMPLATE, WRITABLE, SavedVm, parse
 
 CHAIN = "ab" * 32
 GOOD = SavedVm(
-    "restored", {"memory_mib": 416, "vcpus": 1}, {0: WRITABLE, 1: CHAIN}, "0a:58:0a:fa:00:05"
+    TEMPLATE, {"memory_mib": 416, "vcpus": 1}, {0: WRITABLE, 1: CHAIN}, "0a:58:0a:fa:00:05"
 )
 
 
@@ -29,7 +29,7 @@ def test_the_facts_a_save_records_parse_back_the_same() -> None:
         ("disks", '{"-1": "' + CHAIN + '"}', "-1"),
         ("disks", '["' + CHAIN + '"]', "not objects"),
         ("shape", "not json", "not JSON"),
-        ("start", "template", "unknown"),
+        ("machine", "restored", "unknown"),
         ("mac", "0a:58:0a:fa:00:05; rm -rf /", "MAC"),
         ("shape", "x" * (70 << 10), "too long"),
     ],

@@ -98,7 +98,7 @@ def test_a_handler_sharing_over_virtio_fs_cannot_checkpoint(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
-    ("here", "said"), [("g2", "this node's is 'g2'"), ("g1", "VM fact 'start' is missing")]
+    ("here", "said"), [("g2", "this node's is 'g2'"), ("g1", "VM fact 'machine' is missing")]
 )
 def test_a_vm_checkpoint_is_refused_for_restore_saying_why(
     tmp_path: Path, here: str, said: str
