@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from vmcri.errors import (
-    AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -31,6 +30,7 @@ from vmcri.errors import (
     VmcriError,
 )
 from vmcri.handlers.base import SandboxBackend
+from vmcri.handlers.checkpointer import RestoredContainer
 from vmcri.ids import could_name, new_id
 from vmcri.model import ContainerConfig, Resources
 from vmcri.runtime import identity
@@ -74,10 +74,11 @@ class ContainerFilter:
 @dataclass(frozen=True)
 class Restoring:
     """A checkpoint's container being restored: the ID it keeps ("": a new one), and what
-    brings it back in its restored sandbox (returns its runtime facts)."""
+    brings it back in its restored sandbox (its runtime facts and pid; it stays CREATED
+    until the caller marks it RUNNING)."""
 
     id: str
-    bring_back: Callable[[SandboxRecord, ContainerRecord], dict[str, str]]
+    bring_back: Callable[[SandboxRecord, ContainerRecord], RestoredContainer]
 
 
 class ContainerService:
@@ -113,7 +114,7 @@ class ContainerService:
 
         Raises NotFound (sandbox, image), FailedPrecondition (sandbox not ready; the
         image's signatures do not meet the pod's namespace's policy: SignatureRefused),
-        InvalidArgument (config), AlreadyExists (name taken; a restored ID in use), backend
+        InvalidArgument (config), AlreadyExists (name or, restored, ID taken), backend
         errors.
         """
         validate_container(config)
@@ -134,11 +135,6 @@ class ContainerService:
         namespace = sandbox.config.metadata.namespace
         image = self._s.images.image_for_container(config.image, namespace)
         volumes = self._image_volumes(config, namespace)
-        if restored is not None and restored.id and self._s.store.containers.find(restored.id):
-            raise AlreadyExists(
-                f"container {restored.id} of the checkpoint is still on this node: remove "
-                "the checkpointed pod before restoring it here"
-            )
         record = ContainerRecord(
             id=restored.id if restored is not None and restored.id else new_id(),
             sandbox_id=sandbox.id,
@@ -153,9 +149,11 @@ class ContainerService:
         self._s.store.containers.add(record)
         try:
             if restored is not None:
-                runtime = restored.bring_back(sandbox, record)
+                back = restored.bring_back(sandbox, record)
+                runtime, pid = back.runtime, back.pid
             else:
                 runtime = self._backend(sandbox).create_container(sandbox, record, image)
+                pid = 0
         except BaseException:
             self._s.store.containers.remove(record.id)
             self._s.nri.remove_container(record)
@@ -163,6 +161,7 @@ class ContainerService:
         record = self._s.store.containers.set_fields(
             record.id,
             runtime=runtime,
+            pid=pid,
             user=identity.container_user(config, image),
             stop_signal=identity.stop_signal(config, image),
         )

@@ -281,8 +281,9 @@ class VmBoot:
         hardware: Hardware,
         saved: SavedPod,
     ) -> tuple[DomainSpec, agent_types.SandboxFiles]:
-        """Start the pod's VM from a pod checkpoint (``saved_vm.py``): the machine it was
-        saved from, waiting for its state; the saved writable disk's data in the pod's
+        """Start the pod's VM from a pod checkpoint of a template-designed VM (the
+        checkpointer refused any other, ``saved_vm.py``): the machine it was saved from,
+        waiting for its state; the saved writable disk's data in the pod's
         own writable.img; its disks at their LUNs and its NIC (the new pod's) plugged as
         they were; then the stream; then the pod's new settings (its address, the wall
         clock, the NIC's new MAC) in the guest, which runs on with every process it had.
@@ -292,11 +293,6 @@ class VmBoot:
         """
         started = time.monotonic()
         name = domain_name(sandbox.id)
-        if saved.vm.start != "restored":
-            raise FailedPrecondition(
-                "path: the checkpointed pod's VM was cold-booted (no VM template of its "
-                "shape then); only a VM restored from a template can be loaded again"
-            )
         if WRITABLE_LUN in saved.vm.disks:
             if not layout.writable_image.is_file():
                 raise FailedPrecondition(

@@ -85,10 +85,10 @@ class VmTemplateVms:
             ).start()
 
     def _saved_shape(
-        self, sandbox_guest: GuestImage, memory_mib: int, vcpus: int, pod_limited: bool
+        self, guest: GuestImage, memory_mib: int, vcpus: int, pod_limited: bool
     ) -> dict[str, object]:
         """The shape a checkpoint of a pod of these sizes records (``saved_vm.py``)."""
-        return shape_dict(self._shape(sandbox_guest, memory_mib, vcpus, pod_limited))
+        return shape_dict(self._shape(guest, memory_mib, vcpus, pod_limited))
 
     def _check_saved_shape(
         self, saved: SavedVm, guest: GuestImage, memory_mib: int, vcpus: int, pod_limited: bool

@@ -30,7 +30,11 @@ from vmcri.checkpoint.writer import remove_tree
 from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound
 from vmcri.handlers.checkpointer import refuse
 from vmcri.ids import new_id
-from vmcri.runtime.checkpoints.checkpoint_pod import PodCheckpointRequest, checkpoint_pod
+from vmcri.runtime.checkpoints.checkpoint_pod import (
+    PodCheckpointRequest,
+    checkpoint_pod,
+    live_containers,
+)
 from vmcri.runtime.context import Services
 from vmcri.store.codec import to_jsonable
 from vmcri.store.records import ContainerState
@@ -56,10 +60,7 @@ def checkpoint_container(
         )
     sandbox = services.store.sandboxes.get(container.sandbox_id)
     handler = services.handlers.resolve(sandbox.handler)
-    live = [
-        c for c in services.store.containers_of(sandbox.id) if c.state is not ContainerState.EXITED
-    ]
-    refusal = handler.checkpointer.refusal(sandbox, live)
+    refusal = handler.checkpointer.refusal(sandbox, live_containers(services, sandbox.id))
     if refusal is not None:
         raise refuse(refusal, f"container {container.id} (handler {handler.name!r})")
     parent_fd, name = split_location(request.location, "location")

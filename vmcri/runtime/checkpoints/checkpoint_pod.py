@@ -61,9 +61,7 @@ def checkpoint_pod(
             f"pod_sandbox_id {sandbox.id}: sandbox is {sandbox.state.value}, not READY"
         )
     handler = services.handlers.resolve(sandbox.handler)
-    containers = [
-        c for c in services.store.containers_of(sandbox.id) if c.state is not ContainerState.EXITED
-    ]
+    containers = live_containers(services, sandbox.id)
     refusal = handler.checkpointer.refusal(sandbox, containers)
     if refusal is not None:
         raise refuse(refusal, f"pod sandbox {sandbox.id} (handler {handler.name!r})")
@@ -71,6 +69,13 @@ def checkpoint_pod(
         _write(services, handler, sandbox, containers, request.path, deadline)
     log.info("sandbox %s: checkpointed into %s", sandbox.id, request.path)
     return sandbox.id
+
+
+def live_containers(services: Services, sandbox_id: str) -> list[ContainerRecord]:
+    """The pod's containers a checkpoint holds: those that have not exited."""
+    return [
+        c for c in services.store.containers_of(sandbox_id) if c.state is not ContainerState.EXITED
+    ]
 
 
 def _write(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vmcri.checkpoint.deadline import Deadline
@@ -35,7 +35,7 @@ from vmcri.checkpoint.options import check_options
 from vmcri.checkpoint.paths import open_directory
 from vmcri.checkpoint.reader import VerifiedCheckpoint, verify
 from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound
-from vmcri.handlers.checkpointer import refuse
+from vmcri.handlers.checkpointer import PodCheckpointer, RestoredContainer, refuse
 from vmcri.model import ContainerConfig, PodConfig
 from vmcri.runtime.containers import ContainerService, Restoring
 from vmcri.runtime.context import Services
@@ -101,11 +101,12 @@ def _restore(
             f"path: the checkpoint is of a {manifest.backend!r} pod; handler "
             f"{handler.name!r} here runs {handler.backend_name!r} pods"
         )
-    refusal = handler.checkpointer.restorable(manifest)
+    checkpointer = handler.checkpointer
+    refusal = checkpointer.restorable(manifest)
     if refusal is not None:
         raise refuse(refusal, f"path: checkpoint of handler {handler.name!r}")
     bound = bind_configs(manifest, request.container_configs)
-    if handler.checkpointer.keeps_container_ids:
+    if checkpointer.keeps_container_ids:
         here = [s.name for s in manifest.containers if services.store.containers.find(s.id)]
         if here:
             raise FailedPrecondition(
@@ -114,7 +115,6 @@ def _restore(
                 "or restore it on another node"
             )
     deadline.check("verifying the checkpoint")
-    checkpointer = handler.checkpointer
     namespace = request.config.metadata.namespace
     images = [services.images.image_for_container(c.image, namespace) for _, c in bound]
     sandbox_id = pods.run(
@@ -122,38 +122,20 @@ def _restore(
         handler.name,
         start=lambda record: checkpointer.restore_sandbox(record, source, deadline, images),
     )
-
-    def kept(saved: SavedContainer) -> str:
-        return saved.id if checkpointer.keeps_container_ids else ""
-
     try:
         for saved, config in bound:
             deadline.check(f"restoring container {saved.name}")
             config = _carry_restart_count(config, saved)
-            pids: list[int] = []
-
-            def bring_back(
-                sandbox: SandboxRecord,
-                record: ContainerRecord,
-                saved: SavedContainer = saved,
-                pids: list[int] = pids,
-            ) -> dict[str, str]:
-                if saved.log_file:
-                    continue_log(record.log_path, source.read(saved.log_file))
-                back = checkpointer.restore_container(sandbox, record, saved, source, deadline)
-                pids.append(back.pid)
-                return back.runtime
-
+            kept = saved.id if checkpointer.keeps_container_ids else ""
+            bring_back = _bring_back(checkpointer, saved, source, deadline)
             with services.nri.restoring():
                 container_id = containers.create(
-                    sandbox_id, config, restored=Restoring(kept(saved), bring_back)
+                    sandbox_id, config, restored=Restoring(kept, bring_back)
                 )
             sandbox = services.store.sandboxes.get(sandbox_id)
             # A plugin's refusal still fails the restore (the whole pod goes again).
             services.nri.start_container(sandbox, services.store.containers.get(container_id))
-            services.nri.post_start_container(
-                sandbox, _mark_running(services, container_id, pids[0])
-            )
+            services.nri.post_start_container(sandbox, _mark_running(services, container_id))
     except BaseException as exc:
         log.info("restore into sandbox %s failed, removing it: %s", sandbox_id, exc)
         pods.remove(sandbox_id)
@@ -196,14 +178,30 @@ def _carry_restart_count(config: ContainerConfig, saved: SavedContainer) -> Cont
     return dataclasses.replace(config, annotations=annotations)
 
 
-def _mark_running(services: Services, container_id: str, pid: int) -> ContainerRecord:
+def _bring_back(
+    checkpointer: PodCheckpointer,
+    saved: SavedContainer,
+    source: VerifiedCheckpoint,
+    deadline: Deadline,
+) -> Callable[[SandboxRecord, ContainerRecord], RestoredContainer]:
+    """What brings ``saved`` back as its new record, in place of the backend's create:
+    its log's newest part first in the new log, then the handler's restore."""
+
+    def bring_back(sandbox: SandboxRecord, record: ContainerRecord) -> RestoredContainer:
+        if saved.log_file:
+            continue_log(record.log_path, source.read(saved.log_file))
+        return checkpointer.restore_container(sandbox, record, saved, source, deadline)
+
+    return bring_back
+
+
+def _mark_running(services: Services, container_id: str) -> ContainerRecord:
+    """RUNNING with the pid its restore gave it (``ContainerService.create``)."""
     now = services.clock()
 
     def running(record: ContainerRecord) -> ContainerRecord:
         if record.state is ContainerState.CREATED:
-            return dataclasses.replace(
-                record, state=ContainerState.RUNNING, pid=pid, started_at=now
-            )
+            return dataclasses.replace(record, state=ContainerState.RUNNING, started_at=now)
         return record
 
     record = services.store.containers.update(container_id, running)
