@@ -46,7 +46,8 @@ CRI_REQUEST_DURATION = Histogram(
 POD_START_DURATION = Histogram(
     "vmcri_pod_start_duration_seconds",
     "Time for RunPodSandbox's backend to make a pod ready, by handler and how it started "
-    "(cold: booted or created from nothing; restored: from a template snapshot).",
+    "(cold: booted or created from nothing; restored: from a template snapshot; "
+    "checkpoint: a RestorePod from a pod checkpoint).",
     ("handler", "start"),
     buckets=POD_START_BUCKETS,
     registry=REGISTRY,
@@ -76,6 +77,7 @@ VM_DEATHS = Counter(
 
 START_COLD = "cold"
 START_RESTORED = "restored"
+START_CHECKPOINT = "checkpoint"
 VM_DEATH_REASONS = frozenset({"shut down", "destroyed", "crashed", "failed"})
 
 
@@ -85,8 +87,11 @@ def record_rpc(method: str, code: str, seconds: float) -> None:
 
 
 def pod_started(handler: str, runtime: Mapping[str, str], seconds: float) -> None:
-    """A backend made a pod ready; ``runtime["start"] == "restored"`` marks a snapshot."""
-    start = START_RESTORED if runtime.get("start") == START_RESTORED else START_COLD
+    """A backend made a pod ready; ``runtime["start"]`` says from what (anything else or
+    nothing: cold)."""
+    start = runtime.get("start", START_COLD)
+    if start not in (START_RESTORED, START_CHECKPOINT):
+        start = START_COLD
     POD_START_DURATION.labels(handler, start).observe(seconds)
 
 

@@ -86,10 +86,13 @@ def test_pod_start_is_labelled_cold_unless_restored() -> None:
     families.pod_started("unit", {}, 1.5)
     families.pod_started("unit", {"start": "restored"}, 0.2)
     families.pod_started("unit", {"start": "anything-else"}, 0.3)
+    families.pod_started("unit", {"start": "checkpoint"}, 0.9)
     labels = {"handler": "unit", "start": "cold"}
     assert _sample("vmcri_pod_start_duration_seconds_count", labels) == 2
     restored = {"handler": "unit", "start": "restored"}
     assert _sample("vmcri_pod_start_duration_seconds_count", restored) == 1
+    checkpoint = {"handler": "unit", "start": "checkpoint"}
+    assert _sample("vmcri_pod_start_duration_seconds_count", checkpoint) == 1
 
 
 def test_failed_pull_is_not_timed() -> None:
