@@ -169,12 +169,18 @@ class FakeImages:
     def image_for_container(self, ref: str, namespace: str = "") -> ImageInfo:
         return self.image
 
+    def pull(self, ref: str, *, deadline: object = None, namespace: str = "") -> str:
+        return self.image.id
+
 
 class NoImages:
     """An image service with nothing pulled."""
 
     def image_for_container(self, ref: str, namespace: str = "") -> ImageInfo:
         raise NotFound(f"image {ref!r} is not pulled")
+
+    def pull(self, ref: str, *, deadline: object = None, namespace: str = "") -> str:
+        raise NotFound(f"image {ref!r}: no registry here")
 
 
 @dataclass

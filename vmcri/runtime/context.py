@@ -9,6 +9,7 @@ from typing import Protocol
 
 from vmcri.config import Config
 from vmcri.handlers.registry import HandlerRegistry
+from vmcri.images.auth import Deadline as PullDeadline
 from vmcri.model import ImageInfo
 from vmcri.network.service import PodNetworking
 from vmcri.nri.hooks import NoNri, NriHooks
@@ -24,6 +25,11 @@ class ImageSource(Protocol):
     def image_for_container(self, ref: str, namespace: str = "") -> ImageInfo:
         """The pulled image named by ``ref`` (tag, digest or ID), if the signature policy
         of ``namespace`` accepts it; raises NotFound, SignatureRefused."""
+        ...
+
+    def pull(self, ref: str, *, deadline: PullDeadline | None = None, namespace: str = "") -> str:
+        """Pull ``ref`` without credentials (a RestorePod whose image is not here); its ID.
+        Raises like ``vmcri.images.service.ImageService.pull``."""
         ...
 
 

@@ -42,6 +42,7 @@ from vmcri.handlers.vm.domain import (
 from vmcri.handlers.vm.grow import PodLocks
 from vmcri.handlers.vm.growth import VmGrowth
 from vmcri.handlers.vm.guest_image import GuestImage, load_guest_image
+from vmcri.handlers.vm.host_cpu import host_cpu
 from vmcri.handlers.vm.hypervisor import Hypervisor, LibvirtHypervisor, wait_until
 from vmcri.handlers.vm.image_volumes import mount_image_volumes
 from vmcri.handlers.vm.layout import (
@@ -278,6 +279,11 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
             }
         )
 
+    @property
+    def share_driver(self) -> str:
+        """ "9p" or "virtiofs": how this backend's pods get their volumes."""
+        return self._share_driver
+
     def saved_machine(self, sandbox: SandboxRecord) -> SavedVm:
         """What a checkpoint of the running pod must record of its VM (``saved_vm.py``).
         Raises HypervisorError, FailedPrecondition (no guest image)."""
@@ -291,7 +297,8 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
         plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
         # Restored from a template or from a checkpoint: either way a template clone's design.
         machine = COLD if sandbox.runtime.get("start") == "cold" else TEMPLATE
-        return SavedVm(machine, shape, disks, plan.nic.mac if plan else "")
+        cpu = host_cpu() if shape.get("domain_type") == "kvm" else ""
+        return SavedVm(machine, shape, disks, plan.nic.mac if plan else "", cpu)
 
     def adopt_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
         """A container the restored guest runs already (under the checkpoint's ID): its

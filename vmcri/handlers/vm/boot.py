@@ -46,7 +46,7 @@ from vmcri.handlers.vm.launcher import VIRTIOFSD, launcher_path
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.render import render_domain, render_nic
-from vmcri.handlers.vm.saved_vm import SavedPod
+from vmcri.handlers.vm.saved_vm import TEMPLATE, SavedPod
 from vmcri.handlers.vm.sizing import VmSize, boot_size, size_vm
 from vmcri.handlers.vm.spec import pod_files, shares_pid
 from vmcri.handlers.vm.template import Template, Templates
@@ -281,12 +281,13 @@ class VmBoot:
         hardware: Hardware,
         saved: SavedPod,
     ) -> tuple[DomainSpec, agent_types.SandboxFiles]:
-        """Start the pod's VM from a pod checkpoint of a template-designed VM (the
-        checkpointer refused any other, ``saved_vm.py``): the machine it was saved from,
-        waiting for its state; the saved writable disk's data in the pod's
-        own writable.img; its disks at their LUNs and its NIC (the new pod's) plugged as
-        they were; then the stream; then the pod's new settings (its address, the wall
-        clock, the NIC's new MAC) in the guest, which runs on with every process it had.
+        """Start the pod's VM from a pod checkpoint (``saved_vm.py``): the machine it was
+        saved from (a template clone's design or a cold boot's), waiting for its state;
+        the saved writable disk's data in the pod's own writable.img; its disks at their
+        LUNs and its NIC (the new pod's) plugged as they were; then the stream; then the
+        pod's new settings (its address, the wall clock, the NIC's new MAC) in the guest,
+        which runs on with every process it had (and reseeds its RNG: a new VM
+        generation ID).
 
         Raises HypervisorError, AgentUnavailable, FailedPrecondition, InvalidArgument (the
         checkpoint's data), DeadlineExceeded.
@@ -304,20 +305,11 @@ class VmBoot:
                 saved.write_writable(fd, os.fstat(fd).st_size)
             finally:
                 os.close(fd)
-        # Its RAM comes whole from the stream (zero pages as flags): an empty file, private.
-        ram = layout.disk / "checkpoint.ram"
-        fd = os.open(ram, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)  # fmt: skip
-        try:
-            os.ftruncate(fd, hardware.memory_mib << 20)
-        finally:
-            os.close(fd)
-        spec = design_domain(
-            hardware,
-            guest,
-            _host_side(sandbox.id, layout),
-            oci_runtime=self._options.oci_runtime,
-            template_memory=TemplateMemory(str(ram), shared=False, incoming=True),
+        template = saved.vm.machine == TEMPLATE
+        spec = (
+            self._saved_template_design(sandbox, layout, guest, hardware)
+            if template
+            else dataclasses.replace(self._domain_spec(sandbox, layout, guest, plan), incoming=True)
         )
         if plan is not None:
             nic.plug(self._taps, plan)
@@ -326,7 +318,8 @@ class VmBoot:
         disks = {lun: layout.writable_image for lun in saved.vm.disks if lun == WRITABLE_LUN}
         self._disks.attach_at(name, {**disks, **saved.layers})
         if plan is not None:
-            self._hypervisor.attach_device(name, render_nic(plan.nic))
+            if template:  # a template clone's NIC was hotplugged; a cold boot's is in the XML
+                self._hypervisor.attach_device(name, render_nic(plan.nic))
             nic.attach(self._taps, plan)
         saved.load(name)
         loaded = time.monotonic()
@@ -345,6 +338,26 @@ class VmBoot:
             },
         )
         return spec, files
+
+    def _saved_template_design(
+        self, sandbox: SandboxRecord, layout: SandboxLayout, guest: GuestImage, hardware: Hardware
+    ) -> DomainSpec:
+        """A template clone's domain waiting for a checkpoint's stream. Its RAM comes
+        whole from the stream (zero pages as flags): a private map of an empty file."""
+        ram = layout.disk / "checkpoint.ram"
+        fd = os.open(ram, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)  # fmt: skip
+        try:
+            os.ftruncate(fd, hardware.memory_mib << 20)
+        finally:
+            os.close(fd)
+        return design_domain(
+            hardware,
+            guest,
+            _host_side(sandbox.id, layout),
+            oci_runtime=self._options.oci_runtime,
+            template_memory=TemplateMemory(str(ram), shared=False, incoming=True),
+        )
 
     def _attach_writable(self, name: str, layout: SandboxLayout) -> int | None:
         """Hotplug the pod's writable disk (once, when the pod has one); returns its LUN.

@@ -35,9 +35,10 @@ from vmcri.handlers.base import SandboxBackend, SandboxStarted
 from vmcri.handlers.checkpointer import PodCheckpointer, Refusal, RestoredContainer, SavedState
 from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm.guest_image import load_guest_image
+from vmcri.handlers.vm.host_cpu import host_cpu
 from vmcri.handlers.vm.layout import GUEST_ROOTFS
 from vmcri.handlers.vm.options import VmOptions
-from vmcri.handlers.vm.saved_vm import TEMPLATE, SavedPod, SavedVm, parse
+from vmcri.handlers.vm.saved_vm import SavedPod, SavedVm, parse
 from vmcri.handlers.vm.snapshot import (
     MEMORY_FILE,
     DomainMonitor,
@@ -52,22 +53,24 @@ from vmcri.model import ImageInfo
 from vmcri.store.records import ContainerRecord, SandboxRecord
 
 VIRTIOFS_REASON = (
-    "this handler shares pods' volumes over virtio-fs (options.shared_fs), and QEMU cannot "
-    "save a VM with a vhost-user-fs device"
+    'this handler shares pods\' volumes over virtio-fs (options.shared_fs, or "auto" with a '
+    "virtiofsd on the node and templates off), and QEMU cannot save a VM with a vhost-user-fs "
+    'device; options.shared_fs = "9p" makes its pods savable'
 )
 VOLUME_REASON = (
     "QEMU cannot save this pod's VM: {reasons}. A VM pod is saved whole only while no "
     "container mounts a volume from the host (the guest then mounts the pod's 9p share, "
     "which QEMU cannot migrate); here {volumes}"
 )
-COLD_REASON = (
-    "the checkpointed pod's VM was cold-booted (no VM template of its shape was ready), "
-    "and only a VM restored from a template can be loaded again here"
-)
 
 
 class PodVms(Protocol):
     """What the checkpointer needs of the VM backend (``VmBackend``)."""
+
+    @property
+    def share_driver(self) -> str:
+        """ "9p" or "virtiofs": how the backend's pods get their volumes."""
+        ...
 
     def saved_machine(self, sandbox: SandboxRecord) -> SavedVm: ...
 
@@ -89,7 +92,7 @@ class VmCheckpointer:
         self._vms = vms
 
     def unavailable(self) -> Refusal | None:
-        if self._options.shared_fs == "virtiofs":
+        if self._vms.share_driver == "virtiofs":
             return Refusal("FAILED_PRECONDITION", VIRTIOFS_REASON)
         return None
 
@@ -105,6 +108,8 @@ class VmCheckpointer:
             return Refusal("FAILED_PRECONDITION", f"the pod's VM cannot be read: {exc.message}")
         if not reasons:
             return None
+        if self._vms.share_driver == "virtiofs":
+            return Refusal("FAILED_PRECONDITION", f"{VIRTIOFS_REASON}: {'; '.join(reasons)}")
         volumes = [
             f"container {c.config.metadata.name!r} mounts {m.container_path!r}"
             + (f" (image {m.image!r})" if m.image else f" (host path {m.host_path!r})")
@@ -143,8 +148,8 @@ class VmCheckpointer:
             vm = parse(manifest.handler_facts)
         except InvalidArgument as exc:
             return Refusal("FAILED_PRECONDITION", exc.message)
-        if vm.machine != TEMPLATE:
-            return Refusal("FAILED_PRECONDITION", COLD_REASON)
+        if mismatch := vm.cpu_mismatch(host_cpu()):
+            return Refusal("FAILED_PRECONDITION", mismatch)
         return None
 
     def restore_sandbox(

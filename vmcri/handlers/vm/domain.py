@@ -110,9 +110,9 @@ class DomainSpec:
     emulator: str = ""  # QEMU (the launcher's, ``launcher.py``); "": libvirt's default
     tcg_cache_mib: int = 0  # > 0: cap QEMU's translated-code cache (software emulation)
     nic: Nic | None = None  # None: no network device (host-network pods, no CNI)
-    # VM templates (template.py): RAM in a file, a VM generation ID (the guest reseeds its
-    # RNG when it changes, i.e. on every restore) and spare ports for the NIC hotplugged
-    # after a restore. Template and clones must have the very same devices.
+    # VM templates (template.py): RAM in a file and spare ports for the NIC hotplugged
+    # after a restore. Template and clones must have the very same devices. (Every VM has
+    # a VM generation ID, templates/domain.xml.j2: the guest reseeds its RNG on a restore.)
     template_memory: TemplateMemory | None = None
     # Growth (sizing.py): vCPUs up to this maximum (0: no more), hotplugged or present from
     # boot (``plugs_vcpus``), and a virtio-mem region of this size beyond the boot RAM.
@@ -121,6 +121,9 @@ class DomainSpec:
     # The virtio-scsi controller the pod's writable and layer disks are hotplugged onto
     # (``disks.py``): every pod VM has one, a template too (its clones' disks come later).
     scsi: bool = False
+    # Start paused, waiting for a saved state (``-incoming defer``): a pod checkpoint's
+    # stream for a cold-booted design; a template clone says so in ``template_memory``.
+    incoming: bool = False
 
     @property
     def vcpu_max(self) -> int:
@@ -129,10 +132,6 @@ class DomainSpec:
     @property
     def plugs_vcpus(self) -> bool:
         return plugs_vcpus(self.domain_type)
-
-    @property
-    def genid(self) -> bool:
-        return self.template_memory is not None
 
     @property
     def hotplug_ports(self) -> int:
@@ -169,7 +168,7 @@ class DomainSpec:
                 "node=0,requested-size=0,unplugged-inaccessible=on,"
                 f"bus=pcie.0,addr={VIRTIO_MEM_SLOT}",
             ]  # fmt: skip
-        if memory is not None and memory.incoming:
+        if self.incoming or (memory is not None and memory.incoming):
             args += ["-incoming", "defer"]
         return tuple(args)
 

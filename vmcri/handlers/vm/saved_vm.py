@@ -40,6 +40,7 @@ class SavedVm:
     shape: dict[str, object]  # template.Shape as a dict: what the new pod must design
     disks: dict[int, str]  # LUN -> WRITABLE or the layer's chain ID (hex)
     mac: str  # the NIC's MAC in the saved guest ("" without a NIC)
+    cpu: str = ""  # under KVM: the host's CPU (host_cpu.py), which the guest saw whole
 
     def facts(self) -> dict[str, str]:
         return {
@@ -47,7 +48,18 @@ class SavedVm:
             "shape": json.dumps(self.shape, sort_keys=True),
             "disks": json.dumps({str(lun): what for lun, what in sorted(self.disks.items())}),
             "mac": self.mac,
+            "cpu": self.cpu,
         }
+
+    def cpu_mismatch(self, here: str) -> str | None:
+        """Why a KVM guest saved on another CPU cannot load on this host's ``here``."""
+        if self.shape.get("domain_type") != "kvm" or self.cpu == here:
+            return None
+        return (
+            f"the checkpoint's KVM guest ran on CPU {self.cpu[:200]!r}, this host's is "
+            f"{here!r}: a guest that sees the host's CPU whole (host-passthrough) cannot "
+            "move between different ones"
+        )
 
     def layers(self) -> dict[int, str]:
         return {lun: what for lun, what in self.disks.items() if what != WRITABLE}
@@ -55,7 +67,7 @@ class SavedVm:
 
 def parse(facts: Mapping[str, str]) -> SavedVm:
     """The checkpoint's VM facts, each checked. Raises InvalidArgument naming the fact."""
-    for key in ("machine", "shape", "disks", "mac"):
+    for key in ("machine", "shape", "disks", "mac", "cpu"):
         if key not in facts or len(facts[key]) > _MAX_FACT:
             raise InvalidArgument(f"path: the checkpoint's VM fact {key!r} is missing or too long")
     if facts["machine"] not in (TEMPLATE, COLD):
@@ -82,7 +94,7 @@ def parse(facts: Mapping[str, str]) -> SavedVm:
     mac = facts["mac"]
     if mac and not _MAC.match(mac):
         raise InvalidArgument("path: the checkpoint's VM MAC is not valid")
-    return SavedVm(facts["machine"], shape, disks, mac)
+    return SavedVm(facts["machine"], shape, disks, mac, facts["cpu"])
 
 
 def shape_dict(shape: object) -> dict[str, object]:

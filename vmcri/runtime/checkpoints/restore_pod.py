@@ -36,7 +36,8 @@ from vmcri.checkpoint.paths import open_directory
 from vmcri.checkpoint.reader import VerifiedCheckpoint, verify
 from vmcri.errors import FailedPrecondition, InvalidArgument, NotFound
 from vmcri.handlers.checkpointer import PodCheckpointer, RestoredContainer, refuse
-from vmcri.model import ContainerConfig, PodConfig
+from vmcri.images.auth import Deadline as PullDeadline
+from vmcri.model import ContainerConfig, ImageInfo, PodConfig
 from vmcri.runtime.containers import ContainerService, Restoring
 from vmcri.runtime.context import Services
 from vmcri.runtime.events import ContainerEvent, EventType
@@ -116,7 +117,7 @@ def _restore(
             )
     deadline.check("verifying the checkpoint")
     namespace = request.config.metadata.namespace
-    images = [services.images.image_for_container(c.image, namespace) for _, c in bound]
+    images = [_image_here(services, c.image, namespace, deadline) for _, c in bound]
     sandbox_id = pods.run(
         request.config,
         handler.name,
@@ -176,6 +177,18 @@ def _carry_restart_count(config: ContainerConfig, saved: SavedContainer) -> Cont
     metadata.attempt stays kubelet's (kubelet names the new pod's containers by it)."""
     annotations = {**config.annotations, RESTART_COUNT_ANNOTATION: str(saved.restart_count)}
     return dataclasses.replace(config, annotations=annotations)
+
+
+def _image_here(services: Services, ref: str, namespace: str, deadline: Deadline) -> ImageInfo:
+    """The image a container config names, pulled first (without credentials) when this
+    node does not have it: a checkpoint restored on another node finds its images there.
+    Raises like ``ImageService.pull`` and ``image_for_container``."""
+    try:
+        return services.images.image_for_container(ref, namespace)
+    except NotFound:
+        log.info("restore: image %s is not here, pulling it", ref)
+    services.images.pull(ref, deadline=PullDeadline(deadline.at), namespace=namespace)
+    return services.images.image_for_container(ref, namespace)
 
 
 def _bring_back(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,7 +46,14 @@ class Monitor:
         self.commands.append("getfd")
 
 
-NO_VMS = cast(PodVms, object())  # never reached: refused, or the QMP fake answers
+@dataclass
+class Vms:
+    """The backend as the checkpointer's refusals see it (saves and restores not here)."""
+
+    share_driver: str = "9p"
+
+
+NO_VMS = cast(PodVms, Vms())
 
 
 def _guest(tmp_path: Path, version: str) -> VmOptions:
@@ -92,9 +99,13 @@ def test_a_pod_whose_guest_never_mounted_its_share_may_be_checkpointed(tmp_path:
 
 
 def test_a_handler_sharing_over_virtio_fs_cannot_checkpoint(tmp_path: Path) -> None:
-    options = dataclasses.replace(_guest(tmp_path, "g1"), shared_fs="virtiofs")
-    refusal = VmCheckpointer(Monitor(""), options, NO_VMS).unavailable()
+    virtiofs = cast(PodVms, Vms("virtiofs"))
+    checkpointer = VmCheckpointer(Monitor("", blocked=(MOUNTED,)), _guest(tmp_path, "g1"), virtiofs)
+    refusal = checkpointer.unavailable()
     assert refusal is not None and "virtio-fs" in refusal.reason
+    refusal = checkpointer.refusal(_sandbox(), [_container()])
+    assert refusal is not None and "virtio-fs" in refusal.reason
+    assert "shared_fs" in refusal.reason and "mounts" not in refusal.reason
 
 
 @pytest.mark.parametrize(
