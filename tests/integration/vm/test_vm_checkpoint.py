@@ -378,3 +378,63 @@ def test_a_cold_booted_vm_pod_checkpoint_restores(
             what="the restored server to receive more",
         )
         _runs_on(_received(cold, "cold-restored"), at_checkpoint)
+
+
+MIB = 1 << 20
+
+
+def _limits(memory_mib: int) -> pb.LinuxContainerResources:
+    return pb.LinuxContainerResources(
+        cpu_period=100000, cpu_quota=100000, memory_limit_in_bytes=memory_mib * MIB
+    )
+
+
+def _size(env: VmEnv, sandbox_id: str) -> tuple[int, int]:
+    facts = env.runtime_info(sandbox_id)
+    return int(facts["memory_mib"]), int(facts["vcpus"])
+
+
+def _mem_total(env: VmEnv, container_id: str) -> int:
+    request = pb.ExecSyncRequest(
+        container_id=container_id, cmd=["sh", "-c", "grep MemTotal /proc/meminfo"], timeout=60
+    )
+    return int(env.runtime.ExecSync(request, timeout=90).stdout.split()[1]) * 1024
+
+
+def test_a_grown_vm_pod_restores_at_its_size_and_grows_on(env: VmEnv, tmp_path: Path) -> None:
+    """A container above the VM's boot size grew it (virtio-mem memory): the restored pod
+    is that size, as the guest is, reports it, and grows from there."""
+    sandbox_id, pod = env.run_pod("grown")
+    linux = pb.LinuxContainerConfig(resources=_limits(600))
+    app = env.create(sandbox_id, pod, "app", ["sleep", "1000"], linux=linux)
+    env.start(app)
+    grown = _size(env, sandbox_id)
+    assert grown[0] > 600  # its memory grew (virtio-mem) for the container's limit
+    total = _mem_total(env, app)
+    _checkpoint(env, sandbox_id, tmp_path)
+    env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+    env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+
+    new_pod = _new_pod(env, "grown-restored")
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="app"),
+        image=pb.ImageSpec(image=env.image),
+        command=["sleep", "1000"],
+        log_path="app.log",
+        linux=linux,
+    )
+    request = pb.RestorePodRequest(path=str(tmp_path), config=new_pod, container_configs=[config])
+    restored = env.runtime.RestorePod(request, timeout=180).pod_sandbox_id
+    env.sandboxes.append(restored)
+    assert _size(env, restored) == grown
+    assert _mem_total(env, app) == total
+    stats = env.runtime.ContainerStats(pb.ContainerStatsRequest(container_id=app), timeout=60)
+    assert stats.stats.memory.working_set_bytes.value > 0
+
+    env.runtime.UpdateContainerResources(
+        pb.UpdateContainerResourcesRequest(container_id=app, linux=_limits(900)), timeout=120
+    )
+    assert _size(env, restored) == (grown[0] + 300, grown[1])
+    assert _mem_total(env, app) - total == 300 * MIB
+    env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=restored), timeout=120)
+    env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=restored), timeout=120)

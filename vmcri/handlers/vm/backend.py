@@ -55,7 +55,7 @@ from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.placement import VmPlacement
 from vmcri.handlers.vm.pod_dirs import VmPodDirs
 from vmcri.handlers.vm.saved_vm import COLD, TEMPLATE, WRITABLE, SavedPod, SavedVm
-from vmcri.handlers.vm.sizing import check_overhead, size_vm
+from vmcri.handlers.vm.sizing import VmSize, check_overhead, size_vm
 from vmcri.handlers.vm.spec import container_spec, pod_files, target_of
 from vmcri.handlers.vm.template_vms import VmTemplateVms
 from vmcri.handlers.vm.volumes import mount_volumes
@@ -232,11 +232,13 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
             memory_mib, vcpus = size_vm([], sandbox.config.resources, self._options)
             check_overhead(sandbox, self._options)
             limited = pod_memory_limited(sandbox)
+            booted = self._boot_size(memory_mib, vcpus, limited)
             if saved is None:
                 template = self._template_for(guest, memory_mib, vcpus, limited)
             else:
                 self._check_saved_shape(saved.vm, guest, memory_mib, vcpus, limited)
-            most = self._boot_size(memory_mib, vcpus, limited).max_memory_mib
+                grown = saved.vm.grown(booted)  # checked before anything is made
+            most = booted.max_memory_mib
             self._placements[sandbox.id] = self._cgroups.prepare(sandbox, most)
             layer_mib = self._prepare_dirs(layout)
             plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
@@ -262,7 +264,7 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
                 "agent_url": self._agent_url(sandbox.id),
                 "guest_version": guest.version,
                 "accel": spec.domain_type,
-                **started_size(spec).runtime(),
+                **(grown if saved else started_size(spec)).runtime(),
                 **self._placements[sandbox.id].runtime(),
                 "start": "checkpoint"
                 if saved is not None
@@ -298,7 +300,9 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
         # Restored from a template or from a checkpoint: either way a template clone's design.
         machine = COLD if sandbox.runtime.get("start") == "cold" else TEMPLATE
         cpu = host_cpu() if shape.get("domain_type") == "kvm" else ""
-        return SavedVm(machine, shape, disks, plan.nic.mac if plan else "", cpu)
+        size = VmSize.from_runtime(sandbox.runtime)
+        now = (size.memory_mib, size.vcpus) if size is not None else (memory_mib, vcpus)
+        return SavedVm(machine, shape, disks, plan.nic.mac if plan else "", cpu, *now)
 
     def adopt_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int:
         """A container the restored guest runs already (under the checkpoint's ID): its

@@ -14,6 +14,7 @@ The checkpoint is data, not code: :func:`parse` checks every fact before any is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from vmcri.errors import InvalidArgument
 from vmcri.handlers.vm.disks import MAX_LUN, WRITABLE_LUN
+from vmcri.handlers.vm.sizing import VmSize
 
 WRITABLE = "writable"
 # A template clone's design: a VM restored from a template, or from a checkpoint.
@@ -41,6 +43,8 @@ class SavedVm:
     disks: dict[int, str]  # LUN -> WRITABLE or the layer's chain ID (hex)
     mac: str  # the NIC's MAC in the saved guest ("" without a NIC)
     cpu: str = ""  # under KVM: the host's CPU (host_cpu.py), which the guest saw whole
+    memory_mib: int = 0  # its size when saved (grown past its boot size, maybe): RAM now
+    vcpus: int = 0  # and vCPUs online
 
     def facts(self) -> dict[str, str]:
         return {
@@ -49,6 +53,7 @@ class SavedVm:
             "disks": json.dumps({str(lun): what for lun, what in sorted(self.disks.items())}),
             "mac": self.mac,
             "cpu": self.cpu,
+            "size": f"{self.memory_mib}/{self.vcpus}",
         }
 
     def cpu_mismatch(self, here: str) -> str | None:
@@ -61,13 +66,28 @@ class SavedVm:
             "move between different ones"
         )
 
+    def grown(self, booted: VmSize) -> VmSize:
+        """``booted`` (the restored VM's design) at the size the saved guest had grown to:
+        its plugged memory and online vCPUs come back with its state. InvalidArgument
+        when that size does not fit the machine (a checkpoint edited to claim more)."""
+        if not (
+            booted.boot_memory_mib <= self.memory_mib <= booted.max_memory_mib
+            and 1 <= self.vcpus <= booted.max_vcpus
+        ):
+            raise InvalidArgument(
+                f"path: the checkpoint's VM size {self.memory_mib} MiB/{self.vcpus} vCPU does "
+                f"not fit its machine (at most {booted.max_memory_mib} MiB/"
+                f"{booted.max_vcpus} vCPU)"
+            )
+        return dataclasses.replace(booted, memory_mib=self.memory_mib, vcpus=self.vcpus)
+
     def layers(self) -> dict[int, str]:
         return {lun: what for lun, what in self.disks.items() if what != WRITABLE}
 
 
 def parse(facts: Mapping[str, str]) -> SavedVm:
     """The checkpoint's VM facts, each checked. Raises InvalidArgument naming the fact."""
-    for key in ("machine", "shape", "disks", "mac", "cpu"):
+    for key in ("machine", "shape", "disks", "mac", "cpu", "size"):
         if key not in facts or len(facts[key]) > _MAX_FACT:
             raise InvalidArgument(f"path: the checkpoint's VM fact {key!r} is missing or too long")
     if facts["machine"] not in (TEMPLATE, COLD):
@@ -94,7 +114,10 @@ def parse(facts: Mapping[str, str]) -> SavedVm:
     mac = facts["mac"]
     if mac and not _MAC.match(mac):
         raise InvalidArgument("path: the checkpoint's VM MAC is not valid")
-    return SavedVm(facts["machine"], shape, disks, mac, facts["cpu"])
+    memory, _, vcpus = facts["size"].partition("/")
+    if not memory.isdigit() or not vcpus.isdigit() or len(facts["size"]) > 24:
+        raise InvalidArgument("path: the checkpoint's VM size is not valid")
+    return SavedVm(facts["machine"], shape, disks, mac, facts["cpu"], int(memory), int(vcpus))
 
 
 def shape_dict(shape: object) -> dict[str, object]:
