@@ -438,3 +438,43 @@ def test_a_grown_vm_pod_restores_at_its_size_and_grows_on(env: VmEnv, tmp_path: 
     assert _mem_total(env, app) - total == 300 * MIB
     env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=restored), timeout=120)
     env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=restored), timeout=120)
+
+
+def test_two_pods_restored_from_one_checkpoint_do_not_share_randomness(
+    env: VmEnv, tmp_path: Path
+) -> None:
+    """Both guests start from the very same kernel state, its random number generator's
+    included: each sees a new VM generation ID and reseeds, so their first random bytes
+    after the restore differ."""
+    sandbox_id, pod = env.run_pod("seed")
+    app = env.create(sandbox_id, pod, "app", ["sleep", "1000"])
+    env.start(app)
+    _checkpoint(env, sandbox_id, tmp_path)
+    env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+    env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+    draws = []
+    for name in ("seed-a", "seed-b"):
+        new_pod = _new_pod(env, name)
+        config = pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name="app"),
+            image=pb.ImageSpec(image=env.image),
+            command=["sleep", "1000"],
+        )
+        request = pb.RestorePodRequest(
+            path=str(tmp_path), config=new_pod, container_configs=[config]
+        )
+        restored = env.runtime.RestorePod(request, timeout=180).pod_sandbox_id
+        env.sandboxes.append(restored)
+        draw = pb.ExecSyncRequest(
+            container_id=app,
+            cmd=["sh", "-c", "busybox head -c 32 /dev/urandom | busybox od -An -tx1"],
+            timeout=60,
+        )
+        reply = env.runtime.ExecSync(draw, timeout=90)
+        assert reply.exit_code == 0 and len(reply.stdout.split()) == 32
+        draws.append(reply.stdout)
+        stop = pb.StopPodSandboxRequest(pod_sandbox_id=restored)
+        env.runtime.StopPodSandbox(stop, timeout=120)
+        remove = pb.RemovePodSandboxRequest(pod_sandbox_id=restored)
+        env.runtime.RemovePodSandbox(remove, timeout=120)
+    assert draws[0] != draws[1]
