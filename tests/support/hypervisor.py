@@ -51,7 +51,7 @@ class FakeHypervisor:
     def version(self) -> str:
         return "fake-1"
 
-    def save_state(self, name: str, target: Path, channel: Path, timeout_s: float) -> None:
+    def save_state(self, name: str, target: Path, timeout_s: float) -> None:
         raise HypervisorError("the fake hypervisor saves nothing")
 
     def restore(
@@ -59,7 +59,6 @@ class FakeHypervisor:
         name: str,
         xml: str,
         state: Path,
-        channel: Path,
         timeout_s: float,
         before_run: BeforeRun | None = None,
     ) -> None:

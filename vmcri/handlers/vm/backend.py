@@ -376,7 +376,7 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
             )  # fmt: skip
             if volumes or views:
                 self._mount_share(sandbox)
-            luns = self._disks.attach_layers(domain_name(sandbox.id), disks)
+            luns = self._disks.attach_layers(domain_name(sandbox.id), disks, layout.layer_links)
             self._containers.create(sandbox, container, spec, layer_luns=luns)
         except BaseException:
             self._release_container(sandbox, cid)

@@ -241,7 +241,6 @@ class VmBoot:
                 name,
                 render_domain(spec),
                 template.state,
-                layout.incoming_socket,
                 RESTORE_TIMEOUT_S,
                 self._placer(sandbox.id),
             )
@@ -316,7 +315,7 @@ class VmBoot:
         # Waits for the stream; the "cont" libvirt sends makes it run once that is in.
         self._hypervisor.start(name, render_domain(spec), self._placer(sandbox.id))
         disks = {lun: layout.writable_image for lun in saved.vm.disks if lun == WRITABLE_LUN}
-        self._disks.attach_at(name, {**disks, **saved.layers})
+        self._disks.attach_at(name, {**disks, **saved.layers}, layout.layer_links)
         if plan is not None:
             if template:  # a template clone's NIC was hotplugged; a cold boot's is in the XML
                 self._hypervisor.attach_device(name, render_nic(plan.nic))
@@ -412,7 +411,6 @@ class VmBoot:
         except VmcriError as exc:
             log.error("sandbox %s: NIC removal failed: %s", sandbox.id, exc.message)
         layout.agent_socket.unlink(missing_ok=True)
-        layout.incoming_socket.unlink(missing_ok=True)
 
 
 def _host_side(sandbox_id: str, layout: SandboxLayout) -> HostSide:
@@ -422,6 +420,8 @@ def _host_side(sandbox_id: str, layout: SandboxLayout) -> HostSide:
         agent_socket=layout.agent_socket,
         console_log=layout.console_log,
         share=layout.share,
+        jail_root=layout.jail,
+        disks=layout.disk,
     )
 
 

@@ -18,6 +18,7 @@ from vmcri.handlers.vm.domain import (
     AGENT_PORT_NAME,
     SHARE_TAG,
     DomainSpec,
+    Jail,
     Nic,
     Share,
     TemplateMemory,
@@ -26,7 +27,7 @@ from vmcri.handlers.vm.domain import (
 )
 from vmcri.handlers.vm.guest_image import GuestImage
 from vmcri.handlers.vm.launcher import QEMU, launcher_path
-from vmcri.handlers.vm.layout import GUEST_SHARE
+from vmcri.handlers.vm.layout import GUEST_SHARE, LAYER_LINKS
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,29 @@ class HostSide:
     agent_socket: Path
     console_log: Path
     share: Path
+    # QEMU's jail (``domain.Jail``): an empty directory for its root, and the VM's own
+    # directory of disks (written by QEMU; its ``layers/`` below, read-only: the links
+    # ``disks.py`` makes to the image layers the pod uses). None: no jail.
+    jail_root: Path | None = None
+    disks: Path | None = None
+
+
+def _jail(host: HostSide, guest: GuestImage, memory: TemplateMemory | None) -> Jail | None:
+    if host.jail_root is None:
+        return None
+    writable = [host.share]
+    readonly = [guest.kernel, guest.initrd, guest.root_image]
+    if host.disks is not None:
+        writable.append(host.disks)
+        readonly.append(host.disks / LAYER_LINKS)
+    if memory is not None:
+        # A clone maps the template's RAM private, but QEMU 7.2 opens it read-write all
+        # the same (``readonly=on`` would make it ROM; 8.2's ``rom=off`` tells the two
+        # apart): the one file of the host a clone's QEMU could write without needing to.
+        writable.append(Path(memory.path))
+    return Jail(
+        str(host.jail_root), tuple(str(p) for p in writable), tuple(str(p) for p in readonly)
+    )
 
 
 def design_domain(
@@ -106,4 +130,5 @@ def design_domain(
         nic=nic,
         template_memory=template_memory,
         scsi=True,
+        jail=_jail(host, guest, template_memory),
     )

@@ -15,6 +15,11 @@ hotplugs onto it, at target 0, one LUN a disk::
               write-protected), shared with every other pod and kept until the pod ends;
               the agent mounts each once and stacks them as overlay lowerdirs.
 
+QEMU opens a hotplugged disk by path (libvirt 9.0 passes descriptors at start-up only), so
+each layer reaches it through a hard link in the pod's own ``layers/`` (``link_layers``):
+the pod's QEMU is jailed to its own files (``launcher.py``), where the layer store is out
+of its reach but these links are in, read-only.
+
 Which LUN holds which file is read back from libvirt's live domain (``Hypervisor.disks``),
 so a restarted daemon attaches a layer it attached before at the same LUN again, never
 twice. Attaching is serialised per pod, so two containers created at once never pick
@@ -23,6 +28,9 @@ the same free LUN.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +42,31 @@ from vmcri.handlers.vm.render import render_disk
 
 WRITABLE_LUN = 0
 MAX_LUN = 16383  # libvirt's last virtio-scsi unit
+
+
+def link_layers(images: Sequence[Path], links: Path) -> list[Path]:
+    """Each layer image (``layers/<chain>/layer.erofs`` of the image store) as the pod's
+    QEMU opens it: ``links/<chain>/layer.erofs``, a hard link (a copy where the store is on
+    another file system). The chain stays the link's directory name (``saved_vm.py``).
+    Raises OSError."""
+    linked = []
+    for image in images:
+        link = links / image.parent.name / image.name
+        if not link.exists():
+            link.parent.mkdir(mode=0o700, exist_ok=True)
+            try:
+                os.link(image, link)
+            except FileExistsError:
+                pass  # linked since (a daemon restarted while attaching)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                staging = link.with_name(f".{link.name}.copy")
+                shutil.copyfile(image, staging)
+                os.chmod(staging, 0o444)
+                os.replace(staging, link)
+        linked.append(link)
+    return linked
 
 
 class PodDisks:
@@ -60,19 +93,23 @@ class PodDisks:
                 self._hypervisor.attach_device(domain, render_disk(disk))
         return WRITABLE_LUN
 
-    def attach_at(self, domain: str, disks: Mapping[int, Path]) -> None:
+    def attach_at(self, domain: str, disks: Mapping[int, Path], links: Path) -> None:
         """Hotplug each disk at the LUN it had in a saved VM (the writable one at
-        ``WRITABLE_LUN``, read-write; layers read-only), before the saved state is loaded.
-        Raises HypervisorError."""
+        ``WRITABLE_LUN``, read-write; layers read-only, through their links in ``links``),
+        before the saved state is loaded. Raises HypervisorError, OSError."""
+        layers = sorted((lun, image) for lun, image in disks.items() if lun != WRITABLE_LUN)
+        images = link_layers([image for _, image in layers], links)
+        linked = dict(zip([lun for lun, _ in layers], images, strict=True))
         with self._lock(domain):
-            for lun, image in sorted(disks.items()):
+            for lun, image in sorted({**disks, **linked}.items()):
                 disk = Disk(str(image), lun, readonly=lun != WRITABLE_LUN)
                 self._hypervisor.attach_device(domain, render_disk(disk))
 
-    def attach_layers(self, domain: str, images: Sequence[Path]) -> list[int]:
-        """Hotplug each layer image the pod does not have yet, read-only; returns the LUN
-        of each of ``images``, in their order. Raises HypervisorError, ResourceExhausted
-        (the controller's LUNs are all taken)."""
+    def attach_layers(self, domain: str, images: Sequence[Path], links: Path) -> list[int]:
+        """Hotplug each layer image the pod does not have yet, read-only, through its link
+        in ``links``; returns the LUN of each of ``images``, in their order. Raises
+        HypervisorError, ResourceExhausted (the controller's LUNs are all taken), OSError."""
+        images = link_layers(images, links)
         with self._lock(domain):
             attached = self._hypervisor.disks(domain)
             taken = set(attached.values()) | {WRITABLE_LUN}

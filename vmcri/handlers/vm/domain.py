@@ -11,7 +11,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from vmcri.handlers.vm.launcher import VIRTIOFSD, real_binary
+from vmcri.handlers.vm.launcher import (
+    JAIL_READONLY,
+    JAIL_ROOT,
+    JAIL_WRITABLE,
+    VIRTIOFSD,
+    real_binary,
+)
 
 AGENT_PORT_NAME = "vmcri.agent"
 SHARE_TAG = "vmcri-pod"
@@ -56,6 +62,28 @@ class Disk:
         # shares; the writable disk bypasses it (the guest caches its own writes, and the
         # host keeps no dirty copy charged to nobody).
         return "writeback" if self.readonly else "none"
+
+
+@dataclass(frozen=True)
+class Jail:
+    """All QEMU may reach of the host's files (the launcher makes it its root,
+    ``launcher.py: enter_jail``), each at its own path: ``writable`` as the host has them
+    (what is mounted below them too), ``readonly`` read-only; ``root`` is an empty
+    directory of the VM's own where the launcher mounts the jail (in QEMU's namespace
+    only). Paths QEMU opens after it starts (a hotplugged disk) must be below one of them.
+    """
+
+    root: str
+    writable: tuple[str, ...]
+    readonly: tuple[str, ...]
+
+    @property
+    def launcher_args(self) -> tuple[str, ...]:
+        args = [JAIL_ROOT, self.root]
+        for option, paths in ((JAIL_WRITABLE, self.writable), (JAIL_READONLY, self.readonly)):
+            for path in paths:
+                args += [option, path]
+        return tuple(args)
 
 
 @dataclass(frozen=True)
@@ -124,6 +152,7 @@ class DomainSpec:
     # Start paused, waiting for a saved state (``-incoming defer``): a pod checkpoint's
     # stream for a cold-booted design; a template clone says so in ``template_memory``.
     incoming: bool = False
+    jail: Jail | None = None  # None: QEMU sees the host's files (as root, capabilities narrowed)
 
     @property
     def vcpu_max(self) -> int:
@@ -170,6 +199,8 @@ class DomainSpec:
             ]  # fmt: skip
         if self.incoming or (memory is not None and memory.incoming):
             args += ["-incoming", "defer"]
+        if self.jail is not None:
+            args += self.jail.launcher_args
         return tuple(args)
 
     @property

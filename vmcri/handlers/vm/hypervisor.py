@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import os
-import socket
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +30,7 @@ DeathCallback = Callable[[str, str], None]  # (domain name, reason)
 # raises is raised after the domain is destroyed.
 BeforeRun = Callable[[int], None]
 SYSTEM_URI = "qemu:///system"
+STREAM_FD_NAME = "vmcri-stream"  # the migration stream's pipe, as QEMU knows it (getfd)
 QEMU_RUN_DIR = Path("/run/libvirt/qemu")  # libvirt's qemu:///system state: <name>.pid
 
 
@@ -60,9 +61,9 @@ class Hypervisor(Protocol):
         """The hypervisor's version (a saved state restores only into the same one)."""
         ...
 
-    def save_state(self, name: str, target: Path, channel: Path, timeout_s: float) -> None:
+    def save_state(self, name: str, target: Path, timeout_s: float) -> None:
         """Stop the domain and write its device state (not its file-backed RAM) to
-        ``target``, through a unix socket at ``channel``; raises HypervisorError."""
+        ``target``, through a pipe handed to QEMU; raises HypervisorError."""
         ...
 
     def restore(
@@ -70,13 +71,12 @@ class Hypervisor(Protocol):
         name: str,
         xml: str,
         state: Path,
-        channel: Path,
         timeout_s: float,
         before_run: BeforeRun | None = None,
     ) -> None:
         """Create a domain from ``xml`` (which waits for an incoming state) and load the
-        device state from ``state`` through ``channel``; on any failure nothing is left
-        running. Raises HypervisorError."""
+        device state from ``state`` through a pipe handed to QEMU; on any failure nothing
+        is left running. Raises HypervisorError."""
         ...
 
     def attach_device(self, name: str, xml: str) -> None:
@@ -319,49 +319,57 @@ class LibvirtHypervisor:
                 raise HypervisorError(f"migration did not finish: {status.get('status')}")
             time.sleep(0.01)
 
-    def save_state(self, name: str, target: Path, channel: Path, timeout_s: float) -> None:
+    def _pass_fd(self, dom: Any, fd_name: str, fd: int) -> None:
+        """Hand QEMU a descriptor (QMP ``getfd``): a migration stream goes through a pipe,
+        never a socket path, so QEMU needs no directory of the host's (``launcher.py``)."""
+        import libvirt
+        import libvirt_qemu
+
+        message = json.dumps({"execute": "getfd", "arguments": {"fdname": fd_name}})
+        try:
+            raw, _ = libvirt_qemu.qemuMonitorCommandWithFiles(dom, message, [fd], 0)
+            reply = json.loads(raw)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"QMP getfd: {exc.get_error_message()}") from exc
+        if "error" in reply:
+            raise HypervisorError(f"QMP getfd: {reply['error'].get('desc', reply['error'])}")
+
+    def save_state(self, name: str, target: Path, timeout_s: float) -> None:
         dom = self._running(name, f"save VM {name}")
         deadline = time.monotonic() + timeout_s
-        channel.unlink(missing_ok=True)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         errors: list[BaseException] = []
+
+        def receive() -> None:
+            try:
+                with os.fdopen(read_fd, "rb", buffering=0) as stream, open(target, "wb") as out:
+                    while chunk := stream.read(1 << 20):  # EOF: QEMU closed its end
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except BaseException as exc:  # reported by the caller
+                errors.append(exc)
+
+        receiver = threading.Thread(target=receive, name="vm-save", daemon=True)
+        receiver.start()
         try:
-            listener.bind(str(channel))
-            listener.listen(1)
-            listener.settimeout(timeout_s)
-
-            def receive() -> None:
-                try:
-                    conn, _ = listener.accept()
-                    with conn, open(target, "wb") as out:
-                        conn.settimeout(timeout_s)
-                        while chunk := conn.recv(1 << 20):
-                            out.write(chunk)
-                        out.flush()
-                        os.fsync(out.fileno())
-                except BaseException as exc:  # reported by the caller
-                    errors.append(exc)
-
-            receiver = threading.Thread(target=receive, name="vm-save", daemon=True)
-            receiver.start()
+            try:
+                self._pass_fd(dom, STREAM_FD_NAME, write_fd)
+            finally:
+                os.close(write_fd)  # QEMU holds its own copy, which it closes when done
             self._ignore_shared(dom)
-            self._qmp(dom, "migrate", uri=f"unix:{channel}")
+            self._qmp(dom, "migrate", uri=f"fd:{STREAM_FD_NAME}")
             self._wait_migration(dom, deadline, lambda s: s.get("status") == "completed")
+        finally:  # a failed migration closes QEMU's end too: the reader ends
             receiver.join(max(0.0, deadline - time.monotonic()))
-            if receiver.is_alive() or errors:
-                raise HypervisorError(
-                    f"cannot save VM {name}: {errors[0] if errors else 'timeout'}"
-                )
-        finally:
-            listener.close()
-            channel.unlink(missing_ok=True)
+        if receiver.is_alive() or errors:
+            raise HypervisorError(f"cannot save VM {name}: {errors[0] if errors else 'timeout'}")
 
     def restore(
         self,
         name: str,
         xml: str,
         state: Path,
-        channel: Path,
         timeout_s: float,
         before_run: BeforeRun | None = None,
     ) -> None:
@@ -372,17 +380,21 @@ class LibvirtHypervisor:
             dom = self._connection().createXML(xml, 0)
         except libvirt.libvirtError as exc:
             raise HypervisorError(f"cannot start VM {name}: {exc.get_error_message()}") from exc
-        channel.unlink(missing_ok=True)
         try:
             if before_run is not None:
                 before_run(self.qemu_pid(name))  # the guest runs once its state is in
             self._ignore_shared(dom)
-            self._qmp(dom, "migrate-incoming", uri=f"unix:{channel}")
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sender:
-                sender.settimeout(timeout_s)
-                sender.connect(str(channel))
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            try:
+                try:
+                    self._pass_fd(dom, STREAM_FD_NAME, read_fd)
+                finally:
+                    os.close(read_fd)
+                self._qmp(dom, "migrate-incoming", uri=f"fd:{STREAM_FD_NAME}")
                 with open(state, "rb") as f:
-                    sender.sendfile(f)
+                    _send_all(f.fileno(), write_fd, os.fstat(f.fileno()).st_size, deadline)
+            finally:
+                os.close(write_fd)
             # libvirt sent "cont" while QEMU waited: it runs once the state is loaded.
             self._wait_migration(
                 dom, deadline, lambda _: bool((self._qmp(dom, "query-status") or {}).get("running"))
@@ -393,8 +405,6 @@ class LibvirtHypervisor:
             if isinstance(exc, OSError):
                 raise HypervisorError(f"cannot restore VM {name}: {exc}") from exc
             raise
-        finally:
-            channel.unlink(missing_ok=True)
 
     def attach_device(self, name: str, xml: str) -> None:
         import libvirt
@@ -458,6 +468,20 @@ def scsi_disks(xml: str) -> dict[str, int]:
 def _gone_codes(libvirt: Any) -> tuple[int, ...]:
     """libvirt error codes that mean the domain is already gone or already stopped."""
     return (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID)
+
+
+def _send_all(source_fd: int, pipe_fd: int, size: int, deadline: float) -> None:
+    """``size`` bytes of ``source_fd`` into a pipe QEMU reads, by ``deadline``; a QEMU
+    that stops reading (it refused the stream) ends it with BrokenPipeError (an OSError)."""
+    left = size
+    while left:
+        _, ready, _ = select.select([], [pipe_fd], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise HypervisorError(f"QEMU did not take the saved state in time ({left} bytes left)")
+        sent = os.sendfile(pipe_fd, source_fd, None, min(left, 1 << 20))
+        if sent == 0:
+            raise HypervisorError(f"the saved state ended {left} bytes early")
+        left -= sent
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:

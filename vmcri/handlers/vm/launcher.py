@@ -71,6 +71,25 @@ CAP_SYS_RESOURCE = 24
 
 # QEMU's group (9p): one no file on the node has, and the guest may not give one (see above).
 FILE_SERVER_GID = 2147483646  # 2**31 - 2: tools choke on ids above 2**31 - 1
+# A jailed QEMU's uid: this plus its pid, so no two running QEMUs share one (signals,
+# ptrace, /proc), and none is a uid a file or a user on the node has (pid_max is at most
+# 2**22: the last is 2**31 - 2**23 + 2**22, below FILE_SERVER_GID).
+QEMU_UID_BASE = 2**31 - 2**23
+# The launcher's own options (never passed on): what QEMU's root holds (``jail_binds``).
+# Plain options, no JSON: the launcher imports nothing it need not (its start is every pod's).
+JAIL_ROOT = "-vmcri-jail-root"  # an empty directory of the VM's own: the jail's mount point
+JAIL_WRITABLE = "-vmcri-jail-rw"  # a path as the host has it (repeated)
+JAIL_READONLY = "-vmcri-jail-ro"  # a path read-only (repeated)
+JAIL_OPTIONS = {JAIL_ROOT: "root", JAIL_WRITABLE: "rw", JAIL_READONLY: "ro"}
+# What every QEMU needs of the host, read-only: its binary, libraries and firmware (/usr;
+# /lib*, /bin and /sbin are links into it on a merged /usr, directories elsewhere) and the
+# dynamic linker's cache. The kernel's /proc and /sys go in read-only and without what is
+# mounted below them (cgroups, debugfs, binfmt_misc); libvirt's /dev for the VM (libvirt
+# makes it with only the nodes the VM's devices need) goes in as libvirt made it.
+SYSTEM_READONLY = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin")
+SYSTEM_FILES = ("/etc/ld.so.cache",)
+KERNEL_VIEWS = ("/proc", "/sys")
+
 # What 9p passthrough needs: read, write and search any file or directory (DAC_OVERRIDE,
 # which covers DAC_READ_SEARCH but for open_by_handle_at, which the "local" driver does
 # not use), give a file the guest's owner (CHOWN), set modes and times on files it does
@@ -99,10 +118,13 @@ QEMU_VIRTIOFSD = "/usr/lib/qemu/virtiofsd"  # QEMU 7.2's C one: the one tested h
 C_VIRTIOFSD_ARGS: tuple[str, ...] = ("-o", "modcaps=-mknod:-setfcap")
 RUST_VIRTIOFSD_ARGS = ("--modcaps=-mknod:-setfcap",)
 
+PR_SET_KEEPCAPS = 8
 PR_SET_SECCOMP = 22
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
 SECCOMP_MODE_FILTER = 2
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -306,9 +328,130 @@ def _effective() -> int:
     return int(data[0].effective) | int(data[1].effective) << 32
 
 
-def confine(role: str, target: str) -> tuple[str, ...]:
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_SLAVE = 32, 4096, 16384, 1 << 19
+MNT_DETACH = 2
+SYS_PIVOT_ROOT = 155
+READONLY_FLAGS = MS_RDONLY | MS_NOSUID | MS_NODEV
+
+
+# One path of the host in the jail, at the same path, and how (``jail_binds``): "rw" (as
+# the host has it, with what is mounted below it), "ro" (read-only, nosuid, nodev, without
+# what is mounted below it), "dev" (libvirt's /dev: below it too, nosuid) or "link" (a
+# symlink, made again).
+Bind = tuple[str, str]
+
+
+def split_jail(args: list[str]) -> tuple[list[str], list[Bind]]:
+    """QEMU's arguments without the launcher's own options, and those options as (path,
+    kind) pairs, kind "root", "rw" or "ro" (empty: no jail). Raises ValueError."""
+    rest: list[str] = []
+    jail: list[Bind] = []
+    at = 0
+    while at < len(args):
+        kind = JAIL_OPTIONS.get(args[at])
+        if kind is None:
+            rest.append(args[at])
+            at += 1
+            continue
+        path = args[at + 1] if at + 1 < len(args) else ""
+        if not (os.path.isabs(path) and os.path.normpath(path) == path != "/"):
+            raise ValueError(f"{args[at]} takes an absolute, normal path that is not /")
+        jail.append((path, kind))
+        at += 2
+    if jail and sum(kind == "root" for _, kind in jail) != 1:
+        raise ValueError(f"a jail has one {JAIL_ROOT}")
+    return rest, jail
+
+
+def jail_binds(jail: list[Bind], home: str) -> list[Bind]:
+    """What the jail's root holds (``jail`` without its root, and what QEMU needs of the
+    system), parents before what is below them (a later bind below a path shows through
+    it: a read-only directory inside a writable one)."""
+    binds = [(path, kind) for path, kind in jail if kind != "root"]
+    if os.path.isabs(home) and os.path.normpath(home) != "/" and os.path.isdir(home):
+        binds.append((home, "rw"))  # libvirt's per-domain dir (HOME): its master key
+    for path in SYSTEM_READONLY:
+        if os.path.islink(path):
+            binds.append((path, "link"))
+        elif os.path.isdir(path):
+            binds.append((path, "ro"))
+    binds += [(p, "ro") for p in (*SYSTEM_FILES, *KERNEL_VIEWS) if os.path.exists(p)]
+    binds.append(("/dev", "dev"))
+    return sorted(set(binds), key=lambda bind: (bind[0].split("/"), bind[1]))
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    def encode(value: str | None) -> bytes | None:
+        return None if value is None else os.fsencode(value)
+
+    libc = _libc()
+    result = libc.mount(encode(source), encode(target), encode(fstype), flags, encode(data))
+    _check(result, f"mount {source} on {target}")
+
+
+def _make_target(root: str, path: str, kind: str) -> str:
+    target = root + path
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    if kind == "link":
+        os.symlink(os.readlink(path), target)
+    elif os.path.isdir(path):
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    elif not os.path.exists(target):
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    return target
+
+
+def enter_jail(jail: list[Bind], home: str) -> None:
+    """Make this process's root a tmpfs holding only ``jail_binds``, in a mount namespace
+    of its own: what QEMU may reach of the host is its own VM's files, the guest image and
+    the system's binaries. Mounts the host makes later below a writable path (a volume
+    below the pod's share) still appear: the namespace is a slave of the host's."""
+    libc = _libc()
+    _check(libc.unshare(CLONE_NEWNS), "unshare the mount namespace")
+    _mount(None, "/", None, MS_REC | MS_SLAVE)
+    root = next(path for path, kind in jail if kind == "root")
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=256k")
+    for path, kind in jail_binds(jail, home):
+        target = _make_target(root, path, kind)
+        if kind == "link":
+            continue
+        _mount(path, target, None, MS_BIND | (MS_REC if kind in ("rw", "dev") else 0))
+        if kind == "ro":
+            _mount(None, target, None, MS_REMOUNT | MS_BIND | READONLY_FLAGS)
+        elif kind == "dev":
+            _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_NOSUID)
+    _mount(None, root, None, MS_REMOUNT | MS_BIND | READONLY_FLAGS | MS_NOEXEC)
+    os.chdir(root)
+    _check(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    _check(libc.umount2(b".", MNT_DETACH), "detach the host's root")
+    os.chdir("/")
+
+
+def become(uid: int, gid: int, keep: frozenset[int]) -> None:
+    """Run as ``uid``:``gid`` with no supplementary group and only ``keep`` (ambient, so
+    they survive the exec of a binary without file capabilities); the bounding set is
+    ``keep`` too."""
+    libc = _libc()
+    for cap in sorted(_bounding() - keep):
+        _check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap}")
+    _check(libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keep capabilities")
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    header, data = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+    for word in range(2):
+        mask = sum(1 << (cap - 32 * word) for cap in keep if cap // 32 == word)
+        data[word].permitted = data[word].effective = data[word].inheritable = mask
+    _check(libc.capset(ctypes.byref(header), data), "capset")
+    for cap in sorted(keep):
+        _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0), f"ambient {cap}")
+
+
+def confine(role: str, target: str, jail: list[Bind]) -> tuple[str, ...]:
     """Narrow this process for ``role``, which execs ``target`` next and inherits all of
-    it; the arguments to add to its command line."""
+    it; the arguments to add to its command line. ``jail``: QEMU's (``split_jail``)."""
     if role == VIRTIOFSD:  # virtiofsd cannot change its group: it takes the guest's
         if target == QEMU_VIRTIOFSD:
             narrow_capabilities(VIRTIOFSD_CAPS)  # what it needs to start is known (tested)
@@ -317,10 +460,15 @@ def confine(role: str, target: str) -> tuple[str, ...]:
             extra = RUST_VIRTIOFSD_ARGS
         install_mode_filter(mode_filter())
         return extra
-    if _effective() & (1 << CAP_SETGID):  # root, as for 9p (libvirt's probe is not)
-        os.setgroups([])
-        os.setresgid(FILE_SERVER_GID, FILE_SERVER_GID, FILE_SERVER_GID)
-    narrow_capabilities(QEMU_CAPS)
+    privileged = bool(_effective() & (1 << CAP_SYS_ADMIN))  # libvirt's probe is not
+    if jail and privileged:
+        enter_jail(jail, os.environ.get("HOME", ""))
+        become(QEMU_UID_BASE + os.getpid(), FILE_SERVER_GID, QEMU_CAPS)
+    else:
+        if privileged:
+            os.setgroups([])
+            os.setresgid(FILE_SERVER_GID, FILE_SERVER_GID, FILE_SERVER_GID)
+        narrow_capabilities(QEMU_CAPS)
     install_mode_filter(mode_filter(chmod_bits=S_ISUID, refused_gid=FILE_SERVER_GID))
     return ()
 
@@ -333,8 +481,9 @@ def main(argv: list[str]) -> int:
         target = real_binary(role)
         if not target:
             raise FileNotFoundError(f"no {role} binary installed")
-        extra = confine(role, target)
-        os.execv(target, [target, *argv[1:], *extra])
+        args, jail = split_jail(argv[1:]) if role == QEMU else (argv[1:], [])
+        extra = confine(role, target, jail)
+        os.execv(target, [target, *args, *extra])
     except (OSError, ValueError) as exc:
         print(f"vmcri launcher: {exc}", file=sys.stderr)
     return 1

@@ -14,9 +14,6 @@ runtime dir::
     <state>/backends/<handler>/sockets/<first 16 hex of the id>.agent
                                     the agent's virtio-serial port (QEMU listens);
                                     kept short: unix socket paths end at 107 bytes
-    <state>/backends/<handler>/sockets/<first 16 hex of the id>.in
-                                    a template's saved state goes to QEMU through it
-                                    while the VM is restored (then removed)
     <state>/backends/<handler>/<sandbox-id>/    0700, host only
         console.log                 the guest serial console (virtlogd writes it)
         exits/<id>.json             how a container ended, written by the host
@@ -29,6 +26,8 @@ runtime dir::
                                     volumes are bound (``volumes.py``)
         views/<id>                  host only, never shared: the image's layers,
                                     read-only, while the container's user is looked up
+        jail/                       empty: where QEMU's root is mounted, in its own mount
+                                    namespace (``launcher.py``, ``domain.Jail``)
 
 and under the backend's persistent dir (on disk: a guest that fills its rootfs
 must not eat host memory, as it would on the tmpfs of ``/run``)::
@@ -39,6 +38,9 @@ must not eat host memory, as it would on the tmpfs of ``/run``)::
                                     guest's disk at LUN 0, where the agent puts each
                                     container's overlay upper and work dirs (without a
                                     size limit they stay in the guest's memory)
+        layers/<chain>/layer.erofs  a hard link to each image layer the pod's disks are
+                                    (``disks.py``): the only layers its QEMU can open,
+                                    and read-only in its jail
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ GUEST_SHARE_MOUNT = Mount9p(SHARE_TAG, GUEST_SHARE, ("msize=262144",))
 # A container's root in the spec the host sends: a stand-in, which the agent replaces with
 # its bundle's rootfs/, where it mounts the overlay of the container's layer disks.
 GUEST_ROOTFS = "/run/vmcri/rootfs"
+LAYER_LINKS = "layers"  # below the pod's disk dir
 
 
 MAX_SOCKET_PATH = 107
@@ -68,11 +71,6 @@ class SandboxLayout:
     @property
     def agent_socket(self) -> Path:
         return self.base.parent / "sockets" / f"{self.base.name[:16]}.agent"
-
-    @property
-    def incoming_socket(self) -> Path:
-        """Where QEMU listens for a template's saved state while the VM is restored."""
-        return self.base.parent / "sockets" / f"{self.base.name[:16]}.in"
 
     @property
     def console_log(self) -> Path:
@@ -107,6 +105,14 @@ class SandboxLayout:
 
     def image_volume(self, container_id: str, index: int) -> Path:
         return self.container_mounts(container_id) / "image-volumes" / str(index)
+
+    @property
+    def jail(self) -> Path:
+        return self.base / "jail"
+
+    @property
+    def layer_links(self) -> Path:
+        return self.disk / LAYER_LINKS
 
     @property
     def writable_image(self) -> Path:

@@ -53,7 +53,7 @@ class VmPodDirs:
         """The pod's host-only directories, its share, and its sized writable disk (an empty
         ext4 file); returns its size in MiB (0: none). Raises ResourceExhausted (no
         disk left for it, see layer_budget.py), HostCommandError."""
-        for d in (layout.base, layout.exits, layout.disk):
+        for d in (layout.base, layout.exits, layout.jail, layout.disk, layout.layer_links):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         layout.agent_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._mounter.share_readonly(layout.mounts, layout.share, layout.mount_namespace)
@@ -120,7 +120,6 @@ class VmPodDirs:
         shutil.rmtree(layout.base, ignore_errors=True)
         shutil.rmtree(layout.disk, ignore_errors=True)
         layout.agent_socket.unlink(missing_ok=True)
-        layout.incoming_socket.unlink(missing_ok=True)
 
     def _release_container(self, sandbox: SandboxRecord, container_id: str) -> None:
         layout = self._layout(sandbox.id)

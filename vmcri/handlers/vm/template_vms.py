@@ -189,12 +189,15 @@ class VmTemplateVms:
         tag = f"{os.getpid()}-{shape.key()[:8]}"
         name = f"{TEMPLATE_DOMAIN_PREFIX}{tag}"
         sockets = staging  # the build's sockets go with it, unless the path is too long
-        if len(str(staging / f"tpl-{tag}.agent")) > MAX_SOCKET_PATH:  # .save: as long
+        if len(str(staging / f"tpl-{tag}.agent")) > MAX_SOCKET_PATH:
             sockets = self._state / "sockets"
             sockets.mkdir(parents=True, exist_ok=True, mode=0o700)
         agent_socket = sockets / f"tpl-{tag}.agent"
         share = staging / "share"  # empty, never mounted by the template's guest
         share.mkdir()
+        jail = staging / "jail"
+        jail.mkdir()
+        (staging / "memory").touch(mode=0o600)  # QEMU sizes it; its jail holds only this file
         spec = design_domain(
             shape.hardware(),
             guest,
@@ -204,6 +207,7 @@ class VmTemplateVms:
                 agent_socket=agent_socket,
                 console_log=staging / "console.log",
                 share=share,
+                jail_root=jail,
             ),
             oci_runtime=self._options.oci_runtime,
             template_memory=TemplateMemory(str(staging / "memory"), shared=True, incoming=False),
@@ -235,9 +239,7 @@ class VmTemplateVms:
                 # the same way in a cold-booted pod, with the error where it belongs.
                 log.warning("VM template %s: warm-up failed: %s", shape.label(), exc.message)
             client.close()  # the template's agent waits for a next connection: a pod's
-            self._hypervisor.save_state(
-                name, staging / "state", sockets / f"tpl-{tag}.save", SAVE_TIMEOUT_S
-            )
+            self._hypervisor.save_state(name, staging / "state", SAVE_TIMEOUT_S)
         finally:
             client.close()
             self._hypervisor.destroy(name)
@@ -245,6 +247,7 @@ class VmTemplateVms:
             agent_socket.unlink(missing_ok=True)
         (staging / "console.log").unlink(missing_ok=True)
         share.rmdir()
+        jail.rmdir()
 
 
 def template_blocker(options: VmOptions, vsock: bool, share_driver: str) -> str:

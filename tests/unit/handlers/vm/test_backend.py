@@ -112,12 +112,10 @@ class RefusingRestores(FakeHypervisor):
         name: str,
         xml: str,
         state: Path,
-        channel: Path,
         timeout_s: float,
         before_run: BeforeRun | None = None,
     ) -> None:
         self.restores.append(xml)
-        channel.touch()  # QEMU had started to listen
         raise HypervisorError("QMP migrate-incoming: load of migration failed")
 
 

@@ -134,7 +134,7 @@ def test_virtiofsds_filter_refuses_setuid_setgid_and_devices(tmp_path: Path) -> 
 def test_qemus_filter_leaves_setgid_to_the_kernel_and_keeps_its_group_off_files(
     tmp_path: Path,
 ) -> None:
-    result = _child(tmp_path, "launcher.confine(launcher.QEMU, launcher.QEMU_CANDIDATES[0])")
+    result = _child(tmp_path, "launcher.confine(launcher.QEMU, launcher.QEMU_CANDIDATES[0], [])")
     allowed = ALLOWED_BY_BOTH | {"chmod 2755", "fchmodat 2755"}
     _errors(result, REFUSED_BY_BOTH | {"chown to the file server's group"}, allowed)
     modes = result["modes"]
@@ -145,7 +145,7 @@ def test_qemus_filter_leaves_setgid_to_the_kernel_and_keeps_its_group_off_files(
 
 
 def test_capabilities_narrow_to_the_role(tmp_path: Path) -> None:
-    result = _child(tmp_path, "launcher.confine(launcher.QEMU, launcher.QEMU_CANDIDATES[0])")
+    result = _child(tmp_path, "launcher.confine(launcher.QEMU, launcher.QEMU_CANDIDATES[0], [])")
     status = result["status"]
     assert isinstance(status, dict)
     mask = sum(1 << cap for cap in launcher.QEMU_CAPS)
