@@ -21,6 +21,7 @@ def handler_checks(handler: str, options: VmOptions, backends: Path) -> list[Che
         devices.check_vhost_net(handler),
         devices.check_virtiofsd(options.shared_fs, handler),
         launcher_checks.check_launcher(handler),
+        launcher_checks.check_qemu_uids(handler),
         libvirt_checks.check_libvirt(options.libvirt_uri, handler),
         libvirt_checks.check_machine_types(options.libvirt_uri, options.machine, handler),
         guest_checks.check_guest_image(options.guest_path, handler),

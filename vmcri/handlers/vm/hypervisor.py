@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from xml.etree import ElementTree
 
-from vmcri.errors import HypervisorError
+from vmcri.checkpoint.deadline import Deadline
+from vmcri.errors import DeadlineExceeded, HypervisorError
+from vmcri.handlers.vm.snapshot import LibvirtMonitor, load_stream
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ class LibvirtHypervisor:
         self._on_death = on_death
         self._conn: Any = None
         self._lock = threading.Lock()
+        # QMP with descriptors (a migration stream's pipe), as pod checkpoints send it.
+        self._monitor = LibvirtMonitor(uri)
 
     def _connection(self) -> Any:
         import libvirt
@@ -319,21 +322,6 @@ class LibvirtHypervisor:
                 raise HypervisorError(f"migration did not finish: {status.get('status')}")
             time.sleep(0.01)
 
-    def _pass_fd(self, dom: Any, fd_name: str, fd: int) -> None:
-        """Hand QEMU a descriptor (QMP ``getfd``): a migration stream goes through a pipe,
-        never a socket path, so QEMU needs no directory of the host's (``launcher.py``)."""
-        import libvirt
-        import libvirt_qemu
-
-        message = json.dumps({"execute": "getfd", "arguments": {"fdname": fd_name}})
-        try:
-            raw, _ = libvirt_qemu.qemuMonitorCommandWithFiles(dom, message, [fd], 0)
-            reply = json.loads(raw)
-        except libvirt.libvirtError as exc:
-            raise HypervisorError(f"QMP getfd: {exc.get_error_message()}") from exc
-        if "error" in reply:
-            raise HypervisorError(f"QMP getfd: {reply['error'].get('desc', reply['error'])}")
-
     def save_state(self, name: str, target: Path, timeout_s: float) -> None:
         dom = self._running(name, f"save VM {name}")
         deadline = time.monotonic() + timeout_s
@@ -354,7 +342,7 @@ class LibvirtHypervisor:
         receiver.start()
         try:
             try:
-                self._pass_fd(dom, STREAM_FD_NAME, write_fd)
+                self._monitor.pass_fd(name, STREAM_FD_NAME, write_fd)
             finally:
                 os.close(write_fd)  # QEMU holds its own copy, which it closes when done
             self._ignore_shared(dom)
@@ -384,25 +372,13 @@ class LibvirtHypervisor:
             if before_run is not None:
                 before_run(self.qemu_pid(name))  # the guest runs once its state is in
             self._ignore_shared(dom)
-            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-            try:
-                try:
-                    self._pass_fd(dom, STREAM_FD_NAME, read_fd)
-                finally:
-                    os.close(read_fd)
-                self._qmp(dom, "migrate-incoming", uri=f"fd:{STREAM_FD_NAME}")
-                with open(state, "rb") as f:
-                    _send_all(f.fileno(), write_fd, os.fstat(f.fileno()).st_size, deadline)
-            finally:
-                os.close(write_fd)
-            # libvirt sent "cont" while QEMU waited: it runs once the state is loaded.
-            self._wait_migration(
-                dom, deadline, lambda _: bool((self._qmp(dom, "query-status") or {}).get("running"))
-            )
+            with open(state, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                load_stream(self._monitor, name, f.fileno(), size, Deadline.of(deadline))
         except BaseException as exc:
             with contextlib.suppress(libvirt.libvirtError):
                 dom.destroy()
-            if isinstance(exc, OSError):
+            if isinstance(exc, (OSError, DeadlineExceeded)):  # a template's fault: cold boot
                 raise HypervisorError(f"cannot restore VM {name}: {exc}") from exc
             raise
 
@@ -468,20 +444,6 @@ def scsi_disks(xml: str) -> dict[str, int]:
 def _gone_codes(libvirt: Any) -> tuple[int, ...]:
     """libvirt error codes that mean the domain is already gone or already stopped."""
     return (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID)
-
-
-def _send_all(source_fd: int, pipe_fd: int, size: int, deadline: float) -> None:
-    """``size`` bytes of ``source_fd`` into a pipe QEMU reads, by ``deadline``; a QEMU
-    that stops reading (it refused the stream) ends it with BrokenPipeError (an OSError)."""
-    left = size
-    while left:
-        _, ready, _ = select.select([], [pipe_fd], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            raise HypervisorError(f"QEMU did not take the saved state in time ({left} bytes left)")
-        sent = os.sendfile(pipe_fd, source_fd, None, min(left, 1 << 20))
-        if sent == 0:
-            raise HypervisorError(f"the saved state ended {left} bytes early")
-        left -= sent
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
