@@ -12,7 +12,7 @@ import pytest
 from vmcri.handlers.vm.designer import Hardware, HostSide, design_domain
 from vmcri.handlers.vm.domain import Nic, TemplateMemory, domain_uuid
 from vmcri.handlers.vm.guest_image import GuestImage
-from vmcri.handlers.vm.launcher import QEMU, launcher_path
+from vmcri.handlers.vm.launcher import JAIL_READONLY, JAIL_ROOT, QEMU, launcher_path
 from vmcri.handlers.vm.render import render_domain
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -82,3 +82,24 @@ def test_a_template_and_its_clone_differ_only_in_host_side_values() -> None:
         if field.name not in same:
             assert getattr(clone, field.name) == getattr(template, field.name), field.name
     assert "vmcri.virtio_ids=1" in clone.cmdline and "vmcri.share=" not in clone.cmdline
+
+
+def test_a_pods_qemu_is_jailed_to_its_share_and_disks_and_reads_the_rest() -> None:
+    disks = Path("/var/lib/vmcri/backends/vm/ab")
+    host = dataclasses.replace(HOST, jail_root=STATE / "jail", disks=disks)
+    spec = design_domain(TCG, GUEST, host, oci_runtime="crun", template_memory=CLONE)
+    assert spec.jail is not None
+    assert spec.jail.root == str(STATE / "jail")
+    assert set(spec.jail.writable) == {str(STATE / "share"), str(disks), CLONE.path}
+    assert set(spec.jail.readonly) == {
+        "/guest/vmlinuz", "/guest/initrd.img", "/guest/rootfs.img", str(disks / "layers")
+    }  # fmt: skip
+    args = list(spec.qemu_args)
+    at = args.index(JAIL_ROOT)
+    assert args[at + 1] == str(STATE / "jail")
+    assert [args[i + 1] for i, a in enumerate(args) if a == JAIL_READONLY][-1] == str(
+        disks / "layers"
+    )
+    # Without a jail root (the template's device digest), no jail options at all.
+    unjailed = design_domain(TCG, GUEST, HOST, oci_runtime="crun", template_memory=CLONE)
+    assert unjailed.jail is None and JAIL_ROOT not in unjailed.qemu_args

@@ -209,3 +209,43 @@ def test_the_domain_names_the_launcher() -> None:
     binary = domain.find("devices/filesystem/binary")
     assert binary is not None and binary.get("path") == "/opt/vmcri/bin/virtiofsd"
     assert ET.fromstring(render_domain(spec())).find("devices/emulator") is None
+
+
+def test_the_jail_options_are_taken_out_of_qemus_arguments() -> None:
+    args = ["-name", "guest=x", launcher.JAIL_ROOT, "/p/jail", "-m", "416",
+            launcher.JAIL_WRITABLE, "/p/share", launcher.JAIL_READONLY, "/g/vmlinux"]  # fmt: skip
+    rest, jail = launcher.split_jail(args)
+    assert rest == ["-name", "guest=x", "-m", "416"]
+    assert jail == [("/p/jail", "root"), ("/p/share", "rw"), ("/g/vmlinux", "ro")]
+    assert launcher.split_jail(["-m", "416"]) == (["-m", "416"], [])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [launcher.JAIL_ROOT],  # no value
+        [launcher.JAIL_ROOT, "relative"],
+        [launcher.JAIL_ROOT, "/"],
+        [launcher.JAIL_ROOT, "/p/../etc"],
+        [launcher.JAIL_WRITABLE, "/p/share"],  # no root
+        [launcher.JAIL_ROOT, "/a", launcher.JAIL_ROOT, "/b"],
+    ],
+)
+def test_a_jail_that_is_not_exactly_one_root_and_normal_paths_is_refused(args: list[str]) -> None:
+    with pytest.raises(ValueError):
+        launcher.split_jail(args)
+
+
+def test_the_jail_holds_the_vms_paths_and_the_systems_parents_first(tmp_path: Path) -> None:
+    home = tmp_path / "domain-1-x"
+    home.mkdir()
+    jail = [("/p/jail", "root"), ("/p/disk", "rw"), ("/p/disk/layers", "ro"), ("/g/k", "ro")]
+    binds = launcher.jail_binds(jail, str(home))
+    paths = [path for path, _ in binds]
+    assert ("/p/jail", "root") not in binds and (str(home), "rw") in binds
+    assert paths.index("/p/disk") < paths.index("/p/disk/layers")
+    assert ("/dev", "dev") in binds and ("/proc", "ro") in binds and ("/sys", "ro") in binds
+    assert ("/usr", "ro") in binds
+    assert all(kind in ("link", "ro") for path, kind in binds if path in launcher.SYSTEM_READONLY)
+    assert not any(path in ("/", "/etc", "/root", "/var", "/run") for path in paths)
+    assert (str(home), "rw") not in launcher.jail_binds(jail, "/")  # never the host's root
