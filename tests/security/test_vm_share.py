@@ -290,7 +290,8 @@ def test_the_writable_disk_is_made_by_the_host_and_never_mounted_there(
 ) -> None:
     # The pod's writable layer is a disk only the guest mounts (the guest decides its bytes):
     # the host makes it (empty ext4, the configured size) before the guest exists, attaches
-    # it read-write and each layer read-only, and mounts none of them.
+    # it read-write and each layer read-only (a hard link in the pod's own dir: the one
+    # path of it the pod's jailed QEMU can open), and mounts none of them.
     pod = Pod(tmp, writable_layer_mib=64)
     container = pod.container()
     pod.backend.create_container(pod.sandbox, container, image(lower))
@@ -299,7 +300,9 @@ def test_the_writable_disk_is_made_by_the_host_and_never_mounted_there(
     assert writable.read_bytes()[1080:1082] == b"\x53\xef"  # ext4's magic
     assert mount_points(pod.root / pod.sandbox.id) == []
     disks = pod.hypervisor.disks(domain_name(pod.sandbox.id))
-    assert disks == {str(writable): 0, str(tmp / "layer.erofs"): 1}
+    link = pod.root / pod.sandbox.id / "layers" / tmp.name / "layer.erofs"
+    assert disks == {str(writable): 0, str(link): 1}
+    assert link.stat().st_ino == (tmp / "layer.erofs").stat().st_ino
     [layer_xml] = [x for x in pod.hypervisor.attached[domain_name(pod.sandbox.id)] if "erofs" in x]
     assert "<readonly/>" in layer_xml
     pod.backend.remove_container(pod.sandbox, container)
