@@ -151,6 +151,14 @@ def sandbox_files(msg: agent_pb2.SetupSandboxResponse) -> types.SandboxFiles:
     return types.SandboxFiles(*paths, pid_ns_path=msg.pid_ns_path)
 
 
+def volume_path(msg: agent_pb2.SyncVolumeResponse) -> str:
+    """The guest path of a volume the guest made (it goes into a container's spec)."""
+    path = msg.path
+    if not path.startswith("/") or len(path) > 4096 or "\0" in path or "/../" in f"{path}/":
+        raise ProtocolError(f"agent sent a bad volume path {path[:80]!r}")
+    return path
+
+
 def container_state(msg: agent_pb2.ContainerState) -> types.ContainerState:
     status = _STATUS.get(msg.status)
     if status is None:
