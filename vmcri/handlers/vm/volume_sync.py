@@ -7,7 +7,8 @@ reaches the guest at most that much later, plus one agent call), reads each thro
 ``guest_volumes.read_volume`` (bounded; never follows a symlink out of the volume), and
 when a volume's digest changed, hands the new files to the guest in a thread of that
 pod's own: a pod whose agent is slow or never answers has at most one call in flight,
-is skipped until it ends (bounded by :data:`CALL_TIMEOUT_S`), and delays no other pod.
+is skipped until it ends (bounded by :data:`CALL_TIMEOUT_S`), and delays no other pod;
+after a failed call the pod is tried again later and later (up to :data:`MAX_BACKOFF_S`).
 A tick reads at most :data:`VOLUMES_PER_TICK` volumes; the rest are read on the next
 ticks, round-robin.
 
@@ -21,6 +22,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ INTERVAL_S = 1.0
 CALL_TIMEOUT_S = 10.0
 VOLUMES_PER_TICK = 256
 MAX_VOLUMES_PER_POD = 64
+MAX_BACKOFF_S = 30.0
 
 Push = Callable[[GuestVolume, Snapshot], str]
 """Sends one volume's files to the pod's guest, returns its guest path; raises VmcriError."""
@@ -47,6 +50,8 @@ class _Pod:
     volumes: dict[str, GuestVolume] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
     busy: bool = False
+    failures: int = 0
+    retry_at: float = 0.0
 
 
 class VolumeSync:
@@ -147,11 +152,12 @@ class VolumeSync:
     def tick(self) -> None:
         """One round: read up to VOLUMES_PER_TICK volumes of pods without a call in
         flight, and push the changed ones, each pod in a thread of its own."""
+        now = time.monotonic()
         with self._lock:
             work = [
                 (sandbox_id, pod, volume)
                 for sandbox_id, pod in self._pods.items()
-                if not pod.busy
+                if not pod.busy and pod.retry_at <= now
                 for volume in pod.volumes.values()
                 if volume.kind is VolumeKind.COPY
             ]
@@ -194,9 +200,14 @@ class VolumeSync:
                 except VmcriError as exc:
                     log.warning("sandbox %s: volume %s not synced: %s", sandbox_id,
                                 volume.name, exc.message)  # fmt: skip
+                    with self._lock:
+                        pod.failures += 1
+                        wait = min(MAX_BACKOFF_S, self._interval * 2**pod.failures)
+                        pod.retry_at = time.monotonic() + wait
                     return
                 with self._lock:
                     pod.digests[volume.name] = snapshot.digest
+                    pod.failures = 0
         finally:
             with self._lock:
                 pod.busy = False
