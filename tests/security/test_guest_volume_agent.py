@@ -78,3 +78,40 @@ def test_an_agent_that_never_answers_or_answers_garbage_delays_no_other_pod(
     finally:
         release.set()
         sync.close()
+
+
+def test_a_termination_message_past_kubelets_bound_is_a_protocol_error() -> None:
+    def exited(message: bytes) -> agent_pb2.Event:
+        event = agent_pb2.Event(seq=1)
+        event.container_exited.container_id = "c" * 64
+        event.container_exited.termination_message = message
+        return event
+
+    found = convert.event(exited(b"m" * 4096))
+    assert getattr(found, "termination_message", None) == b"m" * 4096
+    with pytest.raises(ProtocolError):
+        convert.event(exited(b"m" * 4097))
+
+
+def test_the_termination_message_goes_only_into_kubelets_regular_file(tmp_path: Path) -> None:
+    """The host writes the message to the host path of the container's termination-log
+    mount: never through a symlink planted there, never into a FIFO."""
+    from vmcri.model import ContainerConfig, Metadata, Mount
+    from vmcri.supervisor.termination import write_message
+
+    target = tmp_path / "shadow"
+    target.write_text("root:x\n")
+    link = tmp_path / "link"
+    os.symlink(target, link)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    regular = tmp_path / "regular"
+    regular.write_text("old, longer text\n")
+    for path in (link, fifo, regular):
+        config = ContainerConfig(
+            metadata=Metadata(name="c"), image="i",
+            mounts=(Mount("/dev/termination-log", str(path)),),
+        )  # fmt: skip
+        write_message(config, b"bye\n")
+    assert target.read_text() == "root:x\n"
+    assert regular.read_text() == "bye\n"

@@ -164,6 +164,7 @@ class ContainerExit:
     exit_code: int
     oom_killed: bool
     finished_at_ns: int
+    termination_message: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,22 @@ def _run(env: VmEnv, tmp_path: Path, kubelet: KubeletPod) -> None:
     print(f"configMap update reached the guest in {delay:.2f} s")
     assert delay < 15
 
+    # The termination-log lives in the guest too; its message reaches kubelet's host file
+    # when the container ends.
+    log = kubelet.dir / "containers" / "quitter" / "5eed"
+    log.parent.mkdir(parents=True)
+    log.touch(mode=0o666)
+    quits = pb.Mount(container_path="/dev/termination-log", host_path=str(log))
+    quitter = _config(env, "quitter", [quits])
+    quitter.command[:] = ["sh", "-c", "grep -c ' /dev/termination-log 9p' /proc/mounts;"
+                          " echo goodbye > /dev/termination-log; exit 3"]  # fmt: skip
+    quitter_id = _create(env, sandbox_id, pod, quitter)
+    wait_for(lambda: env.status(quitter_id).state == pb.CONTAINER_EXITED, 60, "the quitter")
+    assert env.status(quitter_id).exit_code == 3
+    assert log.read_text() == "goodbye\n"
+    assert env.log_of("kube", "quitter").split()[-1] == "0"  # not on the share
+    env.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=quitter_id), timeout=60)
+
     # A container restarted (removed and made again, as kubelet does) finds the emptyDir.
     env.runtime.StopContainer(pb.StopContainerRequest(container_id=writer, timeout=0), timeout=60)
     env.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=writer), timeout=60)

@@ -43,6 +43,8 @@ COPIES_TMPFS_BYTES = 64 << 20
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,200}$")
 PART_RE = re.compile(r"^[^/\x00]{1,255}$")
 DATA = "..data"
+TERMINATION_PREFIX = "termination~"
+MAX_TERMINATION = 4096
 MS_NOSUID = 2
 MS_NODEV = 4
 
@@ -106,6 +108,43 @@ class GuestVolumes:
             options = f"size={COPIES_TMPFS_BYTES},mode=755"
             self._mounter.mount("tmpfs", str(self.copies), "tmpfs", MS_NOSUID | MS_NODEV, options)
         self.copies.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def termination_log_of(spec: dict[str, object], copies: Path) -> str:
+    """The guest file bound as the container's termination-log (a FILE volume named
+    ``termination~...`` below ``copies``), or ""."""
+    mounts = spec.get("mounts")
+    for mount in mounts if isinstance(mounts, list) else ():
+        source = mount.get("source") if isinstance(mount, dict) else None
+        if (
+            isinstance(source, str)
+            and os.path.dirname(source) == str(copies)
+            and os.path.basename(source).startswith(TERMINATION_PREFIX)
+        ):
+            return source
+    return ""
+
+
+def read_termination_message(path: str) -> bytes:
+    """The last MAX_TERMINATION bytes of the container's termination-log (as kubelet
+    reads it); b"" when there is none. The container could have replaced the file with
+    anything: opened O_NOFOLLOW|O_NONBLOCK and read only if regular."""
+    if not path:
+        return b""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return b""
+        os.lseek(fd, max(0, st.st_size - MAX_TERMINATION), os.SEEK_SET)
+        return os.read(fd, MAX_TERMINATION)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def _check(req: agent_pb2.SyncVolumeRequest) -> None:

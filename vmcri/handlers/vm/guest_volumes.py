@@ -18,11 +18,14 @@ says which volume it is (``<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<nam
 * the pod's ``etc-hosts`` file (kubelet's /etc/hosts, mounted writable): copied once into a
   guest file per pod (kubelet writes it when the pod starts, never later); what a container
   writes to it stays in the guest, as it would stay in the pod's host file.
+* a container's termination-log (``<root>/pods/<uid>/containers/<name>/<id>``, writable):
+  a guest file per container; when the container ends, the agent sends the file's last
+  4096 bytes in its exit event, and the host writes them to kubelet's file
+  (``vmcri/supervisor/termination.py``), where kubelet reads the message.
 
 What stays on the share: every other host path, a volume kubelet asks to propagate
 (HostToContainer: a copy cannot follow later host mounts), a writable configMap-like
-volume, and the container's termination-log (kubelet reads it on the host when the
-container ends).
+volume.
 
 The host reads a volume's files through descriptors only: the volume directory is opened
 ``O_NOFOLLOW``, each visible name is resolved by ``openat2`` beneath it
@@ -56,6 +59,7 @@ COPIED_PLUGINS = ("configmap", "secret", "projected", "downward-api")
 
 _VOLUME = re.compile(r"/pods/[^/]+/volumes/kubernetes\.io~([a-z-]+)/([^/]+)$")
 _ETC_HOSTS = re.compile(r"/pods/[^/]+/etc-hosts$")
+_TERMINATION = re.compile(r"/pods/[^/]+/containers/([a-z0-9][a-z0-9-]{0,62})/([0-9a-f]{1,64})$")
 
 
 class TooBig(Exception):
@@ -81,6 +85,10 @@ def guest_volume(mount: Mount) -> GuestVolume | None:
     path = os.path.normpath(mount.host_path)
     if _ETC_HOSTS.search(path):
         return GuestVolume("etc-hosts", VolumeKind.FILE, path)
+    termination = _TERMINATION.search(path)
+    if termination is not None and not mount.readonly:
+        name, instance = termination.groups()
+        return GuestVolume(f"termination~{name}~{instance}", VolumeKind.FILE, path)
     found = _VOLUME.search(path)
     if found is None:
         return None

@@ -15,7 +15,7 @@ from vmcri.model import Mount, MountPropagation
 
 PODS = "/var/lib/kubelet/pods/0f1e"
 VOL = f"{PODS}/volumes/kubernetes.io"
-COPY, EMPTY = VolumeKind.COPY, VolumeKind.EMPTY_DIR
+COPY, EMPTY, FILE = VolumeKind.COPY, VolumeKind.EMPTY_DIR, VolumeKind.FILE
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,9 @@ COPY, EMPTY = VolumeKind.COPY, VolumeKind.EMPTY_DIR
         (Mount("/c", f"{VOL}~configmap/app"), None),  # writable
         (Mount("/c", f"{VOL}~csi/pv"), None),
         (Mount("/c", f"{PODS}/volume-subpaths/app/c/0", readonly=True), None),
-        (Mount("/c", f"{PODS}/containers/c/0a1b"), None),  # the termination-log
+        (Mount("/d", f"{PODS}/containers/app/0a1b"), ("termination~app~0a1b", FILE)),
+        (Mount("/d", f"{PODS}/containers/app/0a1b", readonly=True), None),
+        (Mount("/d", f"{PODS}/containers/app/../0a1b"), None),
         (Mount("/c", "/srv/data"), None),
         (Mount("/c", f"{VOL}~empty-dir/cache",
                propagation=MountPropagation.HOST_TO_CONTAINER), None),
