@@ -6,8 +6,10 @@ memory-medium emptyDir (a tmpfs on the host, so a tmpfs in the guest), a configM
 and updated kubelet-style (a ``..data`` symlink swap) while a container reads it, the pod's
 /etc/hosts, none of them on the share. The pod is then checkpointed (it mounts no share, so
 QEMU saves it) and restored with configs whose host paths are the new pod's: its emptyDir
-came back with the guest, its configMap is the new pod's. A volume too big to copy goes to
-the share, and then the pod cannot be saved, the refusal naming that volume.
+came back with the guest, its configMap is the new pod's, and a restarted daemon syncs on.
+A container's termination-log lives in the guest and its message reaches kubelet's file. A
+volume too big to copy goes to the share, and then the pod cannot be saved, the refusal
+naming that volume.
 """
 
 from __future__ import annotations
@@ -261,6 +263,12 @@ def _run(env: VmEnv, tmp_path: Path, kubelet: KubeletPod) -> None:
         assert _exec(env, reader, "cat /cache/note /mem/x") == "shared\nin-memory\n"
         wait_for(lambda: _exec(env, reader, "cat /config/a") == "v3\n", timeout=30,
                  what="the restored pod's configMap from its own host path")  # fmt: skip
+
+        # A killed and restarted daemon syncs on (the pod's list is in its state dir).
+        env.restart(kill=True)
+        other.update(new_config, {"a": "v4\n", "b": "v4\n"}, "..gen2")
+        wait_for(lambda: _exec(env, reader, "cat /config/a") == "v4\n", timeout=30,
+                 what="an update after a daemon restart")  # fmt: skip
 
         # A volume too big to copy goes to the share; the pod can no longer be saved, and
         # the refusal names that volume.
