@@ -14,6 +14,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
+from vmcri.errors import Unimplemented
 from vmcri.handlers.vm.guest_volumes import GuestVolume, Snapshot, TooBig, guest_volume, read_volume
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.handlers.vm.volume_sync import CALL_TIMEOUT_S, Push, VolumeSync
@@ -46,7 +47,8 @@ class VmPodVolumes:
         pod has already is kept); returns mount index -> the mount as the guest binds it.
         A volume too big to copy, or unreadable, is left out (it goes to the share).
 
-        Raises the agent's errors (the guest could not make it)."""
+        Raises the agent's errors (the guest could not make it) but Unimplemented (an
+        agent from before SyncVolume: nothing is placed)."""
         placed: dict[int, Mount] = {}
         record = self._layout(sandbox.id).base / RECORD
         push = self._pusher(sandbox)
@@ -60,7 +62,13 @@ class VmPodVolumes:
                 log.info("sandbox %s: volume %s stays on the share: %s", sandbox.id,
                          mount.host_path, exc)  # fmt: skip
                 continue
-            path = push(volume, snapshot)
+            try:
+                path = push(volume, snapshot)
+            except Unimplemented:
+                # A pod started before its agent had SyncVolume: all on the share, as then.
+                log.info("sandbox %s: its agent keeps no volumes; they stay on the share",
+                         sandbox.id)  # fmt: skip
+                return {}
             self._volume_sync.add(sandbox.id, volume, push, snapshot.digest, record)
             placed[i] = dataclasses.replace(mount, host_path=path)
         return placed

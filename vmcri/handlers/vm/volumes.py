@@ -1,5 +1,9 @@
 """kubelet's host-path mounts of a VM pod's container: bound on the host, seen through the share.
 
+Only those that do not live in the guest (``guest_volumes.py``: emptyDirs, small
+configMap-like volumes, /etc/hosts and termination logs do): hostPath, persistent volumes,
+subPath binds, anything too big to copy.
+
 Each volume is bound below the container's directory in ``mounts/`` with its flags and
 propagation set before it is attached (``HostMounter.bind``), so the copies the pod share,
 virtiofsd and QEMU see are read-only where kubelet asked (a guest kernel cannot write
