@@ -37,7 +37,8 @@ SLEEP = ["sleep", "3600"]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
-    with vm_daemon(tmp_path_factory.mktemp("gvol"), NO_POD_NETWORK) as vm_env:
+    runc = '[runtimes.vm]\nbackend = "vm"\n[runtimes.runc]\nbackend = "runc"\n'
+    with vm_daemon(tmp_path_factory.mktemp("gvol"), NO_POD_NETWORK + runc) as vm_env:
         yield vm_env
 
 
@@ -293,3 +294,29 @@ def _run(env: VmEnv, tmp_path: Path, kubelet: KubeletPod) -> None:
         )
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("handler", ["vm", "runc"])
+def test_a_termination_message_reaches_kubelets_file(
+    env: VmEnv, tmp_path: Path, handler: str
+) -> None:
+    """What a container writes to its termination-log is in kubelet's host file once it has
+    ended, on both handlers (in a VM pod, carried back in the agent's exit event), at the
+    path kubelet's annotation names."""
+    kubelet = KubeletPod(tmp_path / "kubelet", f"uid-{handler}")
+    log = kubelet.dir / "containers" / "ender" / "0ff1ce"
+    log.parent.mkdir(parents=True)
+    log.touch(mode=0o666)
+    pod = _pod_config(env, f"ends-{handler}")
+    sandbox_id = env.runtime.RunPodSandbox(
+        pb.RunPodSandboxRequest(config=pod, runtime_handler=handler), timeout=300
+    ).pod_sandbox_id
+    env.sandboxes.append(sandbox_id)
+    config = _config(env, "ender", [pb.Mount(container_path="/tmp/why", host_path=str(log))])
+    config.annotations["io.kubernetes.container.terminationMessagePath"] = "/tmp/why"
+    config.command[:] = ["sh", "-c", "echo out of work > /tmp/why; exit 1"]
+    ender = _create(env, sandbox_id, pod, config)
+    wait_for(lambda: env.status(ender).state == pb.CONTAINER_EXITED, 60, "the container's end")
+    assert log.read_text() == "out of work\n"
+    env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+    env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
