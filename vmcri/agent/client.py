@@ -77,6 +77,29 @@ class AgentClient(AgentConnection):
         req = agent_pb2.MountSharesRequest(mounts=wire)
         self._result(self.call(agent_pb2.Request(mount_shares=req)), "empty")
 
+    def sync_volume(
+        self,
+        name: str,
+        kind: types.VolumeKind,
+        files: Sequence[types.VolumeFile] = (),
+        *,
+        size_bytes: int = 0,
+        timeout: float | None = None,
+    ) -> str:
+        """Make or update one of the pod's guest-local volumes; returns its guest path.
+        Raises like :meth:`call`."""
+        req = agent_pb2.SyncVolumeRequest(
+            name=name,
+            kind=agent_pb2.VolumeKind.Name(kind.value),
+            files=[
+                agent_pb2.VolumeFile(path=f.path, data=f.data, mode=f.mode, uid=f.uid, gid=f.gid)
+                for f in files
+            ],
+            size_bytes=size_bytes,
+        )
+        r = self._result(self.call(agent_pb2.Request(sync_volume=req), timeout), "sync_volume")
+        return self._checked(lambda: convert.volume_path(r.sync_volume))
+
     def create_container(
         self,
         container_id: str,

@@ -151,6 +151,23 @@ def sandbox_files(msg: agent_pb2.SetupSandboxResponse) -> types.SandboxFiles:
     return types.SandboxFiles(*paths, pid_ns_path=msg.pid_ns_path)
 
 
+MAX_TERMINATION_MESSAGE = 4096  # kubelet's MaxContainerTerminationMessageLength
+
+
+def _termination_message(data: bytes) -> bytes:
+    if len(data) > MAX_TERMINATION_MESSAGE:
+        raise ProtocolError(f"agent sent a termination message of {len(data)} bytes")
+    return data
+
+
+def volume_path(msg: agent_pb2.SyncVolumeResponse) -> str:
+    """The guest path of a volume the guest made (it goes into a container's spec)."""
+    path = msg.path
+    if not path.startswith("/") or len(path) > 4096 or "\0" in path or "/../" in f"{path}/":
+        raise ProtocolError(f"agent sent a bad volume path {path[:80]!r}")
+    return path
+
+
 def container_state(msg: agent_pb2.ContainerState) -> types.ContainerState:
     status = _STATUS.get(msg.status)
     if status is None:
@@ -263,6 +280,7 @@ def event(msg: agent_pb2.Event) -> types.AgentEvent:
             exit_code=_exit_code(ex.exit_code),
             oom_killed=ex.oom_killed,
             finished_at_ns=_uint(ex.finished_at_ns, "finished_at_ns"),
+            termination_message=_termination_message(ex.termination_message),
         )
     if kind == "exec_exited":
         ee = msg.exec_exited

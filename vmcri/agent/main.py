@@ -92,6 +92,7 @@ def main(argv: list[str]) -> int:
     from vmcri.agent.guest.runc import Runc, sealed_copy
     from vmcri.agent.guest.sandbox import HostSettings, Sandbox
     from vmcri.agent.guest.server import Agent, serve
+    from vmcri.agent.guest.volumes import GuestVolumes
     from vmcri.agent.transport import listen
 
     state: Path = args.state_dir
@@ -152,6 +153,7 @@ def main(argv: list[str]) -> int:
         events=events,
         shutdown=shutdown,
         hotplug=Hotplug(enabled=not args.no_host_settings),
+        volumes=GuestVolumes(state, scratch, mounter, own_tmpfs=not args.no_host_settings),
     )
     if os.getpid() != 1:
         signal.signal(signal.SIGTERM, _terminate(stop))

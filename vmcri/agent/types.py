@@ -31,6 +31,27 @@ class Mount9p:
     options: tuple[str, ...] = ()
 
 
+class VolumeKind(enum.Enum):
+    """How a kubelet volume lives in the guest (agent.proto's VolumeKind)."""
+
+    EMPTY_DIR = 1  # a directory on the pod's writable disk
+    EMPTY_DIR_MEMORY = 2  # a tmpfs of its own
+    COPY = 3  # the host's files, copied in and kept in sync
+    FILE = 4  # one file, copied in once
+
+
+@dataclass(frozen=True)
+class VolumeFile:
+    """One file of a copied volume; ``path`` is relative ("" for a FILE volume or for the
+    owner and mode of an emptyDir)."""
+
+    path: str
+    data: bytes = b""
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+
 @dataclass(frozen=True)
 class GuestRoute:
     dst: str  # CIDR
@@ -143,6 +164,7 @@ class ContainerExit:
     exit_code: int
     oom_killed: bool
     finished_at_ns: int
+    termination_message: bytes = b""
 
 
 @dataclass(frozen=True)

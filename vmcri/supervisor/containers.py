@@ -30,7 +30,7 @@ from vmcri.agent import types as agent_types
 from vmcri.errors import DeadlineExceeded, FailedPrecondition, NotFound, VmcriError
 from vmcri.host.disk import capacity_of, tree_usage
 from vmcri.store.records import ContainerRecord, SandboxRecord
-from vmcri.supervisor import streams
+from vmcri.supervisor import streams, termination
 from vmcri.supervisor.api import (
     ContainerExit,
     ContainerLiveness,
@@ -153,6 +153,10 @@ class SupervisedContainers:
 
     def _on_exit(self, sandbox_id: str, event: agent_types.ContainerExit) -> None:
         # The link has checked that the container is one of this pod's.
+        if event.termination_message:
+            record = self._records.find_container(event.container_id)
+            if record is not None:
+                termination.write_message(record.config, event.termination_message)
         code = event.exit_code
         if event.oom_killed and code == 0:
             code = 137

@@ -38,6 +38,7 @@ from vmcri.agent.guest.mounts import Mounter
 from vmcri.agent.guest.processes import Reaper, Waiter
 from vmcri.agent.guest.runc import Runc
 from vmcri.agent.guest.stdio import ConsoleSocket, Emit, Stdio, pump_pipes, pump_pty
+from vmcri.agent.guest.volumes import read_termination_message, termination_log_of
 from vmcri.api import agent_pb2
 from vmcri.errors import (
     AlreadyExists,
@@ -95,6 +96,8 @@ class Container:
         self.exited = threading.Event()
         self.execs: dict[str, object] = {}
         self.process: dict[str, object] = {}
+        self.termination_log = ""
+        """The guest file kubelet's termination-log is, when it lives in the guest."""
         """The OCI process of its config.json, which every exec copies (exec_process.py);
         kept from the spec the agent wrote, never read back from the bundle."""
 
@@ -218,6 +221,7 @@ class ContainerManager:
         assert isinstance(process, dict)
         process["terminal"] = bool(req.tty)
         container.process = process
+        container.termination_log = termination_log_of(spec, self.paths.state / "volumes")
         root = spec.get("root")
         readonly = bool(root.get("readonly", False)) if isinstance(root, dict) else False
         spec["root"] = {"path": container.root_path, "readonly": readonly}
@@ -322,12 +326,14 @@ class ContainerManager:
         container.finished_at_ns = self.clock()
         container.status = agent_pb2.CONTAINER_STATUS_EXITED
         container.stdio.close()
+        message = read_termination_message(container.termination_log)
 
         def fill(event: agent_pb2.Event) -> None:
             event.container_exited.container_id = container.container_id
             event.container_exited.exit_code = code
             event.container_exited.oom_killed = oom
             event.container_exited.finished_at_ns = container.finished_at_ns
+            event.container_exited.termination_message = message
 
         self.events.append(fill)
         container.exited.set()

@@ -1,6 +1,6 @@
 """SetupSandbox: the pod-wide state of the guest (hostname, hosts, DNS, sysctls, the pod
 network, the pod's shared PID namespace: ``pod_pid.py``, its writable disk: ``disks.py``);
-and MountShares: the pod's 9p share, mounted once a container has a volume (until then
+and MountShares: the pod's 9p share, mounted once a container has a volume on it (until then
 QEMU can save the VM: it cannot while a 9p export is mounted in the guest).
 
 The guest root is read-only, so the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf are

@@ -32,6 +32,7 @@ from vmcri.agent.guest.execs import ExecManager
 from vmcri.agent.guest.hotplug import Hotplug
 from vmcri.agent.guest.portforward import PortForwards
 from vmcri.agent.guest.sandbox import Sandbox
+from vmcri.agent.guest.volumes import GuestVolumes
 from vmcri.agent.guest.warm_up import warm_up
 from vmcri.agent.transport import GuestConnection, Listener
 from vmcri.api import agent_pb2
@@ -74,12 +75,14 @@ class Agent:
         events: EventLog,
         shutdown: Callable[[], None],
         hotplug: Hotplug | None = None,
+        volumes: GuestVolumes | None = None,
     ) -> None:
         self.containers = containers
         self.execs = execs
         self.sandbox = sandbox
         self.events = events
         self.hotplug = hotplug or Hotplug(enabled=False)
+        self.volumes = volumes
         self._shutdown = shutdown
         self._started = time.monotonic_ns()
         self.ports = PortForwards(events)
@@ -112,6 +115,10 @@ class Agent:
         if call == "mount_shares":
             self.sandbox.mount_shares(request.mount_shares)
             return agent_pb2.Response(empty=agent_pb2.Empty())
+        if call == "sync_volume":
+            if self.volumes is None:
+                raise Unimplemented("sync_volume: this agent keeps no volumes")
+            return agent_pb2.Response(sync_volume=self.volumes.sync(request.sync_volume))
         if call == "create_container":
             return _state(c.create(request.create_container).to_proto())
         if call == "start_container":

@@ -54,6 +54,7 @@ from vmcri.handlers.vm.layout import (
 from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.placement import VmPlacement
 from vmcri.handlers.vm.pod_dirs import VmPodDirs
+from vmcri.handlers.vm.pod_volumes import VmPodVolumes
 from vmcri.handlers.vm.saved_vm import COLD, TEMPLATE, WRITABLE, SavedPod, SavedVm
 from vmcri.handlers.vm.sizing import VmSize, check_overhead, size_vm
 from vmcri.handlers.vm.spec import container_spec, pod_files, target_of
@@ -81,10 +82,11 @@ def create(options: VmOptions, context: BackendContext) -> SandboxBackend:
     return VmBackend(options, context)
 
 
-class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
+class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVolumes):
     """The ``SandboxBackend`` of VM pods. Its other parts, each in a module of its own:
     booting (``boot.py``), VM templates (``template_vms.py``), growth (``growth.py``), the
-    pods' cgroups (``placement.py``) and host-side directories (``pod_dirs.py``)."""
+    pods' cgroups (``placement.py``), host-side directories (``pod_dirs.py``) and the
+    volumes that live in the guest (``pod_volumes.py``)."""
 
     def __init__(
         self,
@@ -308,7 +310,9 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
         """A container the restored guest runs already (under the checkpoint's ID): its
         output goes to its new log from now on; returns its pid in the guest. Raises
         NotFound (the guest does not have it), the agent's errors."""
-        return self._containers.adopt(sandbox, container)
+        pid = self._containers.adopt(sandbox, container)
+        self._watch_adopted(sandbox, container)
+        return pid
 
     def _alive(self, name: str) -> bool:
         return self._hypervisor.is_running(name)
@@ -334,6 +338,7 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
         """Destroy the VM and release every mount and file of the sandbox; idempotent."""
         self._containers.forget(sandbox_id)
         self._grow_locks.forget(sandbox_id)
+        self._forget_volumes(sandbox_id)
         name = domain_name(sandbox_id)
         self._disks.forget(name)
         try:
@@ -351,6 +356,7 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
         alive = self._alive(domain_name(sandbox.id))
         if alive:
             self._containers.reconnect(sandbox)  # after a restart: the events flow again
+            self._watch_again(sandbox)
             if sandbox.id not in self._placed:
                 self._reconcile_cgroups(sandbox)
         return alive
@@ -368,13 +374,17 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
             # once (the first VM pod to use it waits for it) and kept with the layer.
             disks = [layer_image(Path(d)) for d in reversed(image.layer_dirs)]
             container, views = mount_image_volumes(self._mounter, layout, container)
-            volumes = mount_volumes(self._mounter, layout, container, self._pod_namespace(layout))
+            in_guest = self._place_in_guest(sandbox, container)
+            shared = mount_volumes(
+                self._mounter, layout, container, self._pod_namespace(layout), skip=in_guest
+            )
+            volumes = {**shared, **in_guest}
             target = target_of(container)
             spec = self._spec_over_layers(
                 layout, sandbox, container, image, volumes, views,
                 self._containers.pid(sandbox, target) if target else 0,
             )  # fmt: skip
-            if volumes or views:
+            if shared or views:
                 self._mount_share(sandbox)
             luns = self._disks.attach_layers(domain_name(sandbox.id), disks, layout.layer_links)
             self._containers.create(sandbox, container, spec, layer_luns=luns)
@@ -385,7 +395,8 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs):
 
     def _mount_share(self, sandbox: SandboxRecord) -> None:
         """The pod's 9p share in the guest, once (a virtio-fs one was mounted at boot).
-        Until a container has a volume, the guest mounts none, so QEMU can save the VM."""
+        Until a container has a volume on the share (``guest_volumes.py`` says which do
+        not), the guest mounts none, so QEMU can save the VM."""
         if self._share_driver == "9p":
             self._containers.link(sandbox).client.mount_shares((GUEST_SHARE_MOUNT,))
 

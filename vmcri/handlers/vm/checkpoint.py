@@ -8,11 +8,13 @@ stream's last round and the disk copy. The manifest records the guest image vers
 and QEMU's version: a saved stream loads only into the same machine type and QEMU.
 
 Refused, with the reason QEMU gives, while the guest has mounted the pod's 9p share:
-the agent mounts it when a container first has a volume (kubelet's hostPath, emptyDir,
-configMap, secret and projected volumes, image volumes), and QEMU says "Migration is
-disabled when VirtFS export path ... is mounted in the guest"; the refusal names each
-container's volume. A virtio-fs share cannot be saved at all. A pod whose containers
-have no volume (their root file systems are disks, ``disks.py``) is saved whole.
+the agent mounts it when a container first has a volume on the share (hostPath, persistent
+and image volumes, a configMap-like volume too big to copy: ``guest_volumes.py``), and QEMU
+says "Migration is disabled when VirtFS export path ... is mounted in the guest"; the
+refusal names each container's volume on the share. A virtio-fs share cannot be saved at
+all. A pod whose volumes all live in its guest (emptyDirs, small configMaps, secrets,
+projected tokens, its /etc/hosts) is saved whole, those volumes with it; the restored pod's
+copied volumes are synced again from its own config's host paths.
 RestorePod loads the stream into the machine it was saved from (``saved_vm.py``,
 ``boot.py:_boot_saved``): designed from the new pod's config, refused when that gives
 another template shape; the guest then takes the new pod's address and MAC, and its
@@ -74,6 +76,10 @@ class PodVms(Protocol):
 
     def saved_machine(self, sandbox: SandboxRecord) -> SavedVm: ...
 
+    def in_guest(self, sandbox_id: str, host_path: str) -> bool:
+        """Whether the pod keeps this volume in its guest (not on the share)."""
+        ...
+
     def restore_saved(self, sandbox: SandboxRecord, saved: SavedPod) -> SandboxStarted: ...
 
     def adopt_container(self, sandbox: SandboxRecord, container: ContainerRecord) -> int: ...
@@ -115,6 +121,7 @@ class VmCheckpointer:
             + (f" (image {m.image!r})" if m.image else f" (host path {m.host_path!r})")
             for c in containers
             for m in c.config.mounts
+            if m.image or not self._vms.in_guest(sandbox.id, m.host_path)
         ]
         said = ", ".join(volumes) if volumes else "no container mounts one now, but one did"
         return Refusal(

@@ -4,7 +4,9 @@ The guest can write whatever it is shown, so the host never mounts on, opens
 or walks a path the guest can write (the class of Kata Containers'
 CVE-2020-2026, where the host mounted a rootfs onto a guest-planted symlink).
 A container's rootfs reaches the guest as disks (``disks.py``), not through a
-share. The host mounts kubelet's volumes and image volumes in ``mounts/``,
+share, and kubelet's emptyDirs, small configMap-like volumes, /etc/hosts and termination
+logs live in the guest (``guest_volumes.py``). The host mounts the other kubelet volumes
+(hostPath and the like) and image volumes in ``mounts/``,
 which the guest never sees, and shares a read-only slave bind of it
 (``share/``): mounts made below ``mounts/`` later appear below ``share/`` with
 their own flags, so the guest can write inside a volume, but never the
@@ -24,6 +26,8 @@ runtime dir::
                                     mounts/ again, read-only, nosuid, nodev
         mountns                     pins the pod's mount namespace, where its
                                     volumes are bound (``volumes.py``)
+        guest-volumes.json          the pod's volumes that live in its guest, synced
+                                    from their host paths (``volume_sync.py``)
         views/<id>                  host only, never shared: the image's layers,
                                     read-only, while the container's user is looked up
         jail/                       empty: where QEMU's root is mounted, in its own mount

@@ -1,5 +1,9 @@
 """kubelet's host-path mounts of a VM pod's container: bound on the host, seen through the share.
 
+Only those that do not live in the guest (``guest_volumes.py``: emptyDirs, small
+configMap-like volumes, /etc/hosts and termination logs do): hostPath, persistent volumes,
+subPath binds, anything too big to copy.
+
 Each volume is bound below the container's directory in ``mounts/`` with its flags and
 propagation set before it is attached (``HostMounter.bind``), so the copies the pod share,
 virtiofsd and QEMU see are read-only where kubelet asked (a guest kernel cannot write
@@ -33,6 +37,7 @@ into the file server's namespace carry the volume to the guest (``share_readonly
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Container
 from pathlib import Path
 
 from vmcri.errors import InvalidArgument
@@ -60,9 +65,11 @@ def mount_volumes(
     layout: SandboxLayout,
     container: ContainerRecord,
     namespace: Path | None = None,
+    skip: Container[int] = (),
 ) -> dict[int, Mount]:
-    """Bind each host-path mount, attached in the pod's mount ``namespace`` (the host's
-    when None); returns mount index -> the mount as the guest makes it.
+    """Bind each host-path mount but those in ``skip`` (in the guest: ``pod_volumes.py``),
+    attached in the pod's mount ``namespace`` (the host's when None); returns mount index
+    -> the mount as the guest makes it.
 
     Raises InvalidArgument (a missing host path, a propagation a VM cannot give),
     HostCommandError (mount). The caller unmounts what was mounted when this fails.
@@ -71,7 +78,7 @@ def mount_volumes(
     check_volumes(mounts)
     guest: dict[int, Mount] = {}
     for i, mount in enumerate(mounts):
-        if mount.image:
+        if mount.image or i in skip:
             continue
         source = Path(mount.host_path)
         if not source.exists():

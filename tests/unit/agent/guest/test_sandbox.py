@@ -7,27 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.guest_mounter import FakeMounter
 from vmcri.agent import convert
 from vmcri.agent.guest.sandbox import HostSettings, Sandbox
 from vmcri.api import agent_pb2
 from vmcri.errors import FailedPrecondition, InvalidArgument
-
-
-class FakeMounter:
-    def __init__(self) -> None:
-        self.mounts: list[tuple[str, str, str, int, str]] = []
-
-    def mount(self, source: str, target: str, fstype: str, flags: int, data: str) -> None:
-        self.mounts.append((source, target, fstype, flags, data))
-
-    def umount(self, target: str, *, detach: bool = False) -> None:
-        pass
-
-    def is_mounted(self, target: str) -> bool:
-        return any(m[1] == target for m in self.mounts)
-
-    def load(self) -> None:
-        pass
 
 
 def test_sandbox_setup_writes_files_and_sysctls(tmp_path: Path) -> None:

@@ -51,6 +51,10 @@ class Vms:
     """The backend as the checkpointer's refusals see it (saves and restores not here)."""
 
     share_driver: str = "9p"
+    guest_paths: tuple[str, ...] = ()
+
+    def in_guest(self, sandbox_id: str, host_path: str) -> bool:
+        return host_path in self.guest_paths
 
 
 NO_VMS = cast(PodVms, Vms())
