@@ -86,6 +86,7 @@ def main(argv: list[str]) -> int:
     from vmcri.agent.guest.events import EventLog
     from vmcri.agent.guest.execs import ExecManager
     from vmcri.agent.guest.hotplug import Hotplug
+    from vmcri.agent.guest.idmap import KernelIdMapper
     from vmcri.agent.guest.mounts import LibcMounter
     from vmcri.agent.guest.pod_pid import PodPidNamespace
     from vmcri.agent.guest.processes import Reaper, become_subreaper
@@ -128,6 +129,8 @@ def main(argv: list[str]) -> int:
         cgroups=CgroupReader(args.cgroup_root),
         paths=GuestPaths(state=state, scratch=scratch, sockets=args.socket_dir),
         disks=disks,
+        # Only a guest's agent gets specs whose runtime makes the user namespace.
+        idmapper=None if args.no_host_settings else KernelIdMapper(reaper),
     )
     stop = threading.Event()
     poweroff = args.poweroff == "yes" or (args.poweroff == "auto" and os.getpid() == 1)

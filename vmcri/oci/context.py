@@ -46,6 +46,10 @@ class SpecContext:
     uts_ns_path: str = ""
     pid_ns_path: str = ""  # the pod's shared PID namespace, if it has one
     user_ns_path: str = ""  # the pod's user namespace, when it has one (userns mode POD)
+    # No pod user namespace to join: the runtime makes each container's from the spec's
+    # mappings (a VM pod's guest), after joining the pod's other namespaces, which the
+    # runtime's own user namespace owns (``vmcri.oci.own_userns``).
+    own_userns: bool = False
     target_pid_ns_path: str = ""  # namespace_options.target_id resolved by the caller
     hostname: str = ""
     hostname_path: str = ""  # pod files bind-mounted at /etc/hostname, /etc/hosts, ...

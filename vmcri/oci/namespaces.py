@@ -26,7 +26,9 @@ def container_namespaces(opts: NamespaceOptions, ctx: SpecContext) -> list[Spec]
     namespace comes first: runc joins it before the others, which it owns.
     """
     out: list[Spec] = []
-    if opts.userns_mode is NamespaceMode.POD:
+    if opts.userns_mode is NamespaceMode.POD and ctx.own_userns and not ctx.user_ns_path:
+        out.append({"type": "user"})
+    elif opts.userns_mode is NamespaceMode.POD:
         out.append(_join("user", ctx.user_ns_path, "userns_options"))
     elif opts.userns_mode is not NamespaceMode.NODE:
         raise InvalidArgument(f"{_FIELD}.userns_options.mode: {opts.userns_mode.name} is not valid")

@@ -26,6 +26,7 @@ from vmcri.oci.mounts import (
     user_mounts,
 )
 from vmcri.oci.namespaces import container_namespaces
+from vmcri.oci.own_userns import check_own_userns, own_userns_mounts
 from vmcri.oci.resources import (
     DEFAULT_DEVICE_RULES,
     device_entries,
@@ -71,6 +72,9 @@ def build_spec(
         pod.security.namespace_options, opts, "security_context.namespace_options"
     )
     userns = uses_userns(opts)
+    own_userns = userns and ctx.own_userns and not ctx.user_ns_path
+    if own_userns:
+        check_own_userns(opts)
     if userns:
         for i, mount in enumerate(container.mounts):
             check_mount_propagation(mount.propagation, f"mounts[{i}].propagation")
@@ -119,6 +123,8 @@ def build_spec(
     shm = ctx.shm_path if opts.ipc is not NamespaceMode.CONTAINER else ""
     extra = pod_file_mounts(ctx, sec.readonly_rootfs, taken) + cri_mounts
     mounts = merge_mounts(default_mounts(sec.privileged, own_ipc or not shm, shm), extra)
+    if own_userns:
+        mounts = own_userns_mounts(mounts, own_ipc)
 
     devices, device_rules = device_entries(ctx.devices)
     resources = linux_resources(container.resources, ctx.pids_limit)
@@ -166,7 +172,7 @@ def build_spec(
         "linux": linux,
         "annotations": _annotations(pod, container, ctx),
     }
-    if not host_network and ctx.hostname:
+    if not host_network and ctx.hostname and not own_userns:
         spec["hostname"] = ctx.hostname
     if container.hooks:
         spec["hooks"] = _hooks(container, ctx)

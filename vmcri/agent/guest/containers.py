@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ from typing import NamedTuple
 from vmcri.agent.guest.cgroups import CgroupReader, counters_message
 from vmcri.agent.guest.disks import GuestDisks
 from vmcri.agent.guest.events import EventLog
+from vmcri.agent.guest.idmap import IdMapper, IdMaps, mapped_owner, spec_id_maps
 from vmcri.agent.guest.mounts import Mounter
 from vmcri.agent.guest.processes import Reaper, Waiter
 from vmcri.agent.guest.runc import Runc
@@ -48,6 +50,7 @@ from vmcri.errors import (
     NotFound,
 )
 
+CLONES = "idmapped"  # below the bundle: ID-mapped clones staged for runc (``idmap.py``)
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_LOWERDIRS = 128
 OUTPUT_DRAIN_S = 2.0
@@ -137,9 +140,13 @@ class ContainerManager:
         paths: GuestPaths,
         clock: Callable[[], int] = time.time_ns,
         disks: GuestDisks | None = None,
+        idmapper: IdMapper | None = None,
     ) -> None:
+        """``idmapper``: makes the ID-mapped mounts a user-namespaced container needs
+        (``idmap.py``); without it, such a container is refused."""
         self.runc = runc
         self.disks = disks
+        self.idmapper = idmapper
         self.reaper = reaper
         self.events = events
         self.mounter = mounter
@@ -212,11 +219,19 @@ class ContainerManager:
         container.bundle.mkdir(parents=True, mode=0o700)
         container.rootfs.mkdir()
         (container.bundle / "execs").mkdir()
+        maps = spec_id_maps(spec)
+        if maps is not None and (self.idmapper is None or req.rootfs_path):
+            raise FailedPrecondition(
+                "oci_spec.linux.uidMappings: this agent cannot ID-map the container's files"
+            )
         if req.layer_luns:
             if self.disks is None:
                 raise FailedPrecondition("layer_luns: this agent mounts no disk")
             lowerdirs = self.disks.mount_layers(req.layer_luns)
-        self._mount_rootfs(container, lowerdirs, req.rootfs_path)
+        if maps is None:
+            self._mount_rootfs(container, lowerdirs, req.rootfs_path)
+        else:
+            self._mount_mapped(container, lowerdirs, spec, maps)
         process = spec["process"]
         assert isinstance(process, dict)
         process["terminal"] = bool(req.tty)
@@ -277,6 +292,8 @@ class ContainerManager:
             for fd in opened:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        # runc bound the staged volume clones into the container's mount namespace.
+        self._detach_clones(container)
         try:
             container.pid = int(pid_file.read_text().strip())
         except (OSError, ValueError) as exc:
@@ -288,7 +305,15 @@ class ContainerManager:
             target=self._monitor, args=(container, waiter), name=f"exit-{cid}", daemon=True
         ).start()
 
-    def _mount_rootfs(self, container: Container, lowerdirs: list[str], assembled: str) -> None:
+    def _mount_rootfs(
+        self,
+        container: Container,
+        lowerdirs: list[str],
+        assembled: str,
+        root: tuple[int, int] | None = None,
+    ) -> None:
+        """``root``: the guest IDs that own the writable layer's top (before the mount:
+        overlayfs takes its root's owner from there)."""
         if assembled:
             # The host assembled it (and owns its mounts): runc takes it as it is, and makes
             # it a mount point of its own in the container's mount namespace.
@@ -298,10 +323,72 @@ class ContainerManager:
         work = container.scratch / "work"
         upper.mkdir(parents=True, mode=0o755)
         work.mkdir(mode=0o700)
+        if root is not None:
+            os.chown(upper, *root)
         data = f"lowerdir={':'.join(lowerdirs)},upperdir={upper},workdir={work}"
         if len(data) >= 4000:
             raise InvalidArgument(f"lowerdirs: {len(lowerdirs)} paths overflow the mount options")
         self.mounter.mount("overlay", str(container.rootfs), "overlay", 0, data)
+
+    def _mount_mapped(
+        self, container: Container, lowerdirs: list[str], spec: dict[str, object], maps: IdMaps
+    ) -> None:
+        """The rootfs over ID-mapped clones of the layers, and the guest-made volumes
+        ID-mapped (or given to the pod's root where their file system cannot be), for a
+        container that makes its own user namespace (``idmap.py``)."""
+        assert self.idmapper is not None
+        root = maps.root()
+        if root is None:
+            raise InvalidArgument("oci_spec.linux.uidMappings: the container's root is unmapped")
+        # runc sets the container up as its root, which is not the guest's: it must pass
+        # every directory down to the rootfs (it sees nothing through them but that path).
+        for directory in (self.paths.state, container.bundle.parent, container.bundle):
+            os.chmod(directory, stat.S_IMODE(os.stat(directory).st_mode) | stat.S_IXOTH)
+        clones = container.bundle / CLONES
+        clones.mkdir(mode=0o700)
+        with self.idmapper.userns(maps) as userns:
+            mapped = []
+            for i, layer in enumerate(lowerdirs):
+                point = clones / f"layer{i}"
+                point.mkdir()
+                self.idmapper.map_tree(layer, str(point), userns, False)
+                mapped.append(str(point))
+            self._mount_rootfs(container, mapped, "", root)
+            self._detach_clones(container)  # overlayfs keeps clones of its own
+            self._map_volumes(container, spec, maps, userns)
+
+    def _map_volumes(
+        self, container: Container, spec: dict[str, object], maps: IdMaps, userns: str
+    ) -> None:
+        """Each bind of a volume the guest made (an emptyDir) becomes a bind of an
+        ID-mapped clone staged in the bundle; on a file system that cannot be ID-mapped
+        (tmpfs before Linux 6.3) the volume's top gets its mapped owner instead."""
+        assert self.idmapper is not None
+        mounts = spec.get("mounts")
+        tops = (str(self.paths.scratch / "volumes"), str(self.paths.state / "empty-dirs"))
+        for i, mount in enumerate(mounts if isinstance(mounts, list) else ()):
+            source = mount.get("source") if isinstance(mount, dict) else None
+            if mount.get("type") != "bind" or not isinstance(source, str):
+                continue
+            if os.path.dirname(os.path.normpath(source)) not in tops:
+                continue
+            point = container.bundle / CLONES / f"mount{i}"
+            point.mkdir()
+            try:
+                self.idmapper.map_tree(source, str(point), userns, True)
+            except FailedPrecondition:
+                point.rmdir()
+                st = os.lstat(source)
+                os.chown(source, *mapped_owner(st.st_uid, st.st_gid, maps), follow_symlinks=False)
+                continue
+            mount["source"] = str(point)
+
+    def _detach_clones(self, container: Container) -> None:
+        """Unmount every staged clone (its mounts elsewhere stay). Raises HostCommandError."""
+        clones = container.bundle / CLONES
+        for point in sorted(clones.iterdir()) if clones.is_dir() else ():
+            if self.mounter.is_mounted(str(point)):
+                self.mounter.umount(str(point), detach=True)
 
     def _output_emitter(self, container_id: str, exec_id: str) -> Emit:
         def emit(stream: int, data: bytes, eof: bool) -> None:
@@ -416,6 +503,10 @@ class ContainerManager:
         if os.path.ismount(rootfs):
             # Never delete through a mount: what is below belongs to the image or the host.
             raise HostCommandError(f"container {container.container_id}: rootfs still mounted")
+        self._detach_clones(container)
+        clones = container.bundle / CLONES
+        if any(os.path.ismount(p) for p in clones.iterdir()) if clones.is_dir() else False:
+            raise HostCommandError(f"container {container.container_id}: a clone is mounted")
         shutil.rmtree(container.bundle, ignore_errors=True)
         shutil.rmtree(container.scratch, ignore_errors=True)
         if container.bundle.exists() or container.scratch.exists():

@@ -23,7 +23,6 @@ from vmcri.errors import (
     ConfigError,
     FailedPrecondition,
     HypervisorError,
-    Unimplemented,
     VmcriError,
 )
 from vmcri.handlers.base import HandlerFeatures, SandboxBackend, SandboxStarted
@@ -59,14 +58,13 @@ from vmcri.handlers.vm.saved_vm import COLD, TEMPLATE, WRITABLE, SavedPod, Saved
 from vmcri.handlers.vm.sizing import VmSize, check_overhead, size_vm
 from vmcri.handlers.vm.spec import container_spec, pod_files, target_of
 from vmcri.handlers.vm.template_vms import VmTemplateVms
-from vmcri.handlers.vm.volumes import mount_volumes
+from vmcri.handlers.vm.volumes import check_userns_volumes, mount_volumes
 from vmcri.host.mounts import HARDENED, HostMounter, Mounter
 from vmcri.images.layer_erofs import layer_image
 from vmcri.metrics import families as metrics
 from vmcri.model import Condition, ImageInfo, Mount, Resources
 from vmcri.network.tap import NetlinkTaps, TapDevices
 from vmcri.oci.spec import Spec
-from vmcri.oci.userns import uses_userns
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.supervisor.api import PortConnection
 from vmcri.supervisor.containers import SupervisedContainers
@@ -184,7 +182,8 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVo
             # (volumes.py), whatever runtime the guest runs: the new mount API each VM pod
             # needs anyway.
             recursive_read_only_mounts=True,
-            user_namespaces=False,
+            # The guest ID-maps the layers and its own volumes (agent/guest/idmap.py).
+            user_namespaces=True,
             host_network=False,
             host_pid_ipc=False,
             in_guest=True,
@@ -212,12 +211,6 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVo
         return self._start(sandbox, saved)
 
     def _start(self, sandbox: SandboxRecord, saved: SavedPod | None) -> SandboxStarted:
-        if uses_userns(sandbox.config.security.namespace_options):
-            # The guest sees the pod's files through virtiofs/9p, which cannot be ID-mapped.
-            raise Unimplemented(
-                "config.linux.security_context.namespace_options.userns_options: the vm "
-                "handler does not support user namespaces (the VM is the isolation; use NODE)"
-            )
         guest = self._guest()
         layout = self._layout(sandbox.id)
         name = domain_name(sandbox.id)
@@ -375,6 +368,7 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVo
             disks = [layer_image(Path(d)) for d in reversed(image.layer_dirs)]
             container, views = mount_image_volumes(self._mounter, layout, container)
             in_guest = self._place_in_guest(sandbox, container)
+            check_userns_volumes(sandbox, container, in_guest)
             shared = mount_volumes(
                 self._mounter, layout, container, self._pod_namespace(layout), skip=in_guest
             )

@@ -106,6 +106,7 @@ def container_spec(
         image_volume_paths=dict(image_volume_paths or {}),
         seccomp_localhost=seccomp,
         in_vm=True,
+        own_userns=True,
         sandbox_id=sandbox.id,
         container_id=container.id,
     )

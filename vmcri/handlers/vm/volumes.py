@@ -45,7 +45,8 @@ from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.host.mounts import Mounter, mount_points
 from vmcri.model import Mount, MountPropagation
 from vmcri.oci.mounts import check_recursive_read_only
-from vmcri.store.records import ContainerRecord
+from vmcri.oci.userns import uses_userns
+from vmcri.store.records import ContainerRecord, SandboxRecord
 
 
 def check_volumes(mounts: tuple[Mount, ...]) -> None:
@@ -57,6 +58,25 @@ def check_volumes(mounts: tuple[Mount, ...]) -> None:
             raise InvalidArgument(
                 f"config.mounts[{i}].propagation: Bidirectional is not possible in a pod VM "
                 "(a mount made in the guest cannot reach the host); use the runc handler"
+            )
+
+
+def check_userns_volumes(
+    sandbox: SandboxRecord, container: ContainerRecord, in_guest: Container[int]
+) -> None:
+    """In a pod with its own user namespace, every volume must be one the guest can ID-map
+    (``vmcri/agent/guest/idmap.py``): none may reach it over the share, as 9p cannot be
+    ID-mapped (its files would show as the overflow ID, and the pod's root could not
+    write them). Raises InvalidArgument naming ``config.mounts[i]``, before any mount."""
+    if not uses_userns(sandbox.config.security.namespace_options):
+        return
+    for i, mount in enumerate(container.config.mounts):
+        if mount.image or i not in in_guest:
+            what = "image volume" if mount.image else f"host path {mount.host_path!r}"
+            raise InvalidArgument(
+                f"config.mounts[{i}] ({what} at {mount.container_path!r}): a VM pod with "
+                "userns_options mode POD cannot have it, as it would reach the guest over "
+                "the 9p share, which cannot be ID-mapped; use the runc handler"
             )
 
 
