@@ -131,6 +131,7 @@ def main(argv: list[str]) -> int:
         disks=disks,
         # Only a guest's agent gets specs whose runtime makes the user namespace.
         idmapper=None if args.no_host_settings else KernelIdMapper(reaper),
+        proc_sys=None if args.no_host_settings else Path("/proc/sys"),
     )
     stop = threading.Event()
     poweroff = args.poweroff == "yes" or (args.poweroff == "auto" and os.getpid() == 1)

@@ -56,7 +56,9 @@ def test_a_user_namespaced_vm_pod_sees_its_files_as_its_own(env: VmEnv, tmp_path
     memory = _empty_dir(tmp_path, "mem")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(memory)], check=True)
     try:
-        sandbox_id, pod = env.run_pod("userns", linux=pod_linux())
+        linux = pod_linux()
+        linux.sysctls["net.ipv4.tcp_keepalive_time"] = "600"
+        sandbox_id, pod = env.run_pod("userns", linux=linux)
         mounts = [
             pb.Mount(container_path="/cache", host_path=str(cache)),
             pb.Mount(container_path="/mem", host_path=str(memory)),
@@ -80,6 +82,13 @@ def test_a_user_namespaced_vm_pod_sees_its_files_as_its_own(env: VmEnv, tmp_path
             out = _exec(env, cid, f"echo x > {top}/f && stat -c %u:%g {top}/f {top}")
             assert out == "0:0\n0:0\n", top
         assert list(cache.iterdir()) == [] and list(memory.iterdir()) == []
+        # ext4 is ID-mapped; tmpfs cannot be on 6.1 (its top is the pod root's instead).
+        assert "idmapped" in _exec(env, cid, "grep ' /cache ' /proc/self/mountinfo")
+        assert "idmapped" not in _exec(env, cid, "grep ' /mem ' /proc/self/mountinfo")
+        # The guest's network namespace is the pod's: its root binds port 80 as on runc,
+        # and the pod's sysctl is the guest's.
+        assert _exec(env, cid, "httpd -p 80 && netstat -ltn | grep -c ':80 '") == "1\n"
+        assert _exec(env, cid, "cat /proc/sys/net/ipv4/tcp_keepalive_time") == "600\n"
 
         # A hostPath volume would go over 9p: refused, naming the mount.
         outside = tmp_path / "host-data"
@@ -93,7 +102,20 @@ def test_a_user_namespaced_vm_pod_sees_its_files_as_its_own(env: VmEnv, tmp_path
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "config.mounts[0]" in str(refused.value.details())
         assert "9p" in str(refused.value.details())
-        # The pod still works after the refusal.
+        # The pod still works after the refusal, and its container goes away cleanly
+        # (the staged clones detached, never deleted through).
         assert _exec(env, cid, "cat /made") == "new\n"
+        again = env.create(
+            sandbox_id, pod, "again", ["sleep", "3600"], mounts=mounts, linux=container_linux()
+        )
+        env.start(again)
+        assert _exec(env, again, "cat /cache/f") == "x\n"
+        for gone in (cid, again):
+            env.runtime.StopContainer(pb.StopContainerRequest(container_id=gone), timeout=60)
+            env.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=gone), timeout=60)
+        env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+        env.runtime.RemovePodSandbox(
+            pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120
+        )
     finally:
         subprocess.run(["umount", str(memory)], check=False)

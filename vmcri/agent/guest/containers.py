@@ -40,6 +40,7 @@ from vmcri.agent.guest.mounts import Mounter
 from vmcri.agent.guest.processes import Reaper, Waiter
 from vmcri.agent.guest.runc import Runc
 from vmcri.agent.guest.stdio import ConsoleSocket, Emit, Stdio, pump_pipes, pump_pty
+from vmcri.agent.guest.userns_net import open_to_the_pods_users
 from vmcri.agent.guest.volumes import read_termination_message, termination_log_of
 from vmcri.api import agent_pb2
 from vmcri.errors import (
@@ -141,12 +142,15 @@ class ContainerManager:
         clock: Callable[[], int] = time.time_ns,
         disks: GuestDisks | None = None,
         idmapper: IdMapper | None = None,
+        proc_sys: Path | None = None,
     ) -> None:
         """``idmapper``: makes the ID-mapped mounts a user-namespaced container needs
-        (``idmap.py``); without it, such a container is refused."""
+        (``idmap.py``); without it, such a container is refused. ``proc_sys``: the guest's
+        sysctls, opened to such a container's users (``userns_net.py``)."""
         self.runc = runc
         self.disks = disks
         self.idmapper = idmapper
+        self.proc_sys = proc_sys
         self.reaper = reaper
         self.events = events
         self.mounter = mounter
@@ -232,6 +236,7 @@ class ContainerManager:
             self._mount_rootfs(container, lowerdirs, req.rootfs_path)
         else:
             self._mount_mapped(container, lowerdirs, spec, maps)
+            open_to_the_pods_users(spec, self.proc_sys)
         process = spec["process"]
         assert isinstance(process, dict)
         process["terminal"] = bool(req.tty)
