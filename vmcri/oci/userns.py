@@ -123,6 +123,15 @@ def pod_root(opts: NamespaceOptions) -> tuple[int, int] | None:
     return None if uid is None or gid is None else (uid, gid)
 
 
+def owner_outside(uid: int, gid: int, opts: NamespaceOptions) -> tuple[int, int]:
+    """The (uid, gid) outside the pod's user namespace of a file its containers should see
+    owned by (``uid``, ``gid``); without a user namespace, or for an unmapped ID, as it is."""
+    if not uses_userns(opts):
+        return uid, gid
+    new_uid, new_gid = _host_id(uid, opts.uid_mappings), _host_id(gid, opts.gid_mappings)
+    return (uid if new_uid is None else new_uid), (gid if new_gid is None else new_gid)
+
+
 def _host_id(container_id: int, mappings: Sequence[IDMapping]) -> int | None:
     for m in mappings:
         if m.container_id <= container_id < m.container_id + m.length:

@@ -5,12 +5,14 @@ The container is root in a user namespace whose IDs are the guest's 65536 and up
 image's files are still root's to it (the guest ID-maps the erofs layers under the
 overlay), it writes its rootfs and a disk emptyDir (ID-mapped ext4) and a memory emptyDir
 (tmpfs, which 6.1 cannot ID-map: its top is given to the pod's root), and what it
-writes is its root's. A hostPath volume would reach the guest over the 9p share, which
+writes is its root's; a copied configMap's files have the owners they have on the host.
+A hostPath volume would reach the guest over the 9p share, which
 cannot be ID-mapped: refused, naming the mount.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +47,17 @@ def _empty_dir(tmp: Path, name: str) -> Path:
     return path
 
 
+def _config_map(tmp: Path, name: str, files: dict[str, str]) -> Path:
+    """kubelet's layout of a configMap: ``..data`` -> a generation, a symlink per key."""
+    path = tmp / "kubelet" / "pods" / "uid-userns" / "volumes" / "kubernetes.io~configmap" / name
+    (path / "..gen1").mkdir(parents=True)
+    for key, value in files.items():
+        (path / "..gen1" / key).write_text(value)
+        os.symlink(f"..data/{key}", path / key)
+    os.symlink("..gen1", path / "..data")
+    return path
+
+
 def test_the_handler_announces_user_namespaces(env: VmEnv) -> None:
     status = env.runtime.Status(pb.StatusRequest(), timeout=30)
     vm = [h for h in status.runtime_handlers if h.name == "vm"]
@@ -59,9 +72,12 @@ def test_a_user_namespaced_vm_pod_sees_its_files_as_its_own(env: VmEnv, tmp_path
         linux = pod_linux()
         linux.sysctls["net.ipv4.tcp_keepalive_time"] = "600"
         sandbox_id, pod = env.run_pod("userns", linux=linux)
+        config = _config_map(tmp_path, "app", {"a": "root's\n", "b": "user's\n"})
+        os.chown(config / "..gen1" / "b", 1000, 1001)
         mounts = [
             pb.Mount(container_path="/cache", host_path=str(cache)),
             pb.Mount(container_path="/mem", host_path=str(memory)),
+            pb.Mount(container_path="/config", host_path=str(config), readonly=True),
         ]
         cid = env.create(
             sandbox_id, pod, "app", ["sleep", "3600"], mounts=mounts, linux=container_linux()
@@ -82,6 +98,10 @@ def test_a_user_namespaced_vm_pod_sees_its_files_as_its_own(env: VmEnv, tmp_path
             out = _exec(env, cid, f"echo x > {top}/f && stat -c %u:%g {top}/f {top}")
             assert out == "0:0\n0:0\n", top
         assert list(cache.iterdir()) == [] and list(memory.iterdir()) == []
+        # A copied configMap (guest tmpfs): its files are owned in the container as on the
+        # host, as the runc handler's ID-mapped bind shows them.
+        out = _exec(env, cid, "cat /config/a /config/b; stat -L -c %u:%g /config/a /config/b")
+        assert out == "root's\nuser's\n0:0\n1000:1001\n"
         # ext4 is ID-mapped; tmpfs cannot be on 6.1 (its top is the pod root's instead).
         assert "idmapped" in _exec(env, cid, "grep ' /cache ' /proc/self/mountinfo")
         assert "idmapped" not in _exec(env, cid, "grep ' /mem ' /proc/self/mountinfo")

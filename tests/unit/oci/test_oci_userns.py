@@ -7,7 +7,7 @@ import pytest
 from vmcri.errors import InvalidArgument
 from vmcri.host.idmap import id_map_text
 from vmcri.model import IDMapping, NamespaceMode, NamespaceOptions
-from vmcri.oci.userns import MAX_RANGES, check_pod_userns, pod_root
+from vmcri.oci.userns import MAX_RANGES, check_pod_userns, owner_outside, pod_root
 
 F = "config.linux.security_context.namespace_options"
 KUBELET = (IDMapping(host_id=65536 * 3, container_id=0, length=65536),)
@@ -66,3 +66,11 @@ def test_bad_options_name_their_field(bad: NamespaceOptions, message: str) -> No
 def test_id_map_file_format() -> None:
     text = id_map_text((IDMapping(100000, 0, 1000), IDMapping(300000, 1000, 5)))
     assert text == "0 100000 1000\n1000 300000 5\n"
+
+
+def test_a_files_owner_outside_the_pods_user_namespace() -> None:
+    ids = (IDMapping(host_id=65536, container_id=0, length=65536),)
+    pod = NamespaceOptions(userns_mode=NamespaceMode.POD, uid_mappings=ids, gid_mappings=ids)
+    assert owner_outside(0, 1000, pod) == (65536, 66536)
+    assert owner_outside(70000, 0, pod) == (70000, 65536)  # unmapped: as it is
+    assert owner_outside(0, 0, NamespaceOptions()) == (0, 0)

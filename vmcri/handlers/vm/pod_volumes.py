@@ -14,15 +14,18 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
+from vmcri.agent.types import VolumeKind
 from vmcri.errors import Unimplemented
 from vmcri.handlers.vm.guest_volumes import GuestVolume, Snapshot, TooBig, guest_volume, read_volume
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.handlers.vm.volume_sync import CALL_TIMEOUT_S, Push, VolumeSync
 from vmcri.model import Mount
+from vmcri.oci.userns import owner_outside
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.supervisor.containers import SupervisedContainers
 
 log = logging.getLogger(__name__)
+EMPTY_DIRS = (VolumeKind.EMPTY_DIR, VolumeKind.EMPTY_DIR_MEMORY)
 
 RECORD = "guest-volumes.json"
 
@@ -96,10 +99,22 @@ class VmPodVolumes:
         self._volume_sync.forget(sandbox_id)
 
     def _pusher(self, sandbox: SandboxRecord) -> Push:
+        opts = sandbox.config.security.namespace_options
+
         def push(volume: GuestVolume, snapshot: Snapshot) -> str:
             client = self._containers.link(sandbox).client
+            files = snapshot.files
+            if volume.kind not in EMPTY_DIRS:
+                # A copy on the guest's tmpfs, which 6.1 cannot ID-map: in a pod with its
+                # own user namespace its files are written with the owners the pod's
+                # containers should see, mapped (the guest ID-maps emptyDirs itself).
+                files = tuple(
+                    dataclasses.replace(f, uid=uid, gid=gid)
+                    for f in files
+                    for uid, gid in [owner_outside(f.uid, f.gid, opts)]
+                )
             return client.sync_volume(
-                volume.name, volume.kind, snapshot.files,
+                volume.name, volume.kind, files,
                 size_bytes=snapshot.size_bytes, timeout=CALL_TIMEOUT_S,
             )  # fmt: skip
 
