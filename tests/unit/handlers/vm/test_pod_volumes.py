@@ -7,11 +7,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from vmcri.agent.types import VolumeFile, VolumeKind
-from vmcri.errors import Unimplemented
+from vmcri.errors import InvalidArgument, Unimplemented
 from vmcri.handlers.vm.layout import SandboxLayout
 from vmcri.handlers.vm.pod_volumes import VmPodVolumes
-from vmcri.model import ContainerConfig, Metadata, Mount, PodConfig
+from vmcri.handlers.vm.volumes import check_userns_volumes
+from vmcri.model import (
+    ContainerConfig,
+    IDMapping,
+    Metadata,
+    Mount,
+    NamespaceMode,
+    NamespaceOptions,
+    PodConfig,
+    PodSecurity,
+)
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.supervisor.containers import SupervisedContainers
 
@@ -39,8 +51,11 @@ class Pods(VmPodVolumes):
         return SandboxLayout(self._tmp / sandbox_id, self._tmp / sandbox_id)
 
 
-def _records(tmp: Path, *mounts: Mount) -> tuple[SandboxRecord, ContainerRecord]:
-    pod = PodConfig(metadata=Metadata(name="p", uid="u", namespace="n"))
+def _records(
+    tmp: Path, *mounts: Mount, opts: NamespaceOptions | None = None
+) -> tuple[SandboxRecord, ContainerRecord]:
+    security = PodSecurity(namespace_options=opts or NamespaceOptions())
+    pod = PodConfig(metadata=Metadata(name="p", uid="u", namespace="n"), security=security)
     sandbox = SandboxRecord("a" * 64, "vm", "vm", pod)
     config = ContainerConfig(metadata=Metadata(name="c"), image="busybox", mounts=mounts)
     return sandbox, ContainerRecord("c" * 64, "a" * 64, config, "sha256:" + "1" * 64, "busybox")
@@ -84,3 +99,26 @@ def test_an_agent_without_sync_volume_leaves_every_volume_on_the_share(tmp_path:
     sandbox, container = _records(tmp_path / "state", *_kubelet(tmp_path))
     assert pods._place_in_guest(sandbox, container) == {}
     assert not pods.in_guest(sandbox.id, container.config.mounts[0].host_path)
+
+
+def test_a_user_namespaced_pods_copies_carry_mapped_owners_and_the_share_is_refused(
+    tmp_path: Path,
+) -> None:
+    ids = (IDMapping(host_id=65536, container_id=0, length=65536),)
+    opts = NamespaceOptions(userns_mode=NamespaceMode.POD, uid_mappings=ids, gid_mappings=ids)
+    agent = Agent()
+    pods = Pods(tmp_path, agent)
+    mounts = _kubelet(tmp_path)
+    sandbox, container = _records(tmp_path / "state", *mounts, opts=opts)
+    placed = pods._place_in_guest(sandbox, container)
+    (_, _, empty_dir), (_, _, copy) = agent.calls
+    # The copy's file and directory: the host's owner (root here) as the pod's root.
+    me = (Path(mounts[1].host_path) / "key").stat()
+    assert {(f.uid, f.gid) for f in copy} == {(me.st_uid + 65536, me.st_gid + 65536)}
+    # An emptyDir the guest ID-maps itself: its owner as on the host.
+    assert empty_dir[0].uid == Path(mounts[0].host_path).stat().st_uid
+    # The host path would go over the share: refused, naming it, before any mount.
+    with pytest.raises(InvalidArgument, match=r"config\.mounts\[2\].*9p"):
+        check_userns_volumes(sandbox, container, placed)
+    check_userns_volumes(*_records(tmp_path, *mounts), placed)  # no user namespace: fine
+    pods._forget_volumes(sandbox.id)
