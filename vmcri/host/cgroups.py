@@ -196,6 +196,24 @@ def set_memory_limit(path: str, limit_bytes: int, root: str = CGROUP_ROOT) -> No
     _write(os.path.join(h.dir(path), name), str(limit_bytes))
 
 
+def set_least_cpu_weight(path: str, root: str = CGROUP_ROOT) -> None:
+    """The cgroup gets the least CPU of its siblings while the CPU is contended (v2
+    ``cpu.weight`` 1, v1 ``cpu.shares`` 2), and what is idle otherwise. Best effort: a
+    hierarchy without the cpu controller is skipped."""
+    for h in hierarchies(root):
+        if h.v2:
+            name = "cpu.weight"
+            value = "1"
+        elif "cpu" in h.name.split(","):
+            name = "cpu.shares"
+            value = "2"
+        else:
+            continue
+        target = os.path.join(h.dir(path), name)
+        if os.path.exists(target):
+            _write(target, value)
+
+
 def memory_usage(path: str, root: str = CGROUP_ROOT) -> tuple[int, int]:
     """The cgroup's memory usage and limit in bytes (no limit: -1); (0, -1) when absent."""
     h = memory_hierarchy(root)
