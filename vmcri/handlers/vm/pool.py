@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 CLAIM_TTL_S = 120.0  # a claimed VM whose pod never ran (its RunPodSandbox failed first)
 CHECK_INTERVAL_S = 5.0  # idle VMs are checked (alive, shape current) this often
 RETRY_AFTER_S = 30.0  # after a failed make, before that shape is tried again
-QUIET_S = 0.5  # no refill starts until this long after the last RunPodSandbox ended
+NOT_READY_RETRY_S = 2.0  # the shape's template is not there yet (being built)
+QUIET_S = 2.0  # no refill starts until this long after the last RunPodSandbox ended (its
+# first containers are being made then)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class PoolHooks:
     make: Callable[[str], PoolVm]  # a new idle VM of a shape key; raises VmcriError
     destroy: Callable[[PoolVm], None]  # everything of it gone; must not raise
     usable: Callable[[PoolVm], bool]  # alive and of its shape's current template
+    ready: Callable[[str], bool]  # a VM of the shape can be made now (its template exists)
     clock: Callable[[], float] = field(default=time.monotonic)
 
 
@@ -187,6 +190,11 @@ class VmPool:
             if shape is None:
                 return False
             self._making = shape
+        if not self._hooks.ready(shape):
+            with self._changed:
+                self._making = ""
+                self._shapes[shape].retry_at = self._hooks.clock() + NOT_READY_RETRY_S
+            return False
         try:
             vm = self._hooks.make(shape)
         except VmcriError as exc:

@@ -147,7 +147,13 @@ class VmPoolVms:
             log.warning("vm backend: options.pool_size is set but VM templates are off: no pool")
             return
         self._pool = VmPool(
-            size, PoolHooks(self._make_pool_vm, self._destroy_pool_vm, self._pool_vm_usable)
+            size,
+            PoolHooks(
+                self._make_pool_vm,
+                self._destroy_pool_vm,
+                self._pool_vm_usable,
+                lambda shape: self._pool_template(shape) is not None,
+            ),
         )
         atexit.register(self._pool.stop)
         threading.Thread(target=self._start_pool, name="vm-pool-init", daemon=True).start()
@@ -288,8 +294,8 @@ class VmPoolVms:
         nothing is left of a failed one."""
         memory_mib, vcpus, limited = self._pool_shapes[shape]
         guest = self._guest()
-        template = self._template_for(guest, memory_mib, vcpus, limited)
-        if template is None or template.shape.key() != shape:
+        template = self._pool_template(shape, guest)
+        if template is None:
             raise TemplateUnusable("no template of this shape yet")
         sandbox_id = new_id()
         record = _pool_record(sandbox_id)
@@ -333,15 +339,20 @@ class VmPoolVms:
         from (a new guest image or QEMU makes a new shape)."""
         if not self._hypervisor.is_running(domain_name(vm.id)):
             return False
-        memory_mib, vcpus, limited = self._pool_shapes[vm.shape]
+        return self._pool_template(vm.shape) is not None
+
+    def _pool_template(self, shape: str, guest: GuestImage | None = None) -> Template | None:
+        """The current template of ``shape``; None: there is none (yet), or the shape is no
+        longer what a pod of its sizes gets (a new guest image or QEMU)."""
+        memory_mib, vcpus, limited = self._pool_shapes[shape]
         try:
-            guest = self._guest()
-            if self._shape(guest, memory_mib, vcpus, limited).key() != vm.shape:
-                return False
+            guest = guest or self._guest()
+            if self._shape(guest, memory_mib, vcpus, limited).key() != shape:
+                return None
             template = self._template_for(guest, memory_mib, vcpus, limited)
         except (VmcriError, OSError):
-            return False
-        return template is not None and template.shape.key() == vm.shape
+            return None
+        return template if template is not None and template.shape.key() == shape else None
 
     def _destroy_left_pool_vms(self) -> None:
         """At start: the pool VMs an earlier daemon run left (stopped or killed) are
