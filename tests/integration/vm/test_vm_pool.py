@@ -159,10 +159,20 @@ def test_an_idle_pool_vm_that_dies_is_discarded_and_replaced(env: VmEnv) -> None
 
 @pytest.mark.parametrize("kill", [False, True], ids=["stop", "kill-9"])
 def test_a_daemon_restart_leaves_nothing_of_the_pool_behind(env: VmEnv, kill: bool) -> None:
+    """Stopped or killed while a pool VM is being made and others wait: whatever the
+    earlier run left (domains, dirs, sockets, cgroups) is gone once the daemon is back."""
     idle = wait_full(env)
     markers = {i: json.loads((backend_root(env) / i / POOL_FILE).read_text()) for i in idle}
     assert all(m["memory_mib"] > 0 for m in markers.values())
+    sandbox_id, _config = env.run_pod(f"restart-{int(kill)}")  # a refill follows
+    remove(env, sandbox_id)
+
+    def refilling() -> bool:
+        return any(domain_state(i) != "paused" for i in pool_ids(env) - idle)
+
+    wait_for(refilling, 60, "a pool VM being made")
+    left = pool_ids(env) | idle
     env.restart(kill=kill)
-    for sandbox_id in idle:
-        wait_for(gone(env, sandbox_id), 120, "the old pool VMs gone")
-    assert not wait_full(env) & idle
+    for vm in left:
+        wait_for(gone(env, vm), 120, "the earlier run's pool VMs gone")
+    assert not wait_full(env) & left

@@ -91,6 +91,10 @@ class VmPool:
     def size(self) -> int:
         return self._size
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     # ---- the pods' side -------------------------------------------------------------
 
     def want(self, shape: str) -> None:

@@ -34,6 +34,7 @@ from vmcri.handlers.registry import BackendContext
 from vmcri.handlers.vm import nic
 from vmcri.handlers.vm.boot import RESTORE_FAILURES
 from vmcri.handlers.vm.cgroup import Placement, PodCgroups
+from vmcri.handlers.vm.disks import PodDisks
 from vmcri.handlers.vm.domain import DomainSpec, domain_name
 from vmcri.handlers.vm.guest_image import GuestImage
 from vmcri.handlers.vm.hypervisor import Hypervisor, wait_until
@@ -86,12 +87,14 @@ class VmPoolVms:
     _hypervisor: Hypervisor
     _taps: TapDevices
     _containers: SupervisedContainers
+    _disks: PodDisks
     _templates: Templates | None
     _cgroups: PodCgroups
     _placements: dict[str, Placement]
     _placed: set[str]
     _pool: VmPool | None
     _pool_shapes: dict[str, tuple[int, int, bool]]
+    _pool_making: str  # the pool VM being made (its sandbox ID)
 
     if TYPE_CHECKING:
 
@@ -155,8 +158,18 @@ class VmPoolVms:
                 lambda shape: self._pool_template(shape) is not None,
             ),
         )
-        atexit.register(self._pool.stop)
+        self._pool_making = ""
+        atexit.register(self._stop_pool)
         threading.Thread(target=self._start_pool, name="vm-pool-init", daemon=True).start()
+
+    def _stop_pool(self) -> None:
+        """At exit: every idle VM destroyed, and the one being made (it would outlive the
+        daemon; its files, if the exit is quicker, go at the next start)."""
+        assert self._pool is not None
+        self._pool.stop()
+        making = self._pool_making
+        if making:
+            self._destroy_pool_vm(PoolVm(making, "", 0))
 
     def _start_pool(self) -> None:
         assert self._pool is not None
@@ -266,6 +279,7 @@ class VmPoolVms:
             extra={
                 "start": "pooled",
                 "resume_s": round(resumed - started, 3),
+                "setup_s": round(time.monotonic() - resumed, 3),
                 "sandbox_ready_s": round(time.monotonic() - started, 3),
             },
         )
@@ -297,7 +311,7 @@ class VmPoolVms:
         template = self._pool_template(shape, guest)
         if template is None:
             raise TemplateUnusable("no template of this shape yet")
-        sandbox_id = new_id()
+        sandbox_id = self._pool_making = new_id()
         record = _pool_record(sandbox_id)
         layout = self._layout(sandbox_id)
         most = self._boot_size(memory_mib, vcpus, limited).max_memory_mib
@@ -315,11 +329,20 @@ class VmPoolVms:
             except OSError as exc:
                 log.warning("VM pool: cannot lower the CPU weight of %s: %s", placement.pod, exc)
             layer_mib = self._prepare_dirs(layout)
+            if self._pool is None or self._pool.stopped:
+                raise TemplateUnusable("the daemon is stopping")
             spec, _, timings = self._restore(record, layout, guest, None, template)
+            if layout.writable_image.is_file():
+                # Its own fresh disk, mounted now rather than while its pod waits: the
+                # pod's SetupSandbox finds it mounted. Nothing else of a pod is set yet.
+                lun = self._disks.attach_writable(domain_name(sandbox_id), layout.writable_image)
+                self._containers.link(record).client.setup_sandbox(writable_lun=lun)
             self._hypervisor.pause(domain_name(sandbox_id))
         except BaseException:
             self._teardown(sandbox_id)
             raise
+        finally:
+            self._pool_making = ""
         log.info("VM pool: VM %s of shape %s ready", sandbox_id[:12], shape[:12], extra=timings)
         handle = PoolHandle(spec, self._placements.pop(sandbox_id), layer_mib)
         self._placed.discard(sandbox_id)
