@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,7 +66,7 @@ POOLED_MARKS = ("resume_s", "setup_s", "sandbox_ready_s")
 
 
 def pool_full(tmp: Path, size: int) -> bool:
-    ids = [vm.sandbox_id for vm in pool_vms_on_disk(tmp / "root/backends/vmpool")]
+    ids = [vm.sandbox_id for vm in pool_vms_on_disk(tmp / "root/backends/vmpool") if vm.idle]
     if len(ids) < size:
         return False
     states = subprocess.run(
@@ -112,6 +113,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--pool-size", type=int, default=2)
+    parser.add_argument("--log", type=Path, help="keep the daemon's log here")
     args = parser.parse_args()
     ready: dict[str, list[float]] = {mode: [] for mode in MODES}
     running: dict[str, list[float]] = {mode: [] for mode in MODES}
@@ -179,6 +181,8 @@ def main() -> int:
                         remove(runtime, [sandbox_id])
                 stop_daemon(daemon)
                 HostMounter().unmount_below(tmp)
+                if args.log:
+                    shutil.copy(daemon.log, args.log)
     for mode in MODES:
         r, c = summary(ready[mode]), summary(running[mode])
         print(

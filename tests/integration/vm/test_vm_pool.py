@@ -50,9 +50,9 @@ def backend_root(env: VmEnv) -> Path:
     return env.daemon.root / "backends" / "vm"
 
 
-def pool_ids(env: VmEnv) -> set[str]:
-    """The idle pool VMs as their markers say."""
-    return {vm.sandbox_id for vm in pool_vms_on_disk(backend_root(env))}
+def pool_ids(env: VmEnv, idle: bool = True) -> set[str]:
+    """The pool VMs as their markers say: the idle ones (or all, being made too)."""
+    return {vm.sandbox_id for vm in pool_vms_on_disk(backend_root(env)) if vm.idle or not idle}
 
 
 def wait_full(env: VmEnv) -> set[str]:
@@ -93,6 +93,15 @@ def logged(env: VmEnv, pod: str) -> Callable[[], bool]:
 
 def gone(env: VmEnv, sandbox_id: str) -> Callable[[], bool]:
     return lambda: leftovers(env, sandbox_id) == []
+
+
+def cpu_weights(cgroup: str) -> list[str]:
+    return [
+        (Path(d) / name).read_text().strip()
+        for d in dirs(cgroup)
+        for name in ("cpu.shares", "cpu.weight")
+        if (Path(d) / name).exists()
+    ]
 
 
 def exec_in(env: VmEnv, cid: str, *cmd: str) -> str:
@@ -136,6 +145,8 @@ def test_two_pods_from_the_pool_run_and_share_no_entropy_hostname_or_address(env
         pid = Path(f"/run/libvirt/qemu/vmcri-{sandbox_id}.pid").read_text().strip()
         for task in Path(f"/proc/{pid}/task").iterdir():
             assert info["cgroup"] in (task / "cgroup").read_text()
+        # The pool's least CPU weight went with the pool: the pod has the default one.
+        assert cpu_weights(info["cgroup_pod"]) in (["1024"], ["100"])
     assert seen["pool-a"][0] != seen["pool-b"][0]
     # The kernel makes boot_id at its first read, from its RNG: nothing read it before the
     # template was saved, so each clone makes its own, after its reseeds.
@@ -168,10 +179,10 @@ def test_a_daemon_restart_leaves_nothing_of_the_pool_behind(env: VmEnv, kill: bo
     remove(env, sandbox_id)
 
     def refilling() -> bool:
-        return any(domain_state(i) != "paused" for i in pool_ids(env) - idle)
+        return bool(pool_ids(env, idle=False) - pool_ids(env))
 
     wait_for(refilling, 60, "a pool VM being made")
-    left = pool_ids(env) | idle
+    left = pool_ids(env, idle=False) | idle
     env.restart(kill=kill)
     for vm in left:
         wait_for(gone(env, vm), 120, "the earlier run's pool VMs gone")

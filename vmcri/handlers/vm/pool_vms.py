@@ -77,6 +77,7 @@ class PooledVm:
     sandbox_id: str
     memory_mib: int
     placement: Placement | None  # its cgroup (None: killed before it had one)
+    idle: bool  # made, paused, waiting for a pod (else: being made)
 
 
 class VmPoolVms:
@@ -263,8 +264,15 @@ class VmPoolVms:
             placement, self._hypervisor.qemu_pid(name), name
         )
         self._placed.add(sandbox.id)
-        if handle.placement.leaf != placement.leaf:  # the pool's own cgroup, now empty
+        if handle.placement.pod != placement.pod:  # the pool's own cgroup, now empty
             self._cgroups.remove(handle.placement)
+        else:  # a pod without a cgroup parent: vmcri's cgroup of that ID is the pod's
+            try:
+                cgroups.set_cpu_weight(placement.pod, least=False)
+            except OSError as exc:
+                raise HostCommandError(
+                    f"cannot set the CPU weight of {placement.pod}: {exc}"
+                ) from exc
         if plan is not None:
             nic.plug(self._taps, plan)
         self._hypervisor.resume(name)
@@ -297,7 +305,7 @@ class VmPoolVms:
             self._remove_dirs(layout)
         except VmcriError as exc:
             log.error("sandbox %s: pool VM clean-up failed: %s", sandbox.id, exc.message)
-        if handle.placement.leaf != self._placements[sandbox.id].leaf:
+        if handle.placement.pod != self._placements[sandbox.id].pod:
             wait_until(lambda: self._cgroups.remove(handle.placement), 5.0, 0.05)
 
     # ---- the pool's side ---------------------------------------------------------------
@@ -322,22 +330,28 @@ class VmPoolVms:
             _mark(layout, {"shape": shape, "memory_mib": memory_mib})
             placement = self._cgroups.prepare(record, most)
             self._placements[sandbox_id] = placement
-            _mark(layout, {"shape": shape, "memory_mib": memory_mib,
-                           "placement": placement.runtime()})  # fmt: skip
+            marker: dict[str, object] = {
+                "shape": shape, "memory_mib": memory_mib, "placement": placement.runtime()
+            }  # fmt: skip
+            _mark(layout, marker)
             try:
-                cgroups.set_least_cpu_weight(placement.pod)
+                cgroups.set_cpu_weight(placement.pod, least=True)
             except OSError as exc:
                 log.warning("VM pool: cannot lower the CPU weight of %s: %s", placement.pod, exc)
             layer_mib = self._prepare_dirs(layout)
             if self._pool is None or self._pool.stopped:
                 raise TemplateUnusable("the daemon is stopping")
             spec, _, timings = self._restore(record, layout, guest, None, template)
+            # Made now rather than while its pod waits, and found by the pod's SetupSandbox:
+            # its own fresh writable disk, mounted, and a pod PID namespace (its infra
+            # process: a fork and exec the guest takes ~0.3 s for under emulation; a pod
+            # that shares no PID namespace leaves it idle). Nothing of a pod is set yet.
+            lun = None
             if layout.writable_image.is_file():
-                # Its own fresh disk, mounted now rather than while its pod waits: the
-                # pod's SetupSandbox finds it mounted. Nothing else of a pod is set yet.
                 lun = self._disks.attach_writable(domain_name(sandbox_id), layout.writable_image)
-                self._containers.link(record).client.setup_sandbox(writable_lun=lun)
+            self._containers.link(record).client.setup_sandbox(writable_lun=lun, share_pid=True)
             self._hypervisor.pause(domain_name(sandbox_id))
+            _mark(layout, {**marker, "idle": True})
         except BaseException:
             self._teardown(sandbox_id)
             raise
@@ -425,5 +439,5 @@ def pool_vms_on_disk(root: Path) -> list[PooledVm]:
             )
         except (OSError, ValueError, AttributeError, TypeError):
             continue
-        found.append(PooledVm(name, memory_mib, placement))
+        found.append(PooledVm(name, memory_mib, placement, data.get("idle") is True))
     return found

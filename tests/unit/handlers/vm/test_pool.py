@@ -177,13 +177,15 @@ def test_pool_markers_on_disk_are_read_bounded_and_anything_else_is_skipped(
     good = "a" * 64
     (tmp_path / good).mkdir()
     (tmp_path / good / POOL_FILE).write_text(
-        json.dumps({"memory_mib": 416, "placement": {"cgroup": "/p/l", "cgroup_pod": "/p"}})
+        json.dumps(
+            {"memory_mib": 416, "placement": {"cgroup": "/p/l", "cgroup_pod": "/p"}, "idle": True}
+        )
     )
     (tmp_path / ("b" * 64)).mkdir()  # a pod's dir: no marker
     (tmp_path / ("c" * 64)).mkdir()
     (tmp_path / ("c" * 64) / POOL_FILE).write_text("[not json")
     (tmp_path / "templates").mkdir()
     [vm] = pool_vms_on_disk(tmp_path)
-    assert vm.sandbox_id == good and vm.memory_mib == 416
+    assert vm.sandbox_id == good and vm.memory_mib == 416 and vm.idle
     assert vm.placement is not None and vm.placement.leaf == "/p/l"
     assert pool_vms_on_disk(tmp_path / "missing") == []
