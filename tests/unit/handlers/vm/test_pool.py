@@ -189,3 +189,27 @@ def test_pool_markers_on_disk_are_read_bounded_and_anything_else_is_skipped(
     assert vm.sandbox_id == good and vm.memory_mib == 416 and vm.idle
     assert vm.placement is not None and vm.placement.leaf == "/p/l"
     assert pool_vms_on_disk(tmp_path / "missing") == []
+
+
+def test_doctor_and_metrics_show_the_pool_and_its_memory(tmp_path: Path) -> None:
+    from vmcri.doctor.model import Status
+    from vmcri.doctor.pool_checks import check_pool
+    from vmcri.handlers.vm.pool_metrics import PoolCollector
+
+    handler = tmp_path / "vm"
+    for n, idle in ((1, True), (2, False)):
+        (handler / (str(n) * 64)).mkdir(parents=True)
+        (handler / (str(n) * 64) / POOL_FILE).write_text(
+            json.dumps({"memory_mib": 416, "idle": idle})
+        )
+    check = check_pool("vm", 2, "auto", tmp_path)
+    assert check.status is Status.OK and "1 idle" in check.found and "832 MiB" in check.found
+    assert check_pool("vm", 0, "auto", tmp_path).status is Status.INFO
+    assert check_pool("vm", 2, "off", tmp_path).status is Status.DEGRADED
+    families = {f.name: f for f in PoolCollector(tmp_path, ["vm"]).collect()}
+    samples = {
+        (s.name, tuple(s.labels.values())): s.value for f in families.values() for s in f.samples
+    }
+    assert samples[("vmcri_vm_pool_vms", ("vm", "idle"))] == 1
+    assert samples[("vmcri_vm_pool_vms", ("vm", "making"))] == 1
+    assert samples[("vmcri_vm_pool_memory_bytes", ("vm",))] == 832 << 20
