@@ -33,6 +33,9 @@ from vmcri.errors import VmcriError
 log = logging.getLogger(__name__)
 
 CLAIM_TTL_S = 120.0  # a claimed VM whose pod never ran (its RunPodSandbox failed first)
+# A RunPodSandbox that got its ID but never reached run_sandbox (its name was taken, CNI
+# failed) holds refills back this long at most.
+START_TTL_S = 30.0
 CHECK_INTERVAL_S = 5.0  # idle VMs are checked (alive, shape current) this often
 RETRY_AFTER_S = 30.0  # after a failed make, before that shape is tried again
 NOT_READY_RETRY_S = 2.0  # the shape's template is not there yet (being built)
@@ -127,7 +130,7 @@ class VmPool:
             return entry.vm
 
     def begin(self, sandbox_id: str) -> None:
-        """A RunPodSandbox has its ID: no refill begins until it ends (or CLAIM_TTL_S)."""
+        """A RunPodSandbox has its ID: no refill begins until it ends (or START_TTL_S)."""
         with self._changed:
             self._starting[sandbox_id] = self._hooks.clock()
 
@@ -235,7 +238,7 @@ class VmPool:
         with self._changed:
             entries = list(self._entries.values())
             for sandbox_id, began in list(self._starting.items()):
-                if now - began > CLAIM_TTL_S:  # its RunPodSandbox failed before run_sandbox
+                if now - began > START_TTL_S:  # its RunPodSandbox failed before run_sandbox
                     del self._starting[sandbox_id]
         gone: list[PoolVm] = []
         for entry in entries:

@@ -99,11 +99,13 @@ def test_no_refill_while_a_pod_starts_nor_just_after() -> None:
     assert pool.step() and vms.made == ["vm0", "vm1"]
 
 
-def test_a_start_that_never_ends_stops_blocking_refills_after_the_claim_ttl() -> None:
+def test_a_start_that_never_ends_stops_blocking_refills_after_a_while() -> None:
     pool, vms = filled(1)
     pool.take(pool.claim(SHAPE) or "")
-    pool.begin("lost")
-    vms.now += pool_module.CLAIM_TTL_S + 1
+    pool.begin("lost")  # its name was taken: no run_sandbox, no end
+    vms.now += pool_module.START_TTL_S - 1
+    assert not pool.step()
+    vms.now += 2
     assert pool.step()
 
 
