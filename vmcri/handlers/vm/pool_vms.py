@@ -44,7 +44,6 @@ from vmcri.handlers.vm.pool import PoolHooks, PoolVm, VmPool
 from vmcri.handlers.vm.render import render_nic
 from vmcri.handlers.vm.sizing import VmSize, size_vm
 from vmcri.handlers.vm.template import Template, Templates
-from vmcri.host import cgroups
 from vmcri.ids import new_id
 from vmcri.model import Metadata, PodConfig
 from vmcri.network.tap import TapDevices
@@ -267,12 +266,7 @@ class VmPoolVms:
         if handle.placement.pod != placement.pod:  # the pool's own cgroup, now empty
             self._cgroups.remove(handle.placement)
         else:  # a pod without a cgroup parent: vmcri's cgroup of that ID is the pod's
-            try:
-                cgroups.set_cpu_weight(placement.pod, least=False)
-            except OSError as exc:
-                raise HostCommandError(
-                    f"cannot set the CPU weight of {placement.pod}: {exc}"
-                ) from exc
+            self._cgroups.weigh(placement, least=False)
         if plan is not None:
             nic.plug(self._taps, plan)
         self._hypervisor.resume(name)
@@ -335,9 +329,9 @@ class VmPoolVms:
             }  # fmt: skip
             _mark(layout, marker)
             try:
-                cgroups.set_cpu_weight(placement.pod, least=True)
-            except OSError as exc:
-                log.warning("VM pool: cannot lower the CPU weight of %s: %s", placement.pod, exc)
+                self._cgroups.weigh(placement, least=True)
+            except HostCommandError as exc:
+                log.warning("VM pool: %s", exc.message)
             layer_mib = self._prepare_dirs(layout)
             if self._pool is None or self._pool.stopped:
                 raise TemplateUnusable("the daemon is stopping")
