@@ -107,6 +107,12 @@ class VmPool:
                 self._shapes[shape] = _Shape()
                 self._changed.notify_all()
 
+    def forget(self, shape: str) -> None:
+        """No more VMs of ``shape`` (replaced: a new guest image or QEMU); its idle ones go
+        at the next check."""
+        with self._changed:
+            self._shapes.pop(shape, None)
+
     def claim(self, shape: str) -> str | None:
         """An idle VM of ``shape`` for a pod about to be made: its ID, or None."""
         with self._changed:
@@ -200,7 +206,8 @@ class VmPool:
         if not self._hooks.ready(shape):
             with self._changed:
                 self._making = ""
-                self._shapes[shape].retry_at = self._hooks.clock() + NOT_READY_RETRY_S
+                if shape in self._shapes:  # (the hook may have replaced it)
+                    self._shapes[shape].retry_at = self._hooks.clock() + NOT_READY_RETRY_S
             return False
         try:
             vm = self._hooks.make(shape)
@@ -208,6 +215,8 @@ class VmPool:
             log.warning("VM pool: cannot make a VM of shape %s: %s", shape[:12], exc.message)
             with self._changed:
                 self._making = ""
+                if shape not in self._shapes:
+                    return False
                 self._shapes[shape].retry_at = self._hooks.clock() + RETRY_AFTER_S
             return False
         with self._changed:

@@ -155,7 +155,7 @@ class VmPoolVms:
                 self._make_pool_vm,
                 self._destroy_pool_vm,
                 self._pool_vm_usable,
-                lambda shape: self._pool_template(shape) is not None,
+                self._pool_ready,
             ),
         )
         self._pool_making = ""
@@ -371,6 +371,21 @@ class VmPoolVms:
         if not self._hypervisor.is_running(domain_name(vm.id)):
             return False
         return self._pool_template(vm.shape) is not None
+
+    def _pool_ready(self, shape: str) -> bool:
+        """A VM of ``shape`` can be made now. A shape a new guest image (or QEMU) replaced
+        is replaced in the pool by the current one of the same sizes."""
+        memory_mib, vcpus, limited = self._pool_shapes[shape]
+        try:
+            current = self._pool_shape(memory_mib, vcpus, limited)
+        except (VmcriError, OSError):
+            return False
+        if current != shape and self._pool is not None:
+            log.info("VM pool: shape %s replaced by %s", shape[:12], current[:12])
+            self._pool.forget(shape)
+            self._pool.want(current)
+            return False
+        return self._pool_template(shape) is not None
 
     def _pool_template(self, shape: str, guest: GuestImage | None = None) -> Template | None:
         """The current template of ``shape``; None: there is none (yet), or the shape is no

@@ -46,13 +46,14 @@ class Agent:
     def __init__(self) -> None:
         self.setups: list[dict[str, object]] = []
         self.client = self
+        self.image = "abc123"  # the guest image it comes from
 
     def setup_sandbox(self, **fields: object) -> SandboxFiles:
         self.setups.append(fields)
         return SandboxFiles("/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/pidns")
 
     def wait_ready(self, timeout_s: float, alive: object) -> AgentInfo:
-        return AgentInfo("1+abc123", 1, 0, 0, 0)
+        return AgentInfo(f"1+{self.image}", 1, 0, 0, 0)
 
 
 def pooled_backend(tmp: Path) -> tuple[VmBackend, Store, Restoring, FakePodCgroups, Agent]:
@@ -76,7 +77,7 @@ def pooled_backend(tmp: Path) -> tuple[VmBackend, Store, Restoring, FakePodCgrou
             backend._make_pool_vm,
             backend._destroy_pool_vm,
             backend._pool_vm_usable,
-            lambda shape: backend._pool_template(shape) is not None,
+            backend._pool_ready,
         ),
     )
     backend._pool.want(backend._pool_shape(416, 1, False))
@@ -156,3 +157,22 @@ def test_a_pod_restored_from_a_checkpoint_does_not_keep_its_claimed_pool_vm(
     assert backend._pool_take(vm.id, usable=False) is None
     assert domain_name(vm.id) not in hypervisor.running
     assert not (backend._context.root / vm.id).exists()
+
+
+def test_an_idle_pool_vm_of_an_older_guest_image_is_discarded_and_replaced(
+    short_tmp: Path,
+) -> None:
+    backend, _, hypervisor, _, agent = pooled_backend(short_tmp)
+    assert backend._pool is not None and backend._pool.step()
+    [old] = backend._pool.idle()
+    (short_tmp / "guest" / "VERSION").write_text("def456\n")  # a new guest image
+    agent.image = "def456"
+    assert not backend._pool.step()  # discarded; the shape is replaced by the new one
+    assert backend._pool.idle() == []
+    assert domain_name(old.id) not in hypervisor.running
+    assert not (backend._context.root / old.id).exists()
+    assert backend._templates is not None
+    backend._templates.ensure(backend._shape(backend._guest(), 416, 1))  # its template
+    assert backend._pool.step()  # made at once (the new shape waits for no retry)
+    [new] = backend._pool.idle()
+    assert new.shape != old.shape
