@@ -221,7 +221,6 @@ class VmBackend(VmBoot, VmTemplateVms, VmPoolVms, VmGrowth, VmPlacement, VmPodDi
             self._pool_end(sandbox.id)
 
     def _start_vm(self, sandbox: SandboxRecord, saved: SavedPod | None) -> SandboxStarted:
-        pooled = self._pool_take(sandbox.id, usable=saved is None)
         if uses_userns(sandbox.config.security.namespace_options):
             # The guest sees the pod's files through virtiofs/9p, which cannot be ID-mapped.
             raise Unimplemented(
@@ -237,6 +236,9 @@ class VmBackend(VmBoot, VmTemplateVms, VmPoolVms, VmGrowth, VmPlacement, VmPodDi
                 f"state dir {self._state} is too deep: the agent socket path "
                 f"{layout.agent_socket} exceeds {MAX_SOCKET_PATH} bytes"
             )
+        # The pool VM made under this pod's ID (pool_vms.py), now the pod's; from here on a
+        # failure tears it down with the rest.
+        pooled = self._pool_take(sandbox.id, usable=saved is None)
         if layout.agent_socket.exists() and pooled is None:
             raise FailedPrecondition(f"agent socket {layout.agent_socket} is already in use")
         try:
