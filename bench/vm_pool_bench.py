@@ -119,6 +119,8 @@ def main() -> int:
     running: dict[str, list[float]] = {mode: [] for mode in MODES}
     steps: dict[str, list[float]] = {mark: [] for mark in POOLED_MARKS}
     refill: list[float] = []
+    create_s: dict[str, list[float]] = {mode: [] for mode in MODES}
+    start_s: dict[str, list[float]] = {mode: [] for mode in MODES}
     made: list[str] = []
     with tempfile.TemporaryDirectory(prefix="vmcri-pool-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -154,6 +156,7 @@ def main() -> int:
                             image=pb.ImageSpec(image=image),
                             command=["sleep", "1000"],
                         )
+                        asked = time.monotonic()
                         container_id = runtime.CreateContainer(
                             pb.CreateContainerRequest(
                                 pod_sandbox_id=sandbox_id,
@@ -162,10 +165,13 @@ def main() -> int:
                             ),
                             timeout=300,
                         ).container_id
+                        created = time.monotonic()
                         runtime.StartContainer(
                             pb.StartContainerRequest(container_id=container_id), timeout=300
                         )
                         running[mode].append(time.monotonic() - started)
+                        create_s[mode].append(created - asked)
+                        start_s[mode].append(time.monotonic() - created)
                         if mode == "pooled":
                             for mark, value in pooled_steps(daemon.log, sandbox_id).items():
                                 steps[mark].append(value)
@@ -188,6 +194,12 @@ def main() -> int:
         print(
             f"{mode:9} Ready median {r['median']:.3f}s p90 {r['p90']:.3f}s; "
             f"first container running median {c['median']:.3f}s p90 {c['p90']:.3f}s"
+        )
+    for mode in MODES:
+        c, t = summary(create_s[mode]), summary(start_s[mode])
+        print(
+            f"{mode:9} CreateContainer median {c['median']:.3f}s p90 {c['p90']:.3f}s; "
+            f"StartContainer median {t['median']:.3f}s p90 {t['p90']:.3f}s"
         )
     for mode in ("ready", "running"):
         table = ready if mode == "ready" else running
