@@ -357,11 +357,18 @@ class VmPoolVms:
         return PoolVm(sandbox_id, shape, memory_mib, handle)
 
     def _destroy_pool_vm(self, vm: PoolVm) -> None:
+        """Everything of the VM gone; a cgroup its QEMU still holds (exiting slowly, as
+        at the daemon's exit under load) keeps a marker, so the next start removes it."""
         handle = vm.handle
         if isinstance(handle, PoolHandle):
             self._placements[vm.id] = handle.placement
+        placement = self._placements.get(vm.id)
         try:
             self._teardown(vm.id)
+            if placement is not None and not self._cgroups.remove(placement):
+                layout = self._layout(vm.id)
+                layout.disk.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _mark(layout, {"memory_mib": 0, "placement": placement.runtime()})
         except (VmcriError, OSError) as exc:
             log.error("VM pool: cannot destroy VM %s: %s", vm.id[:12], exc)
 

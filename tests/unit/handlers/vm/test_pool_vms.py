@@ -7,6 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support.cgroups import FAKE_QEMU_PID, FakePodCgroups
 from tests.support.hypervisor import FakeHypervisor
 from tests.support.vm_backend import make_backend, sandbox
@@ -15,7 +17,7 @@ from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.domain import domain_name
 from vmcri.handlers.vm.hypervisor import BeforeRun
 from vmcri.handlers.vm.pool import PoolHooks, VmPool
-from vmcri.handlers.vm.pool_vms import POOL_FILE
+from vmcri.handlers.vm.pool_vms import POOL_FILE, pool_vms_on_disk
 from vmcri.handlers.vm.template import MIB, Templates, TemplateStore
 from vmcri.store.store import Store
 
@@ -176,3 +178,20 @@ def test_an_idle_pool_vm_of_an_older_guest_image_is_discarded_and_replaced(
     assert backend._pool.step()  # made at once (the new shape waits for no retry)
     [new] = backend._pool.idle()
     assert new.shape != old.shape
+
+
+def test_a_pool_vm_whose_cgroup_outlives_it_leaves_a_marker_for_the_next_start(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vmcri.handlers.vm import placement
+
+    monkeypatch.setattr(placement, "wait_until", lambda *args: False)  # no 5 s wait here
+    backend, _, hypervisor, cgroups, _ = pooled_backend(short_tmp)
+    assert backend._pool is not None and backend._pool.step()
+    [vm] = backend._pool.idle()
+    cgroups.remove = lambda placement: False  # type: ignore[method-assign]  # QEMU exiting
+    backend._destroy_pool_vm(vm)
+    assert domain_name(vm.id) not in hypervisor.running
+    [left] = pool_vms_on_disk(backend._context.root)
+    assert left.sandbox_id == vm.id and left.placement is not None and not left.idle
+    assert not (backend._state / vm.id).exists()
