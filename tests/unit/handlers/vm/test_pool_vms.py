@@ -33,7 +33,6 @@ class Restoring(FakeHypervisor):
         name: str,
         xml: str,
         state: Path,
-        channel: Path,
         timeout_s: float,
         before_run: BeforeRun | None = None,
     ) -> None:
