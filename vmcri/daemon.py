@@ -260,16 +260,19 @@ class Daemon:
     def _start_metrics(self) -> None:
         if not self.config.metrics.address:
             return
+        from vmcri.handlers.vm.pool_metrics import PoolCollector
         from vmcri.metrics.collector import LayerSpaceCollector, RunningCollector
         from vmcri.metrics.server import MetricsLimits, MetricsServer
 
         running = RunningCollector(self._store, list(self.config.runtimes))
         layers = LayerSpaceCollector(self.config.root_dir / BACKENDS_DIR)
+        vm_handlers = [n for n, h in self.config.runtimes.items() if h.backend == "vm"]
+        pools = PoolCollector(self.config.root_dir / BACKENDS_DIR, vm_handlers)
         metrics = self.config.metrics
         self.metrics = MetricsServer(
             metrics.address,
             metrics.allow_non_loopback,
-            [running, layers],
+            [running, layers, pools],
             MetricsLimits(metrics.max_connections, metrics.request_timeout_s),
         )
         self.metrics.start()

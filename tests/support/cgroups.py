@@ -60,6 +60,9 @@ class FakePodCgroups:
         yield
         self.calls.append(f"place {qemu_pid}")
 
+    def weigh(self, placement: Placement, least: bool) -> None:
+        self.calls.append("least" if least else "default")
+
     def remove(self, placement: Placement) -> bool:
         self.calls.append("remove")
         self.live.discard(placement.leaf)

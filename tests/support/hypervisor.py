@@ -21,6 +21,7 @@ class FakeHypervisor:
         self.plugged: dict[str, int] = {}
         self.guest_takes_mib = 1 << 30
         self.attached: dict[str, list[str]] = {}  # domain -> the device XML hotplugged
+        self.paused: set[str] = set()
 
     def start(self, name: str, xml: str, before_run: BeforeRun | None = None) -> None:
         self.started_xml = xml
@@ -37,6 +38,16 @@ class FakeHypervisor:
 
     def is_running(self, name: str) -> bool:
         return name in self.running
+
+    def pause(self, name: str) -> None:
+        if name not in self.running:
+            raise HypervisorError(f"cannot pause {name}: it is not running")
+        self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        if name not in self.running:
+            raise HypervisorError(f"cannot resume {name}: it is not running")
+        self.paused.discard(name)
 
     def shutdown(self, name: str) -> None:
         self.running.discard(name)

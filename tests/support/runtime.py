@@ -16,7 +16,8 @@ from vmcri.errors import NotFound, Unimplemented
 from vmcri.handlers.base import HandlerFeatures, SandboxBackend, SandboxStarted
 from vmcri.handlers.checkpointer import PodCheckpointer
 from vmcri.handlers.registry import Handler, HandlerRegistry
-from vmcri.model import Condition, ImageInfo, Resources
+from vmcri.ids import new_id
+from vmcri.model import Condition, ImageInfo, PodConfig, Resources
 from vmcri.nri.hooks import NriHooks
 from vmcri.runtime.backend_records import BackendRecords
 from vmcri.runtime.checkpoints.service import CheckpointService
@@ -129,6 +130,9 @@ class FakeBackend:
 
     def conditions(self) -> Sequence[Condition]:
         return ()
+
+    def new_sandbox_id(self, config: PodConfig) -> str:
+        return new_id()
 
     def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
         return SandboxStarted()

@@ -44,6 +44,7 @@ class AgentClient(AgentConnection):
         nic_wait_s: int = 0,
         share_pid: bool = False,
         writable_lun: int | None = None,
+        entropy: bytes = b"",
     ) -> types.SandboxFiles:
         """Raises like :meth:`call` (InvalidArgument names the bad field). ``writable_lun``:
         the SCSI LUN of the pod's writable disk (None: the pod has none)."""
@@ -67,6 +68,7 @@ class AgentClient(AgentConnection):
             nic_wait_s=nic_wait_s,
             share_pid=share_pid,
             writable_lun=writable_lun,
+            entropy=entropy,
         )
         r = self._result(self.call(agent_pb2.Request(setup_sandbox=req)), "setup_sandbox")
         return self._checked(lambda: convert.sandbox_files(r.setup_sandbox))

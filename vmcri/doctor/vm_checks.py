@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vmcri.doctor import devices, guest_checks, kvm, launcher_checks, layer_checks, libvirt_checks
+from vmcri.doctor import (
+    devices,
+    guest_checks,
+    kvm,
+    launcher_checks,
+    layer_checks,
+    libvirt_checks,
+    pool_checks,
+)
 from vmcri.doctor.model import Check
 from vmcri.handlers.vm.options import VmOptions
 
@@ -26,6 +34,7 @@ def handler_checks(handler: str, options: VmOptions, backends: Path) -> list[Che
         libvirt_checks.check_machine_types(options.libvirt_uri, options.machine, handler),
         guest_checks.check_guest_image(options.guest_path, handler),
         guest_checks.check_templates(handler),
+        pool_checks.check_pool(handler, options.pool_size, options.template, backends),
         layer_checks.check_layer_space(
             backends, handler, options.writable_layer_mib, options.writable_layer_reserve_mib
         ),

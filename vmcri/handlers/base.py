@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vmcri.model import Condition, ImageInfo, Resources
+from vmcri.model import Condition, ImageInfo, PodConfig, Resources
 from vmcri.store.records import ContainerRecord, SandboxRecord
 from vmcri.supervisor.api import ContainerSupervisor, PortConnection
 
@@ -63,6 +63,13 @@ class SandboxBackend(Protocol):
         ...
 
     # ---- the sandbox's lifecycle -----------------------------------------------------
+
+    def new_sandbox_id(self, config: PodConfig) -> str:
+        """The ID of a new pod of ``config``, asked once per RunPodSandbox before its record
+        exists: a fresh one (``vmcri.ids.new_id``), or the ID under which this backend made
+        the pod's isolation in advance (the vm handler's pool of restored VMs): it is the
+        pod's from then on, and ``run_sandbox`` of a record with that ID takes it over."""
+        ...
 
     def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
         """Bring the pod's isolation up; on failure, undo everything and raise."""

@@ -196,6 +196,23 @@ def set_memory_limit(path: str, limit_bytes: int, root: str = CGROUP_ROOT) -> No
     _write(os.path.join(h.dir(path), name), str(limit_bytes))
 
 
+def set_cpu_weight(path: str, least: bool, root: str = CGROUP_ROOT) -> None:
+    """``least``: the cgroup gets the least CPU of its siblings while the CPU is contended
+    (v2 ``cpu.weight`` 1, v1 ``cpu.shares`` 2), and what is idle otherwise; else the
+    default share (100, 1024). Best effort: a hierarchy without the cpu controller is
+    skipped; raises OSError."""
+    for h in hierarchies(root):
+        if h.v2:
+            name, value = "cpu.weight", "1" if least else "100"
+        elif "cpu" in h.name.split(","):
+            name, value = "cpu.shares", "2" if least else "1024"
+        else:
+            continue
+        target = os.path.join(h.dir(path), name)
+        if os.path.exists(target):
+            _write(target, value)
+
+
 def memory_usage(path: str, root: str = CGROUP_ROOT) -> tuple[int, int]:
     """The cgroup's memory usage and limit in bytes (no limit: -1); (0, -1) when absent."""
     h = memory_hierarchy(root)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from vmcri.errors import InvalidArgument, NotFound, VmcriError
 from vmcri.handlers.base import SandboxBackend, SandboxStarted
 from vmcri.handlers.registry import Handler
-from vmcri.ids import could_name, new_id
+from vmcri.ids import could_name
 from vmcri.metrics import families as metrics
 from vmcri.model import NamespaceMode, PodConfig, Resources
 from vmcri.network.hostports import check_host_ports
@@ -80,7 +80,7 @@ class PodService:
         config = dataclasses.replace(config, hostname=pod_hostname(hostname))
         handler = self._handler_for(config, runtime_handler)
         record = SandboxRecord(
-            id=new_id(),
+            id=handler.backend.new_sandbox_id(config),
             handler=handler.name,
             backend=handler.backend_name,
             config=config,

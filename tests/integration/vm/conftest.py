@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.api import api_pb2_grpc
 from vmcri.handlers.vm.domain import domain_name
+from vmcri.handlers.vm.pool_vms import pool_vms_on_disk
 
 BOOT_TIMEOUT_S = 240
 TEMPLATE_TIMEOUT_S = 300  # a template is one boot under TCG, once per guest image version
@@ -157,7 +159,21 @@ def vm_daemon(
                 destroy_domain(sandbox_id)
 
 
+# VMCRI_TEST_VM_POOL=N: the suite's shared daemon keeps a warm pool of N restored VMs
+# (``pool_size``), so the VM tests that use ``vm_env`` run against pooled pods.
+POOL_SIZE = int(os.environ.get("VMCRI_TEST_VM_POOL", "0"))
+RESTORED = "pooled" if POOL_SIZE else "restored"  # how vm_env's pods start
+
+
 @pytest.fixture(scope="module")
 def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
-    with vm_daemon(tmp_path_factory.mktemp("vm")) as env:
+    pool = f'[runtimes.vm]\nbackend = "vm"\n[runtimes.vm.options]\npool_size = {POOL_SIZE}\n'
+    with vm_daemon(tmp_path_factory.mktemp("vm"), NO_POD_NETWORK + pool) as env:
+        if POOL_SIZE:
+            pools = env.daemon.root / "backends" / "vm"
+            wait_for(
+                lambda: sum(vm.idle for vm in pool_vms_on_disk(pools)) >= POOL_SIZE,
+                TEMPLATE_TIMEOUT_S,
+                "a full pool",
+            )
         yield env

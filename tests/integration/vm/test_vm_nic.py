@@ -30,6 +30,7 @@ from tests.support.wait import wait_for
 from vmcri.handlers.vm.backend import VmBackend
 from vmcri.handlers.vm.nic import tap_name
 from vmcri.handlers.vm.options import VmOptions
+from vmcri.handlers.vm.pool_vms import pool_vms_on_disk
 from vmcri.host.mounts import mount_points
 from vmcri.ids import new_id
 from vmcri.model import ContainerConfig, ImageInfo, Metadata, PodConfig
@@ -156,11 +157,16 @@ class WatchedTaps(NetlinkTaps):
         super().attach(tap, netns_path, peer, mtu)
 
 
-def make_backend(tmp: Path, taps: NetlinkTaps | None = None) -> tuple[VmBackend, Store]:
+def make_backend(
+    tmp: Path, taps: NetlinkTaps | None = None, pool_size: int = 0
+) -> tuple[VmBackend, Store]:
     store = Store(tmp / "root")
     context = vm_context(tmp, store)
     options = VmOptions(
-        shared_fs="9p", boot_timeout_s=BOOT_TIMEOUT_S, template_dir=str(SHARED_TEMPLATES)
+        shared_fs="9p",
+        boot_timeout_s=BOOT_TIMEOUT_S,
+        template_dir=str(SHARED_TEMPLATES),
+        pool_size=pool_size,
     )
     backend = VmBackend(options, context, taps=taps)
 
@@ -169,6 +175,12 @@ def make_backend(tmp: Path, taps: NetlinkTaps | None = None) -> tuple[VmBackend,
         return any(c.type == "VmTemplates" and c.status for c in backend.conditions())
 
     wait_for(templated, TEMPLATE_TIMEOUT_S, "a VM template")
+    if pool_size:
+
+        def full() -> bool:
+            return sum(vm.idle for vm in pool_vms_on_disk(context.root)) >= pool_size
+
+        wait_for(full, TEMPLATE_TIMEOUT_S, "a full pool")
     return backend, store
 
 
@@ -215,20 +227,23 @@ def measure(address: str) -> dict[str, float]:
     return {"rtt_ms": round(rtt_ms, 2), "echo_mbit_s": round(mbit, 1)}
 
 
+@pytest.mark.parametrize("pool_size", [0, 1], ids=["restored", "pooled"])
 def test_the_host_reaches_a_vm_pod_at_its_pod_ip_and_removal_leaves_nothing(
-    pod_netns: PodNetns, short_tmp: Path
+    pod_netns: PodNetns, short_tmp: Path, pool_size: int
 ) -> None:
     taps = WatchedTaps()
-    backend, store = make_backend(short_tmp, taps)
+    backend, store = make_backend(short_tmp, taps, pool_size)
     network = pod_netns.network()
     config = PodConfig(metadata=Metadata(name="nic", uid="uid-nic", namespace="test"))
+    sandbox_id = backend.new_sandbox_id(config)  # a pool VM's, with a pool
     sandbox = store.sandboxes.add(
-        SandboxRecord(id=new_id(), handler="vm", backend="vm", config=config, network=network)
+        SandboxRecord(id=sandbox_id, handler="vm", backend="vm", config=config, network=network)
     )
     tap = tap_name(sandbox.id)
     try:
         started = backend.run_sandbox(sandbox)
-        assert started.runtime["start"] == "restored"  # the NIC was hotplugged after it
+        # The NIC was hotplugged after the restore, or after the pool VM resumed.
+        assert started.runtime["start"] == ("pooled" if pool_size else "restored")
         sandbox = store.sandboxes.set_fields(sandbox.id, state=SandboxState.READY)
         # While QEMU had it in the host netns the tap was down (libvirt leaves a managed='no'
         # tap alone), so no guest frame could reach the host's own stack; now it lives in
@@ -270,6 +285,8 @@ def test_the_host_reaches_a_vm_pod_at_its_pod_ip_and_removal_leaves_nothing(
     finally:
         backend.remove_sandbox(sandbox)
         destroy_domain(sandbox.id)
+        if pool_size:
+            backend._stop_pool()  # the daemon does at its exit
 
     assert not domain_exists(sandbox.id)
     assert tap not in _links() and tap not in _links(pod_netns.name)

@@ -12,7 +12,7 @@ from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.host.mounts import mount_points
 
-from .conftest import VmEnv, destroy_domain, domain_exists
+from .conftest import RESTORED, VmEnv, destroy_domain, domain_exists
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def test_pod_runs_a_container_that_logs_execs_reports_stats_and_goes_away(vm_env
     sandbox_id, pod = vm_env.run_pod("web")
     assert domain_exists(sandbox_id)
     assert vm_env.pod_state(sandbox_id) == pb.SANDBOX_READY
-    assert vm_env.started_as(sandbox_id) == "restored"  # from the template (conftest)
+    assert vm_env.started_as(sandbox_id) == RESTORED  # from the template or the pool (conftest)
     status = vm_env.runtime.Status(pb.StatusRequest(), timeout=30)
     assert any(h.name == "vm" for h in status.runtime_handlers)
 

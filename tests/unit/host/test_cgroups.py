@@ -95,3 +95,20 @@ def test_pod_cgroup_removal_and_orphan_kill_on_a_v1_tree(tmp_path: Path) -> None
     assert not (tmp_path / "memory/vmcri/pod").exists()
     assert not (tmp_path / "pids/vmcri/pod").exists()
     assert (tmp_path / "memory/vmcri").is_dir()
+
+
+@pytest.mark.parametrize("shape", ["hybrid", "v2"])
+def test_a_cpu_weight_is_set_to_the_least_and_back_where_the_cpu_controller_is(
+    tmp_path: Path, shape: str
+) -> None:
+    root = hybrid_root(tmp_path) if shape == "hybrid" else v2_root(tmp_path)
+    name, least, default = (
+        ("cpu.shares", "2", "1024") if shape == "hybrid" else ("cpu.weight", "1", "100")
+    )
+    cgroups.make("/pool/x", root)
+    [cpu] = [d for d in cgroups.dirs("/pool/x", root) if "/cpu" in d or shape == "v2"][:1]
+    (Path(cpu) / name).write_text("1024\n" if shape == "hybrid" else "100\n")
+    cgroups.set_cpu_weight("/pool/x", True, root)
+    assert (Path(cpu) / name).read_text() == least
+    cgroups.set_cpu_weight("/pool/x", False, root)
+    assert (Path(cpu) / name).read_text() == default

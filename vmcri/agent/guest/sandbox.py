@@ -28,6 +28,10 @@ MAX_FILE = 64 * 1024
 MAX_SYSCTLS = 256
 MAX_MOUNTS = 64
 MAX_NIC_WAIT_S = 30
+MAX_ENTROPY = 512
+# <linux/random.h>: RNDADDENTROPY = _IOW('R', 0x03, int[2]), RNDRESEEDCRNG = _IO('R', 0x07)
+RNDADDENTROPY = 0x40085203
+RNDRESEEDCRNG = 0x5207
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
 SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[A-Za-z0-9_-]+){1,8}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
@@ -42,6 +46,7 @@ class HostSettings(NamedTuple):
     network: GuestNetwork = GuestNetwork()
     enabled: bool = True
     set_clock: Callable[[int], None] = lambda ns: _set_wall_clock(ns)
+    add_entropy: Callable[[bytes], None] = lambda data: _add_entropy(data)
 
 
 class Sandbox:
@@ -88,6 +93,8 @@ class Sandbox:
         check_interfaces(req.interfaces)
         if req.wall_clock_ns < 0 or req.nic_wait_s > MAX_NIC_WAIT_S:
             raise InvalidArgument("wall_clock_ns or nic_wait_s is out of range")
+        if len(req.entropy) > MAX_ENTROPY:
+            raise InvalidArgument(f"entropy is larger than {MAX_ENTROPY} bytes")
         if req.share_pid and self._pod_pid is None:
             raise FailedPrecondition("share_pid: this agent cannot make a pod PID namespace")
         writable = req.HasField("writable_lun")
@@ -103,6 +110,11 @@ class Sandbox:
         for name, content in files.items():
             _write_atomic(self.dir / name, content)
         if self._settings.enabled:
+            if req.entropy:
+                try:
+                    self._settings.add_entropy(req.entropy)
+                except OSError as exc:
+                    raise HostCommandError(f"cannot add the host's entropy: {exc}") from exc
             if req.wall_clock_ns:
                 try:
                     self._settings.set_clock(req.wall_clock_ns)
@@ -211,6 +223,23 @@ def _check_mount(mount: agent_pb2.Mount9p) -> None:
 
 def _set_wall_clock(ns: int) -> None:
     time.clock_settime_ns(time.CLOCK_REALTIME, ns)
+
+
+def _add_entropy(data: bytes) -> None:
+    """Mix ``data`` into the kernel's input pool, credited at 8 bits a byte (the host's
+    own kernel RNG made it), then reseed the RNG from that pool at once: what the guest
+    draws from now on depends on these bytes, which no other VM was given. A restored
+    guest shares its RNG's state with every clone of its template until its VM generation
+    ID reseeds it; this makes the pod's randomness its own whatever the guest did before."""
+    import fcntl
+    import struct
+
+    fd = os.open("/dev/urandom", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, RNDADDENTROPY, struct.pack("ii", len(data) * 8, len(data)) + data)
+        fcntl.ioctl(fd, RNDRESEEDCRNG)
+    finally:
+        os.close(fd)
 
 
 def _write_atomic(path: Path, content: bytes) -> None:

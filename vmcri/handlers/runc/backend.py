@@ -43,6 +43,7 @@ from vmcri.handlers.runc.sandbox import PodSandboxes, unsearchable_dir
 from vmcri.handlers.services import BackendServices
 from vmcri.host.cgroups import PodCgroup, kill_all_in, pod_cgroup, remove_tree
 from vmcri.host.imagevolumes import first_mount_per_image, resolve_sub_path
+from vmcri.ids import new_id
 from vmcri.model import (
     Condition,
     ContainerConfig,
@@ -133,6 +134,9 @@ class RuncBackend:
         return []
 
     # ---- sandboxes ----------------------------------------------------------------
+
+    def new_sandbox_id(self, config: PodConfig) -> str:
+        return new_id()
 
     def run_sandbox(self, sandbox: SandboxRecord) -> SandboxStarted:
         """Raises InvalidArgument (config) and HostCommandError; leaves nothing behind."""

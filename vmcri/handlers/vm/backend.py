@@ -54,6 +54,7 @@ from vmcri.handlers.vm.options import VmOptions
 from vmcri.handlers.vm.placement import VmPlacement
 from vmcri.handlers.vm.pod_dirs import VmPodDirs
 from vmcri.handlers.vm.pod_volumes import VmPodVolumes
+from vmcri.handlers.vm.pool_vms import VmPoolVms
 from vmcri.handlers.vm.saved_vm import COLD, TEMPLATE, WRITABLE, SavedPod, SavedVm
 from vmcri.handlers.vm.sizing import VmSize, check_overhead, size_vm
 from vmcri.handlers.vm.spec import container_spec, pod_files, target_of
@@ -80,11 +81,12 @@ def create(options: VmOptions, context: BackendContext) -> SandboxBackend:
     return VmBackend(options, context)
 
 
-class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVolumes):
+class VmBackend(VmBoot, VmTemplateVms, VmPoolVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVolumes):
     """The ``SandboxBackend`` of VM pods. Its other parts, each in a module of its own:
-    booting (``boot.py``), VM templates (``template_vms.py``), growth (``growth.py``), the
-    pods' cgroups (``placement.py``), host-side directories (``pod_dirs.py``) and the
-    volumes that live in the guest (``pod_volumes.py``)."""
+    booting (``boot.py``), VM templates (``template_vms.py``), the pool of restored VMs
+    (``pool_vms.py``), growth (``growth.py``), the pods' cgroups (``placement.py``),
+    host-side directories (``pod_dirs.py``) and the volumes that live in the guest
+    (``pod_volumes.py``)."""
 
     def __init__(
         self,
@@ -125,6 +127,7 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVo
         self._placed: set[str] = set()
         self._private_ready = False
         self._init_templates(context)
+        self._init_pool()
 
     # ------------------------------------------------------------ helpers
 
@@ -167,6 +170,8 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVo
         if not name.startswith(prefix):
             return
         sandbox_id = name.removeprefix(prefix)
+        if self._pool_lost(sandbox_id):
+            return  # an idle pool VM: discarded, and the pool refills
         layout = self._layout(sandbox_id)
         if not layout.base.is_dir():
             return  # another vm handler's pod: each handler has a state dir of its own
@@ -211,6 +216,12 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVo
         return self._start(sandbox, saved)
 
     def _start(self, sandbox: SandboxRecord, saved: SavedPod | None) -> SandboxStarted:
+        try:
+            return self._start_vm(sandbox, saved)
+        finally:
+            self._pool_end(sandbox.id)
+
+    def _start_vm(self, sandbox: SandboxRecord, saved: SavedPod | None) -> SandboxStarted:
         guest = self._guest()
         layout = self._layout(sandbox.id)
         name = domain_name(sandbox.id)
@@ -220,7 +231,10 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVo
                 f"state dir {self._state} is too deep: the agent socket path "
                 f"{layout.agent_socket} exceeds {MAX_SOCKET_PATH} bytes"
             )
-        if layout.agent_socket.exists():
+        # The pool VM made under this pod's ID (pool_vms.py), now the pod's; from here on a
+        # failure tears it down with the rest.
+        pooled = self._pool_take(sandbox.id, usable=saved is None)
+        if layout.agent_socket.exists() and pooled is None:
             raise FailedPrecondition(f"agent socket {layout.agent_socket} is already in use")
         try:
             hostname = pod_files(sandbox)[0]
@@ -235,11 +249,15 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVo
                 grown = saved.vm.grown(booted)  # checked before anything is made
             most = booted.max_memory_mib
             self._placements[sandbox.id] = self._cgroups.prepare(sandbox, most)
-            layer_mib = self._prepare_dirs(layout)
             plan = nic.plan_nic(sandbox.id, sandbox.network, self._taps, self._vhost_net)
-            if saved is None:
+            adopted = self._adopt_pooled(sandbox, layout, plan, pooled) if pooled else None
+            if adopted is not None:
+                spec, guest_files, layer_mib = adopted
+            elif saved is None:
+                layer_mib = self._prepare_dirs(layout)
                 spec, guest_files = self._boot(sandbox, layout, guest, plan, template)
             else:
+                layer_mib = self._prepare_dirs(layout)
                 hardware = self._hardware(memory_mib, vcpus, limited)
                 spec, guest_files = self._boot_saved(sandbox, layout, guest, plan, hardware, saved)
         except BaseException as exc:
@@ -263,6 +281,8 @@ class VmBackend(VmBoot, VmTemplateVms, VmGrowth, VmPlacement, VmPodDirs, VmPodVo
                 **self._placements[sandbox.id].runtime(),
                 "start": "checkpoint"
                 if saved is not None
+                else "pooled"
+                if adopted is not None
                 else "restored"
                 if spec.template_memory is not None
                 else "cold",

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 RESTORE_TIMEOUT_S = 30.0  # QEMU loads a few hundred KiB of device state
 RESTORE_AGENT_TIMEOUT_S = 15.0  # a restored agent answers at once; more means it is broken
 NIC_WAIT_S = 10  # a hotplugged NIC shows up in the guest
+# Bytes of the host's randomness a restored guest mixes into its RNG at SetupSandbox.
+ENTROPY_BYTES = 64
 # A restore that fails for one of these cold-boots the pod; anything else (a bad sysctl,
 # a pod the host cannot hold) would fail a cold boot the same way.
 RESTORE_FAILURES = (HypervisorError, AgentUnavailable, DeadlineExceeded, ProtocolError,
@@ -373,7 +375,9 @@ class VmBoot:
         saved_mac: str = "",
     ) -> agent_types.SandboxFiles:
         """The pod's settings in the guest. A restored one sets the clock the template was
-        saved with to now and waits for its hotplugged NIC. Either mounts its writable
+        saved with to now, waits for its hotplugged NIC and reseeds its RNG from the host's
+        randomness (a VM generation ID reseeds it too, at the restore; this also covers
+        what a pool VM's guest did between its restore and its pod). Either mounts its writable
         disk (hotplugged as the VM started) where its containers' upper dirs go; neither
         mounts the pod's share yet (``VmBackend.create_container`` does, for a volume)."""
         hostname, hosts, resolv = pod_files(sandbox)
@@ -392,6 +396,7 @@ class VmBoot:
             nic_wait_s=NIC_WAIT_S if restored and plan is not None else 0,
             share_pid=share_pid,
             writable_lun=writable_lun,
+            entropy=os.urandom(ENTROPY_BYTES) if restored else b"",
         )
         if share_pid and not files.pid_ns_path:
             raise ProtocolError("the guest agent made no PID namespace for the pod")

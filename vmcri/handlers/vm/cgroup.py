@@ -90,6 +90,8 @@ class PodCgroups(Protocol):
         self, placement: Placement, qemu_pid: int, domain: str
     ) -> contextlib.AbstractContextManager[None]: ...
 
+    def weigh(self, placement: Placement, least: bool) -> None: ...
+
     def remove(self, placement: Placement) -> bool: ...
 
 
@@ -165,6 +167,14 @@ class VmCgroups:
             yield
         finally:
             self.place(placement, qemu_pid, domain)
+
+    def weigh(self, placement: Placement, least: bool) -> None:
+        """The pod cgroup's CPU weight: the least of its siblings' (a pool VM, which must
+        not slow the pods being started) or the default. Raises HostCommandError."""
+        try:
+            cgroups.set_cpu_weight(placement.pod, least, self._root)
+        except OSError as exc:
+            raise HostCommandError(f"cannot set the CPU weight of {placement.pod}: {exc}") from exc
 
     def remove(self, placement: Placement) -> bool:
         """The leaf, and the pod's cgroup if vmcri made it; best effort. False while a

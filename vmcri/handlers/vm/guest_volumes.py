@@ -46,7 +46,13 @@ import stat
 from dataclasses import dataclass
 
 from vmcri.agent.types import VolumeFile, VolumeKind
-from vmcri.host.safe_open import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_XDEV, openat2
+from vmcri.host.safe_open import (
+    RESOLVE_BENEATH,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_XDEV,
+    openat2,
+    read_at_most,
+)
 from vmcri.model import Mount, MountPropagation
 
 MAX_FILES = 16
@@ -208,15 +214,7 @@ def _read(path_fd: int, limit: int) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        chunks = []
-        left = limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 16))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        data = read_at_most(fd, limit + 1)
         if len(data) > limit:
             raise TooBig(f"a file grew past {MAX_BYTES} bytes")
         return data

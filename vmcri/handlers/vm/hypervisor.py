@@ -84,6 +84,14 @@ class Hypervisor(Protocol):
         """Hotplug a device into the running domain; raises HypervisorError."""
         ...
 
+    def pause(self, name: str) -> None:
+        """Stop the domain's vCPUs (it stays, holding its memory); raises HypervisorError."""
+        ...
+
+    def resume(self, name: str) -> None:
+        """Run a paused domain's vCPUs again; raises HypervisorError."""
+        ...
+
     def disks(self, name: str) -> dict[str, int]:
         """The running domain's SCSI disks: each one's host file and its unit (LUN).
         Raises HypervisorError."""
@@ -392,6 +400,22 @@ class LibvirtHypervisor:
             raise HypervisorError(
                 f"cannot add a device to {name}: {exc.get_error_message()}"
             ) from exc
+
+    def pause(self, name: str) -> None:
+        import libvirt
+
+        try:
+            self._running(name, "pause it").suspend()
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot pause {name}: {exc.get_error_message()}") from exc
+
+    def resume(self, name: str) -> None:
+        import libvirt
+
+        try:
+            self._running(name, "resume it").resume()
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(f"cannot resume {name}: {exc.get_error_message()}") from exc
 
     def disks(self, name: str) -> dict[str, int]:
         import libvirt

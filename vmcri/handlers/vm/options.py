@@ -49,6 +49,11 @@ class VmOptions:
     # cold-boots. Templates need 9p: with "auto", shared_fs "auto" means 9p.
     template: Literal["auto", "off"] = "auto"
     template_dir: str = ""  # where templates are kept; "" is <root>/backends/vm/templates
+    # A warm pool of restored, paused VMs per template shape (pool.py): this many kept
+    # per shape a pod asked for, made one at a time in the background at the lowest CPU
+    # weight, taken by RunPodSandbox. 0: no pool. Needs templates (without them: off).
+    # Each idle VM holds its RAM as a pod does.
+    pool_size: int = 0
     # The OCI runtime the guest's agent runs containers with: both are in the guest image
     # and take the same command line; crun, a C program, creates a container in a
     # fraction of runc's time (see ARCHITECTURE.md, "The guest's OCI runtime").
@@ -77,6 +82,8 @@ class VmOptions:
             raise ConfigError("options: overhead_vcpus and shutdown_timeout_s must not be negative")
         if not self.cgroup_parent.startswith("/") or ".." in self.cgroup_parent.split("/"):
             raise ConfigError("options.cgroup_parent: must be an absolute cgroup path")
+        if not 0 <= self.pool_size <= 64:
+            raise ConfigError("options.pool_size: must be 0 (no pool) to 64")
         if self.guest_dir and not Path(self.guest_dir).is_absolute():
             raise ConfigError("options.guest_dir: must be an absolute path")
         if self.template_dir and not Path(self.template_dir).is_absolute():

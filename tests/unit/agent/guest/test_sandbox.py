@@ -85,6 +85,7 @@ def test_mount_shares_checks_every_mount_before_mounting_any(
         ({"hostname": "bad name"}, "hostname"),
         ({"sysctls": {"kernel/../x": "1"}}, "sysctl"),
         ({"hosts": b"x" * 70000}, "hosts"),
+        ({"entropy": b"x" * 513}, "entropy"),
     ],
 )
 def test_sandbox_rejects_bad_fields_before_doing_anything(
@@ -95,6 +96,24 @@ def test_sandbox_rejects_bad_fields_before_doing_anything(
     with pytest.raises(InvalidArgument, match=field):
         sandbox.setup(agent_pb2.SetupSandboxRequest(**request_fields))  # type: ignore[arg-type]
     assert not (tmp_path / "state").exists() and not mounter.mounts
+
+
+def test_the_hosts_entropy_is_mixed_in_before_the_clock_and_the_host_name(tmp_path: Path) -> None:
+    done: list[str] = []
+    settings = HostSettings(
+        lambda name: done.append(f"hostname {name}"),
+        tmp_path,
+        set_clock=lambda ns: done.append(f"clock {ns}"),
+        add_entropy=lambda data: done.append(f"entropy {data.hex()}"),
+    )
+    sandbox = Sandbox(tmp_path / "state", FakeMounter(), settings)
+    sandbox.setup(
+        agent_pb2.SetupSandboxRequest(hostname="web", wall_clock_ns=5, entropy=b"\x01\x02")
+    )
+    assert done == ["entropy 0102", "clock 5", "hostname web"]
+    done.clear()
+    sandbox.setup(agent_pb2.SetupSandboxRequest(hostname="web"))  # none sent: none mixed
+    assert done == ["hostname web"]
 
 
 def test_a_shared_pid_namespace_is_made_by_the_sandbox_set_up_and_named_in_its_answer(
