@@ -15,9 +15,10 @@ kubelet's volumes that live in the guest are ID-mapped binds where their file sy
 be (the writable disk's ext4: disk emptyDirs), staged under the bundle and detached once
 runc has bound them; on tmpfs (a memory emptyDir; the guest's 6.1 cannot ID-map tmpfs,
 6.3 can) an emptyDir's top is given to the pod's root instead, which is all a new,
-empty directory needs. Copied volumes (configMap, secret, projected, downwardAPI) stay
-as they are: read-only, readable as their mode says, their owner shown as the overflow
-ID. Nothing on the 9p share can be ID-mapped: the host refuses such volumes.
+empty directory needs. Copied volumes (configMap, secret, projected, downwardAPI) are
+not the agent's to map: the host sends their files with owners mapped through the pod's
+range (``vmcri/handlers/vm/pod_volumes.py``). Nothing on the 9p share can be ID-mapped:
+the host refuses such volumes.
 
 The user namespace the mounts are mapped through is a forked child's, which unshares
 one, is given the maps by the agent (privileged in the parent namespace, so any ranges
@@ -29,25 +30,22 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from vmcri.agent.guest.processes import Reaper
 from vmcri.errors import HostCommandError, InvalidArgument
+
+if TYPE_CHECKING:  # loaded with the first user-namespaced container, not at the agent's start
+    from vmcri.model import IDMapping
 
 MAX_RANGES = 340  # the kernel's limit on lines of uid_map / gid_map
 MAX_ID = (1 << 32) - 1
 HOLDER_WAIT_S = 10.0
 
 
-class IdRange(NamedTuple):
-    container_id: int
-    host_id: int
-    length: int
-
-
 class IdMaps(NamedTuple):
-    uids: tuple[IdRange, ...]
-    gids: tuple[IdRange, ...]
+    uids: tuple[IDMapping, ...]
+    gids: tuple[IDMapping, ...]
 
     def root(self) -> tuple[int, int] | None:
         """The guest (uid, gid) of the container's root; None if root is unmapped."""
@@ -94,7 +92,9 @@ def spec_id_maps(spec: dict[str, object]) -> IdMaps | None:
     )
 
 
-def _ranges(raw: object, field: str) -> tuple[IdRange, ...]:
+def _ranges(raw: object, field: str) -> tuple[IDMapping, ...]:
+    from vmcri.model import IDMapping
+
     where = f"oci_spec.linux.{field}"
     if not isinstance(raw, list) or not raw or len(raw) > MAX_RANGES:
         raise InvalidArgument(f"{where}: a user namespace needs 1-{MAX_RANGES} mappings")
@@ -109,14 +109,14 @@ def _ranges(raw: object, field: str) -> tuple[IdRange, ...]:
             raise InvalidArgument(f"{where}[{i}]: out of range")
         if outside == 0:
             raise InvalidArgument(f"{where}[{i}].hostID: must not map the guest's ID 0")
-        out.append(IdRange(inside, outside, length))
+        out.append(IDMapping(host_id=outside, container_id=inside, length=length))
     return tuple(out)
 
 
 _KEYS = ("containerID", "hostID", "size")
 
 
-def _outside(inside: int, ranges: Sequence[IdRange]) -> int | None:
+def _outside(inside: int, ranges: Sequence[IDMapping]) -> int | None:
     for r in ranges:
         if r.container_id <= inside < r.container_id + r.length:
             return r.host_id + inside - r.container_id
@@ -129,11 +129,6 @@ def mapped_owner(uid: int, gid: int, maps: IdMaps) -> tuple[int, int]:
     return (uid if new_uid is None else new_uid), (gid if new_gid is None else new_gid)
 
 
-def map_text(ranges: Sequence[IdRange]) -> bytes:
-    """uid_map / gid_map contents: ``inside outside length`` lines."""
-    return "".join(f"{r.container_id} {r.host_id} {r.length}\n" for r in ranges).encode()
-
-
 class KernelIdMapper:
     """:class:`IdMapper` with the real syscalls (``vmcri/host/mount_api.py``)."""
 
@@ -143,6 +138,7 @@ class KernelIdMapper:
     @contextlib.contextmanager
     def userns(self, maps: IdMaps) -> Iterator[str]:
         """Raises HostCommandError when the namespace cannot be made."""
+        from vmcri.host.idmap import write_id_maps
         from vmcri.host.namespaces import CLONE_NEWUSER, unshare  # libc: before the fork
 
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -166,16 +162,7 @@ class KernelIdMapper:
             ready = _read_byte(ready_r, HOLDER_WAIT_S)
             if ready != b"1":
                 raise HostCommandError("user namespace for ID-mapped mounts: cannot make it")
-            for name, ranges in (("uid_map", maps.uids), ("gid_map", maps.gids)):
-                path = f"/proc/{child}/{name}"
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                    try:
-                        os.write(fd, map_text(ranges))
-                    finally:
-                        os.close(fd)
-                except OSError as exc:
-                    raise HostCommandError(f"write {path}: {exc.strerror}") from exc
+            write_id_maps(child, maps.uids, maps.gids)
             yield f"/proc/{child}/ns/user"
         finally:
             os.close(ready_r)

@@ -13,11 +13,16 @@ import pytest
 from tests.support.guest_mounter import FakeMounter
 from tests.support.idmapper import FakeIdMapper
 from vmcri.agent.guest.containers import CLONES, Container, ContainerManager, GuestPaths
-from vmcri.agent.guest.idmap import IdMaps, IdRange, map_text, mapped_owner, spec_id_maps
+from vmcri.agent.guest.idmap import IdMaps, mapped_owner, spec_id_maps
 from vmcri.agent.guest.userns_net import UNPRIVILEGED, open_to_the_pods_users
 from vmcri.errors import InvalidArgument
+from vmcri.model import IDMapping
 
 KUBELET = [{"containerID": 0, "hostID": 65536, "size": 65536}]
+
+
+def _r(inside: int, outside: int, length: int) -> IDMapping:
+    return IDMapping(host_id=outside, container_id=inside, length=length)
 
 
 def _spec(namespaces: list[dict[str, str]], uids: object = KUBELET) -> dict[str, object]:
@@ -33,9 +38,8 @@ def test_only_a_user_namespace_the_runtime_makes_is_mapped_by_the_agent() -> Non
     assert spec_id_maps(_spec([{"type": "user", "path": "/run/ns/user"}])) is None
     maps = spec_id_maps(_spec([{"type": "user"}]))
     assert maps is not None
-    assert maps.uids == (IdRange(0, 65536, 65536),)
+    assert maps.uids == (IDMapping(host_id=65536, container_id=0, length=65536),)
     assert maps.root() == (65536, 65536)
-    assert map_text(maps.uids) == b"0 65536 65536\n"
 
 
 @pytest.mark.parametrize(
@@ -56,7 +60,7 @@ def test_a_bad_mapping_is_refused_naming_it(uids: object, named: str) -> None:
 
 
 def test_an_owner_is_mapped_where_the_mapping_covers_it() -> None:
-    maps = IdMaps((IdRange(0, 65536, 1000),), (IdRange(0, 70000, 10),))
+    maps = IdMaps((_r(0, 65536, 1000),), (_r(0, 70000, 10),))
     assert mapped_owner(0, 5, maps) == (65536, 70005)
     assert mapped_owner(2000, 20, maps) == (2000, 20)  # unmapped: as it is
 
@@ -91,7 +95,7 @@ def test_layers_and_a_disk_empty_dir_are_mapped_a_tmpfs_one_is_given_to_the_pods
     for path in (disk_dir, mem_dir, copy):
         path.mkdir(parents=True)
     me = (os.getuid(), os.getgid())
-    maps = IdMaps((IdRange(0, me[0], 1),), (IdRange(0, me[1], 1),))
+    maps = IdMaps((_r(0, me[0], 1),), (_r(0, me[1], 1),))
     spec: dict[str, object] = {
         "mounts": [
             {"destination": "/cache", "type": "bind", "source": str(disk_dir)},
@@ -136,7 +140,7 @@ def test_an_unmapped_root_is_refused(tmp_path: Path) -> None:
     mounter = FakeMounter()
     manager = _manager(tmp_path, mounter, FakeIdMapper(mounter))
     container = _container(manager, "c2")
-    maps = IdMaps((IdRange(1, 65536, 10),), (IdRange(0, 65536, 10),))
+    maps = IdMaps((_r(1, 65536, 10),), (_r(0, 65536, 10),))
     with pytest.raises(InvalidArgument, match="root is unmapped"):
         manager._mount_mapped(container, ["/l"], {"mounts": []}, maps)
     assert mounter.mounts == []
