@@ -7,7 +7,8 @@ overlay), it writes its rootfs and a disk emptyDir (ID-mapped ext4) and a memory
 (tmpfs, which 6.1 cannot ID-map: its top is given to the pod's root), and what it
 writes is its root's; a copied configMap's files have the owners they have on the host.
 A hostPath volume would reach the guest over the 9p share, which
-cannot be ID-mapped: refused, naming the mount.
+cannot be ID-mapped: refused, naming the mount. With no share mounted, such a pod is
+saved and restored whole.
 """
 
 from __future__ import annotations
@@ -139,3 +140,42 @@ def test_a_user_namespaced_vm_pod_sees_its_files_as_its_own(env: VmEnv, tmp_path
         )
     finally:
         subprocess.run(["umount", str(memory)], check=False)
+
+
+def test_a_user_namespaced_vm_pod_is_saved_and_restored(env: VmEnv, tmp_path: Path) -> None:
+    """No share is mounted, so QEMU saves the pod; the restored container is still its
+    user namespace's root, its ID-mapped rootfs and what it wrote as they were."""
+    sandbox_id, pod = env.run_pod("userns-saved", linux=pod_linux())
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="app"),
+        image=pb.ImageSpec(image=env.image),
+        command=["sleep", "3600"],
+        log_path="app.log",
+        linux=container_linux(),
+    )
+    cid = env.create(sandbox_id, pod, "app", ["sleep", "3600"], linux=container_linux())
+    env.start(cid)
+    _exec(env, cid, "echo kept > /made")
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    env.runtime.CheckpointPod(
+        pb.CheckpointPodRequest(pod_sandbox_id=sandbox_id, path=str(out)), timeout=180
+    )
+    env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+    env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+
+    restored_pod = pb.PodSandboxConfig()
+    restored_pod.CopyFrom(pod)
+    restored_pod.metadata.name = "userns-restored"
+    restored_pod.metadata.uid = "uid-userns-restored"
+    restored = env.runtime.RestorePod(
+        pb.RestorePodRequest(path=str(out), config=restored_pod, container_configs=[config]),
+        timeout=180,
+    ).pod_sandbox_id
+    env.sandboxes.append(restored)
+    script = "id -u; cat /made; stat -c %u:%g /made /bin/busybox; cat /proc/self/uid_map"
+    assert _exec(env, cid, script).split() == [
+        "0", "kept", "0:0", "0:0", "0", str(BASE), str(SIZE),
+    ]  # fmt: skip
+    env.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=restored), timeout=120)
+    env.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=restored), timeout=120)
