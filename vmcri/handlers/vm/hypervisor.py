@@ -9,7 +9,6 @@ killed from outside marks its sandbox NOTREADY without waiting for a poll.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -141,8 +140,9 @@ class LibvirtHypervisor:
         self._on_death = on_death
         self._conn: Any = None
         self._lock = threading.Lock()
-        # QMP with descriptors (a migration stream's pipe), as pod checkpoints send it.
-        self._monitor = LibvirtMonitor(uri)
+        # QMP (with descriptors: a migration stream's pipe) as pod checkpoints send it,
+        # over this connection.
+        self._monitor = LibvirtMonitor(uri, self._connection)
 
     def _connection(self) -> Any:
         import libvirt
@@ -300,17 +300,7 @@ class LibvirtHypervisor:
 
     def _qmp(self, dom: Any, command: str, **arguments: Any) -> Any:
         """One QMP command through libvirt (the domain is then marked custom-monitor)."""
-        import libvirt
-        import libvirt_qemu
-
-        message = json.dumps({"execute": command, "arguments": arguments})
-        try:
-            reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, message, 0))
-        except libvirt.libvirtError as exc:
-            raise HypervisorError(f"QMP {command}: {exc.get_error_message()}") from exc
-        if "error" in reply:
-            raise HypervisorError(f"QMP {command}: {reply['error'].get('desc', reply['error'])}")
-        return reply.get("return")
+        return self._monitor.qmp_on(dom, command, arguments, [])
 
     def _ignore_shared(self, dom: Any) -> None:
         # RAM in a shared file is not copied into the stream: only device state is.

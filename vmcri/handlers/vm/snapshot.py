@@ -269,16 +269,20 @@ def load_stream(
 
 
 class LibvirtMonitor:
-    """:class:`DomainMonitor` over a libvirt connection (QMP through libvirt-qemu)."""
+    """:class:`DomainMonitor` over a libvirt connection (QMP through libvirt-qemu):
+    its own, or the one ``connection`` returns (a hypervisor's)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, connection: Callable[[], Any] | None = None) -> None:
         self._uri = uri
         self._conn: Any = None
+        self._shared = connection
 
     def _domain(self, name: str) -> Any:
         import libvirt
 
         try:
+            if self._shared is not None:
+                return self._shared().lookupByName(name)
             if self._conn is None:
                 self._conn = libvirt.open(self._uri)
             return self._conn.lookupByName(name)
@@ -289,19 +293,21 @@ class LibvirtMonitor:
         return str(self._domain(name).XMLDesc(0))
 
     def qmp(self, name: str, command: str, **arguments: Any) -> Any:
-        return self._command(name, command, arguments, [])
+        return self.qmp_on(self._domain(name), command, arguments, [])
 
     def pass_fd(self, name: str, fd_name: str, fd: int) -> None:
-        self._command(name, "getfd", {"fdname": fd_name}, [fd])
+        self.qmp_on(self._domain(name), "getfd", {"fdname": fd_name}, [fd])
 
-    def _command(self, name: str, command: str, arguments: Any, fds: list[int]) -> Any:
+    @staticmethod
+    def qmp_on(domain: Any, command: str, arguments: Any, fds: list[int]) -> Any:
+        """One QMP command to a libvirt domain object, with ``fds`` passed along; its
+        ``return``. Raises HypervisorError."""
         import json
 
         import libvirt
         import libvirt_qemu
 
         message = json.dumps({"execute": command, "arguments": arguments})
-        domain = self._domain(name)
         try:
             if fds:
                 raw, _ = libvirt_qemu.qemuMonitorCommandWithFiles(domain, message, fds, 0)
