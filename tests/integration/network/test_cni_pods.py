@@ -45,7 +45,8 @@ def _pod_get(env: NetEnv, container_id: str, host: str, port: int) -> str:
 
 
 def test_pods_reach_each_other_and_the_host_reaches_them(env: NetEnv) -> None:
-    host_port_a, host_port_b = 31000 + (hash(env.bridge) % 1000), 32000 + (hash(env.bridge) % 1000)
+    host_port_a = free_port()
+    host_port_b = next(port for port in iter(free_port, 0) if port != host_port_a)
     long_name = "a" * 70  # longer than a Linux host name may be
     cfg_a = env.pod_config(
         long_name,

@@ -15,6 +15,7 @@ import pytest
 from tests.integration.network.conftest import HTTP_PORT, NetEnv
 from tests.integration.network.test_cni_pods import _answers, _http_get
 from tests.integration.streaming.clients import SpdyClient
+from tests.support.ports import free_port
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.host.namespaces import CLONE_NEWNET, setns
@@ -70,7 +71,7 @@ def _udp_ask(host: str, port: int) -> bytes:
 
 
 def test_host_ip_mappings_tcp_and_udp(env: NetEnv, udp_echo: Callable[[str], None]) -> None:
-    tcp_port, udp_port = 35000 + (hash(env.bridge) % 500), 35600 + (hash(env.bridge) % 500)
+    tcp_port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
     cfg = env.pod_config(
         "host-ip",
         [

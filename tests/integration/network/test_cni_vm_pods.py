@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.network.conftest import HTTP_PORT, NetEnv
 from tests.integration.network.test_cni_pods import _answers, _http_get, _pod_get
+from tests.support.ports import free_port
 from tests.support.wait import wait_for
 from vmcri.api import api_pb2 as pb
 from vmcri.handlers.vm.nic import tap_name
@@ -30,7 +31,7 @@ def _taps() -> str:
 
 
 def test_vm_and_runc_pods_reach_each_other_and_the_host(env: NetEnv) -> None:
-    port_vm = 33000 + (hash(env.bridge) % 1000)
+    port_vm = free_port()
     long_name = "v" * 72  # a VM pod without a host name gets its name, cut to 63 bytes
     cfg_vm = env.pod_config(
         long_name, [pb.PortMapping(container_port=HTTP_PORT, host_port=port_vm)]
